@@ -1,0 +1,608 @@
+//! Agent manifests: an A2A Agent Card in a signed envelope.
+//!
+//! The card is kept as the exact JSON text the agent published, so what an agent publishes is what
+//! a reader gets back. Around it, the envelope names the agent (`{org}/{agent}`), its organisation,
+//! region and update time, the organisation key that signed it, and the signature. The envelope is
+//! a DAG-CBOR block; its CID is what the registry tree stores.
+//!
+//! Which organisation keys count is the verifier's decision (governance), never the card's:
+//! nothing inside a card (such as a `jku` URL) selects a key.
+
+use cid::Cid;
+
+use crate::cbor::{self, MapReader, Value};
+use crate::ids;
+use crate::keys::{KeyError, Keypair, PublicKey};
+
+/// The `$type` of a manifest block.
+pub const MANIFEST_TYPE: &str = "meridian.manifest.v1";
+/// Largest card JSON accepted, in bytes.
+pub const CARD_BYTES_MAX: usize = 64 * 1024;
+/// Largest manifest block accepted, in bytes (the card plus the envelope).
+pub const MANIFEST_BYTES_MAX: usize = CARD_BYTES_MAX + 4 * 1024;
+/// Longest organisation id or agent name, in bytes.
+pub const NAME_BYTES_MAX: usize = 64;
+const _: () = assert!(MANIFEST_BYTES_MAX > CARD_BYTES_MAX);
+
+/// Why a card or manifest was refused. Validation reports every problem it finds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The card is not acceptable; every problem found is listed.
+    #[error("invalid agent card: {}", problems.join("; "))]
+    InvalidCard {
+        /// Each problem, naming the field.
+        problems: Vec<String>,
+    },
+    /// The manifest block is not canonical DAG-CBOR.
+    #[error("manifest is not canonical dag-cbor: {0}")]
+    NonCanonical(#[from] cbor::DecodeError),
+    /// The manifest block has the wrong shape.
+    #[error("manifest: {0}")]
+    Shape(#[from] cbor::ShapeError),
+    /// The envelope's fields contradict each other or break the naming rules.
+    #[error("manifest: {0}")]
+    Invalid(String),
+    /// The manifest is larger than [`MANIFEST_BYTES_MAX`].
+    #[error("manifest is {size} bytes, over the limit of {max}")]
+    TooLarge {
+        /// The size found.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The signer's key or signature is bad.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Checks an organisation id or agent name: 1 to 64 of `a-z`, `0-9`, `-`, not starting or
+/// ending with `-`.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(format!(
+            "{kind} `{name}` must be 1 to {NAME_BYTES_MAX} bytes"
+        ));
+    }
+    if !valid_chars || name.starts_with('-') || name.ends_with('-') {
+        return Err(format!(
+            "{kind} `{name}` may hold only a-z, 0-9 and inner `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Derives an agent name from a card's display name: lowercase, every run of other characters
+/// becomes one `-`, trimmed, at most 64 bytes.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    let mut dash = false;
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            out.push(c);
+            dash = false;
+        } else {
+            dash = true;
+        }
+    }
+    out.truncate(NAME_BYTES_MAX);
+    out.trim_end_matches('-').to_owned()
+}
+
+/// One way to reach an agent: an endpoint URL and the A2A protocol binding it speaks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentInterface {
+    /// The endpoint URL.
+    pub url: String,
+    /// `JSONRPC`, `GRPC` or `HTTP+JSON`.
+    pub protocol_binding: String,
+}
+
+/// One skill an agent offers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentSkill {
+    /// The skill's id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Tags for search.
+    pub tags: Vec<String>,
+    /// Input media types (empty means the card's defaults).
+    pub input_modes: Vec<String>,
+    /// Output media types (empty means the card's defaults).
+    pub output_modes: Vec<String>,
+}
+
+/// The parts of an A2A Agent Card that Meridian reads, normalised to A2A v1.0 whatever version
+/// the card was written in. The card text itself is kept unchanged beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentCard {
+    /// Display name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The agent's own version string.
+    pub version: String,
+    /// `1.0` for cards with `supportedInterfaces`, `0.3` for older cards with a top-level `url`.
+    pub card_version: String,
+    /// Where to reach the agent, preferred first.
+    pub interfaces: Vec<AgentInterface>,
+    /// The agent's skills.
+    pub skills: Vec<AgentSkill>,
+    /// Default input media types.
+    pub default_input_modes: Vec<String>,
+    /// Default output media types.
+    pub default_output_modes: Vec<String>,
+    /// The explicit agent name (the card's `agent_id`, a Meridian extension), if it has one.
+    pub explicit_name: Option<String>,
+}
+
+impl AgentCard {
+    /// Parses and validates card JSON, reporting every problem found.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        if text.len() > CARD_BYTES_MAX {
+            return Err(ManifestError::InvalidCard {
+                problems: vec![format!(
+                    "card is {} bytes, over the limit of {CARD_BYTES_MAX}",
+                    text.len()
+                )],
+            });
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| ManifestError::InvalidCard {
+                problems: vec![format!("not valid json: {error}")],
+            })?;
+        let Some(object) = json.as_object() else {
+            return Err(ManifestError::InvalidCard {
+                problems: vec!["card is not a json object".into()],
+            });
+        };
+        let mut problems = Vec::new();
+        let text_field = |field: &str, problems: &mut Vec<String>, required: bool| -> String {
+            match object.get(field) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                None if !required => String::new(),
+                None => {
+                    problems.push(format!("`{field}` is missing"));
+                    String::new()
+                }
+                Some(_) => {
+                    problems.push(format!("`{field}` is not a string"));
+                    String::new()
+                }
+            }
+        };
+        let name = text_field("name", &mut problems, true);
+        if object.contains_key("name") && name.trim().is_empty() {
+            problems.push("`name` is empty".into());
+        }
+        let description = text_field("description", &mut problems, false);
+        let version = text_field("version", &mut problems, false);
+        let string_list = |field: &str,
+                           value: Option<&serde_json::Value>,
+                           problems: &mut Vec<String>| {
+            match value {
+                None => Vec::new(),
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|item| match item.as_str() {
+                        Some(s) => Some(s.to_owned()),
+                        None => {
+                            problems.push(format!("`{field}` holds a non-string"));
+                            None
+                        }
+                    })
+                    .collect(),
+                Some(_) => {
+                    problems.push(format!("`{field}` is not an array"));
+                    Vec::new()
+                }
+            }
+        };
+
+        let mut interfaces = Vec::new();
+        let card_version;
+        if let Some(list) = object.get("supportedInterfaces") {
+            card_version = "1.0".to_owned();
+            match list.as_array() {
+                Some(items) if !items.is_empty() => {
+                    for (index, item) in items.iter().enumerate() {
+                        let url = item.get("url").and_then(|u| u.as_str());
+                        let binding = item
+                            .get("protocolBinding")
+                            .and_then(|b| b.as_str())
+                            .unwrap_or("JSONRPC");
+                        match url {
+                            Some(url) => interfaces.push(AgentInterface {
+                                url: url.to_owned(),
+                                protocol_binding: binding.to_owned(),
+                            }),
+                            None => problems.push(format!(
+                                "`supportedInterfaces[{index}].url` is missing or not a string"
+                            )),
+                        }
+                    }
+                }
+                _ => problems.push("`supportedInterfaces` must be a non-empty array".into()),
+            }
+        } else if let Some(url) = object.get("url") {
+            // A2A v0.3: `url` + `preferredTransport`, then `additionalInterfaces`.
+            card_version = "0.3".to_owned();
+            match url.as_str() {
+                Some(url) => interfaces.push(AgentInterface {
+                    url: url.to_owned(),
+                    protocol_binding: object
+                        .get("preferredTransport")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or("JSONRPC")
+                        .to_owned(),
+                }),
+                None => problems.push("`url` is not a string".into()),
+            }
+            if let Some(extra) = object
+                .get("additionalInterfaces")
+                .and_then(|a| a.as_array())
+            {
+                for item in extra {
+                    if let Some(url) = item.get("url").and_then(|u| u.as_str())
+                        && !interfaces.iter().any(|i| i.url == url)
+                    {
+                        interfaces.push(AgentInterface {
+                            url: url.to_owned(),
+                            protocol_binding: item
+                                .get("transport")
+                                .and_then(|t| t.as_str())
+                                .unwrap_or("JSONRPC")
+                                .to_owned(),
+                        });
+                    }
+                }
+            }
+        } else {
+            card_version = String::new();
+            problems.push(
+                "card has neither `supportedInterfaces` (A2A 1.0) nor `url` (A2A 0.3)".into(),
+            );
+        }
+        for interface in &interfaces {
+            if !(interface.url.starts_with("https://") || interface.url.starts_with("http://")) {
+                problems.push(format!("interface url `{}` is not http(s)", interface.url));
+            }
+        }
+
+        let mut skills = Vec::new();
+        match object.get("skills") {
+            None => {}
+            Some(serde_json::Value::Array(items)) => {
+                for (index, item) in items.iter().enumerate() {
+                    let Some(skill) = item.as_object() else {
+                        problems.push(format!("`skills[{index}]` is not an object"));
+                        continue;
+                    };
+                    let id = skill.get("id").and_then(|i| i.as_str());
+                    if id.is_none() {
+                        problems.push(format!("`skills[{index}].id` is missing or not a string"));
+                    }
+                    skills.push(AgentSkill {
+                        id: id.unwrap_or_default().to_owned(),
+                        name: skill
+                            .get("name")
+                            .and_then(|n| n.as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        tags: string_list("skills[].tags", skill.get("tags"), &mut problems),
+                        input_modes: string_list(
+                            "skills[].inputModes",
+                            skill.get("inputModes"),
+                            &mut problems,
+                        ),
+                        output_modes: string_list(
+                            "skills[].outputModes",
+                            skill.get("outputModes"),
+                            &mut problems,
+                        ),
+                    });
+                }
+            }
+            Some(_) => problems.push("`skills` is not an array".into()),
+        }
+        let default_input_modes = string_list(
+            "defaultInputModes",
+            object.get("defaultInputModes"),
+            &mut problems,
+        );
+        let default_output_modes = string_list(
+            "defaultOutputModes",
+            object.get("defaultOutputModes"),
+            &mut problems,
+        );
+        let explicit_name = match object.get("agent_id") {
+            None => None,
+            Some(serde_json::Value::String(id)) => {
+                // Either `name` or `org/name`; the org part is checked against the envelope.
+                let agent = id.rsplit('/').next().unwrap_or(id).to_owned();
+                if let Err(problem) = check_name("agent name", &agent) {
+                    problems.push(format!("`agent_id`: {problem}"));
+                }
+                Some(id.clone())
+            }
+            Some(_) => {
+                problems.push("`agent_id` is not a string".into());
+                None
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ManifestError::InvalidCard { problems });
+        }
+        Ok(Self {
+            name,
+            description,
+            version,
+            card_version,
+            interfaces,
+            skills,
+            default_input_modes,
+            default_output_modes,
+            explicit_name,
+        })
+    }
+
+    /// The agent key `{org}/{agent}` this card gets under `org`: the explicit `agent_id` if the
+    /// card has one, otherwise the slug of its name.
+    pub fn agent_id(&self, org: &str) -> Result<String, ManifestError> {
+        let agent = match &self.explicit_name {
+            Some(id) => match id.split_once('/') {
+                Some((id_org, agent)) if id_org == org => agent.to_owned(),
+                Some((id_org, _)) => {
+                    return Err(ManifestError::Invalid(format!(
+                        "card `agent_id` names org `{id_org}` but is published by `{org}`"
+                    )));
+                }
+                None => id.clone(),
+            },
+            None => slug(&self.name),
+        };
+        check_name("agent name", &agent).map_err(ManifestError::Invalid)?;
+        Ok(format!("{org}/{agent}"))
+    }
+}
+
+/// The unsigned part of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestBody {
+    /// `{org}/{agent}`.
+    pub agent_id: String,
+    /// The organisation id.
+    pub org: String,
+    /// The region the agent is served from.
+    pub region: String,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+    /// The card JSON, exactly as published.
+    pub card: String,
+}
+
+/// A signed agent manifest and its block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// What was signed.
+    pub body: ManifestBody,
+    /// The organisation key that signed it.
+    pub signer: PublicKey,
+    /// The ed25519 signature over [`Manifest::signing_bytes`].
+    pub sig: [u8; 64],
+}
+
+impl ManifestBody {
+    /// Builds a body from card JSON, deriving the agent id; reports every card problem.
+    pub fn from_card(
+        card: &str,
+        org: &str,
+        region: &str,
+        updated_at: i64,
+    ) -> Result<Self, ManifestError> {
+        check_name("org", org).map_err(ManifestError::Invalid)?;
+        let parsed = AgentCard::parse(card)?;
+        Ok(Self {
+            agent_id: parsed.agent_id(org)?,
+            org: org.to_owned(),
+            region: region.to_owned(),
+            updated_at,
+            card: card.to_owned(),
+        })
+    }
+
+    fn fields(&self, signer: &PublicKey) -> Vec<(&'static str, Value)> {
+        vec![
+            ("$type", Value::Text(MANIFEST_TYPE.into())),
+            ("agent_id", Value::Text(self.agent_id.clone())),
+            ("org", Value::Text(self.org.clone())),
+            ("region", Value::Text(self.region.clone())),
+            ("updated_at", Value::Integer(i128::from(self.updated_at))),
+            ("card", Value::Text(self.card.clone())),
+            ("signer", Value::Text(signer.to_did())),
+        ]
+    }
+
+    /// Signs the body with an organisation key.
+    pub fn sign(self, key: &Keypair) -> Manifest {
+        let signer = key.public();
+        let sig = key.sign(&signing_bytes(&self, &signer));
+        Manifest {
+            body: self,
+            signer,
+            sig,
+        }
+    }
+}
+
+fn signing_bytes(body: &ManifestBody, signer: &PublicKey) -> Vec<u8> {
+    let map = body
+        .fields(signer)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    cbor::encode(&Value::Map(map))
+}
+
+impl Manifest {
+    /// The bytes the signature covers: the canonical encoding of every field but `sig`.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        signing_bytes(&self.body, &self.signer)
+    }
+
+    /// The manifest's block.
+    pub fn to_block(&self) -> Vec<u8> {
+        let mut map: std::collections::BTreeMap<String, Value> = self
+            .body
+            .fields(&self.signer)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        map.insert("sig".into(), Value::Bytes(self.sig.to_vec()));
+        cbor::encode(&Value::Map(map))
+    }
+
+    /// The manifest's block and CID.
+    pub fn to_block_and_cid(&self) -> (Cid, Vec<u8>) {
+        let block = self.to_block();
+        (ids::dag_cbor_cid(&block), block)
+    }
+
+    /// Decodes a manifest block and checks everything but the signature: canonical encoding,
+    /// shape, naming rules, and the card. Signatures are checked separately (in batches).
+    pub fn decode(block: &[u8]) -> Result<Self, ManifestError> {
+        if block.len() > MANIFEST_BYTES_MAX {
+            return Err(ManifestError::TooLarge {
+                size: block.len(),
+                max: MANIFEST_BYTES_MAX,
+            });
+        }
+        let mut reader = MapReader::new(cbor::decode(block)?)?;
+        let kind = reader.text("$type")?;
+        if kind != MANIFEST_TYPE {
+            return Err(ManifestError::Invalid(format!(
+                "`$type` is `{kind}`, expected `{MANIFEST_TYPE}`"
+            )));
+        }
+        let body = ManifestBody {
+            agent_id: reader.text("agent_id")?,
+            org: reader.text("org")?,
+            region: reader.text("region")?,
+            updated_at: reader.i64("updated_at")?,
+            card: reader.text("card")?,
+        };
+        let signer = PublicKey::from_did(&reader.text("signer")?)?;
+        let sig: [u8; 64] = reader
+            .bytes("sig")?
+            .try_into()
+            .map_err(|_| ManifestError::Invalid("`sig` is not 64 bytes".into()))?;
+        reader.finish()?;
+        check_name("org", &body.org).map_err(ManifestError::Invalid)?;
+        let card = AgentCard::parse(&body.card)?;
+        let expected = card.agent_id(&body.org)?;
+        if expected != body.agent_id {
+            return Err(ManifestError::Invalid(format!(
+                "`agent_id` is `{}` but the card under org `{}` gives `{expected}`",
+                body.agent_id, body.org
+            )));
+        }
+        Ok(Self { body, signer, sig })
+    }
+
+    /// Checks the signature alone.
+    pub fn verify_signature(&self) -> Result<(), ManifestError> {
+        self.signer
+            .verify(&self.signing_bytes(), &self.sig)
+            .map_err(ManifestError::from)
+    }
+
+    /// The parsed, normalised card.
+    pub fn card(&self) -> Result<AgentCard, ManifestError> {
+        AgentCard::parse(&self.body.card)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = r#"{"name":"Travel Planner!","description":"plans","version":"1.2.0",
+      "supportedInterfaces":[{"url":"https://agents.example/travel","protocolBinding":"JSONRPC"}],
+      "skills":[{"id":"plan","name":"Plan","tags":["travel"]}],
+      "defaultInputModes":["text/plain"],"defaultOutputModes":["text/plain"]}"#;
+    const V03: &str = r#"{"name":"Old Agent","url":"https://old.example/a2a","preferredTransport":"JSONRPC",
+      "additionalInterfaces":[{"url":"https://old.example/grpc","transport":"GRPC"}],"skills":[]}"#;
+
+    #[test]
+    fn slug_rules() {
+        assert_eq!(slug("Travel Planner!"), "travel-planner");
+        assert_eq!(slug("  --A__b  C-- "), "a-b-c");
+        assert_eq!(slug("Ünïcode 42"), "n-code-42");
+        assert_eq!(slug("!!!"), "");
+    }
+
+    #[test]
+    fn v1_and_v03_cards_normalise() {
+        let card = AgentCard::parse(V1).unwrap();
+        assert_eq!(card.card_version, "1.0");
+        assert_eq!(card.agent_id("acme").unwrap(), "acme/travel-planner");
+        let old = AgentCard::parse(V03).unwrap();
+        assert_eq!(old.card_version, "0.3");
+        assert_eq!(old.interfaces.len(), 2);
+        assert_eq!(old.interfaces[1].protocol_binding, "GRPC");
+    }
+
+    #[test]
+    fn invalid_card_lists_every_problem() {
+        let err = AgentCard::parse(r#"{"name": 5, "skills": "x", "defaultInputModes": [1]}"#)
+            .unwrap_err();
+        let ManifestError::InvalidCard { problems } = err else {
+            panic!("wrong error")
+        };
+        assert!(problems.len() >= 4, "{problems:?}");
+        assert!(AgentCard::parse("[]").is_err());
+        assert!(AgentCard::parse(&"x".repeat(CARD_BYTES_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn signed_manifest_round_trips_and_keeps_card_text() {
+        let key = Keypair::from_secret(&[9; 32]);
+        let manifest = ManifestBody::from_card(V1, "acme", "eu-west", 1_700_000_000)
+            .unwrap()
+            .sign(&key);
+        let (_, block) = manifest.to_block_and_cid();
+        let decoded = Manifest::decode(&block).unwrap();
+        assert_eq!(decoded, manifest);
+        assert_eq!(decoded.body.card, V1);
+        decoded.verify_signature().unwrap();
+    }
+
+    #[test]
+    fn tampered_manifest_fails_signature() {
+        let key = Keypair::from_secret(&[9; 32]);
+        let mut manifest = ManifestBody::from_card(V1, "acme", "eu-west", 1)
+            .unwrap()
+            .sign(&key);
+        manifest.body.region = "us-east".into();
+        assert!(manifest.verify_signature().is_err());
+    }
+
+    #[test]
+    fn agent_id_must_match_card() {
+        let key = Keypair::from_secret(&[9; 32]);
+        let mut body = ManifestBody::from_card(V1, "acme", "eu-west", 1).unwrap();
+        body.agent_id = "acme/other".into();
+        let block = body.sign(&key).to_block();
+        assert!(matches!(
+            Manifest::decode(&block),
+            Err(ManifestError::Invalid(_))
+        ));
+    }
+}

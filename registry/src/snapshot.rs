@@ -1,0 +1,963 @@
+//! Snapshots: building, verifying, exporting and importing a publisher's signed registry.
+//!
+//! A snapshot is a commit plus everything it reaches: the registry tree's nodes and the agent
+//! manifests. [`build`] makes the next snapshot from agent cards, reusing unchanged manifests
+//! so only changed agents produce new blocks. [`verify`] checks a CAR's blocks against
+//! everything the commit promises and reports each way to fail as its own
+//! [`SnapshotError`] variant. [`import`] stores a verified snapshot in one atomic batch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use cid::Cid;
+
+use crate::car::{CarError, CarReader, CarWriter, Limits};
+use crate::commit::{Commit, CommitBody, CommitError, EquivocationProof};
+use crate::ids::{Blake3, BlockError};
+use crate::keys::{Keypair, PublicKey};
+use crate::manifest::{Manifest, ManifestBody, ManifestError};
+use crate::mst::{LoadError, Mst, TreeDiff};
+use crate::store::{BlockStore, Head, MemoryStore, StoreBatch, StoreError};
+
+/// The registry tree: agent keys to manifest CIDs, hashed with BLAKE3.
+pub type RegistryTree = Mst<Blake3>;
+
+/// Every way a snapshot can fail verification or import.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// A signature does not verify.
+    #[error("bad signature on {what}")]
+    BadSignature {
+        /// What was signed: the commit, or the manifest of an agent.
+        what: String,
+    },
+    /// The commit is by another publisher than the one expected.
+    #[error("wrong publisher: expected {expected}, found {actual}")]
+    WrongPublisher {
+        /// The expected publisher.
+        expected: String,
+        /// The commit's publisher.
+        actual: String,
+    },
+    /// The commit's validity has ended (freeze protection).
+    #[error("commit expired at {expires_at} (now {now})")]
+    Expired {
+        /// Its expiry, unix seconds.
+        expires_at: i64,
+        /// The verifier's time.
+        now: i64,
+    },
+    /// The commit claims to be made in the future beyond the allowed clock skew.
+    #[error("commit created at {created_at}, ahead of now ({now}) by more than the allowed skew")]
+    NotYetValid {
+        /// Its creation time.
+        created_at: i64,
+        /// The verifier's time.
+        now: i64,
+    },
+    /// The commit's seq is below the last accepted one.
+    #[error("rollback: seq {seq} is below the accepted seq {last_seq}")]
+    Rollback {
+        /// The last accepted seq.
+        last_seq: u64,
+        /// The offered seq.
+        seq: u64,
+    },
+    /// The commit's `prev` does not link to the previous commit.
+    #[error("broken chain: seq {seq} has prev {actual:?}, expected {expected}")]
+    BrokenChain {
+        /// The offered seq.
+        seq: u64,
+        /// The commit it should link to.
+        expected: Cid,
+        /// What its `prev` says.
+        actual: Option<Cid>,
+    },
+    /// Two different commits with one publisher and seq. The proof is kept.
+    #[error("equivocation by {publisher} at seq {seq}: {first} and {second}")]
+    Equivocation {
+        /// The publisher.
+        publisher: String,
+        /// The seq.
+        seq: u64,
+        /// The commit accepted first.
+        first: Cid,
+        /// The conflicting commit.
+        second: Cid,
+        /// Both signed commits.
+        proof: Box<EquivocationProof>,
+    },
+    /// A block the snapshot needs is neither in the CAR nor in the store.
+    #[error("missing block {cid}")]
+    MissingBlock {
+        /// The block.
+        cid: Cid,
+    },
+    /// A block that does not hash to its CID.
+    #[error(transparent)]
+    HashMismatch(#[from] BlockError),
+    /// The CAR stream is malformed or over a limit.
+    #[error("car: {0}")]
+    Car(#[from] CarError),
+    /// The commit block is malformed or not canonical.
+    #[error("commit {cid}: {source}")]
+    InvalidCommit {
+        /// The commit block.
+        cid: Cid,
+        /// Why.
+        source: CommitError,
+    },
+    /// The registry tree is malformed, not canonical, or over a limit.
+    #[error("registry tree: {0}")]
+    Tree(#[from] LoadError),
+    /// A manifest is malformed, not canonical or invalid.
+    #[error("manifest {cid} for `{key}`: {source}")]
+    InvalidManifest {
+        /// The manifest block.
+        cid: Cid,
+        /// The tree key it is stored under.
+        key: String,
+        /// Why.
+        source: ManifestError,
+    },
+    /// A CAR block that the snapshot does not reference ("endless data").
+    #[error("unexpected block {cid} not referenced by the snapshot")]
+    UnexpectedBlock {
+        /// The block.
+        cid: Cid,
+    },
+    /// A limit was exceeded.
+    #[error("{what} {value} exceeds the limit of {max}")]
+    Limit {
+        /// Which limit.
+        what: &'static str,
+        /// The value found.
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SnapshotError {
+    /// A tree load error, with a missing node reported as [`SnapshotError::MissingBlock`] like
+    /// every other missing block.
+    fn from_tree(error: LoadError) -> Self {
+        match error {
+            LoadError::MissingBlock { cid } => SnapshotError::MissingBlock { cid },
+            other => SnapshotError::Tree(other),
+        }
+    }
+}
+
+/// Why a snapshot could not be built from cards.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A card is invalid.
+    #[error("{source_name}: {error}")]
+    Card {
+        /// The file (and line) the card came from.
+        source_name: String,
+        /// Why.
+        error: ManifestError,
+    },
+    /// Two cards give the same agent key.
+    #[error("duplicate agent `{agent_id}`: {first} and {second}")]
+    Duplicate {
+        /// The key.
+        agent_id: String,
+        /// Where the first card came from.
+        first: String,
+        /// Where the second card came from.
+        second: String,
+    },
+    /// The commit could not be made.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// More agents than the limit.
+    #[error("{count} agents exceed the limit of {max}")]
+    TooManyAgents {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The previous snapshot was published by another node key.
+    #[error("previous snapshot is by {previous}, not by this node key {current}")]
+    OtherPublisher {
+        /// Its publisher.
+        previous: String,
+        /// The key given.
+        current: String,
+    },
+}
+
+/// A snapshot held in memory: the commit, its tree, and the blocks it reaches.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The signed commit.
+    pub commit: Commit,
+    /// Its CID (the CAR root).
+    pub commit_cid: Cid,
+    /// The registry tree.
+    pub tree: RegistryTree,
+    /// Every block the snapshot reaches: commit, tree nodes, manifests.
+    pub blocks: HashMap<Cid, Arc<[u8]>>,
+}
+
+/// One card to build from, with a name for error messages (file, or file and line).
+#[derive(Debug, Clone)]
+pub struct CardInput {
+    /// Where it came from.
+    pub source_name: String,
+    /// The card JSON.
+    pub json: String,
+}
+
+/// Everything [`build`] needs.
+pub struct BuildInput<'a> {
+    /// The node key that signs the commit.
+    pub node_key: &'a Keypair,
+    /// The organisation key that signs manifests.
+    pub org_key: &'a Keypair,
+    /// The organisation id.
+    pub org: &'a str,
+    /// The region the agents are served from.
+    pub region: &'a str,
+    /// The organisation's cards: after the build, the org's agents are exactly these.
+    pub cards: Vec<CardInput>,
+    /// The previous snapshot, if any; the new one links to it and reuses unchanged manifests.
+    pub previous: Option<&'a Snapshot>,
+    /// Unix seconds now.
+    pub now: i64,
+    /// How long the commit stays valid, in seconds.
+    pub expires_in_secs: i64,
+    /// Limits to respect.
+    pub limits: Limits,
+}
+
+/// What a build changed, for reporting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildReport {
+    /// Agents added.
+    pub added: usize,
+    /// Agents whose manifest changed.
+    pub changed: usize,
+    /// Agents removed.
+    pub removed: usize,
+    /// Blocks the new snapshot has that the previous one lacks (commit included).
+    pub new_blocks: usize,
+}
+
+/// Builds the next snapshot for one organisation's cards.
+pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildError> {
+    if let Some(previous) = input.previous
+        && previous.commit.body.publisher != input.node_key.public()
+    {
+        return Err(BuildError::OtherPublisher {
+            previous: previous.commit.body.publisher.to_did(),
+            current: input.node_key.did(),
+        });
+    }
+    // Validate every card and find duplicates before signing anything.
+    let mut bodies: BTreeMap<String, (String, ManifestBody)> = BTreeMap::new();
+    for card in input.cards {
+        let body = ManifestBody::from_card(&card.json, input.org, input.region, input.now)
+            .map_err(|error| BuildError::Card {
+                source_name: card.source_name.clone(),
+                error,
+            })?;
+        if let Some((first, _)) = bodies.get(&body.agent_id) {
+            return Err(BuildError::Duplicate {
+                agent_id: body.agent_id.clone(),
+                first: first.clone(),
+                second: card.source_name,
+            });
+        }
+        bodies.insert(body.agent_id.clone(), (card.source_name, body));
+    }
+
+    let mut tree = input.previous.map(|p| p.tree.clone()).unwrap_or_default();
+    let mut blocks: HashMap<Cid, Arc<[u8]>> =
+        input.previous.map(|p| p.blocks.clone()).unwrap_or_default();
+    let mut report = BuildReport::default();
+    let org_prefix = format!("{}/", input.org);
+
+    // Agents of this org that the cards no longer list are removed.
+    for (key, _) in tree.prefix(org_prefix.as_bytes()) {
+        let key_text = String::from_utf8_lossy(&key).into_owned();
+        if !bodies.contains_key(&key_text) {
+            tree.remove(&key);
+            report.removed += 1;
+        }
+    }
+    for (agent_id, (_, body)) in bodies {
+        let existing = tree.get(agent_id.as_bytes());
+        if let Some(existing) = existing
+            && let Some(block) = blocks.get(&existing)
+            && let Ok(old) = Manifest::decode(block)
+            && old.signer == input.org_key.public()
+            && old.body.card == body.card
+            && old.body.region == body.region
+        {
+            continue; // unchanged: keep the old manifest and its CID
+        }
+        let manifest = body.sign(input.org_key);
+        let (cid, block) = manifest.to_block_and_cid();
+        blocks.insert(cid, block.into());
+        tree.insert(agent_id.as_bytes(), cid);
+        if existing.is_some() {
+            report.changed += 1;
+        } else {
+            report.added += 1;
+        }
+    }
+    if tree.len() > input.limits.agents_max {
+        return Err(BuildError::TooManyAgents {
+            count: tree.len(),
+            max: input.limits.agents_max,
+        });
+    }
+
+    let (seq, prev) = match input.previous {
+        Some(previous) => (previous.commit.body.seq + 1, Some(previous.commit_cid)),
+        None => (1, None),
+    };
+    let commit = CommitBody {
+        publisher: input.node_key.public(),
+        seq,
+        data: tree.root_cid(),
+        prev,
+        created_at: input.now,
+        expires_at: input.now.saturating_add(input.expires_in_secs.max(1)),
+    }
+    .sign(input.node_key)?;
+    let (commit_cid, commit_block) = commit.to_block_and_cid();
+
+    // Keep exactly the blocks the new snapshot reaches.
+    let mut reachable: HashMap<Cid, Arc<[u8]>> = HashMap::with_capacity(tree.len() * 2);
+    reachable.insert(commit_cid, commit_block.into());
+    for (cid, block) in tree.blocks() {
+        reachable.insert(cid, block);
+    }
+    for (_, cid) in tree.entries() {
+        if let Some(block) = blocks.get(&cid) {
+            reachable.insert(cid, block.clone());
+        }
+    }
+    report.new_blocks = match input.previous {
+        Some(previous) => reachable
+            .keys()
+            .filter(|cid| !previous.blocks.contains_key(cid))
+            .count(),
+        None => reachable.len(),
+    };
+    Ok((
+        Snapshot {
+            commit,
+            commit_cid,
+            tree,
+            blocks: reachable,
+        },
+        report,
+    ))
+}
+
+impl Snapshot {
+    /// Writes the whole snapshot as a CAR: commit, tree nodes (root first), manifests in key order.
+    pub fn write_car<W: Write>(&self, out: W) -> Result<W, SnapshotError> {
+        let mut writer = CarWriter::new(out, &self.commit_cid)?;
+        self.write_block(&mut writer, &self.commit_cid)?;
+        for (cid, block) in self.tree.blocks() {
+            writer.write_block(&cid, &block)?;
+        }
+        for (_, cid) in self.tree.entries() {
+            self.write_block(&mut writer, &cid)?;
+        }
+        Ok(writer.finish()?)
+    }
+
+    /// Writes only what a holder of `old` lacks to reach this snapshot: the commit, new tree
+    /// nodes and new manifests.
+    pub fn write_delta<W: Write>(
+        &self,
+        old: &RegistryTree,
+        out: W,
+    ) -> Result<(W, TreeDiff), SnapshotError> {
+        let diff = self.tree.diff(old);
+        let mut writer = CarWriter::new(out, &self.commit_cid)?;
+        self.write_block(&mut writer, &self.commit_cid)?;
+        for (cid, block) in &diff.new_nodes {
+            writer.write_block(cid, block)?;
+        }
+        for (_, cid) in &diff.added {
+            self.write_block(&mut writer, cid)?;
+        }
+        for (_, _, cid) in &diff.changed {
+            self.write_block(&mut writer, cid)?;
+        }
+        Ok((writer.finish()?, diff))
+    }
+
+    fn write_block<W: Write>(
+        &self,
+        writer: &mut CarWriter<W>,
+        cid: &Cid,
+    ) -> Result<(), SnapshotError> {
+        let block = self
+            .blocks
+            .get(cid)
+            .ok_or(SnapshotError::MissingBlock { cid: *cid })?;
+        writer.write_block(cid, block)?;
+        Ok(())
+    }
+
+    /// The manifest stored under `agent_id`.
+    pub fn manifest(&self, agent_id: &str) -> Option<Result<Manifest, ManifestError>> {
+        let cid = self.tree.get(agent_id.as_bytes())?;
+        let block = self.blocks.get(&cid)?;
+        Some(Manifest::decode(block))
+    }
+
+    /// Loads the snapshot whose head commit is `commit_cid` from a store, hash-checking every
+    /// block; every block it reaches must be present.
+    pub fn load(
+        store: &dyn BlockStore,
+        commit_cid: &Cid,
+        limits: Limits,
+    ) -> Result<Self, SnapshotError> {
+        let commit_block = store
+            .get(commit_cid)?
+            .ok_or(SnapshotError::MissingBlock { cid: *commit_cid })?;
+        let commit =
+            Commit::decode(&commit_block).map_err(|source| SnapshotError::InvalidCommit {
+                cid: *commit_cid,
+                source,
+            })?;
+        let mut blocks = HashMap::new();
+        blocks.insert(*commit_cid, commit_block);
+        let mut failure = None;
+        let tree = RegistryTree::load(&commit.body.data, limits.agents_max, &mut |cid| match store
+            .get(cid)
+        {
+            Ok(block) => block,
+            Err(error) => {
+                failure = Some(error);
+                None
+            }
+        });
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        let tree = tree?;
+        for (cid, block) in tree.blocks() {
+            blocks.insert(cid, block);
+        }
+        for (_, cid) in tree.entries() {
+            let block = store
+                .get(&cid)?
+                .ok_or(SnapshotError::MissingBlock { cid })?;
+            blocks.insert(cid, block);
+        }
+        Ok(Self {
+            commit,
+            commit_cid: *commit_cid,
+            tree,
+            blocks,
+        })
+    }
+}
+
+/// A CAR read into memory, every block hash-checked.
+#[derive(Debug, Clone)]
+pub struct CarContents {
+    /// The root (the commit).
+    pub root: Cid,
+    /// The blocks, in file order.
+    pub blocks: Vec<(Cid, Arc<[u8]>)>,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Reads a CAR stream, checking limits and every block's hash as it streams.
+pub fn read_car<R: Read>(input: R, limits: Limits) -> Result<CarContents, SnapshotError> {
+    let mut reader = CarReader::new(input, limits)?;
+    let mut blocks = Vec::new();
+    while let Some((cid, block)) = reader.next_block()? {
+        blocks.push((cid, Arc::from(block)));
+    }
+    Ok(CarContents {
+        root: reader.root(),
+        blocks,
+        bytes: reader.bytes_read(),
+    })
+}
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Unix seconds now; `None` skips the time checks (for inspecting old files).
+    pub now: Option<i64>,
+    /// How far in the future a commit's `created_at` may be, in seconds.
+    pub clock_skew_secs: i64,
+    /// The publisher the commit must be from, if known.
+    pub expected_publisher: Option<PublicKey>,
+    /// The last accepted commit of this publisher, and its CID: the new one must succeed it.
+    pub previous: Option<(Cid, Commit)>,
+    /// Size limits.
+    pub limits: Limits,
+    /// Threads for signature checks; 0 means one per core.
+    pub threads: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            now: None,
+            clock_skew_secs: 300,
+            expected_publisher: None,
+            previous: None,
+            limits: Limits::DEFAULT,
+            threads: 0,
+        }
+    }
+}
+
+/// A snapshot that passed verification, with what importing it adds.
+#[derive(Debug, Clone)]
+pub struct VerifiedSnapshot {
+    /// The commit.
+    pub commit: Commit,
+    /// Its CID.
+    pub commit_cid: Cid,
+    /// The verified tree.
+    pub tree: RegistryTree,
+    /// Blocks from the CAR to store (all referenced, all verified).
+    pub new_blocks: Vec<(Cid, Arc<[u8]>)>,
+    /// Manifests whose signatures this verification checked.
+    pub verified_manifests: Vec<Cid>,
+    /// Manifests skipped because the store had verified them before.
+    pub reused_manifests: usize,
+    /// Whether the commit was checked to link to `previous` through `prev`.
+    pub linked: bool,
+}
+
+/// Verifies a CAR's contents as a snapshot. Blocks the CAR lacks are taken from `base` (for
+/// deltas); manifests `base` has verified before are not verified again.
+pub fn verify(
+    contents: &CarContents,
+    base: &dyn BlockStore,
+    options: &VerifyOptions,
+) -> Result<VerifiedSnapshot, SnapshotError> {
+    let car_blocks: HashMap<Cid, Arc<[u8]>> = contents.blocks.iter().cloned().collect();
+    let root = contents.root;
+    let commit_block = match car_blocks.get(&root) {
+        Some(block) => block.clone(),
+        None => return Err(SnapshotError::MissingBlock { cid: root }),
+    };
+    let commit = Commit::decode(&commit_block)
+        .map_err(|source| SnapshotError::InvalidCommit { cid: root, source })?;
+    let publisher = commit.body.publisher.to_did();
+    if let Some(expected) = &options.expected_publisher
+        && *expected != commit.body.publisher
+    {
+        return Err(SnapshotError::WrongPublisher {
+            expected: expected.to_did(),
+            actual: publisher,
+        });
+    }
+    commit
+        .verify_signature()
+        .map_err(|_| SnapshotError::BadSignature {
+            what: format!("commit {root} by {publisher}"),
+        })?;
+    if let Some(now) = options.now {
+        if commit.body.expires_at <= now {
+            return Err(SnapshotError::Expired {
+                expires_at: commit.body.expires_at,
+                now,
+            });
+        }
+        if commit.body.created_at > now.saturating_add(options.clock_skew_secs) {
+            return Err(SnapshotError::NotYetValid {
+                created_at: commit.body.created_at,
+                now,
+            });
+        }
+    }
+    let mut referenced: HashSet<Cid> = HashSet::new();
+    referenced.insert(root);
+    let linked = match &options.previous {
+        None => false,
+        Some((previous_cid, previous)) => check_succession(
+            &commit,
+            root,
+            &commit_block,
+            previous,
+            previous_cid,
+            &car_blocks,
+            base,
+            &mut referenced,
+        )?,
+    };
+
+    // The tree: every node hash-checked, canonical, within limits.
+    let mut store_failure = None;
+    let tree = RegistryTree::load(&commit.body.data, options.limits.agents_max, &mut |cid| {
+        if let Some(block) = car_blocks.get(cid) {
+            return Some(block.clone());
+        }
+        match base.get(cid) {
+            Ok(block) => block,
+            Err(error) => {
+                store_failure = Some(error);
+                None
+            }
+        }
+    });
+    if let Some(error) = store_failure {
+        return Err(error.into());
+    }
+    let tree = tree.map_err(SnapshotError::from_tree)?;
+    for (cid, _) in tree.blocks() {
+        referenced.insert(cid);
+    }
+
+    // Manifests: the CAR's, or verified ones from the store.
+    let mut to_verify: Vec<(String, Cid, Arc<[u8]>)> = Vec::new();
+    let mut reused = 0usize;
+    for (key, cid) in tree.entries() {
+        referenced.insert(cid);
+        let key = String::from_utf8_lossy(&key).into_owned();
+        if let Some(block) = car_blocks.get(&cid) {
+            to_verify.push((key, cid, block.clone()));
+        } else if base.is_verified(&cid)? {
+            reused += 1;
+        } else if let Some(block) = base.get(&cid)? {
+            to_verify.push((key, cid, block));
+        } else {
+            return Err(SnapshotError::MissingBlock { cid });
+        }
+    }
+    verify_manifests(&to_verify, options.threads)?;
+
+    for (cid, _) in &contents.blocks {
+        if !referenced.contains(cid) {
+            return Err(SnapshotError::UnexpectedBlock { cid: *cid });
+        }
+    }
+    let new_blocks = contents.blocks.clone();
+    Ok(VerifiedSnapshot {
+        commit,
+        commit_cid: root,
+        tree,
+        new_blocks,
+        verified_manifests: to_verify.into_iter().map(|(_, cid, _)| cid).collect(),
+        reused_manifests: reused,
+        linked,
+    })
+}
+
+/// Longest `prev` chain walked to link a commit to an older accepted one.
+pub const CHAIN_WALK_MAX: u64 = 1024;
+
+#[allow(clippy::too_many_arguments)]
+fn check_succession(
+    commit: &Commit,
+    cid: Cid,
+    block: &[u8],
+    previous: &Commit,
+    previous_cid: &Cid,
+    car_blocks: &HashMap<Cid, Arc<[u8]>>,
+    base: &dyn BlockStore,
+    referenced: &mut HashSet<Cid>,
+) -> Result<bool, SnapshotError> {
+    let (seq, last_seq) = (commit.body.seq, previous.body.seq);
+    if seq < last_seq {
+        return Err(SnapshotError::Rollback { last_seq, seq });
+    }
+    if seq == last_seq {
+        if cid == *previous_cid {
+            return Ok(true);
+        }
+        return Err(SnapshotError::Equivocation {
+            publisher: commit.body.publisher.to_did(),
+            seq,
+            first: *previous_cid,
+            second: cid,
+            proof: Box::new(EquivocationProof {
+                first: previous.to_block(),
+                second: block.to_vec(),
+            }),
+        });
+    }
+    if seq == last_seq + 1 {
+        if commit.body.prev != Some(*previous_cid) {
+            return Err(SnapshotError::BrokenChain {
+                seq,
+                expected: *previous_cid,
+                actual: commit.body.prev,
+            });
+        }
+        return Ok(true);
+    }
+    // A gap: follow `prev` through the commits we can see. Reaching the old seq with another
+    // commit is an equivocation; running out of commits leaves the link unproven.
+    let mut current = commit.clone();
+    for _ in 0..CHAIN_WALK_MAX {
+        let Some(prev_cid) = current.body.prev else {
+            return Ok(false);
+        };
+        let prev_block = match car_blocks.get(&prev_cid) {
+            Some(block) => block.clone(),
+            None => match base.get(&prev_cid)? {
+                Some(block) => block,
+                None => return Ok(false),
+            },
+        };
+        referenced.insert(prev_cid);
+        let prev = Commit::decode(&prev_block).map_err(|source| SnapshotError::InvalidCommit {
+            cid: prev_cid,
+            source,
+        })?;
+        if prev.body.publisher != commit.body.publisher || prev.body.seq >= current.body.seq {
+            return Err(SnapshotError::BrokenChain {
+                seq: current.body.seq,
+                expected: *previous_cid,
+                actual: current.body.prev,
+            });
+        }
+        prev.verify_signature()
+            .map_err(|_| SnapshotError::BadSignature {
+                what: format!("commit {prev_cid} in the prev chain"),
+            })?;
+        if prev.body.seq == last_seq {
+            if prev_cid == *previous_cid {
+                return Ok(true);
+            }
+            return Err(SnapshotError::Equivocation {
+                publisher: commit.body.publisher.to_did(),
+                seq: last_seq,
+                first: *previous_cid,
+                second: prev_cid,
+                proof: Box::new(EquivocationProof {
+                    first: previous.to_block(),
+                    second: prev_block.to_vec(),
+                }),
+            });
+        }
+        if prev.body.seq < last_seq {
+            return Err(SnapshotError::BrokenChain {
+                seq: current.body.seq,
+                expected: *previous_cid,
+                actual: current.body.prev,
+            });
+        }
+        current = prev;
+    }
+    Ok(false)
+}
+
+/// Decodes every manifest, checks it against its key, and verifies the signatures in batches
+/// spread over `threads` threads (0 = one per core).
+fn verify_manifests(
+    items: &[(String, Cid, Arc<[u8]>)],
+    threads: usize,
+) -> Result<(), SnapshotError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let chunk = items.len().div_ceil(threads).max(1);
+    let results: Vec<Result<(), SnapshotError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || verify_manifest_chunk(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    Err(SnapshotError::BadSignature {
+                        what: "manifest batch (verifier thread failed)".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+const SIGNATURE_BATCH: usize = 256;
+
+fn verify_manifest_chunk(items: &[(String, Cid, Arc<[u8]>)]) -> Result<(), SnapshotError> {
+    for batch in items.chunks(SIGNATURE_BATCH) {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut signatures = Vec::with_capacity(batch.len());
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut manifests = Vec::with_capacity(batch.len());
+        for (key, cid, block) in batch {
+            let manifest =
+                Manifest::decode(block).map_err(|source| SnapshotError::InvalidManifest {
+                    cid: *cid,
+                    key: key.clone(),
+                    source,
+                })?;
+            if manifest.body.agent_id != *key {
+                return Err(SnapshotError::InvalidManifest {
+                    cid: *cid,
+                    key: key.clone(),
+                    source: ManifestError::Invalid(format!(
+                        "manifest is for `{}` but stored under `{key}`",
+                        manifest.body.agent_id
+                    )),
+                });
+            }
+            messages.push(manifest.signing_bytes());
+            signatures.push(ed25519_dalek::Signature::from_bytes(&manifest.sig));
+            keys.push(*manifest.signer.verifying_key());
+            manifests.push(manifest);
+        }
+        let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_err() {
+            // Find the culprit to name it.
+            for ((key, _, _), manifest) in batch.iter().zip(&manifests) {
+                if manifest.verify_signature().is_err() {
+                    return Err(SnapshotError::BadSignature {
+                        what: format!("manifest of `{key}` (signer {})", manifest.signer),
+                    });
+                }
+            }
+            return Err(SnapshotError::BadSignature {
+                what: "a manifest batch".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a CAR against the store's current head for its publisher and, if it is a valid
+/// successor, stores it in one atomic batch. An equivocation is kept as proof in the store and
+/// reported. Nothing else is written unless everything verified.
+pub fn import(
+    store: &dyn BlockStore,
+    contents: &CarContents,
+    mut options: VerifyOptions,
+) -> Result<VerifiedSnapshot, SnapshotError> {
+    // Find the publisher to look up its head; the commit is verified again in `verify`.
+    let commit_block = contents
+        .blocks
+        .iter()
+        .find(|(cid, _)| *cid == contents.root)
+        .map(|(_, block)| block.clone())
+        .ok_or(SnapshotError::MissingBlock { cid: contents.root })?;
+    let commit = Commit::decode(&commit_block).map_err(|source| SnapshotError::InvalidCommit {
+        cid: contents.root,
+        source,
+    })?;
+    let publisher = commit.body.publisher.to_did();
+    if let Some(head) = store.head(&publisher)? {
+        let block = store
+            .get(&head.commit)?
+            .ok_or(SnapshotError::MissingBlock { cid: head.commit })?;
+        let previous = Commit::decode(&block).map_err(|source| SnapshotError::InvalidCommit {
+            cid: head.commit,
+            source,
+        })?;
+        options.previous = Some((head.commit, previous));
+    }
+    let verified = match verify(contents, store, &options) {
+        Ok(verified) => verified,
+        Err(SnapshotError::Equivocation {
+            publisher,
+            seq,
+            first,
+            second,
+            proof,
+        }) => {
+            store.apply(StoreBatch {
+                equivocations: vec![(publisher.clone(), seq, proof.to_block())],
+                ..StoreBatch::default()
+            })?;
+            return Err(SnapshotError::Equivocation {
+                publisher,
+                seq,
+                first,
+                second,
+                proof,
+            });
+        }
+        Err(error) => return Err(error),
+    };
+    store.apply(StoreBatch {
+        blocks: verified.new_blocks.clone(),
+        heads: vec![(
+            publisher,
+            Head {
+                commit: verified.commit_cid,
+                seq: verified.commit.body.seq,
+            },
+        )],
+        verified: verified.verified_manifests.clone(),
+        equivocations: Vec::new(),
+    })?;
+    Ok(verified)
+}
+
+/// Reads and verifies a CAR file on its own (no store), returning it as a [`Snapshot`].
+pub fn open<R: Read>(
+    input: R,
+    options: &VerifyOptions,
+) -> Result<(Snapshot, VerifiedSnapshot), SnapshotError> {
+    let contents = read_car(input, options.limits)?;
+    let empty = MemoryStore::new();
+    let verified = verify(&contents, &empty, options)?;
+    let snapshot = Snapshot {
+        commit: verified.commit.clone(),
+        commit_cid: verified.commit_cid,
+        tree: verified.tree.clone(),
+        blocks: contents.blocks.into_iter().collect(),
+    };
+    Ok((snapshot, verified))
+}
+
+impl From<&Snapshot> for MemoryStore {
+    /// A store holding a snapshot's blocks, with its manifests marked verified and its head
+    /// recorded: the base for verifying a delta or a successor against a snapshot file.
+    fn from(snapshot: &Snapshot) -> Self {
+        let store = MemoryStore::new();
+        let batch = StoreBatch {
+            blocks: snapshot
+                .blocks
+                .iter()
+                .map(|(c, b)| (*c, b.clone()))
+                .collect(),
+            heads: vec![(
+                snapshot.commit.body.publisher.to_did(),
+                Head {
+                    commit: snapshot.commit_cid,
+                    seq: snapshot.commit.body.seq,
+                },
+            )],
+            verified: snapshot
+                .tree
+                .entries()
+                .into_iter()
+                .map(|(_, cid)| cid)
+                .collect(),
+            equivocations: Vec::new(),
+        };
+        // The blocks come from a verified snapshot, so the batch's hash checks pass.
+        let _ = store.apply(batch);
+        store
+    }
+}
