@@ -47,17 +47,17 @@ pub struct Commit {
 #[non_exhaustive]
 pub enum CommitError {
     /// Not canonical DAG-CBOR.
-    #[error("commit is not canonical dag-cbor: {0}")]
-    NonCanonical(#[from] cbor::DecodeError),
+    #[error("not canonical dag-cbor: {0}")]
+    NonCanonical(cbor::DecodeError),
     /// Wrong shape.
-    #[error("commit: {0}")]
-    Shape(#[from] cbor::ShapeError),
+    #[error("{0}")]
+    Shape(cbor::ShapeError),
     /// Contradictory fields.
-    #[error("commit: {0}")]
+    #[error("{0}")]
     Invalid(String),
     /// A bad publisher key.
-    #[error(transparent)]
-    Key(#[from] KeyError),
+    #[error("{0}")]
+    Key(KeyError),
     /// Over [`COMMIT_BYTES_MAX`].
     #[error("commit is {size} bytes, over the limit of {max}")]
     TooLarge {
@@ -66,6 +66,24 @@ pub enum CommitError {
         /// The limit.
         max: usize,
     },
+}
+
+impl From<cbor::DecodeError> for CommitError {
+    fn from(error: cbor::DecodeError) -> Self {
+        Self::NonCanonical(error)
+    }
+}
+
+impl From<cbor::ShapeError> for CommitError {
+    fn from(error: cbor::ShapeError) -> Self {
+        Self::Shape(error)
+    }
+}
+
+impl From<KeyError> for CommitError {
+    fn from(error: KeyError) -> Self {
+        Self::Key(error)
+    }
 }
 
 impl CommitBody {

@@ -35,13 +35,13 @@ pub enum ManifestError {
         problems: Vec<String>,
     },
     /// The manifest block is not canonical DAG-CBOR.
-    #[error("manifest is not canonical dag-cbor: {0}")]
-    NonCanonical(#[from] cbor::DecodeError),
+    #[error("not canonical dag-cbor: {0}")]
+    NonCanonical(cbor::DecodeError),
     /// The manifest block has the wrong shape.
-    #[error("manifest: {0}")]
-    Shape(#[from] cbor::ShapeError),
+    #[error("{0}")]
+    Shape(cbor::ShapeError),
     /// The envelope's fields contradict each other or break the naming rules.
-    #[error("manifest: {0}")]
+    #[error("{0}")]
     Invalid(String),
     /// The manifest is larger than [`MANIFEST_BYTES_MAX`].
     #[error("manifest is {size} bytes, over the limit of {max}")]
@@ -52,8 +52,26 @@ pub enum ManifestError {
         max: usize,
     },
     /// The signer's key or signature is bad.
-    #[error(transparent)]
-    Key(#[from] KeyError),
+    #[error("{0}")]
+    Key(KeyError),
+}
+
+impl From<cbor::DecodeError> for ManifestError {
+    fn from(error: cbor::DecodeError) -> Self {
+        Self::NonCanonical(error)
+    }
+}
+
+impl From<cbor::ShapeError> for ManifestError {
+    fn from(error: cbor::ShapeError) -> Self {
+        Self::Shape(error)
+    }
+}
+
+impl From<KeyError> for ManifestError {
+    fn from(error: KeyError) -> Self {
+        Self::Key(error)
+    }
 }
 
 /// Checks an organisation id or agent name: 1 to 64 of `a-z`, `0-9`, `-`, not starting or

@@ -202,12 +202,12 @@ pub enum LoadError {
     #[error(transparent)]
     Block(#[from] ids::BlockError),
     /// A node block is not canonical DAG-CBOR.
-    #[error("tree block {cid}: {source}")]
+    #[error("tree block {cid}: {error}")]
     NonCanonical {
         /// The block.
         cid: Cid,
         /// The decoding error.
-        source: cbor::DecodeError,
+        error: cbor::DecodeError,
     },
     /// A node block decodes but is not a valid tree node, or breaks the tree's invariants.
     #[error("tree block {cid}: {problem}")]
@@ -795,7 +795,7 @@ impl<H: HashFunction> Loader<'_, H> {
             ));
         }
         let value =
-            cbor::decode(&bytes).map_err(|source| LoadError::NonCanonical { cid: *cid, source })?;
+            cbor::decode(&bytes).map_err(|error| LoadError::NonCanonical { cid: *cid, error })?;
         let shape = |error: cbor::ShapeError| Self::invalid(cid, error.to_string());
         let mut reader = MapReader::new(value).map_err(shape)?;
         let left = reader.nullable_link("l").map_err(shape)?;

@@ -99,28 +99,28 @@ pub enum SnapshotError {
     #[error(transparent)]
     HashMismatch(#[from] BlockError),
     /// The CAR stream is malformed or over a limit.
-    #[error("car: {0}")]
+    #[error(transparent)]
     Car(#[from] CarError),
     /// The commit block is malformed or not canonical.
-    #[error("commit {cid}: {source}")]
+    #[error("commit {cid}: {error}")]
     InvalidCommit {
         /// The commit block.
         cid: Cid,
         /// Why.
-        source: CommitError,
+        error: CommitError,
     },
     /// The registry tree is malformed, not canonical, or over a limit.
-    #[error("registry tree: {0}")]
+    #[error(transparent)]
     Tree(#[from] LoadError),
     /// A manifest is malformed, not canonical or invalid.
-    #[error("manifest {cid} for `{key}`: {source}")]
+    #[error("manifest {cid} for `{key}`: {error}")]
     InvalidManifest {
         /// The manifest block.
         cid: Cid,
         /// The tree key it is stored under.
         key: String,
         /// Why.
-        source: ManifestError,
+        error: ManifestError,
     },
     /// A CAR block that the snapshot does not reference ("endless data").
     #[error("unexpected block {cid} not referenced by the snapshot")]
@@ -435,9 +435,9 @@ impl Snapshot {
             .get(commit_cid)?
             .ok_or(SnapshotError::MissingBlock { cid: *commit_cid })?;
         let commit =
-            Commit::decode(&commit_block).map_err(|source| SnapshotError::InvalidCommit {
+            Commit::decode(&commit_block).map_err(|error| SnapshotError::InvalidCommit {
                 cid: *commit_cid,
-                source,
+                error,
             })?;
         let mut blocks = HashMap::new();
         blocks.insert(*commit_cid, commit_block);
@@ -561,7 +561,7 @@ pub fn verify(
         None => return Err(SnapshotError::MissingBlock { cid: root }),
     };
     let commit = Commit::decode(&commit_block)
-        .map_err(|source| SnapshotError::InvalidCommit { cid: root, source })?;
+        .map_err(|error| SnapshotError::InvalidCommit { cid: root, error })?;
     let publisher = commit.body.publisher.to_did();
     if let Some(expected) = &options.expected_publisher
         && *expected != commit.body.publisher
@@ -721,9 +721,9 @@ fn check_succession(
             },
         };
         referenced.insert(prev_cid);
-        let prev = Commit::decode(&prev_block).map_err(|source| SnapshotError::InvalidCommit {
+        let prev = Commit::decode(&prev_block).map_err(|error| SnapshotError::InvalidCommit {
             cid: prev_cid,
-            source,
+            error,
         })?;
         if prev.body.publisher != commit.body.publisher || prev.body.seq >= current.body.seq {
             return Err(SnapshotError::BrokenChain {
@@ -807,16 +807,16 @@ fn verify_manifest_chunk(items: &[(String, Cid, Arc<[u8]>)]) -> Result<(), Snaps
         let mut manifests = Vec::with_capacity(batch.len());
         for (key, cid, block) in batch {
             let manifest =
-                Manifest::decode(block).map_err(|source| SnapshotError::InvalidManifest {
+                Manifest::decode(block).map_err(|error| SnapshotError::InvalidManifest {
                     cid: *cid,
                     key: key.clone(),
-                    source,
+                    error,
                 })?;
             if manifest.body.agent_id != *key {
                 return Err(SnapshotError::InvalidManifest {
                     cid: *cid,
                     key: key.clone(),
-                    source: ManifestError::Invalid(format!(
+                    error: ManifestError::Invalid(format!(
                         "manifest is for `{}` but stored under `{key}`",
                         manifest.body.agent_id
                     )),
@@ -860,18 +860,18 @@ pub fn import(
         .find(|(cid, _)| *cid == contents.root)
         .map(|(_, block)| block.clone())
         .ok_or(SnapshotError::MissingBlock { cid: contents.root })?;
-    let commit = Commit::decode(&commit_block).map_err(|source| SnapshotError::InvalidCommit {
+    let commit = Commit::decode(&commit_block).map_err(|error| SnapshotError::InvalidCommit {
         cid: contents.root,
-        source,
+        error,
     })?;
     let publisher = commit.body.publisher.to_did();
     if let Some(head) = store.head(&publisher)? {
         let block = store
             .get(&head.commit)?
             .ok_or(SnapshotError::MissingBlock { cid: head.commit })?;
-        let previous = Commit::decode(&block).map_err(|source| SnapshotError::InvalidCommit {
+        let previous = Commit::decode(&block).map_err(|error| SnapshotError::InvalidCommit {
             cid: head.commit,
-            source,
+            error,
         })?;
         options.previous = Some((head.commit, previous));
     }

@@ -1,0 +1,724 @@
+//! The `meridian` command line: argument parsing and the offline tools.
+//!
+//! Every command returns a [`Report`] (printed as text, or as JSON with `--json`) or an error.
+//! [`exit_code`] maps errors to the documented exit codes: 1 when input was checked and rejected
+//! (a snapshot failed verification, a card is invalid), 2 for usage and I/O errors.
+
+use std::fs;
+use std::io::{BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use meridian_registry::Cid;
+use meridian_registry::car::Limits;
+use meridian_registry::keys::{Keypair, PublicKey};
+use meridian_registry::snapshot::{
+    self, BuildError, BuildInput, CardInput, Snapshot, SnapshotError, VerifyOptions,
+};
+use meridian_registry::store::{BlockStore, MemoryStore, SledStore};
+use serde_json::json;
+
+/// Meridian: a federation of AI-agent registries.
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about, long_about = None)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and show ed25519 keys (node keys and organisation keys).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Build, verify, inspect, diff and move signed registry snapshots (CAR files).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `meridian keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new key into FILE (mode 0600) and print its did:key.
+    Generate {
+        /// Where to write the key file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the did:key of a key file.
+    Show {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+/// `meridian snapshot …`
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Build a signed snapshot from agent cards.
+    Build(BuildArgs),
+    /// Verify a snapshot: hashes, encoding, signatures, expiry, limits, and optionally succession.
+    Verify {
+        /// The snapshot CAR file.
+        snapshot: PathBuf,
+        /// Require this publisher (did:key).
+        #[arg(long)]
+        publisher: Option<String>,
+        /// Also require it to be a valid successor of this older snapshot.
+        #[arg(long)]
+        after: Option<PathBuf>,
+    },
+    /// Show a snapshot's commit and sizes (checks hashes and signatures, not expiry).
+    Inspect {
+        /// The snapshot CAR file.
+        snapshot: PathBuf,
+    },
+    /// List the agents added, removed and changed between two snapshots.
+    Diff {
+        /// The older snapshot.
+        old: PathBuf,
+        /// The newer snapshot.
+        new: PathBuf,
+    },
+    /// Write a CAR with only the blocks a holder of OLD lacks to reach NEW.
+    Delta {
+        /// The older snapshot.
+        old: PathBuf,
+        /// The newer snapshot.
+        new: PathBuf,
+        /// Where to write the delta CAR.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a snapshot (full or delta) and store it in a data directory, atomically.
+    Import {
+        /// The snapshot or delta CAR file.
+        snapshot: PathBuf,
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
+    /// Write a publisher's current snapshot from a data directory as a CAR.
+    Export {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+        /// Where to write the CAR.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which publisher (did:key); may be left out when the store holds one.
+        #[arg(long)]
+        publisher: Option<String>,
+        /// Write only what a holder of this older commit (CID) lacks.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+/// Arguments of `meridian snapshot build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The node key file (signs the commit).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The organisation key file (signs the manifests).
+    #[arg(long)]
+    pub org_key: PathBuf,
+    /// The organisation id (a-z, 0-9, inner -).
+    #[arg(long)]
+    pub org: String,
+    /// The region the agents are served from.
+    #[arg(long)]
+    pub region: String,
+    /// A directory of card .json files, or a .jsonl file with one card per line.
+    #[arg(long)]
+    pub cards: PathBuf,
+    /// Where to write the snapshot CAR.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The previous snapshot: the new one gets its seq + 1 and links to it.
+    #[arg(long)]
+    pub prev: Option<PathBuf>,
+    /// How long the snapshot stays valid: e.g. 3600s, 90m, 12h, 30d.
+    #[arg(long, default_value = "30d", value_parser = parse_duration_secs)]
+    pub expires_in: i64,
+}
+
+/// Parses `90`, `90s`, `15m`, `12h` or `30d` into seconds.
+pub fn parse_duration_secs(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(index) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let value: i64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 3600s, 90m, 12h or 30d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown duration unit `{unit}` (use s, m, h or d)")),
+    };
+    let seconds = value
+        .checked_mul(scale)
+        .filter(|s| *s > 0 && *s <= 10 * 365 * 86_400)
+        .ok_or_else(|| format!("duration `{text}` must be between 1s and 10 years"))?;
+    Ok(seconds)
+}
+
+/// What a command prints: a line of text for people and a JSON value for programs.
+#[derive(Debug)]
+pub struct Report {
+    /// Text output.
+    pub text: String,
+    /// JSON output.
+    pub json: serde_json::Value,
+}
+
+/// A problem found while checking input; exits with code 1 rather than 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// The exit code for an error: 1 if input was checked and rejected, 2 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    for cause in error.chain() {
+        if cause.is::<Rejected>() {
+            return 1;
+        }
+        if let Some(snapshot_error) = cause.downcast_ref::<SnapshotError>() {
+            return match snapshot_error {
+                SnapshotError::Store(_) => 2,
+                SnapshotError::Car(meridian_registry::car::CarError::Io(_)) => 2,
+                _ => 1,
+            };
+        }
+        if let Some(build_error) = cause.downcast_ref::<BuildError>() {
+            return match build_error {
+                BuildError::Card { .. } | BuildError::Duplicate { .. } => 1,
+                _ => 2,
+            };
+        }
+    }
+    2
+}
+
+/// Runs a parsed command. `now` is the wall clock in unix seconds, read once by `main`.
+pub fn run(cli: &Cli, now: i64) -> Result<Report> {
+    match &cli.command {
+        Command::Keys(KeysCommand::Generate { out, force }) => keys_generate(out, *force),
+        Command::Keys(KeysCommand::Show { file }) => {
+            let key = load_key(file)?;
+            Ok(Report {
+                text: key.did(),
+                json: json!({ "did": key.did(), "file": file }),
+            })
+        }
+        Command::Snapshot(command) => run_snapshot(command, now),
+    }
+}
+
+fn keys_generate(out: &Path, force: bool) -> Result<Report> {
+    if out.exists() && !force {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            out.display()
+        );
+    }
+    let key = Keypair::generate().context("generating a key")?;
+    write_secret_file(out, key.to_key_file().as_bytes())
+        .with_context(|| format!("writing key file {}", out.display()))?;
+    Ok(Report {
+        text: key.did(),
+        json: json!({ "did": key.did(), "file": out }),
+    })
+}
+
+/// Writes a file readable only by its owner (0600 on unix), replacing it atomically.
+fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let temporary = temporary_path(path);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Loads a key file, naming the file on error.
+pub fn load_key(path: &Path) -> Result<Keypair> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    Keypair::from_key_file(&text).with_context(|| format!("key file {}", path.display()))
+}
+
+fn open_car(path: &Path) -> Result<BufReader<fs::File>> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(BufReader::with_capacity(1 << 20, file))
+}
+
+/// Reads and fully verifies a snapshot file (no time check unless `now` is given).
+fn open_snapshot(path: &Path, now: Option<i64>) -> Result<(Snapshot, snapshot::VerifiedSnapshot)> {
+    let options = VerifyOptions {
+        now,
+        ..VerifyOptions::default()
+    };
+    snapshot::open(open_car(path)?, &options)
+        .with_context(|| format!("snapshot {}", path.display()))
+}
+
+/// Writes `out` through a temporary file so a failed write never leaves a half file behind.
+fn write_atomically(
+    out: &Path,
+    write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<()>,
+) -> Result<u64> {
+    let temporary = temporary_path(out);
+    let file = fs::File::create(&temporary)
+        .with_context(|| format!("creating {}", temporary.display()))?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut writer).and_then(|()| {
+        let file = writer.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
+        file.sync_all()?;
+        Ok(())
+    });
+    if let Err(error) = result {
+        let _ = fs::remove_file(&temporary);
+        return Err(error.context(format!("writing {}", out.display())));
+    }
+    fs::rename(&temporary, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(fs::metadata(out)?.len())
+}
+
+/// Reads cards from a directory of `.json` files (sorted by name) or a `.jsonl` file.
+pub fn read_cards(path: &Path) -> Result<Vec<CardInput>> {
+    let metadata =
+        fs::metadata(path).with_context(|| format!("reading cards from {}", path.display()))?;
+    let mut cards = Vec::new();
+    if metadata.is_dir() {
+        let mut files: Vec<PathBuf> = fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for file in files {
+            let json = fs::read_to_string(&file)
+                .with_context(|| format!("reading card {}", file.display()))?;
+            cards.push(CardInput {
+                source_name: file.display().to_string(),
+                json: json.trim_end().to_owned(),
+            });
+        }
+        if cards.is_empty() {
+            return Err(Rejected(format!("no .json cards in {}", path.display())).into());
+        }
+    } else {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for (index, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            cards.push(CardInput {
+                source_name: format!("{}:{}", path.display(), index + 1),
+                json: line.to_owned(),
+            });
+        }
+    }
+    Ok(cards)
+}
+
+fn run_snapshot(command: &SnapshotCommand, now: i64) -> Result<Report> {
+    match command {
+        SnapshotCommand::Build(args) => snapshot_build(args, now),
+        SnapshotCommand::Verify {
+            snapshot,
+            publisher,
+            after,
+        } => snapshot_verify(snapshot, publisher.as_deref(), after.as_deref(), now),
+        SnapshotCommand::Inspect { snapshot } => snapshot_inspect(snapshot),
+        SnapshotCommand::Diff { old, new } => snapshot_diff(old, new),
+        SnapshotCommand::Delta { old, new, out } => snapshot_delta(old, new, out),
+        SnapshotCommand::Import { snapshot, data } => snapshot_import(snapshot, data, now),
+        SnapshotCommand::Export {
+            data,
+            out,
+            publisher,
+            since,
+        } => snapshot_export(data, out, publisher.as_deref(), since.as_deref()),
+    }
+}
+
+fn snapshot_build(args: &BuildArgs, now: i64) -> Result<Report> {
+    let node_key = load_key(&args.key)?;
+    let org_key = load_key(&args.org_key)?;
+    let cards = read_cards(&args.cards)?;
+    let previous = match &args.prev {
+        Some(path) => Some(open_snapshot(path, None)?.0),
+        None => None,
+    };
+    let started = Instant::now();
+    let (built, report) = snapshot::build(BuildInput {
+        node_key: &node_key,
+        org_key: &org_key,
+        org: &args.org,
+        region: &args.region,
+        cards,
+        previous: previous.as_ref(),
+        now,
+        expires_in_secs: args.expires_in,
+        limits: Limits::DEFAULT,
+    })
+    .context("building the snapshot")?;
+    let bytes = write_atomically(&args.out, |out| {
+        built.write_car(out)?;
+        Ok(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        text: format!(
+            "wrote {} (seq {}, {} agents: {} added, {} changed, {} removed; {} new blocks; {bytes} bytes) in {seconds:.2}s\nroot {}",
+            args.out.display(),
+            built.commit.body.seq,
+            built.tree.len(),
+            report.added,
+            report.changed,
+            report.removed,
+            report.new_blocks,
+            built.commit_cid
+        ),
+        json: json!({
+            "out": args.out,
+            "root": built.commit_cid.to_string(),
+            "data": built.commit.body.data.to_string(),
+            "publisher": built.commit.body.publisher.to_did(),
+            "seq": built.commit.body.seq,
+            "agents": built.tree.len(),
+            "added": report.added,
+            "changed": report.changed,
+            "removed": report.removed,
+            "new_blocks": report.new_blocks,
+            "bytes": bytes,
+        }),
+    })
+}
+
+fn snapshot_verify(
+    path: &Path,
+    publisher: Option<&str>,
+    after: Option<&Path>,
+    now: i64,
+) -> Result<Report> {
+    let expected_publisher = publisher
+        .map(PublicKey::from_did)
+        .transpose()
+        .context("--publisher")?;
+    let (base, previous) = match after {
+        Some(old_path) => {
+            let (old, _) = open_snapshot(old_path, None)?;
+            let previous = (old.commit_cid, old.commit.clone());
+            (MemoryStore::from(&old), Some(previous))
+        }
+        None => (MemoryStore::new(), None),
+    };
+    let options = VerifyOptions {
+        now: Some(now),
+        expected_publisher,
+        previous,
+        ..VerifyOptions::default()
+    };
+    let started = Instant::now();
+    let contents = snapshot::read_car(open_car(path)?, options.limits)
+        .with_context(|| format!("snapshot {}", path.display()))?;
+    let verified = snapshot::verify(&contents, &base, &options)
+        .with_context(|| format!("snapshot {}", path.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let agents = verified.tree.len();
+    Ok(Report {
+        text: format!(
+            "ok: {} verified (seq {}, {agents} agents, {} signatures checked{}) in {seconds:.2}s",
+            path.display(),
+            verified.commit.body.seq,
+            verified.verified_manifests.len(),
+            if after.is_some() {
+                if verified.linked {
+                    ", links to the previous snapshot"
+                } else {
+                    ", newer than the previous snapshot but the chain between them is not in the file"
+                }
+            } else {
+                ""
+            }
+        ),
+        json: json!({
+            "ok": true,
+            "root": verified.commit_cid.to_string(),
+            "publisher": verified.commit.body.publisher.to_did(),
+            "seq": verified.commit.body.seq,
+            "agents": agents,
+            "signatures_checked": verified.verified_manifests.len(),
+            "linked": verified.linked,
+            "seconds": seconds,
+        }),
+    })
+}
+
+fn snapshot_inspect(path: &Path) -> Result<Report> {
+    let contents = snapshot::read_car(open_car(path)?, Limits::DEFAULT)
+        .with_context(|| format!("snapshot {}", path.display()))?;
+    let verified = snapshot::verify(&contents, &MemoryStore::new(), &VerifyOptions::default())
+        .with_context(|| format!("snapshot {}", path.display()))?;
+    let body = &verified.commit.body;
+    let json = json!({
+        "root": verified.commit_cid.to_string(),
+        "data": body.data.to_string(),
+        "publisher": body.publisher.to_did(),
+        "seq": body.seq,
+        "prev": body.prev.map(|c| c.to_string()),
+        "created_at": body.created_at,
+        "expires_at": body.expires_at,
+        "agents": verified.tree.len(),
+        "blocks": contents.blocks.len(),
+        "bytes": contents.bytes,
+        "tree_depth": verified.tree.depth(),
+    });
+    Ok(Report {
+        text: format!(
+            "root       {}\ndata       {}\npublisher  {}\nseq        {}\nprev       {}\ncreated_at {}\nexpires_at {}\nagents     {}\nblocks     {}\nbytes      {}",
+            verified.commit_cid,
+            body.data,
+            body.publisher,
+            body.seq,
+            body.prev.map_or("-".to_owned(), |c| c.to_string()),
+            body.created_at,
+            body.expires_at,
+            verified.tree.len(),
+            contents.blocks.len(),
+            contents.bytes
+        ),
+        json,
+    })
+}
+
+fn keys_text(keys: impl Iterator<Item = Vec<u8>>) -> Vec<String> {
+    keys.map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect()
+}
+
+fn snapshot_diff(old_path: &Path, new_path: &Path) -> Result<Report> {
+    let (old, _) = open_snapshot(old_path, None)?;
+    let (new, _) = open_snapshot(new_path, None)?;
+    let diff = new.tree.diff(&old.tree);
+    let added = keys_text(diff.added.into_iter().map(|(k, _)| k));
+    let removed = keys_text(diff.removed.into_iter().map(|(k, _)| k));
+    let changed = keys_text(diff.changed.into_iter().map(|(k, _, _)| k));
+    let mut text = String::new();
+    for (sign, keys) in [("+", &added), ("-", &removed), ("~", &changed)] {
+        for key in keys {
+            text.push_str(&format!("{sign} {key}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "{} added, {} removed, {} changed",
+        added.len(),
+        removed.len(),
+        changed.len()
+    ));
+    Ok(Report {
+        text,
+        json: json!({ "added": added, "removed": removed, "changed": changed }),
+    })
+}
+
+fn snapshot_delta(old_path: &Path, new_path: &Path, out: &Path) -> Result<Report> {
+    let (old, _) = open_snapshot(old_path, None)?;
+    let (new, _) = open_snapshot(new_path, None)?;
+    if old.commit.body.publisher != new.commit.body.publisher {
+        return Err(Rejected(format!(
+            "{} and {} are by different publishers",
+            old_path.display(),
+            new_path.display()
+        ))
+        .into());
+    }
+    if new.commit.body.seq <= old.commit.body.seq {
+        return Err(Rejected(format!(
+            "{} (seq {}) is not newer than {} (seq {})",
+            new_path.display(),
+            new.commit.body.seq,
+            old_path.display(),
+            old.commit.body.seq
+        ))
+        .into());
+    }
+    let mut blocks = 0;
+    let bytes = write_atomically(out, |writer| {
+        let (_, diff) = new.write_delta(&old.tree, writer)?;
+        blocks = 1 + diff.new_nodes.len() + diff.added.len() + diff.changed.len();
+        Ok(())
+    })?;
+    Ok(Report {
+        text: format!("wrote {} ({blocks} blocks, {bytes} bytes)", out.display()),
+        json: json!({
+            "out": out,
+            "root": new.commit_cid.to_string(),
+            "since": old.commit_cid.to_string(),
+            "blocks": blocks,
+            "bytes": bytes,
+        }),
+    })
+}
+
+/// Opens the sled store under a data directory, creating it if needed.
+pub fn open_store(data: &Path) -> Result<SledStore> {
+    let dir = data.join("store");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    SledStore::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+}
+
+fn snapshot_import(path: &Path, data: &Path, now: i64) -> Result<Report> {
+    let store = open_store(data)?;
+    let started = Instant::now();
+    let options = VerifyOptions {
+        now: Some(now),
+        ..VerifyOptions::default()
+    };
+    let contents = snapshot::read_car(open_car(path)?, options.limits)
+        .with_context(|| format!("snapshot {}", path.display()))?;
+    let verified = snapshot::import(&store, &contents, options)
+        .with_context(|| format!("importing {}", path.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        text: format!(
+            "imported {} into {}: seq {}, {} agents, {} blocks, {} signatures checked, {} reused, in {seconds:.2}s",
+            path.display(),
+            data.display(),
+            verified.commit.body.seq,
+            verified.tree.len(),
+            verified.new_blocks.len(),
+            verified.verified_manifests.len(),
+            verified.reused_manifests
+        ),
+        json: json!({
+            "root": verified.commit_cid.to_string(),
+            "publisher": verified.commit.body.publisher.to_did(),
+            "seq": verified.commit.body.seq,
+            "agents": verified.tree.len(),
+            "blocks": verified.new_blocks.len(),
+            "signatures_checked": verified.verified_manifests.len(),
+            "reused": verified.reused_manifests,
+            "seconds": seconds,
+        }),
+    })
+}
+
+fn snapshot_export(
+    data: &Path,
+    out: &Path,
+    publisher: Option<&str>,
+    since: Option<&str>,
+) -> Result<Report> {
+    if !data.join("store").exists() {
+        bail!(
+            "{} holds no store (import a snapshot first)",
+            data.display()
+        );
+    }
+    let store = open_store(data)?;
+    let heads = store.heads()?;
+    let (publisher, head) = match publisher {
+        Some(did) => {
+            PublicKey::from_did(did).context("--publisher")?;
+            let head = heads
+                .get(did)
+                .ok_or_else(|| anyhow!("{} holds no snapshot by {did}", data.display()))?;
+            (did.to_owned(), *head)
+        }
+        None => match heads.len() {
+            0 => bail!("{} holds no snapshot", data.display()),
+            1 => heads
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("no heads"))?,
+            n => bail!(
+                "{} holds snapshots of {n} publishers; choose one with --publisher",
+                data.display()
+            ),
+        },
+    };
+    let snapshot = Snapshot::load(&store, &head.commit, Limits::DEFAULT)
+        .with_context(|| format!("loading {publisher}'s snapshot from {}", data.display()))?;
+    let since_cid: Option<Cid> = since
+        .map(|text| meridian_registry::ids::parse_cid(text).map_err(|e| anyhow!("--since: {e}")))
+        .transpose()?;
+    let bytes = match since_cid {
+        None => write_atomically(out, |writer| {
+            snapshot.write_car(writer)?;
+            Ok(())
+        })?,
+        Some(since_cid) => {
+            let old = Snapshot::load(&store, &since_cid, Limits::DEFAULT)
+                .with_context(|| format!("--since {since_cid}: not a snapshot in this store"))?;
+            write_atomically(out, |writer| {
+                snapshot.write_delta(&old.tree, writer)?;
+                Ok(())
+            })?
+        }
+    };
+    Ok(Report {
+        text: format!(
+            "wrote {} (seq {}, {} agents, {bytes} bytes)",
+            out.display(),
+            snapshot.commit.body.seq,
+            snapshot.tree.len()
+        ),
+        json: json!({
+            "out": out,
+            "root": snapshot.commit_cid.to_string(),
+            "publisher": publisher,
+            "seq": snapshot.commit.body.seq,
+            "agents": snapshot.tree.len(),
+            "bytes": bytes,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("15m"), Ok(900));
+        assert_eq!(parse_duration_secs("12h"), Ok(43_200));
+        assert_eq!(parse_duration_secs("30d"), Ok(2_592_000));
+        for bad in ["", "0s", "-5s", "5w", "h", "99999999999999d"] {
+            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+        }
+    }
+}
