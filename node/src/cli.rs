@@ -41,6 +41,12 @@ pub enum Command {
     /// Build, verify, inspect, diff and move signed registry snapshots (CAR files).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Run the demo: publish, mirror, change and attack a signed registry snapshot.
+    Demo {
+        /// The data directory; the demo works in DATA/demo and clears it first.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
 }
 
 /// `meridian keys …`
@@ -227,6 +233,7 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
             })
         }
         Command::Snapshot(command) => run_snapshot(command, now),
+        Command::Demo { data } => crate::demo::run(data, now),
     }
 }
 

@@ -6,3 +6,4 @@
 //! in `main`, and passes it down: nothing below reads it.
 
 pub mod cli;
+pub mod demo;

@@ -26,6 +26,8 @@ pub struct Limits {
     pub block_bytes_max: usize,
     /// Most agents in one registry.
     pub agents_max: usize,
+    /// Deepest registry tree, in layers.
+    pub tree_depth_max: u32,
 }
 
 impl Limits {
@@ -35,6 +37,7 @@ impl Limits {
         car_bytes_max: 4 * 1024 * 1024 * 1024,
         block_bytes_max: 1024 * 1024,
         agents_max: 1_000_000,
+        tree_depth_max: crate::mst::TREE_DEPTH_MAX,
     };
 }
 

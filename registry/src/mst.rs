@@ -479,10 +479,21 @@ impl<H: HashFunction> Mst<H> {
 
     /// Loads a tree from its root CID, fetching node blocks with `get`. Every block is hashed
     /// against its CID, decoded strictly, and checked against the tree's invariants (layers,
-    /// key order, canonical prefix compression, depth and key-count limits).
+    /// key order, canonical prefix compression, and the key-count limit; depth is limited to
+    /// [`TREE_DEPTH_MAX`]).
     pub fn load(
         root: &Cid,
         keys_max: usize,
+        get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
+    ) -> Result<Self, LoadError> {
+        Self::load_with_depth(root, keys_max, TREE_DEPTH_MAX, get)
+    }
+
+    /// [`Mst::load`] with an explicit depth limit in layers.
+    pub fn load_with_depth(
+        root: &Cid,
+        keys_max: usize,
+        depth_max: u32,
         get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
     ) -> Result<Self, LoadError> {
         let bytes = get(root).ok_or(LoadError::MissingBlock { cid: *root })?;
@@ -504,10 +515,10 @@ impl<H: HashFunction> Mst<H> {
             return Ok(Self::new());
         }
         let layer = key_layer::<H>(&decoded.entries[0].0);
-        if layer > TREE_DEPTH_MAX {
+        if layer > depth_max {
             return Err(LoadError::TooDeep {
                 depth: layer,
-                max: TREE_DEPTH_MAX,
+                max: depth_max,
             });
         }
         let node = loader.build(root, decoded, layer)?;

@@ -287,6 +287,7 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
         input.previous.map(|p| p.blocks.clone()).unwrap_or_default();
     let mut report = BuildReport::default();
     let org_prefix = format!("{}/", input.org);
+    let org_did = input.org_key.did();
 
     // Agents of this org that the cards no longer list are removed.
     for (key, _) in tree.prefix(org_prefix.as_bytes()) {
@@ -300,10 +301,7 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
         let existing = tree.get(agent_id.as_bytes());
         if let Some(existing) = existing
             && let Some(block) = blocks.get(&existing)
-            && let Ok(old) = Manifest::decode(block)
-            && old.signer == input.org_key.public()
-            && old.body.card == body.card
-            && old.body.region == body.region
+            && manifest_unchanged(block, &body, &org_did)
         {
             continue; // unchanged: keep the old manifest and its CID
         }
@@ -366,6 +364,24 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
         },
         report,
     ))
+}
+
+/// Whether an existing manifest block already says what `body` says, signed by `signer_did`.
+/// Compares the fields as decoded CBOR, without parsing the card or the key again: the block
+/// came from a verified snapshot, and a rebuild after one change should not cost a full decode
+/// of every manifest.
+fn manifest_unchanged(block: &[u8], body: &ManifestBody, signer_did: &str) -> bool {
+    let Ok(crate::cbor::Value::Map(map)) = crate::cbor::decode(block) else {
+        return false;
+    };
+    let text = |field: &str| match map.get(field) {
+        Some(crate::cbor::Value::Text(text)) => Some(text.as_str()),
+        _ => None,
+    };
+    text("card") == Some(body.card.as_str())
+        && text("region") == Some(body.region.as_str())
+        && text("agent_id") == Some(body.agent_id.as_str())
+        && text("signer") == Some(signer_did)
 }
 
 impl Snapshot {
@@ -442,15 +458,18 @@ impl Snapshot {
         let mut blocks = HashMap::new();
         blocks.insert(*commit_cid, commit_block);
         let mut failure = None;
-        let tree = RegistryTree::load(&commit.body.data, limits.agents_max, &mut |cid| match store
-            .get(cid)
-        {
-            Ok(block) => block,
-            Err(error) => {
-                failure = Some(error);
-                None
-            }
-        });
+        let tree = RegistryTree::load_with_depth(
+            &commit.body.data,
+            limits.agents_max,
+            limits.tree_depth_max,
+            &mut |cid| match store.get(cid) {
+                Ok(block) => block,
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            },
+        );
         if let Some(error) = failure {
             return Err(error.into());
         }
@@ -608,18 +627,23 @@ pub fn verify(
 
     // The tree: every node hash-checked, canonical, within limits.
     let mut store_failure = None;
-    let tree = RegistryTree::load(&commit.body.data, options.limits.agents_max, &mut |cid| {
-        if let Some(block) = car_blocks.get(cid) {
-            return Some(block.clone());
-        }
-        match base.get(cid) {
-            Ok(block) => block,
-            Err(error) => {
-                store_failure = Some(error);
-                None
+    let tree = RegistryTree::load_with_depth(
+        &commit.body.data,
+        options.limits.agents_max,
+        options.limits.tree_depth_max,
+        &mut |cid| {
+            if let Some(block) = car_blocks.get(cid) {
+                return Some(block.clone());
             }
-        }
-    });
+            match base.get(cid) {
+                Ok(block) => block,
+                Err(error) => {
+                    store_failure = Some(error);
+                    None
+                }
+            }
+        },
+    );
     if let Some(error) = store_failure {
         return Err(error.into());
     }

@@ -4,6 +4,7 @@
 
 mod common;
 mod conformance;
+mod golden;
 mod properties;
 mod snapshots;
 mod stores;

@@ -340,6 +340,21 @@ fn size_limits_are_enforced() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("section bytes"), "{err}");
+    let depth = snapshot.tree.depth();
+    assert!(depth >= 1, "20 keys should reach layer 1");
+    let err = limited(Limits {
+        tree_depth_max: depth - 1,
+        ..Limits::DEFAULT
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("tree depth"), "{err}");
+    assert!(
+        limited(Limits {
+            tree_depth_max: depth,
+            ..Limits::DEFAULT
+        })
+        .is_ok()
+    );
     // At the limit exactly, it passes.
     assert!(
         limited(Limits {
