@@ -61,7 +61,7 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
     let mut steps: Vec<Step> = Vec::new();
     let mut timed = |what: &str, started: Instant, result: String| {
         let millis = started.elapsed().as_secs_f64() * 1000.0;
-        eprintln!("  {what:<44} {result}");
+        eprintln!("  {what:<50} {result}");
         steps.push(Step {
             what: what.to_owned(),
             result,
@@ -218,12 +218,12 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
     }
 
     let total: f64 = steps.iter().map(|s| s.millis).sum();
-    let mut text = String::from("\nstep                                            time\n");
+    let mut text = format!("\n{:<50} {:>10}\n", "step", "time");
     for step in &steps {
-        text.push_str(&format!("{:<46} {:>7.1} ms\n", step.what, step.millis));
+        text.push_str(&format!("{:<50} {:>7.1} ms\n", step.what, step.millis));
     }
     text.push_str(&format!(
-        "{:<46} {total:>7.1} ms\nfiles are in {}; try `meridian snapshot inspect {}`",
+        "{:<50} {total:>7.1} ms\nfiles are in {}; try `meridian snapshot inspect {}`",
         "total",
         dir.display(),
         first_path.display()

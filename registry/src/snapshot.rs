@@ -940,7 +940,6 @@ pub fn import(
                 seq: verified.commit.body.seq,
             },
         )],
-        verified: verified.verified_manifests.clone(),
         equivocations: Vec::new(),
     })?;
     Ok(verified)
@@ -964,8 +963,7 @@ pub fn open<R: Read>(
 }
 
 impl From<&Snapshot> for MemoryStore {
-    /// A store holding a snapshot's blocks, with its manifests marked verified and its head
-    /// recorded: the base for verifying a delta or a successor against a snapshot file.
+    /// A store holding a snapshot's blocks (so its manifests count as verified) and its head: the base for verifying a delta or a successor against a snapshot file.
     fn from(snapshot: &Snapshot) -> Self {
         let store = MemoryStore::new();
         let batch = StoreBatch {
@@ -981,12 +979,6 @@ impl From<&Snapshot> for MemoryStore {
                     seq: snapshot.commit.body.seq,
                 },
             )],
-            verified: snapshot
-                .tree
-                .entries()
-                .into_iter()
-                .map(|(_, cid)| cid)
-                .collect(),
             equivocations: Vec::new(),
         };
         // The blocks come from a verified snapshot, so the batch's hash checks pass.
