@@ -1,9 +1,22 @@
-//! Governance for a Meridian federation: the trust root, organisation verification,
-//! attestations, policy bundles and checkpoints.
+//! Governance for a Meridian federation: who vouches for whom.
 //!
 //! Sits above `registry` in the crate graph (`registry` <- `governance` <- `hub` <- `node`) and,
-//! like it, is sans-IO: documents are verified offline with time passed in. This crate is not
-//! built yet (issue 3); until then it only re-exports the registry types governance documents
-//! will be made of, so the crate graph is in place.
+//! like it, is sans-IO: every document verifies offline with time passed in. The pieces:
+//!
+//! - [`document`]: multi-signed documents with role thresholds;
+//! - [`root`]: the TUF-style trust root and its version chain;
+//! - [`attestation`]: attestations, revocations and organisation registration;
+//! - [`policy`]: policy bundles (allow/deny lists, rate tiers, hub directory);
+//! - [`accept`](mod@accept): the acceptance rule for the federated view.
+//!
+//! Not built yet (issue 3): checkpoints (RFC 6962 log, C2SP signed notes, witnesses),
+//! organisation-signed key rotation, and the `gov`, `org`, `attest`, `policy` and `checkpoint`
+//! commands.
+
+pub mod accept;
+pub mod attestation;
+pub mod document;
+pub mod policy;
+pub mod root;
 
 pub use meridian_registry as registry;

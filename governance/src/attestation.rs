@@ -1,0 +1,564 @@
+//! Attestations, revocations and organisation registration.
+//!
+//! An attestation is a claim by the `attest` role about a subject (an organisation, an agent, a
+//! key, a node or a document CID), with a validity window, signed by a threshold of the role's
+//! keys (a second admin co-signs an existing attestation to reach it). A revocation is an
+//! attestation of type [`KIND_REVOCATION`] whose subject is the revoked attestation's id.
+//!
+//! Organisations ask to be verified with a [`Registration`] that every key it lists signs (proof
+//! of possession); admins approve it by issuing an [`KIND_ORG_VERIFIED`] attestation that binds
+//! the organisation to its domain and keys.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use cid::Cid;
+use meridian_registry::cbor::{self, MapReader, Value};
+use meridian_registry::keys::{Keypair, PublicKey};
+use meridian_registry::manifest::check_name;
+
+use crate::document::{DocumentError, KeySet, SignedDocument, text_array, text_list};
+use crate::root::{RoleName, TrustedRoot};
+
+/// The `$type` of an attestation.
+pub const ATTESTATION_TYPE: &str = "meridian.attestation.v1";
+/// The `$type` of a registration request.
+pub const REGISTRATION_TYPE: &str = "meridian.registration.v1";
+/// An organisation is verified; claims `domain` (text) and `keys` (array of did:key).
+pub const KIND_ORG_VERIFIED: &str = "org.verified";
+/// A key is revoked from a time on; subject is the key, claims `org` and `revoked_at`.
+pub const KIND_KEY_REVOKED: &str = "key.revoked";
+/// An attestation is withdrawn; subject is its document id.
+pub const KIND_REVOCATION: &str = "revocation";
+
+/// What an attestation is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// An organisation id.
+    Org(String),
+    /// An agent key `{org}/{agent}`.
+    Agent(String),
+    /// An organisation's signing key.
+    Key(PublicKey),
+    /// A node's key.
+    Node(PublicKey),
+    /// A document or block.
+    Document(Cid),
+}
+
+impl Subject {
+    fn to_value(&self) -> Value {
+        let (kind, id) = match self {
+            Subject::Org(org) => ("org", Value::Text(org.clone())),
+            Subject::Agent(agent) => ("agent", Value::Text(agent.clone())),
+            Subject::Key(key) => ("key", Value::Text(key.to_did())),
+            Subject::Node(key) => ("node", Value::Text(key.to_did())),
+            Subject::Document(cid) => ("cid", Value::Link(*cid)),
+        };
+        cbor::map([("type", Value::Text(kind.into())), ("id", id)])
+    }
+
+    fn from_value(value: Value) -> Result<Self, DocumentError> {
+        let mut reader = MapReader::new(value)?;
+        let kind = reader.text("type")?;
+        let id = reader.take("id")?;
+        reader.finish()?;
+        let text = |id: Value| match id {
+            Value::Text(text) => Ok(text),
+            _ => Err(DocumentError::Invalid(format!(
+                "subject of type `{kind}` needs a text id"
+            ))),
+        };
+        let key = |id: Value| {
+            text(id).and_then(|did| {
+                PublicKey::from_did(&did).map_err(|e| DocumentError::Invalid(e.to_string()))
+            })
+        };
+        match kind.as_str() {
+            "org" => Ok(Subject::Org(text(id)?)),
+            "agent" => Ok(Subject::Agent(text(id)?)),
+            "key" => Ok(Subject::Key(key(id)?)),
+            "node" => Ok(Subject::Node(key(id)?)),
+            "cid" => match id {
+                Value::Link(cid) => Ok(Subject::Document(cid)),
+                _ => Err(DocumentError::Invalid(
+                    "subject of type `cid` needs a link".into(),
+                )),
+            },
+            other => Err(DocumentError::Invalid(format!(
+                "unknown subject type `{other}`"
+            ))),
+        }
+    }
+}
+
+/// What an attestation says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationBody {
+    /// What it is about.
+    pub subject: Subject,
+    /// What kind of claim, e.g. [`KIND_ORG_VERIFIED`].
+    pub kind: String,
+    /// The claim's details.
+    pub claims: BTreeMap<String, Value>,
+    /// The issuing role (always `attest` today; kept so the document says who vouches).
+    pub issuer: String,
+    /// Unix seconds it was issued.
+    pub issued_at: i64,
+    /// Unix seconds after which it no longer holds.
+    pub expires_at: i64,
+}
+
+/// A signed attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    /// What it says.
+    pub body: AttestationBody,
+    /// The signed document.
+    pub document: SignedDocument,
+}
+
+/// Why an attestation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestationError {
+    /// Bad document or too few signatures.
+    #[error("attestation {id}: {error}")]
+    Document {
+        /// The attestation's id.
+        id: Cid,
+        /// Why.
+        error: DocumentError,
+    },
+    /// Expired.
+    #[error("attestation {id} expired at {expires_at} (now {now})")]
+    Expired {
+        /// The attestation's id.
+        id: Cid,
+        /// Its expiry.
+        expires_at: i64,
+        /// The time checked.
+        now: i64,
+    },
+    /// Issued in the future beyond the allowed skew.
+    #[error("attestation {id} is issued at {issued_at}, in the future (now {now})")]
+    NotYetValid {
+        /// The attestation's id.
+        id: Cid,
+        /// Its issue time.
+        issued_at: i64,
+        /// The time checked.
+        now: i64,
+    },
+}
+
+impl AttestationBody {
+    fn to_value(&self) -> Value {
+        cbor::map([
+            ("subject", self.subject.to_value()),
+            ("type", Value::Text(self.kind.clone())),
+            ("claims", Value::Map(self.claims.clone())),
+            ("issuer", Value::Text(self.issuer.clone())),
+            ("issued_at", Value::Integer(i128::from(self.issued_at))),
+            ("expires_at", Value::Integer(i128::from(self.expires_at))),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self, DocumentError> {
+        let mut reader = MapReader::new(value)?;
+        let subject = Subject::from_value(reader.take("subject")?)?;
+        let kind = reader.text("type")?;
+        let claims = match reader.take("claims")? {
+            Value::Map(map) => map,
+            _ => return Err(DocumentError::Invalid("`claims` is not a map".into())),
+        };
+        let issuer = reader.text("issuer")?;
+        let issued_at = reader.i64("issued_at")?;
+        let expires_at = reader.i64("expires_at")?;
+        reader.finish()?;
+        let body = Self {
+            subject,
+            kind,
+            claims,
+            issuer,
+            issued_at,
+            expires_at,
+        };
+        body.validate()?;
+        Ok(body)
+    }
+
+    fn validate(&self) -> Result<(), DocumentError> {
+        if self.expires_at <= self.issued_at {
+            return Err(DocumentError::Invalid(
+                "`expires_at` is not after `issued_at`".into(),
+            ));
+        }
+        if self.issuer != RoleName::Attest.as_str() {
+            return Err(DocumentError::Invalid(format!(
+                "issuer `{}` is not the attest role",
+                self.issuer
+            )));
+        }
+        match self.kind.as_str() {
+            KIND_ORG_VERIFIED => {
+                if !matches!(self.subject, Subject::Org(_)) {
+                    return Err(DocumentError::Invalid(
+                        "org.verified needs an org subject".into(),
+                    ));
+                }
+                org_keys_from_claims(&self.claims)?;
+            }
+            KIND_KEY_REVOKED => {
+                if !matches!(self.subject, Subject::Key(_)) {
+                    return Err(DocumentError::Invalid(
+                        "key.revoked needs a key subject".into(),
+                    ));
+                }
+                match self.claims.get("revoked_at") {
+                    Some(Value::Integer(_)) => {}
+                    _ => {
+                        return Err(DocumentError::Invalid(
+                            "key.revoked needs an integer `revoked_at` claim".into(),
+                        ));
+                    }
+                }
+            }
+            KIND_REVOCATION if !matches!(self.subject, Subject::Document(_)) => {
+                return Err(DocumentError::Invalid(
+                    "a revocation needs a cid subject".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn org_keys_from_claims(claims: &BTreeMap<String, Value>) -> Result<Vec<PublicKey>, DocumentError> {
+    let keys = claims
+        .get("keys")
+        .cloned()
+        .ok_or_else(|| DocumentError::Invalid("org.verified lacks a `keys` claim".into()))?;
+    text_list(keys, "keys")?
+        .iter()
+        .map(|did| PublicKey::from_did(did).map_err(|e| DocumentError::Invalid(e.to_string())))
+        .collect()
+}
+
+impl Attestation {
+    /// An unsigned attestation issued by the attest role.
+    pub fn new(
+        subject: Subject,
+        kind: &str,
+        claims: BTreeMap<String, Value>,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> Result<Self, DocumentError> {
+        let body = AttestationBody {
+            subject,
+            kind: kind.to_owned(),
+            claims,
+            issuer: RoleName::Attest.as_str().to_owned(),
+            issued_at,
+            expires_at,
+        };
+        body.validate()?;
+        let document = SignedDocument::new(ATTESTATION_TYPE, body.to_value());
+        Ok(Self { body, document })
+    }
+
+    /// A revocation of the attestation with id `revoked`.
+    pub fn revocation(
+        revoked: Cid,
+        reason: &str,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> Result<Self, DocumentError> {
+        let claims = [("reason".to_owned(), Value::Text(reason.to_owned()))].into();
+        Self::new(
+            Subject::Document(revoked),
+            KIND_REVOCATION,
+            claims,
+            issued_at,
+            expires_at,
+        )
+    }
+
+    /// Adds (or co-signs with) an admin's signature.
+    pub fn sign(&mut self, key: &Keypair) {
+        self.document.sign(key);
+    }
+
+    /// Decodes an attestation block; [`Attestation::verify`] checks it.
+    pub fn decode(block: &[u8]) -> Result<Self, DocumentError> {
+        let document = SignedDocument::decode(block, ATTESTATION_TYPE)?;
+        let body = AttestationBody::from_value(document.body.clone())?;
+        Ok(Self { body, document })
+    }
+
+    /// The block.
+    pub fn to_block(&self) -> Vec<u8> {
+        self.document.to_block()
+    }
+
+    /// The id: what a revocation names.
+    pub fn id(&self) -> Cid {
+        self.document.id()
+    }
+
+    /// Checks the attest role's threshold under `root` and the validity window at `now`
+    /// (allowing `clock_skew_secs` for an issue time slightly in the future).
+    pub fn verify(
+        &self,
+        root: &TrustedRoot,
+        now: i64,
+        clock_skew_secs: i64,
+    ) -> Result<(), AttestationError> {
+        let id = self.id();
+        self.document
+            .verify_threshold(root.role(RoleName::Attest), "attest role")
+            .map_err(|error| AttestationError::Document { id, error })?;
+        if self.body.expires_at <= now {
+            return Err(AttestationError::Expired {
+                id,
+                expires_at: self.body.expires_at,
+                now,
+            });
+        }
+        if self.body.issued_at > now.saturating_add(clock_skew_secs) {
+            return Err(AttestationError::NotYetValid {
+                id,
+                issued_at: self.body.issued_at,
+                now,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An organisation's request to be verified, signed by every key it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The organisation id.
+    pub org: String,
+    /// Its domain.
+    pub domain: String,
+    /// How to reach its operators.
+    pub contact: String,
+    /// The keys it will sign manifests with.
+    pub keys: Vec<PublicKey>,
+    /// The signed document.
+    pub document: SignedDocument,
+}
+
+impl Registration {
+    /// A request signed by every one of `keys` (proof that the organisation holds them).
+    pub fn create(
+        org: &str,
+        domain: &str,
+        contact: &str,
+        keys: &[&Keypair],
+    ) -> Result<Self, DocumentError> {
+        check_name("org", org).map_err(DocumentError::Invalid)?;
+        if keys.is_empty() {
+            return Err(DocumentError::Invalid(
+                "a registration needs at least one key".into(),
+            ));
+        }
+        let dids: Vec<String> = keys.iter().map(|k| k.did()).collect();
+        let body = cbor::map([
+            ("org", Value::Text(org.to_owned())),
+            ("domain", Value::Text(domain.to_owned())),
+            ("contact", Value::Text(contact.to_owned())),
+            ("keys", text_array(&dids)),
+        ]);
+        let mut document = SignedDocument::new(REGISTRATION_TYPE, body);
+        for key in keys {
+            document.sign(key);
+        }
+        Ok(Self {
+            org: org.to_owned(),
+            domain: domain.to_owned(),
+            contact: contact.to_owned(),
+            keys: keys.iter().map(|k| k.public()).collect(),
+            document,
+        })
+    }
+
+    /// Decodes a request and checks proof of possession: every listed key signed it.
+    pub fn decode_and_verify(block: &[u8]) -> Result<Self, DocumentError> {
+        let document = SignedDocument::decode(block, REGISTRATION_TYPE)?;
+        let mut reader = MapReader::new(document.body.clone())?;
+        let org = reader.text("org")?;
+        let domain = reader.text("domain")?;
+        let contact = reader.text("contact")?;
+        let dids = text_list(reader.take("keys")?, "keys")?;
+        reader.finish()?;
+        check_name("org", &org).map_err(DocumentError::Invalid)?;
+        let keys: Vec<PublicKey> = dids
+            .iter()
+            .map(|d| PublicKey::from_did(d).map_err(|e| DocumentError::Invalid(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Err(DocumentError::Invalid(
+                "a registration needs at least one key".into(),
+            ));
+        }
+        let all = KeySet {
+            keys: keys.clone(),
+            threshold: keys.len(),
+        };
+        all.validate("registration keys")?;
+        document.verify_threshold(&all, "proof of possession (every listed key)")?;
+        Ok(Self {
+            org,
+            domain,
+            contact,
+            keys,
+            document,
+        })
+    }
+
+    /// The block.
+    pub fn to_block(&self) -> Vec<u8> {
+        self.document.to_block()
+    }
+
+    /// The unsigned `org.verified` attestation that approves this request; admins sign it.
+    pub fn approve(&self, issued_at: i64, expires_at: i64) -> Result<Attestation, DocumentError> {
+        let dids: Vec<String> = self.keys.iter().map(|k| k.to_did()).collect();
+        let claims = [
+            ("domain".to_owned(), Value::Text(self.domain.clone())),
+            ("keys".to_owned(), text_array(&dids)),
+            ("registration".to_owned(), Value::Link(self.document.id())),
+        ]
+        .into();
+        Attestation::new(
+            Subject::Org(self.org.clone()),
+            KIND_ORG_VERIFIED,
+            claims,
+            issued_at,
+            expires_at,
+        )
+    }
+}
+
+/// What a node knows about organisations: the attestations that verified under the trusted
+/// root, with revocations applied.
+#[derive(Debug, Clone, Default)]
+pub struct AttestationSet {
+    attestations: HashMap<Cid, Attestation>,
+    revoked: HashSet<Cid>,
+}
+
+/// Why an attestation was not added to a set.
+pub type AddError = AttestationError;
+
+impl AttestationSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Verifies `attestation` under `root` at `now` and adds it. A revocation takes effect at once.
+    pub fn add(
+        &mut self,
+        attestation: Attestation,
+        root: &TrustedRoot,
+        now: i64,
+    ) -> Result<Cid, AddError> {
+        attestation.verify(root, now, 300)?;
+        let id = attestation.id();
+        if attestation.body.kind == KIND_REVOCATION
+            && let Subject::Document(revoked) = attestation.body.subject
+        {
+            self.revoked.insert(revoked);
+        }
+        self.attestations.insert(id, attestation);
+        Ok(id)
+    }
+
+    /// Whether the attestation `id` has been revoked.
+    pub fn is_revoked(&self, id: &Cid) -> bool {
+        self.revoked.contains(id)
+    }
+
+    /// Every attestation about `subject`, with whether it is revoked.
+    pub fn about<'a>(
+        &'a self,
+        subject: &'a Subject,
+    ) -> impl Iterator<Item = (&'a Attestation, bool)> + 'a {
+        self.attestations
+            .iter()
+            .filter(move |(_, a)| a.body.subject == *subject)
+            .map(|(id, a)| (a, self.revoked.contains(id)))
+    }
+
+    /// Every attestation held.
+    pub fn all(&self) -> impl Iterator<Item = &Attestation> {
+        self.attestations.values()
+    }
+
+    /// The current `org.verified` status of `org` at `now`.
+    pub fn org_status(&self, org: &str, now: i64) -> OrgStatus {
+        let subject = Subject::Org(org.to_owned());
+        let mut status = OrgStatus::Unverified;
+        for (attestation, revoked) in self.about(&subject) {
+            if attestation.body.kind != KIND_ORG_VERIFIED {
+                continue;
+            }
+            if revoked {
+                if status == OrgStatus::Unverified {
+                    status = OrgStatus::Revoked;
+                }
+                continue;
+            }
+            if attestation.body.expires_at <= now {
+                if matches!(status, OrgStatus::Unverified | OrgStatus::Revoked) {
+                    status = OrgStatus::Expired;
+                }
+                continue;
+            }
+            let keys = org_keys_from_claims(&attestation.body.claims).unwrap_or_default();
+            match &mut status {
+                OrgStatus::Verified { keys: known } => {
+                    for key in keys {
+                        if !known.contains(&key) {
+                            known.push(key);
+                        }
+                    }
+                }
+                _ => status = OrgStatus::Verified { keys },
+            }
+        }
+        status
+    }
+
+    /// When `key` was revoked (the earliest `revoked_at` of an unrevoked `key.revoked`), if it was.
+    pub fn key_revoked_at(&self, key: &PublicKey) -> Option<i64> {
+        let subject = Subject::Key(*key);
+        self.about(&subject)
+            .filter(|(a, revoked)| !revoked && a.body.kind == KIND_KEY_REVOKED)
+            .filter_map(|(a, _)| match a.body.claims.get("revoked_at") {
+                Some(Value::Integer(at)) => i64::try_from(*at).ok(),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+/// Whether an organisation is verified, and with which keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgStatus {
+    /// No `org.verified` attestation.
+    Unverified,
+    /// Its only verification was revoked.
+    Revoked,
+    /// Its verification expired.
+    Expired,
+    /// Verified, with the keys bound to it.
+    Verified {
+        /// Keys the organisation may sign manifests with.
+        keys: Vec<PublicKey>,
+    },
+}

@@ -1,0 +1,206 @@
+//! Attestations: thresholds, co-signing, expiry, revocation, registration.
+
+use meridian_governance::attestation::{
+    Attestation, AttestationError, AttestationSet, KIND_KEY_REVOKED, OrgStatus, Registration,
+    Subject,
+};
+use meridian_governance::document::DocumentError;
+use meridian_registry::cbor::Value;
+
+use crate::*;
+
+fn verified_org(admins: &Admins, org: &str, org_key: &Keypair) -> Attestation {
+    let registration =
+        Registration::create(org, &format!("{org}.example"), "ops@example", &[org_key]).unwrap();
+    let mut attestation = registration.approve(NOW - 10, NOW + 30 * DAY).unwrap();
+    attestation.sign(&admins.attest[0]);
+    attestation.sign(&admins.attest[1]);
+    attestation
+}
+
+#[test]
+fn registration_needs_proof_of_possession() {
+    let org_key = key(50);
+    let other = key(51);
+    let registration = Registration::create(
+        "acme",
+        "acme.example",
+        "ops@acme.example",
+        &[&org_key, &other],
+    )
+    .unwrap();
+    let decoded = Registration::decode_and_verify(&registration.to_block()).unwrap();
+    assert_eq!(decoded.keys, vec![org_key.public(), other.public()]);
+    // Drop one key's signature: the request no longer proves possession of that key.
+    let mut partial = registration.clone();
+    partial
+        .document
+        .signatures
+        .retain(|s| s.key == org_key.public());
+    let err = Registration::decode_and_verify(&partial.to_block()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DocumentError::ThresholdNotMet {
+                valid: 1,
+                threshold: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(Registration::create("Not Valid!", "x", "y", &[&org_key]).is_err());
+}
+
+#[test]
+fn attestation_needs_the_attest_threshold_and_cosigning_reaches_it() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let registration = Registration::create("acme", "acme.example", "ops", &[&key(50)]).unwrap();
+    let mut attestation = registration.approve(NOW, NOW + DAY).unwrap();
+    attestation.sign(&admins.attest[0]);
+    let id_before = attestation.id();
+    let err = attestation.verify(&root, NOW, 0).unwrap_err();
+    assert!(matches!(
+        err,
+        AttestationError::Document {
+            error: DocumentError::ThresholdNotMet { .. },
+            ..
+        }
+    ));
+    // A second admin co-signs the same document; its id does not change.
+    let mut cosigned = Attestation::decode(&attestation.to_block()).unwrap();
+    cosigned.sign(&admins.attest[1]);
+    assert_eq!(cosigned.id(), id_before);
+    cosigned.verify(&root, NOW, 0).unwrap();
+    // Signatures by the root or policy keys do not count for the attest role.
+    let mut wrong_role = registration.approve(NOW, NOW + DAY).unwrap();
+    wrong_role.sign(&admins.root[0]);
+    wrong_role.sign(&admins.policy[0]);
+    assert!(wrong_role.verify(&root, NOW, 0).is_err());
+}
+
+#[test]
+fn expired_and_future_attestations_are_refused() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let attestation = verified_org(&admins, "acme", &key(50));
+    assert!(matches!(
+        attestation.verify(&root, NOW + 31 * DAY, 0),
+        Err(AttestationError::Expired { .. })
+    ));
+    let mut future = Registration::create("acme", "a", "b", &[&key(50)])
+        .unwrap()
+        .approve(NOW + DAY, NOW + 2 * DAY)
+        .unwrap();
+    future.sign(&admins.attest[0]);
+    future.sign(&admins.attest[1]);
+    assert!(matches!(
+        future.verify(&root, NOW, 300),
+        Err(AttestationError::NotYetValid { .. })
+    ));
+}
+
+#[test]
+fn revocation_withdraws_an_attestation() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let org_key = key(50);
+    let mut set = AttestationSet::new();
+    let verified = verified_org(&admins, "acme", &org_key);
+    let id = set.add(verified, &root, NOW).unwrap();
+    assert_eq!(
+        set.org_status("acme", NOW),
+        OrgStatus::Verified {
+            keys: vec![org_key.public()]
+        }
+    );
+    let mut revocation =
+        Attestation::revocation(id, "domain lapsed", NOW, NOW + 365 * DAY).unwrap();
+    revocation.sign(&admins.attest[0]);
+    revocation.sign(&admins.attest[1]);
+    set.add(revocation, &root, NOW).unwrap();
+    assert!(set.is_revoked(&id));
+    assert_eq!(set.org_status("acme", NOW), OrgStatus::Revoked);
+    assert_eq!(set.org_status("other", NOW), OrgStatus::Unverified);
+    assert_eq!(set.org_status("acme", NOW + 40 * DAY), OrgStatus::Revoked);
+}
+
+#[test]
+fn key_revocation_records_its_time() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let org_key = key(50);
+    let mut set = AttestationSet::new();
+    let claims = [
+        ("org".to_owned(), Value::Text("acme".into())),
+        (
+            "revoked_at".to_owned(),
+            Value::Integer(i128::from(NOW - 100)),
+        ),
+    ]
+    .into();
+    let mut revoked = Attestation::new(
+        Subject::Key(org_key.public()),
+        KIND_KEY_REVOKED,
+        claims,
+        NOW,
+        NOW + DAY,
+    )
+    .unwrap();
+    revoked.sign(&admins.attest[0]);
+    revoked.sign(&admins.attest[1]);
+    set.add(revoked, &root, NOW).unwrap();
+    assert_eq!(set.key_revoked_at(&org_key.public()), Some(NOW - 100));
+    assert_eq!(set.key_revoked_at(&key(51).public()), None);
+}
+
+#[test]
+fn mix_and_match_across_roots_is_refused() {
+    // Attestations issued under another federation's root do not verify under ours.
+    let ours = admins(0);
+    let theirs = admins(150);
+    let our_root = trusted(&ours);
+    let foreign = verified_org(&theirs, "acme", &key(50));
+    let mut set = AttestationSet::new();
+    assert!(set.add(foreign, &our_root, NOW).is_err());
+    assert_eq!(set.org_status("acme", NOW), OrgStatus::Unverified);
+}
+
+#[test]
+fn malformed_attestations_are_refused() {
+    let admins = admins(0);
+    let good = verified_org(&admins, "acme", &key(50));
+    let block = good.to_block();
+    assert_eq!(Attestation::decode(&block).unwrap(), good);
+    for cut in 0..block.len() {
+        assert!(Attestation::decode(&block[..cut]).is_err());
+    }
+    // A policy document is not an attestation.
+    let root_block = genesis(&admins).to_block();
+    assert!(matches!(
+        Attestation::decode(&root_block),
+        Err(DocumentError::WrongType { .. })
+    ));
+    // org.verified without keys, and a revocation of a non-CID subject, are refused at build time.
+    assert!(
+        Attestation::new(
+            Subject::Org("acme".into()),
+            "org.verified",
+            Default::default(),
+            NOW,
+            NOW + 1
+        )
+        .is_err()
+    );
+    assert!(
+        Attestation::new(
+            Subject::Org("acme".into()),
+            "revocation",
+            Default::default(),
+            NOW,
+            NOW + 1
+        )
+        .is_err()
+    );
+}

@@ -1,0 +1,101 @@
+//! Policy bundles: threshold, expiry, rollback, conflicts and validation.
+
+use meridian_governance::policy::{
+    HubEntry, PolicyBody, PolicyBundle, PolicyError, PolicyState, RateTier,
+};
+
+use crate::*;
+
+pub fn policy(admins: &Admins, version: u64, deny_orgs: &[&str]) -> PolicyBundle {
+    let body = PolicyBody {
+        version,
+        issued_at: NOW - 10,
+        expires_at: NOW + 7 * DAY,
+        deny_orgs: deny_orgs.iter().map(|s| s.to_string()).collect(),
+        rate_limits: vec![RateTier {
+            scope: "org:acme".into(),
+            requests_per_second: 50,
+            burst: 100,
+        }],
+        hubs: vec![HubEntry {
+            region: "eu-west".into(),
+            address: "127.0.0.1:7800".into(),
+            key: key(90).public(),
+        }],
+        ..PolicyBody::default()
+    };
+    let mut bundle = PolicyBundle::new(body).unwrap();
+    bundle.sign(&admins.policy[0]);
+    bundle
+}
+
+#[test]
+fn newer_policy_replaces_older_is_refused() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let mut state = PolicyState::new();
+    assert!(state.offer(policy(&admins, 2, &[]), &root, NOW).unwrap());
+    assert!(!state.offer(policy(&admins, 2, &[]), &root, NOW).unwrap());
+    assert!(matches!(
+        state.offer(policy(&admins, 1, &[]), &root, NOW),
+        Err(PolicyError::Rollback {
+            current: 2,
+            offered: 1
+        })
+    ));
+    assert!(matches!(
+        state.offer(policy(&admins, 2, &["evil"]), &root, NOW),
+        Err(PolicyError::Conflict { version: 2 })
+    ));
+    assert!(
+        state
+            .offer(policy(&admins, 3, &["evil"]), &root, NOW)
+            .unwrap()
+    );
+    let current = state.current().unwrap();
+    assert_eq!(current.body.deny_orgs, vec!["evil".to_owned()]);
+    assert_eq!(current.org_tier("acme").unwrap().burst, 100);
+    assert_eq!(current.hub("eu-west").unwrap().address, "127.0.0.1:7800");
+    let decoded = PolicyBundle::decode(&current.to_block()).unwrap();
+    assert_eq!(&decoded, current);
+}
+
+#[test]
+fn unsigned_wrongly_signed_and_expired_policies_are_refused() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let mut unsigned = policy(&admins, 1, &[]);
+    unsigned.document.signatures.clear();
+    assert!(matches!(
+        unsigned.verify(&root, NOW),
+        Err(PolicyError::Document { .. })
+    ));
+    let mut attest_signed = policy(&admins, 1, &[]);
+    attest_signed.document.signatures.clear();
+    attest_signed.sign(&admins.attest[0]);
+    assert!(attest_signed.verify(&root, NOW).is_err());
+    assert!(matches!(
+        policy(&admins, 1, &[]).verify(&root, NOW + 8 * DAY),
+        Err(PolicyError::Expired { .. })
+    ));
+}
+
+#[test]
+fn invalid_policy_lists_every_problem() {
+    let body = PolicyBody {
+        version: 0,
+        issued_at: NOW,
+        expires_at: NOW - 1,
+        deny_node_keys: vec!["not-a-key".into()],
+        rate_limits: vec![RateTier {
+            scope: "team:x".into(),
+            requests_per_second: 0,
+            burst: 1,
+        }],
+        ..PolicyBody::default()
+    };
+    let err = PolicyBundle::new(body).unwrap_err().to_string();
+    for needle in ["version", "expires_at", "not-a-key", "team:x", "0 requests"] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+}
