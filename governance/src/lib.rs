@@ -15,6 +15,7 @@
 
 pub mod accept;
 pub mod attestation;
+pub mod checkpoint;
 pub mod document;
 pub mod policy;
 pub mod root;

@@ -4,6 +4,7 @@
 
 mod acceptance;
 mod attestations;
+mod checkpoints;
 mod policy;
 mod root;
 
