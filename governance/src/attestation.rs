@@ -23,6 +23,8 @@ use crate::root::{RoleName, TrustedRoot};
 pub const ATTESTATION_TYPE: &str = "meridian.attestation.v1";
 /// The `$type` of a registration request.
 pub const REGISTRATION_TYPE: &str = "meridian.registration.v1";
+/// The `$type` of an organisation's key rotation.
+pub const KEY_ROTATION_TYPE: &str = "meridian.key-rotation.v1";
 /// An organisation is verified; claims `domain` (text) and `keys` (array of did:key).
 pub const KIND_ORG_VERIFIED: &str = "org.verified";
 /// A key is revoked from a time on; subject is the key, claims `org` and `revoked_at`.
@@ -443,12 +445,121 @@ impl Registration {
     }
 }
 
+/// An organisation changes its keys: adds some, removes others, from a time on. Signed by a
+/// key the organisation holds now, and by every key it adds (proof of possession).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// The organisation.
+    pub org: String,
+    /// Keys added.
+    pub add: Vec<PublicKey>,
+    /// Keys removed; their manifests signed from `effective_at` on are refused.
+    pub remove: Vec<PublicKey>,
+    /// Unix seconds the change takes effect.
+    pub effective_at: i64,
+    /// The signed document.
+    pub document: SignedDocument,
+}
+
+impl KeyRotation {
+    /// A rotation signed by `current` (a key the org holds now) and every key in `add`.
+    pub fn create(
+        org: &str,
+        current: &Keypair,
+        add: &[&Keypair],
+        remove: &[PublicKey],
+        effective_at: i64,
+    ) -> Result<Self, DocumentError> {
+        check_name("org", org).map_err(DocumentError::Invalid)?;
+        let added: Vec<String> = add.iter().map(|k| k.did()).collect();
+        let removed: Vec<String> = remove.iter().map(|k| k.to_did()).collect();
+        let body = cbor::map([
+            ("org", Value::Text(org.to_owned())),
+            ("add", text_array(&added)),
+            ("remove", text_array(&removed)),
+            ("effective_at", Value::Integer(i128::from(effective_at))),
+        ]);
+        let mut document = SignedDocument::new(KEY_ROTATION_TYPE, body);
+        document.sign(current);
+        for key in add {
+            document.sign(key);
+        }
+        Self::from_document(document)
+    }
+
+    /// Decodes a rotation block (signatures are checked by [`AttestationSet::apply_rotation`]).
+    pub fn decode(block: &[u8]) -> Result<Self, DocumentError> {
+        Self::from_document(SignedDocument::decode(block, KEY_ROTATION_TYPE)?)
+    }
+
+    fn from_document(document: SignedDocument) -> Result<Self, DocumentError> {
+        let mut reader = MapReader::new(document.body.clone())?;
+        let org = reader.text("org")?;
+        let parse = |dids: Vec<String>| -> Result<Vec<PublicKey>, DocumentError> {
+            dids.iter()
+                .map(|d| PublicKey::from_did(d).map_err(|e| DocumentError::Invalid(e.to_string())))
+                .collect()
+        };
+        let add = parse(text_list(reader.take("add")?, "add")?)?;
+        let remove = parse(text_list(reader.take("remove")?, "remove")?)?;
+        let effective_at = reader.i64("effective_at")?;
+        reader.finish()?;
+        if add.is_empty() && remove.is_empty() {
+            return Err(DocumentError::Invalid(
+                "a rotation must add or remove a key".into(),
+            ));
+        }
+        Ok(Self {
+            org,
+            add,
+            remove,
+            effective_at,
+            document,
+        })
+    }
+
+    /// The block.
+    pub fn to_block(&self) -> Vec<u8> {
+        self.document.to_block()
+    }
+}
+
+/// Why a key rotation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RotationError {
+    /// The organisation is not verified, so it has no current keys.
+    #[error("organisation `{org}` is not verified")]
+    NotVerified {
+        /// The organisation.
+        org: String,
+    },
+    /// No valid signature by a current key, or a missing proof of possession.
+    #[error("key rotation for `{org}`: {error}")]
+    Document {
+        /// The organisation.
+        org: String,
+        /// Why.
+        error: DocumentError,
+    },
+    /// The rotation would leave the organisation without keys.
+    #[error("key rotation would leave `{org}` without keys")]
+    NoKeysLeft {
+        /// The organisation.
+        org: String,
+    },
+}
+
 /// What a node knows about organisations: the attestations that verified under the trusted
 /// root, with revocations applied.
 #[derive(Debug, Clone, Default)]
 pub struct AttestationSet {
     attestations: HashMap<Cid, Attestation>,
     revoked: HashSet<Cid>,
+    /// Keys organisations added by rotation, per organisation.
+    added_keys: HashMap<String, Vec<PublicKey>>,
+    /// Keys organisations removed by rotation, with the time it took effect.
+    removed_keys: HashMap<PublicKey, i64>,
 }
 
 /// Why an attestation was not added to a set.
@@ -476,6 +587,62 @@ impl AttestationSet {
         }
         self.attestations.insert(id, attestation);
         Ok(id)
+    }
+
+    /// Applies an organisation's key rotation at `now`: it must be signed by a key the
+    /// organisation holds now and by every key it adds, and must leave at least one key.
+    pub fn apply_rotation(
+        &mut self,
+        rotation: &KeyRotation,
+        now: i64,
+    ) -> Result<(), RotationError> {
+        let org = rotation.org.clone();
+        let OrgStatus::Verified { keys } = self.org_status(&org, now) else {
+            return Err(RotationError::NotVerified { org });
+        };
+        let current = KeySet {
+            keys: keys.clone(),
+            threshold: 1,
+        };
+        rotation
+            .document
+            .verify_threshold(&current, "a current key of the organisation")
+            .map_err(|error| RotationError::Document {
+                org: org.clone(),
+                error,
+            })?;
+        if !rotation.add.is_empty() {
+            let added = KeySet {
+                keys: rotation.add.clone(),
+                threshold: rotation.add.len(),
+            };
+            rotation
+                .document
+                .verify_threshold(&added, "proof of possession (every added key)")
+                .map_err(|error| RotationError::Document {
+                    org: org.clone(),
+                    error,
+                })?;
+        }
+        let remaining = keys
+            .iter()
+            .chain(&rotation.add)
+            .filter(|k| !rotation.remove.contains(k))
+            .count();
+        if remaining == 0 {
+            return Err(RotationError::NoKeysLeft { org });
+        }
+        let entry = self.added_keys.entry(org).or_default();
+        for key in &rotation.add {
+            if !entry.contains(key) {
+                entry.push(*key);
+            }
+            self.removed_keys.remove(key);
+        }
+        for key in &rotation.remove {
+            self.removed_keys.insert(*key, rotation.effective_at);
+        }
+        Ok(())
     }
 
     /// Whether the attestation `id` has been revoked.
@@ -531,10 +698,20 @@ impl AttestationSet {
                 _ => status = OrgStatus::Verified { keys },
             }
         }
+        if let OrgStatus::Verified { keys } = &mut status
+            && let Some(added) = self.added_keys.get(org)
+        {
+            for key in added {
+                if !keys.contains(key) {
+                    keys.push(*key);
+                }
+            }
+        }
         status
     }
 
-    /// When `key` was revoked (the earliest `revoked_at` of an unrevoked `key.revoked`), if it was.
+    /// When `key` was revoked, if it was: the earliest of an unrevoked `key.revoked`
+    /// attestation's `revoked_at` and the time a rotation removed it.
     pub fn key_revoked_at(&self, key: &PublicKey) -> Option<i64> {
         let subject = Subject::Key(*key);
         self.about(&subject)
@@ -543,6 +720,7 @@ impl AttestationSet {
                 Some(Value::Integer(at)) => i64::try_from(*at).ok(),
                 _ => None,
             })
+            .chain(self.removed_keys.get(key).copied())
             .min()
     }
 }

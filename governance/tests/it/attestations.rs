@@ -204,3 +204,55 @@ fn malformed_attestations_are_refused() {
         .is_err()
     );
 }
+
+#[test]
+fn organisations_rotate_keys_with_a_current_key() {
+    use meridian_governance::attestation::{KeyRotation, RotationError};
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let old_key = key(50);
+    let new_key = key(52);
+    let mut set = AttestationSet::new();
+    set.add(verified_org(&admins, "acme", &old_key), &root, NOW)
+        .unwrap();
+
+    // Signed by a stranger: refused.
+    let stranger =
+        KeyRotation::create("acme", &key(53), &[&new_key], &[old_key.public()], NOW).unwrap();
+    assert!(matches!(
+        set.apply_rotation(&stranger, NOW),
+        Err(RotationError::Document { .. })
+    ));
+    // Without the new key's own signature (no proof of possession): refused.
+    let mut no_pop =
+        KeyRotation::create("acme", &old_key, &[&new_key], &[old_key.public()], NOW).unwrap();
+    no_pop
+        .document
+        .signatures
+        .retain(|s| s.key == old_key.public());
+    let no_pop = KeyRotation::decode(&no_pop.to_block()).unwrap();
+    assert!(set.apply_rotation(&no_pop, NOW).is_err());
+    // Removing the only key: refused.
+    let empty = KeyRotation::create("acme", &old_key, &[], &[old_key.public()], NOW).unwrap();
+    assert!(matches!(
+        set.apply_rotation(&empty, NOW),
+        Err(RotationError::NoKeysLeft { .. })
+    ));
+
+    // A proper rotation: the new key is bound, the old one revoked from NOW on.
+    let rotation =
+        KeyRotation::create("acme", &old_key, &[&new_key], &[old_key.public()], NOW).unwrap();
+    let rotation = KeyRotation::decode(&rotation.to_block()).unwrap();
+    set.apply_rotation(&rotation, NOW).unwrap();
+    let OrgStatus::Verified { keys } = set.org_status("acme", NOW) else {
+        panic!("not verified")
+    };
+    assert!(keys.contains(&new_key.public()));
+    assert_eq!(set.key_revoked_at(&old_key.public()), Some(NOW));
+    // An unverified org cannot rotate.
+    let other = KeyRotation::create("globex", &key(60), &[&key(61)], &[], NOW).unwrap();
+    assert!(matches!(
+        set.apply_rotation(&other, NOW),
+        Err(RotationError::NotVerified { .. })
+    ));
+}
