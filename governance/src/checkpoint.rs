@@ -90,6 +90,11 @@ impl MerkleLog {
         Self::default()
     }
 
+    /// A log from leaf hashes already computed (as kept in a log file).
+    pub fn from_leaf_hashes(leaves: Vec<Hash>) -> Self {
+        Self { leaves }
+    }
+
     /// Appends a leaf (its data, hashed as a leaf) and returns its index.
     pub fn append(&mut self, data: &[u8]) -> u64 {
         self.leaves.push(leaf_hash(data));

@@ -22,7 +22,12 @@ use serde_json::json;
 
 /// Meridian: a federation of AI-agent registries.
 #[derive(Debug, Parser)]
-#[command(name = "meridian", version, about, long_about = None)]
+#[command(
+    name = "meridian",
+    version,
+    about = "Meridian: a federation of AI-agent registries. Offline tools for keys, snapshots and governance, and the demo.",
+    long_about = None
+)]
 pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -41,6 +46,21 @@ pub enum Command {
     /// Build, verify, inspect, diff and move signed registry snapshots (CAR files).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Governance roots: create, rotate, sign and verify trust roots.
+    #[command(subcommand)]
+    Gov(crate::gov_cli::GovCommand),
+    /// Organisations: registration requests, approval, key rotation and revocation.
+    #[command(subcommand)]
+    Org(crate::gov_cli::OrgCommand),
+    /// Attestations: issue, co-sign, revoke and verify.
+    #[command(subcommand)]
+    Attest(crate::gov_cli::AttestCommand),
+    /// Policy bundles: sign a TOML policy, verify a bundle.
+    #[command(subcommand)]
+    Policy(crate::gov_cli::PolicyCommand),
+    /// The checkpoint log of publisher heads: append, sign, co-sign, verify, prove.
+    #[command(subcommand)]
+    Checkpoint(crate::gov_cli::CheckpointCommand),
     /// Run the demo: publish, mirror, change and attack a signed registry snapshot.
     Demo {
         /// The data directory; the demo works in DATA/demo and clears it first.
@@ -83,6 +103,9 @@ pub enum SnapshotCommand {
         /// Also require it to be a valid successor of this older snapshot.
         #[arg(long)]
         after: Option<PathBuf>,
+        /// Governance: run the acceptance rule on every agent.
+        #[command(flatten)]
+        governance: crate::gov_cli::GovernanceArgs,
     },
     /// Show a snapshot's commit and sizes (checks hashes and signatures, not expiry).
     Inspect {
@@ -234,6 +257,11 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
         }
         Command::Snapshot(command) => run_snapshot(command, now),
         Command::Demo { data } => crate::demo::run(data, now),
+        Command::Gov(command) => crate::gov_cli::run_gov(command, now),
+        Command::Org(command) => crate::gov_cli::run_org(command, now),
+        Command::Attest(command) => crate::gov_cli::run_attest(command, now),
+        Command::Policy(command) => crate::gov_cli::run_policy(command, now),
+        Command::Checkpoint(command) => crate::gov_cli::run_checkpoint(command, now),
     }
 }
 
@@ -366,7 +394,14 @@ fn run_snapshot(command: &SnapshotCommand, now: i64) -> Result<Report> {
             snapshot,
             publisher,
             after,
-        } => snapshot_verify(snapshot, publisher.as_deref(), after.as_deref(), now),
+            governance,
+        } => snapshot_verify(
+            snapshot,
+            publisher.as_deref(),
+            after.as_deref(),
+            governance,
+            now,
+        ),
         SnapshotCommand::Inspect { snapshot } => snapshot_inspect(snapshot),
         SnapshotCommand::Diff { old, new } => snapshot_diff(old, new),
         SnapshotCommand::Delta { old, new, out } => snapshot_delta(old, new, out),
@@ -438,8 +473,14 @@ fn snapshot_verify(
     path: &Path,
     publisher: Option<&str>,
     after: Option<&Path>,
+    governance: &crate::gov_cli::GovernanceArgs,
     now: i64,
 ) -> Result<Report> {
+    if governance.roots.is_empty()
+        && (governance.attestations.is_some() || governance.policy.is_some())
+    {
+        bail!("--attestations and --policy need --root");
+    }
     let expected_publisher = publisher
         .map(PublicKey::from_did)
         .transpose()
@@ -465,6 +506,63 @@ fn snapshot_verify(
         .with_context(|| format!("snapshot {}", path.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     let agents = verified.tree.len();
+    let acceptance = if governance.roots.is_empty() {
+        None
+    } else {
+        // Manifests come from the file, or (for a delta) from the older snapshot.
+        let mut blocks: std::collections::HashMap<Cid, std::sync::Arc<[u8]>> =
+            contents.blocks.iter().cloned().collect();
+        for (_, cid) in verified.tree.entries() {
+            if !blocks.contains_key(&cid)
+                && let Some(block) = base.get(&cid)?
+            {
+                blocks.insert(cid, block);
+            }
+        }
+        let snapshot = Snapshot {
+            commit: verified.commit.clone(),
+            commit_cid: verified.commit_cid,
+            tree: verified.tree.clone(),
+            blocks,
+        };
+        Some(crate::gov_cli::accept_snapshot(governance, &snapshot, now)?)
+    };
+    if let Some(acceptance) = acceptance {
+        let accepted = acceptance["accepted"].as_array().map_or(0, Vec::len);
+        let mut text = format!(
+            "ok: {} verified (seq {}, {agents} agents); governance (root version {}): {accepted} accepted, {} rejected",
+            path.display(),
+            verified.commit.body.seq,
+            acceptance["root_version"],
+            agents - accepted
+        );
+        if let Some(rejected) = acceptance["rejected"].as_object() {
+            for (agent, reasons) in rejected {
+                let reasons: Vec<&str> = reasons
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                text.push_str(&format!("\n  rejected {agent}: {}", reasons.join("; ")));
+            }
+        }
+        if let Some(skipped) = acceptance["skipped_documents"].as_array() {
+            for skip in skipped {
+                text.push_str(&format!("\n  ignored {}: {}", skip["file"], skip["reason"]));
+            }
+        }
+        return Ok(Report {
+            text,
+            json: json!({
+                "ok": true,
+                "root": verified.commit_cid.to_string(),
+                "publisher": verified.commit.body.publisher.to_did(),
+                "seq": verified.commit.body.seq,
+                "agents": agents,
+                "linked": verified.linked,
+                "governance": acceptance,
+            }),
+        });
+    }
     Ok(Report {
         text: format!(
             "ok: {} verified (seq {}, {agents} agents, {} signatures checked{}) in {seconds:.2}s",

@@ -3,6 +3,7 @@
 
 mod cli_snapshot;
 mod crash;
+mod governance;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,1217 @@
+//! The governance commands: `gov`, `org`, `attest`, `policy` and `checkpoint`.
+//!
+//! Documents are DAG-CBOR files (`.cbor`). Commands that create a document write it unsigned
+//! (or signed only by the keys that must prove possession), and every admin adds a signature
+//! with `meridian gov sign DOC --key KEY`, so offline keys never need to be in one place.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use meridian_governance::accept::{GovernanceView, accept};
+use meridian_governance::attestation::{
+    Attestation, AttestationSet, KIND_KEY_REVOKED, KeyRotation, Registration, Subject,
+};
+use meridian_governance::checkpoint::{
+    Checkpoint, Hash, MerkleLog, SignedNote, Witness, head_leaf, verify_inclusion,
+};
+use meridian_governance::document::{KeySet, SignedDocument};
+use meridian_governance::policy::{HubEntry, PolicyBody, PolicyBundle, RateTier};
+use meridian_governance::root::{ExpiryCheck, RoleName, RootBody, RootDocument, TrustedRoot};
+use meridian_registry::Cid;
+use meridian_registry::cbor::{self, MapReader, Value};
+use meridian_registry::keys::PublicKey;
+use meridian_registry::manifest::Manifest;
+use serde_json::json;
+
+use crate::cli::{Rejected, Report, load_key, parse_duration_secs};
+
+/// `meridian gov …`
+#[derive(Debug, Subcommand)]
+pub enum GovCommand {
+    /// Create version 1 of a trust root, unsigned; root admins then sign it with `gov sign`.
+    Init {
+        /// Roles, keys and thresholds.
+        #[command(flatten)]
+        roles: RoleArgs,
+        /// How long it stays valid (e.g. 365d).
+        #[arg(long, default_value = "365d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write the root document.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create the next root version, unsigned; a threshold of the old and of the new root keys
+    /// must sign it. Roles not given keep their keys.
+    Rotate {
+        /// The root now in force.
+        #[arg(long)]
+        current: PathBuf,
+        /// Roles to change.
+        #[command(flatten)]
+        roles: RoleArgs,
+        /// How long the new version stays valid.
+        #[arg(long, default_value = "365d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write the new root document.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add your signature to a governance document (root, attestation, policy bundle).
+    Sign {
+        /// The document.
+        document: PathBuf,
+        /// Your secret key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check a root chain: a trusted root, then every newer version in order.
+    Verify {
+        /// The root you trust (obtained out of band).
+        trusted: PathBuf,
+        /// Newer versions, oldest first.
+        chain: Vec<PathBuf>,
+        /// Accept an expired final root (recovery only; logged).
+        #[arg(long)]
+        allow_expired: bool,
+    },
+}
+
+/// Keys and thresholds of the four roles. Keys are did:keys or key files.
+#[derive(Debug, Args, Default)]
+pub struct RoleArgs {
+    /// A root key (repeat for each).
+    #[arg(long = "root-key")]
+    pub root_keys: Vec<String>,
+    /// Root signatures required.
+    #[arg(long)]
+    pub root_threshold: Option<usize>,
+    /// An attest key (repeat for each).
+    #[arg(long = "attest-key")]
+    pub attest_keys: Vec<String>,
+    /// Attest signatures required.
+    #[arg(long)]
+    pub attest_threshold: Option<usize>,
+    /// A policy key (repeat for each).
+    #[arg(long = "policy-key")]
+    pub policy_keys: Vec<String>,
+    /// Policy signatures required.
+    #[arg(long)]
+    pub policy_threshold: Option<usize>,
+    /// A witness key (repeat for each).
+    #[arg(long = "witness-key")]
+    pub witness_keys: Vec<String>,
+    /// Witness cosignatures required.
+    #[arg(long)]
+    pub witness_threshold: Option<usize>,
+}
+
+/// `meridian org …`
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create a registration request, signed by every key it lists (proof of possession).
+    Request {
+        /// The organisation id (a-z, 0-9, inner -).
+        #[arg(long)]
+        org: String,
+        /// Its domain.
+        #[arg(long)]
+        domain: String,
+        /// How to reach its operators.
+        #[arg(long)]
+        contact: String,
+        /// A secret key file of the organisation (repeat for each).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Where to write the request.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a request and write the `org.verified` attestation approving it (unsigned).
+    Approve {
+        /// The request.
+        request: PathBuf,
+        /// How long the verification holds.
+        #[arg(long, default_value = "365d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write the attestation.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a request and write an `org.rejected` attestation with the reason (unsigned).
+    Reject {
+        /// The request.
+        request: PathBuf,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Where to write the attestation.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rotate an organisation's keys: signed by a current key and every added key.
+    RotateKey {
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// A key file the organisation holds now.
+        #[arg(long)]
+        current_key: PathBuf,
+        /// A new key file to add (repeat for each).
+        #[arg(long = "add-key")]
+        add_keys: Vec<PathBuf>,
+        /// A key (did:key or file) to remove (repeat for each).
+        #[arg(long = "remove-key")]
+        remove_keys: Vec<String>,
+        /// Where to write the rotation.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a `key.revoked` attestation (unsigned): the key's manifests signed from
+    /// `--revoked-at` on are refused.
+    RevokeKey {
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// The key to revoke (did:key or file).
+        #[arg(long)]
+        key: String,
+        /// Unix seconds from which it is revoked (default now; set earlier for a compromise).
+        #[arg(long)]
+        revoked_at: Option<i64>,
+        /// How long the revocation is kept.
+        #[arg(long, default_value = "3650d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write the attestation.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `meridian attest …`
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Write an attestation (unsigned); attest admins sign it with `attest cosign`.
+    Issue {
+        /// `org:ID`, `agent:ORG/NAME`, `key:DID`, `node:DID` or `cid:CID`.
+        #[arg(long)]
+        subject: String,
+        /// The claim type, e.g. `org.verified`.
+        #[arg(long = "type")]
+        kind: String,
+        /// A claim `name=value` (repeat; values are text, or integers when they parse as one).
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        /// How long it holds.
+        #[arg(long, default_value = "365d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add your signature to an attestation (a second admin reaching the threshold).
+    Cosign {
+        /// The attestation.
+        attestation: PathBuf,
+        /// Your secret key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Write the revocation of an attestation (unsigned).
+    Revoke {
+        /// The attestation to revoke.
+        attestation: PathBuf,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// How long the revocation is kept.
+        #[arg(long, default_value = "3650d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an attestation under a trust root.
+    Verify {
+        /// The attestation.
+        attestation: PathBuf,
+        /// The trust root (and its newer versions, in order, with --root repeated).
+        #[arg(long = "root", required = true)]
+        roots: Vec<PathBuf>,
+    },
+}
+
+/// `meridian policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Turn a hand-written TOML policy into a bundle signed with your policy key.
+    Sign {
+        /// The policy TOML file.
+        policy: PathBuf,
+        /// Your policy key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a policy bundle under a trust root.
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The trust root (and its newer versions, in order, with --root repeated).
+        #[arg(long = "root", required = true)]
+        roots: Vec<PathBuf>,
+    },
+}
+
+/// `meridian checkpoint …`
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Append a verified snapshot's head (publisher, seq, commit) to a log file.
+    Append {
+        /// The log file (one hex leaf hash per line; created if missing).
+        #[arg(long)]
+        log: PathBuf,
+        /// The snapshot whose head to append.
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
+    /// Sign the log's current checkpoint as a C2SP signed note.
+    Sign {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// The log's origin (its name, e.g. gov.example/heads).
+        #[arg(long)]
+        origin: String,
+        /// The log key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the note.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Co-sign a checkpoint as a witness, after checking it is consistent with the last one
+    /// this witness co-signed (kept in --state).
+    Cosign {
+        /// The signed checkpoint note (co-signed in place).
+        note: PathBuf,
+        /// The witness's name.
+        #[arg(long)]
+        name: String,
+        /// The witness key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The log's public key (did:key or file).
+        #[arg(long)]
+        log_key: String,
+        /// The witness state file (its last co-signed checkpoint).
+        #[arg(long)]
+        state: PathBuf,
+        /// Consistency proof from the last co-signed size (from `checkpoint prove --old-size`).
+        #[arg(long)]
+        proof: Option<PathBuf>,
+    },
+    /// Verify a checkpoint note: the log's signature and a threshold of witness cosignatures.
+    Verify {
+        /// The note.
+        note: PathBuf,
+        /// The log's public key (did:key or file).
+        #[arg(long)]
+        log_key: String,
+        /// A witness as NAME=DID (repeat for each).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Cosignatures required.
+        #[arg(long, default_value_t = 0)]
+        witness_threshold: usize,
+    },
+    /// Print an inclusion proof (--index) or a consistency proof (--old-size), base64 per line.
+    Prove {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// Leaf index for an inclusion proof.
+        #[arg(long)]
+        index: Option<u64>,
+        /// Older size for a consistency proof.
+        #[arg(long)]
+        old_size: Option<u64>,
+        /// Tree size to prove against (default: the whole log).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+}
+
+/// Reads a key argument: a did:key, or a key file whose public half is used.
+fn public_key_arg(text: &str) -> Result<PublicKey> {
+    if text.starts_with("did:") {
+        return PublicKey::from_did(text).with_context(|| format!("key `{text}`"));
+    }
+    Ok(load_key(Path::new(text))?.public())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
+    fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn rejected(error: impl std::fmt::Display, path: &Path) -> anyhow::Error {
+    Rejected(format!("{}: {error}", path.display())).into()
+}
+
+fn key_set(keys: &[String], threshold: Option<usize>, role: &str) -> Result<Option<KeySet>> {
+    if keys.is_empty() {
+        if threshold.is_some() {
+            bail!("--{role}-threshold given without any --{role}-key");
+        }
+        return Ok(None);
+    }
+    let keys = keys
+        .iter()
+        .map(|k| public_key_arg(k))
+        .collect::<Result<Vec<_>>>()?;
+    let threshold = threshold.unwrap_or(1);
+    Ok(Some(KeySet { keys, threshold }))
+}
+
+fn roles_from_args(args: &RoleArgs, base: Option<&RootBody>) -> Result<BTreeMap<RoleName, KeySet>> {
+    let mut roles = base.map(|b| b.roles.clone()).unwrap_or_default();
+    for (name, keys, threshold) in [
+        (RoleName::Root, &args.root_keys, args.root_threshold),
+        (RoleName::Attest, &args.attest_keys, args.attest_threshold),
+        (RoleName::Policy, &args.policy_keys, args.policy_threshold),
+        (
+            RoleName::Witness,
+            &args.witness_keys,
+            args.witness_threshold,
+        ),
+    ] {
+        if let Some(set) = key_set(keys, threshold, name.as_str())? {
+            roles.insert(name, set);
+        } else if base.is_none() {
+            bail!("--{}-key is required (at least one)", name.as_str());
+        }
+    }
+    Ok(roles)
+}
+
+/// Loads a trust root chain: the first file is trusted, the rest are walked in order.
+fn trusted_root(paths: &[PathBuf], now: i64, expiry: ExpiryCheck) -> Result<TrustedRoot> {
+    let (first, rest) = paths
+        .split_first()
+        .ok_or_else(|| anyhow!("no trust root given"))?;
+    let root = RootDocument::decode(&read(first)?).map_err(|e| rejected(e, first))?;
+    let mut trusted = TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
+        .map_err(|e| rejected(e, first))?;
+    for path in rest {
+        let next = RootDocument::decode(&read(path)?).map_err(|e| rejected(e, path))?;
+        trusted.update(next).map_err(|e| rejected(e, path))?;
+    }
+    trusted
+        .check_fresh(now, expiry)
+        .map_err(|e| rejected(e, paths.last().unwrap_or(first)))?;
+    Ok(trusted)
+}
+
+/// Reads any governance document's `$type` so `gov sign` can sign whatever it is given.
+fn document_kind(bytes: &[u8], path: &Path) -> Result<String> {
+    let value = cbor::decode(bytes).map_err(|e| rejected(e, path))?;
+    let mut reader = MapReader::new(value).map_err(|e| rejected(e, path))?;
+    reader.text("$type").map_err(|e| rejected(e, path))
+}
+
+fn sign_document(path: &Path, key_path: &Path) -> Result<Report> {
+    let key = load_key(key_path)?;
+    let bytes = read(path)?;
+    let kind = document_kind(&bytes, path)?;
+    let mut document = SignedDocument::decode(&bytes, &kind).map_err(|e| rejected(e, path))?;
+    document.sign(&key);
+    write(path, &document.to_block())?;
+    Ok(Report {
+        text: format!(
+            "signed {} ({kind}) as {}; it has {} signature(s)",
+            path.display(),
+            key.did(),
+            document.signatures.len()
+        ),
+        json: json!({ "document": path, "type": kind, "id": document.id().to_string(), "signer": key.did(), "signatures": document.signatures.len() }),
+    })
+}
+
+/// Runs `meridian gov …`.
+pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
+    match command {
+        GovCommand::Init {
+            roles,
+            expires_in,
+            out,
+        } => {
+            let body = RootBody {
+                version: 1,
+                created_at: now,
+                expires_at: now + expires_in,
+                roles: roles_from_args(roles, None)?,
+            };
+            let root = RootDocument::new(body).map_err(|e| Rejected(e.to_string()))?;
+            write(out, &root.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote root version 1 to {} (unsigned: root admins sign it with `meridian gov sign {} --key KEY`)",
+                    out.display(),
+                    out.display()
+                ),
+                json: json!({ "out": out, "version": 1, "id": root.id().to_string() }),
+            })
+        }
+        GovCommand::Rotate {
+            current,
+            roles,
+            expires_in,
+            out,
+        } => {
+            let old = RootDocument::decode(&read(current)?).map_err(|e| rejected(e, current))?;
+            let version = old.body.version + 1;
+            let body = RootBody {
+                version,
+                created_at: now,
+                expires_at: now + expires_in,
+                roles: roles_from_args(roles, Some(&old.body))?,
+            };
+            let root = RootDocument::new(body).map_err(|e| Rejected(e.to_string()))?;
+            write(out, &root.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote root version {version} to {} (unsigned: a threshold of version {}'s root keys and of its own must sign it)",
+                    out.display(),
+                    version - 1
+                ),
+                json: json!({ "out": out, "version": version, "id": root.id().to_string() }),
+            })
+        }
+        GovCommand::Sign { document, key } => sign_document(document, key),
+        GovCommand::Verify {
+            trusted,
+            chain,
+            allow_expired,
+        } => {
+            let mut paths = vec![trusted.clone()];
+            paths.extend(chain.iter().cloned());
+            let expiry = if *allow_expired {
+                ExpiryCheck::AllowExpiredForRecovery
+            } else {
+                ExpiryCheck::Enforce
+            };
+            let root = trusted_root(&paths, now, expiry)?;
+            let body = &root.current().body;
+            let roles: serde_json::Map<String, serde_json::Value> = body
+                .roles
+                .iter()
+                .map(|(name, set)| {
+                    (
+                        name.as_str().to_owned(),
+                        json!({ "keys": set.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "threshold": set.threshold }),
+                    )
+                })
+                .collect();
+            Ok(Report {
+                text: format!(
+                    "ok: trust root version {} (expires at {})",
+                    body.version, body.expires_at
+                ),
+                json: json!({ "ok": true, "version": body.version, "expires_at": body.expires_at, "id": root.current().id().to_string(), "roles": roles }),
+            })
+        }
+    }
+}
+
+/// Runs `meridian org …`.
+pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
+    match command {
+        OrgCommand::Request {
+            org,
+            domain,
+            contact,
+            keys,
+            out,
+        } => {
+            let keys = keys
+                .iter()
+                .map(|p| load_key(p))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&_> = keys.iter().collect();
+            let request = Registration::create(org, domain, contact, &refs)
+                .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &request.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote registration request for `{org}` to {}",
+                    out.display()
+                ),
+                json: json!({ "out": out, "org": org, "id": request.document.id().to_string() }),
+            })
+        }
+        OrgCommand::Approve {
+            request,
+            expires_in,
+            out,
+        } => {
+            let registration = Registration::decode_and_verify(&read(request)?)
+                .map_err(|e| rejected(e, request))?;
+            let attestation = registration
+                .approve(now, now + expires_in)
+                .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &attestation.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "request by `{}` ({}) checked; wrote its org.verified attestation to {} (unsigned: attest admins sign it)",
+                    registration.org,
+                    registration.domain,
+                    out.display()
+                ),
+                json: json!({ "out": out, "org": registration.org, "id": attestation.id().to_string() }),
+            })
+        }
+        OrgCommand::Reject {
+            request,
+            reason,
+            out,
+        } => {
+            let registration = Registration::decode_and_verify(&read(request)?)
+                .map_err(|e| rejected(e, request))?;
+            let claims = [
+                ("reason".to_owned(), Value::Text(reason.clone())),
+                (
+                    "registration".to_owned(),
+                    Value::Link(registration.document.id()),
+                ),
+            ]
+            .into();
+            let attestation = Attestation::new(
+                Subject::Org(registration.org.clone()),
+                "org.rejected",
+                claims,
+                now,
+                now + 365 * 86_400,
+            )
+            .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &attestation.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote the rejection of `{}` to {}",
+                    registration.org,
+                    out.display()
+                ),
+                json: json!({ "out": out, "org": registration.org, "id": attestation.id().to_string() }),
+            })
+        }
+        OrgCommand::RotateKey {
+            org,
+            current_key,
+            add_keys,
+            remove_keys,
+            out,
+        } => {
+            let current = load_key(current_key)?;
+            let added = add_keys
+                .iter()
+                .map(|p| load_key(p))
+                .collect::<Result<Vec<_>>>()?;
+            let removed = remove_keys
+                .iter()
+                .map(|k| public_key_arg(k))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&_> = added.iter().collect();
+            let rotation = KeyRotation::create(org, &current, &refs, &removed, now)
+                .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &rotation.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote key rotation for `{org}` ({} added, {} removed) to {}",
+                    added.len(),
+                    removed.len(),
+                    out.display()
+                ),
+                json: json!({ "out": out, "org": org, "id": rotation.document.id().to_string() }),
+            })
+        }
+        OrgCommand::RevokeKey {
+            org,
+            key,
+            revoked_at,
+            expires_in,
+            out,
+        } => {
+            let key = public_key_arg(key)?;
+            let at = revoked_at.unwrap_or(now);
+            let claims = [
+                ("org".to_owned(), Value::Text(org.clone())),
+                ("revoked_at".to_owned(), Value::Integer(i128::from(at))),
+            ]
+            .into();
+            let attestation = Attestation::new(
+                Subject::Key(key),
+                KIND_KEY_REVOKED,
+                claims,
+                now,
+                now + expires_in,
+            )
+            .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &attestation.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote the revocation of {key} (from {at}) to {} (unsigned: attest admins sign it)",
+                    out.display()
+                ),
+                json: json!({ "out": out, "key": key.to_did(), "revoked_at": at, "id": attestation.id().to_string() }),
+            })
+        }
+    }
+}
+
+fn parse_subject(text: &str) -> Result<Subject> {
+    let (kind, id) = text.split_once(':').ok_or_else(|| {
+        anyhow!("--subject `{text}` must be TYPE:ID (org, agent, key, node or cid)")
+    })?;
+    Ok(match kind {
+        "org" => Subject::Org(id.to_owned()),
+        "agent" => Subject::Agent(id.to_owned()),
+        "key" => Subject::Key(public_key_arg(id)?),
+        "node" => Subject::Node(public_key_arg(id)?),
+        "cid" => Subject::Document(
+            meridian_registry::ids::parse_cid(id).map_err(|e| anyhow!("--subject: {e}"))?,
+        ),
+        other => bail!("--subject type `{other}` is not org, agent, key, node or cid"),
+    })
+}
+
+/// Runs `meridian attest …`.
+pub fn run_attest(command: &AttestCommand, now: i64) -> Result<Report> {
+    match command {
+        AttestCommand::Issue {
+            subject,
+            kind,
+            claims,
+            expires_in,
+            out,
+        } => {
+            let subject = parse_subject(subject)?;
+            let mut map = BTreeMap::new();
+            for claim in claims {
+                let (name, value) = claim
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--claim `{claim}` must be name=value"))?;
+                let value = match value.parse::<i64>() {
+                    Ok(n) => Value::Integer(i128::from(n)),
+                    Err(_) => Value::Text(value.to_owned()),
+                };
+                map.insert(name.to_owned(), value);
+            }
+            let attestation = Attestation::new(subject, kind, map, now, now + expires_in)
+                .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &attestation.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote attestation {} to {} (unsigned)",
+                    attestation.id(),
+                    out.display()
+                ),
+                json: json!({ "out": out, "id": attestation.id().to_string() }),
+            })
+        }
+        AttestCommand::Cosign { attestation, key } => sign_document(attestation, key),
+        AttestCommand::Revoke {
+            attestation,
+            reason,
+            expires_in,
+            out,
+        } => {
+            let revoked =
+                Attestation::decode(&read(attestation)?).map_err(|e| rejected(e, attestation))?;
+            let revocation = Attestation::revocation(revoked.id(), reason, now, now + expires_in)
+                .map_err(|e| Rejected(e.to_string()))?;
+            write(out, &revocation.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote the revocation of {} to {} (unsigned)",
+                    revoked.id(),
+                    out.display()
+                ),
+                json: json!({ "out": out, "revokes": revoked.id().to_string(), "id": revocation.id().to_string() }),
+            })
+        }
+        AttestCommand::Verify { attestation, roots } => {
+            let root = trusted_root(roots, now, ExpiryCheck::Enforce)?;
+            let document =
+                Attestation::decode(&read(attestation)?).map_err(|e| rejected(e, attestation))?;
+            document
+                .verify(&root, now, 300)
+                .map_err(|e| rejected(e, attestation))?;
+            Ok(Report {
+                text: format!(
+                    "ok: attestation {} ({}) holds until {}",
+                    document.id(),
+                    document.body.kind,
+                    document.body.expires_at
+                ),
+                json: json!({ "ok": true, "id": document.id().to_string(), "type": document.body.kind, "expires_at": document.body.expires_at }),
+            })
+        }
+    }
+}
+
+/// The hand-written policy, as TOML.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyToml {
+    version: u64,
+    #[serde(default)]
+    expires_in: Option<String>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    #[serde(default)]
+    allow_orgs: Vec<String>,
+    #[serde(default)]
+    deny_orgs: Vec<String>,
+    #[serde(default)]
+    deny_agents: Vec<String>,
+    #[serde(default)]
+    deny_node_keys: Vec<String>,
+    #[serde(default)]
+    rate_limits: Vec<RateToml>,
+    #[serde(default)]
+    hubs: Vec<HubToml>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateToml {
+    scope: String,
+    rps: u32,
+    burst: u32,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubToml {
+    region: String,
+    address: String,
+    key: String,
+}
+
+/// Runs `meridian policy …`.
+pub fn run_policy(command: &PolicyCommand, now: i64) -> Result<Report> {
+    match command {
+        PolicyCommand::Sign { policy, key, out } => {
+            let text = fs::read_to_string(policy)
+                .with_context(|| format!("reading {}", policy.display()))?;
+            let parsed: PolicyToml = toml::from_str(&text).map_err(|e| rejected(e, policy))?;
+            let expires_at = match (parsed.expires_at, parsed.expires_in) {
+                (Some(at), None) => at,
+                (None, Some(duration)) => {
+                    now + parse_duration_secs(&duration).map_err(|e| rejected(e, policy))?
+                }
+                (None, None) => now + 30 * 86_400,
+                (Some(_), Some(_)) => {
+                    return Err(rejected("set expires_at or expires_in, not both", policy));
+                }
+            };
+            let hubs = parsed
+                .hubs
+                .into_iter()
+                .map(|h| {
+                    Ok(HubEntry {
+                        region: h.region,
+                        address: h.address,
+                        key: PublicKey::from_did(&h.key).map_err(|e| rejected(e, policy))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let body = PolicyBody {
+                version: parsed.version,
+                issued_at: now,
+                expires_at,
+                allow_orgs: parsed.allow_orgs,
+                deny_orgs: parsed.deny_orgs,
+                deny_agents: parsed.deny_agents,
+                deny_node_keys: parsed.deny_node_keys,
+                rate_limits: parsed
+                    .rate_limits
+                    .into_iter()
+                    .map(|r| RateTier {
+                        scope: r.scope,
+                        requests_per_second: r.rps,
+                        burst: r.burst,
+                    })
+                    .collect(),
+                hubs,
+            };
+            let mut bundle = PolicyBundle::new(body).map_err(|e| rejected(e, policy))?;
+            let signer = load_key(key)?;
+            bundle.sign(&signer);
+            write(out, &bundle.to_block())?;
+            Ok(Report {
+                text: format!(
+                    "wrote policy version {} to {}, signed by {}",
+                    bundle.body.version,
+                    out.display(),
+                    signer.did()
+                ),
+                json: json!({ "out": out, "version": bundle.body.version, "id": bundle.id().to_string() }),
+            })
+        }
+        PolicyCommand::Verify { bundle, roots } => {
+            let root = trusted_root(roots, now, ExpiryCheck::Enforce)?;
+            let policy = PolicyBundle::decode(&read(bundle)?).map_err(|e| rejected(e, bundle))?;
+            policy.verify(&root, now).map_err(|e| rejected(e, bundle))?;
+            Ok(Report {
+                text: format!(
+                    "ok: policy version {} holds until {}",
+                    policy.body.version, policy.body.expires_at
+                ),
+                json: json!({ "ok": true, "version": policy.body.version, "expires_at": policy.body.expires_at, "id": policy.id().to_string() }),
+            })
+        }
+    }
+}
+
+fn read_log(path: &Path) -> Result<MerkleLog> {
+    let mut log = MerkleLog::new();
+    if !path.exists() {
+        return Ok(log);
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hashes = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let bytes: Option<Hash> = (line.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|i| u8::from_str_radix(&line[i * 2..i * 2 + 2], 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .flatten()
+            .and_then(|v| v.try_into().ok());
+        let hash = bytes
+            .ok_or_else(|| anyhow!("{}:{}: not a hex leaf hash", path.display(), index + 1))?;
+        hashes.push(hash);
+    }
+    log = MerkleLog::from_leaf_hashes(hashes);
+    Ok(log)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The witness state file: the last checkpoint it co-signed.
+fn read_witness_state(path: &Path) -> Result<Option<Checkpoint>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let checkpoint =
+        Checkpoint::parse_body(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(checkpoint))
+}
+
+/// Runs `meridian checkpoint …`.
+pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
+    match command {
+        CheckpointCommand::Append { log, snapshot } => {
+            let file = fs::File::open(snapshot)
+                .with_context(|| format!("opening {}", snapshot.display()))?;
+            let (snap, _) = meridian_registry::snapshot::open(
+                std::io::BufReader::new(file),
+                &Default::default(),
+            )
+            .with_context(|| format!("snapshot {}", snapshot.display()))?;
+            let leaf = head_leaf(
+                &snap.commit.body.publisher,
+                snap.commit.body.seq,
+                &snap.commit_cid,
+            );
+            let mut merkle = read_log(log)?;
+            let index = merkle.append(&leaf);
+            let hash = merkle
+                .leaf(index)
+                .ok_or_else(|| anyhow!("appended leaf missing"))?;
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening {}", log.display()))?;
+            use std::io::Write as _;
+            writeln!(file, "{}", hex(&hash))
+                .with_context(|| format!("appending to {}", log.display()))?;
+            file.sync_all()?;
+            Ok(Report {
+                text: format!(
+                    "appended head seq {} of {} as leaf {index}; log size {}",
+                    snap.commit.body.seq,
+                    snap.commit.body.publisher,
+                    merkle.size()
+                ),
+                json: json!({ "index": index, "size": merkle.size(), "leaf": hex(&hash) }),
+            })
+        }
+        CheckpointCommand::Sign {
+            log,
+            origin,
+            key,
+            out,
+        } => {
+            let merkle = read_log(log)?;
+            let checkpoint = Checkpoint {
+                origin: origin.clone(),
+                size: merkle.size(),
+                root: merkle.root(merkle.size()).map_err(|e| anyhow!("{e}"))?,
+            };
+            let note = SignedNote::sign(&checkpoint.body(), origin, &load_key(key)?)
+                .map_err(|e| Rejected(e.to_string()))?;
+            write(out, note.to_text().as_bytes())?;
+            Ok(Report {
+                text: format!(
+                    "wrote checkpoint of size {} to {}",
+                    checkpoint.size,
+                    out.display()
+                ),
+                json: json!({ "out": out, "size": checkpoint.size, "root": b64(&checkpoint.root) }),
+            })
+        }
+        CheckpointCommand::Cosign {
+            note,
+            name,
+            key,
+            log_key,
+            state,
+            proof,
+        } => {
+            let text =
+                fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
+            let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
+            let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
+            let proof_hashes: Vec<Hash> = match proof {
+                None => Vec::new(),
+                Some(path) => fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .map(|line| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(line)
+                            .ok()
+                            .and_then(|b| b.try_into().ok())
+                            .ok_or_else(|| {
+                                anyhow!("{}: `{line}` is not a base64 hash", path.display())
+                            })
+                    })
+                    .collect::<Result<_>>()?,
+            };
+            let mut witness = Witness::new(
+                name,
+                load_key(key)?,
+                &checkpoint.origin,
+                public_key_arg(log_key)?,
+                read_witness_state(state)?,
+            );
+            let timestamp = u64::try_from(now).unwrap_or(0);
+            let cosigned = witness
+                .cosign(&parsed, &proof_hashes, timestamp)
+                .map_err(|e| rejected(e, note))?;
+            write(note, cosigned.to_text().as_bytes())?;
+            write(state, checkpoint.body().as_bytes())?;
+            Ok(Report {
+                text: format!("co-signed checkpoint of size {} as {name}", checkpoint.size),
+                json: json!({ "note": note, "size": checkpoint.size, "witness": name }),
+            })
+        }
+        CheckpointCommand::Verify {
+            note,
+            log_key,
+            witnesses,
+            witness_threshold,
+        } => {
+            let text =
+                fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
+            let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
+            let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
+            parsed
+                .verify(&checkpoint.origin, &public_key_arg(log_key)?)
+                .map_err(|e| rejected(e, note))?;
+            let mut cosigned = Vec::new();
+            for witness in witnesses {
+                let (name, did) = witness
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--witness `{witness}` must be NAME=DID"))?;
+                if parsed
+                    .verify_cosignature(name, &public_key_arg(did)?)
+                    .is_ok()
+                {
+                    cosigned.push(name.to_owned());
+                }
+            }
+            if cosigned.len() < *witness_threshold {
+                return Err(rejected(
+                    format!(
+                        "{} of the required {witness_threshold} witness cosignatures",
+                        cosigned.len()
+                    ),
+                    note,
+                ));
+            }
+            Ok(Report {
+                text: format!(
+                    "ok: checkpoint {} size {} signed by the log, co-signed by {}",
+                    checkpoint.origin,
+                    checkpoint.size,
+                    if cosigned.is_empty() {
+                        "no witness".to_owned()
+                    } else {
+                        cosigned.join(", ")
+                    }
+                ),
+                json: json!({ "ok": true, "origin": checkpoint.origin, "size": checkpoint.size, "root": b64(&checkpoint.root), "witnesses": cosigned }),
+            })
+        }
+        CheckpointCommand::Prove {
+            log,
+            index,
+            old_size,
+            size,
+        } => {
+            let merkle = read_log(log)?;
+            let size = size.unwrap_or(merkle.size());
+            let (kind, proof) = match (index, old_size) {
+                (Some(index), None) => {
+                    let proof = merkle
+                        .inclusion_proof(*index, size)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    let root = merkle.root(size).map_err(|e| anyhow!("{e}"))?;
+                    let leaf = merkle
+                        .leaf(*index)
+                        .ok_or_else(|| anyhow!("no leaf {index}"))?;
+                    verify_inclusion(&leaf, *index, size, &proof, &root)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    ("inclusion", proof)
+                }
+                (None, Some(old)) => (
+                    "consistency",
+                    merkle
+                        .consistency_proof(*old, size)
+                        .map_err(|e| anyhow!("{e}"))?,
+                ),
+                _ => bail!("give exactly one of --index and --old-size"),
+            };
+            let lines: Vec<String> = proof.iter().map(|h| b64(h)).collect();
+            Ok(Report {
+                text: lines.join("\n"),
+                json: json!({ "kind": kind, "size": size, "proof": lines }),
+            })
+        }
+    }
+}
+
+/// Governance inputs of `snapshot verify`: a root chain, an attestation directory and a policy.
+#[derive(Debug, Args, Default)]
+pub struct GovernanceArgs {
+    /// Trust root (repeat for newer versions, in order); enables the acceptance rule.
+    #[arg(long = "root")]
+    pub roots: Vec<PathBuf>,
+    /// Directory of attestation and key-rotation documents (*.cbor).
+    #[arg(long)]
+    pub attestations: Option<PathBuf>,
+    /// Policy bundle.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
+/// Runs the acceptance rule over every agent of a verified snapshot.
+pub fn accept_snapshot(
+    args: &GovernanceArgs,
+    snapshot: &meridian_registry::snapshot::Snapshot,
+    now: i64,
+) -> Result<serde_json::Value> {
+    let root = trusted_root(&args.roots, now, ExpiryCheck::Enforce)?;
+    let mut set = AttestationSet::new();
+    let mut rotations = Vec::new();
+    let mut skipped = Vec::new();
+    if let Some(dir) = &args.attestations {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "cbor"))
+            .collect();
+        files.sort();
+        // Attestations first (revocations included), then rotations, which need verified orgs.
+        for file in files {
+            let bytes = read(&file)?;
+            if let Ok(attestation) = Attestation::decode(&bytes) {
+                if let Err(error) = set.add(attestation, &root, now) {
+                    skipped.push(json!({ "file": file, "reason": error.to_string() }));
+                }
+            } else if let Ok(rotation) = KeyRotation::decode(&bytes) {
+                rotations.push((file, rotation));
+            } else {
+                skipped
+                    .push(json!({ "file": file, "reason": "not an attestation or key rotation" }));
+            }
+        }
+        for (file, rotation) in rotations {
+            if let Err(error) = set.apply_rotation(&rotation, now) {
+                skipped.push(json!({ "file": file, "reason": error.to_string() }));
+            }
+        }
+    }
+    let policy = match &args.policy {
+        None => None,
+        Some(path) => {
+            let bundle = PolicyBundle::decode(&read(path)?).map_err(|e| rejected(e, path))?;
+            bundle.verify(&root, now).map_err(|e| rejected(e, path))?;
+            Some(bundle)
+        }
+    };
+    let view = GovernanceView {
+        attestations: &set,
+        policy: policy.as_ref(),
+    };
+    let mut accepted = Vec::new();
+    let mut rejected_agents = serde_json::Map::new();
+    for (key, cid) in snapshot.tree.entries() {
+        let agent = String::from_utf8_lossy(&key).into_owned();
+        let manifest = snapshot
+            .blocks
+            .get(&cid)
+            .ok_or_else(|| anyhow!("missing manifest block {cid}"))
+            .and_then(|block| Manifest::decode(block).map_err(|e| anyhow!("{agent}: {e}")))?;
+        match accept(view, &manifest, &snapshot.commit.body.publisher, now) {
+            Ok(()) => accepted.push(agent),
+            Err(reasons) => {
+                rejected_agents.insert(
+                    agent,
+                    json!(reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+                );
+            }
+        }
+    }
+    let root_id: Cid = root.current().id();
+    Ok(json!({
+        "root_version": root.current().body.version,
+        "root_id": root_id.to_string(),
+        "policy_version": policy.as_ref().map(|p| p.body.version),
+        "accepted": accepted,
+        "rejected": rejected_agents,
+        "skipped_documents": skipped,
+    }))
+}

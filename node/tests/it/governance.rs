@@ -1,0 +1,508 @@
+//! The governance commands end to end, in the order the runbook gives them.
+
+use crate::*;
+
+fn did(dir: &Path, key: &str) -> String {
+    expect(dir, &["keys", "show", key], 0).trim().to_owned()
+}
+
+#[test]
+fn bootstrap_approve_publish_verify_rotate_revoke() {
+    let (_guard, dir) = workspace(3);
+    let dir = dir.as_path();
+    for name in [
+        "root1", "root2", "root3", "attest1", "attest2", "policy1", "witness1", "log", "root4",
+    ] {
+        expect(
+            dir,
+            &["keys", "generate", "--out", &format!("{name}.key")],
+            0,
+        );
+    }
+    // Bootstrap: version 1, signed by two of three root admins.
+    expect(
+        dir,
+        &[
+            "gov",
+            "init",
+            "--root-key",
+            "root1.key",
+            "--root-key",
+            "root2.key",
+            "--root-key",
+            "root3.key",
+            "--root-threshold",
+            "2",
+            "--attest-key",
+            "attest1.key",
+            "--attest-key",
+            "attest2.key",
+            "--attest-threshold",
+            "2",
+            "--policy-key",
+            "policy1.key",
+            "--witness-key",
+            "witness1.key",
+            "--out",
+            "root.1.cbor",
+        ],
+        0,
+    );
+    let err = expect(dir, &["gov", "verify", "root.1.cbor"], 1);
+    assert!(err.contains("threshold"), "{err}");
+    expect(
+        dir,
+        &["gov", "sign", "root.1.cbor", "--key", "root1.key"],
+        0,
+    );
+    expect(
+        dir,
+        &["gov", "sign", "root.1.cbor", "--key", "root2.key"],
+        0,
+    );
+    assert_eq!(json(dir, &["gov", "verify", "root.1.cbor"])["version"], 1);
+
+    // Organisation: request with proof of possession, approval co-signed by two attest admins.
+    expect(
+        dir,
+        &[
+            "org",
+            "request",
+            "--org",
+            "acme",
+            "--domain",
+            "acme.example",
+            "--contact",
+            "ops@acme.example",
+            "--key",
+            "org.key",
+            "--out",
+            "acme.request.cbor",
+        ],
+        0,
+    );
+    std::fs::create_dir(dir.join("attestations")).unwrap();
+    expect(
+        dir,
+        &[
+            "org",
+            "approve",
+            "acme.request.cbor",
+            "--out",
+            "attestations/acme.verified.cbor",
+        ],
+        0,
+    );
+    expect(
+        dir,
+        &[
+            "attest",
+            "cosign",
+            "attestations/acme.verified.cbor",
+            "--key",
+            "attest1.key",
+        ],
+        0,
+    );
+    let err = expect(
+        dir,
+        &[
+            "attest",
+            "verify",
+            "attestations/acme.verified.cbor",
+            "--root",
+            "root.1.cbor",
+        ],
+        1,
+    );
+    assert!(err.contains("threshold"), "{err}");
+    expect(
+        dir,
+        &[
+            "attest",
+            "cosign",
+            "attestations/acme.verified.cbor",
+            "--key",
+            "attest2.key",
+        ],
+        0,
+    );
+    json(
+        dir,
+        &[
+            "attest",
+            "verify",
+            "attestations/acme.verified.cbor",
+            "--root",
+            "root.1.cbor",
+        ],
+    );
+
+    // Policy from TOML.
+    std::fs::write(dir.join("policy.toml"), format!(
+        "version = 1\nexpires_in = \"30d\"\ndeny_agents = [\"acme/agent-2\"]\n[[rate_limits]]\nscope = \"org:acme\"\nrps = 50\nburst = 100\n[[hubs]]\nregion = \"eu-west\"\naddress = \"127.0.0.1:7800\"\nkey = \"{}\"\n",
+        did(dir, "witness1.key"))).unwrap();
+    expect(
+        dir,
+        &[
+            "policy",
+            "sign",
+            "policy.toml",
+            "--key",
+            "policy1.key",
+            "--out",
+            "policy.cbor",
+        ],
+        0,
+    );
+    json(
+        dir,
+        &["policy", "verify", "policy.cbor", "--root", "root.1.cbor"],
+    );
+    std::fs::write(dir.join("bad.toml"), "version = 1\nsurprise = true\n").unwrap();
+    let err = expect(
+        dir,
+        &[
+            "policy",
+            "sign",
+            "bad.toml",
+            "--key",
+            "policy1.key",
+            "--out",
+            "bad.cbor",
+        ],
+        1,
+    );
+    assert!(err.contains("surprise"), "{err}");
+
+    // A snapshot verified with governance: the denied agent is named with its rule.
+    build(dir, "s1.car", None);
+    let report = json(
+        dir,
+        &[
+            "snapshot",
+            "verify",
+            "s1.car",
+            "--root",
+            "root.1.cbor",
+            "--attestations",
+            "attestations",
+            "--policy",
+            "policy.cbor",
+        ],
+    );
+    let governance = &report["governance"];
+    assert_eq!(
+        governance["accepted"].as_array().unwrap().len(),
+        2,
+        "{governance}"
+    );
+    let reasons = governance["rejected"]["acme/agent-2"].to_string();
+    assert!(reasons.contains("policy denies agent"), "{reasons}");
+
+    // Revoking the org key (from the past) rejects every agent it signed after that time.
+    let org_did = did(dir, "org.key");
+    expect(
+        dir,
+        &[
+            "org",
+            "revoke-key",
+            "--org",
+            "acme",
+            "--key",
+            &org_did,
+            "--revoked-at",
+            "1000",
+            "--out",
+            "attestations/acme.key-revoked.cbor",
+        ],
+        0,
+    );
+    expect(
+        dir,
+        &[
+            "attest",
+            "cosign",
+            "attestations/acme.key-revoked.cbor",
+            "--key",
+            "attest1.key",
+        ],
+        0,
+    );
+    expect(
+        dir,
+        &[
+            "attest",
+            "cosign",
+            "attestations/acme.key-revoked.cbor",
+            "--key",
+            "attest2.key",
+        ],
+        0,
+    );
+    let report = json(
+        dir,
+        &[
+            "snapshot",
+            "verify",
+            "s1.car",
+            "--root",
+            "root.1.cbor",
+            "--attestations",
+            "attestations",
+        ],
+    );
+    assert_eq!(
+        report["governance"]["accepted"].as_array().unwrap().len(),
+        0
+    );
+    assert!(
+        report["governance"]["rejected"]
+            .to_string()
+            .contains("was revoked at 1000")
+    );
+    std::fs::remove_file(dir.join("attestations/acme.key-revoked.cbor")).unwrap();
+
+    // Root rotation: replace root3 by root4; needs old and new thresholds.
+    expect(
+        dir,
+        &[
+            "gov",
+            "rotate",
+            "--current",
+            "root.1.cbor",
+            "--root-key",
+            "root1.key",
+            "--root-key",
+            "root2.key",
+            "--root-key",
+            "root4.key",
+            "--root-threshold",
+            "2",
+            "--out",
+            "root.2.cbor",
+        ],
+        0,
+    );
+    expect(
+        dir,
+        &["gov", "sign", "root.2.cbor", "--key", "root4.key"],
+        0,
+    );
+    expect(
+        dir,
+        &["gov", "sign", "root.2.cbor", "--key", "root3.key"],
+        0,
+    );
+    let err = expect(dir, &["gov", "verify", "root.1.cbor", "root.2.cbor"], 1);
+    assert!(err.contains("threshold"), "{err}");
+    expect(
+        dir,
+        &["gov", "sign", "root.2.cbor", "--key", "root1.key"],
+        0,
+    );
+    assert_eq!(
+        json(dir, &["gov", "verify", "root.1.cbor", "root.2.cbor"])["version"],
+        2
+    );
+    let err = expect(
+        dir,
+        &["gov", "verify", "root.1.cbor", "root.2.cbor", "root.1.cbor"],
+        1,
+    );
+    assert!(err.contains("rollback"), "{err}");
+
+    // Checkpoints: append heads, sign, witness co-signs, verify with the witness threshold.
+    json(
+        dir,
+        &[
+            "checkpoint",
+            "append",
+            "--log",
+            "heads.log",
+            "--snapshot",
+            "s1.car",
+        ],
+    );
+    expect(
+        dir,
+        &[
+            "checkpoint",
+            "sign",
+            "--log",
+            "heads.log",
+            "--origin",
+            "gov.example/heads",
+            "--key",
+            "log.key",
+            "--out",
+            "cp.1.note",
+        ],
+        0,
+    );
+    let log_did = did(dir, "log.key");
+    expect(
+        dir,
+        &[
+            "checkpoint",
+            "cosign",
+            "cp.1.note",
+            "--name",
+            "witness.example/w1",
+            "--key",
+            "witness1.key",
+            "--log-key",
+            &log_did,
+            "--state",
+            "witness.state",
+        ],
+        0,
+    );
+    build(dir, "s2.car", Some("s1.car"));
+    json(
+        dir,
+        &[
+            "checkpoint",
+            "append",
+            "--log",
+            "heads.log",
+            "--snapshot",
+            "s2.car",
+        ],
+    );
+    expect(
+        dir,
+        &[
+            "checkpoint",
+            "sign",
+            "--log",
+            "heads.log",
+            "--origin",
+            "gov.example/heads",
+            "--key",
+            "log.key",
+            "--out",
+            "cp.2.note",
+        ],
+        0,
+    );
+    let proof = expect(
+        dir,
+        &[
+            "checkpoint",
+            "prove",
+            "--log",
+            "heads.log",
+            "--old-size",
+            "1",
+        ],
+        0,
+    );
+    std::fs::write(dir.join("proof.txt"), proof).unwrap();
+    expect(
+        dir,
+        &[
+            "checkpoint",
+            "cosign",
+            "cp.2.note",
+            "--name",
+            "witness.example/w1",
+            "--key",
+            "witness1.key",
+            "--log-key",
+            &log_did,
+            "--state",
+            "witness.state",
+            "--proof",
+            "proof.txt",
+        ],
+        0,
+    );
+    let witness = format!("witness.example/w1={}", did(dir, "witness1.key"));
+    let verified = json(
+        dir,
+        &[
+            "checkpoint",
+            "verify",
+            "cp.2.note",
+            "--log-key",
+            &log_did,
+            "--witness",
+            &witness,
+            "--witness-threshold",
+            "1",
+        ],
+    );
+    assert_eq!(verified["size"], 2);
+    // A rewritten log: the witness refuses to co-sign it.
+    std::fs::write(
+        dir.join("forged.log"),
+        "00".repeat(32) + "\n" + &"11".repeat(32) + "\n" + &"22".repeat(32) + "\n",
+    )
+    .unwrap();
+    expect(
+        dir,
+        &[
+            "checkpoint",
+            "sign",
+            "--log",
+            "forged.log",
+            "--origin",
+            "gov.example/heads",
+            "--key",
+            "log.key",
+            "--out",
+            "cp.forged.note",
+        ],
+        0,
+    );
+    let forged_proof = expect(
+        dir,
+        &[
+            "checkpoint",
+            "prove",
+            "--log",
+            "forged.log",
+            "--old-size",
+            "2",
+        ],
+        0,
+    );
+    std::fs::write(dir.join("forged-proof.txt"), forged_proof).unwrap();
+    let err = expect(
+        dir,
+        &[
+            "checkpoint",
+            "cosign",
+            "cp.forged.note",
+            "--name",
+            "witness.example/w1",
+            "--key",
+            "witness1.key",
+            "--log-key",
+            &log_did,
+            "--state",
+            "witness.state",
+            "--proof",
+            "forged-proof.txt",
+        ],
+        1,
+    );
+    assert!(err.contains("witness refuses"), "{err}");
+    let err = expect(
+        dir,
+        &[
+            "checkpoint",
+            "verify",
+            "cp.1.note",
+            "--log-key",
+            &log_did,
+            "--witness",
+            &witness,
+            "--witness-threshold",
+            "2",
+        ],
+        1,
+    );
+    assert!(err.contains("witness cosignatures"), "{err}");
+}
