@@ -7,11 +7,10 @@
 //! - [`root`]: the TUF-style trust root and its version chain;
 //! - [`attestation`]: attestations, revocations and organisation registration;
 //! - [`policy`]: policy bundles (allow/deny lists, rate tiers, hub directory);
-//! - [`accept`](mod@accept): the acceptance rule for the federated view.
+//! - [`accept`](mod@accept): the acceptance rule for the federated view;
+//! - [`checkpoint`]: the RFC 6962 log of publisher heads, C2SP signed checkpoints and witnesses.
 //!
-//! Not built yet (issue 3): checkpoints (RFC 6962 log, C2SP signed notes, witnesses),
-//! organisation-signed key rotation, and the `gov`, `org`, `attest`, `policy` and `checkpoint`
-//! commands.
+//! The command line for all of it lives in the node crate (`meridian gov|org|attest|policy|checkpoint`).
 
 pub mod accept;
 pub mod attestation;
