@@ -318,6 +318,138 @@ pub fn verify_consistency(
     Ok(())
 }
 
+/// Whether `[start, end)` is a subtree in the sense of the Merkle Tree Certificates draft: not
+/// empty, and `start` a multiple of the smallest power of two at least `end - start`.
+pub fn is_valid_subtree(start: u64, end: u64) -> bool {
+    if start >= end {
+        return false;
+    }
+    match (end - start).checked_next_power_of_two() {
+        Some(width) => start % width == 0,
+        None => false,
+    }
+}
+
+/// Checks that `leaf` at `index` is in the subtree `[start, end)` whose hash is `subtree_root`:
+/// an ordinary inclusion proof inside the subtree.
+pub fn verify_subtree_inclusion(
+    leaf: &Hash,
+    index: u64,
+    start: u64,
+    end: u64,
+    proof: &[Hash],
+    subtree_root: &Hash,
+) -> Result<(), CheckpointError> {
+    if !is_valid_subtree(start, end) {
+        return Err(invalid(format!("[{start}, {end}) is not a subtree")));
+    }
+    if index < start || index >= end {
+        return Err(invalid(format!(
+            "index {index} is outside [{start}, {end})"
+        )));
+    }
+    verify_inclusion(leaf, index - start, end - start, proof, subtree_root)
+}
+
+/// Checks that the subtree `[start, end)` with hash `subtree_root` is part of the tree of `size`
+/// leaves with root `root` (the draft's subtree consistency proof). An empty subtree is part of
+/// every tree: it needs the empty-tree hash and an empty proof, and says nothing about `root`.
+pub fn verify_subtree_consistency(
+    start: u64,
+    end: u64,
+    size: u64,
+    subtree_root: &[u8],
+    root: &[u8],
+    proof: &[Hash],
+) -> Result<(), CheckpointError> {
+    if start == end && end <= size {
+        if !proof.is_empty() {
+            return Err(invalid("proof for an empty subtree must be empty"));
+        }
+        if subtree_root != empty_root() {
+            return Err(invalid("an empty subtree must have the empty-tree hash"));
+        }
+        return Ok(());
+    }
+    if !is_valid_subtree(start, end) {
+        return Err(invalid(format!("[{start}, {end}) is not a subtree")));
+    }
+    if end > size {
+        return Err(invalid(format!(
+            "subtree end {end} is beyond tree size {size}"
+        )));
+    }
+    if proof.len() > PROOF_HASHES_MAX {
+        return Err(invalid("proof too long"));
+    }
+    let (mut fn_, mut sn, mut tn) = (start, end - 1, size - 1);
+    // Climb to the lowest node that the subtree and the tree's right edge still share.
+    if sn == tn {
+        while fn_ != sn {
+            fn_ >>= 1;
+            sn >>= 1;
+            tn >>= 1;
+        }
+    } else {
+        while fn_ != sn && sn & 1 == 1 {
+            fn_ >>= 1;
+            sn >>= 1;
+            tn >>= 1;
+        }
+    }
+    if fn_ == sn && tn == 0 && proof.is_empty() {
+        // The subtree is the whole tree: nothing to hash, the two roots must be the same bytes.
+        if subtree_root != root {
+            return Err(invalid("subtree is the whole tree but the roots differ"));
+        }
+        return Ok(());
+    }
+    let subtree_root: &Hash = subtree_root
+        .try_into()
+        .map_err(|_| invalid("subtree root is not a 32-byte hash"))?;
+    let mut rest = proof;
+    let (mut fr, mut sr) = if fn_ == sn {
+        (*subtree_root, *subtree_root)
+    } else {
+        let (first, tail) = rest
+            .split_first()
+            .ok_or_else(|| invalid("empty proof for a subtree that is not a node of the tree"))?;
+        rest = tail;
+        (*first, *first)
+    };
+    for c in rest {
+        if tn == 0 {
+            return Err(invalid("proof longer than needed"));
+        }
+        if sn & 1 == 1 || sn == tn {
+            if fn_ < sn {
+                fr = node_hash(c, &fr);
+            }
+            sr = node_hash(c, &sr);
+            while sn & 1 == 0 && sn != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+                tn >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+        tn >>= 1;
+    }
+    if tn != 0 {
+        return Err(invalid("proof shorter than needed"));
+    }
+    if fr != *subtree_root {
+        return Err(invalid("subtree hash does not match"));
+    }
+    if sr[..] != *root {
+        return Err(invalid("tree root does not match"));
+    }
+    Ok(())
+}
+
 /// The leaf Meridian logs for an accepted publisher head.
 pub fn head_leaf(publisher: &PublicKey, seq: u64, commit: &Cid) -> Vec<u8> {
     cbor::encode(&cbor::map([

@@ -256,3 +256,22 @@ fn organisations_rotate_keys_with_a_current_key() {
         Err(RotationError::NotVerified { .. })
     ));
 }
+
+#[test]
+fn an_older_attestation_set_cannot_undo_a_revocation() {
+    // Rollback of the attestation set: a peer that replays the set from before the revocation
+    // (the org.verified attestation alone) does not bring the organisation back.
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let org_key = key(50);
+    let verified = verified_org(&admins, "acme", &org_key);
+    let mut set = AttestationSet::new();
+    let id = set.add(verified.clone(), &root, NOW).unwrap();
+    let mut revocation = Attestation::revocation(id, "fraud", NOW, NOW + DAY).unwrap();
+    revocation.sign(&admins.attest[0]);
+    revocation.sign(&admins.attest[1]);
+    set.add(revocation, &root, NOW).unwrap();
+    let replayed = Attestation::decode(&verified.to_block()).unwrap();
+    set.add(replayed, &root, NOW + 10).unwrap();
+    assert_eq!(set.org_status("acme", NOW + 10), OrgStatus::Revoked);
+}

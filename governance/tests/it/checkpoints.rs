@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use meridian_governance::checkpoint::{
     Checkpoint, CheckpointEquivocation, CheckpointError, Hash, MerkleLog, SignedNote, Witness,
-    head_leaf, leaf_hash, verify_consistency, verify_inclusion,
+    head_leaf, leaf_hash, verify_consistency, verify_inclusion, verify_subtree_consistency,
+    verify_subtree_inclusion,
 };
 
 use crate::*;
@@ -142,6 +143,71 @@ fn rfc6962_consistency_vectors() {
         }
     }
     assert!(generated >= 5, "only {generated} happy paths compared");
+}
+
+fn run_vectors(
+    dir: &str,
+    check: impl Fn(&serde_json::Value) -> Result<(), CheckpointError>,
+) -> usize {
+    let mut files = Vec::new();
+    json_files(&vectors().join(dir), &mut files);
+    assert!(files.len() > 50, "only {} vectors in {dir}", files.len());
+    let mut happy = 0;
+    for file in &files {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let want_err = v["wantErr"].as_bool().unwrap();
+        let result = check(&v);
+        assert_eq!(result.is_err(), want_err, "{}: {result:?}", file.display());
+        happy += usize::from(!want_err);
+    }
+    happy
+}
+
+fn undecodable() -> CheckpointError {
+    CheckpointError::InvalidProof("undecodable vector field".into())
+}
+
+#[test]
+fn rfc6962_subtree_inclusion_vectors() {
+    let happy = run_vectors("subtreeinclusion", |v| {
+        let (index, start, end) = (
+            v["leafIdx"].as_u64().unwrap(),
+            v["start"].as_u64().unwrap(),
+            v["end"].as_u64().unwrap(),
+        );
+        match (hash(&v["leafHash"]), hash(&v["root"]), proof(&v["proof"])) {
+            (Some(leaf), Some(root), Some(path)) => {
+                verify_subtree_inclusion(&leaf, index, start, end, &path, &root)
+            }
+            _ => Err(undecodable()),
+        }
+    });
+    assert!(happy >= 10, "{happy}");
+}
+
+#[test]
+fn rfc6962_subtree_consistency_vectors() {
+    let happy = run_vectors("subtreeconsistency", |v| {
+        let (start, end, size) = (
+            v["start"].as_u64().unwrap(),
+            v["end"].as_u64().unwrap(),
+            v["size"].as_u64().unwrap(),
+        );
+        let root = v["root2"]
+            .as_str()
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok());
+        let subtree = v["root1"]
+            .as_str()
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok());
+        match (subtree, root, proof(&v["proof"])) {
+            (Some(subtree), Some(root), Some(path)) => {
+                verify_subtree_consistency(start, end, size, &subtree, &root, &path)
+            }
+            _ => Err(undecodable()),
+        }
+    });
+    assert!(happy >= 10, "{happy}");
 }
 
 #[test]
