@@ -325,7 +325,7 @@ pub fn is_valid_subtree(start: u64, end: u64) -> bool {
         return false;
     }
     match (end - start).checked_next_power_of_two() {
-        Some(width) => start % width == 0,
+        Some(width) => start.is_multiple_of(width),
         None => false,
     }
 }
