@@ -13,6 +13,8 @@ use crate::keys::{KeyError, Keypair, PublicKey};
 
 /// The `$type` of a commit block.
 pub const COMMIT_TYPE: &str = "meridian.commit.v1";
+/// The `$type` of an equivocation proof block.
+pub const EQUIVOCATION_TYPE: &str = "meridian.equivocation.v1";
 /// Largest commit block accepted, in bytes.
 pub const COMMIT_BYTES_MAX: usize = 1024;
 
@@ -229,10 +231,34 @@ impl EquivocationProof {
     /// The proof as one DAG-CBOR block, to store or send.
     pub fn to_block(&self) -> Vec<u8> {
         cbor::encode(&cbor::map([
-            ("$type", Value::Text("meridian.equivocation.v1".into())),
+            ("$type", Value::Text(EQUIVOCATION_TYPE.into())),
             ("first", Value::Bytes(self.first.clone())),
             ("second", Value::Bytes(self.second.clone())),
         ]))
+    }
+
+    /// Reads a proof block written by [`EquivocationProof::to_block`]; [`EquivocationProof::verify`]
+    /// then checks it.
+    pub fn decode(block: &[u8]) -> Result<Self, CommitError> {
+        if block.len() > 2 * COMMIT_BYTES_MAX + 128 {
+            return Err(CommitError::TooLarge {
+                size: block.len(),
+                max: 2 * COMMIT_BYTES_MAX + 128,
+            });
+        }
+        let mut reader = MapReader::new(cbor::decode(block)?)?;
+        let kind = reader.text("$type")?;
+        if kind != EQUIVOCATION_TYPE {
+            return Err(CommitError::Invalid(format!(
+                "`$type` is `{kind}`, expected `{EQUIVOCATION_TYPE}`"
+            )));
+        }
+        let proof = Self {
+            first: reader.bytes("first")?,
+            second: reader.bytes("second")?,
+        };
+        reader.finish()?;
+        Ok(proof)
     }
 }
 
@@ -294,6 +320,9 @@ mod tests {
             second: b.to_block(),
         };
         assert_eq!(proof.verify().unwrap(), (key.public(), 1));
+        let decoded = EquivocationProof::decode(&proof.to_block()).unwrap();
+        assert_eq!(decoded.verify().unwrap(), (key.public(), 1));
+        assert!(EquivocationProof::decode(&a.to_block()).is_err());
         let same = EquivocationProof {
             first: a.to_block(),
             second: a.to_block(),
