@@ -61,11 +61,37 @@ pub enum Command {
     /// The checkpoint log of publisher heads: append, sign, co-sign, verify, prove.
     #[command(subcommand)]
     Checkpoint(crate::gov_cli::CheckpointCommand),
+    /// The node daemon: initialise a data directory, run the gateway.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Run the demo: publish, mirror, change and attack a signed registry snapshot.
     Demo {
         /// The data directory; the demo works in DATA/demo and clears it first.
         #[arg(long, default_value = "./meridian-data")]
         data: PathBuf,
+    },
+}
+
+/// `meridian node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Create a data directory: node key (0600), documented config.toml, store.
+    Init {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
+    /// Run the node (HTTP gateway) until SIGINT or SIGTERM; initialises DATA on first run.
+    Run {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+        /// A config file (default DATA/config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The gateway's address, overriding the config (port 0 picks a free port).
+        #[arg(long)]
+        http: Option<String>,
     },
 }
 
@@ -257,6 +283,29 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
         }
         Command::Snapshot(command) => run_snapshot(command, now),
         Command::Demo { data } => crate::demo::run(data, now),
+        Command::Node(NodeCommand::Init { data }) => {
+            let did = crate::daemon::init(data)?;
+            Ok(Report {
+                text: format!(
+                    "initialised {} (node {did}); edit {}/config.toml, then `meridian node run --data {}`",
+                    data.display(),
+                    data.display(),
+                    data.display()
+                ),
+                json: json!({ "data": data, "did": did }),
+            })
+        }
+        Command::Node(NodeCommand::Run { data, config, http }) => {
+            crate::daemon::run(crate::daemon::RunOptions {
+                data: data.clone(),
+                config: config.clone(),
+                http: http.clone(),
+            })?;
+            Ok(Report {
+                text: "node stopped".into(),
+                json: json!({ "stopped": true }),
+            })
+        }
         Command::Gov(command) => crate::gov_cli::run_gov(command, now),
         Command::Org(command) => crate::gov_cli::run_org(command, now),
         Command::Attest(command) => crate::gov_cli::run_attest(command, now),
@@ -282,7 +331,7 @@ fn keys_generate(out: &Path, force: bool) -> Result<Report> {
 }
 
 /// Writes a file readable only by its owner (0600 on unix), replacing it atomically.
-fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let temporary = temporary_path(path);
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -6,5 +6,6 @@
 //! in `main`, and passes it down: nothing below reads it.
 
 pub mod cli;
+pub mod daemon;
 pub mod demo;
 pub mod gov_cli;

@@ -226,6 +226,11 @@ impl SledStore {
         Ok(Self { db })
     }
 
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;

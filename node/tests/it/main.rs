@@ -3,6 +3,7 @@
 
 mod cli_snapshot;
 mod crash;
+mod daemon;
 mod governance;
 
 use std::path::{Path, PathBuf};

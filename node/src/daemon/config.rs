@@ -1,0 +1,227 @@
+//! Node configuration: a TOML file, `MERIDIAN_*` environment variables, then command-line flags,
+//! each overriding the one before. Every setting has a default that works on loopback, and
+//! validation names the setting at fault.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// The config file `meridian node init` writes: every setting with its default and what it does.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Meridian node configuration. Every setting is shown with its default.
+# Each can also be set by an environment variable MERIDIAN_<SECTION>_<KEY>,
+# e.g. MERIDIAN_HTTP_LISTEN=0.0.0.0:7700, which overrides this file.
+
+[node]
+# The region this node serves its agents from (a-z, 0-9, inner -).
+region = "local"
+
+[http]
+# Address of the HTTP gateway. Port 0 picks a free port; the chosen address is logged
+# and written to DATA/http.addr.
+listen = "127.0.0.1:7700"
+# Largest JSON request body, in bytes.
+body_bytes_max = 1048576
+# Largest snapshot (CAR) accepted by POST /api/v1/registry/import, in bytes.
+import_bytes_max = 1073741824
+# On SIGINT/SIGTERM, how long in-flight requests may take to finish, in seconds.
+shutdown_grace_secs = 10
+# Most results one search page returns.
+search_page_max = 500
+
+[log]
+# "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
+format = "text"
+"#;
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// The region this node serves its agents from.
+    pub region: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            region: "local".into(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// The gateway's listen address.
+    pub listen: String,
+    /// Largest JSON request body, in bytes.
+    pub body_bytes_max: usize,
+    /// Largest snapshot import body, in bytes.
+    pub import_bytes_max: usize,
+    /// Drain time on shutdown, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Most results one search page returns.
+    pub search_page_max: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7700".into(),
+            body_bytes_max: 1024 * 1024,
+            import_bytes_max: 1024 * 1024 * 1024,
+            shutdown_grace_secs: 10,
+            search_page_max: 500,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[http]`
+    pub http: HttpSection,
+    /// `[log]`
+    pub log: LogSection,
+}
+
+impl NodeConfig {
+    /// Loads `file` (if given and present), overlays `MERIDIAN_*` variables from `env`, and validates.
+    pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
+        let mut table: toml::Table = match file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config {}", path.display()))?
+            }
+            Some(path) => bail!("config file {} does not exist", path.display()),
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("MERIDIAN_") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once('_') else {
+                continue;
+            };
+            let (section, key) = (section.to_lowercase(), key.to_lowercase());
+            if !["node", "http", "log"].contains(&section.as_str()) {
+                continue;
+            }
+            // Numbers stay numbers so the types line up with the file's.
+            let parsed = match value.parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => toml::Value::String(value.clone()),
+            };
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => {
+                    inner.insert(key, parsed);
+                }
+                _ => bail!("config: `{section}` must be a table"),
+            }
+        }
+        let config: NodeConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error| anyhow::anyhow!("config: {error}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every setting, naming the first one at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.listen_addr()?;
+        meridian_registry::manifest::check_name("region", &self.node.region)
+            .map_err(|problem| anyhow::anyhow!("config node.region: {problem}"))?;
+        if self.http.body_bytes_max == 0 {
+            bail!("config http.body_bytes_max must be above 0");
+        }
+        if self.http.import_bytes_max < self.http.body_bytes_max {
+            bail!("config http.import_bytes_max must be at least http.body_bytes_max");
+        }
+        if self.http.search_page_max == 0 || self.http.search_page_max > 10_000 {
+            bail!("config http.search_page_max must be between 1 and 10000");
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            bail!(
+                "config log.format is `{}`; use `text` or `json`",
+                self.log.format
+            );
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        self.http.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "config http.listen: `{}` is not an address like 127.0.0.1:7700",
+                self.http.listen
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_env_layer_up() {
+        let default_file: NodeConfig = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(default_file, NodeConfig::default());
+        let env = vec![
+            ("MERIDIAN_HTTP_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            (
+                "MERIDIAN_HTTP_IMPORT_BYTES_MAX".to_owned(),
+                "2000000".to_owned(),
+            ),
+            ("MERIDIAN_NODE_REGION".to_owned(), "eu-west".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = NodeConfig::load(None, &env).unwrap();
+        assert_eq!(config.http.listen, "127.0.0.1:0");
+        assert_eq!(config.http.import_bytes_max, 2_000_000);
+        assert_eq!(config.node.region, "eu-west");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            NodeConfig::load(None, &env).unwrap_err().to_string()
+        };
+        assert!(err(&[("MERIDIAN_HTTP_LISTEN", "nowhere")]).contains("http.listen"));
+        assert!(err(&[("MERIDIAN_NODE_REGION", "Not A Region")]).contains("node.region"));
+        assert!(err(&[("MERIDIAN_LOG_FORMAT", "xml")]).contains("log.format"));
+        assert!(err(&[("MERIDIAN_HTTP_SURPRISE", "1")]).contains("surprise"));
+        assert!(err(&[("MERIDIAN_HTTP_BODY_BYTES_MAX", "many")]).contains("body_bytes_max"));
+    }
+}

@@ -1,0 +1,539 @@
+//! The HTTP gateway (axum): operations endpoints, the registry and snapshot API, and agent lookup
+//! and search. Every error is JSON `{"error": {"code", "message", "details"}}`; every response
+//! carries an `x-request-id`, which also names the request in the logs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use meridian_registry::Cid;
+use meridian_registry::car::Limits;
+use meridian_registry::manifest::Manifest;
+use meridian_registry::snapshot::{self, Snapshot, SnapshotError, VerifyOptions};
+use meridian_registry::store::{BlockStore as _, SledStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::Instrument as _;
+
+use super::config::NodeConfig;
+use super::index::{AgentIndex, AgentRecord, Query as SearchQuery};
+use super::metrics::Metrics;
+
+/// The media type of CAR files.
+pub const CAR_MEDIA_TYPE: &str = "application/vnd.ipld.car";
+
+/// What every handler shares.
+pub struct NodeState {
+    /// The store.
+    pub store: SledStore,
+    /// The searchable view of every agent.
+    pub index: RwLock<AgentIndex>,
+    /// Request metrics.
+    pub metrics: Metrics,
+    /// The configuration in force.
+    pub config: NodeConfig,
+    /// The node's own did:key.
+    pub node_did: String,
+    /// The wall clock, read only through this (tests can pin it).
+    pub clock: fn() -> i64,
+    next_request: AtomicU64,
+}
+
+impl NodeState {
+    /// State over an open store, with the index built from it.
+    pub fn new(
+        store: SledStore,
+        config: NodeConfig,
+        node_did: String,
+        clock: fn() -> i64,
+    ) -> anyhow::Result<Self> {
+        let state = Self {
+            store,
+            index: RwLock::new(AgentIndex::new()),
+            metrics: Metrics::default(),
+            config,
+            node_did,
+            clock,
+            next_request: AtomicU64::new(1),
+        };
+        for publisher in state.store.heads()?.keys() {
+            state.reindex(publisher)?;
+        }
+        Ok(state)
+    }
+
+    /// Rebuilds the index entries of one publisher from its head in the store.
+    pub fn reindex(&self, publisher: &str) -> anyhow::Result<()> {
+        let Some(head) = self.store.head(publisher)? else {
+            return Ok(());
+        };
+        let snapshot = Snapshot::load(&self.store, &head.commit, Limits::DEFAULT)?;
+        let mut records = Vec::with_capacity(snapshot.tree.len());
+        for (_, cid) in snapshot.tree.entries() {
+            if let Some(block) = snapshot.blocks.get(&cid)
+                && let Ok(manifest) = Manifest::decode(block)
+            {
+                records.push(AgentRecord::new(&manifest, &cid, publisher, head.seq));
+            }
+        }
+        self.index
+            .write()
+            .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
+            .replace_publisher(publisher, records);
+        Ok(())
+    }
+}
+
+/// An error answer: status, stable code, message and details.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{error:#}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The gateway's router.
+pub fn router(state: Arc<NodeState>) -> Router {
+    let import_limit = state.config.http.import_bytes_max;
+    let body_limit = state.config.http.body_bytes_max;
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/registry/heads", get(heads))
+        .route("/api/v1/registry/snapshot", get(export_snapshot))
+        .route(
+            "/api/v1/registry/import",
+            post(import_snapshot).layer(DefaultBodyLimit::max(import_limit)),
+        )
+        .route("/api/v1/blocks/{cid}", get(block))
+        .route("/api/v1/agents", get(search))
+        .route("/api/v1/agents/{org}/{agent}", get(agent))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Gives each request an id and a span, and records its route, status and latency.
+async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Next) -> Response {
+    let id = format!(
+        "{:016x}",
+        state.next_request.fetch_add(1, Ordering::Relaxed)
+    );
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.metrics.record(&method, &route, status, elapsed);
+    span.in_scope(|| tracing::info!(status, millis = elapsed.as_secs_f64() * 1000.0, "done"));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
+    let heads = state.store.heads().map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(
+        json!({ "status": "ready", "publishers": heads.len(), "node": state.node_did }),
+    ))
+}
+
+async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    let agents = state.index.read().map_or(0, |i| i.len()) as f64;
+    let heads = state.store.heads().map_or(0, |h| h.len()) as f64;
+    let disk = state.store.size_on_disk().unwrap_or(0) as f64;
+    let text = state.metrics.render(&[
+        ("meridian_agents", "Agents in the federated view.", agents),
+        (
+            "meridian_heads",
+            "Publishers whose head this node has accepted.",
+            heads,
+        ),
+        (
+            "meridian_store_disk_bytes",
+            "Bytes the store takes on disk.",
+            disk,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn heads(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
+    let heads = state.store.heads().map_err(ApiError::internal)?;
+    let list: Vec<Value> = heads
+        .iter()
+        .map(|(publisher, head)| json!({ "publisher": publisher, "seq": head.seq, "commit": head.commit.to_string() }))
+        .collect();
+    Ok(Json(json!({ "heads": list })))
+}
+
+fn parse_cid(text: &str, field: &str) -> ApiResult<Cid> {
+    meridian_registry::ids::parse_cid(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_cid", format!("{field}: {e}")))
+}
+
+async fn block(
+    State(state): State<Arc<NodeState>>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let cid = parse_cid(&cid, "cid")?;
+    let etag = format!("\"{cid}\"");
+    let cache = "public, max-age=31536000, immutable";
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        && state.store.contains(&cid).map_err(ApiError::internal)?
+    {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (header::CACHE_CONTROL, cache.to_owned()),
+            ],
+        )
+            .into_response());
+    }
+    let block = state
+        .store
+        .get(&cid)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_block",
+                format!("no block {cid}"),
+            )
+        })?;
+    let media = if cid.codec() == meridian_registry::ids::CODEC_DAG_CBOR {
+        "application/vnd.ipld.dag-cbor"
+    } else {
+        "application/octet-stream"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, media.to_owned()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache.to_owned()),
+        ],
+        Bytes::copy_from_slice(&block),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotParams {
+    publisher: Option<String>,
+    since: Option<String>,
+}
+
+async fn export_snapshot(
+    State(state): State<Arc<NodeState>>,
+    Query(params): Query<SnapshotParams>,
+) -> ApiResult<Response> {
+    let since = params
+        .since
+        .as_deref()
+        .map(|s| parse_cid(s, "since"))
+        .transpose()?;
+    let heads = state.store.heads().map_err(ApiError::internal)?;
+    let (publisher, head) = match &params.publisher {
+        Some(did) => heads.get(did).map(|h| (did.clone(), *h)).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_publisher",
+                format!("no snapshot by {did}"),
+            )
+        })?,
+        None if heads.len() == 1 => heads
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("heads vanished"))?,
+        None if heads.is_empty() => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_snapshot",
+                "this node holds no snapshot yet",
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "publisher_required",
+                "this node holds several publishers' snapshots; choose one with ?publisher=",
+            ));
+        }
+    };
+    let task_state = state.clone();
+    let bytes = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let snap = Snapshot::load(&task_state.store, &head.commit, Limits::DEFAULT)
+            .map_err(ApiError::internal)?;
+        match since {
+            None => snap.write_car(Vec::new()).map_err(ApiError::internal),
+            Some(since) => {
+                let old =
+                    Snapshot::load(&task_state.store, &since, Limits::DEFAULT).map_err(|e| {
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "unknown_since",
+                            format!("since {since}: {e}"),
+                        )
+                    })?;
+                if old.commit.body.publisher != snap.commit.body.publisher {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "since_other_publisher",
+                        "since names another publisher's commit",
+                    ));
+                }
+                snap.write_delta(&old.tree, Vec::new())
+                    .map(|(bytes, _)| bytes)
+                    .map_err(ApiError::internal)
+            }
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    tracing::info!(%publisher, seq = head.seq, bytes = bytes.len(), "snapshot exported");
+    Ok(([(header::CONTENT_TYPE, CAR_MEDIA_TYPE)], bytes).into_response())
+}
+
+fn snapshot_error(error: SnapshotError) -> ApiError {
+    let code = match &error {
+        SnapshotError::Store(_) => return ApiError::internal(error),
+        SnapshotError::Rollback { .. } => "rollback",
+        SnapshotError::Equivocation { .. } => "equivocation",
+        SnapshotError::Expired { .. } => "expired",
+        SnapshotError::BadSignature { .. } => "bad_signature",
+        SnapshotError::MissingBlock { .. } => "missing_block",
+        SnapshotError::HashMismatch(_) => "hash_mismatch",
+        SnapshotError::Car(meridian_registry::car::CarError::Block(_)) => "hash_mismatch",
+        SnapshotError::Car(_) => "bad_car",
+        _ => "snapshot_rejected",
+    };
+    let mut api = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string());
+    if let SnapshotError::Equivocation {
+        first, second, seq, ..
+    } = &error
+    {
+        api.details =
+            json!({ "seq": seq, "first": first.to_string(), "second": second.to_string() });
+    }
+    api
+}
+
+async fn import_snapshot(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(media.starts_with(CAR_MEDIA_TYPE) || media.starts_with("application/octet-stream")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send a CAR file as {CAR_MEDIA_TYPE}, not `{media}`"),
+        ));
+    }
+    let task_state = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let options = VerifyOptions {
+            now: Some((task_state.clock)()),
+            ..VerifyOptions::default()
+        };
+        let contents = snapshot::read_car(&body[..], options.limits)?;
+        snapshot::import(&task_state.store, &contents, options)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let verified = match result {
+        Ok(verified) => verified,
+        Err(error) => {
+            state
+                .metrics
+                .count("meridian_imports_total{outcome=\"rejected\"}", 1);
+            tracing::warn!(%error, "snapshot import rejected");
+            return Err(snapshot_error(error));
+        }
+    };
+    state
+        .metrics
+        .count("meridian_imports_total{outcome=\"accepted\"}", 1);
+    let publisher = verified.commit.body.publisher.to_did();
+    let reindex_state = state.clone();
+    let reindex_publisher = publisher.clone();
+    tokio::task::spawn_blocking(move || reindex_state.reindex(&reindex_publisher))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    tracing::info!(%publisher, seq = verified.commit.body.seq, agents = verified.tree.len(), "snapshot imported");
+    Ok(Json(json!({
+        "root": verified.commit_cid.to_string(),
+        "publisher": publisher,
+        "seq": verified.commit.body.seq,
+        "agents": verified.tree.len(),
+        "blocks": verified.new_blocks.len(),
+        "signatures_checked": verified.verified_manifests.len(),
+        "linked": verified.linked,
+    })))
+}
+
+async fn agent(
+    State(state): State<Arc<NodeState>>,
+    Path((org, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let agent_id = format!("{org}/{name}");
+    let record = state
+        .index
+        .read()
+        .map_err(|_| ApiError::internal("index lock poisoned"))?
+        .get(&agent_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_agent",
+                format!("no agent `{agent_id}`"),
+            )
+        })?;
+    let cid = parse_cid(&record.manifest, "manifest")?;
+    let block = state
+        .store
+        .get(&cid)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::internal(format!("manifest {cid} of an indexed agent is missing"))
+        })?;
+    let manifest = Manifest::decode(&block).map_err(ApiError::internal)?;
+    // The card exactly as the agent published it (it was valid JSON when verified).
+    let card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
+    let head = state
+        .store
+        .head(&record.publisher)
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "agent_id": record.agent_id,
+        "org": record.org,
+        "region": record.region,
+        "updated_at": record.updated_at,
+        "card": card,
+        "manifest": { "cid": record.manifest, "signer": manifest.signer.to_did() },
+        "provenance": {
+            "publisher": record.publisher,
+            "seq": record.seq,
+            "commit": head.map(|h| h.commit.to_string()),
+        },
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    q: Option<String>,
+    skill: Option<String>,
+    tag: Option<String>,
+    org: Option<String>,
+    region: Option<String>,
+    input_mode: Option<String>,
+    output_mode: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn search(
+    State(state): State<Arc<NodeState>>,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(params) =
+        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let page_max = state.config.http.search_page_max;
+    let limit = params.limit.unwrap_or(50);
+    if limit == 0 || limit > page_max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+            format!("limit must be between 1 and {page_max}"),
+        ));
+    }
+    let query = SearchQuery {
+        text: params.q,
+        skill: params.skill,
+        tag: params.tag,
+        org: params.org,
+        region: params.region,
+        input_mode: params.input_mode,
+        output_mode: params.output_mode,
+        after: params.cursor,
+        limit,
+    };
+    let index = state
+        .index
+        .read()
+        .map_err(|_| ApiError::internal("index lock poisoned"))?;
+    let (page, next) = index.search(&query);
+    Ok(Json(json!({ "agents": page, "next_cursor": next })))
+}

@@ -1,0 +1,121 @@
+//! Prometheus metrics for the gateway: request counts and latency histograms per route, and
+//! gauges read at scrape time. A few dozen lines of text format, not a framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency buckets, in seconds.
+const BUCKETS_SECONDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS_SECONDS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Request metrics by `(method, route)` and status.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    counters: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// Records one finished request.
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests
+                .entry((method.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
+        }
+        if let Ok(mut latency) = self.latency.lock() {
+            let histogram = latency
+                .entry((method.to_owned(), route.to_owned()))
+                .or_default();
+            let seconds = elapsed.as_secs_f64();
+            for (index, bound) in BUCKETS_SECONDS.iter().enumerate() {
+                if seconds <= *bound {
+                    histogram.counts[index] += 1;
+                }
+            }
+            histogram.count += 1;
+            histogram.sum += seconds;
+        }
+    }
+
+    /// Adds to a counter series, e.g. `meridian_imports_total{outcome="accepted"}`.
+    pub fn count(&self, name: &str, by: u64) {
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry(name.to_owned()).or_default() += by;
+        }
+    }
+
+    /// The text exposition, with `gauges` appended as `(name, help, value)`.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP meridian_http_requests_total HTTP requests by method, route and status.\n",
+        );
+        out.push_str("# TYPE meridian_http_requests_total counter\n");
+        if let Ok(requests) = self.requests.lock() {
+            for ((method, route, status), count) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "meridian_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP meridian_http_request_duration_seconds HTTP request latency by method and route.\n");
+        out.push_str("# TYPE meridian_http_request_duration_seconds histogram\n");
+        if let Ok(latency) = self.latency.lock() {
+            for ((method, route), histogram) in latency.iter() {
+                let labels = format!("method=\"{method}\",route=\"{route}\"");
+                for (index, bound) in BUCKETS_SECONDS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "meridian_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                        histogram.counts[index]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "meridian_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    histogram.count
+                );
+                let _ = writeln!(
+                    out,
+                    "meridian_http_request_duration_seconds_sum{{{labels}}} {}",
+                    histogram.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "meridian_http_request_duration_seconds_count{{{labels}}} {}",
+                    histogram.count
+                );
+            }
+        }
+        if let Ok(counters) = self.counters.lock() {
+            let mut typed = std::collections::BTreeSet::new();
+            for (series, value) in counters.iter() {
+                let base = series.split('{').next().unwrap_or(series);
+                if typed.insert(base.to_owned()) {
+                    let _ = writeln!(out, "# TYPE {base} counter");
+                }
+                let _ = writeln!(out, "{series} {value}");
+            }
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}

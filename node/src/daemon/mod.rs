@@ -1,0 +1,169 @@
+//! `meridian node`: the long-running node. This module is the driver: it reads the config, opens
+//! the store, binds the gateway, and shuts down cleanly; the registry logic it serves lives in
+//! `meridian-registry`.
+
+pub mod config;
+pub mod http;
+pub mod index;
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use meridian_registry::keys::Keypair;
+
+use config::{DEFAULT_CONFIG_TOML, NodeConfig};
+
+/// The node key file under the data directory.
+pub const NODE_KEY_FILE: &str = "node.key";
+/// The config file under the data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Where the gateway's bound address is written once it listens.
+pub const HTTP_ADDR_FILE: &str = "http.addr";
+
+/// Creates a data directory: the node key (0600), a documented config file and the store.
+/// Existing files are kept, so running it twice is harmless. Returns the node's did.
+pub fn init(data: &Path) -> Result<String> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let key_path = data.join(NODE_KEY_FILE);
+    let key = if key_path.exists() {
+        crate::cli::load_key(&key_path)?
+    } else {
+        let key = Keypair::generate()?;
+        crate::cli::write_secret_file(&key_path, key.to_key_file().as_bytes())
+            .with_context(|| format!("writing {}", key_path.display()))?;
+        key
+    };
+    let config_path = data.join(CONFIG_FILE);
+    if !config_path.exists() {
+        std::fs::write(&config_path, DEFAULT_CONFIG_TOML)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+    }
+    let store = crate::cli::open_store(data)?;
+    store.flush()?;
+    Ok(key.did())
+}
+
+/// What `meridian node run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The data directory.
+    pub data: PathBuf,
+    /// A config file other than `DATA/config.toml`.
+    pub config: Option<PathBuf>,
+    /// Overrides `http.listen`.
+    pub http: Option<String>,
+}
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Loads the configuration for `options` from file, environment and flags.
+pub fn load_config(options: &RunOptions) -> Result<NodeConfig> {
+    let file = options
+        .config
+        .clone()
+        .or_else(|| Some(options.data.join(CONFIG_FILE)).filter(|p| p.exists()));
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = NodeConfig::load(file.as_deref(), &env)?;
+    if let Some(http) = &options.http {
+        config.http.listen = http.clone();
+        config.validate().context("--http")?;
+    }
+    Ok(config)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless; ignore it.
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn run(options: RunOptions) -> Result<()> {
+    let config = load_config(&options)?;
+    init_logging(&config.log.format);
+    if !options.data.join(NODE_KEY_FILE).exists() {
+        let did = init(&options.data)?;
+        tracing::info!(data = %options.data.display(), %did, "initialised a new data directory");
+    }
+    let key = crate::cli::load_key(&options.data.join(NODE_KEY_FILE))?;
+    let store = crate::cli::open_store(&options.data)?;
+    let state = Arc::new(http::NodeState::new(
+        store,
+        config.clone(),
+        key.did(),
+        wall_clock,
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(state, &options.data, &config))
+}
+
+async fn serve(state: Arc<http::NodeState>, data: &Path, config: &NodeConfig) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
+        .await
+        .with_context(|| format!("binding the gateway to {}", config.http.listen))?;
+    let address = listener.local_addr()?;
+    let addr_file = data.join(HTTP_ADDR_FILE);
+    std::fs::write(&addr_file, format!("{address}\n"))
+        .with_context(|| format!("writing {}", addr_file.display()))?;
+    tracing::info!(%address, node = %state.node_did, region = %config.node.region, "gateway listening");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let app = http::router(state.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.changed().await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result.context("gateway failed")?,
+        () = shutdown_signal() => {
+            tracing::info!(grace_secs = config.http.shutdown_grace_secs, "shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                tracing::warn!("in-flight requests did not finish within the grace period; stopping anyway");
+            }
+        }
+    }
+    state.store.flush().context("flushing the store")?;
+    let _ = std::fs::remove_file(&addr_file);
+    tracing::info!("stopped");
+    Ok(())
+}

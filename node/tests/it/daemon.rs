@@ -1,0 +1,356 @@
+//! `meridian node run` end to end: a real process on an ephemeral port, spoken to over HTTP.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+/// A running node, stopped (SIGTERM, then kill) when dropped.
+struct Node {
+    child: Child,
+    address: String,
+}
+
+impl Node {
+    fn start(dir: &Path, data: &str, env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
+        command
+            .args(["node", "run", "--data", data, "--http", "127.0.0.1:0"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        // Waited for in `Drop` (or `stop`), whichever comes first.
+        #[allow(clippy::zombie_processes)]
+        let child = command.spawn().unwrap();
+        let addr_file = dir.join(data).join("http.addr");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && !text.trim().is_empty()
+            {
+                return Node {
+                    child,
+                    address: text.trim().to_owned(),
+                };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "node did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends one request; returns status, headers (lowercased names) and body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("no http head");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+        {
+            body = dechunk(&body);
+        }
+        (status, headers, body)
+    }
+
+    fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.request("GET", path, &[], b"");
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn import(&self, car: &[u8]) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.request(
+            "POST",
+            "/api/v1/registry/import",
+            &[("content-type", "application/vnd.ipld.car")],
+            car,
+        );
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "node ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[end + 2 + size + 2..];
+    }
+    out
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn node_serves_imports_searches_exports_and_stops_cleanly() {
+    let (_guard, dir) = workspace(30);
+    let dir = dir.as_path();
+    let first = build(dir, "s1.car", None);
+    std::fs::write(
+        dir.join("cards/agent-00003.json"),
+        card("Agent 3", "translate"),
+    )
+    .unwrap();
+    let second = build(dir, "s2.car", Some("s1.car"));
+    let s1 = std::fs::read(dir.join("s1.car")).unwrap();
+    let s2 = std::fs::read(dir.join("s2.car")).unwrap();
+
+    expect(dir, &["node", "init", "--data", "node-data"], 0);
+    let node = Node::start(
+        dir,
+        "node-data",
+        &[("MERIDIAN_HTTP_IMPORT_BYTES_MAX", "1048576")],
+    );
+    assert_eq!(node.get_json("/health").1["status"], "ok");
+    assert_eq!(node.get_json("/ready").1["status"], "ready");
+    let (status, body) = node.get_json("/api/v1/registry/snapshot");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("no_snapshot"))
+    );
+
+    // Import, then the successor; heads and lookups follow.
+    let (status, imported) = node.import(&s1);
+    assert_eq!(status, 200, "{imported}");
+    assert_eq!(imported["agents"], 30);
+    let (status, imported) = node.import(&s2);
+    assert_eq!(status, 200, "{imported}");
+    assert_eq!(imported["seq"], 2);
+    let (_, heads) = node.get_json("/api/v1/registry/heads");
+    assert_eq!(heads["heads"][0]["commit"], second["root"]);
+
+    let (status, agent) = node.get_json("/api/v1/agents/acme/agent-3");
+    assert_eq!(status, 200, "{agent}");
+    assert_eq!(agent["card"]["skills"][0]["id"], "translate");
+    assert_eq!(agent["provenance"]["seq"], 2);
+    assert_eq!(agent["provenance"]["commit"], second["root"]);
+
+    // Search: by skill, by text, paginated with a stable cursor.
+    let (_, found) = node.get_json("/api/v1/agents?skill=translate");
+    assert_eq!(found["agents"].as_array().unwrap().len(), 1);
+    let (_, found) = node.get_json("/api/v1/agents?q=agent%2012");
+    assert_eq!(found["agents"][0]["agent_id"], "acme/agent-12");
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/agents?org=acme&limit=7".to_owned();
+    loop {
+        let (status, page) = node.get_json(&path);
+        assert_eq!(status, 200, "{page}");
+        for agent in page["agents"].as_array().unwrap() {
+            seen.push(agent["agent_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!(
+                    "/api/v1/agents?org=acme&limit=7&cursor={}",
+                    cursor.replace('/', "%2F")
+                )
+            }
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted), (30, seen.clone()));
+
+    // Blocks are immutable: ETag, long cache, 304 on revalidation.
+    let manifest = agent["manifest"]["cid"].as_str().unwrap();
+    let (status, headers, block) =
+        node.request("GET", &format!("/api/v1/blocks/{manifest}"), &[], b"");
+    assert_eq!(status, 200);
+    assert!(!block.is_empty());
+    let etag = header(&headers, "etag").unwrap().to_owned();
+    assert!(
+        header(&headers, "cache-control")
+            .unwrap()
+            .contains("immutable")
+    );
+    let (status, _, _) = node.request(
+        "GET",
+        &format!("/api/v1/blocks/{manifest}"),
+        &[("if-none-match", &etag)],
+        b"",
+    );
+    assert_eq!(status, 304);
+
+    // Export gives back exactly s2; a delta since s1 imports elsewhere.
+    let (status, headers, exported) = node.request("GET", "/api/v1/registry/snapshot", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/vnd.ipld.car")
+    );
+    assert_eq!(exported, s2);
+    let since = first["root"].as_str().unwrap();
+    let (status, _, delta) = node.request(
+        "GET",
+        &format!("/api/v1/registry/snapshot?since={since}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(delta.len() < s2.len());
+    std::fs::write(dir.join("delta.car"), &delta).unwrap();
+    json(
+        dir,
+        &["snapshot", "import", "s1.car", "--data", "elsewhere"],
+    );
+    json(
+        dir,
+        &["snapshot", "import", "delta.car", "--data", "elsewhere"],
+    );
+
+    // Bad input: each a precise 4xx, and the node's state is unchanged.
+    let (status, body) = node.import(&s1);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("rollback")),
+        "{body}"
+    );
+    let mut tampered = s2.clone();
+    let index = tampered.len() - 30;
+    tampered[index] ^= 1;
+    let (status, body) = node.import(&tampered);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("hash_mismatch")),
+        "{body}"
+    );
+    let (status, body) = node.import(b"not a car");
+    assert_eq!(status, 422, "{body}");
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/registry/import",
+        &[("content-type", "application/json")],
+        &s2,
+    );
+    assert_eq!(status, 415);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/registry/import",
+        &[("content-type", "application/vnd.ipld.car")],
+        &vec![0u8; 2 * 1024 * 1024],
+    );
+    assert_eq!(status, 413);
+    assert_eq!(node.get_json("/api/v1/agents/acme/nobody").0, 404);
+    assert_eq!(node.get_json("/api/v1/blocks/not-a-cid").0, 400);
+    assert_eq!(node.get_json("/api/v1/agents?limit=0").0, 400);
+    assert_eq!(node.get_json("/api/v1/agents?surprise=1").0, 400);
+    assert_eq!(node.get_json("/nowhere").0, 404);
+    let (_, heads_after) = node.get_json("/api/v1/registry/heads");
+    assert_eq!(heads_after, heads);
+
+    // Metrics count what happened.
+    let (_, headers, metrics) = node.request("GET", "/metrics", &[], b"");
+    assert!(header(&headers, "x-request-id").is_some());
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("meridian_http_requests_total{method=\"POST\",route=\"/api/v1/registry/import\",status=\"422\"}"), "{metrics}");
+    assert!(metrics.contains("meridian_agents 30"), "{metrics}");
+    assert!(
+        metrics.contains("meridian_imports_total{outcome=\"rejected\"}"),
+        "{metrics}"
+    );
+
+    // SIGTERM: a clean exit; a restart serves the same data.
+    assert!(node.stop().success());
+    let node = Node::start(dir, "node-data", &[]);
+    assert_eq!(node.get_json("/api/v1/agents/acme/agent-3").0, 200);
+    assert!(node.stop().success());
+}
+
+#[test]
+fn bad_config_fails_fast_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["node", "run", "--data", "d"])
+        .env("MERIDIAN_HTTP_LISTEN", "not-an-address")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("http.listen"));
+}
