@@ -81,6 +81,9 @@ pub enum NodeCommand {
         #[arg(long, default_value = "./meridian-data")]
         data: PathBuf,
     },
+    /// Write tokens for organisations (stored hashed; shown once).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the node (HTTP gateway) until SIGINT or SIGTERM; initialises DATA on first run.
     Run {
         /// The data directory.
@@ -92,6 +95,34 @@ pub enum NodeCommand {
         /// The gateway's address, overriding the config (port 0 picks a free port).
         #[arg(long)]
         http: Option<String>,
+    },
+}
+
+/// `meridian node token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bearer token that may publish for ORG; printed once, stored hashed.
+    Create {
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
+    /// List tokens (ids and organisations, never the tokens).
+    List {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
+    /// Revoke a token by id; takes effect on the running node at once.
+    Revoke {
+        /// The token id (from `list`).
+        id: String,
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
     },
 }
 
@@ -293,6 +324,43 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                     data.display()
                 ),
                 json: json!({ "data": data, "did": did }),
+            })
+        }
+        Command::Node(NodeCommand::Token(TokenCommand::Create { org, data })) => {
+            let (token, record) = crate::daemon::tokens::create(data, org, now)?;
+            Ok(Report {
+                text: format!(
+                    "{token}\n(token {} for `{org}`; it is shown only this once)",
+                    record.id
+                ),
+                json: json!({ "token": token, "id": record.id, "org": org }),
+            })
+        }
+        Command::Node(NodeCommand::Token(TokenCommand::List { data })) => {
+            let records = crate::daemon::tokens::list(data)?;
+            let text = records
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {}{}",
+                        r.id,
+                        r.org,
+                        r.created_at,
+                        if r.revoked { " revoked" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok(Report {
+                text,
+                json: json!(records.iter().map(|r| json!({ "id": r.id, "org": r.org, "created_at": r.created_at, "revoked": r.revoked })).collect::<Vec<_>>()),
+            })
+        }
+        Command::Node(NodeCommand::Token(TokenCommand::Revoke { id, data })) => {
+            let record = crate::daemon::tokens::revoke(data, id)?;
+            Ok(Report {
+                text: format!("revoked token {} of `{}`", record.id, record.org),
+                json: json!({ "id": record.id, "org": record.org, "revoked": true }),
             })
         }
         Command::Node(NodeCommand::Run { data, config, http }) => {

@@ -43,17 +43,24 @@ pub struct NodeState {
     pub node_did: String,
     /// The wall clock, read only through this (tests can pin it).
     pub clock: fn() -> i64,
+    /// Write tokens.
+    pub tokens: super::tokens::TokenStore,
+    /// The node's own registry, for publishing.
+    pub publisher: super::publish::Publisher,
     next_request: AtomicU64,
 }
 
 impl NodeState {
-    /// State over an open store, with the index built from it.
+    /// State over an open store in `data`, with the index built from it.
     pub fn new(
         store: SledStore,
         config: NodeConfig,
-        node_did: String,
+        key: meridian_registry::keys::Keypair,
+        data: &std::path::Path,
         clock: fn() -> i64,
     ) -> anyhow::Result<Self> {
+        let node_did = key.did();
+        let own = super::publish::load_own(&store, &node_did)?;
         let state = Self {
             store,
             index: RwLock::new(AgentIndex::new()),
@@ -61,6 +68,8 @@ impl NodeState {
             config,
             node_did,
             clock,
+            tokens: super::tokens::TokenStore::new(data),
+            publisher: super::publish::Publisher::new(key, own),
             next_request: AtomicU64::new(1),
         };
         for publisher in state.store.heads()?.keys() {
@@ -101,7 +110,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -110,7 +120,8 @@ impl ApiError {
         }
     }
 
-    fn internal(error: impl std::fmt::Display) -> Self {
+    /// A 500, logged.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,8 +155,16 @@ pub fn router(state: Arc<NodeState>) -> Router {
             post(import_snapshot).layer(DefaultBodyLimit::max(import_limit)),
         )
         .route("/api/v1/blocks/{cid}", get(block))
-        .route("/api/v1/agents", get(search))
-        .route("/api/v1/agents/{org}/{agent}", get(agent))
+        .route(
+            "/api/v1/agents",
+            get(search).post(super::publish::create_agent),
+        )
+        .route(
+            "/api/v1/agents/{org}/{agent}",
+            get(agent)
+                .put(super::publish::update_agent)
+                .delete(super::publish::delete_agent),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -426,10 +445,18 @@ async fn import_snapshot(
     let publisher = verified.commit.body.publisher.to_did();
     let reindex_state = state.clone();
     let reindex_publisher = publisher.clone();
-    tokio::task::spawn_blocking(move || reindex_state.reindex(&reindex_publisher))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        reindex_state.reindex(&reindex_publisher)?;
+        // A snapshot of this node's own key came from outside (a restore): publish on top of it.
+        if reindex_publisher == reindex_state.node_did {
+            let own = super::publish::load_own(&reindex_state.store, &reindex_publisher)?;
+            reindex_state.publisher.reset(own);
+        }
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     tracing::info!(%publisher, seq = verified.commit.body.seq, agents = verified.tree.len(), "snapshot imported");
     Ok(Json(json!({
         "root": verified.commit_cid.to_string(),

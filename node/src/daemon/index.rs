@@ -141,6 +141,22 @@ impl AgentIndex {
         }
     }
 
+    /// Adds or replaces one agent.
+    pub fn upsert(&mut self, record: AgentRecord) {
+        self.records.insert(record.agent_id.clone(), record);
+    }
+
+    /// Removes one agent if `publisher` is the one that listed it.
+    pub fn remove(&mut self, agent_id: &str, publisher: &str) {
+        if self
+            .records
+            .get(agent_id)
+            .is_some_and(|r| r.publisher == publisher)
+        {
+            self.records.remove(agent_id);
+        }
+    }
+
     /// The agent with this id.
     pub fn get(&self, agent_id: &str) -> Option<&AgentRecord> {
         self.records.get(agent_id)

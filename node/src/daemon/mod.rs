@@ -6,6 +6,8 @@ pub mod config;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod publish;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,7 +128,8 @@ pub fn run(options: RunOptions) -> Result<()> {
     let state = Arc::new(http::NodeState::new(
         store,
         config.clone(),
-        key.did(),
+        key,
+        &options.data,
         wall_clock,
     )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

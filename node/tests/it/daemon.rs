@@ -354,3 +354,291 @@ fn bad_config_fails_fast_naming_the_setting() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("http.listen"));
 }
+
+fn manifest_block(
+    org: &str,
+    name: &str,
+    key: &meridian_registry::keys::Keypair,
+    skill: &str,
+) -> Vec<u8> {
+    meridian_registry::manifest::ManifestBody::from_card(
+        &card(name, skill),
+        org,
+        "eu-west",
+        1_800_000_000,
+    )
+    .unwrap()
+    .sign(key)
+    .to_block()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn organisations_publish_update_and_delete_with_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    expect(dir, &["node", "init", "--data", "n"], 0);
+    let token = json(
+        dir,
+        &["node", "token", "create", "--org", "acme", "--data", "n"],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = json(
+        dir,
+        &["node", "token", "create", "--org", "globex", "--data", "n"],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = Node::start(dir, "n", &[("MERIDIAN_HTTP_BODY_BYTES_MAX", "200000")]);
+    let org_key = meridian_registry::keys::Keypair::from_secret(&[42; 32]);
+    let auth = format!("Bearer {token}");
+    let post = |body: &serde_json::Value, extra: &[(&str, &str)]| {
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        let (status, headers, body) = node.request(
+            "POST",
+            "/api/v1/agents",
+            &headers,
+            body.to_string().as_bytes(),
+        );
+        (
+            status,
+            headers,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+
+    // Auth first.
+    let helper = serde_json::json!({ "manifest": b64(&manifest_block("acme", "Helper", &org_key, "search")) });
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[("content-type", "application/json")],
+        helper.to_string().as_bytes(),
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer mrd_nope"),
+        ],
+        helper.to_string().as_bytes(),
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {other}")),
+        ],
+        helper.to_string().as_bytes(),
+    );
+    assert_eq!(status, 403);
+
+    // Publish, look up, search; the same manifest again changes nothing.
+    let (status, _, published) = post(&helper, &[]);
+    assert_eq!(status, 201, "{published}");
+    assert_eq!(published["seq"], 1);
+    assert_eq!(
+        node.get_json("/api/v1/agents/acme/helper").1["card"]["name"],
+        "Helper"
+    );
+    assert_eq!(
+        node.get_json("/api/v1/agents?skill=search").1["agents"][0]["agent_id"],
+        "acme/helper"
+    );
+    let (status, _, again) = post(&helper, &[]);
+    assert_eq!((status, again["seq"].as_u64()), (200, Some(1)));
+
+    // The card form: card text, signer, signature and time, as the org signed them.
+    let body = meridian_registry::manifest::ManifestBody::from_card(
+        &card("Translator", "translate"),
+        "acme",
+        "eu-west",
+        1_800_000_100,
+    )
+    .unwrap();
+    let manifest = body.sign(&org_key);
+    let card_form = serde_json::json!({
+        "card": manifest.body.card, "region": "eu-west", "updated_at": 1_800_000_100,
+        "signer": org_key.did(), "sig": b64(&manifest.sig),
+    });
+    let (status, _, published) = post(&card_form, &[]);
+    assert_eq!(
+        (status, published["seq"].as_u64()),
+        (201, Some(2)),
+        "{published}"
+    );
+
+    // Idempotency: a retry replays; the key with another body is refused.
+    let update = serde_json::json!({ "manifest": b64(&manifest_block("acme", "Helper", &org_key, "summarise")) });
+    let (status, _, first) = post(&update, &[("idempotency-key", "k1")]);
+    assert_eq!(status, 200, "{first}");
+    let (status, headers, replay) = post(&update, &[("idempotency-key", "k1")]);
+    assert_eq!((status, &replay), (200, &first));
+    assert_eq!(header(&headers, "idempotent-replay"), Some("true"));
+    let (status, _, conflict) = post(&helper, &[("idempotency-key", "k1")]);
+    assert_eq!(
+        (status, conflict["error"]["code"].as_str()),
+        (422, Some("idempotency_conflict"))
+    );
+    assert_eq!(
+        node.get_json("/api/v1/agents/acme/helper").1["card"]["skills"][0]["id"],
+        "summarise"
+    );
+
+    // Bad input: precise errors, nothing published.
+    let (_, heads_before) = node.get_json("/api/v1/registry/heads");
+    let mut forged = meridian_registry::manifest::ManifestBody::from_card(
+        &card("Forged", "x"),
+        "acme",
+        "eu-west",
+        1,
+    )
+    .unwrap()
+    .sign(&org_key);
+    forged.sig[0] ^= 1;
+    let (status, _, body) = post(
+        &serde_json::json!({ "manifest": b64(&forged.to_block()) }),
+        &[],
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("bad_signature"))
+    );
+    let (status, _, body) = post(
+        &serde_json::json!({ "card": "{\"name\": 5}", "signer": org_key.did(), "sig": b64(&[0; 64]), "updated_at": 1 }),
+        &[],
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_card"))
+    );
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        b"{not json",
+    );
+    assert_eq!(status, 400);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[("content-type", "text/plain"), ("authorization", &auth)],
+        b"{}",
+    );
+    assert_eq!(status, 415);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        &vec![b' '; 300_000],
+    );
+    assert_eq!(status, 413);
+    let (status, _, body) = node.request(
+        "PUT",
+        "/api/v1/agents/acme/other",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        helper.to_string().as_bytes(),
+    );
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(node.get_json("/api/v1/registry/heads").1, heads_before);
+
+    // The node's snapshot verifies as the node's own, with both agents.
+    let node_did = expect(dir, &["keys", "show", "n/node.key"], 0)
+        .trim()
+        .to_owned();
+    let (_, _, car) = node.request("GET", "/api/v1/registry/snapshot", &[], b"");
+    std::fs::write(dir.join("own-1.car"), &car).unwrap();
+    let verified = json(
+        dir,
+        &["snapshot", "verify", "own-1.car", "--publisher", &node_did],
+    );
+    assert_eq!(verified["agents"], 2);
+
+    // Delete, then a restart keeps the chain going.
+    let (status, _, _) = node.request(
+        "DELETE",
+        "/api/v1/agents/acme/translator",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(node.get_json("/api/v1/agents/acme/translator").0, 404);
+    let (status, _, _) = node.request(
+        "DELETE",
+        "/api/v1/agents/acme/translator",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = node.request(
+        "DELETE",
+        "/api/v1/agents/globex/x",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 403);
+    assert!(node.stop().success());
+    let node = Node::start(dir, "n", &[]);
+    let extra = serde_json::json!({ "manifest": b64(&manifest_block("acme", "Scribe", &org_key, "write")) });
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        extra.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201);
+    let (_, _, car) = node.request("GET", "/api/v1/registry/snapshot", &[], b"");
+    std::fs::write(dir.join("own-2.car"), &car).unwrap();
+    let verified = json(
+        dir,
+        &["snapshot", "verify", "own-2.car", "--after", "own-1.car"],
+    );
+    assert_eq!(verified["agents"], 2);
+    // helper, translator, helper again, the delete, scribe: five commits.
+    assert_eq!(verified["seq"], 5);
+
+    // A revoked token stops working at once.
+    let id = json(dir, &["node", "token", "list", "--data", "n"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(dir, &["node", "token", "revoke", &id, "--data", "n"], 0);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        extra.to_string().as_bytes(),
+    );
+    assert_eq!(status, 401);
+    assert!(node.stop().success());
+}

@@ -1,0 +1,455 @@
+//! Publishing: local organisations add, update and delete their agents, and the node signs the
+//! next commit of its own registry.
+//!
+//! The node keeps its own head (commit and tree) in memory and changes it under one lock, so
+//! publishes are serialised and each one stores only what changed: the new tree path, the
+//! manifest and the commit, in one atomic batch. A request is authorised by a bearer token of the
+//! organisation the manifest names; an `Idempotency-Key` makes a retried request safe.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use meridian_registry::Cid;
+use meridian_registry::car::Limits;
+use meridian_registry::commit::{Commit, CommitBody};
+use meridian_registry::keys::{Keypair, PublicKey};
+use meridian_registry::manifest::{Manifest, ManifestBody};
+use meridian_registry::snapshot::{RegistryTree, Snapshot};
+use meridian_registry::store::{BlockStore as _, Head, StoreBatch};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{ApiError, NodeState};
+use super::index::AgentRecord;
+
+/// How long the node's own commits stay valid, in seconds.
+pub const COMMIT_VALID_SECS: i64 = 7 * 86_400;
+/// Idempotency keys remembered (oldest forgotten first).
+pub const IDEMPOTENCY_ENTRIES_MAX: usize = 10_000;
+/// Longest idempotency key accepted, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// The node's own registry head.
+#[derive(Debug, Clone)]
+pub struct OwnHead {
+    /// The signed commit.
+    pub commit: Commit,
+    /// Its CID.
+    pub cid: Cid,
+    /// Its tree.
+    pub tree: RegistryTree,
+}
+
+/// Loads the node's own head from the store, if it has published before.
+pub fn load_own(
+    state_store: &meridian_registry::store::SledStore,
+    did: &str,
+) -> anyhow::Result<Option<OwnHead>> {
+    let Some(head) = state_store.head(did)? else {
+        return Ok(None);
+    };
+    let snapshot = Snapshot::load(state_store, &head.commit, Limits::DEFAULT)?;
+    Ok(Some(OwnHead {
+        commit: snapshot.commit,
+        cid: snapshot.commit_cid,
+        tree: snapshot.tree,
+    }))
+}
+
+/// Idempotent answers by `(org, key)`: body hash, status and JSON; and their insertion order.
+type Answers = (
+    HashMap<(String, String), (String, u16, Value)>,
+    VecDeque<(String, String)>,
+);
+
+/// Write-side state: the node key, its head and remembered idempotent answers.
+pub struct Publisher {
+    key: Keypair,
+    own: Mutex<Option<OwnHead>>,
+    answers: Mutex<Answers>,
+}
+
+impl Publisher {
+    /// A publisher for the node key, starting from its head in the store.
+    pub fn new(key: Keypair, own: Option<OwnHead>) -> Self {
+        Self {
+            key,
+            own: Mutex::new(own),
+            answers: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    /// Reloads the head after a snapshot of the node's own key was imported from outside.
+    pub fn reset(&self, own: Option<OwnHead>) {
+        if let Ok(mut guard) = self.own.lock() {
+            *guard = own;
+        }
+    }
+
+    /// The node's public key.
+    pub fn public(&self) -> PublicKey {
+        self.key.public()
+    }
+}
+
+enum Change {
+    Put(Box<Manifest>),
+    Delete(String),
+}
+
+/// Applies one change: a new tree, a new signed commit, one atomic store batch, the index.
+/// Returns the commit's CID and seq and whether the agent existed before.
+fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError> {
+    let publisher = &state.publisher;
+    let mut own = publisher
+        .own
+        .lock()
+        .map_err(|_| ApiError::internal("publish lock poisoned"))?;
+    let old_tree = own.as_ref().map(|h| h.tree.clone()).unwrap_or_default();
+    let mut tree = old_tree.clone();
+    let mut blocks: Vec<(Cid, Arc<[u8]>)> = Vec::new();
+    let (agent_id, existed) = match &change {
+        Change::Put(manifest) => {
+            let (cid, block) = manifest.to_block_and_cid();
+            blocks.push((cid, block.into()));
+            let existed = tree
+                .insert(manifest.body.agent_id.as_bytes(), cid)
+                .is_some();
+            (manifest.body.agent_id.clone(), existed)
+        }
+        Change::Delete(agent_id) => {
+            if tree.remove(agent_id.as_bytes()).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("this node does not publish `{agent_id}`"),
+                ));
+            }
+            (agent_id.clone(), true)
+        }
+    };
+    if let Some(current) = own.as_ref()
+        && tree.root_cid() == current.tree.root_cid()
+    {
+        // Nothing changed (the same manifest again): no new commit.
+        return Ok((current.cid, current.commit.body.seq, existed));
+    }
+    let now = (state.clock)();
+    let (seq, prev) = match own.as_ref() {
+        Some(head) => (head.commit.body.seq + 1, Some(head.cid)),
+        None => (1, None),
+    };
+    let commit = CommitBody {
+        publisher: publisher.key.public(),
+        seq,
+        data: tree.root_cid(),
+        prev,
+        created_at: now,
+        expires_at: now + COMMIT_VALID_SECS,
+    }
+    .sign(&publisher.key)
+    .map_err(ApiError::internal)?;
+    let (commit_cid, commit_block) = commit.to_block_and_cid();
+    blocks.extend(tree.diff(&old_tree).new_nodes);
+    blocks.push((commit_cid, commit_block.into()));
+    let did = publisher.key.did();
+    state
+        .store
+        .apply(StoreBatch {
+            blocks,
+            heads: vec![(
+                did.clone(),
+                Head {
+                    commit: commit_cid,
+                    seq,
+                },
+            )],
+            equivocations: Vec::new(),
+        })
+        .map_err(ApiError::internal)?;
+    *own = Some(OwnHead {
+        commit,
+        cid: commit_cid,
+        tree,
+    });
+    let mut index = state
+        .index
+        .write()
+        .map_err(|_| ApiError::internal("index lock poisoned"))?;
+    match change {
+        Change::Put(manifest) => {
+            let cid = manifest.to_block_and_cid().0;
+            index.upsert(AgentRecord::new(&manifest, &cid, &did, seq));
+        }
+        Change::Delete(_) => index.remove(&agent_id, &did),
+    }
+    tracing::info!(agent = %agent_id, seq, commit = %commit_cid, "published");
+    Ok((commit_cid, seq, existed))
+}
+
+/// The org a request's bearer token may write for.
+fn authorise(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let unauthorised =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorised("this endpoint needs `Authorization: Bearer <token>`"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorised("the Authorization header must be `Bearer <token>`"))?;
+    state
+        .tokens
+        .org_for(token.trim())
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| unauthorised("unknown or revoked token"))
+}
+
+/// A publish request: a signed manifest block, or the card and the organisation's signature.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    /// A signed manifest block, base64.
+    manifest: Option<String>,
+    /// The card JSON text, exactly as signed.
+    card: Option<String>,
+    /// The region (default: the node's).
+    region: Option<String>,
+    /// The signed update time.
+    updated_at: Option<i64>,
+    /// The signing key.
+    signer: Option<String>,
+    /// The signature, base64.
+    sig: Option<String>,
+}
+
+fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+fn manifest_from_request(state: &NodeState, org: &str, body: &[u8]) -> Result<Manifest, ApiError> {
+    let request: PublishRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let block = match (&request.manifest, &request.card) {
+        (Some(manifest), None) => b64.decode(manifest).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_base64",
+                format!("manifest: {e}"),
+            )
+        })?,
+        (None, Some(card)) => {
+            let signer = request.signer.as_deref().ok_or_else(|| {
+                unprocessable("missing_field", "`signer` is required with `card`")
+            })?;
+            let sig = request
+                .sig
+                .as_deref()
+                .ok_or_else(|| unprocessable("missing_field", "`sig` is required with `card`"))?;
+            let updated_at = request.updated_at.ok_or_else(|| {
+                unprocessable("missing_field", "`updated_at` is required with `card`")
+            })?;
+            let region = request
+                .region
+                .clone()
+                .unwrap_or_else(|| state.config.node.region.clone());
+            let body = ManifestBody::from_card(card, org, &region, updated_at)
+                .map_err(|e| unprocessable("invalid_card", e.to_string()))?;
+            let signer = PublicKey::from_did(signer)
+                .map_err(|e| unprocessable("bad_signer", e.to_string()))?;
+            let sig: [u8; 64] = b64
+                .decode(sig)
+                .ok()
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| unprocessable("bad_signature", "`sig` is not 64 bytes of base64"))?;
+            Manifest { body, signer, sig }.to_block()
+        }
+        _ => {
+            return Err(unprocessable(
+                "bad_request",
+                "send either `manifest` or `card` with `signer`, `sig` and `updated_at`",
+            ));
+        }
+    };
+    let manifest =
+        Manifest::decode(&block).map_err(|e| unprocessable("invalid_manifest", e.to_string()))?;
+    manifest
+        .verify_signature()
+        .map_err(|e| unprocessable("bad_signature", e.to_string()))?;
+    if manifest.body.org != org {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "your token writes for `{org}`, not for `{}`",
+                manifest.body.org
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Replays a remembered answer, refuses a reused key with another body, or runs `work`.
+fn idempotent(
+    state: &NodeState,
+    org: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    work: impl FnOnce() -> Result<(StatusCode, Value), ApiError>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
+            Some(key.to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_idempotency_key",
+                format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible characters"
+                ),
+            ));
+        }
+    };
+    let body_hash = blake3::hash(body).to_hex().to_string();
+    if let Some(key) = &key {
+        let answers = state
+            .publisher
+            .answers
+            .lock()
+            .map_err(|_| ApiError::internal("idempotency lock poisoned"))?;
+        if let Some((hash, status, value)) = answers.0.get(&(org.to_owned(), key.clone())) {
+            if *hash != body_hash {
+                return Err(unprocessable(
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request",
+                ));
+            }
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            return Ok((
+                status,
+                [("idempotent-replay", "true")],
+                axum::Json(value.clone()),
+            )
+                .into_response());
+        }
+    }
+    let (status, value) = work()?;
+    if let Some(key) = key {
+        let mut answers = state
+            .publisher
+            .answers
+            .lock()
+            .map_err(|_| ApiError::internal("idempotency lock poisoned"))?;
+        let entry = (org.to_owned(), key);
+        answers
+            .0
+            .insert(entry.clone(), (body_hash, status.as_u16(), value.clone()));
+        answers.1.push_back(entry);
+        while answers.1.len() > IDEMPOTENCY_ENTRIES_MAX {
+            if let Some(oldest) = answers.1.pop_front() {
+                answers.0.remove(&oldest);
+            }
+        }
+    }
+    Ok((status, axum::Json(value)).into_response())
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if media.starts_with("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send application/json, not `{media}`"),
+        ))
+    }
+}
+
+async fn put_agent(
+    state: Arc<NodeState>,
+    headers: HeaderMap,
+    body: Bytes,
+    path_id: Option<String>,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let org = authorise(&state, &headers)?;
+    let task_state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        idempotent(&task_state, &org, &headers, &body, || {
+            let manifest = manifest_from_request(&task_state, &org, &body)?;
+            if let Some(path_id) = &path_id
+                && *path_id != manifest.body.agent_id
+            {
+                return Err(unprocessable(
+                    "agent_mismatch",
+                    format!("the path names `{path_id}` but the manifest is for `{}`", manifest.body.agent_id),
+                ));
+            }
+            let agent_id = manifest.body.agent_id.clone();
+            let manifest_cid = manifest.to_block_and_cid().0;
+            let (commit, seq, existed) = apply(&task_state, Change::Put(Box::new(manifest)))?;
+            let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            Ok((status, json!({ "agent_id": agent_id, "manifest": manifest_cid.to_string(), "commit": commit.to_string(), "seq": seq })))
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// `POST /api/v1/agents`: publish a new or changed agent.
+pub async fn create_agent(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    put_agent(state, headers, body, None).await
+}
+
+/// `PUT /api/v1/agents/{org}/{agent}`: publish this agent (the manifest must name it).
+pub async fn update_agent(
+    State(state): State<Arc<NodeState>>,
+    Path((org, agent)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    put_agent(state, headers, body, Some(format!("{org}/{agent}"))).await
+}
+
+/// `DELETE /api/v1/agents/{org}/{agent}`: stop publishing an agent.
+pub async fn delete_agent(
+    State(state): State<Arc<NodeState>>,
+    Path((org, agent)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token_org = authorise(&state, &headers)?;
+    if token_org != org {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("your token writes for `{token_org}`, not for `{org}`"),
+        ));
+    }
+    let agent_id = format!("{org}/{agent}");
+    let task_state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        idempotent(&task_state, &token_org, &headers, agent_id.as_bytes(), || {
+            let (commit, seq, _) = apply(&task_state, Change::Delete(agent_id.clone()))?;
+            Ok((StatusCode::OK, json!({ "agent_id": agent_id, "deleted": true, "commit": commit.to_string(), "seq": seq })))
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
