@@ -47,6 +47,8 @@ pub struct NodeState {
     pub tokens: super::tokens::TokenStore,
     /// The node's own registry, for publishing.
     pub publisher: super::publish::Publisher,
+    /// Registry change events.
+    pub events: super::events::EventLog,
     next_request: AtomicU64,
 }
 
@@ -70,6 +72,7 @@ impl NodeState {
             clock,
             tokens: super::tokens::TokenStore::new(data),
             publisher: super::publish::Publisher::new(key, own),
+            events: super::events::EventLog::default(),
             next_request: AtomicU64::new(1),
         };
         for publisher in state.store.heads()?.keys() {
@@ -78,7 +81,8 @@ impl NodeState {
         Ok(state)
     }
 
-    /// Rebuilds the index entries of one publisher from its head in the store.
+    /// Rebuilds the index entries of one publisher from its head in the store, and emits an
+    /// event for every agent that changed and for the head.
     pub fn reindex(&self, publisher: &str) -> anyhow::Result<()> {
         let Some(head) = self.store.head(publisher)? else {
             return Ok(());
@@ -92,10 +96,18 @@ impl NodeState {
                 records.push(AgentRecord::new(&manifest, &cid, publisher, head.seq));
             }
         }
-        self.index
+        let changes = self
+            .index
             .write()
             .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
             .replace_publisher(publisher, records);
+        for (kind, agent_id) in changes {
+            self.events.emit(kind, serde_json::json!({ "agent_id": agent_id, "publisher": publisher, "seq": head.seq }));
+        }
+        self.events.emit(
+            "head.accepted",
+            serde_json::json!({ "publisher": publisher, "seq": head.seq, "commit": head.commit.to_string() }),
+        );
         Ok(())
     }
 }
@@ -155,6 +167,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
             post(import_snapshot).layer(DefaultBodyLimit::max(import_limit)),
         )
         .route("/api/v1/blocks/{cid}", get(block))
+        .route("/api/v1/events", get(super::events::stream))
         .route(
             "/api/v1/agents",
             get(search).post(super::publish::create_agent),
@@ -184,7 +197,25 @@ async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Ne
     let method = request.method().to_string();
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // A handler that panics is a bug; the client still gets a JSON 500 and the node goes on.
+    let outcome = {
+        use futures_util::FutureExt as _;
+        std::panic::AssertUnwindSafe(next.run(request).instrument(span.clone()))
+            .catch_unwind()
+            .await
+    };
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(_) => {
+            span.in_scope(|| tracing::error!("handler panicked"));
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error (logged)",
+            )
+            .into_response()
+        }
+    };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.record(&method, &route, status, elapsed);

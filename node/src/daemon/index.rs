@@ -127,8 +127,34 @@ impl AgentIndex {
         Self::default()
     }
 
-    /// Replaces everything `publisher` contributed with `records`.
-    pub fn replace_publisher(&mut self, publisher: &str, records: Vec<AgentRecord>) {
+    /// Replaces everything `publisher` contributed with `records`; returns what changed as
+    /// `(event kind, agent id)`.
+    pub fn replace_publisher(
+        &mut self,
+        publisher: &str,
+        records: Vec<AgentRecord>,
+    ) -> Vec<(&'static str, String)> {
+        let before: BTreeMap<String, String> = self
+            .records
+            .values()
+            .filter(|r| r.publisher == publisher)
+            .map(|r| (r.agent_id.clone(), r.manifest.clone()))
+            .collect();
+        let mut changes = Vec::new();
+        for record in &records {
+            match before.get(&record.agent_id) {
+                None => changes.push(("agent.added", record.agent_id.clone())),
+                Some(manifest) if *manifest != record.manifest => {
+                    changes.push(("agent.changed", record.agent_id.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        for agent_id in before.keys() {
+            if !records.iter().any(|r| &r.agent_id == agent_id) {
+                changes.push(("agent.removed", agent_id.clone()));
+            }
+        }
         self.records.retain(|_, r| r.publisher != publisher);
         for record in records {
             // When two publishers list one agent, the most recently updated manifest wins.
@@ -139,6 +165,7 @@ impl AgentIndex {
                 }
             }
         }
+        changes
     }
 
     /// Adds or replaces one agent.

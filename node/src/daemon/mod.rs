@@ -3,6 +3,7 @@
 //! `meridian-registry`.
 
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod index;
 pub mod metrics;
@@ -150,6 +151,20 @@ async fn serve(state: Arc<http::NodeState>, data: &Path, config: &NodeConfig) ->
     tracing::info!(%address, node = %state.node_did, region = %config.node.region, "gateway listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let app = http::router(state.clone());
+    // Keep the node's own head from expiring while it runs.
+    let refresher = state.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            ticks.tick().await;
+            let state = refresher.clone();
+            match tokio::task::spawn_blocking(move || publish::refresh_if_due(&state)).await {
+                Ok(Err(error)) => tracing::warn!(?error, "could not re-sign the node's head"),
+                Err(error) => tracing::warn!(%error, "head refresh task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });

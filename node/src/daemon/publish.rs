@@ -100,6 +100,8 @@ impl Publisher {
 enum Change {
     Put(Box<Manifest>),
     Delete(String),
+    /// Re-sign the same tree with a fresh validity window.
+    Refresh,
 }
 
 /// Applies one change: a new tree, a new signed commit, one atomic store batch, the index.
@@ -122,6 +124,7 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
                 .is_some();
             (manifest.body.agent_id.clone(), existed)
         }
+        Change::Refresh => (String::new(), false),
         Change::Delete(agent_id) => {
             if tree.remove(agent_id.as_bytes()).is_none() {
                 return Err(ApiError::new(
@@ -133,8 +136,17 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
             (agent_id.clone(), true)
         }
     };
+    let refresh = matches!(change, Change::Refresh);
+    if refresh && own.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "nothing_published",
+            "this node has published nothing",
+        ));
+    }
     if let Some(current) = own.as_ref()
         && tree.root_cid() == current.tree.root_cid()
+        && !refresh
     {
         // Nothing changed (the same manifest again): no new commit.
         return Ok((current.cid, current.commit.body.seq, existed));
@@ -181,15 +193,54 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         .index
         .write()
         .map_err(|_| ApiError::internal("index lock poisoned"))?;
-    match change {
+    let event = match change {
         Change::Put(manifest) => {
             let cid = manifest.to_block_and_cid().0;
             index.upsert(AgentRecord::new(&manifest, &cid, &did, seq));
+            Some(if existed {
+                "agent.changed"
+            } else {
+                "agent.added"
+            })
         }
-        Change::Delete(_) => index.remove(&agent_id, &did),
+        Change::Delete(_) => {
+            index.remove(&agent_id, &did);
+            Some("agent.removed")
+        }
+        Change::Refresh => None,
+    };
+    drop(index);
+    if let Some(kind) = event {
+        state.events.emit(
+            kind,
+            json!({ "agent_id": agent_id, "publisher": did, "seq": seq }),
+        );
     }
+    state.events.emit(
+        "head.accepted",
+        json!({ "publisher": did, "seq": seq, "commit": commit_cid.to_string() }),
+    );
     tracing::info!(agent = %agent_id, seq, commit = %commit_cid, "published");
     Ok((commit_cid, seq, existed))
+}
+
+/// Re-signs the node's head when less than half its validity is left, so peers never see it
+/// expire while the node runs. Returns the new seq when it did.
+pub fn refresh_if_due(state: &NodeState) -> Result<Option<u64>, ApiError> {
+    let now = (state.clock)();
+    let due = state
+        .publisher
+        .own
+        .lock()
+        .map_err(|_| ApiError::internal("publish lock poisoned"))?
+        .as_ref()
+        .is_some_and(|head| head.commit.body.expires_at - now < COMMIT_VALID_SECS / 2);
+    if !due {
+        return Ok(None);
+    }
+    let (_, seq, _) = apply(state, Change::Refresh)?;
+    tracing::info!(seq, "re-signed the node's head before it expires");
+    Ok(Some(seq))
 }
 
 /// The org a request's bearer token may write for.
@@ -452,4 +503,45 @@ pub async fn delete_agent(
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::daemon::config::NodeConfig;
+
+    static NOW: AtomicI64 = AtomicI64::new(1_800_000_000);
+
+    fn clock() -> i64 {
+        NOW.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_head_is_re_signed_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = meridian_registry::store::SledStore::open(&dir.path().join("store")).unwrap();
+        let key = Keypair::from_secret(&[7; 32]);
+        let state = NodeState::new(store, NodeConfig::default(), key, dir.path(), clock).unwrap();
+        assert!(
+            refresh_if_due(&state).unwrap().is_none(),
+            "nothing published yet"
+        );
+        let org = Keypair::from_secret(&[8; 32]);
+        let card = r#"{"name":"A","supportedInterfaces":[{"url":"https://a.example/x"}]}"#;
+        let manifest = ManifestBody::from_card(card, "acme", "local", clock())
+            .unwrap()
+            .sign(&org);
+        apply(&state, Change::Put(Box::new(manifest))).unwrap();
+        assert!(refresh_if_due(&state).unwrap().is_none(), "fresh head");
+        NOW.fetch_add(COMMIT_VALID_SECS / 2 + 1, Ordering::SeqCst);
+        assert_eq!(refresh_if_due(&state).unwrap(), Some(2));
+        assert!(refresh_if_due(&state).unwrap().is_none());
+        let head = state.store.head(&state.node_did).unwrap().unwrap();
+        assert_eq!(head.seq, 2);
+        let own = load_own(&state.store, &state.node_did).unwrap().unwrap();
+        assert_eq!(own.commit.body.expires_at, clock() + COMMIT_VALID_SECS);
+        assert_eq!(own.tree.len(), 1);
+    }
 }

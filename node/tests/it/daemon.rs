@@ -642,3 +642,128 @@ fn organisations_publish_update_and_delete_with_tokens() {
     assert_eq!(status, 401);
     assert!(node.stop().success());
 }
+
+/// Reads SSE events (id, event) from a stream until `count` events arrived.
+fn read_events(stream: &mut TcpStream, count: usize) -> Vec<(Option<u64>, String)> {
+    let mut buffer = Vec::new();
+    let mut events = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let started = Instant::now();
+    while events.len() < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "events did not arrive: {events:?}"
+        );
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "stream closed early");
+        buffer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        events.clear();
+        for block in text.split("\n\n") {
+            let mut id = None;
+            let mut kind = None;
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("id: ") {
+                    id = value.trim().parse().ok();
+                }
+                if let Some(value) = line.strip_prefix("event: ") {
+                    kind = Some(value.trim().to_owned());
+                }
+            }
+            if let Some(kind) = kind {
+                events.push((id, kind));
+            }
+        }
+    }
+    events
+}
+
+fn open_events(node: &Node, last_event_id: Option<u64>) -> TcpStream {
+    let mut stream = TcpStream::connect(&node.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let resume = last_event_id
+        .map(|id| format!("last-event-id: {id}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n{resume}\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+}
+
+#[test]
+fn events_stream_changes_and_resume_after_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    expect(dir, &["node", "init", "--data", "n"], 0);
+    let token = json(
+        dir,
+        &["node", "token", "create", "--org", "acme", "--data", "n"],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = Node::start(dir, "n", &[]);
+    let org_key = meridian_registry::keys::Keypair::from_secret(&[42; 32]);
+    let auth = format!("Bearer {token}");
+    let publish = |name: &str| {
+        let body = serde_json::json!({ "manifest": b64(&manifest_block("acme", name, &org_key, "search")) });
+        let (status, _, _) = node.request(
+            "POST",
+            "/api/v1/agents",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 201);
+    };
+
+    let mut stream = open_events(&node, None);
+    std::thread::sleep(Duration::from_millis(200));
+    publish("One");
+    let events = read_events(&mut stream, 2);
+    assert_eq!(events[0].1, "agent.added");
+    assert_eq!(events[1].1, "head.accepted");
+    let last = events[1].0.unwrap();
+    assert!(events[0].0.unwrap() < last, "ids are monotonic");
+    drop(stream);
+
+    // Missed while disconnected, delivered on resume, in order.
+    publish("Two");
+    publish("Three");
+    let mut stream = open_events(&node, Some(last));
+    let events = read_events(&mut stream, 4);
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "agent.added",
+            "head.accepted",
+            "agent.added",
+            "head.accepted"
+        ]
+    );
+    assert_eq!(events[0].0, Some(last + 1));
+    // A hostile Last-Event-ID cannot hurt the node.
+    let mut top = open_events(&node, Some(u64::MAX));
+    top.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut head = [0u8; 15];
+    top.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 OK");
+    drop(top);
+    // A bad Last-Event-ID is a clear 400.
+    let (status, _, _) = node.request(
+        "GET",
+        "/api/v1/events",
+        &[("last-event-id", "yesterday")],
+        b"",
+    );
+    assert_eq!(status, 400);
+    drop(stream);
+    assert!(node.stop().success());
+}
