@@ -101,11 +101,15 @@ pub enum NodeCommand {
 /// `meridian node token …`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a bearer token that may publish for ORG; printed once, stored hashed.
+    /// Create a bearer token that may publish for ORG (or, with --admin, post governance
+    /// documents); printed once, stored hashed.
     Create {
         /// The organisation.
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        org: Option<String>,
+        /// An admin token instead: attestations, policy and root updates.
         #[arg(long)]
-        org: String,
+        admin: bool,
         /// The data directory.
         #[arg(long, default_value = "./meridian-data")]
         data: PathBuf,
@@ -326,14 +330,23 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "data": data, "did": did }),
             })
         }
-        Command::Node(NodeCommand::Token(TokenCommand::Create { org, data })) => {
-            let (token, record) = crate::daemon::tokens::create(data, org, now)?;
+        Command::Node(NodeCommand::Token(TokenCommand::Create {
+            org,
+            admin: _,
+            data,
+        })) => {
+            let (token, record) = crate::daemon::tokens::create(data, org.as_deref(), now)?;
+            let holder = if record.admin {
+                "admin".to_owned()
+            } else {
+                format!("`{}`", record.org)
+            };
             Ok(Report {
                 text: format!(
-                    "{token}\n(token {} for `{org}`; it is shown only this once)",
+                    "{token}\n(token {} for {holder}; it is shown only this once)",
                     record.id
                 ),
-                json: json!({ "token": token, "id": record.id, "org": org }),
+                json: json!({ "token": token, "id": record.id, "org": org, "admin": record.admin }),
             })
         }
         Command::Node(NodeCommand::Token(TokenCommand::List { data })) => {

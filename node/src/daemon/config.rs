@@ -30,6 +30,11 @@ shutdown_grace_secs = 10
 # Most results one search page returns.
 search_page_max = 500
 
+[governance]
+# The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). When set, an
+# agent enters this node's federated view only if the acceptance rule accepts it. Empty: off.
+root = ""
+
 [log]
 # "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
 format = "text"
@@ -95,6 +100,14 @@ impl Default for LogSection {
     }
 }
 
+/// `[governance]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GovernanceSection {
+    /// The trust root file; empty turns governance off.
+    pub root: String,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -103,6 +116,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// `[http]`
     pub http: HttpSection,
+    /// `[governance]`
+    pub governance: GovernanceSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -127,7 +142,7 @@ impl NodeConfig {
                 continue;
             };
             let (section, key) = (section.to_lowercase(), key.to_lowercase());
-            if !["node", "http", "log"].contains(&section.as_str()) {
+            if !["node", "http", "log", "governance"].contains(&section.as_str()) {
                 continue;
             }
             // Numbers stay numbers so the types line up with the file's.

@@ -49,6 +49,8 @@ pub struct NodeState {
     pub publisher: super::publish::Publisher,
     /// Registry change events.
     pub events: super::events::EventLog,
+    /// Trust root, attestations and policy.
+    pub governance: super::governance::Governance,
     next_request: AtomicU64,
 }
 
@@ -63,6 +65,10 @@ impl NodeState {
     ) -> anyhow::Result<Self> {
         let node_did = key.did();
         let own = super::publish::load_own(&store, &node_did)?;
+        let root_file = Some(config.governance.root.as_str())
+            .filter(|r| !r.is_empty())
+            .map(std::path::PathBuf::from);
+        let governance = super::governance::Governance::load(data, root_file.as_deref(), clock())?;
         let state = Self {
             store,
             index: RwLock::new(AgentIndex::new()),
@@ -73,6 +79,7 @@ impl NodeState {
             tokens: super::tokens::TokenStore::new(data),
             publisher: super::publish::Publisher::new(key, own),
             events: super::events::EventLog::default(),
+            governance,
             next_request: AtomicU64::new(1),
         };
         for publisher in state.store.heads()?.keys() {
@@ -93,7 +100,13 @@ impl NodeState {
             if let Some(block) = snapshot.blocks.get(&cid)
                 && let Ok(manifest) = Manifest::decode(block)
             {
-                records.push(AgentRecord::new(&manifest, &cid, publisher, head.seq));
+                match self.governance.accept(&manifest, publisher, (self.clock)()) {
+                    Ok(()) => records.push(AgentRecord::new(&manifest, &cid, publisher, head.seq)),
+                    Err(reasons) => {
+                        let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                        tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
+                    }
+                }
             }
         }
         let changes = self
@@ -168,6 +181,22 @@ pub fn router(state: Arc<NodeState>) -> Router {
         )
         .route("/api/v1/blocks/{cid}", get(block))
         .route("/api/v1/events", get(super::events::stream))
+        .route(
+            "/api/v1/governance/root",
+            get(super::governance::get_root).post(super::governance::post_root),
+        )
+        .route(
+            "/api/v1/governance/policy",
+            get(super::governance::get_policy).post(super::governance::post_policy),
+        )
+        .route(
+            "/api/v1/attestations",
+            get(super::governance::list_attestations).post(super::governance::post_attestation),
+        )
+        .route(
+            "/api/v1/orgs/registrations",
+            get(super::governance::list_registrations).post(super::governance::post_registration),
+        )
         .route(
             "/api/v1/agents",
             get(search).post(super::publish::create_agent),
@@ -544,6 +573,7 @@ async fn agent(
             "publisher": record.publisher,
             "seq": record.seq,
             "commit": head.map(|h| h.commit.to_string()),
+            "attestations": state.governance.org_attestations(&record.org),
         },
     })))
 }

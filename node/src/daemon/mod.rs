@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod events;
+pub mod governance;
 pub mod http;
 pub mod index;
 pub mod metrics;

@@ -449,6 +449,11 @@ async fn put_agent(
                     format!("the path names `{path_id}` but the manifest is for `{}`", manifest.body.agent_id),
                 ));
             }
+            // With governance on, refuse now what the federated view would refuse anyway.
+            if let Err(reasons) = task_state.governance.accept(&manifest, &task_state.node_did, (task_state.clock)()) {
+                let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                return Err(unprocessable("not_accepted", format!("governance refuses this agent: {}", reasons.join("; "))));
+            }
             let agent_id = manifest.body.agent_id.clone();
             let manifest_cid = manifest.to_block_and_cid().0;
             let (commit, seq, existed) = apply(&task_state, Change::Put(Box::new(manifest)))?;

@@ -30,6 +30,9 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// Whether it has been revoked.
     pub revoked: bool,
+    /// An admin token: posts governance documents, never publishes agents.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 fn hash(token: &str) -> String {
@@ -51,9 +54,12 @@ fn write_file(path: &Path, records: &[TokenRecord]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Creates a token for `org`; returns the token (shown once) and its record.
-pub fn create(data: &Path, org: &str, now: i64) -> Result<(String, TokenRecord)> {
-    meridian_registry::manifest::check_name("org", org).map_err(|e| anyhow!(e))?;
+/// Creates a token for `org`, or an admin token when `org` is `None`; returns the token (shown
+/// once) and its record.
+pub fn create(data: &Path, org: Option<&str>, now: i64) -> Result<(String, TokenRecord)> {
+    if let Some(org) = org {
+        meridian_registry::manifest::check_name("org", org).map_err(|e| anyhow!(e))?;
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow!("no randomness available: {e}"))?;
     let token = format!(
@@ -64,10 +70,11 @@ pub fn create(data: &Path, org: &str, now: i64) -> Result<(String, TokenRecord)>
     let mut records = read_file(&path)?;
     let record = TokenRecord {
         id: hash(&token)[..12].to_owned(),
-        org: org.to_owned(),
+        org: org.unwrap_or_default().to_owned(),
         hash: hash(&token),
         created_at: now,
         revoked: false,
+        admin: org.is_none(),
     };
     records.push(record.clone());
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
@@ -109,8 +116,8 @@ impl TokenStore {
         }
     }
 
-    /// The organisation a bearer token may write for, if it is valid and not revoked.
-    pub fn org_for(&self, token: &str) -> Result<Option<String>> {
+    /// The record of a valid, unrevoked bearer token.
+    pub fn lookup(&self, token: &str) -> Result<Option<TokenRecord>> {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
@@ -126,7 +133,12 @@ impl TokenStore {
             .1
             .iter()
             .find(|r| !r.revoked && constant_time_eq(r.hash.as_bytes(), wanted.as_bytes()))
-            .map(|r| r.org.clone()))
+            .cloned())
+    }
+
+    /// The organisation a bearer token may publish for (admin tokens publish for none).
+    pub fn org_for(&self, token: &str) -> Result<Option<String>> {
+        Ok(self.lookup(token)?.filter(|r| !r.admin).map(|r| r.org))
     }
 }
 

@@ -767,3 +767,299 @@ fn events_stream_changes_and_resume_after_a_reconnect() {
     drop(stream);
     assert!(node.stop().success());
 }
+
+#[test]
+fn governance_decides_the_federated_view() {
+    let (_guard, dir) = workspace(4);
+    let dir = dir.as_path();
+    for name in ["r1", "a1", "a2", "p1", "w1"] {
+        expect(
+            dir,
+            &["keys", "generate", "--out", &format!("{name}.key")],
+            0,
+        );
+    }
+    expect(
+        dir,
+        &[
+            "gov",
+            "init",
+            "--root-key",
+            "r1.key",
+            "--attest-key",
+            "a1.key",
+            "--attest-key",
+            "a2.key",
+            "--attest-threshold",
+            "2",
+            "--policy-key",
+            "p1.key",
+            "--witness-key",
+            "w1.key",
+            "--out",
+            "root.cbor",
+        ],
+        0,
+    );
+    expect(dir, &["gov", "sign", "root.cbor", "--key", "r1.key"], 0);
+    build(dir, "s1.car", None);
+    expect(dir, &["node", "init", "--data", "n"], 0);
+    let admin = json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let acme = json(
+        dir,
+        &["node", "token", "create", "--org", "acme", "--data", "n"],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let root_path = dir.join("root.cbor").display().to_string();
+    let node = Node::start(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", &root_path)]);
+    let admin_auth = format!("Bearer {admin}");
+    let acme_auth = format!("Bearer {acme}");
+    let post_doc = |path: &str, file: &str, auth: &str| {
+        let body = std::fs::read(dir.join(file)).unwrap();
+        let (status, _, body) = node.request(
+            "POST",
+            path,
+            &[
+                ("content-type", "application/vnd.ipld.dag-cbor"),
+                ("authorization", auth),
+            ],
+            &body,
+        );
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    assert_eq!(node.get_json("/api/v1/governance/root").1["version"], 1);
+
+    // Unverified: imported agents stay out of the view, and publishing is refused with the reason.
+    assert_eq!(
+        node.import(&std::fs::read(dir.join("s1.car")).unwrap()).0,
+        200
+    );
+    assert_eq!(
+        node.get_json("/api/v1/agents").1["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let org_key_text = std::fs::read_to_string(dir.join("org.key")).unwrap();
+    let org_key = meridian_registry::keys::Keypair::from_key_file(&org_key_text).unwrap();
+    let extra = serde_json::json!({ "manifest": b64(&manifest_block("acme", "Local", &org_key, "search")) });
+    let (status, _, body) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &acme_auth),
+        ],
+        extra.to_string().as_bytes(),
+    );
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&body).contains("not verified"));
+
+    // Registration (public) and review (admin only).
+    expect(
+        dir,
+        &[
+            "org",
+            "request",
+            "--org",
+            "acme",
+            "--domain",
+            "acme.example",
+            "--contact",
+            "ops",
+            "--key",
+            "org.key",
+            "--out",
+            "req.cbor",
+        ],
+        0,
+    );
+    let body = std::fs::read(dir.join("req.cbor")).unwrap();
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/orgs/registrations",
+        &[("content-type", "application/vnd.ipld.dag-cbor")],
+        &body,
+    );
+    assert_eq!(status, 202);
+    assert_eq!(node.get_json("/api/v1/orgs/registrations").0, 401);
+    let (status, _, listed) = node.request(
+        "GET",
+        "/api/v1/orgs/registrations",
+        &[("authorization", &admin_auth)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&listed).contains("acme.example"));
+
+    // Approval: refused with one signature, and from a non-admin; accepted co-signed.
+    expect(
+        dir,
+        &["org", "approve", "req.cbor", "--out", "verified.cbor"],
+        0,
+    );
+    expect(
+        dir,
+        &["attest", "cosign", "verified.cbor", "--key", "a1.key"],
+        0,
+    );
+    assert_eq!(
+        post_doc("/api/v1/attestations", "verified.cbor", &admin_auth).0,
+        422
+    );
+    expect(
+        dir,
+        &["attest", "cosign", "verified.cbor", "--key", "a2.key"],
+        0,
+    );
+    assert_eq!(
+        post_doc("/api/v1/attestations", "verified.cbor", &acme_auth).0,
+        403
+    );
+    assert_eq!(
+        post_doc("/api/v1/attestations", "verified.cbor", "Bearer nope").0,
+        401
+    );
+    let (status, posted) = post_doc("/api/v1/attestations", "verified.cbor", &admin_auth);
+    assert_eq!(status, 201, "{posted}");
+    assert_eq!(
+        node.get_json("/api/v1/agents").1["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &acme_auth),
+        ],
+        extra.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201);
+    let (_, agent) = node.get_json("/api/v1/agents/acme/local");
+    assert_eq!(agent["provenance"]["attestations"][0], posted["id"]);
+    let (_, listed) = node.get_json("/api/v1/attestations?subject=org:acme");
+    assert_eq!(listed["attestations"].as_array().unwrap().len(), 1);
+
+    // Policy: one agent denied.
+    std::fs::write(
+        dir.join("policy.toml"),
+        "version = 1\ndeny_agents = [\"acme/agent-1\"]\n",
+    )
+    .unwrap();
+    expect(
+        dir,
+        &[
+            "policy",
+            "sign",
+            "policy.toml",
+            "--key",
+            "p1.key",
+            "--out",
+            "policy.cbor",
+        ],
+        0,
+    );
+    assert_eq!(
+        post_doc("/api/v1/governance/policy", "policy.cbor", &admin_auth).0,
+        200
+    );
+    assert_eq!(node.get_json("/api/v1/agents/acme/agent-1").0, 404);
+    assert_eq!(node.get_json("/api/v1/governance/policy").1["version"], 1);
+
+    // Bad documents.
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/attestations",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &admin_auth),
+        ],
+        b"{}",
+    );
+    assert_eq!(status, 415);
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/attestations",
+        &[
+            ("content-type", "application/vnd.ipld.dag-cbor"),
+            ("authorization", &admin_auth),
+        ],
+        b"garbage",
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        post_doc("/api/v1/governance/root", "root.cbor", &admin_auth).0,
+        422,
+        "root rollback"
+    );
+
+    // Revoking the verification empties acme's part of the view, and survives a restart.
+    expect(
+        dir,
+        &[
+            "attest",
+            "revoke",
+            "verified.cbor",
+            "--reason",
+            "test",
+            "--out",
+            "revocation.cbor",
+        ],
+        0,
+    );
+    expect(
+        dir,
+        &["attest", "cosign", "revocation.cbor", "--key", "a1.key"],
+        0,
+    );
+    expect(
+        dir,
+        &["attest", "cosign", "revocation.cbor", "--key", "a2.key"],
+        0,
+    );
+    assert_eq!(
+        post_doc("/api/v1/attestations", "revocation.cbor", &admin_auth).0,
+        201
+    );
+    assert_eq!(
+        node.get_json("/api/v1/agents").1["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(node.stop().success());
+    let node = Node::start(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", &root_path)]);
+    assert_eq!(
+        node.get_json("/api/v1/agents").1["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(node.get_json("/api/v1/governance/policy").1["version"], 1);
+    assert!(node.stop().success());
+
+    // A missing root file is refused at startup, naming the setting.
+    let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["node", "run", "--data", "n", "--http", "127.0.0.1:0"])
+        .env("MERIDIAN_GOVERNANCE_ROOT", "/nonexistent/root.cbor")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("governance.root"));
+}

@@ -1,0 +1,538 @@
+//! The node's governance state and endpoints: the trusted root, attestations, the policy in
+//! force and organisation registration requests.
+//!
+//! Governance is on when `governance.root` names a root file. Then every agent must pass the
+//! acceptance rule to enter the federated view, and the view is rebuilt whenever attestations,
+//! the policy or the root change. Documents arrive as DAG-CBOR blocks, are verified against the
+//! trusted root, and are kept under `DATA/governance/` so a restart knows them again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context as _, Result};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use meridian_governance::accept::{GovernanceView, Rejection, accept};
+use meridian_governance::attestation::{
+    Attestation, AttestationSet, KIND_REVOCATION, Registration, Subject,
+};
+use meridian_governance::policy::{PolicyBundle, PolicyState};
+use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
+use meridian_registry::keys::PublicKey;
+use meridian_registry::manifest::Manifest;
+use meridian_registry::store::BlockStore as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{ApiError, NodeState};
+
+/// Where governance documents are kept under the data directory.
+pub const GOVERNANCE_DIR: &str = "governance";
+
+struct Inner {
+    root: Option<TrustedRoot>,
+    attestations: AttestationSet,
+    policy: PolicyState,
+    registrations: BTreeMap<String, Registration>,
+}
+
+/// Governance as one node sees it.
+pub struct Governance {
+    dir: PathBuf,
+    inner: RwLock<Inner>,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn cbor_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "cbor"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+impl Governance {
+    /// Loads governance from `root_file` (none: governance is off) and `DATA/governance/`.
+    pub fn load(data: &Path, root_file: Option<&Path>, now: i64) -> Result<Self> {
+        let dir = data.join(GOVERNANCE_DIR);
+        let mut inner = Inner {
+            root: None,
+            attestations: AttestationSet::new(),
+            policy: PolicyState::new(),
+            registrations: BTreeMap::new(),
+        };
+        if let Some(root_file) = root_file {
+            let bytes = std::fs::read(root_file).with_context(|| {
+                format!("config governance.root: reading {}", root_file.display())
+            })?;
+            let root = RootDocument::decode(&bytes)
+                .with_context(|| format!("config governance.root: {}", root_file.display()))?;
+            let mut trusted =
+                TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
+                    .with_context(|| format!("config governance.root: {}", root_file.display()))?;
+            // Newer versions received earlier, oldest first.
+            let mut newer: Vec<RootDocument> = cbor_files(&dir.join("roots"))
+                .iter()
+                .filter_map(|p| {
+                    std::fs::read(p)
+                        .ok()
+                        .and_then(|b| RootDocument::decode(&b).ok())
+                })
+                .filter(|r| r.body.version > trusted.current().body.version)
+                .collect();
+            newer.sort_by_key(|r| r.body.version);
+            for next in newer {
+                let version = next.body.version;
+                if let Err(error) = trusted.update(next) {
+                    tracing::warn!(version, %error, "ignoring a stored root version");
+                }
+            }
+            trusted
+                .check_fresh(now, ExpiryCheck::Enforce)
+                .context("config governance.root")?;
+            for path in cbor_files(&dir.join("policy")) {
+                if let Some(bundle) = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| PolicyBundle::decode(&b).ok())
+                    && let Err(error) = inner.policy.offer(bundle, &trusted, now)
+                {
+                    tracing::warn!(file = %path.display(), %error, "ignoring a stored policy");
+                }
+            }
+            for path in cbor_files(&dir.join("attestations")) {
+                if let Some(attestation) = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| Attestation::decode(&b).ok())
+                    && let Err(error) = inner.attestations.add(attestation, &trusted, now)
+                {
+                    tracing::warn!(file = %path.display(), %error, "ignoring a stored attestation");
+                }
+            }
+            inner.root = Some(trusted);
+        }
+        for path in cbor_files(&dir.join("registrations")) {
+            if let Some(registration) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| Registration::decode_and_verify(&b).ok())
+            {
+                inner
+                    .registrations
+                    .insert(registration.document.id().to_string(), registration);
+            }
+        }
+        Ok(Self {
+            dir,
+            inner: RwLock::new(inner),
+        })
+    }
+
+    /// Whether a trust root is configured (and so the acceptance rule applies).
+    pub fn enabled(&self) -> bool {
+        self.inner.read().is_ok_and(|i| i.root.is_some())
+    }
+
+    /// Runs the acceptance rule; `Ok` when governance is off.
+    pub fn accept(
+        &self,
+        manifest: &Manifest,
+        publisher: &str,
+        now: i64,
+    ) -> Result<(), Vec<Rejection>> {
+        let Ok(inner) = self.inner.read() else {
+            return Ok(());
+        };
+        if inner.root.is_none() {
+            return Ok(());
+        }
+        let Ok(publisher) = PublicKey::from_did(publisher) else {
+            return Ok(());
+        };
+        let view = GovernanceView {
+            attestations: &inner.attestations,
+            policy: inner.policy.current(),
+        };
+        accept(view, manifest, &publisher, now)
+    }
+
+    /// Ids of the unrevoked attestations about an organisation.
+    pub fn org_attestations(&self, org: &str) -> Vec<String> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        let subject = Subject::Org(org.to_owned());
+        inner
+            .attestations
+            .about(&subject)
+            .filter(|(_, revoked)| !revoked)
+            .map(|(a, _)| a.id().to_string())
+            .collect()
+    }
+
+    fn persist(&self, folder: &str, name: &str, bytes: &[u8]) -> Result<(), ApiError> {
+        let dir = self.dir.join(folder);
+        std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+        let path = dir.join(format!("{name}.cbor"));
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, bytes).map_err(ApiError::internal)?;
+        std::fs::rename(&temporary, &path).map_err(ApiError::internal)
+    }
+}
+
+fn not_configured() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "governance_off",
+        "this node has no trust root (set governance.root)",
+    )
+}
+
+fn require_admin(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs an admin `Authorization: Bearer <token>`",
+            )
+        })?;
+    match state
+        .tokens
+        .lookup(token.trim())
+        .map_err(ApiError::internal)?
+    {
+        Some(record) if record.admin => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint needs an admin token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked token",
+        )),
+    }
+}
+
+fn require_cbor(headers: &HeaderMap) -> Result<(), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if media.starts_with("application/vnd.ipld.dag-cbor")
+        || media.starts_with("application/octet-stream")
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the document as application/vnd.ipld.dag-cbor, not `{media}`"),
+        ))
+    }
+}
+
+fn rejected(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "document_rejected",
+        error.to_string(),
+    )
+}
+
+/// Rebuilds the federated view after governance changed.
+async fn reindex_all(state: &Arc<NodeState>) -> Result<(), ApiError> {
+    let task_state = state.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for publisher in task_state.store.heads()?.keys() {
+            task_state.reindex(publisher)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+/// `GET /api/v1/governance/root`
+pub async fn get_root(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+    let inner = state
+        .governance
+        .inner
+        .read()
+        .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+    let root = inner.root.as_ref().ok_or_else(not_configured)?;
+    let document = root.current();
+    let roles: serde_json::Map<String, Value> = document
+        .body
+        .roles
+        .iter()
+        .map(|(name, set)| (name.as_str().to_owned(), json!({ "keys": set.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "threshold": set.threshold })))
+        .collect();
+    Ok(Json(json!({
+        "version": document.body.version,
+        "expires_at": document.body.expires_at,
+        "id": document.id().to_string(),
+        "roles": roles,
+        "block": b64(&document.to_block()),
+    })))
+}
+
+/// `POST /api/v1/governance/root` (admin): the next root version.
+pub async fn post_root(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    require_cbor(&headers)?;
+    let next = RootDocument::decode(&body).map_err(rejected)?;
+    let version = next.body.version;
+    {
+        let mut inner = state
+            .governance
+            .inner
+            .write()
+            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+        let root = inner.root.as_mut().ok_or_else(not_configured)?;
+        let mut candidate = root.clone();
+        candidate.update(next.clone()).map_err(rejected)?;
+        candidate
+            .check_fresh((state.clock)(), ExpiryCheck::Enforce)
+            .map_err(rejected)?;
+        state
+            .governance
+            .persist("roots", &format!("{version:08}"), &body)?;
+        *root = candidate;
+    }
+    state
+        .events
+        .emit("root.updated", json!({ "version": version }));
+    reindex_all(&state).await?;
+    Ok(Json(json!({ "version": version })))
+}
+
+/// `GET /api/v1/governance/policy`
+pub async fn get_policy(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+    let inner = state
+        .governance
+        .inner
+        .read()
+        .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+    inner.root.as_ref().ok_or_else(not_configured)?;
+    let policy = inner.policy.current().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_policy",
+            "no policy bundle has been received",
+        )
+    })?;
+    Ok(Json(json!({
+        "version": policy.body.version,
+        "expires_at": policy.body.expires_at,
+        "id": policy.id().to_string(),
+        "deny_orgs": policy.body.deny_orgs,
+        "deny_agents": policy.body.deny_agents,
+        "deny_node_keys": policy.body.deny_node_keys,
+        "allow_orgs": policy.body.allow_orgs,
+        "block": b64(&policy.to_block()),
+    })))
+}
+
+/// `POST /api/v1/governance/policy` (admin): a newer policy bundle.
+pub async fn post_policy(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    require_cbor(&headers)?;
+    let bundle = PolicyBundle::decode(&body).map_err(rejected)?;
+    let version = bundle.body.version;
+    let changed = {
+        let mut inner = state
+            .governance
+            .inner
+            .write()
+            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+        let Inner { root, policy, .. } = &mut *inner;
+        let root = root.as_ref().ok_or_else(not_configured)?;
+        let changed = policy
+            .offer(bundle, root, (state.clock)())
+            .map_err(rejected)?;
+        if changed {
+            state
+                .governance
+                .persist("policy", &format!("{version:08}"), &body)?;
+        }
+        changed
+    };
+    if changed {
+        state
+            .events
+            .emit("policy.updated", json!({ "version": version }));
+        reindex_all(&state).await?;
+    }
+    Ok(Json(json!({ "version": version, "changed": changed })))
+}
+
+/// `POST /api/v1/attestations` (admin): an attestation or revocation.
+pub async fn post_attestation(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    require_cbor(&headers)?;
+    let attestation = Attestation::decode(&body).map_err(rejected)?;
+    let kind = attestation.body.kind.clone();
+    let id = {
+        let mut inner = state
+            .governance
+            .inner
+            .write()
+            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+        let Inner {
+            root, attestations, ..
+        } = &mut *inner;
+        let root = root.as_ref().ok_or_else(not_configured)?;
+        let id = attestations
+            .add(attestation, root, (state.clock)())
+            .map_err(rejected)?;
+        state
+            .governance
+            .persist("attestations", &id.to_string(), &body)?;
+        id
+    };
+    let event = if kind == KIND_REVOCATION {
+        "attestation.revoked"
+    } else {
+        "attestation.added"
+    };
+    state
+        .events
+        .emit(event, json!({ "id": id.to_string(), "type": kind }));
+    reindex_all(&state).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id.to_string(), "type": kind })),
+    )
+        .into_response())
+}
+
+/// Query of `GET /api/v1/attestations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationQuery {
+    /// `org:ID`, `agent:ORG/NAME`, `key:DID`, `node:DID` or `cid:CID`.
+    subject: Option<String>,
+}
+
+fn subject_matches(subject: &Subject, wanted: &str) -> bool {
+    let text = match subject {
+        Subject::Org(org) => format!("org:{org}"),
+        Subject::Agent(agent) => format!("agent:{agent}"),
+        Subject::Key(key) => format!("key:{}", key.to_did()),
+        Subject::Node(key) => format!("node:{}", key.to_did()),
+        Subject::Document(cid) => format!("cid:{cid}"),
+    };
+    text == wanted
+}
+
+/// `GET /api/v1/attestations?subject=`
+pub async fn list_attestations(
+    State(state): State<Arc<NodeState>>,
+    Query(query): Query<AttestationQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let inner = state
+        .governance
+        .inner
+        .read()
+        .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+    inner.root.as_ref().ok_or_else(not_configured)?;
+    let mut list: Vec<Value> = inner
+        .attestations
+        .all()
+        .filter(|a| {
+            query
+                .subject
+                .as_deref()
+                .is_none_or(|s| subject_matches(&a.body.subject, s))
+        })
+        .map(|a| {
+            let id = a.id();
+            json!({
+                "id": id.to_string(),
+                "type": a.body.kind,
+                "issued_at": a.body.issued_at,
+                "expires_at": a.body.expires_at,
+                "revoked": inner.attestations.is_revoked(&id),
+                "block": b64(&a.to_block()),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(Json(json!({ "attestations": list })))
+}
+
+/// `POST /api/v1/orgs/registrations`: an organisation's self-signed request (no token needed:
+/// the request proves possession of every key it lists).
+pub async fn post_registration(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_cbor(&headers)?;
+    let registration = Registration::decode_and_verify(&body).map_err(rejected)?;
+    let id = registration.document.id().to_string();
+    state.governance.persist("registrations", &id, &body)?;
+    let org = registration.org.clone();
+    state
+        .governance
+        .inner
+        .write()
+        .map_err(|_| ApiError::internal("governance lock poisoned"))?
+        .registrations
+        .insert(id.clone(), registration);
+    tracing::info!(%org, %id, "registration request received");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "org": org, "status": "pending" })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/orgs/registrations` (admin): pending requests, for review.
+pub async fn list_registrations(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers)?;
+    let inner = state
+        .governance
+        .inner
+        .read()
+        .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+    let list: Vec<Value> = inner
+        .registrations
+        .iter()
+        .map(|(id, r)| json!({ "id": id, "org": r.org, "domain": r.domain, "contact": r.contact, "keys": r.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "block": b64(&r.to_block()) }))
+        .collect();
+    Ok(Json(json!({ "registrations": list })))
+}
