@@ -2,8 +2,10 @@
 //! relays and rate-limits cross-region federation and A2A calls.
 //!
 //! Sits between `governance` and `node` in the crate graph. Its cache policy and rate limiter are
-//! to be sans-IO cores with thin axum and quinn drivers. Not built yet (issue 6); until then it
-//! only names its dependencies so the crate graph is in place.
+//! sans-IO cores with thin axum and quinn drivers. Built so far: [`ratelimit`], the GCRA limiter
+//! (also used by the node's A2A proxy). The cache, relay and QUIC trunk are issue 6.
+
+pub mod ratelimit;
 
 pub use meridian_governance as governance;
 pub use meridian_registry as registry;

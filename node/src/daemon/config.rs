@@ -29,6 +29,24 @@ import_bytes_max = 1073741824
 shutdown_grace_secs = 10
 # Most results one search page returns.
 search_page_max = 500
+# The URL clients reach this node at (e.g. https://node.example.org), used in the agent cards
+# the A2A proxy serves. Empty: taken from each request's Host header.
+public_url = ""
+
+[a2a]
+# Let the proxy reach private, loopback and link-local addresses (off: SSRF protection).
+allow_private = false
+# Largest JSON-RPC request forwarded, in bytes.
+body_bytes_max = 1048576
+# How long to wait for an agent to start answering, in seconds.
+timeout_secs = 30
+# How long to wait for a connection to an agent, in seconds.
+connect_timeout_secs = 10
+# Calls forwarded at once (streams included); more get 503 with Retry-After.
+concurrency_max = 256
+# Rate for callers without a tier in the policy bundle: requests per second and burst.
+default_rps = 20
+default_burst = 40
 
 [governance]
 # The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). When set, an
@@ -70,6 +88,8 @@ pub struct HttpSection {
     pub shutdown_grace_secs: u64,
     /// Most results one search page returns.
     pub search_page_max: usize,
+    /// The node's public URL; empty means the request's Host.
+    pub public_url: String,
 }
 
 impl Default for HttpSection {
@@ -80,6 +100,7 @@ impl Default for HttpSection {
             import_bytes_max: 1024 * 1024 * 1024,
             shutdown_grace_secs: 10,
             search_page_max: 500,
+            public_url: String::new(),
         }
     }
 }
@@ -100,6 +121,40 @@ impl Default for LogSection {
     }
 }
 
+/// `[a2a]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct A2aSection {
+    /// Whether the proxy may reach private addresses.
+    pub allow_private: bool,
+    /// Largest request forwarded, in bytes.
+    pub body_bytes_max: usize,
+    /// Wait for the agent's answer to start, in seconds.
+    pub timeout_secs: u64,
+    /// Wait for a connection, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Calls at once.
+    pub concurrency_max: usize,
+    /// Default requests per second per caller.
+    pub default_rps: u32,
+    /// Default burst per caller.
+    pub default_burst: u32,
+}
+
+impl Default for A2aSection {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            body_bytes_max: 1024 * 1024,
+            timeout_secs: 30,
+            connect_timeout_secs: 10,
+            concurrency_max: 256,
+            default_rps: 20,
+            default_burst: 40,
+        }
+    }
+}
+
 /// `[governance]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -116,6 +171,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// `[http]`
     pub http: HttpSection,
+    /// `[a2a]`
+    pub a2a: A2aSection,
     /// `[governance]`
     pub governance: GovernanceSection,
     /// `[log]`
@@ -142,13 +199,15 @@ impl NodeConfig {
                 continue;
             };
             let (section, key) = (section.to_lowercase(), key.to_lowercase());
-            if !["node", "http", "log", "governance"].contains(&section.as_str()) {
+            if !["node", "http", "log", "governance", "a2a"].contains(&section.as_str()) {
                 continue;
             }
             // Numbers stay numbers so the types line up with the file's.
-            let parsed = match value.parse::<i64>() {
-                Ok(n) => toml::Value::Integer(n),
-                Err(_) => toml::Value::String(value.clone()),
+            let parsed = match (value.parse::<i64>(), value.as_str()) {
+                (Ok(n), _) => toml::Value::Integer(n),
+                (_, "true") => toml::Value::Boolean(true),
+                (_, "false") => toml::Value::Boolean(false),
+                _ => toml::Value::String(value.clone()),
             };
             let entry = table
                 .entry(section.clone())
@@ -180,6 +239,23 @@ impl NodeConfig {
         }
         if self.http.search_page_max == 0 || self.http.search_page_max > 10_000 {
             bail!("config http.search_page_max must be between 1 and 10000");
+        }
+        let a2a = &self.a2a;
+        if a2a.timeout_secs == 0 || a2a.connect_timeout_secs == 0 {
+            bail!("config a2a.timeout_secs and a2a.connect_timeout_secs must be above 0");
+        }
+        if a2a.concurrency_max == 0
+            || a2a.default_rps == 0
+            || a2a.default_burst == 0
+            || a2a.body_bytes_max == 0
+        {
+            bail!(
+                "config a2a.concurrency_max, a2a.default_rps, a2a.default_burst and a2a.body_bytes_max must be above 0"
+            );
+        }
+        let url = &self.http.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("config http.public_url must start with http:// or https://");
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!(

@@ -167,6 +167,16 @@ impl Governance {
         accept(view, manifest, &publisher, now)
     }
 
+    /// The policy's rate tier for an organisation's calls, if governance sets one.
+    pub fn org_rate(&self, org: &str) -> Option<meridian_hub::ratelimit::Rate> {
+        let inner = self.inner.read().ok()?;
+        let tier = inner.policy.current()?.org_tier(org)?;
+        Some(meridian_hub::ratelimit::Rate {
+            per_second: tier.requests_per_second,
+            burst: tier.burst,
+        })
+    }
+
     /// Ids of the unrevoked attestations about an organisation.
     pub fn org_attestations(&self, org: &str) -> Vec<String> {
         let Ok(inner) = self.inner.read() else {

@@ -51,6 +51,8 @@ pub struct NodeState {
     pub events: super::events::EventLog,
     /// Trust root, attestations and policy.
     pub governance: super::governance::Governance,
+    /// The A2A proxy's client, limiter and bounds.
+    pub proxy: super::a2a::Proxy,
     next_request: AtomicU64,
 }
 
@@ -64,6 +66,7 @@ impl NodeState {
         clock: fn() -> i64,
     ) -> anyhow::Result<Self> {
         let node_did = key.did();
+        let config_a2a = config.a2a.clone();
         let own = super::publish::load_own(&store, &node_did)?;
         let root_file = Some(config.governance.root.as_str())
             .filter(|r| !r.is_empty())
@@ -80,6 +83,7 @@ impl NodeState {
             publisher: super::publish::Publisher::new(key, own),
             events: super::events::EventLog::default(),
             governance,
+            proxy: super::a2a::Proxy::new(&config_a2a)?,
             next_request: AtomicU64::new(1),
         };
         for publisher in state.store.heads()?.keys() {
@@ -169,6 +173,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: Arc<NodeState>) -> Router {
     let import_limit = state.config.http.import_bytes_max;
     let body_limit = state.config.http.body_bytes_max;
+    let a2a_limit = state.config.a2a.body_bytes_max;
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -206,6 +211,18 @@ pub fn router(state: Arc<NodeState>) -> Router {
             get(agent)
                 .put(super::publish::update_agent)
                 .delete(super::publish::delete_agent),
+        )
+        .route(
+            "/a2a/{org}/{agent}",
+            post(super::a2a::call).layer(DefaultBodyLimit::max(a2a_limit)),
+        )
+        .route(
+            "/a2a/{org}/{agent}/",
+            post(super::a2a::call).layer(DefaultBodyLimit::max(a2a_limit)),
+        )
+        .route(
+            "/a2a/{org}/{agent}/.well-known/agent-card.json",
+            get(super::a2a::card),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

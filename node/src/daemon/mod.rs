@@ -2,6 +2,7 @@
 //! the store, binds the gateway, and shuts down cleanly; the registry logic it serves lives in
 //! `meridian-registry`.
 
+pub mod a2a;
 pub mod config;
 pub mod events;
 pub mod governance;

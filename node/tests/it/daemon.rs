@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use crate::*;
 
 /// A running node, stopped (SIGTERM, then kill) when dropped.
-struct Node {
+pub struct Node {
     child: Child,
-    address: String,
+    pub address: String,
 }
 
 impl Node {
-    fn start(dir: &Path, data: &str, env: &[(&str, &str)]) -> Node {
+    pub fn start(dir: &Path, data: &str, env: &[(&str, &str)]) -> Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
         command
             .args(["node", "run", "--data", data, "--http", "127.0.0.1:0"])
@@ -47,7 +47,7 @@ impl Node {
     }
 
     /// Sends one request; returns status, headers (lowercased names) and body.
-    fn request(
+    pub fn request(
         &self,
         method: &str,
         path: &str,
@@ -99,7 +99,7 @@ impl Node {
         (status, headers, body)
     }
 
-    fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let (status, _, body) = self.request("GET", path, &[], b"");
         (
             status,
@@ -107,7 +107,7 @@ impl Node {
         )
     }
 
-    fn import(&self, car: &[u8]) -> (u16, serde_json::Value) {
+    pub fn import(&self, car: &[u8]) -> (u16, serde_json::Value) {
         let (status, _, body) = self.request(
             "POST",
             "/api/v1/registry/import",
@@ -120,7 +120,7 @@ impl Node {
         )
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let started = Instant::now();

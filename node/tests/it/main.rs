@@ -1,6 +1,7 @@
 //! End-to-end tests of the `meridian` binary: the CLI contract, exit codes, and crash safety.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod a2a;
 mod cli_snapshot;
 mod crash;
 mod daemon;

@@ -1,0 +1,283 @@
+//! The A2A proxy end to end: a small echo agent started by the test, reached through real nodes.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::daemon::Node;
+use crate::*;
+
+/// A tiny A2A agent on loopback: JSON-RPC calls get an echo of the method, params and the headers
+/// it saw; `message/stream` and `SendStreamingMessage` get three SSE events 400 ms apart.
+fn start_echo_agent() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    address
+}
+
+fn serve(mut stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let method = request["method"].as_str().unwrap_or("").to_owned();
+    let seen = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    if method == "message/stream" || method == "SendStreamingMessage" {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\na2a-version: 1.0\r\ntransfer-encoding: chunked\r\n\r\n");
+        for i in 0..3 {
+            let event = format!(
+                "id: {i}\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"part\":{i}}}}}\n\n",
+                request["id"]
+            );
+            let _ = stream.write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+            let _ = stream.flush();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+        return;
+    }
+    let answer = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": request["id"],
+        "result": {
+            "method": method,
+            "params": request["params"],
+            "saw_a2a_version": seen("a2a-version"),
+            "saw_authorization": seen("authorization"),
+            "saw_caller_token": seen("meridian-caller-token"),
+        }
+    })
+    .to_string();
+    let status = if method == "teapot" {
+        "418 I'm a teapot"
+    } else {
+        "200 OK"
+    };
+    let _ = stream.write_all(
+        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\na2a-version: 1.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len()).as_bytes(),
+    );
+}
+
+fn echo_card(agent: &str) -> String {
+    format!(
+        r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
+    )
+}
+
+fn rpc(method: &str) -> Vec<u8> {
+    serde_json::json!({ "jsonrpc": "2.0", "id": 7, "method": method, "params": { "message": { "parts": [{ "text": "hi" }] } } })
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
+    let agent = start_echo_agent();
+    let (_guard, dir) = workspace(0);
+    let dir = dir.as_path();
+    std::fs::write(dir.join("cards/echo.json"), echo_card(&agent)).unwrap();
+    build(dir, "s.car", None);
+    let car = std::fs::read(dir.join("s.car")).unwrap();
+    let caller = json(
+        dir,
+        &[
+            "node", "token", "create", "--org", "globex", "--data", "open",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let node = Node::start(dir, "open", &[("MERIDIAN_A2A_ALLOW_PRIVATE", "true")]);
+    assert_eq!(node.import(&car).0, 200);
+    let headers = [
+        ("content-type", "application/json"),
+        ("a2a-version", "1.0"),
+        ("authorization", "Bearer agent-secret"),
+        ("meridian-caller-token", caller.as_str()),
+    ];
+
+    // A call: same answer as from the agent, end-to-end headers through, our token stripped.
+    let (status, response_headers, body) =
+        node.request("POST", "/a2a/acme/echo", &headers, &rpc("SendMessage"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["method"], "SendMessage");
+    assert_eq!(answer["result"]["saw_a2a_version"], "1.0");
+    assert_eq!(answer["result"]["saw_authorization"], "Bearer agent-secret");
+    assert!(answer["result"]["saw_caller_token"].is_null());
+    assert!(
+        response_headers
+            .iter()
+            .any(|(k, v)| k == "a2a-version" && v == "1.0")
+    );
+    // Trailing slash, v0.3 method names and the agent's own status codes.
+    let (status, _, body) = node.request("POST", "/a2a/acme/echo/", &headers, &rpc("message/send"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["result"]["method"],
+        "message/send"
+    );
+    assert_eq!(
+        node.request("POST", "/a2a/acme/echo", &headers, &rpc("teapot"))
+            .0,
+        418
+    );
+
+    // Streaming: SSE passes through unbuffered; the first event arrives long before the last.
+    let mut stream = TcpStream::connect(&node.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = rpc("SendStreamingMessage");
+    let request = format!(
+        "POST /a2a/acme/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let mut received = Vec::new();
+    let mut first_event_at = None;
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        if first_event_at.is_none() && String::from_utf8_lossy(&received).contains("\"part\":0") {
+            first_event_at = Some(started.elapsed());
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("text/event-stream"), "{text}");
+    for part in 0..3 {
+        assert!(text.contains(&format!("\"part\":{part}")), "{text}");
+    }
+    let first = first_event_at.unwrap();
+    assert!(
+        first < Duration::from_millis(700) && started.elapsed() >= Duration::from_millis(1100),
+        "first event after {first:?}, stream ended after {:?}",
+        started.elapsed()
+    );
+
+    // The card points at the proxy.
+    let (status, card) = node.get_json("/a2a/acme/echo/.well-known/agent-card.json");
+    assert_eq!(status, 200);
+    assert_eq!(
+        card["supportedInterfaces"][0]["url"],
+        format!("http://{}/a2a/acme/echo", node.address)
+    );
+
+    // Edges: unknown agent, oversized body, bad caller token.
+    assert_eq!(
+        node.request("POST", "/a2a/acme/nobody", &headers, &rpc("SendMessage"))
+            .0,
+        404
+    );
+    assert_eq!(
+        node.request(
+            "POST",
+            "/a2a/acme/echo",
+            &headers,
+            &vec![b' '; 2 * 1024 * 1024]
+        )
+        .0,
+        413
+    );
+    assert_eq!(
+        node.request(
+            "POST",
+            "/a2a/acme/echo",
+            &[("meridian-caller-token", "mrd_nope")],
+            &rpc("SendMessage")
+        )
+        .0,
+        401
+    );
+    assert!(node.stop().success());
+
+    // SSRF: by default the proxy refuses loopback endpoints.
+    let guarded = Node::start(dir, "guarded", &[]);
+    assert_eq!(guarded.import(&car).0, 200);
+    let (status, _, body) = guarded.request(
+        "POST",
+        "/a2a/acme/echo",
+        &[("content-type", "application/json")],
+        &rpc("SendMessage"),
+    );
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("private"));
+    assert!(guarded.stop().success());
+
+    // Rate limit: one per second, burst one; the second call at once gets 429 with Retry-After.
+    let limited = Node::start(
+        dir,
+        "limited",
+        &[
+            ("MERIDIAN_A2A_ALLOW_PRIVATE", "true"),
+            ("MERIDIAN_A2A_DEFAULT_RPS", "1"),
+            ("MERIDIAN_A2A_DEFAULT_BURST", "1"),
+        ],
+    );
+    assert_eq!(limited.import(&car).0, 200);
+    assert_eq!(
+        limited
+            .request(
+                "POST",
+                "/a2a/acme/echo",
+                &[("content-type", "application/json")],
+                &rpc("SendMessage")
+            )
+            .0,
+        200
+    );
+    let (status, headers, _) = limited.request(
+        "POST",
+        "/a2a/acme/echo",
+        &[("content-type", "application/json")],
+        &rpc("SendMessage"),
+    );
+    assert_eq!(status, 429);
+    assert!(
+        headers.iter().any(|(k, v)| k == "retry-after" && v == "1"),
+        "{headers:?}"
+    );
+    let (_, _, metrics) = limited.request("GET", "/metrics", &[], b"");
+    assert!(
+        String::from_utf8_lossy(&metrics)
+            .contains("meridian_a2a_calls_total{outcome=\"rate_limited\"} 1")
+    );
+    assert!(limited.stop().success());
+}
