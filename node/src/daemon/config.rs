@@ -29,6 +29,9 @@ import_bytes_max = 1073741824
 shutdown_grace_secs = 10
 # Most results one search page returns.
 search_page_max = 500
+# Require a valid token (any organisation's, or an admin's) to read the registry API. The
+# operations endpoints (/health, /ready, /metrics) and the A2A proxy stay open.
+read_auth = false
 # The URL clients reach this node at (e.g. https://node.example.org), used in the agent cards
 # the A2A proxy serves. Empty: taken from each request's Host header.
 public_url = ""
@@ -90,6 +93,8 @@ pub struct HttpSection {
     pub search_page_max: usize,
     /// The node's public URL; empty means the request's Host.
     pub public_url: String,
+    /// Whether reads need a token.
+    pub read_auth: bool,
 }
 
 impl Default for HttpSection {
@@ -101,6 +106,7 @@ impl Default for HttpSection {
             shutdown_grace_secs: 10,
             search_page_max: 500,
             public_url: String::new(),
+            read_auth: false,
         }
     }
 }

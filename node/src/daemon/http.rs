@@ -225,9 +225,37 @@ pub fn router(state: Arc<NodeState>) -> Router {
             get(super::a2a::card),
         )
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), read_guard))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// With `http.read_auth`, registry reads need a valid token (writes check their own).
+async fn read_guard(State(state): State<Arc<NodeState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let open = !state.config.http.read_auth
+        || request.method() != axum::http::Method::GET
+        || !path.starts_with("/api/");
+    if open {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    match token.map(|t| state.tokens.lookup(&t)) {
+        Some(Ok(Some(_))) => next.run(request).await,
+        Some(Err(error)) => ApiError::internal(error).into_response(),
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this node requires `Authorization: Bearer <token>` to read (http.read_auth)",
+        )
+        .into_response(),
+    }
 }
 
 /// Gives each request an id and a span, and records its route, status and latency.

@@ -36,8 +36,9 @@ pub struct AgentRecord {
     pub publisher: String,
     /// The publisher's snapshot seq that holds it.
     pub seq: u64,
+    /// Lowercase words of the id, name, description and skill ids, for text search.
     #[serde(skip)]
-    text: String,
+    words: Vec<String>,
 }
 
 impl AgentRecord {
@@ -58,7 +59,7 @@ impl AgentRecord {
             manifest: cid.to_string(),
             publisher: publisher.to_owned(),
             seq,
-            text: String::new(),
+            words: Vec::new(),
         };
         if let Some(card) = card {
             record.name = card.name;
@@ -80,22 +81,49 @@ impl AgentRecord {
                 list.dedup();
             }
         }
-        record.text = format!(
+        let text = format!(
             "{} {} {} {}",
             record.agent_id,
             record.name,
             record.description,
             record.skills.join(" ")
-        )
-        .to_lowercase();
+        );
+        record.words = words(&text);
         record
     }
+
+    /// Every `(field, term)` this record is found under.
+    fn terms(&self) -> Vec<String> {
+        let mut terms: Vec<String> = self.words.iter().map(|w| format!("w:{w}")).collect();
+        terms.push(format!("o:{}", self.org));
+        terms.push(format!("r:{}", self.region));
+        terms.extend(self.skills.iter().map(|x| format!("s:{x}")));
+        terms.extend(self.tags.iter().map(|x| format!("t:{x}")));
+        terms.extend(self.input_modes.iter().map(|x| format!("i:{x}")));
+        terms.extend(self.output_modes.iter().map(|x| format!("m:{x}")));
+        terms.sort();
+        terms.dedup();
+        terms
+    }
+}
+
+/// Lowercase alphanumeric words of `text`, without repeats.
+pub fn words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    words.sort();
+    words.dedup();
+    words
 }
 
 /// A search: every given field must match.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
-    /// Words that must all appear in the id, name, description or skill ids (case-insensitive).
+    /// Words that must all appear (as whole words) in the id, name, description or skill ids,
+    /// case-insensitive.
     pub text: Option<String>,
     /// A skill id.
     pub skill: Option<String>,
@@ -115,10 +143,12 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// All agents, by agent id (stable order for pagination).
+/// All agents, by agent id (stable order for pagination), with posting sets for every searchable
+/// term, so a query walks only the agents of its rarest term.
 #[derive(Debug, Clone, Default)]
 pub struct AgentIndex {
     records: BTreeMap<String, AgentRecord>,
+    postings: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl AgentIndex {
@@ -155,22 +185,47 @@ impl AgentIndex {
                 changes.push(("agent.removed", agent_id.clone()));
             }
         }
-        self.records.retain(|_, r| r.publisher != publisher);
+        let mine: Vec<String> = before.keys().cloned().collect();
+        for agent_id in mine {
+            self.remove_record(&agent_id);
+        }
         for record in records {
             // When two publishers list one agent, the most recently updated manifest wins.
             match self.records.get(&record.agent_id) {
                 Some(existing) if existing.updated_at > record.updated_at => {}
-                _ => {
-                    self.records.insert(record.agent_id.clone(), record);
-                }
+                _ => self.insert_record(record),
             }
         }
         changes
     }
 
+    fn insert_record(&mut self, record: AgentRecord) {
+        self.remove_record(&record.agent_id);
+        for term in record.terms() {
+            self.postings
+                .entry(term)
+                .or_default()
+                .insert(record.agent_id.clone());
+        }
+        self.records.insert(record.agent_id.clone(), record);
+    }
+
+    fn remove_record(&mut self, agent_id: &str) -> Option<AgentRecord> {
+        let record = self.records.remove(agent_id)?;
+        for term in record.terms() {
+            if let Some(set) = self.postings.get_mut(&term) {
+                set.remove(agent_id);
+                if set.is_empty() {
+                    self.postings.remove(&term);
+                }
+            }
+        }
+        Some(record)
+    }
+
     /// Adds or replaces one agent.
     pub fn upsert(&mut self, record: AgentRecord) {
-        self.records.insert(record.agent_id.clone(), record);
+        self.insert_record(record);
     }
 
     /// Removes one agent if `publisher` is the one that listed it.
@@ -180,7 +235,7 @@ impl AgentIndex {
             .get(agent_id)
             .is_some_and(|r| r.publisher == publisher)
         {
-            self.records.remove(agent_id);
+            self.remove_record(agent_id);
         }
     }
 
@@ -201,37 +256,48 @@ impl AgentIndex {
 
     /// One page of results and, if more follow, the cursor for the next page.
     pub fn search(&self, query: &Query) -> (Vec<&AgentRecord>, Option<String>) {
-        let words: Vec<String> = query
-            .text
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_lowercase)
+        let mut terms: Vec<String> = words(query.text.as_deref().unwrap_or(""))
+            .into_iter()
+            .map(|w| format!("w:{w}"))
             .collect();
+        for (prefix, value) in [
+            ("o", &query.org),
+            ("r", &query.region),
+            ("s", &query.skill),
+            ("t", &query.tag),
+            ("i", &query.input_mode),
+            ("m", &query.output_mode),
+        ] {
+            if let Some(value) = value {
+                terms.push(format!("{prefix}:{value}"));
+            }
+        }
         let start = match &query.after {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
             None => std::ops::Bound::Unbounded,
         };
-        let has = |list: &[String], wanted: &Option<String>| {
-            wanted.as_ref().is_none_or(|w| list.iter().any(|x| x == w))
+        let range = (start, std::ops::Bound::Unbounded);
+        let empty = std::collections::BTreeSet::new();
+        let mut sets: Vec<&std::collections::BTreeSet<String>> = terms
+            .iter()
+            .map(|t| self.postings.get(t).unwrap_or(&empty))
+            .collect();
+        sets.sort_by_key(|set| set.len());
+        let candidates: Box<dyn Iterator<Item = &AgentRecord>> = match sets.split_first() {
+            None => Box::new(self.records.range(range).map(|(_, r)| r)),
+            Some((rarest, rest)) => {
+                let rest: Vec<_> = rest.to_vec();
+                Box::new(
+                    rarest
+                        .range(range)
+                        .filter(move |id| rest.iter().all(|set| set.contains(*id)))
+                        .filter_map(|id| self.records.get(id)),
+                )
+            }
         };
         let mut page = Vec::new();
         let mut more = false;
-        for record in self
-            .records
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, r)| r)
-        {
-            let matches = words.iter().all(|w| record.text.contains(w))
-                && query.org.as_ref().is_none_or(|o| &record.org == o)
-                && query.region.as_ref().is_none_or(|r| &record.region == r)
-                && has(&record.skills, &query.skill)
-                && has(&record.tags, &query.tag)
-                && has(&record.input_modes, &query.input_mode)
-                && has(&record.output_modes, &query.output_mode);
-            if !matches {
-                continue;
-            }
+        for record in candidates {
             if page.len() == query.limit {
                 more = true;
                 break;
@@ -244,5 +310,120 @@ impl AgentIndex {
             None
         };
         (page, cursor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_registry::keys::Keypair;
+    use meridian_registry::manifest::ManifestBody;
+
+    fn record(org: &str, name: &str, skill: &str, description: &str) -> AgentRecord {
+        let card = format!(
+            r#"{{"name":"{name}","description":"{description}","supportedInterfaces":[{{"url":"https://x.example/a"}}],"skills":[{{"id":"{skill}","name":"s","tags":["tag-{skill}"]}}]}}"#
+        );
+        let manifest = ManifestBody::from_card(&card, org, "eu", 1)
+            .unwrap()
+            .sign(&Keypair::from_secret(&[1; 32]));
+        let cid = manifest.to_block_and_cid().0;
+        AgentRecord::new(&manifest, &cid, "p1", 1)
+    }
+
+    fn ids(index: &AgentIndex, query: &Query) -> Vec<String> {
+        index
+            .search(query)
+            .0
+            .iter()
+            .map(|r| r.agent_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn postings_follow_every_change_and_pages_stay_in_order() {
+        let mut index = AgentIndex::new();
+        let changes = index.replace_publisher(
+            "p1",
+            vec![
+                record("acme", "Alpha", "search", "finds flights"),
+                record("acme", "Beta", "translate", "translates text"),
+                record("globex", "Gamma", "search", "finds hotels"),
+            ],
+        );
+        assert_eq!(changes.len(), 3);
+        let q = |edit: &dyn Fn(&mut Query)| {
+            let mut q = Query {
+                limit: 10,
+                ..Query::default()
+            };
+            edit(&mut q);
+            q
+        };
+        assert_eq!(
+            ids(&index, &q(&|q| q.text = Some("FINDS".into()))),
+            ["acme/alpha", "globex/gamma"]
+        );
+        assert_eq!(
+            ids(&index, &q(&|q| q.text = Some("finds hotels".into()))),
+            ["globex/gamma"]
+        );
+        assert_eq!(
+            ids(&index, &q(&|q| q.skill = Some("search".into()))),
+            ["acme/alpha", "globex/gamma"]
+        );
+        assert_eq!(
+            ids(
+                &index,
+                &q(&|q| {
+                    q.skill = Some("search".into());
+                    q.org = Some("acme".into());
+                })
+            ),
+            ["acme/alpha"]
+        );
+        assert_eq!(
+            ids(&index, &q(&|q| q.tag = Some("tag-translate".into()))),
+            ["acme/beta"]
+        );
+        assert!(ids(&index, &q(&|q| q.text = Some("nothing".into()))).is_empty());
+        // Pages: limit 1 walks every agent in id order.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let query = Query {
+                limit: 1,
+                after: after.clone(),
+                ..Query::default()
+            };
+            let (page, next) = index.search(&query);
+            seen.extend(page.iter().map(|r| r.agent_id.clone()));
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["acme/alpha", "acme/beta", "globex/gamma"]);
+        // A change and a removal leave no stale postings.
+        let changes = index.replace_publisher(
+            "p1",
+            vec![
+                record("acme", "Alpha", "search", "books trains"),
+                record("globex", "Gamma", "search", "finds hotels"),
+            ],
+        );
+        assert!(changes.contains(&("agent.changed", "acme/alpha".into())));
+        assert!(changes.contains(&("agent.removed", "acme/beta".into())));
+        assert_eq!(
+            ids(&index, &q(&|q| q.text = Some("finds".into()))),
+            ["globex/gamma"]
+        );
+        assert_eq!(
+            ids(&index, &q(&|q| q.text = Some("trains".into()))),
+            ["acme/alpha"]
+        );
+        assert!(ids(&index, &q(&|q| q.skill = Some("translate".into()))).is_empty());
+        index.remove("globex/gamma", "p1");
+        assert!(ids(&index, &q(&|q| q.org = Some("globex".into()))).is_empty());
+        assert!(index.postings.keys().all(|t| !t.contains("gamma")));
     }
 }

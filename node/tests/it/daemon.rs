@@ -1063,3 +1063,31 @@ fn governance_decides_the_federated_view() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("governance.root"));
 }
+
+#[test]
+fn reads_can_require_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    expect(dir, &["node", "init", "--data", "n"], 0);
+    let token = json(
+        dir,
+        &["node", "token", "create", "--org", "acme", "--data", "n"],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = Node::start(dir, "n", &[("MERIDIAN_HTTP_READ_AUTH", "true")]);
+    assert_eq!(node.get_json("/api/v1/agents").0, 401);
+    assert_eq!(node.get_json("/api/v1/registry/heads").0, 401);
+    let (status, _, _) = node.request(
+        "GET",
+        "/api/v1/agents",
+        &[("authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert_eq!(status, 200);
+    // Operations endpoints stay open for probes and scrapers.
+    assert_eq!(node.get_json("/health").0, 200);
+    assert_eq!(node.request("GET", "/metrics", &[], b"").0, 200);
+    assert!(node.stop().success());
+}
