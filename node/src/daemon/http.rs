@@ -178,6 +178,10 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(super::openapi::document()) }),
+        )
         .route("/api/v1/registry/heads", get(heads))
         .route("/api/v1/registry/snapshot", get(export_snapshot))
         .route(

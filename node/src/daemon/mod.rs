@@ -9,6 +9,7 @@ pub mod governance;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod openapi;
 pub mod publish;
 pub mod tokens;
 

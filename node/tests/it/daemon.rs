@@ -1091,3 +1091,36 @@ fn reads_can_require_a_token() {
     assert_eq!(node.request("GET", "/metrics", &[], b"").0, 200);
     assert!(node.stop().success());
 }
+
+#[test]
+fn every_documented_operation_is_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let node = Node::start(dir, "n", &[]);
+    let (status, doc) = node.get_json("/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let cid = meridian_registry::ids::dag_cbor_cid(b"\xf6").to_string();
+    let mut checked = 0;
+    for op in meridian_node::daemon::openapi::OPERATIONS {
+        if op.response == "text/event-stream" {
+            continue; // a stream never ends; the events test covers it
+        }
+        let path = op
+            .path
+            .replace("{org}", "acme")
+            .replace("{agent}", "x")
+            .replace("{cid}", &cid);
+        let (status, _, body) = node.request(&op.method.to_uppercase(), &path, &[], b"");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            status != 405 && !text.contains("no such endpoint"),
+            "{} {} is documented but not routed ({status})",
+            op.method,
+            op.path
+        );
+        checked += 1;
+    }
+    assert!(checked > 20);
+    assert!(node.stop().success());
+}
