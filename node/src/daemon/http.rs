@@ -105,7 +105,10 @@ impl NodeState {
                 && let Ok(manifest) = Manifest::decode(block)
             {
                 match self.governance.accept(&manifest, publisher, (self.clock)()) {
-                    Ok(()) => records.push(AgentRecord::new(&manifest, &cid, publisher, head.seq)),
+                    Ok(()) => records.push(
+                        AgentRecord::new(&manifest, &cid, publisher, head.seq)
+                            .with_commit(&head.commit),
+                    ),
                     Err(reasons) => {
                         let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
                         tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
@@ -578,53 +581,74 @@ async fn import_snapshot(
     })))
 }
 
+#[derive(serde::Serialize)]
+struct ManifestView<'a> {
+    cid: &'a str,
+    signer: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Provenance<'a> {
+    publisher: &'a str,
+    seq: u64,
+    commit: Option<&'a str>,
+    attestations: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct AgentView<'a> {
+    agent_id: &'a str,
+    org: &'a str,
+    region: &'a str,
+    updated_at: i64,
+    card: &'a serde_json::value::RawValue,
+    manifest: ManifestView<'a>,
+    provenance: Provenance<'a>,
+}
+
 async fn agent(
     State(state): State<Arc<NodeState>>,
     Path((org, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let agent_id = format!("{org}/{name}");
-    let record = state
-        .index
-        .read()
-        .map_err(|_| ApiError::internal("index lock poisoned"))?
-        .get(&agent_id)
-        .cloned()
-        .ok_or_else(|| {
+    let attestations = state.governance.org_attestations(&org);
+    // Everything comes from the index: a lookup reads no block and decodes nothing.
+    let body = {
+        let index = state
+            .index
+            .read()
+            .map_err(|_| ApiError::internal("index lock poisoned"))?;
+        let record = index.get(&agent_id).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_agent",
                 format!("no agent `{agent_id}`"),
             )
         })?;
-    let cid = parse_cid(&record.manifest, "manifest")?;
-    let block = state
-        .store
-        .get(&cid)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::internal(format!("manifest {cid} of an indexed agent is missing"))
-        })?;
-    let manifest = Manifest::decode(&block).map_err(ApiError::internal)?;
-    // The card exactly as the agent published it (it was valid JSON when verified).
-    let card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
-    let head = state
-        .store
-        .head(&record.publisher)
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "agent_id": record.agent_id,
-        "org": record.org,
-        "region": record.region,
-        "updated_at": record.updated_at,
-        "card": card,
-        "manifest": { "cid": record.manifest, "signer": manifest.signer.to_did() },
-        "provenance": {
-            "publisher": record.publisher,
-            "seq": record.seq,
-            "commit": head.map(|h| h.commit.to_string()),
-            "attestations": state.governance.org_attestations(&record.org),
-        },
-    })))
+        let card = record
+            .card
+            .as_deref()
+            .ok_or_else(|| ApiError::internal(format!("indexed agent `{agent_id}` has no card")))?;
+        let view = AgentView {
+            agent_id: &record.agent_id,
+            org: &record.org,
+            region: &record.region,
+            updated_at: record.updated_at,
+            card,
+            manifest: ManifestView {
+                cid: &record.manifest,
+                signer: &record.signer,
+            },
+            provenance: Provenance {
+                publisher: &record.publisher,
+                seq: record.seq,
+                commit: record.commit.as_deref(),
+                attestations,
+            },
+        };
+        serde_json::to_vec(&view).map_err(ApiError::internal)?
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Debug, Deserialize)]

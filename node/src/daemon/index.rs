@@ -39,6 +39,15 @@ pub struct AgentRecord {
     /// Lowercase words of the id, name, description and skill ids, for text search.
     #[serde(skip)]
     words: Vec<String>,
+    /// The card exactly as published (valid JSON), so a lookup needs no store read or decode.
+    #[serde(skip)]
+    pub card: Option<Box<serde_json::value::RawValue>>,
+    /// The manifest's signer.
+    #[serde(skip)]
+    pub signer: String,
+    /// The commit of the snapshot it was indexed from.
+    #[serde(skip)]
+    pub commit: Option<String>,
 }
 
 impl AgentRecord {
@@ -60,6 +69,9 @@ impl AgentRecord {
             publisher: publisher.to_owned(),
             seq,
             words: Vec::new(),
+            card: serde_json::value::RawValue::from_string(manifest.body.card.clone()).ok(),
+            signer: manifest.signer.to_did(),
+            commit: None,
         };
         if let Some(card) = card {
             record.name = card.name;
@@ -90,6 +102,12 @@ impl AgentRecord {
         );
         record.words = words(&text);
         record
+    }
+
+    /// Sets the commit of the snapshot this record comes from.
+    pub fn with_commit(mut self, commit: &Cid) -> Self {
+        self.commit = Some(commit.to_string());
+        self
     }
 
     /// Every `(field, term)` this record is found under.

@@ -196,7 +196,7 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
     let event = match change {
         Change::Put(manifest) => {
             let cid = manifest.to_block_and_cid().0;
-            index.upsert(AgentRecord::new(&manifest, &cid, &did, seq));
+            index.upsert(AgentRecord::new(&manifest, &cid, &did, seq).with_commit(&commit_cid));
             Some(if existed {
                 "agent.changed"
             } else {
