@@ -1006,6 +1006,59 @@ fn governance_decides_the_federated_view() {
         "root rollback"
     );
 
+    // A revoked org key: publishing with it is refused with the reason, and its agents leave the view.
+    let org_did = expect(dir, &["keys", "show", "org.key"], 0)
+        .trim()
+        .to_owned();
+    expect(
+        dir,
+        &[
+            "org",
+            "revoke-key",
+            "--org",
+            "acme",
+            "--key",
+            &org_did,
+            "--revoked-at",
+            "1000",
+            "--out",
+            "key-revoked.cbor",
+        ],
+        0,
+    );
+    expect(
+        dir,
+        &["attest", "cosign", "key-revoked.cbor", "--key", "a1.key"],
+        0,
+    );
+    expect(
+        dir,
+        &["attest", "cosign", "key-revoked.cbor", "--key", "a2.key"],
+        0,
+    );
+    assert_eq!(
+        post_doc("/api/v1/attestations", "key-revoked.cbor", &admin_auth).0,
+        201
+    );
+    let late =
+        serde_json::json!({ "manifest": b64(&manifest_block("acme", "Late", &org_key, "search")) });
+    let (status, _, body) = node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &acme_auth),
+        ],
+        late.to_string().as_bytes(),
+    );
+    assert_eq!(status, 422);
+    assert!(
+        String::from_utf8_lossy(&body).contains("was revoked at 1000"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(node.get_json("/api/v1/agents/acme/local").0, 404);
+
     // Revoking the verification empties acme's part of the view, and survives a restart.
     expect(
         dir,
