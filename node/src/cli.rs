@@ -456,6 +456,16 @@ fn open_snapshot(path: &Path, now: Option<i64>) -> Result<(Snapshot, snapshot::V
         .with_context(|| format!("snapshot {}", path.display()))
 }
 
+/// Writes `bytes` to `path` through a temporary file, synced and renamed, so readers never see a
+/// half-written file.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, |out| {
+        out.write_all(bytes)?;
+        Ok(())
+    })
+    .map(|_| ())
+}
+
 /// Writes `out` through a temporary file so a failed write never leaves a half file behind.
 fn write_atomically(
     out: &Path,

@@ -360,9 +360,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temporary = path.with_extension("tmp");
-    fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
-    fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+    crate::cli::write_file(path, bytes)
 }
 
 fn rejected(error: impl std::fmt::Display, path: &Path) -> anyhow::Error {

@@ -194,10 +194,7 @@ impl Governance {
     fn persist(&self, folder: &str, name: &str, bytes: &[u8]) -> Result<(), ApiError> {
         let dir = self.dir.join(folder);
         std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-        let path = dir.join(format!("{name}.cbor"));
-        let temporary = path.with_extension("tmp");
-        std::fs::write(&temporary, bytes).map_err(ApiError::internal)?;
-        std::fs::rename(&temporary, &path).map_err(ApiError::internal)
+        crate::cli::write_file(&dir.join(format!("{name}.cbor")), bytes).map_err(ApiError::internal)
     }
 }
 
@@ -210,17 +207,13 @@ fn not_configured() -> ApiError {
 }
 
 fn require_admin(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this endpoint needs an admin `Authorization: Bearer <token>`",
-            )
-        })?;
+    let token = super::tokens::bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs an admin `Authorization: Bearer <token>`",
+        )
+    })?;
     match state
         .tokens
         .lookup(token.trim())

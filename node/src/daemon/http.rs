@@ -247,12 +247,7 @@ async fn read_guard(State(state): State<Arc<NodeState>>, request: Request, next:
     if open {
         return next.run(request).await;
     }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
+    let token = super::tokens::bearer(request.headers()).map(str::to_owned);
     match token.map(|t| state.tokens.lookup(&t)) {
         Some(Ok(Some(_))) => next.run(request).await,
         Some(Err(error)) => ApiError::internal(error).into_response(),

@@ -17,6 +17,16 @@ pub const TOKENS_FILE: &str = "tokens.json";
 /// Prefix of every token, so a leaked one is recognisable in logs and scanners.
 pub const TOKEN_PREFIX: &str = "mrd_";
 
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 /// One stored token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
