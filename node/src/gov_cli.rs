@@ -890,7 +890,7 @@ fn read_log(path: &Path) -> Result<MerkleLog> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut hashes = Vec::new();
     for (index, line) in text.lines().enumerate() {
-        let bytes: Option<Hash> = (line.len() == 64)
+        let bytes: Option<Hash> = (line.len() == 64 && line.is_ascii())
             .then(|| {
                 (0..32)
                     .map(|i| u8::from_str_radix(&line[i * 2..i * 2 + 2], 16).ok())

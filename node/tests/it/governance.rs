@@ -506,3 +506,35 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
     );
     assert!(err.contains("witness cosignatures"), "{err}");
 }
+
+#[test]
+fn a_corrupt_checkpoint_log_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    expect(path, &["keys", "generate", "--out", "log.key"], 0);
+    // 64 bytes, but multi-byte characters: slicing it as hex must not panic.
+    std::fs::write(path.join("heads.log"), format!("a{}b\n", "é".repeat(31))).unwrap();
+    let err = expect(
+        path,
+        &[
+            "checkpoint",
+            "sign",
+            "--log",
+            "heads.log",
+            "--origin",
+            "o.example/log",
+            "--key",
+            "log.key",
+            "--out",
+            "cp.note",
+        ],
+        2,
+    );
+    assert!(err.contains("heads.log:1"), "{err}");
+    std::fs::write(path.join("heads.log"), "zz\n").unwrap();
+    expect(
+        path,
+        &["checkpoint", "prove", "--log", "heads.log", "--index", "0"],
+        2,
+    );
+}
