@@ -8,6 +8,7 @@
 //! the number of calls at once, and rate-limits callers (GCRA) with the policy's tiers. Methods,
 //! status codes, `A2A-Version` and the other end-to-end headers, and SSE framing pass through.
 
+use super::openapi::ErrorBody;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -231,7 +232,8 @@ fn count(state: &NodeState, outcome: &str) {
     );
 }
 
-/// `POST /a2a/{org}/{agent}` (and with a trailing slash): forward one JSON-RPC call.
+/// Forward one JSON-RPC call to the agent and stream its answer back (also with a trailing slash).
+#[utoipa::path(post, path = "/a2a/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name"), ("Meridian-Caller-Token" = Option<String>, Header, description = "the calling organisation's token, for its rate tier (not forwarded)")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer, streamed (any status passes through)", content_type = "application/json"), (status = 401, description = "bad caller token", body = ErrorBody), (status = 403, description = "private address refused", body = ErrorBody), (status = 404, description = "unknown agent", body = ErrorBody), (status = 413, description = "too large", body = ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = ErrorBody), (status = 502, description = "agent unreachable", body = ErrorBody), (status = 503, description = "too many calls in flight (Retry-After)", body = ErrorBody), (status = 504, description = "agent timed out", body = ErrorBody)))]
 pub async fn call(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
@@ -351,8 +353,10 @@ pub async fn call(
     Ok(response)
 }
 
-/// `GET /a2a/{org}/{agent}/.well-known/agent-card.json`: the card as registered, with its
-/// JSON-RPC interfaces pointing at this proxy (otherwise clients would bypass the node).
+/// The agent's card, with its JSON-RPC interfaces pointing at this proxy.
+///
+/// Otherwise clients would read the agent's own URL and bypass the node.
+#[utoipa::path(get, path = "/a2a/{org}/{agent}/.well-known/agent-card.json", tag = "a2a", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), responses((status = 200, description = "card", content_type = "application/json"), (status = 404, description = "unknown agent", body = ErrorBody)))]
 pub async fn card(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,

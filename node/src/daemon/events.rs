@@ -5,6 +5,7 @@
 //! missed, or, when the history no longer reaches back that far, a `history.truncated` event
 //! telling it to reload, before the live stream continues.
 
+use super::openapi::ErrorBody;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -106,7 +107,8 @@ pub struct EventParams {
     last_event_id: Option<u64>,
 }
 
-/// `GET /api/v1/events`
+/// Server-Sent Events of registry changes; resume with Last-Event-ID.
+#[utoipa::path(get, path = "/api/v1/events", tag = "registry", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event"), ("last_event_id" = Option<u64>, Query, description = "the same, as a parameter")), responses((status = 200, description = "the stream", content_type = "text/event-stream"), (status = 400, description = "bad Last-Event-ID", body = ErrorBody)))]
 pub async fn stream(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,

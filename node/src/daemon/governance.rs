@@ -6,6 +6,7 @@
 //! the policy or the root change. Documents arrive as DAG-CBOR blocks, are verified against the
 //! trusted root, and are kept under `DATA/governance/` so a restart knows them again.
 
+use super::openapi::ErrorBody;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -273,7 +274,8 @@ async fn reindex_all(state: &Arc<NodeState>) -> Result<(), ApiError> {
     .map_err(ApiError::internal)
 }
 
-/// `GET /api/v1/governance/root`
+/// The trusted root: version, expiry, roles and the document.
+#[utoipa::path(get, path = "/api/v1/governance/root", tag = "governance", responses((status = 200, description = "root", content_type = "application/json"), (status = 404, description = "governance off", body = ErrorBody)))]
 pub async fn get_root(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let inner = state
         .governance
@@ -297,7 +299,8 @@ pub async fn get_root(State(state): State<Arc<NodeState>>) -> Result<Json<Value>
     })))
 }
 
-/// `POST /api/v1/governance/root` (admin): the next root version.
+/// Advance the trusted root to its next version.
+#[utoipa::path(post, path = "/api/v1/governance/root", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "the next root version"), responses((status = 200, description = "accepted", content_type = "application/json"), (status = 403, description = "not an admin token", body = ErrorBody), (status = 422, description = "rejected: rollback, skipped version, threshold, expired", body = ErrorBody)))]
 pub async fn post_root(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -331,7 +334,8 @@ pub async fn post_root(
     Ok(Json(json!({ "version": version })))
 }
 
-/// `GET /api/v1/governance/policy`
+/// The policy bundle in force.
+#[utoipa::path(get, path = "/api/v1/governance/policy", tag = "governance", responses((status = 200, description = "policy", content_type = "application/json"), (status = 404, description = "none, or governance off", body = ErrorBody)))]
 pub async fn get_policy(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let inner = state
         .governance
@@ -358,7 +362,8 @@ pub async fn get_policy(State(state): State<Arc<NodeState>>) -> Result<Json<Valu
     })))
 }
 
-/// `POST /api/v1/governance/policy` (admin): a newer policy bundle.
+/// Put a newer policy bundle in force.
+#[utoipa::path(post, path = "/api/v1/governance/policy", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "a policy bundle"), responses((status = 200, description = "accepted (changed: false if already in force)", content_type = "application/json"), (status = 403, description = "not an admin token", body = ErrorBody), (status = 422, description = "rejected: older, conflicting, threshold, expired", body = ErrorBody)))]
 pub async fn post_policy(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -395,7 +400,8 @@ pub async fn post_policy(
     Ok(Json(json!({ "version": version, "changed": changed })))
 }
 
-/// `POST /api/v1/attestations` (admin): an attestation or revocation.
+/// Add an attestation or a revocation, verified under the trust root.
+#[utoipa::path(post, path = "/api/v1/attestations", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "an attestation or revocation"), responses((status = 201, description = "added", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "rejected", body = ErrorBody)))]
 pub async fn post_attestation(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -458,7 +464,8 @@ fn subject_matches(subject: &Subject, wanted: &str) -> bool {
     text == wanted
 }
 
-/// `GET /api/v1/attestations?subject=`
+/// Attestations held, with revocation status, optionally about one subject.
+#[utoipa::path(get, path = "/api/v1/attestations", tag = "governance", params(("subject" = Option<String>, Query, description = "org:ID, agent:ORG/NAME, key:DID, node:DID or cid:CID")), responses((status = 200, description = "attestations", content_type = "application/json"), (status = 404, description = "governance off", body = ErrorBody)))]
 pub async fn list_attestations(
     State(state): State<Arc<NodeState>>,
     Query(query): Query<AttestationQuery>,
@@ -494,8 +501,8 @@ pub async fn list_attestations(
     Ok(Json(json!({ "attestations": list })))
 }
 
-/// `POST /api/v1/orgs/registrations`: an organisation's self-signed request (no token needed:
-/// the request proves possession of every key it lists).
+/// Submit an organisation's registration request (no token: it proves possession of its keys).
+#[utoipa::path(post, path = "/api/v1/orgs/registrations", tag = "governance", request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "a registration request signed by every key it lists"), responses((status = 202, description = "received", content_type = "application/json"), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "invalid or no proof of possession", body = ErrorBody)))]
 pub async fn post_registration(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -521,7 +528,8 @@ pub async fn post_registration(
         .into_response())
 }
 
-/// `GET /api/v1/orgs/registrations` (admin): pending requests, for review.
+/// Registration requests received, for review.
+#[utoipa::path(get, path = "/api/v1/orgs/registrations", tag = "governance", security(("adminToken" = [])), responses((status = 200, description = "requests", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 pub async fn list_registrations(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,

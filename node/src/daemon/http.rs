@@ -2,6 +2,7 @@
 //! and search. Every error is JSON `{"error": {"code", "message", "details"}}`; every response
 //! carries an `x-request-id`, which also names the request in the logs.
 
+use super::openapi::ErrorBody;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use meridian_registry::Cid;
 use meridian_registry::car::Limits;
@@ -172,64 +173,69 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The documented routes, built from the annotated handlers: the same call gives the router and
+/// the OpenAPI document, so neither can list a route the other lacks. `import_limit` and
+/// `a2a_limit` are the body limits of the two routes that take large bodies.
+pub fn api_router(
+    import_limit: usize,
+    a2a_limit: usize,
+) -> utoipa_axum::router::OpenApiRouter<Arc<NodeState>> {
+    use utoipa_axum::routes;
+    let (schemas, paths, import) = routes!(import_snapshot);
+    let import = (
+        schemas,
+        paths,
+        import.layer(DefaultBodyLimit::max(import_limit)),
+    );
+    let (schemas, paths, call) = routes!(super::a2a::call);
+    let call = (schemas, paths, call.layer(DefaultBodyLimit::max(a2a_limit)));
+    utoipa_axum::router::OpenApiRouter::with_openapi(super::openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(super::openapi::serve))
+        .routes(routes!(heads))
+        .routes(routes!(export_snapshot))
+        .routes(import)
+        .routes(routes!(block))
+        .routes(routes!(super::events::stream))
+        .routes(routes!(search, super::publish::create_agent))
+        .routes(routes!(
+            agent,
+            super::publish::update_agent,
+            super::publish::delete_agent
+        ))
+        .routes(routes!(
+            super::governance::get_root,
+            super::governance::post_root
+        ))
+        .routes(routes!(
+            super::governance::get_policy,
+            super::governance::post_policy
+        ))
+        .routes(routes!(
+            super::governance::list_attestations,
+            super::governance::post_attestation
+        ))
+        .routes(routes!(
+            super::governance::list_registrations,
+            super::governance::post_registration
+        ))
+        .routes(call)
+        .routes(routes!(super::a2a::card))
+}
+
 /// The gateway's router.
 pub fn router(state: Arc<NodeState>) -> Router {
     let import_limit = state.config.http.import_bytes_max;
     let body_limit = state.config.http.body_bytes_max;
     let a2a_limit = state.config.a2a.body_bytes_max;
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(super::openapi::document()) }),
-        )
-        .route("/api/v1/registry/heads", get(heads))
-        .route("/api/v1/registry/snapshot", get(export_snapshot))
-        .route(
-            "/api/v1/registry/import",
-            post(import_snapshot).layer(DefaultBodyLimit::max(import_limit)),
-        )
-        .route("/api/v1/blocks/{cid}", get(block))
-        .route("/api/v1/events", get(super::events::stream))
-        .route(
-            "/api/v1/governance/root",
-            get(super::governance::get_root).post(super::governance::post_root),
-        )
-        .route(
-            "/api/v1/governance/policy",
-            get(super::governance::get_policy).post(super::governance::post_policy),
-        )
-        .route(
-            "/api/v1/attestations",
-            get(super::governance::list_attestations).post(super::governance::post_attestation),
-        )
-        .route(
-            "/api/v1/orgs/registrations",
-            get(super::governance::list_registrations).post(super::governance::post_registration),
-        )
-        .route(
-            "/api/v1/agents",
-            get(search).post(super::publish::create_agent),
-        )
-        .route(
-            "/api/v1/agents/{org}/{agent}",
-            get(agent)
-                .put(super::publish::update_agent)
-                .delete(super::publish::delete_agent),
-        )
-        .route(
-            "/a2a/{org}/{agent}",
-            post(super::a2a::call).layer(DefaultBodyLimit::max(a2a_limit)),
-        )
+    let (documented, _) = api_router(import_limit, a2a_limit).split_for_parts();
+    documented
+        // The same call with a trailing slash (A2A clients use both forms).
         .route(
             "/a2a/{org}/{agent}/",
             post(super::a2a::call).layer(DefaultBodyLimit::max(a2a_limit)),
-        )
-        .route(
-            "/a2a/{org}/{agent}/.well-known/agent-card.json",
-            get(super::a2a::card),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), read_guard))
@@ -306,11 +312,16 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-async fn health() -> Json<Value> {
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "alive", content_type = "application/json")))]
+pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
+/// Readiness: the store is open.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "ready", content_type = "application/json"), (status = 503, description = "store unavailable", body = ErrorBody)))]
+pub async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
     let heads = state.store.heads().map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -323,7 +334,9 @@ async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
     ))
 }
 
-async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "metrics", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     let agents = state.index.read().map_or(0, |i| i.len()) as f64;
     let heads = state.store.heads().map_or(0, |h| h.len()) as f64;
     let disk = state.store.size_on_disk().unwrap_or(0) as f64;
@@ -343,7 +356,9 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn heads(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
+/// Every publisher head this node has accepted.
+#[utoipa::path(get, path = "/api/v1/registry/heads", tag = "registry", responses((status = 200, description = "heads", content_type = "application/json")))]
+pub async fn heads(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
     let heads = state.store.heads().map_err(ApiError::internal)?;
     let list: Vec<Value> = heads
         .iter()
@@ -357,7 +372,9 @@ fn parse_cid(text: &str, field: &str) -> ApiResult<Cid> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_cid", format!("{field}: {e}")))
 }
 
-async fn block(
+/// One immutable block (strong ETag, long Cache-Control).
+#[utoipa::path(get, path = "/api/v1/blocks/{cid}", tag = "registry", params(("cid" = String, Path, description = "block CID")), responses((status = 200, description = "the block", content_type = "application/vnd.ipld.dag-cbor"), (status = 304, description = "not modified", body = ErrorBody), (status = 400, description = "bad CID", body = ErrorBody), (status = 404, description = "unknown block", body = ErrorBody)))]
+pub async fn block(
     State(state): State<Arc<NodeState>>,
     Path(cid): Path<String>,
     headers: HeaderMap,
@@ -407,14 +424,17 @@ async fn block(
         .into_response())
 }
 
+/// Query of the snapshot export.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SnapshotParams {
+pub struct SnapshotParams {
     publisher: Option<String>,
     since: Option<String>,
 }
 
-async fn export_snapshot(
+/// A publisher's snapshot as a CAR, or a delta since an older commit.
+#[utoipa::path(get, path = "/api/v1/registry/snapshot", tag = "registry", params(("publisher" = Option<String>, Query, description = "did:key (needed when the node holds several)"), ("since" = Option<String>, Query, description = "older commit CID: only what its holder lacks")), responses((status = 200, description = "CAR", content_type = "application/vnd.ipld.car"), (status = 400, description = "publisher needed, or bad CID", body = ErrorBody), (status = 404, description = "no such publisher or commit", body = ErrorBody)))]
+pub async fn export_snapshot(
     State(state): State<Arc<NodeState>>,
     Query(params): Query<SnapshotParams>,
 ) -> ApiResult<Response> {
@@ -509,7 +529,9 @@ fn snapshot_error(error: SnapshotError) -> ApiError {
     api
 }
 
-async fn import_snapshot(
+/// Verify and import a snapshot or delta, atomically.
+#[utoipa::path(post, path = "/api/v1/registry/import", tag = "registry", request_body(content = String, content_type = "application/vnd.ipld.car", description = "a CAR file"), responses((status = 200, description = "imported", content_type = "application/json"), (status = 413, description = "too large", body = ErrorBody), (status = 415, description = "not a CAR", body = ErrorBody), (status = 422, description = "rejected: rollback, equivocation, expired, bad_signature, hash_mismatch, missing_block", body = ErrorBody)))]
+pub async fn import_snapshot(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
     body: Bytes,
@@ -601,7 +623,9 @@ struct AgentView<'a> {
     provenance: Provenance<'a>,
 }
 
-async fn agent(
+/// One agent: the card as published, its manifest and provenance.
+#[utoipa::path(get, path = "/api/v1/agents/{org}/{agent}", tag = "agents", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), responses((status = 200, description = "the agent", content_type = "application/json"), (status = 404, description = "unknown agent", body = ErrorBody)))]
+pub async fn agent(
     State(state): State<Arc<NodeState>>,
     Path((org, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
@@ -646,9 +670,10 @@ async fn agent(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// Query of the agent search.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SearchParams {
+pub struct SearchParams {
     q: Option<String>,
     skill: Option<String>,
     tag: Option<String>,
@@ -660,7 +685,9 @@ struct SearchParams {
     limit: Option<usize>,
 }
 
-async fn search(
+/// Search the federated view (stable order, cursor pagination).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query or limit", body = ErrorBody)))]
+pub async fn search(
     State(state): State<Arc<NodeState>>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {

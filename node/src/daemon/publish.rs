@@ -6,6 +6,7 @@
 //! manifest and the commit, in one atomic batch. A request is authorised by a bearer token of the
 //! organisation the manifest names; an `Idempotency-Key` makes a retried request safe.
 
+use super::openapi::ErrorBody;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -465,7 +466,8 @@ async fn put_agent(
     .map_err(ApiError::internal)?
 }
 
-/// `POST /api/v1/agents`: publish a new or changed agent.
+/// Publish a new or changed agent: a signed manifest, or the card with its signature.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "{manifest: base64} or {card, region, updated_at, signer, sig}"), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
 pub async fn create_agent(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -474,7 +476,8 @@ pub async fn create_agent(
     put_agent(state, headers, body, None).await
 }
 
-/// `PUT /api/v1/agents/{org}/{agent}`: publish this agent (the manifest must name it).
+/// Publish this agent (the manifest must name it).
+#[utoipa::path(put, path = "/api/v1/agents/{org}/{agent}", tag = "agents", security(("orgToken" = [])), params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), request_body(content = String, content_type = "application/json", description = "as for POST /api/v1/agents"), responses((status = 200, description = "updated", content_type = "application/json"), (status = 201, description = "published", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "other organisation", body = ErrorBody), (status = 422, description = "manifest names another agent, or invalid", body = ErrorBody)))]
 pub async fn update_agent(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
@@ -484,7 +487,8 @@ pub async fn update_agent(
     put_agent(state, headers, body, Some(format!("{org}/{agent}"))).await
 }
 
-/// `DELETE /api/v1/agents/{org}/{agent}`: stop publishing an agent.
+/// Stop publishing an agent.
+#[utoipa::path(delete, path = "/api/v1/agents/{org}/{agent}", tag = "agents", security(("orgToken" = [])), params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), responses((status = 200, description = "removed", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "other organisation", body = ErrorBody), (status = 404, description = "not published by this node", body = ErrorBody)))]
 pub async fn delete_agent(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
