@@ -207,7 +207,8 @@ fn not_configured() -> ApiError {
     )
 }
 
-fn require_admin(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Requires an admin bearer token.
+pub fn require_admin(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = super::tokens::bearer(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

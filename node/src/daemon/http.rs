@@ -530,12 +530,14 @@ fn snapshot_error(error: SnapshotError) -> ApiError {
 }
 
 /// Verify and import a snapshot or delta, atomically.
-#[utoipa::path(post, path = "/api/v1/registry/import", tag = "registry", request_body(content = String, content_type = "application/vnd.ipld.car", description = "a CAR file"), responses((status = 200, description = "imported", content_type = "application/json"), (status = 413, description = "too large", body = ErrorBody), (status = 415, description = "not a CAR", body = ErrorBody), (status = 422, description = "rejected: rollback, equivocation, expired, bad_signature, hash_mismatch, missing_block", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/registry/import", tag = "registry", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.car", description = "a CAR file"), responses((status = 200, description = "imported", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 413, description = "too large", body = ErrorBody), (status = 415, description = "not a CAR", body = ErrorBody), (status = 422, description = "rejected: rollback, equivocation, expired, bad_signature, hash_mismatch, missing_block", body = ErrorBody)))]
 pub async fn import_snapshot(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
+    // Imports store up to http.import_bytes_max of someone's blocks: not for anonymous callers.
+    super::governance::require_admin(&state, &headers)?;
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -11,10 +11,16 @@ use crate::*;
 pub struct Node {
     child: Child,
     pub address: String,
+    /// An admin token created for the test before the node started.
+    pub admin: String,
 }
 
 impl Node {
     pub fn start(dir: &Path, data: &str, env: &[(&str, &str)]) -> Node {
+        let admin = json(dir, &["node", "token", "create", "--admin", "--data", data])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
         command
             .args(["node", "run", "--data", data, "--http", "127.0.0.1:0"])
@@ -36,6 +42,7 @@ impl Node {
                 return Node {
                     child,
                     address: text.trim().to_owned(),
+                    admin,
                 };
             }
             assert!(
@@ -111,7 +118,10 @@ impl Node {
         let (status, _, body) = self.request(
             "POST",
             "/api/v1/registry/import",
-            &[("content-type", "application/vnd.ipld.car")],
+            &[
+                ("content-type", "application/vnd.ipld.car"),
+                ("authorization", &format!("Bearer {}", self.admin)),
+            ],
             car,
         );
         (
@@ -302,13 +312,50 @@ fn node_serves_imports_searches_exports_and_stops_cleanly() {
     );
     let (status, body) = node.import(b"not a car");
     assert_eq!(status, 422, "{body}");
+    let admin_auth = format!("Bearer {}", node.admin);
     let (status, _, _) = node.request(
         "POST",
         "/api/v1/registry/import",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &admin_auth),
+        ],
         &s2,
     );
     assert_eq!(status, 415);
+    // Imports need an admin token: none is 401, an organisation's is 403.
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/registry/import",
+        &[("content-type", "application/vnd.ipld.car")],
+        &s2,
+    );
+    assert_eq!(status, 401);
+    let org_token = json(
+        dir,
+        &[
+            "node",
+            "token",
+            "create",
+            "--org",
+            "acme",
+            "--data",
+            "node-data",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = node.request(
+        "POST",
+        "/api/v1/registry/import",
+        &[
+            ("content-type", "application/vnd.ipld.car"),
+            ("authorization", &format!("Bearer {org_token}")),
+        ],
+        &s2,
+    );
+    assert_eq!(status, 403);
     let (status, _, _) = node.request(
         "POST",
         "/api/v1/registry/import",
