@@ -3,8 +3,10 @@
 //!
 //! Sits between `governance` and `node` in the crate graph. Its cache policy and rate limiter are
 //! sans-IO cores with thin axum and quinn drivers. Built so far: [`ratelimit`], the GCRA limiter
-//! (also used by the node's A2A proxy). The cache, relay and QUIC trunk are issue 6.
+//! (also used by the node's A2A proxy), and [`cache`], the verified, size-bounded LRU block cache
+//! with miss collapsing. The HTTP and QUIC drivers, persistence and relay are issue 6.
 
+pub mod cache;
 pub mod ratelimit;
 
 pub use meridian_governance as governance;
