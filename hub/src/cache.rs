@@ -194,14 +194,12 @@ impl BlockCache {
 
 #[cfg(test)]
 mod tests {
+    use meridian_registry::cbor::{Value, encode};
+
     use super::*;
 
     fn block(n: u32, size: usize) -> (Cid, Arc<[u8]>) {
-        let data =
-            meridian_registry::cbor::encode(&meridian_registry::cbor::Value::Bytes(vec![
-                n as u8;
-                size
-            ]));
+        let data = encode(&Value::Bytes(vec![n as u8; size]));
         (ids::dag_cbor_cid(&data), Arc::from(data))
     }
 
