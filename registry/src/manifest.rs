@@ -527,6 +527,15 @@ impl Manifest {
 
     /// [`Manifest::decode`] with a cache of parsed signer keys, for decoding many manifests.
     pub fn decode_with(block: &[u8], keys: &mut KeyCache) -> Result<Self, ManifestError> {
+        Self::decode_with_card(block, keys).map(|(manifest, _)| manifest)
+    }
+
+    /// [`Manifest::decode_with`], also returning the card it parsed to check the manifest, so a
+    /// caller that needs the card does not parse it again.
+    pub fn decode_with_card(
+        block: &[u8],
+        keys: &mut KeyCache,
+    ) -> Result<(Self, AgentCard), ManifestError> {
         if block.len() > MANIFEST_BYTES_MAX {
             return Err(ManifestError::TooLarge {
                 size: block.len(),
@@ -562,7 +571,7 @@ impl Manifest {
                 body.agent_id, body.org
             )));
         }
-        Ok(Self { body, signer, sig })
+        Ok((Self { body, signer, sig }, card))
     }
 
     /// Checks the signature alone.

@@ -55,6 +55,8 @@ default_burst = 40
 # The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). When set, an
 # agent enters this node's federated view only if the acceptance rule accepts it. Empty: off.
 root = ""
+# Organisations whose registration request may wait for review at once (each keeps its newest).
+registrations_pending_max = 1000
 
 [log]
 # "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
@@ -162,11 +164,22 @@ impl Default for A2aSection {
 }
 
 /// `[governance]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GovernanceSection {
     /// The trust root file; empty turns governance off.
     pub root: String,
+    /// Organisations with a registration request waiting at once.
+    pub registrations_pending_max: usize,
+}
+
+impl Default for GovernanceSection {
+    fn default() -> Self {
+        Self {
+            root: String::new(),
+            registrations_pending_max: 1000,
+        }
+    }
 }
 
 /// The whole configuration.

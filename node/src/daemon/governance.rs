@@ -503,7 +503,7 @@ pub async fn list_attestations(
 }
 
 /// Submit an organisation's registration request (no token: it proves possession of its keys).
-#[utoipa::path(post, path = "/api/v1/orgs/registrations", tag = "governance", request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "a registration request signed by every key it lists"), responses((status = 202, description = "received", content_type = "application/json"), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "invalid or no proof of possession", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/orgs/registrations", tag = "governance", request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "a registration request signed by every key it lists"), responses((status = 202, description = "received", content_type = "application/json"), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "invalid or no proof of possession", body = ErrorBody), (status = 503, description = "too many organisations waiting for review (Retry-After)", body = ErrorBody)))]
 pub async fn post_registration(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -512,15 +512,48 @@ pub async fn post_registration(
     require_cbor(&headers)?;
     let registration = Registration::decode_and_verify(&body).map_err(rejected)?;
     let id = registration.document.id().to_string();
-    state.governance.persist("registrations", &id, &body)?;
     let org = registration.org.clone();
-    state
-        .governance
-        .inner
-        .write()
-        .map_err(|_| ApiError::internal("governance lock poisoned"))?
-        .registrations
-        .insert(id.clone(), registration);
+    {
+        // Anyone may ask, so what is kept is bounded: one request per organisation (the newest
+        // replaces the older) and at most governance.registrations_pending_max organisations waiting.
+        let pending_max = state.config.governance.registrations_pending_max;
+        let mut inner = state
+            .governance
+            .inner
+            .write()
+            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
+        let older: Vec<String> = inner
+            .registrations
+            .iter()
+            .filter(|(_, r)| r.org == org)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if older.is_empty() && inner.registrations.len() >= pending_max {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registrations_full",
+                format!("{pending_max} organisations are already waiting for review; try later"),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("3600"),
+            );
+            return Ok(response);
+        }
+        state.governance.persist("registrations", &id, &body)?;
+        for old in older.iter().filter(|old| **old != id) {
+            inner.registrations.remove(old);
+            let _ = std::fs::remove_file(
+                state
+                    .governance
+                    .dir
+                    .join("registrations")
+                    .join(format!("{old}.cbor")),
+            );
+        }
+        inner.registrations.insert(id.clone(), registration);
+    }
     tracing::info!(%org, %id, "registration request received");
     Ok((
         StatusCode::ACCEPTED,

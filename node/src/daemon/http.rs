@@ -101,19 +101,24 @@ impl NodeState {
         };
         let snapshot = Snapshot::load(&self.store, &head.commit, Limits::DEFAULT)?;
         let mut records = Vec::with_capacity(snapshot.tree.len());
+        // One key cache for the whole publisher: its manifests share a few signer keys.
+        let mut keys = meridian_registry::keys::KeyCache::new();
+        let now = (self.clock)();
         for (_, cid) in snapshot.tree.entries() {
-            if let Some(block) = snapshot.blocks.get(&cid)
-                && let Ok(manifest) = Manifest::decode(block)
-            {
-                match self.governance.accept(&manifest, publisher, (self.clock)()) {
-                    Ok(()) => records.push(
-                        AgentRecord::new(&manifest, &cid, publisher, head.seq)
-                            .with_commit(&head.commit),
-                    ),
-                    Err(reasons) => {
-                        let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-                        tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
-                    }
+            let Some(block) = snapshot.blocks.get(&cid) else {
+                continue;
+            };
+            let Ok((manifest, card)) = Manifest::decode_with_card(block, &mut keys) else {
+                continue;
+            };
+            match self.governance.accept(&manifest, publisher, now) {
+                Ok(()) => records.push(
+                    AgentRecord::with_card(&manifest, Some(card), &cid, publisher, head.seq)
+                        .with_commit(&head.commit),
+                ),
+                Err(reasons) => {
+                    let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                    tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
                 }
             }
         }

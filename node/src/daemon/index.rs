@@ -53,7 +53,17 @@ pub struct AgentRecord {
 impl AgentRecord {
     /// A record from a verified manifest held in `publisher`'s snapshot `seq`.
     pub fn new(manifest: &Manifest, cid: &Cid, publisher: &str, seq: u64) -> Self {
-        let card = manifest.card().ok();
+        Self::with_card(manifest, manifest.card().ok(), cid, publisher, seq)
+    }
+
+    /// [`AgentRecord::new`] with the card already parsed (as [`Manifest::decode_with_card`] gives it).
+    pub fn with_card(
+        manifest: &Manifest,
+        card: Option<meridian_registry::manifest::AgentCard>,
+        cid: &Cid,
+        publisher: &str,
+        seq: u64,
+    ) -> Self {
         let mut record = AgentRecord {
             agent_id: manifest.body.agent_id.clone(),
             org: manifest.body.org.clone(),

@@ -123,6 +123,16 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
             let existed = tree
                 .insert(manifest.body.agent_id.as_bytes(), cid)
                 .is_some();
+            // The same bound every importer applies: a registry its peers would refuse is not built.
+            let max = meridian_registry::car::Limits::DEFAULT.agents_max;
+            if tree.len() > max {
+                return Err(unprocessable(
+                    "too_many_agents",
+                    format!(
+                        "this node already publishes {max} agents, the most a snapshot may hold"
+                    ),
+                ));
+            }
             (manifest.body.agent_id.clone(), existed)
         }
         Change::Refresh => (String::new(), false),

@@ -1228,3 +1228,54 @@ fn every_documented_operation_is_routed() {
     assert!(checked > 20);
     assert!(node.stop().success());
 }
+
+#[test]
+fn registration_requests_are_bounded() {
+    use meridian_governance::attestation::Registration;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let node = Node::start(
+        dir,
+        "n",
+        &[("MERIDIAN_GOVERNANCE_REGISTRATIONS_PENDING_MAX", "3")],
+    );
+    let post = |org: &str, seed: u8| {
+        let key = meridian_registry::keys::Keypair::from_secret(&[seed; 32]);
+        let request = Registration::create(org, "x.example", "ops", &[&key]).unwrap();
+        node.request(
+            "POST",
+            "/api/v1/orgs/registrations",
+            &[("content-type", "application/vnd.ipld.dag-cbor")],
+            &request.to_block(),
+        )
+    };
+    for (i, org) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(post(org, i as u8 + 1).0, 202);
+    }
+    // A newer request replaces the organisation's older one, even at the limit.
+    assert_eq!(post("a", 9).0, 202);
+    // A fourth organisation waits for room.
+    let (status, headers, _) = post("d", 4);
+    assert_eq!(status, 503);
+    assert!(headers.iter().any(|(k, _)| k == "retry-after"));
+    let admin = format!("Bearer {}", node.admin);
+    let (_, _, body) = node.request(
+        "GET",
+        "/api/v1/orgs/registrations",
+        &[("authorization", &admin)],
+        b"",
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let orgs: Vec<&str> = listed["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["org"].as_str().unwrap())
+        .collect();
+    assert_eq!(orgs.len(), 3, "{orgs:?}");
+    let files = std::fs::read_dir(dir.join("n/governance/registrations"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 3, "the replaced request's file is gone too");
+    assert!(node.stop().success());
+}
