@@ -22,7 +22,8 @@ use crate::cli::Report;
 /// Agents per organisation in the demo registry.
 pub const DEMO_AGENTS_PER_ORG: usize = 2_500;
 
-fn sample_card(org: &str, index: usize, skill: &str) -> CardInput {
+/// A sample A2A card for agent `index` of `org` with one skill: demo, tests and simulations use it.
+pub fn sample_card(org: &str, index: usize, skill: &str) -> CardInput {
     let json = format!(
         r#"{{"name":"{org} agent {index}","description":"Sample agent {index} of {org}; answers {skill} requests.","version":"1.0.0","provider":{{"organization":"{org}"}},"supportedInterfaces":[{{"url":"https://agents.{org}.example/a2a/{index}","protocolBinding":"JSONRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"{skill}","name":"{skill}","tags":["{skill}","demo"]}}],"defaultInputModes":["text/plain"],"defaultOutputModes":["text/plain"]}}"#
     );

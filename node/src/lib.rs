@@ -9,3 +9,4 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod gov_cli;
+pub mod sync;

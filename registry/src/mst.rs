@@ -530,6 +530,38 @@ impl<H: HashFunction> Mst<H> {
     }
 }
 
+/// The links out of one tree node: what a sync walk fetches next when it holds the node but not
+/// what it points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLinks {
+    /// Subtree nodes (the left pointer and every entry's right pointer).
+    pub subtrees: Vec<Cid>,
+    /// Entries: full key and value (a manifest CID in the registry).
+    pub values: Vec<(Vec<u8>, Cid)>,
+}
+
+/// Decodes one tree node block on its own: the hash is checked against `cid`, the encoding
+/// strictly, and the prefix compression; the invariants that need the whole tree (layers, global
+/// key order) are checked when the complete tree is loaded.
+pub fn node_links<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<NodeLinks, LoadError> {
+    let mut none = |_: &Cid| None;
+    let mut loader = Loader::<H> {
+        get: &mut none,
+        keys_max: usize::MAX,
+        len: 0,
+        previous_key: None,
+        hash: PhantomData,
+    };
+    let decoded = loader.decode(cid, bytes)?;
+    let mut subtrees: Vec<Cid> = decoded.left.into_iter().collect();
+    let mut values = Vec::with_capacity(decoded.entries.len());
+    for (key, value, right) in decoded.entries {
+        subtrees.extend(right);
+        values.push((key, value));
+    }
+    Ok(NodeLinks { subtrees, values })
+}
+
 fn leaf(key: &[u8], value: Cid) -> Entry {
     Entry {
         key: Arc::from(key),

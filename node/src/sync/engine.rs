@@ -1,0 +1,1412 @@
+//! The sync engine: one sans-IO state machine per node that turns "a head was seen" into a
+//! verified, imported snapshot, fetching only the blocks the local store lacks.
+//!
+//! Inputs are method calls ([`Engine::on_gossip`], [`Engine::on_response`], [`Engine::on_timer`],
+//! [`Engine::peer_up`], ...), each with the time as an argument; effects come out of
+//! [`Engine::poll_output`] as [`Output`] values for the driver to perform. The engine never reads
+//! a clock and never touches a socket, so the libp2p driver, the turmoil simulations and the unit
+//! tests below all run this same code.
+//!
+//! How a head becomes a snapshot:
+//! 1. a commit block arrives (gossip, or a peer's answer to [`Request::Heads`]); its signature,
+//!    size, expiry and seq are checked before anything else happens (and before gossip is
+//!    forwarded); two signed commits with one seq become an equivocation proof;
+//! 2. the walk starts at the commit's tree root: every block the store lacks is requested, and
+//!    every tree node that arrives is hash-checked and decoded to find its children. The store
+//!    holds only fully verified snapshots, so a block it has is a subtree it has: an unchanged
+//!    subtree is never fetched;
+//! 3. when nothing is missing, the commit and the fetched blocks go out as an
+//!    [`Output::Import`]; the driver runs the registry's verifier and import (CPU work that
+//!    should not run on an event loop) and reports back with [`Engine::import_finished`].
+//!
+//! Fetches run in parallel up to a bound per peer and in total; a slow, failing or lying source
+//! is retried elsewhere with backoff, and penalised. Governance documents travel through the
+//! same engine via [`GovernanceHooks`].
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use meridian_registry::Cid;
+use meridian_registry::car::Limits;
+use meridian_registry::commit::{COMMIT_BYTES_MAX, Commit, EquivocationProof};
+use meridian_registry::ids::{self, Blake3};
+use meridian_registry::mst;
+use meridian_registry::snapshot::{self, CarContents, SnapshotError, VerifiedSnapshot};
+use meridian_registry::store::{BlockStore, StoreBatch};
+
+use super::wire::{Gossip, Request, Response};
+
+/// The time as the driver gives it: a monotonic millisecond count for timers and unix seconds
+/// for document validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds (any origin).
+    pub ms: u64,
+    /// Unix seconds.
+    pub unix: i64,
+}
+
+/// Bounds and timings of the engine. The defaults suit a node on a real network.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Most blocks asked for in one request.
+    pub blocks_per_request: usize,
+    /// Most requests in flight to one peer.
+    pub requests_per_peer: usize,
+    /// Most requests in flight in total.
+    pub requests_total: usize,
+    /// How long a request may take before it is retried elsewhere, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// First retry delay after a failure, in milliseconds; doubles with every attempt.
+    pub retry_backoff_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_backoff_max_ms: u64,
+    /// Attempts per block before the sync of that head is given up (until it is seen again).
+    pub attempts_max: u32,
+    /// Most publishers tracked.
+    pub publishers_max: usize,
+    /// Largest gossip message, in bytes.
+    pub gossip_bytes_max: usize,
+    /// Largest request or response, in bytes.
+    pub message_bytes_max: usize,
+    /// How far ahead of our clock a commit's `created_at` may be, in seconds.
+    pub clock_skew_secs: i64,
+    /// Snapshot limits (agents, blocks, bytes, depth), applied while fetching and at import.
+    pub limits: Limits,
+    /// A peer whose score falls to this is disconnected and ignored for `ban_ms`.
+    pub ban_score: i64,
+    /// How long a banned peer is ignored, in milliseconds.
+    pub ban_ms: u64,
+    /// How many rejected commit CIDs are remembered so they are not fetched again.
+    pub rejected_heads_max: usize,
+    /// This node's region: peers in it are preferred as sources.
+    pub region: Option<String>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            blocks_per_request: 512,
+            requests_per_peer: 4,
+            requests_total: 32,
+            request_timeout_ms: 10_000,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 10_000,
+            attempts_max: 8,
+            publishers_max: 10_000,
+            gossip_bytes_max: 64 * 1024,
+            message_bytes_max: super::wire::MESSAGE_BYTES_MAX,
+            clock_skew_secs: 300,
+            limits: Limits::DEFAULT,
+            ban_score: -100,
+            ban_ms: 10 * 60 * 1000,
+            rejected_heads_max: 4096,
+            region: None,
+        }
+    }
+}
+
+/// What the driver knows about a connected peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's node key as a did:key, when its transport identity proves it.
+    pub did: Option<String>,
+    /// The peer's region, when known.
+    pub region: Option<String>,
+}
+
+/// What to do with a gossip message: forward it, drop it quietly, or drop it and blame the
+/// sender (gossipsub's accept / ignore / reject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and new: forward it.
+    Accept,
+    /// Not forwarded, no blame (a duplicate, stale, or not for us).
+    Ignore,
+    /// Invalid: not forwarded, and the sender was penalised.
+    Reject,
+}
+
+/// A peer's misbehaviour, counted in metrics and penalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Offense {
+    /// Bytes that do not decode as the message they claim to be.
+    Malformed,
+    /// A message or block over a size limit.
+    Oversized,
+    /// A signature that does not verify.
+    BadSignature,
+    /// A block that does not hash to the CID it was sent for.
+    TamperedBlock,
+    /// A block nobody asked for.
+    UnexpectedBlock,
+    /// A head older than the accepted one.
+    Rollback,
+    /// A head that has expired.
+    Expired,
+    /// The sender itself published two commits with one seq.
+    Equivocation,
+    /// A snapshot whose blocks all hash right but that fails verification.
+    InvalidSnapshot,
+    /// A request that got no answer in time.
+    Timeout,
+}
+
+impl Offense {
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offense::Malformed => "malformed",
+            Offense::Oversized => "oversized",
+            Offense::BadSignature => "bad_signature",
+            Offense::TamperedBlock => "tampered_block",
+            Offense::UnexpectedBlock => "unexpected_block",
+            Offense::Rollback => "rollback",
+            Offense::Expired => "expired",
+            Offense::Equivocation => "equivocation",
+            Offense::InvalidSnapshot => "invalid_snapshot",
+            Offense::Timeout => "timeout",
+        }
+    }
+
+    /// Score lost. Offenses an honest peer can commit by racing (a stale head, a slow answer)
+    /// cost little; proof of dishonesty costs much.
+    pub fn penalty(self) -> i64 {
+        match self {
+            Offense::Rollback | Offense::Expired | Offense::Timeout => 2,
+            Offense::UnexpectedBlock => 10,
+            Offense::Malformed | Offense::Oversized => 25,
+            Offense::BadSignature | Offense::TamperedBlock | Offense::InvalidSnapshot => 50,
+            Offense::Equivocation => 100,
+        }
+    }
+}
+
+/// What a governance document did when offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GovernanceOutcome {
+    /// It verified and changed what the node trusts: forward it.
+    New,
+    /// Already known.
+    Known,
+    /// It decodes but is not acceptable here (expired, superseded, not yet verifiable).
+    Refused(String),
+    /// It is not a governance document at all.
+    Malformed(String),
+}
+
+/// The node's governance, as the sync engine needs it.
+pub trait GovernanceHooks: Send {
+    /// Verifies a governance document block against the trust root and applies it.
+    fn offer(&mut self, block: &[u8], unix: i64) -> GovernanceOutcome;
+    /// Every document a peer that just connected should get, in the order to apply them.
+    fn documents(&self) -> Vec<Vec<u8>>;
+    /// Whether snapshots of this publisher (a node's did:key) may be mirrored.
+    fn publisher_allowed(&self, did: &str) -> bool;
+}
+
+/// Governance off: every publisher may be mirrored and no document is accepted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoGovernance;
+
+impl GovernanceHooks for NoGovernance {
+    fn offer(&mut self, _block: &[u8], _unix: i64) -> GovernanceOutcome {
+        GovernanceOutcome::Refused("governance is off on this node".into())
+    }
+    fn documents(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    fn publisher_allowed(&self, _did: &str) -> bool {
+        true
+    }
+}
+
+/// An effect for the driver to perform.
+#[derive(Debug)]
+pub enum Output<P> {
+    /// Send `request` to `peer`; answer with [`Engine::on_response`] and the same `id`.
+    Request {
+        /// The peer.
+        peer: P,
+        /// The request id.
+        id: u64,
+        /// The request.
+        request: Request,
+    },
+    /// Publish to every peer (a gossipsub topic).
+    Broadcast(Gossip),
+    /// Verify and import this snapshot (see [`import`]), then report with
+    /// [`Engine::import_finished`].
+    Import {
+        /// The publisher's did.
+        publisher: String,
+        /// The commit and every block the store lacks.
+        contents: CarContents,
+    },
+    /// A peer misbehaved; the driver may lower its transport score too.
+    Penalise {
+        /// The peer.
+        peer: P,
+        /// What it did.
+        offense: Offense,
+    },
+    /// A peer's score fell to the ban threshold: disconnect it.
+    Disconnect {
+        /// The peer.
+        peer: P,
+    },
+    /// A governance document was accepted (the federated view must be re-checked).
+    GovernanceChanged,
+    /// A new equivocation proof was stored.
+    Equivocation {
+        /// The publisher that equivocated.
+        publisher: String,
+        /// The seq it signed twice.
+        seq: u64,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Snapshots imported.
+    pub imports: u64,
+    /// Snapshots that failed verification or import.
+    pub imports_failed: u64,
+    /// Syncs given up because blocks stayed unavailable.
+    pub syncs_abandoned: u64,
+    /// Blocks received and accepted (hash-checked, asked for).
+    pub blocks_fetched: u64,
+    /// Bytes of those blocks.
+    pub bytes_fetched: u64,
+    /// Blocks served to peers.
+    pub blocks_served: u64,
+    /// Bytes served to peers.
+    pub bytes_served: u64,
+    /// Requests sent.
+    pub requests_sent: u64,
+    /// Requests that failed, timed out or came back incomplete.
+    pub requests_failed: u64,
+    /// Governance documents accepted.
+    pub governance_accepted: u64,
+    /// Equivocation proofs stored.
+    pub equivocations: u64,
+    /// Invalid messages and blocks, by offense.
+    pub offenses: BTreeMap<&'static str, u64>,
+}
+
+/// Verifies `contents` as a successor of the store's head for its publisher and stores it: what
+/// a driver does for [`Output::Import`].
+pub fn import(
+    store: &dyn BlockStore,
+    contents: &CarContents,
+    unix: i64,
+    config: &SyncConfig,
+) -> Result<VerifiedSnapshot, SnapshotError> {
+    let options = snapshot::VerifyOptions {
+        now: Some(unix),
+        clock_skew_secs: config.clock_skew_secs,
+        limits: config.limits,
+        ..snapshot::VerifyOptions::default()
+    };
+    snapshot::import(store, contents, options)
+}
+
+/// The outcome of an [`Output::Import`], reported back with [`Engine::import_finished`].
+#[derive(Debug)]
+pub struct ImportReport {
+    /// The publisher's did.
+    pub publisher: String,
+    /// The commit that was imported (the contents' root).
+    pub commit: Cid,
+    /// The new head's seq, or why the import failed.
+    pub result: Result<u64, SnapshotError>,
+}
+
+struct PeerState {
+    info: PeerInfo,
+    score: i64,
+    inflight: usize,
+    banned_until: Option<u64>,
+}
+
+/// A head that verified on its own (signature, expiry, seq) and waits to be synced.
+#[derive(Clone)]
+struct SeenHead<P> {
+    cid: Cid,
+    seq: u64,
+    data: Cid,
+    block: Arc<[u8]>,
+    sources: Vec<P>,
+}
+
+/// A sync in progress: the walk from one head's tree root.
+struct Pending<P> {
+    head: SeenHead<P>,
+    /// Blocks still to request, front first.
+    want: VecDeque<Cid>,
+    /// Every block the walk reached that the store lacks.
+    needed: HashSet<Cid>,
+    /// The needed blocks that are tree nodes (the rest are manifests).
+    nodes: HashSet<Cid>,
+    /// Needed blocks received, hash-checked.
+    received: HashMap<Cid, Arc<[u8]>>,
+    bytes: u64,
+    inflight: usize,
+    attempts: HashMap<Cid, u32>,
+    /// Peers that failed to deliver, by count; fewer failures are tried first.
+    misses: HashMap<P, u32>,
+    /// Peers caught lying (tampered blocks): never asked again for this head.
+    liars: HashSet<P>,
+    not_before: u64,
+    importing: bool,
+}
+
+struct PublisherState<P> {
+    pending: Option<Pending<P>>,
+    /// The newest head seen while `pending` runs; synced next.
+    queued: Option<SeenHead<P>>,
+}
+
+struct Inflight<P> {
+    peer: P,
+    publisher: Option<String>,
+    cids: Vec<Cid>,
+    deadline: u64,
+}
+
+enum HeadCheck {
+    New,
+    Duplicate,
+    Stale,
+    Denied,
+}
+
+/// The sync state machine of one node. `P` names peers (a libp2p `PeerId`, a simulated host).
+pub struct Engine<P> {
+    config: SyncConfig,
+    store: Arc<dyn BlockStore>,
+    governance: Box<dyn GovernanceHooks>,
+    peers: BTreeMap<P, PeerState>,
+    publishers: BTreeMap<String, PublisherState<P>>,
+    known_publishers: HashSet<String>,
+    requests: HashMap<u64, Inflight<P>>,
+    next_id: u64,
+    rejected: HashSet<Cid>,
+    rejected_order: VecDeque<Cid>,
+    outputs: VecDeque<Output<P>>,
+    stats: SyncStats,
+    /// The latest time an input carried.
+    last_ms: u64,
+}
+
+impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
+    /// An engine over `store` (which it reads; imports go through [`Output::Import`]).
+    pub fn new(
+        config: SyncConfig,
+        store: Arc<dyn BlockStore>,
+        governance: Box<dyn GovernanceHooks>,
+    ) -> Self {
+        let known_publishers = store
+            .heads()
+            .map(|heads| heads.into_keys().collect())
+            .unwrap_or_default();
+        Self {
+            config,
+            store,
+            governance,
+            peers: BTreeMap::new(),
+            publishers: BTreeMap::new(),
+            known_publishers,
+            requests: HashMap::new(),
+            next_id: 1,
+            rejected: HashSet::new(),
+            rejected_order: VecDeque::new(),
+            outputs: VecDeque::new(),
+            stats: SyncStats::default(),
+            last_ms: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// The next effect to perform.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.outputs.pop_front()
+    }
+
+    /// Connected peers that are not banned.
+    pub fn peer_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.banned_until.is_none())
+            .count()
+    }
+
+    /// A peer's score (0 is neutral; penalties lower it).
+    pub fn peer_score(&self, peer: &P) -> Option<i64> {
+        self.peers.get(peer).map(|p| p.score)
+    }
+
+    /// Whether a peer is banned at `now`.
+    pub fn is_banned(&self, peer: &P, now: Now) -> bool {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.banned_until)
+            .is_some_and(|until| until > now.ms)
+    }
+
+    /// Per publisher: the accepted seq (if any) and the newest seq seen but not yet imported.
+    pub fn lag(&self) -> Vec<(String, Option<u64>, u64)> {
+        self.publishers
+            .iter()
+            .filter_map(|(publisher, state)| {
+                let seen = state
+                    .queued
+                    .as_ref()
+                    .map(|h| h.seq)
+                    .or(state.pending.as_ref().map(|p| p.head.seq))?;
+                let accepted = self.store.head(publisher).ok().flatten().map(|h| h.seq);
+                Some((publisher.clone(), accepted, seen))
+            })
+            .collect()
+    }
+
+    /// Whether any sync is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.publishers
+            .values()
+            .all(|s| s.pending.is_none() && s.queued.is_none())
+    }
+
+    /// When [`Engine::on_timer`] should next be called, in monotonic milliseconds.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let requests = self.requests.values().map(|r| r.deadline);
+        // A retry whose time has passed waits for a source or for room, which come with other
+        // inputs, not with time.
+        let retries = self
+            .publishers
+            .values()
+            .filter_map(|s| s.pending.as_ref())
+            .filter(|p| !p.want.is_empty() && !p.importing && p.not_before > self.last_ms)
+            .map(|p| p.not_before);
+        requests.chain(retries).min()
+    }
+
+    /// A peer connected: ask it for its heads and governance documents.
+    pub fn peer_up(&mut self, peer: P, info: PeerInfo, now: Now) {
+        let entry = self.peers.entry(peer.clone()).or_insert(PeerState {
+            info: info.clone(),
+            score: 0,
+            inflight: 0,
+            banned_until: None,
+        });
+        entry.info = info;
+        if entry.banned_until.is_some_and(|until| until > now.ms) {
+            self.outputs.push_back(Output::Disconnect { peer });
+            return;
+        }
+        entry.banned_until = None;
+        self.send(peer, None, Request::Heads, Vec::new(), now);
+        self.pump(now);
+    }
+
+    /// A peer disconnected: its requests are retried elsewhere. Its score is remembered.
+    pub fn peer_down(&mut self, peer: &P, now: Now) {
+        let ids: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.peer == *peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(request) = self.requests.remove(&id) {
+                self.request_failed(request, now);
+            }
+        }
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.inflight = 0;
+            if state.banned_until.is_none() && state.score > self.config.ban_score {
+                self.peers.remove(peer);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The node published a new head of its own: announce it.
+    pub fn announce(&mut self, commit_block: Vec<u8>) {
+        if let Ok(commit) = Commit::decode(&commit_block) {
+            self.known_publishers.insert(commit.body.publisher.to_did());
+        }
+        self.outputs
+            .push_back(Output::Broadcast(Gossip::Head(commit_block)));
+    }
+
+    /// A gossip message from `from`: checks it and says whether to forward it.
+    pub fn on_gossip(&mut self, from: &P, bytes: &[u8], now: Now) -> Verdict {
+        if self.is_banned(from, now) {
+            return Verdict::Ignore;
+        }
+        let gossip = match Gossip::decode(bytes, self.config.gossip_bytes_max) {
+            Ok(gossip) => gossip,
+            Err(super::wire::WireError::TooLarge { .. }) => {
+                self.offense(from, Offense::Oversized, now);
+                return Verdict::Reject;
+            }
+            Err(_) => {
+                self.offense(from, Offense::Malformed, now);
+                return Verdict::Reject;
+            }
+        };
+        let verdict = match gossip {
+            Gossip::Head(block) => self.offer_head(from, &block, false, now),
+            Gossip::Governance(block) => self.offer_governance(from, &block, now),
+            Gossip::Equivocation(block) => self.offer_equivocation(from, &block, false, now),
+        };
+        self.pump(now);
+        verdict
+    }
+
+    /// A request from a peer: the answer to send back.
+    pub fn on_request(&mut self, from: &P, bytes: &[u8], now: Now) -> Vec<u8> {
+        if self.is_banned(from, now) {
+            return Response::Refused("banned".into()).encode();
+        }
+        let request = match Request::decode(bytes, self.config.message_bytes_max) {
+            Ok(request) => request,
+            Err(error) => {
+                self.offense(from, Offense::Malformed, now);
+                return Response::Refused(format!("bad request: {error}")).encode();
+            }
+        };
+        self.serve(request).encode()
+    }
+
+    /// The answer to a request this engine sent, or the transport's failure to get one.
+    pub fn on_response(&mut self, from: &P, id: u64, result: Result<&[u8], String>, now: Now) {
+        let Some(request) = self.requests.remove(&id) else {
+            return; // timed out already, or not ours
+        };
+        if request.peer != *from {
+            self.requests.insert(id, request);
+            return;
+        }
+        if let Some(state) = self.peers.get_mut(from) {
+            state.inflight = state.inflight.saturating_sub(1);
+        }
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                self.request_failed(request, now);
+                self.pump(now);
+                return;
+            }
+        };
+        match Response::decode(bytes, self.config.message_bytes_max) {
+            Ok(Response::Heads {
+                commits,
+                governance,
+                equivocations,
+            }) => {
+                for block in governance {
+                    self.offer_governance(from, &block, now);
+                }
+                for block in equivocations {
+                    self.offer_equivocation(from, &block, true, now);
+                }
+                for block in commits {
+                    self.offer_head(from, &block, true, now);
+                }
+            }
+            Ok(Response::Blocks(blocks)) => self.blocks_received(from, request, blocks, now),
+            Ok(Response::Refused(_)) => self.request_failed(request, now),
+            Err(super::wire::WireError::TooLarge { .. }) => {
+                self.offense(from, Offense::Oversized, now);
+                self.request_failed(request, now);
+            }
+            Err(_) => {
+                self.offense(from, Offense::Malformed, now);
+                self.request_failed(request, now);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Time passed: expire requests and resume retries that were waiting.
+    pub fn on_timer(&mut self, now: Now) {
+        let expired: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.deadline <= now.ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(request) = self.requests.remove(&id) {
+                let peer = request.peer.clone();
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.inflight = state.inflight.saturating_sub(1);
+                }
+                self.offense(&peer, Offense::Timeout, now);
+                self.request_failed(request, now);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The driver finished an [`Output::Import`].
+    pub fn import_finished(&mut self, report: ImportReport, now: Now) {
+        let Some(state) = self.publishers.get_mut(&report.publisher) else {
+            return;
+        };
+        let pending = match state.pending.take() {
+            Some(p) if p.head.cid == report.commit => p,
+            other => {
+                state.pending = other;
+                return;
+            }
+        };
+        match report.result {
+            Ok(_) => {
+                self.stats.imports += 1;
+                self.known_publishers.insert(report.publisher.clone());
+            }
+            Err(SnapshotError::Equivocation { proof, seq, .. }) => {
+                self.stats.imports_failed += 1;
+                self.equivocation_stored(&report.publisher, seq, proof.to_block());
+            }
+            Err(SnapshotError::Store(_)) => {
+                // Our disk failed, not the snapshot: try again when the head is seen again.
+                self.stats.imports_failed += 1;
+            }
+            Err(_) => {
+                self.stats.imports_failed += 1;
+                self.reject_head(pending.head.cid);
+                // The blocks all hashed right, so the publisher signed an invalid snapshot;
+                // blame the sources that are the publisher itself.
+                let culprits: Vec<P> = pending
+                    .head
+                    .sources
+                    .iter()
+                    .filter(|p| self.peer_did(p) == Some(report.publisher.as_str()))
+                    .cloned()
+                    .collect();
+                for peer in culprits {
+                    self.offense(&peer, Offense::InvalidSnapshot, now);
+                }
+            }
+        }
+        self.start_queued(&report.publisher, now);
+        self.pump(now);
+    }
+
+    fn peer_did(&self, peer: &P) -> Option<&str> {
+        self.peers.get(peer).and_then(|p| p.info.did.as_deref())
+    }
+
+    fn offense(&mut self, peer: &P, offense: Offense, now: Now) {
+        *self.stats.offenses.entry(offense.as_str()).or_default() += 1;
+        self.outputs.push_back(Output::Penalise {
+            peer: peer.clone(),
+            offense,
+        });
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.score -= offense.penalty();
+            if state.score <= self.config.ban_score && state.banned_until.is_none() {
+                state.banned_until = Some(now.ms + self.config.ban_ms);
+                self.outputs
+                    .push_back(Output::Disconnect { peer: peer.clone() });
+            }
+        }
+    }
+
+    fn reject_head(&mut self, cid: Cid) {
+        if self.rejected.insert(cid) {
+            self.rejected_order.push_back(cid);
+            while self.rejected_order.len() > self.config.rejected_heads_max {
+                if let Some(old) = self.rejected_order.pop_front() {
+                    self.rejected.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, request: Request) -> Response {
+        match request {
+            Request::Heads => {
+                let heads = self.store.heads().unwrap_or_default();
+                let mut commits = Vec::new();
+                let mut equivocations = Vec::new();
+                for (publisher, head) in heads.iter().take(self.config.publishers_max) {
+                    if let Ok(Some(block)) = self.store.get(&head.commit) {
+                        commits.push(block.to_vec());
+                    }
+                    if let Ok(proofs) = self.store.equivocations(publisher) {
+                        equivocations.extend(proofs.into_iter().map(|(_, proof)| proof));
+                    }
+                }
+                Response::Heads {
+                    commits,
+                    governance: self.governance.documents(),
+                    equivocations,
+                }
+            }
+            Request::Blocks(cids) => {
+                if cids.len() > self.config.blocks_per_request.max(1024) {
+                    return Response::Refused(format!(
+                        "{} blocks asked for; at most {} per request",
+                        cids.len(),
+                        self.config.blocks_per_request.max(1024)
+                    ));
+                }
+                let budget = self.config.message_bytes_max.saturating_sub(1024);
+                let mut used = 0usize;
+                let mut blocks = Vec::new();
+                for cid in cids {
+                    let Ok(Some(block)) = self.store.get(&cid) else {
+                        continue;
+                    };
+                    let size = block.len() + 64;
+                    if used + size > budget {
+                        break;
+                    }
+                    used += size;
+                    self.stats.blocks_served += 1;
+                    self.stats.bytes_served += block.len() as u64;
+                    blocks.push((cid, block));
+                }
+                Response::Blocks(blocks)
+            }
+        }
+    }
+
+    /// Checks a commit block on its own and records it as a head to sync. `solicited` heads
+    /// (a peer's answer to [`Request::Heads`]) may honestly be old: they are not blamed for it.
+    fn offer_head(&mut self, from: &P, block: &[u8], solicited: bool, now: Now) -> Verdict {
+        if block.len() > COMMIT_BYTES_MAX {
+            self.offense(from, Offense::Oversized, now);
+            return Verdict::Reject;
+        }
+        let Ok(commit) = Commit::decode(block) else {
+            self.offense(from, Offense::Malformed, now);
+            return Verdict::Reject;
+        };
+        if commit.verify_signature().is_err() {
+            self.offense(from, Offense::BadSignature, now);
+            return Verdict::Reject;
+        }
+        let cid = ids::dag_cbor_cid(block);
+        let publisher = commit.body.publisher.to_did();
+        if commit.body.expires_at <= now.unix {
+            if solicited {
+                return Verdict::Ignore;
+            }
+            self.offense(from, Offense::Expired, now);
+            return Verdict::Reject;
+        }
+        if commit.body.created_at > now.unix.saturating_add(self.config.clock_skew_secs) {
+            return Verdict::Ignore;
+        }
+        match self.check_head(from, &publisher, &commit, cid, block, now) {
+            Ok(HeadCheck::New) => {}
+            Ok(HeadCheck::Duplicate | HeadCheck::Stale | HeadCheck::Denied) => {
+                return Verdict::Ignore;
+            }
+            Err(Offense::Rollback) if solicited => return Verdict::Ignore,
+            Err(offense) => {
+                self.offense(from, offense, now);
+                return Verdict::Reject;
+            }
+        }
+        let head = SeenHead {
+            cid,
+            seq: commit.body.seq,
+            data: commit.body.data,
+            block: Arc::from(block),
+            sources: vec![from.clone()],
+        };
+        self.known_publishers.insert(publisher.clone());
+        let state = self
+            .publishers
+            .entry(publisher.clone())
+            .or_insert(PublisherState {
+                pending: None,
+                queued: None,
+            });
+        if state.pending.is_some() {
+            state.queued = Some(head);
+        } else {
+            self.start(&publisher, head, now);
+        }
+        Verdict::Accept
+    }
+
+    fn check_head(
+        &mut self,
+        from: &P,
+        publisher: &str,
+        commit: &Commit,
+        cid: Cid,
+        block: &[u8],
+        now: Now,
+    ) -> Result<HeadCheck, Offense> {
+        if self.rejected.contains(&cid) {
+            return Ok(HeadCheck::Duplicate);
+        }
+        if !self.governance.publisher_allowed(publisher) {
+            return Ok(HeadCheck::Denied);
+        }
+        if !self.known_publishers.contains(publisher)
+            && self.known_publishers.len() >= self.config.publishers_max
+        {
+            return Ok(HeadCheck::Denied);
+        }
+        let seq = commit.body.seq;
+        if let Ok(Some(head)) = self.store.head(publisher) {
+            if seq < head.seq {
+                return Err(Offense::Rollback);
+            }
+            if seq == head.seq {
+                if cid == head.commit {
+                    return Ok(HeadCheck::Duplicate);
+                }
+                if let Ok(Some(accepted)) = self.store.get(&head.commit) {
+                    self.equivocation_found(from, publisher, seq, accepted.to_vec(), block, now);
+                }
+                return Ok(HeadCheck::Stale);
+            }
+        }
+        let Some(state) = self.publishers.get_mut(publisher) else {
+            return Ok(HeadCheck::New);
+        };
+        let seen = state
+            .pending
+            .as_mut()
+            .map(|p| &mut p.head)
+            .into_iter()
+            .chain(state.queued.as_mut());
+        let mut conflict = None;
+        let mut newest = 0;
+        for head in seen {
+            newest = newest.max(head.seq);
+            if head.cid == cid {
+                if !head.sources.contains(from) {
+                    head.sources.push(from.clone());
+                }
+                return Ok(HeadCheck::Duplicate);
+            }
+            if head.seq == seq {
+                conflict = Some(head.block.to_vec());
+            }
+        }
+        if let Some(first) = conflict {
+            self.equivocation_found(from, publisher, seq, first, block, now);
+            return Ok(HeadCheck::Stale);
+        }
+        if seq < newest {
+            return Ok(HeadCheck::Stale);
+        }
+        Ok(HeadCheck::New)
+    }
+
+    fn equivocation_found(
+        &mut self,
+        from: &P,
+        publisher: &str,
+        seq: u64,
+        first: Vec<u8>,
+        second: &[u8],
+        now: Now,
+    ) {
+        let proof = EquivocationProof {
+            first,
+            second: second.to_vec(),
+        };
+        if self.peer_did(from) == Some(publisher) {
+            self.offense(from, Offense::Equivocation, now);
+        }
+        self.equivocation_stored(publisher, seq, proof.to_block());
+    }
+
+    /// Keeps a verified proof (once) and tells every peer.
+    fn equivocation_stored(&mut self, publisher: &str, seq: u64, proof: Vec<u8>) {
+        let known = self
+            .store
+            .equivocations(publisher)
+            .map(|proofs| proofs.iter().any(|(s, _)| *s == seq))
+            .unwrap_or(false);
+        if known {
+            return;
+        }
+        let batch = StoreBatch {
+            equivocations: vec![(publisher.to_owned(), seq, proof.clone())],
+            ..StoreBatch::default()
+        };
+        if self.store.apply(batch).is_err() {
+            return;
+        }
+        self.stats.equivocations += 1;
+        self.outputs.push_back(Output::Equivocation {
+            publisher: publisher.to_owned(),
+            seq,
+        });
+        self.outputs
+            .push_back(Output::Broadcast(Gossip::Equivocation(proof)));
+    }
+
+    /// Checks and keeps an equivocation proof. Gossip forwarding spreads a proof that came as
+    /// gossip; one learnt otherwise is broadcast.
+    fn offer_equivocation(&mut self, from: &P, block: &[u8], solicited: bool, now: Now) -> Verdict {
+        let Ok(proof) = EquivocationProof::decode(block) else {
+            self.offense(from, Offense::Malformed, now);
+            return Verdict::Reject;
+        };
+        let Ok((publisher, seq)) = proof.verify() else {
+            self.offense(from, Offense::BadSignature, now);
+            return Verdict::Reject;
+        };
+        let publisher = publisher.to_did();
+        let before = self.stats.equivocations;
+        self.equivocation_stored(&publisher, seq, block.to_vec());
+        if self.stats.equivocations == before {
+            return Verdict::Ignore;
+        }
+        // `equivocation_stored` queued a broadcast; gossip forwarding does that job here.
+        if !solicited && let Some(Output::Broadcast(Gossip::Equivocation(_))) = self.outputs.back()
+        {
+            self.outputs.pop_back();
+        }
+        Verdict::Accept
+    }
+
+    fn offer_governance(&mut self, from: &P, block: &[u8], now: Now) -> Verdict {
+        match self.governance.offer(block, now.unix) {
+            GovernanceOutcome::New => {
+                self.stats.governance_accepted += 1;
+                self.outputs.push_back(Output::GovernanceChanged);
+                Verdict::Accept
+            }
+            GovernanceOutcome::Known | GovernanceOutcome::Refused(_) => Verdict::Ignore,
+            GovernanceOutcome::Malformed(_) => {
+                self.offense(from, Offense::Malformed, now);
+                Verdict::Reject
+            }
+        }
+    }
+
+    fn start_queued(&mut self, publisher: &str, now: Now) {
+        let Some(state) = self.publishers.get_mut(publisher) else {
+            return;
+        };
+        let Some(next) = state.queued.take() else {
+            self.publishers.remove(publisher);
+            return;
+        };
+        let accepted = self.store.head(publisher).ok().flatten();
+        if accepted.is_some_and(|h| h.seq >= next.seq) {
+            self.publishers.remove(publisher);
+            return;
+        }
+        self.start(publisher, next, now);
+    }
+
+    fn start(&mut self, publisher: &str, head: SeenHead<P>, now: Now) {
+        let mut pending = Pending {
+            head,
+            want: VecDeque::new(),
+            needed: HashSet::new(),
+            nodes: HashSet::new(),
+            received: HashMap::new(),
+            bytes: 0,
+            inflight: 0,
+            attempts: HashMap::new(),
+            misses: HashMap::new(),
+            liars: HashSet::new(),
+            not_before: now.ms,
+            importing: false,
+        };
+        let data = pending.head.data;
+        let outcome = want(&*self.store, &mut pending, data, true);
+        let state = self
+            .publishers
+            .entry(publisher.to_owned())
+            .or_insert(PublisherState {
+                pending: None,
+                queued: None,
+            });
+        state.pending = Some(pending);
+        if let Err(error) = outcome {
+            tracing::debug!(%publisher, %error, "store read failed while starting a sync");
+        }
+        self.maybe_finish(publisher);
+    }
+
+    /// Hands a complete walk to the driver for import.
+    fn maybe_finish(&mut self, publisher: &str) {
+        let Some(pending) = self
+            .publishers
+            .get_mut(publisher)
+            .and_then(|s| s.pending.as_mut())
+        else {
+            return;
+        };
+        if pending.importing || !pending.want.is_empty() || pending.inflight > 0 {
+            return;
+        }
+        pending.importing = true;
+        let mut blocks = Vec::with_capacity(pending.received.len() + 1);
+        blocks.push((pending.head.cid, pending.head.block.clone()));
+        let mut bytes = pending.head.block.len() as u64;
+        for (cid, block) in pending.received.drain() {
+            bytes += block.len() as u64;
+            blocks.push((cid, block));
+        }
+        self.outputs.push_back(Output::Import {
+            publisher: publisher.to_owned(),
+            contents: CarContents {
+                root: pending.head.cid,
+                blocks,
+                bytes,
+            },
+        });
+    }
+
+    fn abandon(&mut self, publisher: &str, reject: bool, now: Now) {
+        let Some(state) = self.publishers.get_mut(publisher) else {
+            return;
+        };
+        if let Some(pending) = state.pending.take() {
+            if reject {
+                self.reject_head(pending.head.cid);
+                self.stats.imports_failed += 1;
+            } else {
+                self.stats.syncs_abandoned += 1;
+            }
+            tracing::debug!(%publisher, seq = pending.head.seq, reject, "sync given up");
+        }
+        self.start_queued(publisher, now);
+    }
+
+    fn request_failed(&mut self, request: Inflight<P>, now: Now) {
+        self.stats.requests_failed += 1;
+        let Some(publisher) = request.publisher else {
+            return;
+        };
+        self.requeue(&publisher, &request.peer, request.cids, now);
+    }
+
+    /// Puts blocks back at the front of the queue after a failed attempt, with backoff.
+    fn requeue(&mut self, publisher: &str, peer: &P, cids: Vec<Cid>, now: Now) {
+        let Some(pending) = self
+            .publishers
+            .get_mut(publisher)
+            .and_then(|s| s.pending.as_mut())
+        else {
+            return;
+        };
+        pending.inflight = pending.inflight.saturating_sub(1);
+        if cids.is_empty() {
+            return;
+        }
+        *pending.misses.entry(peer.clone()).or_default() += 1;
+        let mut worst = 0;
+        for cid in cids.into_iter().rev() {
+            if pending.received.contains_key(&cid) || !pending.needed.contains(&cid) {
+                continue;
+            }
+            let attempts = pending.attempts.entry(cid).or_default();
+            *attempts += 1;
+            worst = worst.max(*attempts);
+            pending.want.push_front(cid);
+        }
+        if worst > self.config.attempts_max {
+            self.abandon(publisher, false, now);
+            return;
+        }
+        if worst > 0 {
+            let backoff = self
+                .config
+                .retry_backoff_ms
+                .saturating_mul(1u64 << (worst - 1).min(20))
+                .min(self.config.retry_backoff_max_ms);
+            pending.not_before = pending.not_before.max(now.ms + backoff);
+        }
+    }
+
+    fn blocks_received(
+        &mut self,
+        from: &P,
+        request: Inflight<P>,
+        blocks: Vec<(Cid, Arc<[u8]>)>,
+        now: Now,
+    ) {
+        let asked: HashSet<Cid> = request.cids.iter().copied().collect();
+        let mut got: HashSet<Cid> = HashSet::new();
+        let mut good = Vec::with_capacity(blocks.len());
+        for (cid, block) in blocks {
+            if !asked.contains(&cid) || !got.insert(cid) {
+                self.offense(from, Offense::UnexpectedBlock, now);
+                continue;
+            }
+            if block.len() > self.config.limits.block_bytes_max {
+                self.offense(from, Offense::Oversized, now);
+                continue;
+            }
+            if ids::verify_block(&cid, &block).is_err() {
+                self.offense(from, Offense::TamperedBlock, now);
+                if let Some(p) = request
+                    .publisher
+                    .as_ref()
+                    .and_then(|publisher| self.publishers.get_mut(publisher))
+                    .and_then(|s| s.pending.as_mut())
+                {
+                    p.liars.insert(from.clone());
+                }
+                got.remove(&cid);
+                continue;
+            }
+            good.push((cid, block));
+        }
+        let Some(publisher) = request.publisher.clone() else {
+            return;
+        };
+        let missing: Vec<Cid> = request
+            .cids
+            .iter()
+            .filter(|c| !got.contains(c))
+            .copied()
+            .collect();
+        let Some(pending) = self
+            .publishers
+            .get_mut(&publisher)
+            .and_then(|s| s.pending.as_mut())
+        else {
+            return;
+        };
+        let mut failure: Option<bool> = None;
+        for (cid, block) in good {
+            if !pending.needed.contains(&cid) || pending.received.contains_key(&cid) {
+                continue;
+            }
+            self.stats.blocks_fetched += 1;
+            self.stats.bytes_fetched += block.len() as u64;
+            match deliver(&*self.store, &self.config, pending, cid, block) {
+                Ok(()) => {}
+                Err(Fatal::Invalid(error)) => {
+                    tracing::debug!(%publisher, %error, "snapshot refused while fetching");
+                    failure = Some(true);
+                    break;
+                }
+                Err(Fatal::Store(error)) => {
+                    tracing::warn!(%publisher, %error, "store read failed during sync");
+                    failure = Some(false);
+                    break;
+                }
+            }
+        }
+        if let Some(reject) = failure {
+            if reject {
+                let culprits: Vec<P> = pending
+                    .head
+                    .sources
+                    .iter()
+                    .filter(|p| {
+                        self.peers.get(p).and_then(|s| s.info.did.as_deref())
+                            == Some(publisher.as_str())
+                    })
+                    .cloned()
+                    .collect();
+                for peer in culprits {
+                    self.offense(&peer, Offense::InvalidSnapshot, now);
+                }
+            }
+            self.abandon(&publisher, reject, now);
+            return;
+        }
+        if missing.is_empty() {
+            pending.inflight = pending.inflight.saturating_sub(1);
+            pending.misses.remove(from);
+        } else {
+            self.stats.requests_failed += 1;
+            self.requeue(&publisher, from, missing, now);
+        }
+        self.maybe_finish(&publisher);
+    }
+
+    fn send(
+        &mut self,
+        peer: P,
+        publisher: Option<String>,
+        request: Request,
+        cids: Vec<Cid>,
+        now: Now,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.inflight += 1;
+        }
+        self.requests.insert(
+            id,
+            Inflight {
+                peer: peer.clone(),
+                publisher,
+                cids,
+                deadline: now.ms + self.config.request_timeout_ms,
+            },
+        );
+        self.stats.requests_sent += 1;
+        self.outputs
+            .push_back(Output::Request { peer, id, request });
+    }
+
+    /// Sends block requests while there is work, sources and room.
+    fn pump(&mut self, now: Now) {
+        self.last_ms = self.last_ms.max(now.ms);
+        let publishers: Vec<String> = self.publishers.keys().cloned().collect();
+        for publisher in publishers {
+            loop {
+                if self.requests.len() >= self.config.requests_total {
+                    return;
+                }
+                let Some(pending) = self
+                    .publishers
+                    .get(&publisher)
+                    .and_then(|s| s.pending.as_ref())
+                else {
+                    break;
+                };
+                if pending.want.is_empty() || pending.importing || pending.not_before > now.ms {
+                    break;
+                }
+                let Some(peer) = self.choose_source(pending, now) else {
+                    break;
+                };
+                let Some(pending) = self
+                    .publishers
+                    .get_mut(&publisher)
+                    .and_then(|s| s.pending.as_mut())
+                else {
+                    break;
+                };
+                let n = pending
+                    .want
+                    .len()
+                    .min(self.config.blocks_per_request.max(1));
+                let cids: Vec<Cid> = pending.want.drain(..n).collect();
+                pending.inflight += 1;
+                self.send(
+                    peer,
+                    Some(publisher.clone()),
+                    Request::Blocks(cids.clone()),
+                    cids,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The best peer to ask for a pending head's blocks: a source of the head before others,
+    /// then fewer failures, then the same region, then the least busy.
+    fn choose_source(&self, pending: &Pending<P>, now: Now) -> Option<P> {
+        let own_region = self.config.region.as_deref();
+        self.peers
+            .iter()
+            .filter(|(peer, state)| {
+                state.banned_until.is_none_or(|until| until <= now.ms)
+                    && state.inflight < self.config.requests_per_peer
+                    && !pending.liars.contains(*peer)
+            })
+            .min_by_key(|(peer, state)| {
+                let known = !pending.head.sources.contains(peer);
+                let misses = pending.misses.get(*peer).copied().unwrap_or(0);
+                let region = own_region.is_some() && state.info.region.as_deref() != own_region;
+                (misses, known, region, state.inflight)
+            })
+            .map(|(peer, _)| peer.clone())
+    }
+}
+
+/// Why a walk cannot go on.
+enum Fatal {
+    /// The snapshot is invalid (its blocks hash right, so the publisher made it so).
+    Invalid(String),
+    /// Our store failed.
+    Store(String),
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fatal::Invalid(why) => write!(f, "invalid snapshot: {why}"),
+            Fatal::Store(why) => write!(f, "store: {why}"),
+        }
+    }
+}
+
+/// Adds `cid` to the walk unless the store has it (and so its whole subtree).
+fn want<P>(
+    store: &dyn BlockStore,
+    pending: &mut Pending<P>,
+    cid: Cid,
+    node: bool,
+) -> Result<(), Fatal> {
+    if pending.needed.contains(&cid) {
+        return Ok(());
+    }
+    match store.contains(&cid) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(error) => return Err(Fatal::Store(error.to_string())),
+    }
+    pending.needed.insert(cid);
+    if node {
+        pending.nodes.insert(cid);
+    }
+    pending.want.push_back(cid);
+    Ok(())
+}
+
+/// Takes in one hash-checked block the walk needed, and walks on from a tree node.
+fn deliver<P>(
+    store: &dyn BlockStore,
+    config: &SyncConfig,
+    pending: &mut Pending<P>,
+    cid: Cid,
+    block: Arc<[u8]>,
+) -> Result<(), Fatal> {
+    pending.bytes += block.len() as u64;
+    if pending.bytes > config.limits.car_bytes_max {
+        return Err(Fatal::Invalid(format!(
+            "snapshot exceeds {} bytes",
+            config.limits.car_bytes_max
+        )));
+    }
+    if pending.needed.len() > config.limits.blocks_max {
+        return Err(Fatal::Invalid(format!(
+            "snapshot exceeds {} blocks",
+            config.limits.blocks_max
+        )));
+    }
+    if pending.nodes.contains(&cid) {
+        let links = mst::node_links::<Blake3>(&cid, block.clone())
+            .map_err(|e| Fatal::Invalid(e.to_string()))?;
+        for subtree in links.subtrees {
+            want(store, pending, subtree, true)?;
+        }
+        for (_, manifest) in links.values {
+            want(store, pending, manifest, false)?;
+        }
+    }
+    pending.received.insert(cid, block);
+    Ok(())
+}

@@ -1,0 +1,721 @@
+//! Several engines in one thread over an in-memory network with virtual time: convergence,
+//! deltas, and every kind of misbehaving peer.
+#![allow(clippy::unwrap_used, clippy::needless_range_loop)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use meridian_registry::Cid;
+use meridian_registry::car::Limits;
+use meridian_registry::commit::{Commit, CommitBody};
+use meridian_registry::keys::Keypair;
+use meridian_registry::snapshot::{self, BuildInput, Snapshot};
+use meridian_registry::store::{BlockStore, Head, MemoryStore, StoreBatch};
+
+use super::engine::*;
+use super::wire::{Gossip, Request, Response};
+
+const T0: i64 = 1_800_000_000;
+
+/// How a test node answers requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    /// Serves every block with one byte flipped.
+    Tamper,
+    /// Never answers.
+    Silent,
+}
+
+struct TestNode {
+    engine: Engine<usize>,
+    store: MemoryStore,
+    behaviour: Behaviour,
+    verdicts: Vec<Verdict>,
+    disconnected: Vec<usize>,
+    governance_changes: usize,
+}
+
+enum Message {
+    Gossip(usize, usize, Vec<u8>),
+    Request(usize, usize, u64, Vec<u8>),
+    Response(usize, usize, u64, Vec<u8>),
+}
+
+struct Net {
+    nodes: Vec<TestNode>,
+    links: Vec<Vec<usize>>,
+    queue: VecDeque<Message>,
+    now: Now,
+    keys: Vec<Keypair>,
+}
+
+fn key(i: usize) -> Keypair {
+    let mut secret = [0u8; 32];
+    secret[0] = i as u8 + 1;
+    secret[1] = 0x5a;
+    Keypair::from_secret(&secret)
+}
+
+impl Net {
+    fn new(n: usize, config: SyncConfig) -> Self {
+        Self::with_governance(n, config, |_| Box::new(NoGovernance))
+    }
+
+    fn with_governance(
+        n: usize,
+        config: SyncConfig,
+        governance: impl Fn(usize) -> Box<dyn GovernanceHooks>,
+    ) -> Self {
+        let nodes = (0..n)
+            .map(|i| {
+                let store = MemoryStore::new();
+                TestNode {
+                    engine: Engine::new(config.clone(), Arc::new(store.clone()), governance(i)),
+                    store,
+                    behaviour: Behaviour::Honest,
+                    verdicts: Vec::new(),
+                    disconnected: Vec::new(),
+                    governance_changes: 0,
+                }
+            })
+            .collect();
+        Self {
+            nodes,
+            links: vec![Vec::new(); n],
+            queue: VecDeque::new(),
+            now: Now { ms: 0, unix: T0 },
+            keys: (0..n).map(key).collect(),
+        }
+    }
+
+    fn link(&mut self, a: usize, b: usize) {
+        self.links[a].push(b);
+        self.links[b].push(a);
+        let now = self.now;
+        let info = |i: usize, keys: &[Keypair]| PeerInfo {
+            did: Some(keys[i].did()),
+            region: None,
+        };
+        let (ia, ib) = (info(a, &self.keys), info(b, &self.keys));
+        self.nodes[a].engine.peer_up(b, ib, now);
+        self.nodes[b].engine.peer_up(a, ia, now);
+    }
+
+    fn full_mesh(&mut self) {
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                self.link(a, b);
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(output) = self.nodes[i].engine.poll_output() {
+                match output {
+                    Output::Request { peer, id, request } => {
+                        self.queue
+                            .push_back(Message::Request(i, peer, id, request.encode()));
+                    }
+                    Output::Broadcast(gossip) => {
+                        let bytes = gossip.encode();
+                        for &peer in &self.links[i] {
+                            self.queue
+                                .push_back(Message::Gossip(i, peer, bytes.clone()));
+                        }
+                    }
+                    Output::Import {
+                        publisher,
+                        contents,
+                    } => {
+                        let node = &mut self.nodes[i];
+                        let config = node.engine.config().clone();
+                        let result = import(&node.store, &contents, self.now.unix, &config)
+                            .map(|v| v.commit.body.seq);
+                        node.engine.import_finished(
+                            ImportReport {
+                                publisher,
+                                commit: contents.root,
+                                result,
+                            },
+                            self.now,
+                        );
+                    }
+                    Output::Disconnect { peer } => self.nodes[i].disconnected.push(peer),
+                    Output::GovernanceChanged => self.nodes[i].governance_changes += 1,
+                    Output::Penalise { .. } | Output::Equivocation { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, message: Message) {
+        let now = self.now;
+        match message {
+            Message::Gossip(from, to, bytes) => {
+                if self.nodes[to].behaviour != Behaviour::Honest {
+                    return;
+                }
+                let verdict = self.nodes[to].engine.on_gossip(&from, &bytes, now);
+                self.nodes[to].verdicts.push(verdict);
+                if verdict == Verdict::Accept {
+                    for &peer in &self.links[to] {
+                        if peer != from {
+                            self.queue
+                                .push_back(Message::Gossip(to, peer, bytes.clone()));
+                        }
+                    }
+                }
+            }
+            Message::Request(from, to, id, bytes) => match self.nodes[to].behaviour {
+                Behaviour::Silent => {}
+                Behaviour::Honest => {
+                    let answer = self.nodes[to].engine.on_request(&from, &bytes, now);
+                    self.queue
+                        .push_back(Message::Response(to, from, id, answer));
+                }
+                Behaviour::Tamper => {
+                    let answer = self.nodes[to].engine.on_request(&from, &bytes, now);
+                    let answer = match Response::decode(&answer, usize::MAX).unwrap() {
+                        Response::Blocks(blocks) => Response::Blocks(
+                            blocks
+                                .into_iter()
+                                .map(|(cid, block)| {
+                                    let mut bytes = block.to_vec();
+                                    let last = bytes.len() - 1;
+                                    bytes[last] ^= 1;
+                                    (cid, Arc::from(bytes))
+                                })
+                                .collect(),
+                        )
+                        .encode(),
+                        _ => answer,
+                    };
+                    self.queue
+                        .push_back(Message::Response(to, from, id, answer));
+                }
+            },
+            Message::Response(from, to, id, bytes) => {
+                self.nodes[to]
+                    .engine
+                    .on_response(&from, id, Ok(&bytes), now);
+            }
+        }
+    }
+
+    /// Runs until nothing is queued and no timer is due; timers advance virtual time.
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            self.drain_outputs();
+            if let Some(message) = self.queue.pop_front() {
+                self.deliver(message);
+                continue;
+            }
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine.next_deadline())
+                .min();
+            match next {
+                Some(deadline) => {
+                    let busy = self.nodes.iter().any(|n| !n.engine.is_idle());
+                    if !busy && deadline > self.now.ms + 60_000 {
+                        return;
+                    }
+                    self.now.ms = self.now.ms.max(deadline);
+                    let now = self.now;
+                    for node in &mut self.nodes {
+                        node.engine.on_timer(now);
+                    }
+                }
+                None => return,
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    fn head(&self, node: usize, publisher: usize) -> Option<Head> {
+        self.nodes[node]
+            .store
+            .head(&self.keys[publisher].did())
+            .unwrap()
+    }
+}
+
+fn cards(org: &str, n: usize, changed: Option<usize>) -> Vec<snapshot::CardInput> {
+    (0..n)
+        .map(|i| {
+            let skill = if Some(i) == changed {
+                "translate"
+            } else {
+                "search"
+            };
+            crate::demo::sample_card(org, i, skill)
+        })
+        .collect()
+}
+
+fn build(key: &Keypair, n: usize, changed: Option<usize>, previous: Option<&Snapshot>) -> Snapshot {
+    let org_key = key;
+    snapshot::build(BuildInput {
+        node_key: key,
+        org_key,
+        org: "acme",
+        region: "eu-west",
+        cards: cards("acme", n, changed),
+        previous,
+        now: T0 + previous.map_or(0, |p| p.commit.body.seq as i64),
+        expires_in_secs: 7 * 86_400,
+        limits: Limits::DEFAULT,
+    })
+    .unwrap()
+    .0
+}
+
+/// Stores a node's own snapshot and announces it.
+fn publish(net: &mut Net, node: usize, snapshot: &Snapshot) {
+    let store = &net.nodes[node].store;
+    store
+        .apply(StoreBatch {
+            blocks: snapshot
+                .blocks
+                .iter()
+                .map(|(c, b)| (*c, b.clone()))
+                .collect(),
+            heads: vec![(
+                snapshot.commit.body.publisher.to_did(),
+                Head {
+                    commit: snapshot.commit_cid,
+                    seq: snapshot.commit.body.seq,
+                },
+            )],
+            equivocations: Vec::new(),
+        })
+        .unwrap();
+    net.nodes[node].engine.announce(snapshot.commit.to_block());
+}
+
+#[test]
+fn nodes_converge_and_a_change_moves_only_the_delta() {
+    let mut net = Net::new(5, SyncConfig::default());
+    net.full_mesh();
+    let first = build(&net.keys[0], 400, None, None);
+    publish(&mut net, 0, &first);
+    net.run();
+    for node in 1..5 {
+        assert_eq!(net.head(node, 0).unwrap().commit, first.commit_cid);
+        let loaded = Snapshot::load(&net.nodes[node].store, &first.commit_cid, Limits::DEFAULT);
+        assert_eq!(loaded.unwrap().tree.len(), 400);
+    }
+    let before: Vec<u64> = (0..5)
+        .map(|i| net.nodes[i].engine.stats().bytes_fetched)
+        .collect();
+    let second = build(&net.keys[0], 400, Some(7), Some(&first));
+    publish(&mut net, 0, &second);
+    net.run();
+    for node in 1..5 {
+        assert_eq!(net.head(node, 0).unwrap().commit, second.commit_cid);
+        let stats = net.nodes[node].engine.stats();
+        let fetched = stats.bytes_fetched - before[node];
+        assert!(
+            fetched < 8 * 1024,
+            "node {node} fetched {fetched} bytes for one change"
+        );
+        assert_eq!(stats.imports, 2);
+        assert!(stats.offenses.is_empty(), "{:?}", stats.offenses);
+    }
+}
+
+#[test]
+fn a_late_joiner_and_a_restarted_node_catch_up_through_heads() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.link(0, 1);
+    let first = build(&net.keys[0], 50, None, None);
+    publish(&mut net, 0, &first);
+    net.run();
+    assert!(net.head(1, 0).is_some());
+    assert!(net.head(2, 0).is_none());
+    // Node 2 joins later, knowing only node 1: it learns the head from 1's Heads answer.
+    net.link(1, 2);
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
+    // A restarted engine over the same store serves and syncs like before.
+    let store = net.nodes[2].store.clone();
+    net.nodes[2].engine = Engine::new(
+        SyncConfig::default(),
+        Arc::new(store),
+        Box::new(NoGovernance),
+    );
+    let second = build(&net.keys[0], 50, Some(3), Some(&first));
+    publish(&mut net, 0, &second);
+    net.run();
+    // Node 2's new engine has no peers until it reconnects.
+    assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
+    let now = net.now;
+    net.nodes[2].engine.peer_up(1, PeerInfo::default(), now);
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, second.commit_cid);
+    assert!(net.nodes[2].engine.stats().bytes_fetched < 8 * 1024);
+}
+
+#[test]
+fn tampered_blocks_are_refused_and_the_liar_is_avoided() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.full_mesh();
+    net.nodes[1].behaviour = Behaviour::Tamper;
+    let first = build(&net.keys[0], 100, None, None);
+    // Node 1 holds the snapshot too, and is the first to tell node 2 about it.
+    publish(&mut net, 0, &first);
+    let store = &net.nodes[1].store;
+    store
+        .apply(StoreBatch {
+            blocks: first.blocks.iter().map(|(c, b)| (*c, b.clone())).collect(),
+            ..StoreBatch::default()
+        })
+        .unwrap();
+    let _ = net.nodes[0].engine.poll_output(); // drop the honest announcement
+    let now = net.now;
+    let head = Gossip::Head(first.commit.to_block()).encode();
+    assert_eq!(
+        net.nodes[2].engine.on_gossip(&1, &head, now),
+        Verdict::Accept
+    );
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
+    let stats = net.nodes[2].engine.stats();
+    assert!(stats.offenses.get("tampered_block").copied().unwrap_or(0) >= 1);
+    assert!(net.nodes[2].engine.peer_score(&1).unwrap() < 0);
+    assert_eq!(net.nodes[2].engine.peer_score(&0), Some(0));
+    // No tampered block reached the store: every block there hashes right.
+    let loaded = Snapshot::load(&net.nodes[2].store, &first.commit_cid, Limits::DEFAULT).unwrap();
+    assert_eq!(loaded.tree.len(), 100);
+}
+
+#[test]
+fn a_silent_peer_times_out_and_another_source_is_used() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.full_mesh();
+    net.nodes[1].behaviour = Behaviour::Silent;
+    let first = build(&net.keys[0], 30, None, None);
+    publish(&mut net, 0, &first);
+    let _ = net.nodes[0].engine.poll_output();
+    let now = net.now;
+    let head = Gossip::Head(first.commit.to_block()).encode();
+    assert_eq!(
+        net.nodes[2].engine.on_gossip(&1, &head, now),
+        Verdict::Accept
+    );
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
+    assert!(net.now.ms >= SyncConfig::default().request_timeout_ms);
+    // The Heads request at connection and the first block request both timed out.
+    assert_eq!(
+        net.nodes[2].engine.stats().offenses.get("timeout"),
+        Some(&2)
+    );
+}
+
+#[test]
+fn a_dropped_connection_mid_fetch_is_retried_elsewhere() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.full_mesh();
+    let first = build(&net.keys[0], 30, None, None);
+    publish(&mut net, 1, &first);
+    // Node 1 has it, node 0 (the publisher) too.
+    publish(&mut net, 0, &first);
+    while net.nodes[0].engine.poll_output().is_some() {}
+    while net.nodes[1].engine.poll_output().is_some() {}
+    let now = net.now;
+    let head = Gossip::Head(first.commit.to_block()).encode();
+    net.nodes[2].engine.on_gossip(&1, &head, now);
+    // The request to node 1 is sent, then node 1 goes away before answering.
+    let mut sent = Vec::new();
+    while let Some(output) = net.nodes[2].engine.poll_output() {
+        sent.push(output);
+    }
+    assert!(
+        sent.iter()
+            .any(|o| matches!(o, Output::Request { peer: 1, .. }))
+    );
+    net.nodes[2].engine.peer_down(&1, now);
+    net.links[2].retain(|&p| p != 1);
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
+    assert!(net.nodes[2].engine.stats().requests_failed >= 1);
+}
+
+fn forged(commit: &Commit) -> Vec<u8> {
+    let mut forged = commit.clone();
+    forged.sig[0] ^= 0xff;
+    forged.to_block()
+}
+
+#[test]
+fn rollback_forgery_expiry_and_oversize_are_rejected_and_penalised() {
+    let config = SyncConfig {
+        ban_score: -1000,
+        ..SyncConfig::default()
+    };
+    let mut net = Net::new(2, config);
+    net.link(0, 1);
+    let first = build(&net.keys[0], 10, None, None);
+    publish(&mut net, 0, &first);
+    net.run();
+    let second = build(&net.keys[0], 10, Some(1), Some(&first));
+    publish(&mut net, 0, &second);
+    net.run();
+    assert_eq!(net.head(1, 0).unwrap().seq, 2);
+    let now = net.now;
+    let engine = &mut net.nodes[1].engine;
+    // A replayed old head.
+    let old = Gossip::Head(first.commit.to_block()).encode();
+    assert_eq!(engine.on_gossip(&0, &old, now), Verdict::Reject);
+    // A forged signature.
+    let bad = Gossip::Head(forged(&second.commit)).encode();
+    assert_eq!(engine.on_gossip(&0, &bad, now), Verdict::Reject);
+    // Garbage and oversized messages.
+    assert_eq!(engine.on_gossip(&0, b"\x01garbage", now), Verdict::Reject);
+    let huge = Gossip::Head(vec![0; 100 * 1024]).encode();
+    assert_eq!(engine.on_gossip(&0, &huge, now), Verdict::Reject);
+    // An expired head: valid signature, seq above, but past its expiry.
+    let expired = Commit {
+        body: CommitBody {
+            seq: 9,
+            created_at: now.unix - 100,
+            expires_at: now.unix - 1,
+            ..second.commit.body.clone()
+        },
+        sig: [0; 64],
+    };
+    let expired = CommitBody::sign(expired.body, &net.keys[0]).unwrap();
+    let engine = &mut net.nodes[1].engine;
+    let message = Gossip::Head(expired.to_block()).encode();
+    assert_eq!(engine.on_gossip(&0, &message, now), Verdict::Reject);
+    // A duplicate is ignored without blame.
+    let again = Gossip::Head(second.commit.to_block()).encode();
+    assert_eq!(engine.on_gossip(&0, &again, now), Verdict::Ignore);
+    let offenses = engine.stats().offenses.clone();
+    let expected: BTreeMap<&str, u64> = [
+        ("rollback", 1),
+        ("bad_signature", 1),
+        ("malformed", 1),
+        ("oversized", 1),
+        ("expired", 1),
+    ]
+    .into();
+    assert_eq!(offenses, expected);
+    let penalty = [
+        Offense::Rollback,
+        Offense::BadSignature,
+        Offense::Malformed,
+        Offense::Oversized,
+        Offense::Expired,
+    ]
+    .iter()
+    .map(|o| o.penalty())
+    .sum::<i64>();
+    assert_eq!(engine.peer_score(&0), Some(-penalty));
+    assert_eq!(net.head(1, 0).unwrap().seq, 2, "nothing bad was accepted");
+}
+
+#[test]
+fn a_peer_that_keeps_lying_is_banned() {
+    let mut net = Net::new(2, SyncConfig::default());
+    net.link(0, 1);
+    let first = build(&net.keys[0], 3, None, None);
+    let bad = Gossip::Head(forged(&first.commit)).encode();
+    let now = net.now;
+    let engine = &mut net.nodes[1].engine;
+    for _ in 0..2 {
+        assert_eq!(engine.on_gossip(&0, &bad, now), Verdict::Reject);
+    }
+    net.drain_outputs();
+    assert_eq!(net.nodes[1].disconnected, vec![0]);
+    let engine = &mut net.nodes[1].engine;
+    assert!(engine.is_banned(&0, now));
+    // Banned: even a valid head from it is ignored until the ban ends.
+    let good = Gossip::Head(first.commit.to_block()).encode();
+    assert_eq!(engine.on_gossip(&0, &good, now), Verdict::Ignore);
+    let later = Now {
+        ms: now.ms + SyncConfig::default().ban_ms + 1,
+        unix: now.unix,
+    };
+    assert_eq!(engine.on_gossip(&0, &good, later), Verdict::Accept);
+}
+
+#[test]
+fn an_equivocation_is_proven_and_the_proof_reaches_everyone() {
+    // 0 is the equivocating publisher; 1 sees one fork, 2 the other; 3 only talks to 2.
+    let mut net = Net::new(4, SyncConfig::default());
+    net.link(0, 1);
+    net.link(0, 2);
+    net.link(1, 2);
+    net.link(2, 3);
+    let base = build(&net.keys[0], 10, None, None);
+    publish(&mut net, 0, &base);
+    net.run();
+    let fork_a = build(&net.keys[0], 10, Some(1), Some(&base));
+    let fork_b = build(&net.keys[0], 10, Some(2), Some(&base));
+    assert_eq!(fork_a.commit.body.seq, fork_b.commit.body.seq);
+    assert_ne!(fork_a.commit_cid, fork_b.commit_cid);
+    // The publisher's store serves both forks' blocks.
+    for fork in [&fork_a, &fork_b] {
+        net.nodes[0]
+            .store
+            .apply(StoreBatch {
+                blocks: fork.blocks.iter().map(|(c, b)| (*c, b.clone())).collect(),
+                ..StoreBatch::default()
+            })
+            .unwrap();
+    }
+    let a = Gossip::Head(fork_a.commit.to_block()).encode();
+    let b = Gossip::Head(fork_b.commit.to_block()).encode();
+    net.queue.push_back(Message::Gossip(0, 1, a));
+    net.run();
+    assert_eq!(net.head(1, 0).unwrap().commit, fork_a.commit_cid);
+    assert_eq!(net.head(2, 0).unwrap().commit, fork_a.commit_cid);
+    // Then the other fork arrives straight from the publisher.
+    net.queue.push_back(Message::Gossip(0, 2, b));
+    net.run();
+    assert_eq!(net.nodes[2].verdicts.last(), Some(&Verdict::Ignore));
+    assert_eq!(net.head(2, 0).unwrap().commit, fork_a.commit_cid);
+    let did = net.keys[0].did();
+    for node in 1..4 {
+        let proofs = net.nodes[node].store.equivocations(&did).unwrap();
+        assert_eq!(proofs.len(), 1, "node {node} has the proof");
+        let proof = meridian_registry::commit::EquivocationProof::decode(&proofs[0].1).unwrap();
+        assert_eq!(proof.verify().unwrap().1, fork_a.commit.body.seq);
+    }
+    // The publisher sent the conflicting head itself: penalised as an equivocator.
+    assert!(net.nodes[2].engine.peer_score(&0).unwrap() <= -Offense::Equivocation.penalty());
+}
+
+#[test]
+fn an_invalid_snapshot_is_refused_and_not_fetched_again() {
+    let mut net = Net::new(2, SyncConfig::default());
+    net.link(0, 1);
+    let good = build(&net.keys[0], 5, None, None);
+    // A commit, validly signed by the publisher, whose tree points at a manifest that is not a
+    // manifest: every block hashes right, but the snapshot is invalid.
+    let junk: Arc<[u8]> = Arc::from(meridian_registry::cbor::encode(
+        &meridian_registry::cbor::Value::Text("not a manifest".into()),
+    ));
+    let junk_cid = meridian_registry::ids::dag_cbor_cid(&junk);
+    let mut tree = snapshot::RegistryTree::new();
+    tree.insert(b"acme/x", junk_cid);
+    let body = CommitBody {
+        data: tree.root_cid(),
+        ..good.commit.body.clone()
+    };
+    let commit = CommitBody::sign(body, &net.keys[0]).unwrap();
+    let mut blocks: Vec<(Cid, Arc<[u8]>)> = tree.blocks();
+    blocks.push((junk_cid, junk));
+    net.nodes[0]
+        .store
+        .apply(StoreBatch {
+            blocks,
+            ..StoreBatch::default()
+        })
+        .unwrap();
+    net.nodes[0].engine.announce(commit.to_block());
+    net.run();
+    assert!(net.head(1, 0).is_none());
+    let stats = net.nodes[1].engine.stats().clone();
+    assert_eq!(stats.imports_failed, 1);
+    assert_eq!(stats.offenses.get("invalid_snapshot"), Some(&1));
+    // Announced again: refused at once, nothing fetched.
+    let now = net.now;
+    let again = Gossip::Head(commit.to_block()).encode();
+    assert_eq!(
+        net.nodes[1].engine.on_gossip(&0, &again, now),
+        Verdict::Ignore
+    );
+    net.run();
+    assert_eq!(
+        net.nodes[1].engine.stats().blocks_fetched,
+        stats.blocks_fetched
+    );
+}
+
+/// Accepts documents that start with `gov:` once each.
+struct TestGovernance {
+    known: Vec<Vec<u8>>,
+}
+
+impl GovernanceHooks for TestGovernance {
+    fn offer(&mut self, block: &[u8], _unix: i64) -> GovernanceOutcome {
+        if !block.starts_with(b"gov:") {
+            return GovernanceOutcome::Malformed("not a document".into());
+        }
+        if self.known.iter().any(|k| k == block) {
+            return GovernanceOutcome::Known;
+        }
+        self.known.push(block.to_vec());
+        GovernanceOutcome::New
+    }
+    fn documents(&self) -> Vec<Vec<u8>> {
+        self.known.clone()
+    }
+    fn publisher_allowed(&self, _did: &str) -> bool {
+        true
+    }
+}
+
+#[test]
+fn governance_documents_spread_through_gossip_and_to_late_joiners() {
+    let mut net = Net::with_governance(4, SyncConfig::default(), |_| {
+        Box::new(TestGovernance { known: Vec::new() })
+    });
+    net.link(0, 1);
+    net.link(1, 2);
+    let doc = Gossip::Governance(b"gov: revoke key K".to_vec()).encode();
+    // From a peer outside the test network to node 1, which forwards it.
+    net.queue.push_back(Message::Gossip(99, 1, doc));
+    net.run();
+    assert_eq!(net.nodes[1].verdicts, vec![Verdict::Accept]);
+    for node in 0..3 {
+        assert_eq!(net.nodes[node].governance_changes, 1, "node {node}");
+    }
+    net.link(2, 3);
+    net.run();
+    assert_eq!(net.nodes[3].governance_changes, 1);
+    let now = net.now;
+    let junk = Gossip::Governance(b"junk".to_vec()).encode();
+    assert_eq!(
+        net.nodes[3].engine.on_gossip(&2, &junk, now),
+        Verdict::Reject
+    );
+}
+
+#[test]
+fn block_requests_are_bounded_and_absent_blocks_are_left_out() {
+    let mut net = Net::new(2, SyncConfig::default());
+    let first = build(&net.keys[0], 5, None, None);
+    publish(&mut net, 0, &first);
+    let now = net.now;
+    let present = first.commit_cid;
+    let absent = meridian_registry::ids::dag_cbor_cid(b"\xa0");
+    let answer =
+        net.nodes[0]
+            .engine
+            .on_request(&1, &Request::Blocks(vec![absent, present]).encode(), now);
+    match Response::decode(&answer, usize::MAX).unwrap() {
+        Response::Blocks(blocks) => {
+            assert_eq!(blocks.len(), 1);
+            assert_eq!(blocks[0].0, present);
+        }
+        other => panic!("{other:?}"),
+    }
+    let too_many = Request::Blocks(vec![present; 5000]).encode();
+    let answer = net.nodes[0].engine.on_request(&1, &too_many, now);
+    assert!(matches!(
+        Response::decode(&answer, usize::MAX).unwrap(),
+        Response::Refused(_)
+    ));
+    let answer = net.nodes[0].engine.on_request(&1, b"junk", now);
+    assert!(matches!(
+        Response::decode(&answer, usize::MAX).unwrap(),
+        Response::Refused(_)
+    ));
+}
