@@ -123,6 +123,9 @@ pub struct PeerInfo {
 pub enum Verdict {
     /// Valid and new: forward it.
     Accept,
+    /// Valid so far: the verdict follows as [`Output::Forward`] with this id once the snapshot
+    /// it announces is imported, so a peer that forwards a head can also serve its blocks.
+    Defer(u64),
     /// Not forwarded, no blame (a duplicate, stale, or not for us).
     Ignore,
     /// Invalid: not forwarded, and the sender was penalised.
@@ -257,6 +260,14 @@ pub enum Output<P> {
         /// The peer.
         peer: P,
     },
+    /// The verdict on a gossip message answered with [`Verdict::Defer`].
+    Forward {
+        /// The id [`Verdict::Defer`] carried.
+        id: u64,
+        /// [`Verdict::Accept`] to forward it; otherwise drop it (`Reject` also blames the
+        /// sender).
+        verdict: Verdict,
+    },
     /// A governance document was accepted (the federated view must be re-checked).
     GovernanceChanged,
     /// A new equivocation proof was stored.
@@ -340,6 +351,8 @@ struct SeenHead<P> {
     data: Cid,
     block: Arc<[u8]>,
     sources: Vec<P>,
+    /// The gossip message that brought it, waiting for its verdict.
+    gossip: Option<u64>,
 }
 
 /// A sync in progress: the walk from one head's tree root.
@@ -362,6 +375,20 @@ struct Pending<P> {
     liars: HashSet<P>,
     not_before: u64,
     importing: bool,
+    /// Blocks from a delta answer, used by the walk before asking anyone.
+    cache: HashMap<Cid, Arc<[u8]>>,
+    delta: DeltaState,
+}
+
+/// The one-round-trip shortcut for a successor of a head the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeltaState {
+    /// Ask a source for the delta from this commit before walking.
+    Wanted(Cid),
+    /// Asked; the walk waits for the answer.
+    Asked,
+    /// Walking.
+    Done,
 }
 
 struct PublisherState<P> {
@@ -375,6 +402,7 @@ struct Inflight<P> {
     publisher: Option<String>,
     cids: Vec<Cid>,
     deadline: u64,
+    delta: bool,
 }
 
 enum HeadCheck {
@@ -400,7 +428,16 @@ pub struct Engine<P> {
     stats: SyncStats,
     /// The latest time an input carried.
     last_ms: u64,
+    next_gossip: u64,
+    /// Recent delta answers, newest last: every peer asks for the same one.
+    deltas: VecDeque<((Cid, Cid), DeltaBlocks)>,
 }
+
+/// The blocks of one delta answer.
+type DeltaBlocks = Arc<Vec<(Cid, Arc<[u8]>)>>;
+
+/// Delta answers kept for the peers that ask next.
+const DELTA_CACHE: usize = 8;
 
 impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     /// An engine over `store` (which it reads; imports go through [`Output::Import`]).
@@ -427,6 +464,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             outputs: VecDeque::new(),
             stats: SyncStats::default(),
             last_ms: 0,
+            next_gossip: 1,
+            deltas: VecDeque::new(),
         }
     }
 
@@ -628,6 +667,9 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                     self.offer_head(from, &block, true, now);
                 }
             }
+            Ok(Response::Blocks(blocks)) if request.delta => {
+                self.delta_received(from, request, blocks, now);
+            }
             Ok(Response::Blocks(blocks)) => self.blocks_received(from, request, blocks, now),
             Ok(Response::Refused(_)) => self.request_failed(request, now),
             Err(super::wire::WireError::TooLarge { .. }) => {
@@ -679,17 +721,21 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             Ok(_) => {
                 self.stats.imports += 1;
                 self.known_publishers.insert(report.publisher.clone());
+                self.settle(&pending.head, Verdict::Accept);
             }
             Err(SnapshotError::Equivocation { proof, seq, .. }) => {
                 self.stats.imports_failed += 1;
+                self.settle(&pending.head, Verdict::Ignore);
                 self.equivocation_stored(&report.publisher, seq, proof.to_block());
             }
             Err(SnapshotError::Store(_)) => {
                 // Our disk failed, not the snapshot: try again when the head is seen again.
                 self.stats.imports_failed += 1;
+                self.settle(&pending.head, Verdict::Ignore);
             }
             Err(_) => {
                 self.stats.imports_failed += 1;
+                self.settle(&pending.head, Verdict::Reject);
                 self.reject_head(pending.head.cid);
                 // The blocks all hashed right, so the publisher signed an invalid snapshot;
                 // blame the sources that are the publisher itself.
@@ -786,7 +832,81 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 }
                 Response::Blocks(blocks)
             }
+            Request::Delta { from, to } => match self.delta(from, to) {
+                Ok(blocks) => {
+                    self.stats.blocks_served += blocks.len() as u64;
+                    self.stats.bytes_served +=
+                        blocks.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+                    Response::Blocks(blocks.to_vec())
+                }
+                Err(why) => Response::Refused(why),
+            },
         }
+    }
+
+    /// What a holder of commit `from` lacks to reach commit `to`, both in our store.
+    fn delta(&mut self, from: Cid, to: Cid) -> Result<DeltaBlocks, String> {
+        if let Some((_, blocks)) = self.deltas.iter().find(|(key, _)| *key == (from, to)) {
+            return Ok(blocks.clone());
+        }
+        let commit = |cid: &Cid| -> Result<(Arc<[u8]>, Commit), String> {
+            let block = self
+                .store
+                .get(cid)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("commit {cid} is not held here"))?;
+            let commit = Commit::decode(&block).map_err(|e| e.to_string())?;
+            Ok((block, commit))
+        };
+        let (_, old) = commit(&from)?;
+        let (new_block, new) = commit(&to)?;
+        if old.body.publisher != new.body.publisher || old.body.seq >= new.body.seq {
+            return Err("not a successor of the same publisher".into());
+        }
+        let store = &*self.store;
+        let mut get = |cid: &Cid| store.get(cid).ok().flatten();
+        let limits = self.config.limits;
+        let load = |root: &Cid, get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>| {
+            snapshot::RegistryTree::load_with_depth(
+                root,
+                limits.agents_max,
+                limits.tree_depth_max,
+                get,
+            )
+            .map_err(|e| e.to_string())
+        };
+        let old_tree = load(&old.body.data, &mut get)?;
+        let new_tree = load(&new.body.data, &mut get)?;
+        let diff = new_tree.diff(&old_tree);
+        let budget = self.config.message_bytes_max.saturating_sub(1024);
+        let mut used = new_block.len();
+        let mut blocks = vec![(to, new_block)];
+        let manifests = diff
+            .added
+            .iter()
+            .map(|(_, cid)| *cid)
+            .chain(diff.changed.iter().map(|(_, _, cid)| *cid));
+        let mut all: Vec<(Cid, Arc<[u8]>)> = diff.new_nodes;
+        for cid in manifests {
+            let block = store
+                .get(&cid)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("manifest {cid} is not held here"))?;
+            all.push((cid, block));
+        }
+        for (cid, block) in all {
+            used += block.len() + 64;
+            if used > budget {
+                return Err("the delta is larger than one message; fetch blocks instead".into());
+            }
+            blocks.push((cid, block));
+        }
+        let blocks = Arc::new(blocks);
+        self.deltas.push_back(((from, to), blocks.clone()));
+        if self.deltas.len() > DELTA_CACHE {
+            self.deltas.pop_front();
+        }
+        Ok(blocks)
     }
 
     /// Checks a commit block on its own and records it as a head to sync. `solicited` heads
@@ -827,12 +947,17 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 return Verdict::Reject;
             }
         }
+        let gossip = (!solicited).then(|| {
+            self.next_gossip += 1;
+            self.next_gossip
+        });
         let head = SeenHead {
             cid,
             seq: commit.body.seq,
             data: commit.body.data,
             block: Arc::from(block),
             sources: vec![from.clone()],
+            gossip,
         };
         self.known_publishers.insert(publisher.clone());
         let state = self
@@ -843,11 +968,23 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 queued: None,
             });
         if state.pending.is_some() {
-            state.queued = Some(head);
+            if let Some(old) = state.queued.replace(head) {
+                self.settle(&old, Verdict::Ignore);
+            }
         } else {
             self.start(&publisher, head, now);
         }
-        Verdict::Accept
+        match gossip {
+            Some(id) => Verdict::Defer(id),
+            None => Verdict::Accept,
+        }
+    }
+
+    /// Gives the verdict on the gossip message that brought `head`, if it waits for one.
+    fn settle(&mut self, head: &SeenHead<P>, verdict: Verdict) {
+        if let Some(id) = head.gossip {
+            self.outputs.push_back(Output::Forward { id, verdict });
+        }
     }
 
     fn check_head(
@@ -1014,6 +1151,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         let accepted = self.store.head(publisher).ok().flatten();
         if accepted.is_some_and(|h| h.seq >= next.seq) {
             self.publishers.remove(publisher);
+            self.settle(&next, Verdict::Ignore);
             return;
         }
         self.start(publisher, next, now);
@@ -1033,9 +1171,21 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             liars: HashSet::new(),
             not_before: now.ms,
             importing: false,
+            cache: HashMap::new(),
+            delta: DeltaState::Done,
         };
-        let data = pending.head.data;
-        let outcome = want(&*self.store, &mut pending, data, true);
+        let accepted = self.store.head(publisher).ok().flatten();
+        let outcome = match accepted {
+            // A successor of what we hold: ask for the delta in one round trip first.
+            Some(old) if old.seq < pending.head.seq => {
+                pending.delta = DeltaState::Wanted(old.commit);
+                Ok(())
+            }
+            _ => {
+                let data = pending.head.data;
+                want(&*self.store, &mut pending, data, true)
+            }
+        };
         let state = self
             .publishers
             .entry(publisher.to_owned())
@@ -1059,7 +1209,11 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         else {
             return;
         };
-        if pending.importing || !pending.want.is_empty() || pending.inflight > 0 {
+        if pending.importing
+            || !pending.want.is_empty()
+            || pending.inflight > 0
+            || pending.delta != DeltaState::Done
+        {
             return;
         }
         pending.importing = true;
@@ -1088,8 +1242,10 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             if reject {
                 self.reject_head(pending.head.cid);
                 self.stats.imports_failed += 1;
+                self.settle(&pending.head, Verdict::Reject);
             } else {
                 self.stats.syncs_abandoned += 1;
+                self.settle(&pending.head, Verdict::Ignore);
             }
             tracing::debug!(%publisher, seq = pending.head.seq, reject, "sync given up");
         }
@@ -1098,10 +1254,99 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
 
     fn request_failed(&mut self, request: Inflight<P>, now: Now) {
         self.stats.requests_failed += 1;
+        if request.delta {
+            // No shortcut: walk instead.
+            self.delta_received(&request.peer.clone(), request, Vec::new(), now);
+            return;
+        }
         let Some(publisher) = request.publisher else {
             return;
         };
         self.requeue(&publisher, &request.peer, request.cids, now);
+    }
+
+    /// A delta answer (or none): its hash-checked blocks seed the walk, which then asks only
+    /// for what the answer lacked.
+    fn delta_received(
+        &mut self,
+        from: &P,
+        request: Inflight<P>,
+        blocks: Vec<(Cid, Arc<[u8]>)>,
+        now: Now,
+    ) {
+        let mut good = HashMap::with_capacity(blocks.len());
+        let mut tampered = false;
+        for (cid, block) in blocks {
+            if block.len() > self.config.limits.block_bytes_max {
+                self.offense(from, Offense::Oversized, now);
+                continue;
+            }
+            if ids::verify_block(&cid, &block).is_err() {
+                tampered = true;
+                continue;
+            }
+            self.stats.blocks_fetched += 1;
+            self.stats.bytes_fetched += block.len() as u64;
+            good.insert(cid, block);
+        }
+        if tampered {
+            self.offense(from, Offense::TamperedBlock, now);
+        }
+        let Some(publisher) = request.publisher else {
+            return;
+        };
+        let Some(pending) = self
+            .publishers
+            .get_mut(&publisher)
+            .and_then(|s| s.pending.as_mut())
+        else {
+            return;
+        };
+        if pending.delta != DeltaState::Asked {
+            return;
+        }
+        if tampered {
+            pending.liars.insert(from.clone());
+        }
+        pending.inflight = pending.inflight.saturating_sub(1);
+        pending.delta = DeltaState::Done;
+        pending.cache = good;
+        let data = pending.head.data;
+        let result = want(&*self.store, pending, data, true)
+            .and_then(|()| resolve_cached(&*self.store, &self.config, pending));
+        self.walk_result(&publisher, result, now);
+    }
+
+    /// After a step of the walk: give up on an invalid snapshot, or import a complete one.
+    fn walk_result(&mut self, publisher: &str, result: Result<(), Fatal>, now: Now) {
+        match result {
+            Ok(()) => self.maybe_finish(publisher),
+            Err(Fatal::Invalid(error)) => {
+                tracing::debug!(%publisher, %error, "snapshot refused while fetching");
+                self.blame_publisher(publisher, now);
+                self.abandon(publisher, true, now);
+            }
+            Err(Fatal::Store(error)) => {
+                tracing::warn!(%publisher, %error, "store read failed during sync");
+                self.abandon(publisher, false, now);
+            }
+        }
+    }
+
+    /// Penalises the sources of a pending head that are its publisher.
+    fn blame_publisher(&mut self, publisher: &str, now: Now) {
+        let culprits: Vec<P> = self
+            .publishers
+            .get(publisher)
+            .and_then(|s| s.pending.as_ref())
+            .map(|p| p.head.sources.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| self.peer_did(p) == Some(publisher))
+            .collect();
+        for peer in culprits {
+            self.offense(&peer, Offense::InvalidSnapshot, now);
+        }
     }
 
     /// Puts blocks back at the front of the queue after a failed attempt, with backoff.
@@ -1192,54 +1437,31 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         else {
             return;
         };
-        let mut failure: Option<bool> = None;
+        let mut result = Ok(());
         for (cid, block) in good {
             if !pending.needed.contains(&cid) || pending.received.contains_key(&cid) {
                 continue;
             }
             self.stats.blocks_fetched += 1;
             self.stats.bytes_fetched += block.len() as u64;
-            match deliver(&*self.store, &self.config, pending, cid, block) {
-                Ok(()) => {}
-                Err(Fatal::Invalid(error)) => {
-                    tracing::debug!(%publisher, %error, "snapshot refused while fetching");
-                    failure = Some(true);
-                    break;
-                }
-                Err(Fatal::Store(error)) => {
-                    tracing::warn!(%publisher, %error, "store read failed during sync");
-                    failure = Some(false);
-                    break;
-                }
+            result = deliver(&*self.store, &self.config, pending, cid, block);
+            if result.is_err() {
+                break;
             }
         }
-        if let Some(reject) = failure {
-            if reject {
-                let culprits: Vec<P> = pending
-                    .head
-                    .sources
-                    .iter()
-                    .filter(|p| {
-                        self.peers.get(p).and_then(|s| s.info.did.as_deref())
-                            == Some(publisher.as_str())
-                    })
-                    .cloned()
-                    .collect();
-                for peer in culprits {
-                    self.offense(&peer, Offense::InvalidSnapshot, now);
-                }
+        if result.is_ok() {
+            result = resolve_cached(&*self.store, &self.config, pending);
+        }
+        if result.is_ok() {
+            if missing.is_empty() {
+                pending.inflight = pending.inflight.saturating_sub(1);
+                pending.misses.remove(from);
+            } else {
+                self.stats.requests_failed += 1;
+                self.requeue(&publisher, from, missing, now);
             }
-            self.abandon(&publisher, reject, now);
-            return;
         }
-        if missing.is_empty() {
-            pending.inflight = pending.inflight.saturating_sub(1);
-            pending.misses.remove(from);
-        } else {
-            self.stats.requests_failed += 1;
-            self.requeue(&publisher, from, missing, now);
-        }
-        self.maybe_finish(&publisher);
+        self.walk_result(&publisher, result, now);
     }
 
     fn send(
@@ -1250,6 +1472,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         cids: Vec<Cid>,
         now: Now,
     ) {
+        let delta = matches!(request, Request::Delta { .. });
         let id = self.next_id;
         self.next_id += 1;
         if let Some(state) = self.peers.get_mut(&peer) {
@@ -1262,6 +1485,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 publisher,
                 cids,
                 deadline: now.ms + self.config.request_timeout_ms,
+                delta,
             },
         );
         self.stats.requests_sent += 1;
@@ -1285,12 +1509,39 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 else {
                     break;
                 };
-                if pending.want.is_empty() || pending.importing || pending.not_before > now.ms {
+                let delta_from = match pending.delta {
+                    DeltaState::Wanted(from) => Some(from),
+                    DeltaState::Asked => break,
+                    DeltaState::Done => None,
+                };
+                if (delta_from.is_none() && pending.want.is_empty())
+                    || pending.importing
+                    || pending.not_before > now.ms
+                {
                     break;
                 }
                 let Some(peer) = self.choose_source(pending, now) else {
                     break;
                 };
+                if let Some(from) = delta_from {
+                    let to = pending.head.cid;
+                    if let Some(pending) = self
+                        .publishers
+                        .get_mut(&publisher)
+                        .and_then(|s| s.pending.as_mut())
+                    {
+                        pending.delta = DeltaState::Asked;
+                        pending.inflight += 1;
+                    }
+                    self.send(
+                        peer,
+                        Some(publisher.clone()),
+                        Request::Delta { from, to },
+                        Vec::new(),
+                        now,
+                    );
+                    break;
+                }
                 let Some(pending) = self
                     .publishers
                     .get_mut(&publisher)
@@ -1374,6 +1625,38 @@ fn want<P>(
     }
     pending.want.push_back(cid);
     Ok(())
+}
+
+/// Takes the blocks the walk wants from the delta cache until it wants only what the cache
+/// lacks.
+fn resolve_cached<P>(
+    store: &dyn BlockStore,
+    config: &SyncConfig,
+    pending: &mut Pending<P>,
+) -> Result<(), Fatal> {
+    if pending.cache.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let queue = std::mem::take(&mut pending.want);
+        let mut rest = VecDeque::with_capacity(queue.len());
+        let mut progressed = false;
+        for cid in queue {
+            match pending.cache.remove(&cid) {
+                Some(block) => {
+                    deliver(store, config, pending, cid, block)?;
+                    progressed = true;
+                }
+                None => rest.push_back(cid),
+            }
+        }
+        // `deliver` queued the children of what it took; keep them after the rest.
+        rest.append(&mut pending.want);
+        pending.want = rest;
+        if !progressed {
+            return Ok(());
+        }
+    }
 }
 
 /// Takes in one hash-checked block the walk needed, and walks on from a tree node.

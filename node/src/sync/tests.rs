@@ -48,6 +48,8 @@ struct Net {
     queue: VecDeque<Message>,
     now: Now,
     keys: Vec<Keypair>,
+    /// Gossip waiting for its verdict: (node, id) -> (sender, bytes).
+    deferred: std::collections::HashMap<(usize, u64), (usize, Vec<u8>)>,
 }
 
 fn key(i: usize) -> Keypair {
@@ -86,6 +88,7 @@ impl Net {
             queue: VecDeque::new(),
             now: Now { ms: 0, unix: T0 },
             keys: (0..n).map(key).collect(),
+            deferred: std::collections::HashMap::new(),
         }
     }
 
@@ -143,6 +146,13 @@ impl Net {
                         );
                     }
                     Output::Disconnect { peer } => self.nodes[i].disconnected.push(peer),
+                    Output::Forward { id, verdict } => {
+                        if let Some((from, bytes)) = self.deferred.remove(&(i, id))
+                            && verdict == Verdict::Accept
+                        {
+                            self.forward(i, from, bytes);
+                        }
+                    }
                     Output::GovernanceChanged => self.nodes[i].governance_changes += 1,
                     Output::Penalise { .. } | Output::Equivocation { .. } => {}
                 }
@@ -159,13 +169,12 @@ impl Net {
                 }
                 let verdict = self.nodes[to].engine.on_gossip(&from, &bytes, now);
                 self.nodes[to].verdicts.push(verdict);
-                if verdict == Verdict::Accept {
-                    for &peer in &self.links[to] {
-                        if peer != from {
-                            self.queue
-                                .push_back(Message::Gossip(to, peer, bytes.clone()));
-                        }
+                match verdict {
+                    Verdict::Accept => self.forward(to, from, bytes),
+                    Verdict::Defer(id) => {
+                        self.deferred.insert((to, id), (from, bytes));
                     }
+                    Verdict::Ignore | Verdict::Reject => {}
                 }
             }
             Message::Request(from, to, id, bytes) => match self.nodes[to].behaviour {
@@ -200,6 +209,15 @@ impl Net {
                 self.nodes[to]
                     .engine
                     .on_response(&from, id, Ok(&bytes), now);
+            }
+        }
+    }
+
+    fn forward(&mut self, node: usize, from: usize, bytes: Vec<u8>) {
+        for &peer in &self.links[node] {
+            if peer != from {
+                self.queue
+                    .push_back(Message::Gossip(node, peer, bytes.clone()));
             }
         }
     }
@@ -298,7 +316,48 @@ fn publish(net: &mut Net, node: usize, snapshot: &Snapshot) {
 
 #[test]
 fn nodes_converge_and_a_change_moves_only_the_delta() {
-    let mut net = Net::new(5, SyncConfig::default());
+    converge_then_change(SyncConfig::default(), 1);
+}
+
+/// A second snapshot with agents `0..changed` changed.
+fn build_changed(key: &Keypair, n: usize, changed: usize, previous: &Snapshot) -> Snapshot {
+    let cards = (0..n)
+        .map(|i| {
+            crate::demo::sample_card("acme", i, if i < changed { "translate" } else { "search" })
+        })
+        .collect();
+    snapshot::build(BuildInput {
+        node_key: key,
+        org_key: key,
+        org: "acme",
+        region: "eu-west",
+        cards,
+        previous: Some(previous),
+        now: T0 + 1,
+        expires_in_secs: 7 * 86_400,
+        limits: Limits::DEFAULT,
+    })
+    .unwrap()
+    .0
+}
+
+#[test]
+fn a_delta_too_large_for_one_message_falls_back_to_the_walk() {
+    // 16 KiB messages and 40 changed agents: the delta does not fit in one answer, so the walk
+    // fetches the changed blocks level by level.
+    let config = SyncConfig {
+        message_bytes_max: 16 * 1024,
+        blocks_per_request: 8,
+        ..SyncConfig::default()
+    };
+    converge_then_change(config, 40);
+}
+
+/// Five nodes converge on 400 agents; then `changed` agents change. With one change every
+/// node takes in at most 8 KiB in one delta request; with many, the walk takes several
+/// requests and moves about one manifest and its path per change.
+fn converge_then_change(config: SyncConfig, changed: usize) {
+    let mut net = Net::new(5, config);
     net.full_mesh();
     let first = build(&net.keys[0], 400, None, None);
     publish(&mut net, 0, &first);
@@ -311,17 +370,28 @@ fn nodes_converge_and_a_change_moves_only_the_delta() {
     let before: Vec<u64> = (0..5)
         .map(|i| net.nodes[i].engine.stats().bytes_fetched)
         .collect();
-    let second = build(&net.keys[0], 400, Some(7), Some(&first));
+    let requests_before: Vec<u64> = (0..5)
+        .map(|i| net.nodes[i].engine.stats().requests_sent)
+        .collect();
+    let second = build_changed(&net.keys[0], 400, changed, &first);
     publish(&mut net, 0, &second);
     net.run();
     for node in 1..5 {
         assert_eq!(net.head(node, 0).unwrap().commit, second.commit_cid);
         let stats = net.nodes[node].engine.stats();
         let fetched = stats.bytes_fetched - before[node];
-        assert!(
-            fetched < 8 * 1024,
-            "node {node} fetched {fetched} bytes for one change"
-        );
+        let requests = stats.requests_sent - requests_before[node];
+        if changed == 1 {
+            assert!(fetched < 8 * 1024, "node {node} fetched {fetched} bytes");
+            assert_eq!(requests, 1, "node {node}: one delta request");
+        } else {
+            let per_change = fetched / changed as u64;
+            assert!(
+                per_change < 3 * 1024,
+                "node {node}: {per_change} bytes per change"
+            );
+            assert!(requests > 2, "node {node}: {requests} requests");
+        }
         assert_eq!(stats.imports, 2);
         assert!(stats.offenses.is_empty(), "{:?}", stats.offenses);
     }
@@ -377,10 +447,10 @@ fn tampered_blocks_are_refused_and_the_liar_is_avoided() {
     let _ = net.nodes[0].engine.poll_output(); // drop the honest announcement
     let now = net.now;
     let head = Gossip::Head(first.commit.to_block()).encode();
-    assert_eq!(
+    assert!(matches!(
         net.nodes[2].engine.on_gossip(&1, &head, now),
-        Verdict::Accept
-    );
+        Verdict::Defer(_)
+    ));
     net.run();
     assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
     let stats = net.nodes[2].engine.stats();
@@ -402,10 +472,10 @@ fn a_silent_peer_times_out_and_another_source_is_used() {
     let _ = net.nodes[0].engine.poll_output();
     let now = net.now;
     let head = Gossip::Head(first.commit.to_block()).encode();
-    assert_eq!(
+    assert!(matches!(
         net.nodes[2].engine.on_gossip(&1, &head, now),
-        Verdict::Accept
-    );
+        Verdict::Defer(_)
+    ));
     net.run();
     assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
     assert!(net.now.ms >= SyncConfig::default().request_timeout_ms);
@@ -541,7 +611,10 @@ fn a_peer_that_keeps_lying_is_banned() {
         ms: now.ms + SyncConfig::default().ban_ms + 1,
         unix: now.unix,
     };
-    assert_eq!(engine.on_gossip(&0, &good, later), Verdict::Accept);
+    assert!(matches!(
+        engine.on_gossip(&0, &good, later),
+        Verdict::Defer(_)
+    ));
 }
 
 #[test]

@@ -36,6 +36,14 @@ pub enum Request {
     Heads,
     /// These blocks.
     Blocks(Vec<Cid>),
+    /// Every block a holder of commit `from` lacks to reach commit `to` (one publisher): the
+    /// new commit, tree nodes and manifests, in one answer.
+    Delta {
+        /// The commit the asker holds.
+        from: Cid,
+        /// The commit it wants.
+        to: Cid,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -86,6 +94,7 @@ const GOSSIP_GOVERNANCE: u8 = 2;
 const GOSSIP_EQUIVOCATION: u8 = 3;
 const REQUEST_HEADS: u8 = 16;
 const REQUEST_BLOCKS: u8 = 17;
+const REQUEST_DELTA: u8 = 18;
 const RESPONSE_HEADS: u8 = 32;
 const RESPONSE_BLOCKS: u8 = 33;
 const RESPONSE_REFUSED: u8 = 34;
@@ -232,6 +241,12 @@ impl Request {
                 }
                 w.0
             }
+            Request::Delta { from, to } => {
+                let mut w = Writer::new(REQUEST_DELTA, 2);
+                w.item(&from.to_bytes());
+                w.item(&to.to_bytes());
+                w.0
+            }
         }
     }
 
@@ -251,6 +266,14 @@ impl Request {
                     .map(|_| r.item().and_then(Reader::cid))
                     .collect::<Result<_, _>>()?,
             ),
+            REQUEST_DELTA => {
+                if count != 2 {
+                    return Err(WireError::Truncated);
+                }
+                let from = Reader::cid(r.item()?)?;
+                let to = Reader::cid(r.item()?)?;
+                Request::Delta { from, to }
+            }
             other => return Err(WireError::UnknownKind(other)),
         };
         r.finish()?;
@@ -354,7 +377,14 @@ mod tests {
         for g in gossip {
             assert_eq!(Gossip::decode(&g.encode(), MESSAGE_BYTES_MAX), Ok(g));
         }
-        let requests = [Request::Heads, Request::Blocks(vec![cid(b"a"), cid(b"b")])];
+        let requests = [
+            Request::Heads,
+            Request::Blocks(vec![cid(b"a"), cid(b"b")]),
+            Request::Delta {
+                from: cid(b"a"),
+                to: cid(b"b"),
+            },
+        ];
         for r in requests {
             assert_eq!(Request::decode(&r.encode(), MESSAGE_BYTES_MAX), Ok(r));
         }
