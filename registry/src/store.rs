@@ -106,7 +106,7 @@ fn check_batch(batch: &StoreBatch) -> Result<(), StoreError> {
     Ok(())
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MemoryInner {
     blocks: HashMap<Cid, Arc<[u8]>>,
     bytes: u64,
@@ -124,6 +124,15 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An independent store with the same contents (blocks are shared, not copied or hashed
+    /// again): many simulated nodes start from one verified registry this way.
+    pub fn fork(&self) -> Result<Self, StoreError> {
+        let inner = self.read()?.clone();
+        Ok(Self {
+            inner: Arc::new(RwLock::new(inner)),
+        })
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, MemoryInner>, StoreError> {

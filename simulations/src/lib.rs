@@ -1,8 +1,17 @@
 //! Deterministic simulations of a Meridian federation under turmoil: regions, latency, loss,
-//! partitions, churn and misbehaving publishers, each run reproducible from one seed.
+//! partitions, churn and misbehaving peers, each run reproducible from one seed.
 //!
-//! Uses `node` and `hub` and drives their sans-IO cores over simulated sockets. Not built yet
-//! (issues 5 and 7); until then it only names its dependencies so the crate graph is in place.
+//! The simulations sit beside the node at the top of the crate graph: they use `node`'s
+//! sans-IO sync engine (and, with the hub issue, `hub`'s cache and limiter) and drive them over
+//! simulated sockets, so the code under test is the code that runs in production; only the
+//! transport differs ([`transport`]: framed messages over turmoil TCP instead of libp2p).
+//!
+//! - [`federation`]: simulated nodes (engine + in-memory store + framed transport);
+//! - [`scenarios`]: each scenario's world, invariants and figures.
+
+pub mod federation;
+pub mod scenarios;
+pub mod transport;
 
 pub use meridian_hub as hub;
 pub use meridian_node as node;

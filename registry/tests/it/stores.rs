@@ -98,3 +98,26 @@ fn sled_store_survives_reopen_and_detects_corruption() {
     let loaded = Snapshot::load(&store, &head.commit, Limits::DEFAULT).unwrap();
     assert_eq!(loaded.tree.len(), 10);
 }
+
+#[test]
+fn a_forked_memory_store_is_independent() {
+    let store = MemoryStore::new();
+    let block: Arc<[u8]> = Arc::from(&b"\xa1avb1"[..]);
+    let cid = ids::dag_cbor_cid(&block);
+    store
+        .apply(StoreBatch {
+            blocks: vec![(cid, block)],
+            heads: vec![("did:key:a".into(), Head { commit: cid, seq: 1 })],
+            equivocations: Vec::new(),
+        })
+        .unwrap();
+    let fork = store.fork().unwrap();
+    assert!(fork.contains(&cid).unwrap());
+    fork.apply(StoreBatch {
+        heads: vec![("did:key:a".into(), Head { commit: cid, seq: 2 })],
+        ..StoreBatch::default()
+    })
+    .unwrap();
+    assert_eq!(store.head("did:key:a").unwrap().unwrap().seq, 1);
+    assert_eq!(fork.head("did:key:a").unwrap().unwrap().seq, 2);
+}

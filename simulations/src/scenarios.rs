@@ -1,0 +1,382 @@
+//! The scenarios: each builds a world from a seed, runs it under turmoil, checks its
+//! invariants and reports figures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use meridian_node::sync::SyncConfig;
+use meridian_registry::car::Limits;
+use meridian_registry::keys::Keypair;
+use meridian_registry::snapshot::{self, BuildInput, Snapshot};
+use meridian_registry::store::{BlockStore, MemoryStore};
+use serde_json::{Value, json};
+
+use crate::federation::{Command, NodeSpec, Rng, World, host_name, run_node, seed_store};
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Broken invariants, empty when the run passed.
+    pub failures: Vec<String>,
+    /// Figures, by name (simulated milliseconds and bytes).
+    pub figures: BTreeMap<&'static str, Value>,
+}
+
+impl Report {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// One line for a terminal: outcome and figures.
+    pub fn line(&self) -> String {
+        let figures: Vec<String> = self
+            .figures
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let outcome = if self.passed() { "ok" } else { "FAILED" };
+        format!(
+            "{} seed={} {outcome} {}",
+            self.scenario,
+            self.seed,
+            figures.join(" ")
+        )
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "passed": self.passed(),
+            "failures": self.failures,
+            "figures": self.figures,
+        })
+    }
+}
+
+/// The federation's shape: how many nodes, regions, links and latencies.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Nodes in all.
+    pub nodes: usize,
+    /// Regions; node `i` is in region `i % regions`.
+    pub regions: usize,
+    /// Links each node makes inside its region.
+    pub links_in_region: usize,
+    /// Links each node makes to other regions.
+    pub links_across: usize,
+    /// One-way latency inside a region.
+    pub intra: Duration,
+    /// One-way latency between regions.
+    pub inter: Duration,
+}
+
+impl Default for Topology {
+    /// 50 nodes in 3 regions, 2 ms inside a region and 80 ms between (the figures).
+    fn default() -> Self {
+        Self {
+            nodes: 50,
+            regions: 3,
+            links_in_region: 4,
+            links_across: 1,
+            intra: Duration::from_millis(2),
+            inter: Duration::from_millis(80),
+        }
+    }
+}
+
+impl Topology {
+    /// The node specs with links drawn from `rng`: a ring through every node (so the graph
+    /// is connected) plus random links inside and across regions.
+    pub fn specs(&self, rng: &mut Rng) -> Vec<NodeSpec> {
+        let n = self.nodes;
+        let region = |i: usize| i % self.regions.max(1);
+        let mut links: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let add = |a: usize, b: usize, links: &mut BTreeSet<(usize, usize)>| {
+            if a != b {
+                links.insert((a.min(b), a.max(b)));
+            }
+        };
+        for i in 0..n {
+            add(i, (i + 1) % n, &mut links);
+        }
+        for i in 0..n {
+            let same: Vec<usize> = (0..n)
+                .filter(|&j| j != i && region(j) == region(i))
+                .collect();
+            let other: Vec<usize> = (0..n).filter(|&j| region(j) != region(i)).collect();
+            for _ in 0..self.links_in_region {
+                if !same.is_empty() {
+                    add(i, same[rng.below(same.len())], &mut links);
+                }
+            }
+            for _ in 0..self.links_across {
+                if !other.is_empty() {
+                    add(i, other[rng.below(other.len())], &mut links);
+                }
+            }
+        }
+        (0..n)
+            .map(|i| NodeSpec {
+                index: i,
+                region: format!("region-{}", region(i)),
+                dial: links
+                    .iter()
+                    .filter(|(a, _)| *a == i)
+                    .map(|(_, b)| *b)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Sets turmoil's link latencies for every pair of nodes.
+    pub fn apply(&self, sim: &turmoil::Sim<'_>) {
+        for a in 0..self.nodes {
+            for b in a + 1..self.nodes {
+                let same = a % self.regions.max(1) == b % self.regions.max(1);
+                let latency = if same { self.intra } else { self.inter };
+                sim.set_link_latency(host_name(a), host_name(b), latency);
+            }
+        }
+    }
+}
+
+/// The publisher's key in every scenario.
+pub fn publisher_key() -> Keypair {
+    Keypair::from_secret(&[0x4d; 32])
+}
+
+/// A registry of `agents` agents and its successor with agent 0 changed, built once per
+/// process and size (building is the slow part of a run).
+pub fn registry(agents: usize) -> Arc<(Snapshot, Snapshot)> {
+    type Registries = BTreeMap<usize, Arc<(Snapshot, Snapshot)>>;
+    static CACHE: OnceLock<Mutex<Registries>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut cache = match cache.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    cache
+        .entry(agents)
+        .or_insert_with(|| {
+            let key = publisher_key();
+            let build = |changed: bool, previous: Option<&Snapshot>| {
+                let cards = (0..agents)
+                    .map(|i| {
+                        let skill = if changed && i == 0 {
+                            "translate"
+                        } else {
+                            "search"
+                        };
+                        meridian_node::demo::sample_card("sim", i, skill)
+                    })
+                    .collect();
+                snapshot::build(BuildInput {
+                    node_key: &key,
+                    org_key: &key,
+                    org: "sim",
+                    region: "region-0",
+                    cards,
+                    previous,
+                    now: crate::federation::EPOCH_UNIX - 60 + i64::from(changed),
+                    expires_in_secs: 7 * 86_400,
+                    limits: Limits::DEFAULT,
+                })
+                .map(|(snapshot, _)| snapshot)
+            };
+            let first = build(false, None).unwrap_or_else(|e| panic!("building the registry: {e}"));
+            let second =
+                build(true, Some(&first)).unwrap_or_else(|e| panic!("building the change: {e}"));
+            Arc::new((first, second))
+        })
+        .clone()
+}
+
+/// Parameters of "publish and converge".
+#[derive(Debug, Clone)]
+pub struct PublishConverge {
+    /// The federation.
+    pub topology: Topology,
+    /// Agents in the publisher's registry.
+    pub agents: usize,
+}
+
+impl Default for PublishConverge {
+    fn default() -> Self {
+        Self {
+            topology: Topology::default(),
+            agents: 10_000,
+        }
+    }
+}
+
+fn median(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// "publish-converge": every node holds the publisher's registry; the publisher changes one
+/// agent; every node must reach the new head, holding a snapshot that loads and verifies
+/// block by block, with no node blaming an honest peer. Reports the time for the last node to
+/// import the head, and the bytes each node received for the change.
+pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
+    let mut rng = Rng::new(seed);
+    let topology = &params.topology;
+    let specs = topology.specs(&mut rng);
+    let n = specs.len();
+    let config = SyncConfig::default();
+    let snapshots = registry(params.agents);
+    let (first, second) = (&snapshots.0, &snapshots.1);
+    let mut failures = Vec::new();
+    let base = MemoryStore::new();
+    if let Err(error) = seed_store(&base, first) {
+        failures.push(format!("seeding the stores: {error}"));
+    }
+    let world = match World::new(specs, config, &base) {
+        Ok(world) => world,
+        Err(error) => {
+            failures.push(format!("copying the stores: {error}"));
+            return Report {
+                scenario: "publish-converge",
+                seed,
+                failures,
+                figures: BTreeMap::new(),
+            };
+        }
+    };
+
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(60))
+        .tick_duration(Duration::from_millis(1))
+        .rng_seed(seed)
+        .build();
+    for i in 0..n {
+        let world = world.clone();
+        sim.host(host_name(i), move || run_node(i, world.clone()));
+    }
+    topology.apply(&sim);
+
+    let outcome: Arc<Mutex<Option<(u64, u64)>>> = Arc::new(Mutex::new(None));
+    let bytes_before: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let world = world.clone();
+        let outcome = outcome.clone();
+        let bytes_before = bytes_before.clone();
+        let second = second.clone();
+        sim.client("scenario", async move {
+            // Let the mesh form and the first head exchanges finish.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if let Ok(mut slot) = bytes_before.lock() {
+                *slot = world.observe(|o| o.bytes_in.clone());
+            }
+            let start = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+            let commit = second.commit_cid;
+            world.command(0, Command::Publish(Box::new(second)));
+            let deadline = start + 20_000;
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let now = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+                let done = world.observe(|o| o.imported.iter().all(|m| m.contains_key(&commit)));
+                if done || now > deadline {
+                    if let Ok(mut slot) = outcome.lock() {
+                        *slot = Some((start, now));
+                    }
+                    return Ok(());
+                }
+            }
+        });
+    }
+    if let Err(error) = sim.run() {
+        failures.push(format!("simulation error: {error}"));
+    }
+
+    let mut figures = BTreeMap::new();
+    let start = outcome.lock().ok().and_then(|o| *o).map(|(s, _)| s);
+    let commit = second.commit_cid;
+    let publisher = publisher_key().did();
+    let mut times = Vec::new();
+    for (i, store) in world.stores.iter().enumerate() {
+        match store.head(&publisher) {
+            Ok(Some(head)) if head.commit == commit => {}
+            other => failures.push(format!(
+                "node {i} holds {other:?}, not the new head {commit}"
+            )),
+        }
+        // Every block of the new snapshot is held (the store holds only verified blocks).
+        let missing = second
+            .blocks
+            .keys()
+            .filter(|cid| !store.contains(cid).unwrap_or(false))
+            .count();
+        if missing > 0 {
+            failures.push(format!(
+                "node {i} lacks {missing} blocks of the new snapshot"
+            ));
+        }
+    }
+    world.observe(|o| {
+        for (i, offenses) in o.offenses.iter().enumerate() {
+            if !offenses.is_empty() {
+                failures.push(format!("node {i} blamed honest peers: {offenses:?}"));
+            }
+        }
+        if let Some(start) = start {
+            for (i, imported) in o.imported.iter().enumerate().skip(1) {
+                if let Some(at) = imported.get(&commit) {
+                    times.push(at.saturating_sub(start));
+                } else {
+                    let _ = i;
+                }
+            }
+        }
+        let before = bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
+        let mut bytes: Vec<u64> = o
+            .bytes_in
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, b)| b.saturating_sub(before.get(i).copied().unwrap_or(0)))
+            .collect();
+        figures.insert(
+            "bytes_per_node_max",
+            json!(bytes.iter().max().copied().unwrap_or(0)),
+        );
+        figures.insert("bytes_per_node_median", json!(median(&mut bytes)));
+    });
+    figures.insert(
+        "converge_ms",
+        json!(times.iter().max().copied().unwrap_or(0)),
+    );
+    figures.insert("head_ms_median", json!(median(&mut times.clone())));
+    figures.insert(
+        "inter_region_rtt_ms",
+        json!(2 * topology.inter.as_millis() as u64),
+    );
+    figures.insert("nodes", json!(n));
+    figures.insert("agents", json!(params.agents));
+    figures.insert("commit_bytes", json!(second.commit.to_block().len()));
+    Report {
+        scenario: "publish-converge",
+        seed,
+        failures,
+        figures,
+    }
+}
+
+/// Scenario names this build knows.
+pub const SCENARIOS: &[&str] = &["publish-converge"];
+
+/// Runs one scenario by name with its default parameters.
+pub fn run(name: &str, seed: u64) -> Option<Report> {
+    match name {
+        "publish-converge" => Some(publish_converge(seed, &PublishConverge::default())),
+        _ => None,
+    }
+}

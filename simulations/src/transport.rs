@@ -1,0 +1,140 @@
+//! A small framed transport over `turmoil::net` TCP: what libp2p's streams are to the
+//! production driver, without libp2p (which does not run under turmoil without patches).
+//!
+//! ```text
+//! frame = len:u32 kind:u8 body        (len counts kind and body; big-endian)
+//! hello    = kind 1, body: node index u32
+//! gossip   = kind 2, body: a sync gossip message
+//! request  = kind 3, body: id u64, a sync request
+//! response = kind 4, body: id u64, a sync response
+//! ```
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest frame accepted; a bigger length prefix closes the connection.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// One frame on a simulated connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The first frame each side sends: who it is.
+    Hello(u32),
+    /// A gossip message.
+    Gossip(Vec<u8>),
+    /// A request with its id.
+    Request(u64, Vec<u8>),
+    /// The response to the request with this id.
+    Response(u64, Vec<u8>),
+}
+
+impl Frame {
+    /// The frame's bytes, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, id, body): (u8, Option<u64>, &[u8]) = match self {
+            Frame::Hello(index) => {
+                let mut out = Vec::with_capacity(9);
+                out.extend_from_slice(&5u32.to_be_bytes());
+                out.push(1);
+                out.extend_from_slice(&index.to_be_bytes());
+                return out;
+            }
+            Frame::Gossip(body) => (2, None, body),
+            Frame::Request(id, body) => (3, Some(*id), body),
+            Frame::Response(id, body) => (4, Some(*id), body),
+        };
+        let len = 1 + id.map_or(0, |_| 8) + body.len();
+        let mut out = Vec::with_capacity(4 + len);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.push(kind);
+        if let Some(id) = id {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn decode(bytes: Vec<u8>) -> std::io::Result<Self> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        let (&kind, rest) = bytes.split_first().ok_or_else(|| bad("empty frame"))?;
+        let id = |rest: &[u8]| -> std::io::Result<(u64, Vec<u8>)> {
+            if rest.len() < 8 {
+                return Err(bad("frame too short for its id"));
+            }
+            let (id, body) = rest.split_at(8);
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(id);
+            Ok((u64::from_be_bytes(raw), body.to_vec()))
+        };
+        match kind {
+            1 => {
+                let raw: [u8; 4] = rest.try_into().map_err(|_| bad("bad hello"))?;
+                Ok(Frame::Hello(u32::from_be_bytes(raw)))
+            }
+            2 => Ok(Frame::Gossip(rest.to_vec())),
+            3 => id(rest).map(|(id, body)| Frame::Request(id, body)),
+            4 => id(rest).map(|(id, body)| Frame::Response(id, body)),
+            _ => Err(bad("unknown frame kind")),
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream. Returns the bytes read with it.
+pub async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<(Frame, usize)>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    Ok(Some((Frame::decode(body)?, 4 + len)))
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+) -> std::io::Result<()> {
+    writer.write_all(&frame.encode()).await?;
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_lengths_are_refused() {
+        let frames = [
+            Frame::Hello(7),
+            Frame::Gossip(b"g".to_vec()),
+            Frame::Request(9, b"r".to_vec()),
+            Frame::Response(u64::MAX, vec![]),
+        ];
+        let mut bytes = Vec::new();
+        for frame in &frames {
+            bytes.extend(frame.encode());
+        }
+        let mut reader = &bytes[..];
+        for frame in &frames {
+            let (read, _) = read_frame(&mut reader).await.unwrap().unwrap();
+            assert_eq!(&read, frame);
+        }
+        assert!(read_frame(&mut reader).await.unwrap().is_none());
+        let huge = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes();
+        assert!(read_frame(&mut &huge[..]).await.is_err());
+        let unknown = [0, 0, 0, 1, 9];
+        assert!(read_frame(&mut &unknown[..]).await.is_err());
+    }
+}

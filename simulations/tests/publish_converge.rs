@@ -1,0 +1,36 @@
+//! The fast set of publish-and-converge runs that the normal test command runs.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use meridian_simulations::scenarios::{PublishConverge, publish_converge};
+
+/// 16 seeds of the scenario: 50 nodes in 3 regions, one change in a 10,000-agent
+/// registry. Every node must converge on the new head with a snapshot that verifies.
+#[test]
+fn publish_converge_holds_for_16_seeds() {
+    let params = PublishConverge::default();
+    let mut failed = Vec::new();
+    for seed in 1..=16 {
+        let report = publish_converge(seed, &params);
+        println!("{}", report.line());
+        if !report.passed() {
+            failed.push((seed, report.failures));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failing seeds (replay: cargo run -p meridian-simulations --release -- --scenario publish-converge --seed S): {failed:?}"
+    );
+}
+
+/// The same seed gives the same figures.
+#[test]
+fn a_seed_replays_exactly() {
+    let params = PublishConverge {
+        agents: 500,
+        ..PublishConverge::default()
+    };
+    let a = publish_converge(7, &params);
+    let b = publish_converge(7, &params);
+    assert!(a.passed(), "{:?}", a.failures);
+    assert_eq!(a.figures, b.figures);
+}
