@@ -280,6 +280,12 @@ impl Keypair {
         Ok(Self::from_secret(&secret))
     }
 
+    /// The 32-byte secret (seed): for handing the same key to another ed25519 implementation,
+    /// such as the libp2p identity of a node.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     /// The key with this 32-byte secret (seed). Tests and simulations derive keys this way.
     pub fn from_secret(secret: &[u8; 32]) -> Self {
         Self(SigningKey::from_bytes(secret))

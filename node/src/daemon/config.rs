@@ -58,10 +58,51 @@ root = ""
 # Organisations whose registration request may wait for review at once (each keeps its newest).
 registrations_pending_max = 1000
 
+[mesh]
+# Mirror peers' snapshots over the libp2p mesh (QUIC, TCP fallback).
+enabled = true
+# Addresses to listen on (multiaddrs, separated by spaces or commas). Port 0 picks a free port;
+# the chosen addresses are written to DATA/mesh.addr.
+listen = "/ip4/127.0.0.1/udp/0/quic-v1 /ip4/127.0.0.1/tcp/0"
+# Peers to start from: multiaddrs ending in /p2p/<peer id> (see another node's DATA/mesh.addr).
+bootstrap = ""
+# How long a block request may take before it is retried with another peer, in seconds.
+request_timeout_secs = 10
+# Most publishers mirrored.
+publishers_max = 10000
+
 [log]
 # "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
 format = "text"
 "#;
+
+/// `[mesh]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshSection {
+    /// Whether the node joins the peer mesh.
+    pub enabled: bool,
+    /// Listen multiaddrs, separated by spaces or commas.
+    pub listen: String,
+    /// Bootstrap peers' multiaddrs (with `/p2p/<peer id>`).
+    pub bootstrap: String,
+    /// Block request timeout, in seconds.
+    pub request_timeout_secs: u64,
+    /// Most publishers mirrored.
+    pub publishers_max: usize,
+}
+
+impl Default for MeshSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "/ip4/127.0.0.1/udp/0/quic-v1 /ip4/127.0.0.1/tcp/0".into(),
+            bootstrap: String::new(),
+            request_timeout_secs: 10,
+            publishers_max: 10_000,
+        }
+    }
+}
 
 /// `[node]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +237,8 @@ pub struct NodeConfig {
     pub governance: GovernanceSection,
     /// `[log]`
     pub log: LogSection,
+    /// `[mesh]`
+    pub mesh: MeshSection,
 }
 
 impl NodeConfig {
@@ -218,7 +261,7 @@ impl NodeConfig {
                 continue;
             };
             let (section, key) = (section.to_lowercase(), key.to_lowercase());
-            if !["node", "http", "log", "governance", "a2a"].contains(&section.as_str()) {
+            if !["node", "http", "log", "governance", "a2a", "mesh"].contains(&section.as_str()) {
                 continue;
             }
             // Numbers stay numbers so the types line up with the file's.
@@ -275,6 +318,11 @@ impl NodeConfig {
         let url = &self.http.public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             bail!("config http.public_url must start with http:// or https://");
+        }
+        super::mesh::parse_addrs("mesh.listen", &self.mesh.listen)?;
+        super::mesh::parse_addrs("mesh.bootstrap", &self.mesh.bootstrap)?;
+        if self.mesh.request_timeout_secs == 0 || self.mesh.publishers_max == 0 {
+            bail!("config mesh.request_timeout_secs and mesh.publishers_max must be above 0");
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!(

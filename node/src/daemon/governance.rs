@@ -192,6 +192,91 @@ impl Governance {
             .collect()
     }
 
+    /// Verifies a governance document that came from a peer (root version, policy bundle or
+    /// attestation) against the trusted root, applies and keeps it: the sync engine's hook.
+    pub fn offer_document(&self, block: &[u8], now: i64) -> crate::sync::GovernanceOutcome {
+        use crate::sync::GovernanceOutcome as Outcome;
+        let Ok(mut inner) = self.inner.write() else {
+            return Outcome::Refused("governance lock poisoned".into());
+        };
+        let Inner {
+            root,
+            attestations,
+            policy,
+            ..
+        } = &mut *inner;
+        let Some(root) = root.as_mut() else {
+            return Outcome::Refused("governance is off on this node".into());
+        };
+        if let Ok(next) = RootDocument::decode(block) {
+            let version = next.body.version;
+            if version <= root.current().body.version {
+                return Outcome::Known;
+            }
+            let mut candidate = root.clone();
+            if let Err(error) = candidate.update(next) {
+                return Outcome::Refused(error.to_string());
+            }
+            if let Err(error) = candidate.check_fresh(now, ExpiryCheck::Enforce) {
+                return Outcome::Refused(error.to_string());
+            }
+            *root = candidate;
+            return self.kept("roots", &format!("{version:08}"), block);
+        }
+        if let Ok(bundle) = PolicyBundle::decode(block) {
+            let version = bundle.body.version;
+            return match policy.offer(bundle, root, now) {
+                Ok(true) => self.kept("policy", &format!("{version:08}"), block),
+                Ok(false) => Outcome::Known,
+                Err(error) => Outcome::Refused(error.to_string()),
+            };
+        }
+        if let Ok(attestation) = Attestation::decode(block) {
+            let id = attestation.id();
+            if attestations.all().any(|a| a.id() == id) {
+                return Outcome::Known;
+            }
+            return match attestations.add(attestation, root, now) {
+                Ok(id) => self.kept("attestations", &id.to_string(), block),
+                Err(error) => Outcome::Refused(error.to_string()),
+            };
+        }
+        Outcome::Malformed("not a root, policy bundle or attestation".into())
+    }
+
+    fn kept(&self, folder: &str, name: &str, block: &[u8]) -> crate::sync::GovernanceOutcome {
+        if let Err(error) = self.persist(folder, name, block) {
+            tracing::warn!(?error, folder, "could not keep a governance document");
+        }
+        crate::sync::GovernanceOutcome::New
+    }
+
+    /// Every document a peer needs to reach this node's governance state: the root in force,
+    /// the policy and the attestations.
+    pub fn documents(&self) -> Vec<Vec<u8>> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        let Some(root) = &inner.root else {
+            return Vec::new();
+        };
+        let mut documents = vec![root.current().to_block()];
+        documents.extend(inner.policy.current().map(|p| p.to_block()));
+        documents.extend(inner.attestations.all().map(|a| a.to_block()));
+        documents
+    }
+
+    /// Whether this node mirrors a publisher: not when the policy denies its node key.
+    pub fn publisher_allowed(&self, did: &str) -> bool {
+        let Ok(inner) = self.inner.read() else {
+            return true;
+        };
+        inner
+            .policy
+            .current()
+            .is_none_or(|p| !p.body.deny_node_keys.iter().any(|d| d == did))
+    }
+
     fn persist(&self, folder: &str, name: &str, bytes: &[u8]) -> Result<(), ApiError> {
         let dir = self.dir.join(folder);
         std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;

@@ -54,6 +54,8 @@ pub struct NodeState {
     pub governance: super::governance::Governance,
     /// The A2A proxy's client, limiter and bounds.
     pub proxy: super::a2a::Proxy,
+    /// The peer mesh, once it runs: new heads of our own are announced through it.
+    pub mesh: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<super::mesh::MeshCommand>>,
     next_request: AtomicU64,
 }
 
@@ -85,6 +87,7 @@ impl NodeState {
             events: super::events::EventLog::default(),
             governance,
             proxy: super::a2a::Proxy::new(&config_a2a)?,
+            mesh: std::sync::OnceLock::new(),
             next_request: AtomicU64::new(1),
         };
         for publisher in state.store.heads()?.keys() {

@@ -24,6 +24,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     counters: Mutex<BTreeMap<String, u64>>,
+    gauges: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -53,6 +54,13 @@ impl Metrics {
     pub fn count(&self, name: &str, by: u64) {
         if let Ok(mut counters) = self.counters.lock() {
             *counters.entry(name.to_owned()).or_default() += by;
+        }
+    }
+
+    /// Sets a gauge series, e.g. `meridian_sync_peers`.
+    pub fn set_gauge(&self, name: &str, value: u64) {
+        if let Ok(mut gauges) = self.gauges.lock() {
+            gauges.insert(name.to_owned(), value);
         }
     }
 
@@ -108,6 +116,12 @@ impl Metrics {
                     let _ = writeln!(out, "# TYPE {base} counter");
                 }
                 let _ = writeln!(out, "{series} {value}");
+            }
+        }
+        if let Ok(set) = self.gauges.lock() {
+            for (series, value) in set.iter() {
+                let base = series.split('{').next().unwrap_or(series);
+                let _ = writeln!(out, "# TYPE {base} gauge\n{series} {value}");
             }
         }
         for (name, help, value) in gauges {

@@ -8,6 +8,7 @@ pub mod events;
 pub mod governance;
 pub mod http;
 pub mod index;
+pub mod mesh;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
@@ -128,6 +129,7 @@ pub fn run(options: RunOptions) -> Result<()> {
         tracing::info!(data = %options.data.display(), %did, "initialised a new data directory");
     }
     let key = crate::cli::load_key(&options.data.join(NODE_KEY_FILE))?;
+    let mesh_key = crate::cli::load_key(&options.data.join(NODE_KEY_FILE))?;
     let store = crate::cli::open_store(&options.data)?;
     let state = Arc::new(http::NodeState::new(
         store,
@@ -140,10 +142,15 @@ pub fn run(options: RunOptions) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(state, &options.data, &config))
+    runtime.block_on(serve(state, mesh_key, &options.data, &config))
 }
 
-async fn serve(state: Arc<http::NodeState>, data: &Path, config: &NodeConfig) -> Result<()> {
+async fn serve(
+    state: Arc<http::NodeState>,
+    mesh_key: meridian_registry::keys::Keypair,
+    data: &Path,
+    config: &NodeConfig,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
         .with_context(|| format!("binding the gateway to {}", config.http.listen))?;
@@ -153,6 +160,21 @@ async fn serve(state: Arc<http::NodeState>, data: &Path, config: &NodeConfig) ->
         .with_context(|| format!("writing {}", addr_file.display()))?;
     tracing::info!(%address, node = %state.node_did, region = %config.node.region, "gateway listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut mesh_task = None;
+    if config.mesh.enabled {
+        let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = state.mesh.set(mesh_tx);
+        let mesh_state = state.clone();
+        let mesh_data = data.to_path_buf();
+        let mesh_stop = stop_rx.clone();
+        mesh_task = Some(tokio::spawn(async move {
+            if let Err(error) =
+                mesh::run(mesh_state, mesh_key, &mesh_data, mesh_rx, mesh_stop).await
+            {
+                tracing::error!(?error, "the peer mesh stopped");
+            }
+        }));
+    }
     let app = http::router(state.clone());
     // Keep the node's own head from expiring while it runs.
     let refresher = state.clone();
@@ -182,6 +204,9 @@ async fn serve(state: Arc<http::NodeState>, data: &Path, config: &NodeConfig) ->
                 tracing::warn!("in-flight requests did not finish within the grace period; stopping anyway");
             }
         }
+    }
+    if let Some(task) = mesh_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     state.store.flush().context("flushing the store")?;
     let _ = std::fs::remove_file(&addr_file);

@@ -402,7 +402,7 @@ fn bad_config_fails_fast_naming_the_setting() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("http.listen"));
 }
 
-fn manifest_block(
+pub fn manifest_block(
     org: &str,
     name: &str,
     key: &meridian_registry::keys::Keypair,
@@ -419,7 +419,7 @@ fn manifest_block(
     .to_block()
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -5,6 +5,7 @@ mod a2a;
 mod cli_snapshot;
 mod crash;
 mod daemon;
+mod federation;
 mod governance;
 
 use std::path::{Path, PathBuf};

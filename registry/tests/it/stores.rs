@@ -107,14 +107,26 @@ fn a_forked_memory_store_is_independent() {
     store
         .apply(StoreBatch {
             blocks: vec![(cid, block)],
-            heads: vec![("did:key:a".into(), Head { commit: cid, seq: 1 })],
+            heads: vec![(
+                "did:key:a".into(),
+                Head {
+                    commit: cid,
+                    seq: 1,
+                },
+            )],
             equivocations: Vec::new(),
         })
         .unwrap();
     let fork = store.fork().unwrap();
     assert!(fork.contains(&cid).unwrap());
     fork.apply(StoreBatch {
-        heads: vec![("did:key:a".into(), Head { commit: cid, seq: 2 })],
+        heads: vec![(
+            "did:key:a".into(),
+            Head {
+                commit: cid,
+                seq: 2,
+            },
+        )],
         ..StoreBatch::default()
     })
     .unwrap();
