@@ -433,6 +433,22 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Every block of the snapshot and its publisher's head, as one store batch: how a publisher
+    /// stores its own snapshot, or a test seeds a store with one.
+    pub fn store_batch(&self) -> StoreBatch {
+        StoreBatch {
+            blocks: self.blocks.iter().map(|(c, b)| (*c, b.clone())).collect(),
+            heads: vec![(
+                self.commit.body.publisher.to_did(),
+                Head {
+                    commit: self.commit_cid,
+                    seq: self.commit.body.seq,
+                },
+            )],
+            equivocations: Vec::new(),
+        }
+    }
+
     /// The manifest stored under `agent_id`.
     pub fn manifest(&self, agent_id: &str) -> Option<Result<Manifest, ManifestError>> {
         let cid = self.tree.get(agent_id.as_bytes())?;
@@ -966,23 +982,8 @@ impl From<&Snapshot> for MemoryStore {
     /// A store holding a snapshot's blocks (so its manifests count as verified) and its head: the base for verifying a delta or a successor against a snapshot file.
     fn from(snapshot: &Snapshot) -> Self {
         let store = MemoryStore::new();
-        let batch = StoreBatch {
-            blocks: snapshot
-                .blocks
-                .iter()
-                .map(|(c, b)| (*c, b.clone()))
-                .collect(),
-            heads: vec![(
-                snapshot.commit.body.publisher.to_did(),
-                Head {
-                    commit: snapshot.commit_cid,
-                    seq: snapshot.commit.body.seq,
-                },
-            )],
-            equivocations: Vec::new(),
-        };
         // The blocks come from a verified snapshot, so the batch's hash checks pass.
-        let _ = store.apply(batch);
+        let _ = store.apply(snapshot.store_batch());
         store
     }
 }

@@ -12,7 +12,7 @@ use meridian_node::sync::{
 };
 use meridian_registry::Cid;
 use meridian_registry::snapshot::Snapshot;
-use meridian_registry::store::{BlockStore, Head, MemoryStore, StoreBatch};
+use meridian_registry::store::{BlockStore, MemoryStore};
 use tokio::sync::mpsc;
 
 use crate::transport::{Frame, read_frame, write_frame};
@@ -142,21 +142,7 @@ impl World {
 /// Stores a snapshot's blocks and head in `store` (a publisher's own, or a pre-seeded copy).
 pub fn seed_store(store: &dyn BlockStore, snapshot: &Snapshot) -> Result<(), String> {
     store
-        .apply(StoreBatch {
-            blocks: snapshot
-                .blocks
-                .iter()
-                .map(|(c, b)| (*c, b.clone()))
-                .collect(),
-            heads: vec![(
-                snapshot.commit.body.publisher.to_did(),
-                Head {
-                    commit: snapshot.commit_cid,
-                    seq: snapshot.commit.body.seq,
-                },
-            )],
-            equivocations: Vec::new(),
-        })
+        .apply(snapshot.store_batch())
         .map_err(|e| e.to_string())
 }
 

@@ -328,13 +328,13 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
             }
         }
         if let Some(start) = start {
-            for (i, imported) in o.imported.iter().enumerate().skip(1) {
-                if let Some(at) = imported.get(&commit) {
-                    times.push(at.saturating_sub(start));
-                } else {
-                    let _ = i;
-                }
-            }
+            times.extend(
+                o.imported
+                    .iter()
+                    .skip(1)
+                    .filter_map(|imported| imported.get(&commit))
+                    .map(|at| at.saturating_sub(start)),
+            );
         }
         let before = bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
         let mut bytes: Vec<u64> = o

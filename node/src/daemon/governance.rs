@@ -192,63 +192,104 @@ impl Governance {
             .collect()
     }
 
-    /// Verifies a governance document that came from a peer (root version, policy bundle or
-    /// attestation) against the trusted root, applies and keeps it: the sync engine's hook.
+    /// Verifies the next root version against the one in force, and keeps it. Returns its
+    /// version.
+    pub fn apply_root(&self, next: RootDocument, block: &[u8], now: i64) -> Result<u64, ApiError> {
+        let version = next.body.version;
+        let mut inner = self.write()?;
+        let root = inner.root.as_mut().ok_or_else(not_configured)?;
+        let mut candidate = root.clone();
+        candidate.update(next).map_err(rejected)?;
+        candidate
+            .check_fresh(now, ExpiryCheck::Enforce)
+            .map_err(rejected)?;
+        self.persist("roots", &format!("{version:08}"), block)?;
+        *root = candidate;
+        Ok(version)
+    }
+
+    /// Offers a policy bundle; true when it replaced the one in force (and was kept).
+    pub fn apply_policy(
+        &self,
+        bundle: PolicyBundle,
+        block: &[u8],
+        now: i64,
+    ) -> Result<bool, ApiError> {
+        let version = bundle.body.version;
+        let mut inner = self.write()?;
+        let Inner { root, policy, .. } = &mut *inner;
+        let root = root.as_ref().ok_or_else(not_configured)?;
+        let changed = policy.offer(bundle, root, now).map_err(rejected)?;
+        if changed {
+            self.persist("policy", &format!("{version:08}"), block)?;
+        }
+        Ok(changed)
+    }
+
+    /// Verifies an attestation (or revocation) under the root, adds and keeps it. Returns its id.
+    pub fn apply_attestation(
+        &self,
+        attestation: Attestation,
+        block: &[u8],
+        now: i64,
+    ) -> Result<meridian_registry::Cid, ApiError> {
+        let mut inner = self.write()?;
+        let Inner {
+            root, attestations, ..
+        } = &mut *inner;
+        let root = root.as_ref().ok_or_else(not_configured)?;
+        let id = attestations.add(attestation, root, now).map_err(rejected)?;
+        self.persist("attestations", &id.to_string(), block)?;
+        Ok(id)
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>, ApiError> {
+        self.inner
+            .write()
+            .map_err(|_| ApiError::internal("governance lock poisoned"))
+    }
+
+    /// A governance document from a peer (root version, policy bundle or attestation), applied
+    /// through the same checks as the admin endpoints: the sync engine's hook.
     pub fn offer_document(&self, block: &[u8], now: i64) -> crate::sync::GovernanceOutcome {
         use crate::sync::GovernanceOutcome as Outcome;
-        let Ok(mut inner) = self.inner.write() else {
-            return Outcome::Refused("governance lock poisoned".into());
-        };
-        let Inner {
-            root,
-            attestations,
-            policy,
-            ..
-        } = &mut *inner;
-        let Some(root) = root.as_mut() else {
-            return Outcome::Refused("governance is off on this node".into());
+        let refused = |error: ApiError| Outcome::Refused(error.message().to_owned());
+        let root_version = match self.inner.read() {
+            Ok(inner) => match &inner.root {
+                Some(root) => root.current().body.version,
+                None => return Outcome::Refused("governance is off on this node".into()),
+            },
+            Err(_) => return Outcome::Refused("governance lock poisoned".into()),
         };
         if let Ok(next) = RootDocument::decode(block) {
-            let version = next.body.version;
-            if version <= root.current().body.version {
+            if next.body.version <= root_version {
                 return Outcome::Known;
             }
-            let mut candidate = root.clone();
-            if let Err(error) = candidate.update(next) {
-                return Outcome::Refused(error.to_string());
-            }
-            if let Err(error) = candidate.check_fresh(now, ExpiryCheck::Enforce) {
-                return Outcome::Refused(error.to_string());
-            }
-            *root = candidate;
-            return self.kept("roots", &format!("{version:08}"), block);
+            return self
+                .apply_root(next, block, now)
+                .map_or_else(refused, |_| Outcome::New);
         }
         if let Ok(bundle) = PolicyBundle::decode(block) {
-            let version = bundle.body.version;
-            return match policy.offer(bundle, root, now) {
-                Ok(true) => self.kept("policy", &format!("{version:08}"), block),
+            return match self.apply_policy(bundle, block, now) {
+                Ok(true) => Outcome::New,
                 Ok(false) => Outcome::Known,
-                Err(error) => Outcome::Refused(error.to_string()),
+                Err(error) => refused(error),
             };
         }
         if let Ok(attestation) = Attestation::decode(block) {
             let id = attestation.id();
-            if attestations.all().any(|a| a.id() == id) {
+            let known = self
+                .inner
+                .read()
+                .is_ok_and(|inner| inner.attestations.all().any(|a| a.id() == id));
+            if known {
                 return Outcome::Known;
             }
-            return match attestations.add(attestation, root, now) {
-                Ok(id) => self.kept("attestations", &id.to_string(), block),
-                Err(error) => Outcome::Refused(error.to_string()),
-            };
+            return self
+                .apply_attestation(attestation, block, now)
+                .map_or_else(refused, |_| Outcome::New);
         }
         Outcome::Malformed("not a root, policy bundle or attestation".into())
-    }
-
-    fn kept(&self, folder: &str, name: &str, block: &[u8]) -> crate::sync::GovernanceOutcome {
-        if let Err(error) = self.persist(folder, name, block) {
-            tracing::warn!(?error, folder, "could not keep a governance document");
-        }
-        crate::sync::GovernanceOutcome::New
     }
 
     /// Every document a peer needs to reach this node's governance state: the root in force,
@@ -396,23 +437,7 @@ pub async fn post_root(
     require_cbor(&headers)?;
     let next = RootDocument::decode(&body).map_err(rejected)?;
     let version = next.body.version;
-    {
-        let mut inner = state
-            .governance
-            .inner
-            .write()
-            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
-        let root = inner.root.as_mut().ok_or_else(not_configured)?;
-        let mut candidate = root.clone();
-        candidate.update(next.clone()).map_err(rejected)?;
-        candidate
-            .check_fresh((state.clock)(), ExpiryCheck::Enforce)
-            .map_err(rejected)?;
-        state
-            .governance
-            .persist("roots", &format!("{version:08}"), &body)?;
-        *root = candidate;
-    }
+    state.governance.apply_root(next, &body, (state.clock)())?;
     state
         .events
         .emit("root.updated", json!({ "version": version }));
@@ -459,24 +484,9 @@ pub async fn post_policy(
     require_cbor(&headers)?;
     let bundle = PolicyBundle::decode(&body).map_err(rejected)?;
     let version = bundle.body.version;
-    let changed = {
-        let mut inner = state
-            .governance
-            .inner
-            .write()
-            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
-        let Inner { root, policy, .. } = &mut *inner;
-        let root = root.as_ref().ok_or_else(not_configured)?;
-        let changed = policy
-            .offer(bundle, root, (state.clock)())
-            .map_err(rejected)?;
-        if changed {
-            state
-                .governance
-                .persist("policy", &format!("{version:08}"), &body)?;
-        }
-        changed
-    };
+    let changed = state
+        .governance
+        .apply_policy(bundle, &body, (state.clock)())?;
     if changed {
         state
             .events
@@ -497,24 +507,9 @@ pub async fn post_attestation(
     require_cbor(&headers)?;
     let attestation = Attestation::decode(&body).map_err(rejected)?;
     let kind = attestation.body.kind.clone();
-    let id = {
-        let mut inner = state
-            .governance
-            .inner
-            .write()
-            .map_err(|_| ApiError::internal("governance lock poisoned"))?;
-        let Inner {
-            root, attestations, ..
-        } = &mut *inner;
-        let root = root.as_ref().ok_or_else(not_configured)?;
-        let id = attestations
-            .add(attestation, root, (state.clock)())
-            .map_err(rejected)?;
-        state
-            .governance
-            .persist("attestations", &id.to_string(), &body)?;
-        id
-    };
+    let id = state
+        .governance
+        .apply_attestation(attestation, &body, (state.clock)())?;
     let event = if kind == KIND_REVOCATION {
         "attestation.revoked"
     } else {

@@ -151,6 +151,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The message, for callers that pass the reason on elsewhere.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// An error with a status, a stable code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -233,6 +233,27 @@ impl sync::GovernanceHooks for NodeGovernance {
     }
 }
 
+/// Copies the engine's figures into the node's metrics (once a second, not per event: the
+/// lag reads the store).
+fn publish_metrics(state: &NodeState, engine: &Engine<PeerId>) {
+    state
+        .metrics
+        .set_gauge("meridian_sync_peers", engine.peer_count() as u64);
+    let stats = engine.stats();
+    state
+        .metrics
+        .set_gauge("meridian_sync_blocks_fetched", stats.blocks_fetched);
+    state
+        .metrics
+        .set_gauge("meridian_sync_bytes_fetched", stats.bytes_fetched);
+    let lag: u64 = engine
+        .lag()
+        .iter()
+        .map(|(_, accepted, seen)| seen.saturating_sub(accepted.unwrap_or(0)))
+        .sum();
+    state.metrics.set_gauge("meridian_sync_lag_seq", lag);
+}
+
 /// Runs the mesh until `stop` fires: listens, dials the bootstrap peers, and drives the engine.
 pub async fn run(
     state: Arc<NodeState>,
@@ -289,6 +310,7 @@ pub async fn run(
     let mut listening: Vec<Multiaddr> = Vec::new();
     let addr_file = data.join(MESH_ADDR_FILE);
     let mut bootstrap_tick = tokio::time::interval(Duration::from_secs(30));
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
         while let Some(output) = engine.poll_output() {
@@ -393,23 +415,6 @@ pub async fn run(
                 }
             }
         }
-        state
-            .metrics
-            .set_gauge("meridian_sync_peers", engine.peer_count() as u64);
-        let stats = engine.stats();
-        state
-            .metrics
-            .set_gauge("meridian_sync_blocks_fetched", stats.blocks_fetched);
-        state
-            .metrics
-            .set_gauge("meridian_sync_bytes_fetched", stats.bytes_fetched);
-        let lag: u64 = engine
-            .lag()
-            .iter()
-            .map(|(_, accepted, seen)| seen.saturating_sub(accepted.unwrap_or(0)))
-            .sum();
-        state.metrics.set_gauge("meridian_sync_lag_seq", lag);
-
         let wait = engine
             .next_deadline()
             .map(|at| Duration::from_millis(at.saturating_sub(now().ms)))
@@ -476,6 +481,7 @@ pub async fn run(
             _ = bootstrap_tick.tick() => {
                 let _ = swarm.behaviour_mut().kad.bootstrap();
             }
+            _ = metrics_tick.tick() => publish_metrics(&state, &engine),
             () = tokio::time::sleep(wait) => engine.on_timer(now()),
             _ = stop.changed() => break,
         }

@@ -129,12 +129,11 @@ pub fn run(options: RunOptions) -> Result<()> {
         tracing::info!(data = %options.data.display(), %did, "initialised a new data directory");
     }
     let key = crate::cli::load_key(&options.data.join(NODE_KEY_FILE))?;
-    let mesh_key = crate::cli::load_key(&options.data.join(NODE_KEY_FILE))?;
     let store = crate::cli::open_store(&options.data)?;
     let state = Arc::new(http::NodeState::new(
         store,
         config.clone(),
-        key,
+        key.clone(),
         &options.data,
         wall_clock,
     )?);
@@ -142,7 +141,7 @@ pub fn run(options: RunOptions) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(state, mesh_key, &options.data, &config))
+    runtime.block_on(serve(state, key, &options.data, &config))
 }
 
 async fn serve(

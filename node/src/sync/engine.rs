@@ -737,18 +737,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 self.stats.imports_failed += 1;
                 self.settle(&pending.head, Verdict::Reject);
                 self.reject_head(pending.head.cid);
-                // The blocks all hashed right, so the publisher signed an invalid snapshot;
-                // blame the sources that are the publisher itself.
-                let culprits: Vec<P> = pending
-                    .head
-                    .sources
-                    .iter()
-                    .filter(|p| self.peer_did(p) == Some(report.publisher.as_str()))
-                    .cloned()
-                    .collect();
-                for peer in culprits {
-                    self.offense(&peer, Offense::InvalidSnapshot, now);
-                }
+                // The blocks all hashed right, so the publisher signed an invalid snapshot.
+                self.blame_publisher(&report.publisher, &pending.head.sources, now);
             }
         }
         self.start_queued(&report.publisher, now);
@@ -1075,15 +1065,21 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     }
 
     /// Keeps a verified proof (once) and tells every peer.
+    /// One proof per publisher is kept: a second adds nothing, and a publisher could otherwise
+    /// make proofs without end (one per seq) to fill our store. Publishers count against
+    /// `publishers_max` like any other.
     fn equivocation_stored(&mut self, publisher: &str, seq: u64, proof: Vec<u8>) {
         let known = self
             .store
             .equivocations(publisher)
-            .map(|proofs| proofs.iter().any(|(s, _)| *s == seq))
-            .unwrap_or(false);
-        if known {
+            .map(|proofs| !proofs.is_empty())
+            .unwrap_or(true);
+        let room = self.known_publishers.contains(publisher)
+            || self.known_publishers.len() < self.config.publishers_max;
+        if known || !room {
             return;
         }
+        self.known_publishers.insert(publisher.to_owned());
         let batch = StoreBatch {
             equivocations: vec![(publisher.to_owned(), seq, proof.clone())],
             ..StoreBatch::default()
@@ -1202,11 +1198,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
 
     /// Hands a complete walk to the driver for import.
     fn maybe_finish(&mut self, publisher: &str) {
-        let Some(pending) = self
-            .publishers
-            .get_mut(publisher)
-            .and_then(|s| s.pending.as_mut())
-        else {
+        let Some(pending) = pending_mut(&mut self.publishers, publisher) else {
             return;
         };
         if pending.importing
@@ -1295,11 +1287,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         let Some(publisher) = request.publisher else {
             return;
         };
-        let Some(pending) = self
-            .publishers
-            .get_mut(&publisher)
-            .and_then(|s| s.pending.as_mut())
-        else {
+        let Some(pending) = pending_mut(&mut self.publishers, &publisher) else {
             return;
         };
         if pending.delta != DeltaState::Asked {
@@ -1323,7 +1311,13 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             Ok(()) => self.maybe_finish(publisher),
             Err(Fatal::Invalid(error)) => {
                 tracing::debug!(%publisher, %error, "snapshot refused while fetching");
-                self.blame_publisher(publisher, now);
+                let sources = self
+                    .publishers
+                    .get(publisher)
+                    .and_then(|s| s.pending.as_ref())
+                    .map(|p| p.head.sources.clone())
+                    .unwrap_or_default();
+                self.blame_publisher(publisher, &sources, now);
                 self.abandon(publisher, true, now);
             }
             Err(Fatal::Store(error)) => {
@@ -1333,16 +1327,13 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         }
     }
 
-    /// Penalises the sources of a pending head that are its publisher.
-    fn blame_publisher(&mut self, publisher: &str, now: Now) {
-        let culprits: Vec<P> = self
-            .publishers
-            .get(publisher)
-            .and_then(|s| s.pending.as_ref())
-            .map(|p| p.head.sources.clone())
-            .unwrap_or_default()
-            .into_iter()
+    /// Penalises those of a head's `sources` that are its publisher: an invalid snapshot whose
+    /// blocks all hash right is the publisher's doing, not its forwarders'.
+    fn blame_publisher(&mut self, publisher: &str, sources: &[P], now: Now) {
+        let culprits: Vec<P> = sources
+            .iter()
             .filter(|p| self.peer_did(p) == Some(publisher))
+            .cloned()
             .collect();
         for peer in culprits {
             self.offense(&peer, Offense::InvalidSnapshot, now);
@@ -1351,11 +1342,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
 
     /// Puts blocks back at the front of the queue after a failed attempt, with backoff.
     fn requeue(&mut self, publisher: &str, peer: &P, cids: Vec<Cid>, now: Now) {
-        let Some(pending) = self
-            .publishers
-            .get_mut(publisher)
-            .and_then(|s| s.pending.as_mut())
-        else {
+        let Some(pending) = pending_mut(&mut self.publishers, publisher) else {
             return;
         };
         pending.inflight = pending.inflight.saturating_sub(1);
@@ -1411,8 +1398,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 if let Some(p) = request
                     .publisher
                     .as_ref()
-                    .and_then(|publisher| self.publishers.get_mut(publisher))
-                    .and_then(|s| s.pending.as_mut())
+                    .and_then(|publisher| pending_mut(&mut self.publishers, publisher))
                 {
                     p.liars.insert(from.clone());
                 }
@@ -1430,11 +1416,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             .filter(|c| !got.contains(c))
             .copied()
             .collect();
-        let Some(pending) = self
-            .publishers
-            .get_mut(&publisher)
-            .and_then(|s| s.pending.as_mut())
-        else {
+        let Some(pending) = pending_mut(&mut self.publishers, &publisher) else {
             return;
         };
         let mut result = Ok(());
@@ -1525,11 +1507,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 };
                 if let Some(from) = delta_from {
                     let to = pending.head.cid;
-                    if let Some(pending) = self
-                        .publishers
-                        .get_mut(&publisher)
-                        .and_then(|s| s.pending.as_mut())
-                    {
+                    if let Some(pending) = pending_mut(&mut self.publishers, &publisher) {
                         pending.delta = DeltaState::Asked;
                         pending.inflight += 1;
                     }
@@ -1542,11 +1520,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                     );
                     break;
                 }
-                let Some(pending) = self
-                    .publishers
-                    .get_mut(&publisher)
-                    .and_then(|s| s.pending.as_mut())
-                else {
+                let Some(pending) = pending_mut(&mut self.publishers, &publisher) else {
                     break;
                 };
                 let n = pending
@@ -1585,6 +1559,16 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             })
             .map(|(peer, _)| peer.clone())
     }
+}
+
+/// The sync in progress for `publisher`, if any.
+fn pending_mut<'a, P>(
+    publishers: &'a mut BTreeMap<String, PublisherState<P>>,
+    publisher: &str,
+) -> Option<&'a mut Pending<P>> {
+    publishers
+        .get_mut(publisher)
+        .and_then(|s| s.pending.as_mut())
 }
 
 /// Why a walk cannot go on.

@@ -261,27 +261,30 @@ impl Net {
     }
 }
 
-fn cards(org: &str, n: usize, changed: Option<usize>) -> Vec<snapshot::CardInput> {
-    (0..n)
+/// A registry of `n` agents of `acme`, those in `changed` with another skill, following
+/// `previous`.
+fn build(
+    key: &Keypair,
+    n: usize,
+    changed: std::ops::Range<usize>,
+    previous: Option<&Snapshot>,
+) -> Snapshot {
+    let cards = (0..n)
         .map(|i| {
-            let skill = if Some(i) == changed {
+            let skill = if changed.contains(&i) {
                 "translate"
             } else {
                 "search"
             };
-            crate::demo::sample_card(org, i, skill)
+            crate::demo::sample_card("acme", i, skill)
         })
-        .collect()
-}
-
-fn build(key: &Keypair, n: usize, changed: Option<usize>, previous: Option<&Snapshot>) -> Snapshot {
-    let org_key = key;
+        .collect();
     snapshot::build(BuildInput {
         node_key: key,
-        org_key,
+        org_key: key,
         org: "acme",
         region: "eu-west",
-        cards: cards("acme", n, changed),
+        cards,
         previous,
         now: T0 + previous.map_or(0, |p| p.commit.body.seq as i64),
         expires_in_secs: 7 * 86_400,
@@ -293,52 +296,13 @@ fn build(key: &Keypair, n: usize, changed: Option<usize>, previous: Option<&Snap
 
 /// Stores a node's own snapshot and announces it.
 fn publish(net: &mut Net, node: usize, snapshot: &Snapshot) {
-    let store = &net.nodes[node].store;
-    store
-        .apply(StoreBatch {
-            blocks: snapshot
-                .blocks
-                .iter()
-                .map(|(c, b)| (*c, b.clone()))
-                .collect(),
-            heads: vec![(
-                snapshot.commit.body.publisher.to_did(),
-                Head {
-                    commit: snapshot.commit_cid,
-                    seq: snapshot.commit.body.seq,
-                },
-            )],
-            equivocations: Vec::new(),
-        })
-        .unwrap();
+    net.nodes[node].store.apply(snapshot.store_batch()).unwrap();
     net.nodes[node].engine.announce(snapshot.commit.to_block());
 }
 
 #[test]
 fn nodes_converge_and_a_change_moves_only_the_delta() {
     converge_then_change(SyncConfig::default(), 1);
-}
-
-/// A second snapshot with agents `0..changed` changed.
-fn build_changed(key: &Keypair, n: usize, changed: usize, previous: &Snapshot) -> Snapshot {
-    let cards = (0..n)
-        .map(|i| {
-            crate::demo::sample_card("acme", i, if i < changed { "translate" } else { "search" })
-        })
-        .collect();
-    snapshot::build(BuildInput {
-        node_key: key,
-        org_key: key,
-        org: "acme",
-        region: "eu-west",
-        cards,
-        previous: Some(previous),
-        now: T0 + 1,
-        expires_in_secs: 7 * 86_400,
-        limits: Limits::DEFAULT,
-    })
-    .unwrap()
-    .0
 }
 
 #[test]
@@ -359,7 +323,7 @@ fn a_delta_too_large_for_one_message_falls_back_to_the_walk() {
 fn converge_then_change(config: SyncConfig, changed: usize) {
     let mut net = Net::new(5, config);
     net.full_mesh();
-    let first = build(&net.keys[0], 400, None, None);
+    let first = build(&net.keys[0], 400, 0..0, None);
     publish(&mut net, 0, &first);
     net.run();
     for node in 1..5 {
@@ -373,7 +337,7 @@ fn converge_then_change(config: SyncConfig, changed: usize) {
     let requests_before: Vec<u64> = (0..5)
         .map(|i| net.nodes[i].engine.stats().requests_sent)
         .collect();
-    let second = build_changed(&net.keys[0], 400, changed, &first);
+    let second = build(&net.keys[0], 400, 0..changed, Some(&first));
     publish(&mut net, 0, &second);
     net.run();
     for node in 1..5 {
@@ -401,7 +365,7 @@ fn converge_then_change(config: SyncConfig, changed: usize) {
 fn a_late_joiner_and_a_restarted_node_catch_up_through_heads() {
     let mut net = Net::new(3, SyncConfig::default());
     net.link(0, 1);
-    let first = build(&net.keys[0], 50, None, None);
+    let first = build(&net.keys[0], 50, 0..0, None);
     publish(&mut net, 0, &first);
     net.run();
     assert!(net.head(1, 0).is_some());
@@ -417,7 +381,7 @@ fn a_late_joiner_and_a_restarted_node_catch_up_through_heads() {
         Arc::new(store),
         Box::new(NoGovernance),
     );
-    let second = build(&net.keys[0], 50, Some(3), Some(&first));
+    let second = build(&net.keys[0], 50, 3..4, Some(&first));
     publish(&mut net, 0, &second);
     net.run();
     // Node 2's new engine has no peers until it reconnects.
@@ -434,7 +398,7 @@ fn tampered_blocks_are_refused_and_the_liar_is_avoided() {
     let mut net = Net::new(3, SyncConfig::default());
     net.full_mesh();
     net.nodes[1].behaviour = Behaviour::Tamper;
-    let first = build(&net.keys[0], 100, None, None);
+    let first = build(&net.keys[0], 100, 0..0, None);
     // Node 1 holds the snapshot too, and is the first to tell node 2 about it.
     publish(&mut net, 0, &first);
     let store = &net.nodes[1].store;
@@ -467,7 +431,7 @@ fn a_silent_peer_times_out_and_another_source_is_used() {
     let mut net = Net::new(3, SyncConfig::default());
     net.full_mesh();
     net.nodes[1].behaviour = Behaviour::Silent;
-    let first = build(&net.keys[0], 30, None, None);
+    let first = build(&net.keys[0], 30, 0..0, None);
     publish(&mut net, 0, &first);
     let _ = net.nodes[0].engine.poll_output();
     let now = net.now;
@@ -490,7 +454,7 @@ fn a_silent_peer_times_out_and_another_source_is_used() {
 fn a_dropped_connection_mid_fetch_is_retried_elsewhere() {
     let mut net = Net::new(3, SyncConfig::default());
     net.full_mesh();
-    let first = build(&net.keys[0], 30, None, None);
+    let first = build(&net.keys[0], 30, 0..0, None);
     publish(&mut net, 1, &first);
     // Node 1 has it, node 0 (the publisher) too.
     publish(&mut net, 0, &first);
@@ -529,10 +493,10 @@ fn rollback_forgery_expiry_and_oversize_are_rejected_and_penalised() {
     };
     let mut net = Net::new(2, config);
     net.link(0, 1);
-    let first = build(&net.keys[0], 10, None, None);
+    let first = build(&net.keys[0], 10, 0..0, None);
     publish(&mut net, 0, &first);
     net.run();
-    let second = build(&net.keys[0], 10, Some(1), Some(&first));
+    let second = build(&net.keys[0], 10, 1..2, Some(&first));
     publish(&mut net, 0, &second);
     net.run();
     assert_eq!(net.head(1, 0).unwrap().seq, 2);
@@ -593,7 +557,7 @@ fn rollback_forgery_expiry_and_oversize_are_rejected_and_penalised() {
 fn a_peer_that_keeps_lying_is_banned() {
     let mut net = Net::new(2, SyncConfig::default());
     net.link(0, 1);
-    let first = build(&net.keys[0], 3, None, None);
+    let first = build(&net.keys[0], 3, 0..0, None);
     let bad = Gossip::Head(forged(&first.commit)).encode();
     let now = net.now;
     let engine = &mut net.nodes[1].engine;
@@ -625,11 +589,11 @@ fn an_equivocation_is_proven_and_the_proof_reaches_everyone() {
     net.link(0, 2);
     net.link(1, 2);
     net.link(2, 3);
-    let base = build(&net.keys[0], 10, None, None);
+    let base = build(&net.keys[0], 10, 0..0, None);
     publish(&mut net, 0, &base);
     net.run();
-    let fork_a = build(&net.keys[0], 10, Some(1), Some(&base));
-    let fork_b = build(&net.keys[0], 10, Some(2), Some(&base));
+    let fork_a = build(&net.keys[0], 10, 1..2, Some(&base));
+    let fork_b = build(&net.keys[0], 10, 2..3, Some(&base));
     assert_eq!(fork_a.commit.body.seq, fork_b.commit.body.seq);
     assert_ne!(fork_a.commit_cid, fork_b.commit_cid);
     // The publisher's store serves both forks' blocks.
@@ -662,13 +626,38 @@ fn an_equivocation_is_proven_and_the_proof_reaches_everyone() {
     }
     // The publisher sent the conflicting head itself: penalised as an equivocator.
     assert!(net.nodes[2].engine.peer_score(&0).unwrap() <= -Offense::Equivocation.penalty());
+    // Another valid proof about the same publisher (seq 9) adds nothing and is not kept: a
+    // publisher cannot fill our store with proofs against itself.
+    let sign = |data: Cid| {
+        CommitBody::sign(
+            CommitBody {
+                seq: 9,
+                data,
+                ..fork_a.commit.body.clone()
+            },
+            &net.keys[0],
+        )
+        .unwrap()
+        .to_block()
+    };
+    let proof = meridian_registry::commit::EquivocationProof {
+        first: sign(fork_a.commit.body.data),
+        second: sign(fork_b.commit.body.data),
+    };
+    let message = Gossip::Equivocation(proof.to_block()).encode();
+    let now = net.now;
+    assert_eq!(
+        net.nodes[3].engine.on_gossip(&2, &message, now),
+        Verdict::Ignore
+    );
+    assert_eq!(net.nodes[3].store.equivocations(&did).unwrap().len(), 1);
 }
 
 #[test]
 fn an_invalid_snapshot_is_refused_and_not_fetched_again() {
     let mut net = Net::new(2, SyncConfig::default());
     net.link(0, 1);
-    let good = build(&net.keys[0], 5, None, None);
+    let good = build(&net.keys[0], 5, 0..0, None);
     // A commit, validly signed by the publisher, whose tree points at a manifest that is not a
     // manifest: every block hashes right, but the snapshot is invalid.
     let junk: Arc<[u8]> = Arc::from(meridian_registry::cbor::encode(
@@ -764,7 +753,7 @@ fn governance_documents_spread_through_gossip_and_to_late_joiners() {
 #[test]
 fn block_requests_are_bounded_and_absent_blocks_are_left_out() {
     let mut net = Net::new(2, SyncConfig::default());
-    let first = build(&net.keys[0], 5, None, None);
+    let first = build(&net.keys[0], 5, 0..0, None);
     publish(&mut net, 0, &first);
     let now = net.now;
     let present = first.commit_cid;

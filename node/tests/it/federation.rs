@@ -113,7 +113,13 @@ fn three_nodes_mirror_each_other_and_a_restarted_node_catches_up_with_a_delta() 
     let c = Node::start(dir, "c", &env);
     wait_for(&c, "acme/helper", "translate");
     wait_for(&c, "acme/bulk-19", "bulk");
-    let fetched = metric(&c, "meridian_sync_bytes_fetched");
+    // The sync gauges are refreshed once a second.
+    let started = Instant::now();
+    let mut fetched = metric(&c, "meridian_sync_bytes_fetched");
+    while fetched == 0 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        fetched = metric(&c, "meridian_sync_bytes_fetched");
+    }
     assert!(fetched > 0, "c fetched nothing");
     // 21 new manifests of ~1 KiB and their tree paths, not a full copy of both registries.
     assert!(fetched < 64 * 1024, "c fetched {fetched} bytes to catch up");
