@@ -85,6 +85,7 @@ pub struct BlockCache {
     in_flight: HashMap<Cid, Vec<u64>>,
     next_waiter: u64,
     stats: CacheStats,
+    evicted_log: Vec<Cid>,
 }
 
 impl BlockCache {
@@ -98,6 +99,7 @@ impl BlockCache {
             in_flight: HashMap::new(),
             next_waiter: 1,
             stats: CacheStats::default(),
+            evicted_log: Vec::new(),
         }
     }
 
@@ -174,6 +176,7 @@ impl BlockCache {
                 break;
             };
             if let Some((evicted, _)) = self.blocks.remove(&oldest) {
+                self.evicted_log.push(oldest);
                 self.stats.bytes -= evicted.len() as u64;
                 self.stats.blocks -= 1;
                 self.stats.evicted += 1;
@@ -184,6 +187,25 @@ impl BlockCache {
         self.blocks.insert(*cid, (block, self.tick));
         self.stats.bytes += size;
         self.stats.blocks += 1;
+    }
+
+    /// Puts a block back after a restart (from the hub's own disk), oldest first, so the
+    /// recency order survives. It is checked against its CID like any other.
+    pub fn preload(&mut self, cid: &Cid, block: Arc<[u8]>) -> Result<(), CacheError> {
+        if block.len() > BLOCK_BYTES_MAX {
+            return Err(CacheError::TooLarge {
+                size: block.len(),
+                max: BLOCK_BYTES_MAX,
+            });
+        }
+        ids::verify_block(cid, &block)?;
+        self.insert(cid, block);
+        Ok(())
+    }
+
+    /// The CIDs evicted since the last call, for the driver to drop from disk.
+    pub fn take_evicted(&mut self) -> Vec<Cid> {
+        std::mem::take(&mut self.evicted_log)
     }
 
     /// The counters.

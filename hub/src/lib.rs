@@ -1,13 +1,23 @@
 //! A Meridian regional hub: caches snapshot blocks, mirrors heads and governance policy, and
 //! relays and rate-limits cross-region federation and A2A calls.
 //!
-//! Sits between `governance` and `node` in the crate graph. Its cache policy and rate limiter are
-//! sans-IO cores with thin axum and quinn drivers. Built so far: [`ratelimit`], the GCRA limiter
-//! (also used by the node's A2A proxy), and [`cache`], the verified, size-bounded LRU block cache
-//! with miss collapsing. The HTTP and QUIC drivers, persistence and relay are issue 6.
+//! Sits between `governance` and `node` in the crate graph. The decisions are sans-IO cores that
+//! the simulations drive too: [`cache`] (verified, size-bounded LRU with miss collapsing),
+//! [`heads`] (newest verified head per publisher), [`policy`] (verified governance mirror),
+//! [`ratelimit`] (GCRA) and [`breaker`] (circuit breaker per upstream). [`wire`] is the sync
+//! protocol's message format, which hubs speak with their region's nodes as the node mesh does.
+//! The drivers are [`trunk`] (QUIC between hubs, certificates pinned to hub keys) and
+//! [`daemon`] (`meridian hub run`: the HTTP API, persistence, relay and metrics).
 
+pub mod breaker;
 pub mod cache;
+pub mod daemon;
+pub mod heads;
+pub mod metrics;
+pub mod policy;
 pub mod ratelimit;
+pub mod trunk;
+pub mod wire;
 
 pub use meridian_governance as governance;
 pub use meridian_registry as registry;

@@ -562,6 +562,47 @@ pub fn node_links<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<NodeLi
     Ok(NodeLinks { subtrees, values })
 }
 
+/// One step of a key lookup that fetches tree nodes one at a time (a hub reading through its
+/// cache): what the node at hand says about the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupStep {
+    /// The key is here, with this value.
+    Found(Cid),
+    /// The key can only be in this subtree: fetch it and step again.
+    Descend(Cid),
+    /// The key is not in the tree.
+    Absent,
+}
+
+/// Looks for `key` in one tree node (checked against `cid` as [`node_links`] does).
+pub fn lookup_step<H: HashFunction>(
+    cid: &Cid,
+    bytes: Arc<[u8]>,
+    key: &[u8],
+) -> Result<LookupStep, LoadError> {
+    let mut none = |_: &Cid| None;
+    let mut loader = Loader::<H> {
+        get: &mut none,
+        keys_max: usize::MAX,
+        len: 0,
+        previous_key: None,
+        hash: PhantomData,
+    };
+    let decoded = loader.decode(cid, bytes)?;
+    let index = decoded.entries.partition_point(|(k, _, _)| k.as_slice() < key);
+    if let Some((k, value, _)) = decoded.entries.get(index)
+        && k.as_slice() == key
+    {
+        return Ok(LookupStep::Found(*value));
+    }
+    let gap = if index == 0 {
+        decoded.left
+    } else {
+        decoded.entries[index - 1].2
+    };
+    Ok(gap.map_or(LookupStep::Absent, LookupStep::Descend))
+}
+
 fn leaf(key: &[u8], value: Cid) -> Entry {
     Entry {
         key: Arc::from(key),
@@ -953,6 +994,36 @@ impl<H: HashFunction> Loader<'_, H> {
 mod tests {
     use super::*;
     use crate::ids::Blake3;
+
+    #[test]
+    fn lookup_steps_find_what_get_finds() {
+        let leaf = |i: usize| ids::dag_cbor_cid(&i.to_be_bytes());
+        let tree =
+            Mst::<Blake3>::from_entries((0..2000).map(|i| (format!("acme/agent-{i}"), leaf(i))));
+        let blocks: std::collections::HashMap<Cid, Arc<[u8]>> = tree.blocks().into_iter().collect();
+        let find = |key: &str| {
+            let mut at = tree.root_cid();
+            for _ in 0..64 {
+                match lookup_step::<Blake3>(&at, blocks[&at].clone(), key.as_bytes()) {
+                    Ok(LookupStep::Found(value)) => return Some(value),
+                    Ok(LookupStep::Descend(next)) => at = next,
+                    Ok(LookupStep::Absent) => return None,
+                    Err(error) => panic!("{error}"),
+                }
+            }
+            panic!("lookup did not end");
+        };
+        for i in [0, 1, 999, 1999] {
+            assert_eq!(find(&format!("acme/agent-{i}")), Some(leaf(i)));
+        }
+        assert_eq!(find("acme/agent-x"), None);
+        assert_eq!(find("a"), None);
+        assert_eq!(find("zzz"), None);
+        // A node that does not match its CID is refused.
+        let root = tree.root_cid();
+        let other = *blocks.keys().find(|c| **c != root).expect("several nodes");
+        assert!(lookup_step::<Blake3>(&root, blocks[&other].clone(), b"acme/agent-1").is_err());
+    }
 
     #[test]
     fn diff_lists_every_new_node() {

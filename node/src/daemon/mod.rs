@@ -9,7 +9,7 @@ pub mod governance;
 pub mod http;
 pub mod index;
 pub mod mesh;
-pub mod metrics;
+pub use meridian_hub::metrics;
 pub mod openapi;
 pub mod publish;
 pub mod tokens;

@@ -1,5 +1,5 @@
-//! The sync protocol's messages and their byte encoding, shared by every driver (the libp2p
-//! mesh, the turmoil simulations and tests).
+//! The sync protocol's messages and their byte encoding, shared by every driver (the node's
+//! libp2p mesh, the hub's HTTP endpoint and QUIC trunk, the turmoil simulations and tests).
 //!
 //! The encoding is a small length-prefixed binary format, decoded with a hard size limit and
 //! without trusting any length it reads: a peer can make decoding fail, never allocate more than

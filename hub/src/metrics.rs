@@ -1,4 +1,4 @@
-//! Prometheus metrics for the gateway: request counts and latency histograms per route, and
+//! Prometheus metrics for the node's gateway and the hub: request counts and latency histograms per route, and
 //! gauges read at scrape time. A few dozen lines of text format, not a framework.
 
 use std::collections::BTreeMap;
