@@ -139,14 +139,20 @@ mod tests {
         );
         assert_eq!(breaker.allow(secs(5)), (false, None));
         // Time is up: one probe goes, others wait for it.
-        assert_eq!(breaker.allow(secs(12)), (true, Some(BreakerState::HalfOpen)));
+        assert_eq!(
+            breaker.allow(secs(12)),
+            (true, Some(BreakerState::HalfOpen))
+        );
         assert_eq!(breaker.allow(secs(12)), (false, None));
         // The probe fails: open again.
         assert_eq!(
             breaker.failure(secs(13)),
             Some(BreakerState::Open { until: secs(23) })
         );
-        assert_eq!(breaker.allow(secs(23)), (true, Some(BreakerState::HalfOpen)));
+        assert_eq!(
+            breaker.allow(secs(23)),
+            (true, Some(BreakerState::HalfOpen))
+        );
         assert_eq!(breaker.success(), Some(BreakerState::Closed));
         assert_eq!(breaker.allow(secs(24)), (true, None));
         assert_eq!(breaker.state().as_str(), "closed");

@@ -284,7 +284,10 @@ mod tests {
         let one = commit(&k, 1, b"a", 10_000);
         let two = commit(&k, 2, b"b", 10_000);
         assert_eq!(mirror.offer(&two, Upstream::Unknown, 200), Ok(Offered::New));
-        assert_eq!(mirror.offer(&one, Upstream::Unknown, 200), Ok(Offered::Stale));
+        assert_eq!(
+            mirror.offer(&one, Upstream::Unknown, 200),
+            Ok(Offered::Stale)
+        );
         assert_eq!(mirror.get(&k.did()).map(|h| h.seq), Some(2));
         assert_eq!(
             mirror.offer(&two, Upstream::Node("http://n".into()), 200),

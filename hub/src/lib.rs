@@ -16,6 +16,7 @@ pub mod heads;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod relay;
 pub mod trunk;
 pub mod wire;
 

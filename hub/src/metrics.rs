@@ -25,6 +25,20 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     counters: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<BTreeMap<String, u64>>,
+    histograms: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Histogram {
+    fn add(&mut self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (index, bound) in BUCKETS_SECONDS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[index] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
 }
 
 impl Metrics {
@@ -36,17 +50,21 @@ impl Metrics {
                 .or_default() += 1;
         }
         if let Ok(mut latency) = self.latency.lock() {
-            let histogram = latency
+            latency
                 .entry((method.to_owned(), route.to_owned()))
-                .or_default();
-            let seconds = elapsed.as_secs_f64();
-            for (index, bound) in BUCKETS_SECONDS.iter().enumerate() {
-                if seconds <= *bound {
-                    histogram.counts[index] += 1;
-                }
-            }
-            histogram.count += 1;
-            histogram.sum += seconds;
+                .or_default()
+                .add(elapsed);
+        }
+    }
+
+    /// Records a duration in a histogram series, e.g.
+    /// `meridian_hub_upstream_seconds{kind="hub"}`.
+    pub fn observe(&self, series: &str, elapsed: Duration) {
+        if let Ok(mut histograms) = self.histograms.lock() {
+            histograms
+                .entry(series.to_owned())
+                .or_default()
+                .add(elapsed);
         }
     }
 
@@ -106,6 +124,33 @@ impl Metrics {
                     "meridian_http_request_duration_seconds_count{{{labels}}} {}",
                     histogram.count
                 );
+            }
+        }
+        if let Ok(histograms) = self.histograms.lock() {
+            let mut typed = std::collections::BTreeSet::new();
+            for (series, histogram) in histograms.iter() {
+                let (base, labels) = match series.split_once('{') {
+                    Some((base, rest)) => (base, format!("{},", rest.trim_end_matches('}'))),
+                    None => (series.as_str(), String::new()),
+                };
+                if typed.insert(base.to_owned()) {
+                    let _ = writeln!(out, "# TYPE {base} histogram");
+                }
+                for (index, bound) in BUCKETS_SECONDS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{base}_bucket{{{labels}le=\"{bound}\"}} {}",
+                        histogram.counts[index]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{base}_bucket{{{labels}le=\"+Inf\"}} {}",
+                    histogram.count
+                );
+                let plain = labels.trim_end_matches(',');
+                let _ = writeln!(out, "{base}_sum{{{plain}}} {}", histogram.sum);
+                let _ = writeln!(out, "{base}_count{{{plain}}} {}", histogram.count);
             }
         }
         if let Ok(counters) = self.counters.lock() {

@@ -251,7 +251,10 @@ fn transport() -> Arc<quinn::TransportConfig> {
 }
 
 /// The server side: this hub's certificate, clients pinned to `allowed`.
-pub fn server_config(key: &Keypair, allowed: AllowedKeys) -> Result<quinn::ServerConfig, TrunkError> {
+pub fn server_config(
+    key: &Keypair,
+    allowed: AllowedKeys,
+) -> Result<quinn::ServerConfig, TrunkError> {
     let (cert, private) = certificate(key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -272,7 +275,10 @@ pub fn server_config(key: &Keypair, allowed: AllowedKeys) -> Result<quinn::Serve
 }
 
 /// The client side toward one hub: this hub's certificate, the server pinned to `expected`.
-pub fn client_config(key: &Keypair, expected: PublicKey) -> Result<quinn::ClientConfig, TrunkError> {
+pub fn client_config(
+    key: &Keypair,
+    expected: PublicKey,
+) -> Result<quinn::ClientConfig, TrunkError> {
     let (cert, private) = certificate(key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -341,7 +347,11 @@ pub enum TrunkRequest {
     Relay(RelayHead, Vec<u8>),
 }
 
-async fn write_frame(send: &mut quinn::SendStream, kind: u8, payload: &[u8]) -> Result<(), TrunkError> {
+async fn write_frame(
+    send: &mut quinn::SendStream,
+    kind: u8,
+    payload: &[u8],
+) -> Result<(), TrunkError> {
     let len = u32::try_from(payload.len()).map_err(|_| stream_error("frame too large"))?;
     let mut header = [0u8; 5];
     header[0] = kind;
@@ -499,7 +509,10 @@ impl Trunk {
     }
 
     fn live(&self, region: &str) -> Result<Result<quinn::Connection, TrunkPeer>, TrunkError> {
-        let slots = self.slots.lock().map_err(|_| stream_error("lock poisoned"))?;
+        let slots = self
+            .slots
+            .lock()
+            .map_err(|_| stream_error("lock poisoned"))?;
         let slot = slots
             .get(region)
             .ok_or_else(|| TrunkError::UnknownRegion(region.to_owned()))?;
@@ -546,7 +559,10 @@ impl Trunk {
             })
         }
         .await;
-        let mut slots = self.slots.lock().map_err(|_| stream_error("lock poisoned"))?;
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| stream_error("lock poisoned"))?;
         let slot = slots
             .get_mut(region)
             .ok_or_else(|| TrunkError::UnknownRegion(region.to_owned()))?;
@@ -644,7 +660,9 @@ mod tests {
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {
                 tokio::spawn(async move {
-                    let Ok(connection) = incoming.await else { return };
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
                     assert!(peer_key(&connection).is_some());
                     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                         if let Ok(TrunkRequest::Sync(bytes)) = read_request(&mut recv).await {
@@ -665,7 +683,10 @@ mod tests {
         let trunk = Trunk::new(endpoint(&a, &allowed).await, a.clone());
         trunk.set_peers(vec![peer(&b)]);
         assert_eq!(trunk.sync("b", b"hi").await.expect("sync"), b"echo:hi");
-        assert_eq!(trunk.sync("b", b"again").await.expect("sync"), b"echo:again");
+        assert_eq!(
+            trunk.sync("b", b"again").await.expect("sync"),
+            b"echo:again"
+        );
         assert!(trunk.is_connected("b"));
         assert!(matches!(
             trunk.sync("nowhere", b"x").await,

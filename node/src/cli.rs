@@ -64,6 +64,9 @@ pub enum Command {
     /// The node daemon: initialise a data directory, run the gateway.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The regional hub: initialise a data directory, run the hub.
+    #[command(subcommand)]
+    Hub(HubCommand),
     /// Run the demo: publish, mirror, change and attack a signed registry snapshot.
     Demo {
         /// The data directory; the demo works in DATA/demo and clears it first.
@@ -95,6 +98,30 @@ pub enum NodeCommand {
         /// The gateway's address, overriding the config (port 0 picks a free port).
         #[arg(long)]
         http: Option<String>,
+    },
+}
+
+/// `meridian hub …`
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Create a hub data directory: hub key (0600) and a documented hub.toml.
+    Init {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-hub")]
+        data: PathBuf,
+        /// The region the hub serves (written to hub.toml).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Run the hub (HTTP API for its region, QUIC trunk to other hubs) until SIGINT or
+    /// SIGTERM; initialises DATA on first run.
+    Run {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-hub")]
+        data: PathBuf,
+        /// A config file (default DATA/hub.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -318,6 +345,28 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
         }
         Command::Snapshot(command) => run_snapshot(command, now),
         Command::Demo { data } => crate::demo::run(data, now),
+        Command::Hub(HubCommand::Init { data, region }) => {
+            let did = meridian_hub::daemon::init(data, region.as_deref())?;
+            Ok(Report {
+                text: format!(
+                    "initialised {} (hub {did}); edit {}/hub.toml, then `meridian hub run --data {}`",
+                    data.display(),
+                    data.display(),
+                    data.display()
+                ),
+                json: json!({ "data": data, "did": did }),
+            })
+        }
+        Command::Hub(HubCommand::Run { data, config }) => {
+            crate::daemon::run_hub(meridian_hub::daemon::HubRunOptions {
+                data: data.clone(),
+                config: config.clone(),
+            })?;
+            Ok(Report {
+                text: "hub stopped".into(),
+                json: json!({ "stopped": true }),
+            })
+        }
         Command::Node(NodeCommand::Init { data }) => {
             let did = crate::daemon::init(data)?;
             Ok(Report {

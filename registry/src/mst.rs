@@ -589,7 +589,9 @@ pub fn lookup_step<H: HashFunction>(
         hash: PhantomData,
     };
     let decoded = loader.decode(cid, bytes)?;
-    let index = decoded.entries.partition_point(|(k, _, _)| k.as_slice() < key);
+    let index = decoded
+        .entries
+        .partition_point(|(k, _, _)| k.as_slice() < key);
     if let Some((k, value, _)) = decoded.entries.get(index)
         && k.as_slice() == key
     {

@@ -1,1 +1,169 @@
-//! placeholder during build
+//! `meridian hub`: the long-running hub. This module is the driver: it reads the config, opens
+//! the store, binds the HTTP API and the QUIC trunk, and shuts down cleanly; the decisions live
+//! in the sans-IO cores of this crate.
+
+pub mod config;
+pub mod http;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use meridian_registry::keys::Keypair;
+
+use config::{DEFAULT_HUB_CONFIG_TOML, HubConfig};
+use state::Hub;
+
+/// The hub key file under the data directory.
+pub const HUB_KEY_FILE: &str = "hub.key";
+/// The config file under the data directory.
+pub const CONFIG_FILE: &str = "hub.toml";
+/// Where the HTTP API's bound address is written once it listens.
+pub const HTTP_ADDR_FILE: &str = "http.addr";
+/// Where the trunk's bound UDP address is written once it listens.
+pub const TRUNK_ADDR_FILE: &str = "trunk.addr";
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+/// Creates a hub data directory: the hub key (0600) and a documented config file with the
+/// region set. Existing files are kept. Returns the hub's did.
+pub fn init(data: &Path, region: Option<&str>) -> Result<String> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let key_path = data.join(HUB_KEY_FILE);
+    let key = if key_path.exists() {
+        load_key(data)?
+    } else {
+        let key = Keypair::generate()?;
+        write_private(&key_path, key.to_key_file().as_bytes())?;
+        key
+    };
+    let config_path = data.join(CONFIG_FILE);
+    if !config_path.exists() {
+        let mut text = DEFAULT_HUB_CONFIG_TOML.to_owned();
+        if let Some(region) = region {
+            meridian_registry::manifest::check_name("region", region)
+                .map_err(|problem| anyhow::anyhow!("--region: {problem}"))?;
+            text = text.replacen("region = \"local\"", &format!("region = \"{region}\""), 1);
+        }
+        std::fs::write(&config_path, text)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+    }
+    Ok(key.did())
+}
+
+/// The hub key of a data directory.
+pub fn load_key(data: &Path) -> Result<Keypair> {
+    let path = data.join(HUB_KEY_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Keypair::from_key_file(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// What `meridian hub run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct HubRunOptions {
+    /// The data directory.
+    pub data: PathBuf,
+    /// A config file other than `DATA/hub.toml`.
+    pub config: Option<PathBuf>,
+}
+
+/// Loads the configuration for `options` from file and environment.
+pub fn load_config(options: &HubRunOptions) -> Result<HubConfig> {
+    let file = options
+        .config
+        .clone()
+        .or_else(|| Some(options.data.join(CONFIG_FILE)).filter(|p| p.exists()));
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    HubConfig::load(file.as_deref(), &env)
+}
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs the hub until `stop` resolves (the binary passes SIGINT/SIGTERM).
+pub async fn serve(
+    options: HubRunOptions,
+    config: HubConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let data = &options.data;
+    if !data.join(HUB_KEY_FILE).exists() {
+        let did = init(data, Some(&config.hub.region))?;
+        tracing::info!(data = %data.display(), %did, "initialised a new hub data directory");
+    }
+    let key = load_key(data)?;
+    let allowed: crate::trunk::AllowedKeys = Default::default();
+    let server_config = crate::trunk::server_config(&key, allowed.clone())?;
+    let trunk_addr = config.trunk_addr()?;
+    let endpoint = quinn::Endpoint::server(server_config, trunk_addr)
+        .with_context(|| format!("binding the trunk to {trunk_addr}"))?;
+    let hub = Hub::open(config.clone(), key, data, endpoint.clone(), wall_clock)?;
+    // The server verifier reads the keys the hub keeps current.
+    if let (Ok(mut mine), Ok(current)) = (allowed.write(), hub.allowed.read()) {
+        *mine = current.clone();
+    }
+    let hub = Arc::new(hub);
+    // Keep the verifier's set in step with the hub's (the policy can change the directory).
+    let sync_hub = hub.clone();
+    let sync_allowed = allowed.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let (Ok(mut mine), Ok(current)) = (sync_allowed.write(), sync_hub.allowed.read())
+                && *mine != *current
+            {
+                *mine = current.clone();
+            }
+        }
+    });
+    let trunk_local = endpoint.local_addr()?;
+    std::fs::write(data.join(TRUNK_ADDR_FILE), format!("{trunk_local}\n"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
+        .await
+        .with_context(|| format!("binding the hub API to {}", config.hub.listen))?;
+    let address = listener.local_addr()?;
+    std::fs::write(data.join(HTTP_ADDR_FILE), format!("{address}\n"))?;
+    tracing::info!(%address, trunk = %trunk_local, hub = %hub.did, region = %config.hub.region, "hub listening");
+    let accept_hub = hub.clone();
+    let accept_endpoint = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accept_endpoint.accept().await {
+            let hub = accept_hub.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(connection) => http::serve_trunk_connection(hub, connection).await,
+                    Err(error) => tracing::debug!(%error, "trunk handshake failed"),
+                }
+            });
+        }
+    });
+    let server = axum::serve(listener, http::router(hub.clone())).with_graceful_shutdown(stop);
+    server.await.context("hub API failed")?;
+    endpoint.close(0u32.into(), b"hub stopping");
+    hub.flush()?;
+    let _ = std::fs::remove_file(data.join(HTTP_ADDR_FILE));
+    let _ = std::fs::remove_file(data.join(TRUNK_ADDR_FILE));
+    tracing::info!("hub stopped");
+    Ok(())
+}

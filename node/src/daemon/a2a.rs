@@ -9,7 +9,6 @@
 //! status codes, `A2A-Version` and the other end-to-end headers, and SSE framing pass through.
 
 use super::openapi::ErrorBody;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,75 +27,14 @@ use super::http::{ApiError, NodeState};
 /// agent's own `Authorization` passes through untouched).
 pub const CALLER_TOKEN_HEADER: &str = "meridian-caller-token";
 
-/// Headers that belong to one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
-
-/// Whether an address is off limits for the proxy unless `a2a.allow_private` is set.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Resolves names and refuses any answer that includes a private address.
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addresses: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow_private && addresses.iter().any(|a| is_private(a.ip())) {
-                let error: Box<dyn std::error::Error + Send + Sync> = format!(
-                    "`{host}` resolves to a private address; refused (a2a.allow_private is off)"
-                )
-                .into();
-                return Err(error);
-            }
-            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
-            Ok(addresses)
-        })
-    }
-}
+use meridian_hub::relay::HOP_BY_HOP;
+pub use meridian_hub::relay::is_private;
 
 /// The proxy's client, limiter and concurrency bound.
 pub struct Proxy {
     client: reqwest::Client,
+    /// For the region's hub, which the operator configured (so no SSRF guard).
+    hub_client: reqwest::Client,
     limiter: Mutex<Limiter>,
     slots: Arc<tokio::sync::Semaphore>,
     started: Instant,
@@ -105,16 +43,16 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy configured from `[a2a]`.
     pub fn new(config: &super::config::A2aSection) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: config.allow_private,
-            }))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .build()?;
+        let client = meridian_hub::relay::agent_client(
+            config.allow_private,
+            Duration::from_secs(config.connect_timeout_secs),
+        )?;
         Ok(Self {
             client,
+            hub_client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()?,
             limiter: Mutex::new(Limiter::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
             started: Instant::now(),
@@ -126,8 +64,8 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     ApiError::new(status, code, message)
 }
 
-/// The manifest of an agent in the federated view.
-fn manifest_of(state: &NodeState, org: &str, agent: &str) -> Result<Manifest, ApiError> {
+/// The manifest of an agent in the federated view, and the publisher that lists it.
+fn manifest_of(state: &NodeState, org: &str, agent: &str) -> Result<(Manifest, String), ApiError> {
     let agent_id = format!("{org}/{agent}");
     let record = state
         .index
@@ -148,49 +86,28 @@ fn manifest_of(state: &NodeState, org: &str, agent: &str) -> Result<Manifest, Ap
         .get(&cid)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal(format!("manifest {cid} missing")))?;
-    Manifest::decode(&block).map_err(ApiError::internal)
+    Ok((
+        Manifest::decode(&block).map_err(ApiError::internal)?,
+        record.publisher,
+    ))
 }
 
 fn jsonrpc_endpoint(manifest: &Manifest) -> Result<reqwest::Url, ApiError> {
-    let card = manifest.card().map_err(ApiError::internal)?;
-    let interface = card
-        .interfaces
-        .iter()
-        .find(|i| i.protocol_binding.eq_ignore_ascii_case("JSONRPC"))
-        .ok_or_else(|| {
-            error(
-                StatusCode::BAD_GATEWAY,
-                "no_jsonrpc_interface",
-                "the agent's card names no JSON-RPC interface",
-            )
-        })?;
-    reqwest::Url::parse(&interface.url).map_err(|e| {
-        error(
-            StatusCode::BAD_GATEWAY,
-            "bad_agent_url",
-            format!("`{}`: {e}", interface.url),
-        )
-    })
+    meridian_hub::relay::jsonrpc_url(manifest)
+        .map_err(|why| error(StatusCode::BAD_GATEWAY, "bad_agent_endpoint", why))
 }
 
 fn check_literal_host(url: &reqwest::Url, allow_private: bool) -> Result<(), ApiError> {
-    let literal = url
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-        .and_then(|h| h.parse::<IpAddr>().ok());
-    if let Some(ip) = literal
-        && !allow_private
-        && is_private(ip)
-    {
-        return Err(error(
+    match meridian_hub::relay::literal_private(url) {
+        Some(ip) if !allow_private => Err(error(
             StatusCode::FORBIDDEN,
             "private_address",
             format!(
                 "the agent's endpoint {ip} is a private address; refused (a2a.allow_private is off)"
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn caller(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -240,13 +157,23 @@ pub async fn call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let manifest = manifest_of(&state, &org, &agent)?;
-    let url = jsonrpc_endpoint(&manifest)?;
-    let allow_private = state.config.a2a.allow_private;
-    if let Err(refused) = check_literal_host(&url, allow_private) {
-        count(&state, "refused");
-        return Err(refused);
-    }
+    let (manifest, publisher) = manifest_of(&state, &org, &agent)?;
+    // An agent of another region is called through this region's hub, when there is one.
+    let hub = (manifest.body.region != state.config.node.region)
+        .then(|| super::mesh::hub_url(&state))
+        .flatten();
+    let url = match &hub {
+        Some(hub) => reqwest::Url::parse(&format!("{hub}/v1/relay/{org}/{agent}"))
+            .map_err(|e| ApiError::internal(format!("mesh.hub: {e}")))?,
+        None => {
+            let url = jsonrpc_endpoint(&manifest)?;
+            if let Err(refused) = check_literal_host(&url, state.config.a2a.allow_private) {
+                count(&state, "refused");
+                return Err(refused);
+            }
+            url
+        }
+    };
     let caller = caller(&state, &headers)?;
     let rate = rate_for(&state, &caller);
     let decision = {
@@ -286,7 +213,24 @@ pub async fn call(
         return Ok(response);
     };
 
-    let mut request = state.proxy.client.post(url.clone()).body(body);
+    let mut request = if hub.is_some() {
+        let mut request = state
+            .proxy
+            .hub_client
+            .post(url.clone())
+            .body(body)
+            .header(meridian_hub::daemon::http::PUBLISHER_HEADER, &publisher)
+            .header(
+                meridian_hub::daemon::http::REGION_HEADER,
+                &manifest.body.region,
+            );
+        if let Some(org) = caller.strip_prefix("org:") {
+            request = request.header(meridian_hub::daemon::http::CALLER_ORG_HEADER, org);
+        }
+        request
+    } else {
+        state.proxy.client.post(url.clone()).body(body)
+    };
     for (name, value) in &headers {
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower) || lower == "content-length" || lower == CALLER_TOKEN_HEADER
@@ -325,7 +269,14 @@ pub async fn call(
         }
         Ok(Ok(response)) => response,
     };
-    count(&state, "forwarded");
+    count(
+        &state,
+        if hub.is_some() {
+            "relayed"
+        } else {
+            "forwarded"
+        },
+    );
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out_headers = HeaderMap::new();
@@ -362,7 +313,7 @@ pub async fn card(
     Path((org, agent)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let manifest = manifest_of(&state, &org, &agent)?;
+    let (manifest, _) = manifest_of(&state, &org, &agent)?;
     let mut card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
     let base = if state.config.http.public_url.is_empty() {
         let host = headers

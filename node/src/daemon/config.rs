@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// The config file `meridian node init` writes: every setting with its default and what it does.
@@ -70,6 +70,10 @@ bootstrap = ""
 request_timeout_secs = 10
 # Most publishers mirrored.
 publishers_max = 10000
+# This region's hub (http://host:port): heads, blocks and governance through it, new heads
+# pushed to it, calls to other regions' agents relayed by it. Empty: the hub that the signed
+# policy's hub directory lists for this node's region, if any. The mesh keeps working without it.
+hub = ""
 
 [log]
 # "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
@@ -90,6 +94,8 @@ pub struct MeshSection {
     pub request_timeout_secs: u64,
     /// Most publishers mirrored.
     pub publishers_max: usize,
+    /// The region's hub URL (empty: from the policy's hub directory).
+    pub hub: String,
 }
 
 impl Default for MeshSection {
@@ -100,6 +106,7 @@ impl Default for MeshSection {
             bootstrap: String::new(),
             request_timeout_secs: 10,
             publishers_max: 10_000,
+            hub: String::new(),
         }
     }
 }
@@ -244,43 +251,11 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Loads `file` (if given and present), overlays `MERIDIAN_*` variables from `env`, and validates.
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
-        let mut table: toml::Table = match file {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("config {}", path.display()))?
-            }
-            Some(path) => bail!("config file {} does not exist", path.display()),
-            None => toml::Table::new(),
-        };
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("MERIDIAN_") else {
-                continue;
-            };
-            let Some((section, key)) = rest.split_once('_') else {
-                continue;
-            };
-            let (section, key) = (section.to_lowercase(), key.to_lowercase());
-            if !["node", "http", "log", "governance", "a2a", "mesh"].contains(&section.as_str()) {
-                continue;
-            }
-            // Numbers stay numbers so the types line up with the file's.
-            let parsed = match (value.parse::<i64>(), value.as_str()) {
-                (Ok(n), _) => toml::Value::Integer(n),
-                (_, "true") => toml::Value::Boolean(true),
-                (_, "false") => toml::Value::Boolean(false),
-                _ => toml::Value::String(value.clone()),
-            };
-            let entry = table
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            match entry {
-                toml::Value::Table(inner) => {
-                    inner.insert(key, parsed);
-                }
-                _ => bail!("config: `{section}` must be a table"),
-            }
-        }
+        let table = meridian_hub::daemon::config::layered_table(
+            file,
+            env,
+            &["node", "http", "log", "governance", "a2a", "mesh"],
+        )?;
         let config: NodeConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|error| anyhow::anyhow!("config: {error}"))?;
@@ -293,6 +268,14 @@ impl NodeConfig {
         self.listen_addr()?;
         meridian_registry::manifest::check_name("region", &self.node.region)
             .map_err(|problem| anyhow::anyhow!("config node.region: {problem}"))?;
+        if !self.mesh.hub.is_empty()
+            && !(self.mesh.hub.starts_with("http://") || self.mesh.hub.starts_with("https://"))
+        {
+            bail!(
+                "config mesh.hub: `{}` is not an http:// or https:// URL",
+                self.mesh.hub
+            );
+        }
         if self.http.body_bytes_max == 0 {
             bail!("config http.body_bytes_max must be above 0");
         }

@@ -307,6 +307,16 @@ impl Governance {
         documents
     }
 
+    /// The address the policy's hub directory gives for a region's hub.
+    pub fn hub_address(&self, region: &str) -> Option<String> {
+        let inner = self.inner.read().ok()?;
+        inner
+            .policy
+            .current()?
+            .hub(region)
+            .map(|h| h.address.clone())
+    }
+
     /// Whether this node mirrors a publisher: not when the policy denies its node key.
     pub fn publisher_allowed(&self, did: &str) -> bool {
         let Ok(inner) = self.inner.read() else {

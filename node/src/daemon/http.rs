@@ -56,6 +56,8 @@ pub struct NodeState {
     pub proxy: super::a2a::Proxy,
     /// The peer mesh, once it runs: new heads of our own are announced through it.
     pub mesh: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<super::mesh::MeshCommand>>,
+    /// The gateway's bound address, once it listens.
+    pub gateway_addr: std::sync::OnceLock<std::net::SocketAddr>,
     next_request: AtomicU64,
 }
 
@@ -88,6 +90,7 @@ impl NodeState {
             governance,
             proxy: super::a2a::Proxy::new(&config_a2a)?,
             mesh: std::sync::OnceLock::new(),
+            gateway_addr: std::sync::OnceLock::new(),
             next_request: AtomicU64::new(1),
         };
         for publisher in state.store.heads()?.keys() {
@@ -211,6 +214,7 @@ pub fn api_router(
         .routes(routes!(export_snapshot))
         .routes(import)
         .routes(routes!(block))
+        .routes(routes!(sync_request))
         .routes(routes!(super::events::stream))
         .routes(routes!(search, super::publish::create_agent))
         .routes(routes!(
@@ -323,6 +327,42 @@ async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Ne
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The sync protocol over HTTP, answered by the node's sync engine: how a hub fetches a node's
+/// blocks and deltas.
+#[utoipa::path(post, path = "/api/v1/sync", tag = "registry", request_body(content = String, content_type = "application/octet-stream", description = "a sync wire request"), responses((status = 200, description = "the wire answer", content_type = "application/octet-stream"), (status = 503, description = "the peer mesh is off", body = ErrorBody)))]
+async fn sync_request(State(state): State<Arc<NodeState>>, body: axum::body::Bytes) -> Response {
+    let Some(mesh) = state.mesh.get() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mesh_off",
+            "the sync engine runs with the peer mesh (mesh.enabled)",
+        )
+        .into_response();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let command = super::mesh::MeshCommand::Serve {
+        request: body.to_vec(),
+        reply,
+    };
+    if mesh.send(command).is_err() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mesh_off",
+            "the peer mesh stopped",
+        )
+        .into_response();
+    }
+    match answer.await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mesh_off",
+            "the peer mesh stopped",
+        )
+        .into_response(),
+    }
 }
 
 /// Liveness.

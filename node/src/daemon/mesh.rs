@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use base64::Engine as _;
 use futures_util::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
@@ -42,6 +43,197 @@ const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 pub enum MeshCommand {
     /// The node published a new head of its own: this commit block.
     Announce(Vec<u8>),
+    /// A sync wire request that arrived over HTTP (`POST /api/v1/sync`, e.g. from the hub):
+    /// answer it from the engine.
+    Serve {
+        /// The wire request.
+        request: Vec<u8>,
+        /// Where the wire answer goes.
+        reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+    },
+}
+
+/// Where the engine's inputs come from and its requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// A libp2p peer.
+    Peer(PeerId),
+    /// This region's hub, over HTTP.
+    Hub,
+    /// A client of the gateway's `POST /api/v1/sync` (answered, never asked).
+    Gateway,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Peer(peer) => write!(f, "{peer}"),
+            Self::Hub => f.write_str("hub"),
+            Self::Gateway => f.write_str("gateway"),
+        }
+    }
+}
+
+/// What the hub follower and hub requests report back to the mesh loop.
+enum HubEvent {
+    /// The hub answered a poll: it is up; these are its gossip messages (heads, documents, proofs).
+    Polled(Vec<Vec<u8>>),
+    /// The hub could not be reached.
+    Down(String),
+    /// The answer to an engine request.
+    Answer(u64, Result<Vec<u8>, String>),
+}
+
+/// The hub URL: `mesh.hub`, else the policy's hub directory entry for this node's region.
+pub fn hub_url(state: &NodeState) -> Option<String> {
+    if !state.config.mesh.hub.is_empty() {
+        return Some(state.config.mesh.hub.trim_end_matches('/').to_owned());
+    }
+    state
+        .governance
+        .hub_address(&state.config.node.region)
+        .map(|address| format!("http://{address}"))
+}
+
+/// Long-polls the hub's heads and reports what it says, until the receiver goes away.
+async fn follow_hub(
+    state: Arc<NodeState>,
+    client: reqwest::Client,
+    events: mpsc::UnboundedSender<HubEvent>,
+) {
+    let mut cursor: Option<u64> = None;
+    let mut failures = 0u32;
+    loop {
+        let Some(url) = hub_url(&state) else {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        let query = match cursor {
+            Some(after) => format!("{url}/v1/heads?after={after}&wait=25"),
+            None => format!("{url}/v1/heads"),
+        };
+        let answer = async {
+            let response = client
+                .get(&query)
+                .timeout(Duration::from_secs(40))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("HTTP {}", response.status()));
+            }
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
+        }
+        .await;
+        match answer {
+            Ok(body) => {
+                failures = 0;
+                let new_cursor = body["cursor"].as_u64();
+                if cursor.is_some() && new_cursor == cursor {
+                    continue; // the long-poll timed out with nothing new
+                }
+                cursor = new_cursor;
+                let decode = |field: &str, wrap: fn(Vec<u8>) -> sync::wire::Gossip| {
+                    body[field]
+                        .as_array()
+                        .map(|items| {
+                            items
+                                .iter()
+                                .filter_map(|v| v.as_str())
+                                .filter_map(|t| {
+                                    base64::engine::general_purpose::STANDARD.decode(t).ok()
+                                })
+                                .map(|b| wrap(b).encode())
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                };
+                let mut messages = decode("governance", sync::wire::Gossip::Governance);
+                messages.extend(decode("equivocations", sync::wire::Gossip::Equivocation));
+                messages.extend(decode("commits", sync::wire::Gossip::Head));
+                if events.send(HubEvent::Polled(messages)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                cursor = None;
+                if events.send(HubEvent::Down(error)).is_err() {
+                    return;
+                }
+                let wait = Duration::from_millis(250).saturating_mul(1 << failures.min(7));
+                tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+            }
+        }
+    }
+}
+
+/// Pushes a gossip message to the hub; a head of this node's own carries the gateway URL it
+/// can fetch the blocks from, signed with the node key.
+async fn push_to_hub(
+    state: Arc<NodeState>,
+    client: reqwest::Client,
+    key: Keypair,
+    message: Vec<u8>,
+) {
+    let Some(url) = hub_url(&state) else {
+        return;
+    };
+    let mut request = client
+        .post(format!("{url}/v1/gossip"))
+        .body(message.clone());
+    if let Ok(sync::wire::Gossip::Head(block)) = sync::wire::Gossip::decode(&message, 64 * 1024)
+        && let Ok(commit) = meridian_registry::commit::Commit::decode(&block)
+        && commit.body.publisher == key.public()
+        && let Some(gateway) = gateway_url(&state)
+    {
+        let cid = meridian_registry::ids::dag_cbor_cid(&block);
+        let sig = key.sign(&meridian_hub::daemon::state::source_message(&gateway, &cid));
+        request = request
+            .header(meridian_hub::daemon::http::SOURCE_HEADER, gateway)
+            .header(
+                meridian_hub::daemon::http::SOURCE_SIG_HEADER,
+                base64::engine::general_purpose::STANDARD.encode(sig),
+            );
+    }
+    match request.timeout(Duration::from_secs(10)).send().await {
+        Ok(response) if response.status().is_success() => {
+            state
+                .metrics
+                .count("meridian_hub_pushes_total{outcome=\"accepted\"}", 1);
+        }
+        Ok(response) => {
+            state
+                .metrics
+                .count("meridian_hub_pushes_total{outcome=\"refused\"}", 1);
+            tracing::warn!(status = %response.status(), "the hub refused a pushed message");
+        }
+        Err(error) => {
+            state
+                .metrics
+                .count("meridian_hub_pushes_total{outcome=\"failed\"}", 1);
+            tracing::debug!(%error, "could not push to the hub");
+        }
+    }
+}
+
+/// The URL the hub can reach this node's gateway at: `http.public_url`, else the bound address.
+fn gateway_url(state: &NodeState) -> Option<String> {
+    if !state.config.http.public_url.is_empty() {
+        return Some(
+            state
+                .config
+                .http
+                .public_url
+                .trim_end_matches('/')
+                .to_owned(),
+        );
+    }
+    state
+        .gateway_addr
+        .get()
+        .map(|addr| format!("http://{addr}"))
 }
 
 /// Length-prefixed byte messages, bounded in both directions.
@@ -235,7 +427,7 @@ impl sync::GovernanceHooks for NodeGovernance {
 
 /// Copies the engine's figures into the node's metrics (once a second, not per event: the
 /// lag reads the store).
-fn publish_metrics(state: &NodeState, engine: &Engine<PeerId>) {
+fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
     state
         .metrics
         .set_gauge("meridian_sync_peers", engine.peer_count() as u64);
@@ -293,7 +485,7 @@ pub async fn run(
         }
     }
     let local = *swarm.local_peer_id();
-    let mut engine: Engine<PeerId> = Engine::new(
+    let mut engine: Engine<Source> = Engine::new(
         sync_config.clone(),
         Arc::new(state.store.clone()),
         Box::new(NodeGovernance(state.clone())),
@@ -307,6 +499,17 @@ pub async fn run(
     let (imports_tx, mut imports) = mpsc::unbounded_channel::<ImportReport>();
     let mut outbound: HashMap<OutboundRequestId, (PeerId, u64)> = HashMap::new();
     let mut deferred: HashMap<u64, (gossipsub::MessageId, PeerId)> = HashMap::new();
+    let hub_client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("building the hub client")?;
+    let (hub_tx, mut hub_events) = mpsc::unbounded_channel::<HubEvent>();
+    let follower = tokio::spawn(follow_hub(
+        state.clone(),
+        hub_client.clone(),
+        hub_tx.clone(),
+    ));
+    let mut hub_up = false;
     let mut listening: Vec<Multiaddr> = Vec::new();
     let addr_file = data.join(MESH_ADDR_FILE);
     let mut bootstrap_tick = tokio::time::interval(Duration::from_secs(30));
@@ -315,15 +518,69 @@ pub async fn run(
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
-                Output::Request { peer, id, request } => {
+                Output::Request {
+                    peer: Source::Peer(peer),
+                    id,
+                    request,
+                } => {
                     let rid = swarm
                         .behaviour_mut()
                         .sync
                         .send_request(&peer, request.encode());
                     outbound.insert(rid, (peer, id));
                 }
+                Output::Request {
+                    peer: Source::Hub,
+                    id,
+                    request,
+                } => {
+                    let client = hub_client.clone();
+                    let tx = hub_tx.clone();
+                    let url = hub_url(&state);
+                    let timeout = Duration::from_millis(sync_config.request_timeout_ms);
+                    tokio::spawn(async move {
+                        let result = async {
+                            let url = url.ok_or_else(|| "no hub".to_owned())?;
+                            let response = client
+                                .post(format!("{url}/v1/sync"))
+                                .body(request.encode())
+                                .timeout(timeout)
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if !response.status().is_success() {
+                                return Err(format!("HTTP {}", response.status()));
+                            }
+                            response
+                                .bytes()
+                                .await
+                                .map(|b| b.to_vec())
+                                .map_err(|e| e.to_string())
+                        }
+                        .await;
+                        let _ = tx.send(HubEvent::Answer(id, result));
+                    });
+                }
+                Output::Request {
+                    peer: Source::Gateway,
+                    id,
+                    ..
+                } => {
+                    engine.on_response(
+                        &Source::Gateway,
+                        id,
+                        Err("not a fetch source".into()),
+                        now(),
+                    );
+                }
                 Output::Broadcast(gossip) => {
                     let kind = gossip.kind();
+                    tokio::spawn(push_to_hub(
+                        state.clone(),
+                        hub_client.clone(),
+                        key.clone(),
+                        gossip.encode(),
+                    ));
                     if let Err(error) = swarm
                         .behaviour_mut()
                         .gossipsub
@@ -393,7 +650,9 @@ pub async fn run(
                 }
                 Output::Disconnect { peer } => {
                     tracing::warn!(%peer, "peer banned: disconnecting");
-                    let _ = swarm.disconnect_peer_id(peer);
+                    if let Source::Peer(peer) = peer {
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
                 }
                 Output::GovernanceChanged => {
                     let task_state = state.clone();
@@ -432,10 +691,10 @@ pub async fn run(
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
                     let info = PeerInfo { did: peer_did(&peer_id), region: None };
-                    engine.peer_up(peer_id, info, now());
+                    engine.peer_up(Source::Peer(peer_id), info, now());
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                    engine.peer_down(&peer_id, now());
+                    engine.peer_down(&Source::Peer(peer_id), now());
                 }
                 SwarmEvent::Behaviour(MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                     for address in info.listen_addrs {
@@ -443,7 +702,7 @@ pub async fn run(
                     }
                 }
                 SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message })) => {
-                    let acceptance = match engine.on_gossip(&propagation_source, &message.data, now()) {
+                    let acceptance = match engine.on_gossip(&Source::Peer(propagation_source), &message.data, now()) {
                         Verdict::Accept => Some(MessageAcceptance::Accept),
                         Verdict::Ignore => Some(MessageAcceptance::Ignore),
                         Verdict::Reject => Some(MessageAcceptance::Reject),
@@ -458,18 +717,18 @@ pub async fn run(
                 }
                 SwarmEvent::Behaviour(MeshBehaviourEvent::Sync(request_response::Event::Message { peer, message, .. })) => match message {
                     request_response::Message::Request { request, channel, .. } => {
-                        let answer = engine.on_request(&peer, &request, now());
+                        let answer = engine.on_request(&Source::Peer(peer), &request, now());
                         let _ = swarm.behaviour_mut().sync.send_response(channel, answer);
                     }
                     request_response::Message::Response { request_id, response } => {
                         if let Some((peer, id)) = outbound.remove(&request_id) {
-                            engine.on_response(&peer, id, Ok(&response), now());
+                            engine.on_response(&Source::Peer(peer), id, Ok(&response), now());
                         }
                     }
                 },
                 SwarmEvent::Behaviour(MeshBehaviourEvent::Sync(request_response::Event::OutboundFailure { request_id, error, .. })) => {
                     if let Some((peer, id)) = outbound.remove(&request_id) {
-                        engine.on_response(&peer, id, Err(error.to_string()), now());
+                        engine.on_response(&Source::Peer(peer), id, Err(error.to_string()), now());
                     }
                 }
                 _ => {}
@@ -477,6 +736,35 @@ pub async fn run(
             Some(report) = imports.recv() => engine.import_finished(report, now()),
             Some(command) = commands.recv() => match command {
                 MeshCommand::Announce(block) => engine.announce(block),
+                MeshCommand::Serve { request, reply } => {
+                    let _ = reply.send(engine.on_request(&Source::Gateway, &request, now()));
+                }
+            },
+            Some(event) = hub_events.recv() => match event {
+                HubEvent::Polled(messages) => {
+                    if !hub_up {
+                        hub_up = true;
+                        tracing::info!("hub reachable: syncing through it too");
+                        let info = PeerInfo { did: None, region: Some(state.config.node.region.clone()) };
+                        engine.peer_up(Source::Hub, info, now());
+                    }
+                    state.metrics.set_gauge("meridian_hub_up", 1);
+                    for message in messages {
+                        // The hub's answers are judged like any peer's; forwarding is the mesh's.
+                        let _ = engine.on_gossip(&Source::Hub, &message, now());
+                    }
+                }
+                HubEvent::Down(error) => {
+                    if hub_up {
+                        hub_up = false;
+                        tracing::warn!(%error, "hub unreachable: the mesh carries on without it");
+                        engine.peer_down(&Source::Hub, now());
+                    }
+                    state.metrics.set_gauge("meridian_hub_up", 0);
+                }
+                HubEvent::Answer(id, result) => {
+                    engine.on_response(&Source::Hub, id, result.as_deref().map_err(Clone::clone), now());
+                }
             },
             _ = bootstrap_tick.tick() => {
                 let _ = swarm.behaviour_mut().kad.bootstrap();
@@ -486,6 +774,7 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
+    follower.abort();
     let _ = std::fs::remove_file(&addr_file);
     Ok(())
 }

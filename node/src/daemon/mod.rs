@@ -120,6 +120,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs a hub until SIGINT or SIGTERM (`meridian hub run`).
+pub fn run_hub(options: meridian_hub::daemon::HubRunOptions) -> Result<()> {
+    let config = meridian_hub::daemon::load_config(&options)?;
+    init_logging(&config.log.format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(meridian_hub::daemon::serve(
+        options,
+        config,
+        shutdown_signal(),
+    ))
+}
+
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run(options: RunOptions) -> Result<()> {
     let config = load_config(&options)?;
@@ -154,6 +169,7 @@ async fn serve(
         .await
         .with_context(|| format!("binding the gateway to {}", config.http.listen))?;
     let address = listener.local_addr()?;
+    let _ = state.gateway_addr.set(address);
     let addr_file = data.join(HTTP_ADDR_FILE);
     std::fs::write(&addr_file, format!("{address}\n"))
         .with_context(|| format!("writing {}", addr_file.display()))?;

@@ -1,0 +1,521 @@
+//! The hub's HTTP API toward its region's nodes, and the trunk's request handler.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::routes;
+
+use super::state::{Hub, RelayRefusal};
+use crate::heads::Upstream;
+use crate::relay::HOP_BY_HOP;
+use crate::trunk::{RelayAnswer, RelayHead, TrunkRequest};
+
+/// Header: the did:key of the node whose snapshot lists the agent being called.
+pub const PUBLISHER_HEADER: &str = "meridian-publisher";
+/// Header: the region the called agent is served from.
+pub const REGION_HEADER: &str = "meridian-region";
+/// Header: the calling organisation, as the caller's node vouches.
+pub const CALLER_ORG_HEADER: &str = "meridian-caller-org";
+/// Header: the gateway URL a node serves its blocks at (with a gossiped head).
+pub const SOURCE_HEADER: &str = "meridian-source";
+/// Header: the publisher's signature over [`super::state::source_message`].
+pub const SOURCE_SIG_HEADER: &str = "meridian-source-sig";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+fn refusal(refused: RelayRefusal) -> Response {
+    let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = error(status, refused.code, refused.message);
+    if let Some(seconds) = refused.retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "alive")))]
+async fn health(State(hub): State<Arc<Hub>>) -> Response {
+    Json(json!({ "status": "ok", "hub": hub.did, "region": hub.config.hub.region })).into_response()
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
+async fn ready(State(hub): State<Arc<Hub>>) -> Response {
+    match hub.flush() {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "metrics", content_type = "text/plain")))]
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let connected = hub
+        .trunk
+        .regions()
+        .iter()
+        .filter(|r| hub.trunk.is_connected(r))
+        .count();
+    let text = hub.metrics.render(&[(
+        "meridian_hub_trunk_connected",
+        "Trunk connections to other regions' hubs that are up.",
+        connected as f64,
+    )]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A block by CID: immutable, so cacheable forever by anyone.
+#[utoipa::path(get, path = "/v1/blocks/{cid}", tag = "federation", params(("cid" = String, Path, description = "block CID")), responses((status = 200, description = "the block", content_type = "application/vnd.ipld.dag-cbor"), (status = 304, description = "not modified"), (status = 400, description = "bad CID"), (status = 404, description = "not found here or upstream")))]
+async fn block(
+    State(hub): State<Arc<Hub>>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(parsed) = meridian_registry::ids::parse_cid(&cid) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_cid",
+            format!("`{cid}` is not a CID"),
+        );
+    };
+    let etag = format!("\"{parsed}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    match hub.blocks(&[parsed]).await.into_iter().next() {
+        Some((_, bytes)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.ipld.dag-cbor".to_owned(),
+                ),
+                (header::ETAG, etag),
+                (
+                    header::CACHE_CONTROL,
+                    "public, max-age=31536000, immutable".to_owned(),
+                ),
+            ],
+            bytes.to_vec(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("block {parsed} is neither cached nor available upstream"),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HeadsQuery {
+    /// The cursor of the previous answer.
+    after: Option<u64>,
+    /// Seconds to wait for a change when nothing is newer than `after`.
+    wait: Option<u64>,
+}
+
+/// Every publisher's head, the governance documents and equivocation proofs; with `after` and
+/// `wait`, a long-poll that answers as soon as something changes.
+#[utoipa::path(get, path = "/v1/heads", tag = "federation", params(("after" = Option<u64>, Query, description = "cursor of the previous answer"), ("wait" = Option<u64>, Query, description = "seconds to wait for a change")), responses((status = 200, description = "{cursor, commits, governance, equivocations} (base64 blocks)")))]
+async fn heads(State(hub): State<Arc<Hub>>, Query(query): Query<HeadsQuery>) -> Response {
+    let mut changes = hub.subscribe();
+    let wait = Duration::from_secs(
+        query
+            .wait
+            .unwrap_or(0)
+            .min(hub.config.hub.long_poll_max_secs),
+    );
+    if let Some(after) = query.after
+        && *changes.borrow() <= after
+        && !wait.is_zero()
+    {
+        let _ = tokio::time::timeout(wait, changes.wait_for(|v| *v > after)).await;
+    }
+    let cursor = *changes.borrow();
+    let crate::wire::Response::Heads {
+        commits,
+        governance,
+        equivocations,
+    } = hub.heads_response()
+    else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected answer",
+        );
+    };
+    Json(json!({
+        "cursor": cursor,
+        "commits": commits.iter().map(|b| b64(b)).collect::<Vec<_>>(),
+        "governance": governance.iter().map(|b| b64(b)).collect::<Vec<_>>(),
+        "equivocations": equivocations.iter().map(|b| b64(b)).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// The sync protocol over HTTP: a wire request in, a wire answer out.
+#[utoipa::path(post, path = "/v1/sync", tag = "federation", request_body(content = String, content_type = "application/octet-stream", description = "a sync wire request"), responses((status = 200, description = "the wire answer", content_type = "application/octet-stream")))]
+async fn sync(State(hub): State<Arc<Hub>>, body: Bytes) -> Response {
+    let answer = hub.answer(&body).await;
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        answer.encode(),
+    )
+        .into_response()
+}
+
+/// A node's gossip: its new head (with `Meridian-Source` and `Meridian-Source-Sig` saying where
+/// its blocks are), a governance document or an equivocation proof.
+#[utoipa::path(post, path = "/v1/gossip", tag = "federation", request_body(content = String, content_type = "application/octet-stream", description = "a sync wire gossip message"), responses((status = 200, description = "{new}"), (status = 422, description = "refused")))]
+async fn gossip(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> Response {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let upstream = match (
+        text(SOURCE_HEADER),
+        text(SOURCE_SIG_HEADER),
+        crate::wire::Gossip::decode(&body, 64 * 1024),
+    ) {
+        (Some(url), Some(sig), Ok(crate::wire::Gossip::Head(block))) => {
+            hub.vouched_source(&block, url, sig)
+        }
+        _ => Upstream::Unknown,
+    };
+    match hub.gossip(&body, upstream).await {
+        Ok(new) => Json(json!({ "new": new })).into_response(),
+        Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", why),
+    }
+}
+
+/// The governance documents the hub mirrors, in the order to apply them.
+#[utoipa::path(get, path = "/v1/governance", tag = "governance", responses((status = 200, description = "{root, documents} (base64 blocks)"), (status = 404, description = "no governance root configured")))]
+async fn governance(State(hub): State<Arc<Hub>>) -> Response {
+    let Some(policy) = hub.policy() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "governance_off",
+            "this hub has no governance root",
+        );
+    };
+    let root = policy.read().map(|p| p.root_block()).unwrap_or_default();
+    Json(json!({
+        "root": b64(&root),
+        "documents": hub.governance_documents().iter().map(|b| b64(b)).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+fn relay_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            !HOP_BY_HOP.contains(&name)
+                && name != "content-length"
+                && !name.starts_with("meridian-")
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+fn response_from(status: u16, headers: &[(String, String)], body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in headers {
+        if HOP_BY_HOP.contains(&name.as_str()) || name == "content-length" {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+fn agent_headers(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// Relays an A2A call to an agent: of this region directly, of another region through that
+/// region's hub over the trunk. The answer streams back unbuffered.
+#[utoipa::path(post, path = "/v1/relay/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation"), ("agent" = String, Path, description = "agent name"), ("Meridian-Publisher" = String, Header, description = "did:key of the node listing the agent"), ("Meridian-Region" = String, Header, description = "the agent's region"), ("Meridian-Caller-Org" = Option<String>, Header, description = "calling organisation")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer (any status passes through)"), (status = 400, description = "missing headers"), (status = 404, description = "unknown agent"), (status = 429, description = "rate limited (Retry-After)"), (status = 502, description = "agent or hub unreachable"), (status = 503, description = "circuit open")))]
+async fn relay(
+    State(hub): State<Arc<Hub>>,
+    Path((org, agent)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (Some(publisher), Some(region)) = (text(PUBLISHER_HEADER), text(REGION_HEADER)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing_header",
+            "Meridian-Publisher and Meridian-Region are required",
+        );
+    };
+    let caller_org = text(CALLER_ORG_HEADER);
+    let scope = caller_org
+        .as_deref()
+        .map_or_else(|| "org:anonymous".to_owned(), |o| format!("org:{o}"));
+    if let Err(refused) = hub.rate_check(&scope) {
+        return refusal(refused);
+    }
+    let forwarded = relay_headers(&headers);
+    if region == hub.config.hub.region {
+        let manifest = match hub.resolve_agent(&publisher, &org, &agent).await {
+            Ok(manifest) => manifest,
+            Err(refused) => return refusal(refused),
+        };
+        return match hub.call_agent(&manifest, &forwarded, body.to_vec()).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let headers = agent_headers(&response);
+                let stream = response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(std::io::Error::other));
+                response_from(status, &headers, Body::from_stream(stream))
+            }
+            Err(refused) => refusal(refused),
+        };
+    }
+    let name = format!("hub:{region}");
+    let started = Instant::now();
+    let head = RelayHead {
+        org,
+        agent,
+        publisher,
+        caller_org,
+        headers: forwarded,
+    };
+    let result = hub.trunk.relay(&region, &head, &body).await;
+    hub.metrics.observe(
+        "meridian_hub_upstream_seconds{kind=\"relay\"}",
+        started.elapsed(),
+    );
+    match result {
+        Ok((answer, recv)) => {
+            hub.metrics
+                .count("meridian_hub_cross_region_bytes_total", body.len() as u64);
+            let stream = futures_util::stream::unfold(recv, |mut recv| async move {
+                match recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk.bytes), recv)),
+                    Ok(None) => None,
+                    Err(error) => Some((Err(std::io::Error::other(error)), recv)),
+                }
+            });
+            response_from(answer.status, &answer.headers, Body::from_stream(stream))
+        }
+        Err(why) => error(
+            StatusCode::BAD_GATEWAY,
+            "hub_unreachable",
+            format!("{name}: {why}"),
+        ),
+    }
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn observe(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    hub.metrics.record(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The documented routes.
+fn api(relay_limit: usize) -> utoipa_axum::router::OpenApiRouter<Arc<Hub>> {
+    let (schemas, paths, relay_route) = routes!(relay);
+    let relay_route = (
+        schemas,
+        paths,
+        relay_route.layer(DefaultBodyLimit::max(relay_limit)),
+    );
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(block))
+        .routes(routes!(heads))
+        .routes(routes!(sync))
+        .routes(routes!(gossip))
+        .routes(routes!(governance))
+        .routes(relay_route)
+}
+
+/// The hub's router, `/openapi.json` included.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let (documented, mut openapi) = api(hub.config.relay.body_bytes_max).split_for_parts();
+    openapi.info.title = "Meridian hub".into();
+    openapi.info.description =
+        Some("A regional hub: block cache, head and policy mirror, A2A relay.".into());
+    let openapi = Arc::new(openapi);
+    documented
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(crate::wire::MESSAGE_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(hub.clone(), observe))
+        .with_state(hub)
+}
+
+// ---------------------------------------------------------------- trunk side
+
+async fn relay_from_trunk(
+    hub: &Hub,
+    from: &str,
+    head: RelayHead,
+    body: Vec<u8>,
+    send: &mut quinn::SendStream,
+) -> Result<(), crate::trunk::TrunkError> {
+    let refused = |r: RelayRefusal| {
+        (
+            RelayAnswer {
+                status: r.status,
+                headers: vec![("content-type".into(), "application/json".into())]
+                    .into_iter()
+                    .chain(
+                        r.retry_after
+                            .map(|s| ("retry-after".to_owned(), s.to_string())),
+                    )
+                    .collect(),
+            },
+            serde_json::to_vec(&json!({ "error": { "code": r.code, "message": r.message } }))
+                .unwrap_or_default(),
+        )
+    };
+    let checked = hub.rate_check(&format!("region:{from}")).and_then(|()| {
+        hub.rate_check(&format!(
+            "org:{}",
+            head.caller_org.as_deref().unwrap_or("anonymous")
+        ))
+    });
+    let outcome = match checked {
+        Err(r) => Err(r),
+        Ok(()) => match hub
+            .resolve_agent(&head.publisher, &head.org, &head.agent)
+            .await
+        {
+            Err(r) => Err(r),
+            Ok(manifest) => hub.call_agent(&manifest, &head.headers, body).await,
+        },
+    };
+    match outcome {
+        Err(r) => {
+            let (answer, body) = refused(r);
+            crate::trunk::write_relay_answer(send, &answer).await?;
+            send.write_all(&body)
+                .await
+                .map_err(|e| crate::trunk::TrunkError::Stream(e.to_string()))?;
+        }
+        Ok(response) => {
+            let answer = RelayAnswer {
+                status: response.status().as_u16(),
+                headers: agent_headers(&response),
+            };
+            crate::trunk::write_relay_answer(send, &answer).await?;
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| crate::trunk::TrunkError::Stream(e.to_string()))?;
+                send.write_all(&chunk)
+                    .await
+                    .map_err(|e| crate::trunk::TrunkError::Stream(e.to_string()))?;
+            }
+        }
+    }
+    send.finish()
+        .map_err(|e| crate::trunk::TrunkError::Stream(e.to_string()))
+}
+
+/// Serves one trunk connection from another region's hub until it closes.
+pub async fn serve_trunk_connection(hub: Arc<Hub>, connection: quinn::Connection) {
+    let Some(key) = crate::trunk::peer_key(&connection) else {
+        connection.close(1u32.into(), b"no hub key");
+        return;
+    };
+    let Some(region) = hub.region_of(&key) else {
+        connection.close(1u32.into(), b"not a hub of the directory");
+        return;
+    };
+    tracing::info!(%region, "trunk connection from a hub");
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let hub = hub.clone();
+        let region = region.clone();
+        tokio::spawn(async move {
+            let result = match crate::trunk::read_request(&mut recv).await {
+                Ok(TrunkRequest::Sync(bytes)) => {
+                    let answer = hub.answer(&bytes).await.encode();
+                    crate::trunk::write_answer(&mut send, &answer).await
+                }
+                Ok(TrunkRequest::Gossip(bytes)) => {
+                    let verdict = match hub.gossip(&bytes, Upstream::Hub(region.clone())).await {
+                        Ok(_) => String::new(),
+                        Err(why) => why,
+                    };
+                    crate::trunk::write_answer(&mut send, verdict.as_bytes()).await
+                }
+                Ok(TrunkRequest::Relay(head, body)) => {
+                    relay_from_trunk(&hub, &region, head, body, &mut send).await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = result {
+                tracing::debug!(%region, %error, "trunk stream failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,1191 @@
+//! The running hub: its cores behind locks, its disk, its upstreams (the region's nodes over
+//! HTTP, other regions' hubs over the trunk) and the operations that combine them: answering a
+//! sync request from the cache, taking in gossip, and relaying an A2A call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use meridian_registry::Cid;
+use meridian_registry::ids::Blake3;
+use meridian_registry::keys::{Keypair, PublicKey};
+use meridian_registry::manifest::Manifest;
+use meridian_registry::mst::{self, LookupStep};
+
+use super::config::HubConfig;
+use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::cache::{BlockCache, CacheError, Lookup, Miss};
+use crate::heads::{HeadMirror, Offered, Upstream};
+use crate::metrics::Metrics;
+use crate::policy::{DocOutcome, PolicyMirror};
+use crate::ratelimit::{Decision, Limiter, Rate};
+use crate::trunk::{AllowedKeys, Trunk, TrunkPeer};
+use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response};
+
+/// Most CIDs one sync request may ask for.
+pub const BLOCKS_PER_REQUEST_MAX: usize = 1024;
+/// Most CID-to-publisher hints kept for routing cache misses.
+const HINTS_MAX: usize = 2_000_000;
+/// Most delta answers kept.
+const DELTAS_KEPT: usize = 64;
+/// The domain string a node signs to vouch for its gateway as the source of its blocks.
+pub const SOURCE_DOMAIN: &str = "meridian.hub.source.v1";
+
+/// What a node signs to tell its hub where its blocks are.
+pub fn source_message(url: &str, commit: &Cid) -> Vec<u8> {
+    format!("{SOURCE_DOMAIN}\n{url}\n{commit}").into_bytes()
+}
+
+struct CacheSlot {
+    cache: BlockCache,
+    waiters: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The hub.
+pub struct Hub {
+    /// The configuration in force.
+    pub config: HubConfig,
+    /// The hub key (its trunk identity).
+    pub key: Keypair,
+    /// Its did:key.
+    pub did: String,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The trunk to other regions' hubs.
+    pub trunk: Trunk,
+    /// The hub keys the trunk accepts connections from.
+    pub allowed: AllowedKeys,
+    cache: Mutex<CacheSlot>,
+    heads: Mutex<HeadMirror>,
+    policy: Option<RwLock<PolicyMirror>>,
+    hints: Mutex<HashMap<Cid, String>>,
+    deltas: Mutex<Vec<((Cid, Cid), Vec<(Cid, Arc<[u8]>)>)>>,
+    limiter: Mutex<Limiter>,
+    breakers: Mutex<BTreeMap<String, Breaker>>,
+    db: sled::Db,
+    blocks_tree: sled::Tree,
+    order_tree: sled::Tree,
+    heads_tree: sled::Tree,
+    governance_tree: sled::Tree,
+    tick: Mutex<u64>,
+    http: reqwest::Client,
+    agents: reqwest::Client,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// The wall clock (unix seconds), read only through this.
+    pub clock: fn() -> i64,
+    started: Instant,
+}
+
+fn encode_upstream(upstream: &Upstream) -> String {
+    match upstream {
+        Upstream::Node(url) => format!("node:{url}"),
+        Upstream::Hub(region) => format!("hub:{region}"),
+        Upstream::Unknown => String::new(),
+    }
+}
+
+fn decode_upstream(text: &str) -> Upstream {
+    if let Some(url) = text.strip_prefix("node:") {
+        Upstream::Node(url.to_owned())
+    } else if let Some(region) = text.strip_prefix("hub:") {
+        Upstream::Hub(region.to_owned())
+    } else {
+        Upstream::Unknown
+    }
+}
+
+/// Why a relayed call did not reach the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRefusal {
+    /// The HTTP status to answer with.
+    pub status: u16,
+    /// A stable code.
+    pub code: &'static str,
+    /// What went wrong.
+    pub message: String,
+    /// For 429: seconds until a retry may succeed.
+    pub retry_after: Option<u64>,
+}
+
+impl RelayRefusal {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl Hub {
+    /// Opens the hub's store in `data`, reloads its cache, heads and governance documents, and
+    /// binds nothing (the driver binds).
+    pub fn open(
+        config: HubConfig,
+        key: Keypair,
+        data: &std::path::Path,
+        endpoint: quinn::Endpoint,
+        clock: fn() -> i64,
+    ) -> Result<Self> {
+        let db = sled::open(data.join("hub.sled"))
+            .with_context(|| format!("opening the hub store in {}", data.display()))?;
+        let now = clock();
+        let policy = if config.governance.root.is_empty() {
+            None
+        } else {
+            let bytes = std::fs::read(&config.governance.root).with_context(|| {
+                format!("config governance.root: reading {}", config.governance.root)
+            })?;
+            Some(RwLock::new(PolicyMirror::new(&bytes, now).map_err(
+                |e| anyhow::anyhow!("config governance.root: {e}"),
+            )?))
+        };
+        let (changed, _) = tokio::sync::watch::channel(0);
+        let hub = Self {
+            did: key.did(),
+            trunk: Trunk::new(endpoint, key.clone()),
+            key,
+            metrics: Metrics::default(),
+            allowed: Arc::new(RwLock::new(Default::default())),
+            cache: Mutex::new(CacheSlot {
+                cache: BlockCache::new(config.hub.cache_bytes_max),
+                waiters: HashMap::new(),
+            }),
+            heads: Mutex::new(HeadMirror::new(
+                config.hub.publishers_max,
+                config.hub.clock_skew_secs,
+            )),
+            policy,
+            hints: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(Vec::new()),
+            limiter: Mutex::new(Limiter::new()),
+            breakers: Mutex::new(BTreeMap::new()),
+            blocks_tree: db.open_tree("blocks")?,
+            order_tree: db.open_tree("order")?,
+            heads_tree: db.open_tree("heads")?,
+            governance_tree: db.open_tree("governance")?,
+            db,
+            tick: Mutex::new(0),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(config.hub.upstream_timeout_secs))
+                .build()?,
+            agents: crate::relay::agent_client(
+                config.relay.allow_private,
+                Duration::from_secs(10),
+            )?,
+            changed,
+            clock,
+            started: Instant::now(),
+            config,
+        };
+        hub.reload(now)?;
+        hub.apply_directory();
+        Ok(hub)
+    }
+
+    fn reload(&self, now: i64) -> Result<()> {
+        let mut loaded = 0u64;
+        {
+            let mut slot = self.lock_cache()?;
+            let mut tick = self.tick.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+            for entry in self.order_tree.iter() {
+                let (order, cid_bytes) = entry?;
+                let Ok(cid) = Cid::try_from(cid_bytes.as_ref()) else {
+                    continue;
+                };
+                if let Some(block) = self.blocks_tree.get(&cid_bytes)?
+                    && slot.cache.preload(&cid, Arc::from(block.as_ref())).is_ok()
+                {
+                    loaded += 1;
+                } else {
+                    let _ = self.order_tree.remove(&order);
+                    let _ = self.blocks_tree.remove(&cid_bytes);
+                }
+                if let Ok(bytes) = <[u8; 8]>::try_from(order.as_ref()) {
+                    *tick = u64::from_be_bytes(bytes);
+                }
+            }
+            for cid in slot.cache.take_evicted() {
+                self.forget_block(&cid);
+            }
+        }
+        for entry in self.governance_tree.iter() {
+            let (_, block) = entry?;
+            if let Some(policy) = &self.policy
+                && let Ok(mut policy) = policy.write()
+                && let Err(error) = policy.offer(&block, now)
+            {
+                tracing::warn!(%error, "ignoring a stored governance document");
+            }
+        }
+        let mut heads = self.lock_heads()?;
+        for entry in self.heads_tree.iter() {
+            let (_, value) = entry?;
+            let Some(split) = value.iter().position(|b| *b == b'\n') else {
+                continue;
+            };
+            let upstream = decode_upstream(&String::from_utf8_lossy(&value[..split]));
+            let block = &value[split + 1..];
+            if let Some(proof) = block.strip_prefix(b"E") {
+                let _ = heads.offer_equivocation(proof);
+            } else if let Some(commit) = block.strip_prefix(b"H") {
+                // Expired heads are dropped: nodes would refuse them anyway.
+                let _ = heads.offer(commit, upstream, now);
+            }
+        }
+        tracing::info!(
+            blocks = loaded,
+            publishers = heads.len(),
+            "hub state reloaded"
+        );
+        Ok(())
+    }
+
+    fn lock_cache(&self) -> Result<std::sync::MutexGuard<'_, CacheSlot>> {
+        self.cache
+            .lock()
+            .map_err(|_| anyhow::anyhow!("cache lock poisoned"))
+    }
+
+    fn lock_heads(&self) -> Result<std::sync::MutexGuard<'_, HeadMirror>> {
+        self.heads
+            .lock()
+            .map_err(|_| anyhow::anyhow!("heads lock poisoned"))
+    }
+
+    /// Flushes the store.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Seconds since the hub started, for the limiter and breakers.
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A receiver that sees the change counter grow whenever a head or governance document
+    /// arrives (long-polls wait on it).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Sets the trunk's peers and the keys it accepts from the policy's hub directory and the
+    /// `[trunk] peers` overrides (which win for their region).
+    pub fn apply_directory(&self) {
+        let mut peers: BTreeMap<String, TrunkPeer> = BTreeMap::new();
+        if let Some(policy) = &self.policy
+            && let Ok(policy) = policy.read()
+            && let Some(bundle) = policy.policy()
+        {
+            for hub in &bundle.body.hubs {
+                if hub.region == self.config.hub.region {
+                    continue;
+                }
+                // The directory's address is the hub's trunk address ("host:port").
+                match hub.address.parse() {
+                    Ok(addr) => {
+                        peers.insert(
+                            hub.region.clone(),
+                            TrunkPeer {
+                                region: hub.region.clone(),
+                                addr,
+                                key: hub.key,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(region = %hub.region, address = %hub.address, %error, "hub directory address is not host:port")
+                    }
+                }
+            }
+        }
+        for peer in self.config.trunk_peers().unwrap_or_default() {
+            if peer.region != self.config.hub.region {
+                peers.insert(
+                    peer.region.clone(),
+                    TrunkPeer {
+                        region: peer.region,
+                        addr: peer.addr,
+                        key: peer.key,
+                    },
+                );
+            }
+        }
+        if let Ok(mut allowed) = self.allowed.write() {
+            *allowed = peers.values().map(|p| *p.key.as_bytes()).collect();
+        }
+        self.metrics
+            .set_gauge("meridian_hub_trunk_peers", peers.len() as u64);
+        self.trunk.set_peers(peers.into_values().collect());
+    }
+
+    /// The region a hub key serves, if it is a trunk peer.
+    pub fn region_of(&self, key: &PublicKey) -> Option<String> {
+        let regions = self.trunk.regions();
+        self.config
+            .trunk_peers()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.key == *key)
+            .map(|p| p.region)
+            .or_else(|| {
+                let policy = self.policy.as_ref()?.read().ok()?;
+                policy
+                    .policy()?
+                    .body
+                    .hubs
+                    .iter()
+                    .find(|h| h.key == *key)
+                    .map(|h| h.region.clone())
+            })
+            .filter(|r| regions.contains(r))
+    }
+
+    // ------------------------------------------------------------ blocks
+
+    fn forget_block(&self, cid: &Cid) {
+        if let Ok(Some(value)) = self.blocks_tree.remove(cid.to_bytes()) {
+            drop(value);
+        }
+        // The order entry is found lazily: reload drops entries without a block.
+    }
+
+    fn persist_block(&self, cid: &Cid, block: &[u8]) {
+        let tick = match self.tick.lock() {
+            Ok(mut tick) => {
+                *tick += 1;
+                *tick
+            }
+            Err(_) => return,
+        };
+        let key = cid.to_bytes();
+        if let Err(error) = self
+            .blocks_tree
+            .insert(&key, block)
+            .and_then(|_| self.order_tree.insert(tick.to_be_bytes(), key))
+        {
+            tracing::warn!(%error, "could not persist a cached block");
+        }
+    }
+
+    fn hint(&self, publisher: &str, cids: impl IntoIterator<Item = Cid>) {
+        if let Ok(mut hints) = self.hints.lock() {
+            if hints.len() > HINTS_MAX {
+                hints.clear();
+            }
+            for cid in cids {
+                hints.insert(cid, publisher.to_owned());
+            }
+        }
+    }
+
+    /// Records a block fetched upstream: checked against its CID, cached, persisted, its links
+    /// hinted to the same publisher; waiters woken.
+    fn store_fetched(&self, cid: &Cid, block: Arc<[u8]>, publisher: Option<&str>) -> bool {
+        let (result, woken, evicted) = match self.lock_cache() {
+            Ok(mut slot) => {
+                let (result, woken) = slot.cache.fetched(cid, block.clone());
+                let evicted = slot.cache.take_evicted();
+                let senders: Vec<_> = woken
+                    .iter()
+                    .filter_map(|id| slot.waiters.remove(id))
+                    .collect();
+                (result, senders, evicted)
+            }
+            Err(_) => return false,
+        };
+        for sender in woken {
+            let _ = sender.send(());
+        }
+        for gone in evicted {
+            self.forget_block(&gone);
+        }
+        match result {
+            Ok(()) => {
+                self.persist_block(cid, &block);
+                if let Some(publisher) = publisher
+                    && let Ok(links) = mst::node_links::<Blake3>(cid, block)
+                {
+                    self.hint(
+                        publisher,
+                        links
+                            .subtrees
+                            .into_iter()
+                            .chain(links.values.into_iter().map(|(_, v)| v)),
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                self.metrics.count("meridian_hub_blocks_rejected_total", 1);
+                tracing::warn!(%cid, %error, "upstream served a block that does not match its CID");
+                let _ = matches!(error, CacheError::Mismatch(_));
+                false
+            }
+        }
+    }
+
+    fn fetch_failed(&self, cid: &Cid) {
+        if let Ok(mut slot) = self.lock_cache() {
+            let woken = slot.cache.fetch_failed(cid);
+            for id in woken {
+                if let Some(sender) = slot.waiters.remove(&id) {
+                    let _ = sender.send(());
+                }
+            }
+        }
+    }
+
+    /// The upstreams to try for a CID: its publisher's, else every node source and every hub.
+    fn upstreams_for(&self, cid: &Cid) -> Vec<(Upstream, Option<String>)> {
+        let publisher = self.hints.lock().ok().and_then(|h| h.get(cid).cloned());
+        let heads = match self.heads.lock() {
+            Ok(heads) => heads,
+            Err(_) => return Vec::new(),
+        };
+        if let Some(publisher) = &publisher
+            && let Some(head) = heads.get(publisher)
+            && head.upstream != Upstream::Unknown
+        {
+            return vec![(head.upstream.clone(), Some(publisher.clone()))];
+        }
+        let mut all: Vec<(Upstream, Option<String>)> = Vec::new();
+        for head in heads.all((self.clock)()) {
+            if let Upstream::Node(_) = head.upstream
+                && !all.iter().any(|(u, _)| *u == head.upstream)
+            {
+                all.push((head.upstream.clone(), Some(head.publisher.clone())));
+            }
+        }
+        for region in self.trunk.regions() {
+            all.push((Upstream::Hub(region), publisher.clone()));
+        }
+        all
+    }
+
+    /// Blocks by CID: from the cache, else fetched upstream (one fetch per CID however many
+    /// ask at once), each checked against its CID before it is cached or returned. Absent ones
+    /// are left out.
+    pub async fn blocks(&self, cids: &[Cid]) -> Vec<(Cid, Arc<[u8]>)> {
+        let mut found = Vec::new();
+        let mut to_fetch = Vec::new();
+        let mut waits = Vec::new();
+        if let Ok(mut slot) = self.lock_cache() {
+            for cid in cids {
+                match slot.cache.lookup(cid) {
+                    Lookup::Hit(block) => found.push((*cid, block)),
+                    Lookup::Miss(Miss::Fetch) => to_fetch.push(*cid),
+                    Lookup::Miss(Miss::Wait(id)) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        slot.waiters.insert(id, tx);
+                        waits.push((*cid, rx));
+                    }
+                    Lookup::Miss(Miss::Busy) => {}
+                }
+            }
+        }
+        self.publish_cache_metrics();
+        // Group the misses by upstream; unknown ones try each upstream in turn.
+        let mut groups: BTreeMap<String, (Upstream, Option<String>, Vec<Cid>)> = BTreeMap::new();
+        let mut unrouted = Vec::new();
+        for cid in to_fetch {
+            let candidates = self.upstreams_for(&cid);
+            if candidates.len() == 1 {
+                let (upstream, publisher) = candidates.into_iter().next().expect("one");
+                groups
+                    .entry(encode_upstream(&upstream))
+                    .or_insert_with(|| (upstream, publisher, Vec::new()))
+                    .2
+                    .push(cid);
+            } else {
+                unrouted.push(cid);
+            }
+        }
+        for (_, (upstream, publisher, group)) in groups {
+            let got = self
+                .fetch_from(&upstream, publisher.as_deref(), &group)
+                .await;
+            for cid in &group {
+                match got.iter().find(|(c, _)| c == cid) {
+                    Some((_, block)) => found.push((*cid, block.clone())),
+                    None => self.fetch_failed(cid),
+                }
+            }
+        }
+        if !unrouted.is_empty() {
+            let mut remaining = unrouted;
+            for (upstream, publisher) in self.upstreams_for(&remaining[0]) {
+                if remaining.is_empty() {
+                    break;
+                }
+                let got = self
+                    .fetch_from(&upstream, publisher.as_deref(), &remaining)
+                    .await;
+                remaining.retain(|cid| match got.iter().find(|(c, _)| c == cid) {
+                    Some((_, block)) => {
+                        found.push((*cid, block.clone()));
+                        false
+                    }
+                    None => true,
+                });
+            }
+            for cid in remaining {
+                self.fetch_failed(&cid);
+            }
+        }
+        for (cid, rx) in waits {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(self.config.hub.upstream_timeout_secs),
+                rx,
+            )
+            .await;
+            if let Ok(mut slot) = self.lock_cache()
+                && let Lookup::Hit(block) = slot.cache.lookup(&cid)
+            {
+                found.push((cid, block));
+            } else if let Ok(mut slot) = self.lock_cache() {
+                // Our lookup registered a fetch nobody will make: release it.
+                let woken = slot.cache.fetch_failed(&cid);
+                for id in woken {
+                    if let Some(sender) = slot.waiters.remove(&id) {
+                        let _ = sender.send(());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Asks one upstream for blocks; returns those that matched their CIDs (and caches them).
+    async fn fetch_from(
+        &self,
+        upstream: &Upstream,
+        publisher: Option<&str>,
+        cids: &[Cid],
+    ) -> Vec<(Cid, Arc<[u8]>)> {
+        let mut got = Vec::new();
+        for chunk in cids.chunks(BLOCKS_PER_REQUEST_MAX) {
+            let request = Request::Blocks(chunk.to_vec());
+            match self.call_upstream(upstream, &request).await {
+                Ok(Response::Blocks(blocks)) => {
+                    for (cid, block) in blocks {
+                        if chunk.contains(&cid)
+                            && self.store_fetched(&cid, block.clone(), publisher)
+                        {
+                            got.push((cid, block));
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(upstream = %encode_upstream(upstream), %error, "block fetch failed");
+                }
+            }
+        }
+        got
+    }
+
+    fn breaker_allows(&self, name: &str) -> bool {
+        let Ok(mut breakers) = self.breakers.lock() else {
+            return true;
+        };
+        let config = BreakerConfig {
+            failures_to_open: self.config.hub.breaker_failures.max(1),
+            open_for: Duration::from_secs(self.config.hub.breaker_open_secs),
+        };
+        let breaker = breakers
+            .entry(name.to_owned())
+            .or_insert_with(|| Breaker::new(config));
+        let (allowed, change) = breaker.allow(self.elapsed());
+        if let Some(state) = change {
+            self.breaker_changed(name, state);
+        }
+        allowed
+    }
+
+    fn breaker_report(&self, name: &str, ok: bool) {
+        let now = self.elapsed();
+        let change = self.breakers.lock().ok().and_then(|mut breakers| {
+            let breaker = breakers.get_mut(name)?;
+            if ok {
+                breaker.success()
+            } else {
+                breaker.failure(now)
+            }
+        });
+        if let Some(state) = change {
+            self.breaker_changed(name, state);
+        }
+    }
+
+    fn breaker_changed(&self, name: &str, state: BreakerState) {
+        tracing::info!(
+            upstream = name,
+            state = state.as_str(),
+            "circuit breaker changed state"
+        );
+        self.metrics.count(
+            &format!(
+                "meridian_hub_breaker_transitions_total{{upstream=\"{name}\",state=\"{}\"}}",
+                state.as_str()
+            ),
+            1,
+        );
+        let open = matches!(state, BreakerState::Open { .. });
+        self.metrics.set_gauge(
+            &format!("meridian_hub_breaker_open{{upstream=\"{name}\"}}"),
+            u64::from(open),
+        );
+    }
+
+    /// Sends a sync request to an upstream, through its breaker, and decodes the answer.
+    pub async fn call_upstream(
+        &self,
+        upstream: &Upstream,
+        request: &Request,
+    ) -> Result<Response, String> {
+        let name = encode_upstream(upstream);
+        if !self.breaker_allows(&name) {
+            return Err(format!("circuit open for {name}"));
+        }
+        let started = Instant::now();
+        let bytes = request.encode();
+        let result: Result<Vec<u8>, String> = match upstream {
+            Upstream::Node(url) => {
+                let url = format!("{}/api/v1/sync", url.trim_end_matches('/'));
+                match self.http.post(&url).body(bytes).send().await {
+                    Ok(response) if response.status().is_success() => response
+                        .bytes()
+                        .await
+                        .map(|b| b.to_vec())
+                        .map_err(|e| e.to_string()),
+                    Ok(response) => Err(format!("{url}: HTTP {}", response.status())),
+                    Err(error) => Err(format!("{url}: {error}")),
+                }
+            }
+            Upstream::Hub(region) => {
+                let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
+                match tokio::time::timeout(timeout, self.trunk.sync(region, &bytes)).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("hub of {region} did not answer in {timeout:?}")),
+                }
+            }
+            Upstream::Unknown => Err("no upstream known".into()),
+        };
+        let kind = if matches!(upstream, Upstream::Hub(_)) {
+            "hub"
+        } else {
+            "node"
+        };
+        self.metrics.observe(
+            &format!("meridian_hub_upstream_seconds{{kind=\"{kind}\"}}"),
+            started.elapsed(),
+        );
+        let decoded = result.and_then(|bytes| {
+            if kind == "hub" {
+                self.metrics
+                    .count("meridian_hub_cross_region_bytes_total", bytes.len() as u64);
+            }
+            Response::decode(&bytes, MESSAGE_BYTES_MAX).map_err(|e| e.to_string())
+        });
+        self.breaker_report(&name, decoded.is_ok());
+        decoded
+    }
+
+    fn publish_cache_metrics(&self) {
+        if let Ok(slot) = self.cache.lock() {
+            let stats = slot.cache.stats();
+            self.metrics
+                .set_gauge("meridian_hub_cache_hits", stats.hits);
+            self.metrics
+                .set_gauge("meridian_hub_cache_misses", stats.misses);
+            self.metrics
+                .set_gauge("meridian_hub_cache_bytes_served", stats.bytes_served);
+            self.metrics
+                .set_gauge("meridian_hub_cache_bytes", stats.bytes);
+            self.metrics
+                .set_gauge("meridian_hub_cache_blocks", stats.blocks);
+            self.metrics
+                .set_gauge("meridian_hub_cache_evicted", stats.evicted);
+            self.metrics
+                .set_gauge("meridian_hub_cache_rejected", stats.rejected);
+        }
+    }
+
+    // ------------------------------------------------------------ sync answers
+
+    /// Every head, governance document and proof the hub holds, as a sync `Heads` answer.
+    pub fn heads_response(&self) -> Response {
+        let now = (self.clock)();
+        let (commits, equivocations) = match self.heads.lock() {
+            Ok(heads) => (
+                heads.all(now).iter().map(|h| h.block.to_vec()).collect(),
+                heads.equivocations().cloned().collect(),
+            ),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        Response::Heads {
+            commits,
+            governance: self.governance_documents(),
+            equivocations,
+        }
+    }
+
+    /// The governance documents in order (empty without a policy mirror).
+    pub fn governance_documents(&self) -> Vec<Vec<u8>> {
+        self.policy
+            .as_ref()
+            .and_then(|p| p.read().ok().map(|p| p.documents()))
+            .unwrap_or_default()
+    }
+
+    /// The policy mirror, if governance is configured.
+    pub fn policy(&self) -> Option<&RwLock<PolicyMirror>> {
+        self.policy.as_ref()
+    }
+
+    /// Answers a sync wire request (from a node over HTTP or a hub over the trunk).
+    pub async fn answer(&self, bytes: &[u8]) -> Response {
+        let request = match Request::decode(bytes, MESSAGE_BYTES_MAX) {
+            Ok(request) => request,
+            Err(error) => return Response::Refused(format!("bad request: {error}")),
+        };
+        match request {
+            Request::Heads => self.heads_response(),
+            Request::Blocks(cids) => {
+                if cids.len() > BLOCKS_PER_REQUEST_MAX {
+                    return Response::Refused(format!(
+                        "{} blocks asked for; at most {BLOCKS_PER_REQUEST_MAX} per request",
+                        cids.len()
+                    ));
+                }
+                let mut blocks = self.blocks(&cids).await;
+                let budget = MESSAGE_BYTES_MAX.saturating_sub(1024);
+                let mut used = 0;
+                blocks.retain(|(_, b)| {
+                    used += b.len() + 64;
+                    used <= budget
+                });
+                Response::Blocks(blocks)
+            }
+            Request::Delta { from, to } => self.delta(from, to).await,
+        }
+    }
+
+    async fn delta(&self, from: Cid, to: Cid) -> Response {
+        if let Ok(deltas) = self.deltas.lock()
+            && let Some((_, blocks)) = deltas.iter().find(|(key, _)| *key == (from, to))
+        {
+            return Response::Blocks(blocks.clone());
+        }
+        let head = self.heads.lock().ok().and_then(|h| {
+            h.by_cid(&to)
+                .map(|h| (h.upstream.clone(), h.publisher.clone()))
+        });
+        let Some((upstream, publisher)) = head else {
+            return Response::Refused(format!("commit {to} is not a head this hub mirrors"));
+        };
+        match self
+            .call_upstream(&upstream, &Request::Delta { from, to })
+            .await
+        {
+            Ok(Response::Blocks(blocks)) => {
+                let mut kept = Vec::with_capacity(blocks.len());
+                for (cid, block) in blocks {
+                    // Cache what is new; a block already held is fine too.
+                    let fresh = matches!(
+                        self.lock_cache().map(|mut s| s.cache.lookup(&cid)),
+                        Ok(Lookup::Miss(Miss::Fetch))
+                    );
+                    if fresh && !self.store_fetched(&cid, block.clone(), Some(&publisher)) {
+                        return Response::Refused("upstream served a wrong block".into());
+                    }
+                    if !fresh && meridian_registry::ids::verify_block(&cid, &block).is_err() {
+                        return Response::Refused("upstream served a wrong block".into());
+                    }
+                    kept.push((cid, block));
+                }
+                if let Ok(mut deltas) = self.deltas.lock() {
+                    if deltas.len() >= DELTAS_KEPT {
+                        deltas.remove(0);
+                    }
+                    deltas.push(((from, to), kept.clone()));
+                }
+                Response::Blocks(kept)
+            }
+            Ok(other) => other,
+            Err(error) => Response::Refused(error),
+        }
+    }
+
+    // ------------------------------------------------------------ gossip
+
+    /// Takes in a gossip message: a head (with where its blocks are), a governance document or
+    /// an equivocation proof. What is new is kept, persisted, announced to long-polls and, when
+    /// it came from this region, sent on to the other regions' hubs. Returns whether it was new.
+    pub async fn gossip(&self, bytes: &[u8], upstream: Upstream) -> Result<bool, String> {
+        let message = Gossip::decode(bytes, 64 * 1024).map_err(|e| e.to_string())?;
+        let now = (self.clock)();
+        let local = !matches!(upstream, Upstream::Hub(_));
+        let new = match &message {
+            Gossip::Head(block) => {
+                let offered = self
+                    .heads
+                    .lock()
+                    .map_err(|_| "lock poisoned".to_owned())?
+                    .offer(block, upstream.clone(), now);
+                match offered {
+                    Ok(Offered::New) => {
+                        let commit = meridian_registry::commit::Commit::decode(block)
+                            .map_err(|e| e.to_string())?;
+                        let publisher = commit.body.publisher.to_did();
+                        self.hint(&publisher, [commit.body.data]);
+                        self.persist_head(&publisher, &upstream, b'H', block);
+                        self.metrics
+                            .count("meridian_hub_heads_total{outcome=\"new\"}", 1);
+                        true
+                    }
+                    Ok(Offered::Duplicate | Offered::Stale) => {
+                        if let Ok(commit) = meridian_registry::commit::Commit::decode(block)
+                            && upstream != Upstream::Unknown
+                        {
+                            // A known head may have just learnt its source.
+                            let publisher = commit.body.publisher.to_did();
+                            if let Ok(heads) = self.heads.lock()
+                                && let Some(head) = heads.get(&publisher)
+                                && head.upstream == upstream
+                            {
+                                self.persist_head(&publisher, &upstream, b'H', &head.block);
+                            }
+                        }
+                        false
+                    }
+                    Ok(Offered::Equivocation(proof)) => {
+                        let commit = meridian_registry::commit::Commit::decode(block)
+                            .map_err(|e| e.to_string())?;
+                        self.persist_head(
+                            &format!("{}#proof", commit.body.publisher.to_did()),
+                            &Upstream::Unknown,
+                            b'E',
+                            &proof,
+                        );
+                        self.metrics.count("meridian_hub_equivocations_total", 1);
+                        self.notify();
+                        if local {
+                            self.forward(&Gossip::Equivocation(proof).encode()).await;
+                        }
+                        return Ok(true);
+                    }
+                    Err(error) => {
+                        self.metrics
+                            .count("meridian_hub_heads_total{outcome=\"refused\"}", 1);
+                        return Err(error.to_string());
+                    }
+                }
+            }
+            Gossip::Governance(block) => {
+                let Some(policy) = &self.policy else {
+                    return Err("this hub has no governance root configured".into());
+                };
+                let outcome = policy
+                    .write()
+                    .map_err(|_| "lock poisoned".to_owned())?
+                    .offer(block, now)?;
+                if outcome == DocOutcome::New {
+                    let key = self.governance_tree.len() as u64;
+                    let _ = self
+                        .governance_tree
+                        .insert(key.to_be_bytes(), block.as_slice());
+                    self.apply_directory();
+                }
+                outcome == DocOutcome::New
+            }
+            Gossip::Equivocation(block) => {
+                let new = self
+                    .heads
+                    .lock()
+                    .map_err(|_| "lock poisoned".to_owned())?
+                    .offer_equivocation(block)?;
+                if new {
+                    let publisher = meridian_registry::commit::EquivocationProof::decode(block)
+                        .ok()
+                        .and_then(|p| p.verify().ok())
+                        .map(|(k, _)| k.to_did())
+                        .unwrap_or_default();
+                    self.persist_head(
+                        &format!("{publisher}#proof"),
+                        &Upstream::Unknown,
+                        b'E',
+                        block,
+                    );
+                }
+                new
+            }
+        };
+        if new {
+            self.notify();
+            if local {
+                self.forward(bytes).await;
+            }
+        }
+        Ok(new)
+    }
+
+    fn persist_head(&self, key: &str, upstream: &Upstream, tag: u8, block: &[u8]) {
+        let mut value = encode_upstream(upstream).into_bytes();
+        value.push(b'\n');
+        value.push(tag);
+        value.extend_from_slice(block);
+        if let Err(error) = self.heads_tree.insert(key.as_bytes(), value) {
+            tracing::warn!(%error, "could not persist a head");
+        }
+    }
+
+    /// Sends a gossip message to every other region's hub (concurrently, best effort).
+    async fn forward(&self, bytes: &[u8]) {
+        let regions = self.trunk.regions();
+        let sends = regions.iter().map(|region| async move {
+            if !self.breaker_allows(&format!("hub:{region}")) {
+                return;
+            }
+            let result = tokio::time::timeout(
+                Duration::from_secs(self.config.hub.upstream_timeout_secs),
+                self.trunk.gossip(region, bytes),
+            )
+            .await;
+            let ok = matches!(result, Ok(Ok(_)));
+            self.breaker_report(&format!("hub:{region}"), ok);
+            if ok {
+                self.metrics
+                    .count("meridian_hub_cross_region_bytes_total", bytes.len() as u64);
+            } else {
+                tracing::debug!(%region, "could not forward gossip to a hub");
+            }
+        });
+        futures_util::future::join_all(sends).await;
+    }
+
+    /// Checks a node's claim that its gateway at `url` serves the blocks of `commit_block`:
+    /// the claim must be signed by the commit's publisher.
+    pub fn vouched_source(&self, commit_block: &[u8], url: &str, sig_b64: &str) -> Upstream {
+        let Ok(commit) = meridian_registry::commit::Commit::decode(commit_block) else {
+            return Upstream::Unknown;
+        };
+        let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig_b64.trim()) else {
+            return Upstream::Unknown;
+        };
+        let Ok(sig) = <[u8; 64]>::try_from(sig.as_slice()) else {
+            return Upstream::Unknown;
+        };
+        let cid = meridian_registry::ids::dag_cbor_cid(commit_block);
+        match commit
+            .body
+            .publisher
+            .verify(&source_message(url, &cid), &sig)
+        {
+            Ok(()) if url.starts_with("http://") || url.starts_with("https://") => {
+                Upstream::Node(url.to_owned())
+            }
+            _ => Upstream::Unknown,
+        }
+    }
+
+    // ------------------------------------------------------------ relay
+
+    /// Applies the rate tier of `scope` (`org:ID` or `region:NAME`, from the policy or the
+    /// default) and returns a refusal when it is over.
+    pub fn rate_check(&self, scope: &str) -> Result<(), RelayRefusal> {
+        let default = Rate {
+            per_second: self.config.relay.default_rps,
+            burst: self.config.relay.default_burst,
+        };
+        let rate = self
+            .policy
+            .as_ref()
+            .and_then(|p| p.read().ok())
+            .and_then(|p| {
+                p.policy()?
+                    .body
+                    .rate_limits
+                    .iter()
+                    .find(|t| t.scope == scope)
+                    .map(|t| Rate {
+                        per_second: t.requests_per_second,
+                        burst: t.burst,
+                    })
+            })
+            .unwrap_or(default);
+        let decision = self
+            .limiter
+            .lock()
+            .map(|mut l| l.check(scope, rate, self.elapsed()))
+            .unwrap_or(Decision::Allow);
+        match decision {
+            Decision::Allow => {
+                self.metrics
+                    .count("meridian_hub_limiter_total{decision=\"allow\"}", 1);
+                Ok(())
+            }
+            Decision::Wait(wait) => {
+                self.metrics
+                    .count("meridian_hub_limiter_total{decision=\"limited\"}", 1);
+                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                Err(RelayRefusal {
+                    retry_after: Some(seconds),
+                    ..RelayRefusal::new(
+                        429,
+                        "rate_limited",
+                        format!("{scope} is over its rate; retry in {seconds} s"),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Finds an agent's manifest in its publisher's snapshot, reading tree nodes through the
+    /// cache (every node checked against its CID, the manifest's signature checked).
+    pub async fn resolve_agent(
+        &self,
+        publisher: &str,
+        org: &str,
+        agent: &str,
+    ) -> Result<Manifest, RelayRefusal> {
+        let not_found = |why: String| RelayRefusal::new(404, "unknown_agent", why);
+        let data = self
+            .heads
+            .lock()
+            .ok()
+            .and_then(|h| h.get(publisher).map(|h| h.data))
+            .ok_or_else(|| not_found(format!("this hub mirrors no head of {publisher}")))?;
+        self.hint(publisher, [data]);
+        let key = format!("{org}/{agent}");
+        let mut at = data;
+        for _ in 0..64 {
+            let block = self
+                .blocks(&[at])
+                .await
+                .into_iter()
+                .next()
+                .map(|(_, b)| b)
+                .ok_or_else(|| {
+                    RelayRefusal::new(
+                        502,
+                        "upstream_unavailable",
+                        format!("tree node {at} unavailable"),
+                    )
+                })?;
+            match mst::lookup_step::<Blake3>(&at, block, key.as_bytes()) {
+                Ok(LookupStep::Found(manifest_cid)) => {
+                    let block = self
+                        .blocks(&[manifest_cid])
+                        .await
+                        .into_iter()
+                        .next()
+                        .map(|(_, b)| b)
+                        .ok_or_else(|| {
+                            RelayRefusal::new(502, "upstream_unavailable", "manifest unavailable")
+                        })?;
+                    let manifest = Manifest::decode(&block)
+                        .map_err(|e| RelayRefusal::new(502, "bad_manifest", e.to_string()))?;
+                    manifest
+                        .verify_signature()
+                        .map_err(|e| RelayRefusal::new(502, "bad_manifest", e.to_string()))?;
+                    if manifest.body.agent_id != key {
+                        return Err(RelayRefusal::new(
+                            502,
+                            "bad_manifest",
+                            "manifest names another agent",
+                        ));
+                    }
+                    return Ok(manifest);
+                }
+                Ok(LookupStep::Descend(next)) => at = next,
+                Ok(LookupStep::Absent) => {
+                    return Err(not_found(format!("{publisher} lists no agent `{key}`")));
+                }
+                Err(error) => {
+                    return Err(RelayRefusal::new(502, "bad_tree", error.to_string()));
+                }
+            }
+        }
+        Err(RelayRefusal::new(
+            502,
+            "bad_tree",
+            "tree deeper than 64 levels",
+        ))
+    }
+
+    /// Calls an agent of this region: the endpoint its verified manifest names, through the
+    /// SSRF guard and the endpoint's breaker.
+    pub async fn call_agent(
+        &self,
+        manifest: &Manifest,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, RelayRefusal> {
+        let url = crate::relay::jsonrpc_url(manifest)
+            .map_err(|why| RelayRefusal::new(502, "bad_agent_endpoint", why))?;
+        if !self.config.relay.allow_private
+            && let Some(ip) = crate::relay::literal_private(&url)
+        {
+            return Err(RelayRefusal::new(
+                403,
+                "private_address",
+                format!(
+                    "the agent's endpoint {ip} is private; refused (relay.allow_private is off)"
+                ),
+            ));
+        }
+        let breaker = format!("agent:{}", url.host_str().unwrap_or("?"));
+        if !self.breaker_allows(&breaker) {
+            return Err(RelayRefusal::new(
+                503,
+                "circuit_open",
+                format!("{breaker} failed repeatedly; not called for a while"),
+            ));
+        }
+        let mut request = self.agents.post(url.clone()).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let timeout = Duration::from_secs(self.config.relay.timeout_secs);
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, request.send()).await;
+        self.metrics.observe(
+            "meridian_hub_upstream_seconds{kind=\"agent\"}",
+            started.elapsed(),
+        );
+        match result {
+            Err(_) => {
+                self.breaker_report(&breaker, false);
+                Err(RelayRefusal::new(
+                    504,
+                    "agent_timeout",
+                    format!("no answer within {timeout:?}"),
+                ))
+            }
+            Ok(Err(error)) => {
+                self.breaker_report(&breaker, false);
+                Err(RelayRefusal::new(
+                    502,
+                    "agent_unreachable",
+                    format!("{url}: {error}"),
+                ))
+            }
+            Ok(Ok(response)) => {
+                self.breaker_report(&breaker, !response.status().is_server_error());
+                self.metrics.count("meridian_hub_relayed_total", 1);
+                Ok(response)
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What the node's A2A proxy and the hub's relay share: the SSRF guard (private addresses are
+//! refused, as IP literals and through DNS), the hop-by-hop headers that never pass, and the
+//! JSON-RPC endpoint a verified manifest names.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_registry::manifest::Manifest;
+
+/// Headers that belong to one hop and are never forwarded.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Whether an address is off limits unless private addresses are explicitly allowed.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Resolves names and refuses any answer that includes a private address.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allow_private && addresses.iter().any(|a| is_private(a.ip())) {
+                let error: Box<dyn std::error::Error + Send + Sync> =
+                    format!("`{host}` resolves to a private address; refused").into();
+                return Err(error);
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// An HTTP client for agent endpoints: the SSRF guard on every name it resolves, no redirects,
+/// no proxy from the environment.
+pub fn agent_client(
+    allow_private: bool,
+    connect_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect_timeout)
+        .build()
+}
+
+/// The private IP an endpoint URL names literally, if any (names are checked at resolution).
+pub fn literal_private(url: &reqwest::Url) -> Option<IpAddr> {
+    url.host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .filter(|ip| is_private(*ip))
+}
+
+/// The JSON-RPC endpoint a manifest's card names, or why it names none usable.
+pub fn jsonrpc_url(manifest: &Manifest) -> Result<reqwest::Url, String> {
+    let card = manifest.card().map_err(|e| e.to_string())?;
+    let interface = card
+        .interfaces
+        .iter()
+        .find(|i| i.protocol_binding.eq_ignore_ascii_case("JSONRPC"))
+        .ok_or_else(|| "the agent's card names no JSON-RPC interface".to_owned())?;
+    reqwest::Url::parse(&interface.url).map_err(|e| format!("`{}`: {e}", interface.url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2001:4860::8888"] {
+            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+        }
+        let url = reqwest::Url::parse("http://[::1]:80/x").expect("url");
+        assert!(literal_private(&url).is_some());
+        let url = reqwest::Url::parse("http://example.org/x").expect("url");
+        assert!(literal_private(&url).is_none());
+    }
+}
