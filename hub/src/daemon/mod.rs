@@ -158,8 +158,23 @@ pub async fn serve(
             });
         }
     });
-    let server = axum::serve(listener, http::router(hub.clone())).with_graceful_shutdown(stop);
-    server.await.context("hub API failed")?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server =
+        axum::serve(listener, http::router(hub.clone())).with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result.context("hub API failed")?,
+        () = stop => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            // Long-polls would hold the shutdown for their whole wait: bound it.
+            if tokio::time::timeout(Duration::from_secs(3), &mut server).await.is_err() {
+                tracing::info!("long-polls still open after 3 s; stopping anyway");
+            }
+        }
+    }
     endpoint.close(0u32.into(), b"hub stopping");
     hub.flush()?;
     let _ = std::fs::remove_file(data.join(HTTP_ADDR_FILE));

@@ -16,7 +16,7 @@ use meridian_registry::mst::{self, LookupStep};
 
 use super::config::HubConfig;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
-use crate::cache::{BlockCache, CacheError, Lookup, Miss};
+use crate::cache::{BlockCache, Lookup, Miss};
 use crate::heads::{HeadMirror, Offered, Upstream};
 use crate::metrics::Metrics;
 use crate::policy::{DocOutcome, PolicyMirror};
@@ -37,6 +37,9 @@ pub const SOURCE_DOMAIN: &str = "meridian.hub.source.v1";
 pub fn source_message(url: &str, commit: &Cid) -> Vec<u8> {
     format!("{SOURCE_DOMAIN}\n{url}\n{commit}").into_bytes()
 }
+
+/// Blocks with their CIDs, as one delta answer.
+type Blocks = Vec<(Cid, Arc<[u8]>)>;
 
 struct CacheSlot {
     cache: BlockCache,
@@ -61,7 +64,7 @@ pub struct Hub {
     heads: Mutex<HeadMirror>,
     policy: Option<RwLock<PolicyMirror>>,
     hints: Mutex<HashMap<Cid, String>>,
-    deltas: Mutex<Vec<((Cid, Cid), Vec<(Cid, Arc<[u8]>)>)>>,
+    deltas: Mutex<Vec<((Cid, Cid), Blocks)>>,
     limiter: Mutex<Limiter>,
     breakers: Mutex<BTreeMap<String, Breaker>>,
     db: sled::Db,
@@ -428,7 +431,6 @@ impl Hub {
             Err(error) => {
                 self.metrics.count("meridian_hub_blocks_rejected_total", 1);
                 tracing::warn!(%cid, %error, "upstream served a block that does not match its CID");
-                let _ = matches!(error, CacheError::Mismatch(_));
                 false
             }
         }

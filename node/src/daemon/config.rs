@@ -268,9 +268,8 @@ impl NodeConfig {
         self.listen_addr()?;
         meridian_registry::manifest::check_name("region", &self.node.region)
             .map_err(|problem| anyhow::anyhow!("config node.region: {problem}"))?;
-        if !self.mesh.hub.is_empty()
-            && !(self.mesh.hub.starts_with("http://") || self.mesh.hub.starts_with("https://"))
-        {
+        let hub = &self.mesh.hub;
+        if !(hub.is_empty() || hub.starts_with("http://") || hub.starts_with("https://")) {
             bail!(
                 "config mesh.hub: `{}` is not an http:// or https:// URL",
                 self.mesh.hub

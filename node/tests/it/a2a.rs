@@ -9,7 +9,7 @@ use crate::*;
 
 /// A tiny A2A agent on loopback: JSON-RPC calls get an echo of the method, params and the headers
 /// it saw; `message/stream` and `SendStreamingMessage` get three SSE events 400 ms apart.
-fn start_echo_agent() -> String {
+pub fn start_echo_agent() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -87,13 +87,13 @@ fn serve(mut stream: TcpStream) {
     );
 }
 
-fn echo_card(agent: &str) -> String {
+pub fn echo_card(agent: &str) -> String {
     format!(
         r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
     )
 }
 
-fn rpc(method: &str) -> Vec<u8> {
+pub fn rpc(method: &str) -> Vec<u8> {
     serde_json::json!({ "jsonrpc": "2.0", "id": 7, "method": method, "params": { "message": { "parts": [{ "text": "hi" }] } } })
         .to_string()
         .into_bytes()

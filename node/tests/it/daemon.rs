@@ -21,9 +21,27 @@ impl Node {
             .as_str()
             .unwrap()
             .to_owned();
+        Node::spawn(
+            dir,
+            &["node", "run", "--data", data, "--http", "127.0.0.1:0"],
+            data,
+            env,
+            admin,
+        )
+    }
+
+    /// Starts `meridian ARGS` and waits for `DATA/http.addr` (nodes and hubs both write it).
+    pub fn spawn(
+        dir: &Path,
+        args: &[&str],
+        data: &str,
+        env: &[(&str, &str)],
+        admin: String,
+    ) -> Node {
+        let _ = std::fs::remove_file(dir.join(data).join("http.addr"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
         command
-            .args(["node", "run", "--data", data, "--http", "127.0.0.1:0"])
+            .args(args)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());

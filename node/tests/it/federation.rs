@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::{Node, b64, manifest_block};
 use crate::{expect, json};
 
-fn org_token(dir: &Path, data: &str, org: &str) -> String {
+pub fn org_token(dir: &Path, data: &str, org: &str) -> String {
     json(
         dir,
         &["node", "token", "create", "--org", org, "--data", data],
@@ -53,7 +53,7 @@ fn publish(node: &Node, token: &str, org: &str, name: &str, skill: &str) {
 }
 
 /// Polls `node` until `agent` is found with `skill`, for up to 30 s.
-fn wait_for(node: &Node, agent: &str, skill: &str) -> Duration {
+pub fn wait_for(node: &Node, agent: &str, skill: &str) -> Duration {
     let started = Instant::now();
     loop {
         let (status, body) = node.get_json(&format!("/api/v1/agents/{agent}"));
@@ -69,7 +69,7 @@ fn wait_for(node: &Node, agent: &str, skill: &str) -> Duration {
     }
 }
 
-fn metric(node: &Node, name: &str) -> u64 {
+pub fn metric(node: &Node, name: &str) -> u64 {
     let (_, _, body) = node.request("GET", "/metrics", &[], b"");
     String::from_utf8_lossy(&body)
         .lines()

@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod federation;
 mod governance;
+mod hubs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
