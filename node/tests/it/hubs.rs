@@ -171,3 +171,31 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
     assert!(started.elapsed() < Duration::from_secs(15));
     drop((b, hub_b));
 }
+
+#[test]
+fn hub_cli_explains_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let stderr = crate::expect(
+        dir,
+        &["hub", "init", "--data", "h", "--region", "Bad Region"],
+        2,
+    );
+    assert!(stderr.contains("--region"), "{stderr}");
+    crate::expect(
+        dir,
+        &["hub", "init", "--data", "h", "--region", "eu-west"],
+        0,
+    );
+    let config = std::fs::read_to_string(dir.join("h/hub.toml")).unwrap();
+    assert!(config.contains("region = \"eu-west\""));
+    // A bad setting stops `hub run` at once, naming it.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["hub", "run", "--data", "h"])
+        .env("MERIDIAN_TRUNK_PEERS", "us-east=not-a-key@127.0.0.1:1")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("trunk.peers"));
+}
