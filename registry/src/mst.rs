@@ -530,6 +530,19 @@ impl<H: HashFunction> Mst<H> {
     }
 }
 
+/// Decodes one tree node on its own (no store behind it).
+fn decode_one<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<DecodedNode, LoadError> {
+    let mut none = |_: &Cid| None;
+    let mut loader = Loader::<H> {
+        get: &mut none,
+        keys_max: usize::MAX,
+        len: 0,
+        previous_key: None,
+        hash: PhantomData,
+    };
+    loader.decode(cid, bytes)
+}
+
 /// The links out of one tree node: what a sync walk fetches next when it holds the node but not
 /// what it points to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,15 +557,7 @@ pub struct NodeLinks {
 /// strictly, and the prefix compression; the invariants that need the whole tree (layers, global
 /// key order) are checked when the complete tree is loaded.
 pub fn node_links<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<NodeLinks, LoadError> {
-    let mut none = |_: &Cid| None;
-    let mut loader = Loader::<H> {
-        get: &mut none,
-        keys_max: usize::MAX,
-        len: 0,
-        previous_key: None,
-        hash: PhantomData,
-    };
-    let decoded = loader.decode(cid, bytes)?;
+    let decoded = decode_one::<H>(cid, bytes)?;
     let mut subtrees: Vec<Cid> = decoded.left.into_iter().collect();
     let mut values = Vec::with_capacity(decoded.entries.len());
     for (key, value, right) in decoded.entries {
@@ -580,15 +585,7 @@ pub fn lookup_step<H: HashFunction>(
     bytes: Arc<[u8]>,
     key: &[u8],
 ) -> Result<LookupStep, LoadError> {
-    let mut none = |_: &Cid| None;
-    let mut loader = Loader::<H> {
-        get: &mut none,
-        keys_max: usize::MAX,
-        len: 0,
-        previous_key: None,
-        hash: PhantomData,
-    };
-    let decoded = loader.decode(cid, bytes)?;
+    let decoded = decode_one::<H>(cid, bytes)?;
     let index = decoded
         .entries
         .partition_point(|(k, _, _)| k.as_slice() < key);
