@@ -189,6 +189,21 @@ impl BlockCache {
         self.stats.blocks += 1;
     }
 
+    /// Whether the block is cached (not counted, recency unchanged).
+    pub fn contains(&self, cid: &Cid) -> bool {
+        self.blocks.contains_key(cid)
+    }
+
+    /// The block if it is cached (counted as a hit), without registering a fetch on a miss.
+    pub fn cached(&mut self, cid: &Cid) -> Option<Arc<[u8]>> {
+        let (block, _) = self.blocks.get(cid)?;
+        let block = block.clone();
+        self.touch(cid);
+        self.stats.hits += 1;
+        self.stats.bytes_served += block.len() as u64;
+        Some(block)
+    }
+
     /// Puts a block back after a restart (from the hub's own disk), oldest first, so the
     /// recency order survives. It is checked against its CID like any other.
     pub fn preload(&mut self, cid: &Cid, block: Arc<[u8]>) -> Result<(), CacheError> {
@@ -239,9 +254,14 @@ mod tests {
         let (result, woken) = cache.fetched(&cid, data.clone());
         assert!(result.is_ok());
         assert_eq!(woken, vec![a, b]);
-        assert_eq!(cache.lookup(&cid), Lookup::Hit(data));
+        assert_eq!(cache.lookup(&cid), Lookup::Hit(data.clone()));
+        assert_eq!(cache.cached(&cid), Some(data));
+        let (other, _) = block(2, 100);
+        // `cached` never registers a fetch: the next lookup of a miss is still the fetcher.
+        assert_eq!(cache.cached(&other), None);
+        assert_eq!(cache.lookup(&other), Lookup::Miss(Miss::Fetch));
         let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses, stats.blocks), (1, 3, 1));
+        assert_eq!((stats.hits, stats.misses, stats.blocks), (2, 4, 1));
     }
 
     #[test]
@@ -282,6 +302,8 @@ mod tests {
         ));
         let stats = cache.stats();
         assert_eq!((stats.evicted, stats.blocks), (1, 3));
+        assert_eq!(cache.take_evicted(), vec![blocks[1].0]);
+        assert!(cache.take_evicted().is_empty());
         assert!(stats.bytes <= 3 * sizes);
     }
 

@@ -51,8 +51,10 @@ pub struct Head {
 pub enum Offered {
     /// It is the publisher's newest head now.
     New,
-    /// The mirror already holds it (its upstream may have been learnt).
+    /// The mirror already holds it.
     Duplicate,
+    /// The mirror already holds it, and now knows where its blocks are.
+    SourceLearnt,
     /// The mirror holds a newer head of that publisher.
     Stale,
     /// It conflicts with the held head of the same `seq`: the proof is kept and returned.
@@ -150,6 +152,7 @@ impl HeadMirror {
             if held.cid == cid {
                 if held.upstream == Upstream::Unknown && upstream != Upstream::Unknown {
                     held.upstream = upstream;
+                    return Ok(Offered::SourceLearnt);
                 }
                 return Ok(Offered::Duplicate);
             }
@@ -289,6 +292,10 @@ mod tests {
             Ok(Offered::Stale)
         );
         assert_eq!(mirror.get(&k.did()).map(|h| h.seq), Some(2));
+        assert_eq!(
+            mirror.offer(&two, Upstream::Node("http://n".into()), 200),
+            Ok(Offered::SourceLearnt)
+        );
         assert_eq!(
             mirror.offer(&two, Upstream::Node("http://n".into()), 200),
             Ok(Offered::Duplicate)

@@ -1,6 +1,7 @@
 //! What the node's A2A proxy and the hub's relay share: the SSRF guard (private addresses are
-//! refused, as IP literals and through DNS), the hop-by-hop headers that never pass, and the
-//! JSON-RPC endpoint a verified manifest names.
+//! refused, as IP literals and through DNS), the hop-by-hop headers that never pass, the
+//! JSON-RPC endpoint a verified manifest names, and a body reader with a size bound for answers
+//! from other machines (hubs, nodes).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -103,6 +104,24 @@ pub fn jsonrpc_url(manifest: &Manifest) -> Result<reqwest::Url, String> {
         .find(|i| i.protocol_binding.eq_ignore_ascii_case("JSONRPC"))
         .ok_or_else(|| "the agent's card names no JSON-RPC interface".to_owned())?;
     reqwest::Url::parse(&interface.url).map_err(|e| format!("`{}`: {e}", interface.url))
+}
+
+/// Reads a response body, refusing one larger than `max` bytes (before allocating it, when the
+/// length is announced; as the chunks arrive otherwise).
+pub async fn read_limited(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if let Some(length) = response.content_length()
+        && length > max as u64
+    {
+        return Err(format!("answer of {length} bytes exceeds {max}"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("answer exceeds {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

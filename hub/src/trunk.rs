@@ -28,8 +28,11 @@ use serde::{Deserialize, Serialize};
 
 /// The ALPN protocol name of the trunk.
 pub const TRUNK_ALPN: &[u8] = b"meridian-trunk/1";
-/// Largest frame read from the trunk.
+/// Largest answer frame read from the trunk (a sync answer is at most the wire format's limit).
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest request frame a hub reads from another (a sync request names at most a few thousand
+/// CIDs; a relayed A2A body is bounded by the sending hub's `relay.body_bytes_max`).
+pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// The name every hub certificate carries (pinning is by key, not by name).
 const CERT_NAME: &str = "meridian-hub";
 /// Longest wait between reconnection attempts.
@@ -128,6 +131,13 @@ fn bad_certificate(why: String) -> rustls::Error {
     )))
 }
 
+/// The trunk is TLS 1.3 only.
+fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
 /// Accepts exactly one server key.
 #[derive(Debug)]
 struct PinnedServer {
@@ -161,9 +171,7 @@ impl ServerCertVerifier for PinnedServer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -222,9 +230,7 @@ impl ClientCertVerifier for DirectoryClients {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -377,14 +383,14 @@ async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<(u8, Vec
 
 /// Reads the request on a stream a peer opened.
 pub async fn read_request(recv: &mut quinn::RecvStream) -> Result<TrunkRequest, TrunkError> {
-    let (kind, payload) = read_frame(recv, FRAME_BYTES_MAX).await?;
+    let (kind, payload) = read_frame(recv, REQUEST_BYTES_MAX).await?;
     match kind {
         KIND_SYNC => Ok(TrunkRequest::Sync(payload)),
         KIND_GOSSIP => Ok(TrunkRequest::Gossip(payload)),
         KIND_RELAY => {
             let head: RelayHead = serde_json::from_slice(&payload)
                 .map_err(|e| stream_error(format!("relay head: {e}")))?;
-            let (_, body) = read_frame(recv, FRAME_BYTES_MAX).await?;
+            let (_, body) = read_frame(recv, REQUEST_BYTES_MAX).await?;
             Ok(TrunkRequest::Relay(head, body))
         }
         other => Err(stream_error(format!("unknown frame kind {other}"))),

@@ -17,6 +17,8 @@ use meridian_registry::Cid;
 
 /// Largest encoded message the decoder accepts unless a driver sets its own bound.
 pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest gossip message (a head, a governance document or a proof) accepted by default.
+pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
 
 /// Something broadcast to every peer (gossipsub topics in production).
 #[derive(Debug, Clone, PartialEq, Eq)]

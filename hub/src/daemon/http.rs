@@ -151,8 +151,10 @@ async fn heads(State(hub): State<Arc<Hub>>, Query(query): Query<HeadsQuery>) -> 
             .unwrap_or(0)
             .min(hub.config.hub.long_poll_max_secs),
     );
+    // Wait only when the caller is up to date: a cursor from before a hub restart (larger than
+    // the current one) gets an answer at once.
     if let Some(after) = query.after
-        && *changes.borrow() <= after
+        && *changes.borrow() == after
         && !wait.is_zero()
     {
         let _ = tokio::time::timeout(wait, changes.wait_for(|v| *v > after)).await;
@@ -198,7 +200,7 @@ async fn gossip(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) ->
     let upstream = match (
         text(SOURCE_HEADER),
         text(SOURCE_SIG_HEADER),
-        crate::wire::Gossip::decode(&body, 64 * 1024),
+        crate::wire::Gossip::decode(&body, crate::wire::GOSSIP_BYTES_MAX),
     ) {
         (Some(url), Some(sig), Ok(crate::wire::Gossip::Head(block))) => {
             hub.vouched_source(&block, url, sig)

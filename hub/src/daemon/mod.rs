@@ -117,26 +117,14 @@ pub async fn serve(
     let trunk_addr = config.trunk_addr()?;
     let endpoint = quinn::Endpoint::server(server_config, trunk_addr)
         .with_context(|| format!("binding the trunk to {trunk_addr}"))?;
-    let hub = Hub::open(config.clone(), key, data, endpoint.clone(), wall_clock)?;
-    // The server verifier reads the keys the hub keeps current.
-    if let (Ok(mut mine), Ok(current)) = (allowed.write(), hub.allowed.read()) {
-        *mine = current.clone();
-    }
-    let hub = Arc::new(hub);
-    // Keep the verifier's set in step with the hub's (the policy can change the directory).
-    let sync_hub = hub.clone();
-    let sync_allowed = allowed.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            if let (Ok(mut mine), Ok(current)) = (sync_allowed.write(), sync_hub.allowed.read())
-                && *mine != *current
-            {
-                *mine = current.clone();
-            }
-        }
-    });
+    let hub = Arc::new(Hub::open(
+        config.clone(),
+        key,
+        data,
+        endpoint.clone(),
+        allowed,
+        wall_clock,
+    )?);
     let trunk_local = endpoint.local_addr()?;
     std::fs::write(data.join(TRUNK_ADDR_FILE), format!("{trunk_local}\n"))?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)

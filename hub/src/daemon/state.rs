@@ -28,6 +28,9 @@ use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response};
 pub const BLOCKS_PER_REQUEST_MAX: usize = 1024;
 /// Most CID-to-publisher hints kept for routing cache misses.
 const HINTS_MAX: usize = 2_000_000;
+/// Most nodes asked for blocks of unknown origin, before the other regions' hubs: bounds how
+/// much upstream traffic one request for random CIDs can cause.
+const FALLBACK_NODES_MAX: usize = 2;
 /// Most delta answers kept.
 const DELTAS_KEPT: usize = 64;
 /// The domain string a node signs to vouch for its gateway as the source of its blocks.
@@ -40,6 +43,8 @@ pub fn source_message(url: &str, commit: &Cid) -> Vec<u8> {
 
 /// Blocks with their CIDs, as one delta answer.
 type Blocks = Vec<(Cid, Arc<[u8]>)>;
+/// Upstreams to try in turn (with the publisher whose blocks they serve), and the CIDs to ask.
+type Route = (Vec<(Upstream, Option<String>)>, Vec<Cid>);
 
 struct CacheSlot {
     cache: BlockCache,
@@ -125,12 +130,14 @@ impl RelayRefusal {
 
 impl Hub {
     /// Opens the hub's store in `data`, reloads its cache, heads and governance documents, and
-    /// binds nothing (the driver binds).
+    /// binds nothing (the driver binds). `allowed` is the set the trunk's server verifier reads;
+    /// the hub keeps it equal to the hub directory.
     pub fn open(
         config: HubConfig,
         key: Keypair,
         data: &std::path::Path,
         endpoint: quinn::Endpoint,
+        allowed: AllowedKeys,
         clock: fn() -> i64,
     ) -> Result<Self> {
         let db = sled::open(data.join("hub.sled"))
@@ -152,7 +159,7 @@ impl Hub {
             trunk: Trunk::new(endpoint, key.clone()),
             key,
             metrics: Metrics::default(),
-            allowed: Arc::new(RwLock::new(Default::default())),
+            allowed,
             cache: Mutex::new(CacheSlot {
                 cache: BlockCache::new(config.hub.cache_bytes_max),
                 waiters: HashMap::new(),
@@ -200,13 +207,20 @@ impl Hub {
                 let Ok(cid) = Cid::try_from(cid_bytes.as_ref()) else {
                     continue;
                 };
-                if let Some(block) = self.blocks_tree.get(&cid_bytes)?
-                    && slot.cache.preload(&cid, Arc::from(block.as_ref())).is_ok()
-                {
+                // A block is stored as `tick ++ bytes`; an order entry whose tick does not match
+                // is stale (the write of its block did not complete).
+                let stored = self.blocks_tree.get(&cid_bytes)?;
+                let fresh = stored
+                    .as_ref()
+                    .filter(|v| v.len() >= 8 && v[..8] == order[..])
+                    .is_some_and(|v| slot.cache.preload(&cid, Arc::from(&v[8..])).is_ok());
+                if fresh {
                     loaded += 1;
                 } else {
                     let _ = self.order_tree.remove(&order);
-                    let _ = self.blocks_tree.remove(&cid_bytes);
+                    if stored.is_some_and(|v| v.len() < 8 || v[..8] == order[..]) {
+                        let _ = self.blocks_tree.remove(&cid_bytes);
+                    }
                 }
                 if let Ok(bytes) = <[u8; 8]>::try_from(order.as_ref()) {
                     *tick = u64::from_be_bytes(bytes);
@@ -356,10 +370,11 @@ impl Hub {
     // ------------------------------------------------------------ blocks
 
     fn forget_block(&self, cid: &Cid) {
-        if let Ok(Some(value)) = self.blocks_tree.remove(cid.to_bytes()) {
-            drop(value);
+        if let Ok(Some(value)) = self.blocks_tree.remove(cid.to_bytes())
+            && value.len() >= 8
+        {
+            let _ = self.order_tree.remove(&value[..8]);
         }
-        // The order entry is found lazily: reload drops entries without a block.
     }
 
     fn persist_block(&self, cid: &Cid, block: &[u8]) {
@@ -371,9 +386,12 @@ impl Hub {
             Err(_) => return,
         };
         let key = cid.to_bytes();
+        let mut value = Vec::with_capacity(8 + block.len());
+        value.extend_from_slice(&tick.to_be_bytes());
+        value.extend_from_slice(block);
         if let Err(error) = self
             .blocks_tree
-            .insert(&key, block)
+            .insert(&key, value)
             .and_then(|_| self.order_tree.insert(tick.to_be_bytes(), key))
         {
             tracing::warn!(%error, "could not persist a cached block");
@@ -394,15 +412,16 @@ impl Hub {
     /// Records a block fetched upstream: checked against its CID, cached, persisted, its links
     /// hinted to the same publisher; waiters woken.
     fn store_fetched(&self, cid: &Cid, block: Arc<[u8]>, publisher: Option<&str>) -> bool {
-        let (result, woken, evicted) = match self.lock_cache() {
+        let (result, woken, evicted, held) = match self.lock_cache() {
             Ok(mut slot) => {
+                let held = slot.cache.contains(cid);
                 let (result, woken) = slot.cache.fetched(cid, block.clone());
                 let evicted = slot.cache.take_evicted();
                 let senders: Vec<_> = woken
                     .iter()
                     .filter_map(|id| slot.waiters.remove(id))
                     .collect();
-                (result, senders, evicted)
+                (result, senders, evicted, held)
             }
             Err(_) => return false,
         };
@@ -413,6 +432,7 @@ impl Hub {
             self.forget_block(&gone);
         }
         match result {
+            Ok(()) if held => true,
             Ok(()) => {
                 self.persist_block(cid, &block);
                 if let Some(publisher) = publisher
@@ -447,31 +467,54 @@ impl Hub {
         }
     }
 
-    /// The upstreams to try for a CID: its publisher's, else every node source and every hub.
-    fn upstreams_for(&self, cid: &Cid) -> Vec<(Upstream, Option<String>)> {
-        let publisher = self.hints.lock().ok().and_then(|h| h.get(cid).cloned());
-        let heads = match self.heads.lock() {
-            Ok(heads) => heads,
-            Err(_) => return Vec::new(),
+    /// Groups CIDs by the upstream of the publisher they belong to (as hinted); the CIDs whose
+    /// upstream is unknown are returned with the upstreams to try for them in turn: every node
+    /// that vouched for its blocks, then every other region's hub.
+    fn route(&self, cids: Vec<Cid>) -> (Vec<Route>, Route) {
+        let publishers: Vec<Option<String>> = match self.hints.lock() {
+            Ok(hints) => cids.iter().map(|c| hints.get(c).cloned()).collect(),
+            Err(_) => vec![None; cids.len()],
         };
-        if let Some(publisher) = &publisher
-            && let Some(head) = heads.get(publisher)
-            && head.upstream != Upstream::Unknown
-        {
-            return vec![(head.upstream.clone(), Some(publisher.clone()))];
-        }
-        let mut all: Vec<(Upstream, Option<String>)> = Vec::new();
-        for head in heads.all((self.clock)()) {
-            if let Upstream::Node(_) = head.upstream
-                && !all.iter().any(|(u, _)| *u == head.upstream)
-            {
-                all.push((head.upstream.clone(), Some(head.publisher.clone())));
+        let Ok(heads) = self.heads.lock() else {
+            return (Vec::new(), (Vec::new(), cids));
+        };
+        let mut groups: BTreeMap<String, Route> = BTreeMap::new();
+        let mut unrouted = Vec::new();
+        for (cid, publisher) in cids.into_iter().zip(publishers) {
+            match publisher.and_then(|p| heads.get(&p)) {
+                Some(head) if head.upstream != Upstream::Unknown => {
+                    groups
+                        .entry(encode_upstream(&head.upstream))
+                        .or_insert_with(|| {
+                            (
+                                vec![(head.upstream.clone(), Some(head.publisher.clone()))],
+                                Vec::new(),
+                            )
+                        })
+                        .1
+                        .push(cid);
+                }
+                _ => unrouted.push(cid),
             }
         }
-        for region in self.trunk.regions() {
-            all.push((Upstream::Hub(region), publisher.clone()));
+        let mut fallbacks: Vec<(Upstream, Option<String>)> = Vec::new();
+        if !unrouted.is_empty() {
+            for head in heads.all((self.clock)()) {
+                if let Upstream::Node(_) = head.upstream
+                    && !fallbacks.iter().any(|(u, _)| *u == head.upstream)
+                {
+                    fallbacks.push((head.upstream.clone(), Some(head.publisher.clone())));
+                }
+            }
+            fallbacks.truncate(FALLBACK_NODES_MAX);
+            fallbacks.extend(
+                self.trunk
+                    .regions()
+                    .into_iter()
+                    .map(|r| (Upstream::Hub(r), None)),
+            );
         }
-        all
+        (groups.into_values().collect(), (fallbacks, unrouted))
     }
 
     /// Blocks by CID: from the cache, else fetched upstream (one fetch per CID however many
@@ -496,36 +539,9 @@ impl Hub {
             }
         }
         self.publish_cache_metrics();
-        // Group the misses by upstream; unknown ones try each upstream in turn.
-        let mut groups: BTreeMap<String, (Upstream, Option<String>, Vec<Cid>)> = BTreeMap::new();
-        let mut unrouted = Vec::new();
-        for cid in to_fetch {
-            let candidates = self.upstreams_for(&cid);
-            if candidates.len() == 1 {
-                let (upstream, publisher) = candidates.into_iter().next().expect("one");
-                groups
-                    .entry(encode_upstream(&upstream))
-                    .or_insert_with(|| (upstream, publisher, Vec::new()))
-                    .2
-                    .push(cid);
-            } else {
-                unrouted.push(cid);
-            }
-        }
-        for (_, (upstream, publisher, group)) in groups {
-            let got = self
-                .fetch_from(&upstream, publisher.as_deref(), &group)
-                .await;
-            for cid in &group {
-                match got.iter().find(|(c, _)| c == cid) {
-                    Some((_, block)) => found.push((*cid, block.clone())),
-                    None => self.fetch_failed(cid),
-                }
-            }
-        }
-        if !unrouted.is_empty() {
-            let mut remaining = unrouted;
-            for (upstream, publisher) in self.upstreams_for(&remaining[0]) {
+        let (groups, unrouted) = self.route(to_fetch);
+        for (upstreams, mut remaining) in groups.into_iter().chain([unrouted]) {
+            for (upstream, publisher) in upstreams {
                 if remaining.is_empty() {
                     break;
                 }
@@ -550,18 +566,12 @@ impl Hub {
                 rx,
             )
             .await;
-            if let Ok(mut slot) = self.lock_cache()
-                && let Lookup::Hit(block) = slot.cache.lookup(&cid)
+            if let Some(block) = self
+                .lock_cache()
+                .ok()
+                .and_then(|mut s| s.cache.cached(&cid))
             {
                 found.push((cid, block));
-            } else if let Ok(mut slot) = self.lock_cache() {
-                // Our lookup registered a fetch nobody will make: release it.
-                let woken = slot.cache.fetch_failed(&cid);
-                for id in woken {
-                    if let Some(sender) = slot.waiters.remove(&id) {
-                        let _ = sender.send(());
-                    }
-                }
             }
         }
         found
@@ -665,11 +675,9 @@ impl Hub {
             Upstream::Node(url) => {
                 let url = format!("{}/api/v1/sync", url.trim_end_matches('/'));
                 match self.http.post(&url).body(bytes).send().await {
-                    Ok(response) if response.status().is_success() => response
-                        .bytes()
-                        .await
-                        .map(|b| b.to_vec())
-                        .map_err(|e| e.to_string()),
+                    Ok(response) if response.status().is_success() => {
+                        crate::relay::read_limited(response, MESSAGE_BYTES_MAX).await
+                    }
                     Ok(response) => Err(format!("{url}: HTTP {}", response.status())),
                     Err(error) => Err(format!("{url}: {error}")),
                 }
@@ -803,15 +811,8 @@ impl Hub {
             Ok(Response::Blocks(blocks)) => {
                 let mut kept = Vec::with_capacity(blocks.len());
                 for (cid, block) in blocks {
-                    // Cache what is new; a block already held is fine too.
-                    let fresh = matches!(
-                        self.lock_cache().map(|mut s| s.cache.lookup(&cid)),
-                        Ok(Lookup::Miss(Miss::Fetch))
-                    );
-                    if fresh && !self.store_fetched(&cid, block.clone(), Some(&publisher)) {
-                        return Response::Refused("upstream served a wrong block".into());
-                    }
-                    if !fresh && meridian_registry::ids::verify_block(&cid, &block).is_err() {
+                    // Every block is checked against its CID and cached (a held one is kept).
+                    if !self.store_fetched(&cid, block.clone(), Some(&publisher)) {
                         return Response::Refused("upstream served a wrong block".into());
                     }
                     kept.push((cid, block));
@@ -835,7 +836,8 @@ impl Hub {
     /// an equivocation proof. What is new is kept, persisted, announced to long-polls and, when
     /// it came from this region, sent on to the other regions' hubs. Returns whether it was new.
     pub async fn gossip(&self, bytes: &[u8], upstream: Upstream) -> Result<bool, String> {
-        let message = Gossip::decode(bytes, 64 * 1024).map_err(|e| e.to_string())?;
+        let message =
+            Gossip::decode(bytes, crate::wire::GOSSIP_BYTES_MAX).map_err(|e| e.to_string())?;
         let now = (self.clock)();
         let local = !matches!(upstream, Upstream::Hub(_));
         let new = match &message {
@@ -845,10 +847,12 @@ impl Hub {
                     .lock()
                     .map_err(|_| "lock poisoned".to_owned())?
                     .offer(block, upstream.clone(), now);
+                // The mirror has checked the block; what is kept needs its publisher.
+                let commit =
+                    || meridian_registry::commit::Commit::decode(block).map_err(|e| e.to_string());
                 match offered {
                     Ok(Offered::New) => {
-                        let commit = meridian_registry::commit::Commit::decode(block)
-                            .map_err(|e| e.to_string())?;
+                        let commit = commit()?;
                         let publisher = commit.body.publisher.to_did();
                         self.hint(&publisher, [commit.body.data]);
                         self.persist_head(&publisher, &upstream, b'H', block);
@@ -856,26 +860,15 @@ impl Hub {
                             .count("meridian_hub_heads_total{outcome=\"new\"}", 1);
                         true
                     }
-                    Ok(Offered::Duplicate | Offered::Stale) => {
-                        if let Ok(commit) = meridian_registry::commit::Commit::decode(block)
-                            && upstream != Upstream::Unknown
-                        {
-                            // A known head may have just learnt its source.
-                            let publisher = commit.body.publisher.to_did();
-                            if let Ok(heads) = self.heads.lock()
-                                && let Some(head) = heads.get(&publisher)
-                                && head.upstream == upstream
-                            {
-                                self.persist_head(&publisher, &upstream, b'H', &head.block);
-                            }
-                        }
+                    Ok(Offered::SourceLearnt) => {
+                        let publisher = commit()?.body.publisher.to_did();
+                        self.persist_head(&publisher, &upstream, b'H', block);
                         false
                     }
+                    Ok(Offered::Duplicate | Offered::Stale) => false,
                     Ok(Offered::Equivocation(proof)) => {
-                        let commit = meridian_registry::commit::Commit::decode(block)
-                            .map_err(|e| e.to_string())?;
                         self.persist_head(
-                            &format!("{}#proof", commit.body.publisher.to_did()),
+                            &format!("{}#proof", commit()?.body.publisher.to_did()),
                             &Upstream::Unknown,
                             b'E',
                             &proof,
@@ -903,7 +896,8 @@ impl Hub {
                     .map_err(|_| "lock poisoned".to_owned())?
                     .offer(block, now)?;
                 if outcome == DocOutcome::New {
-                    let key = self.governance_tree.len() as u64;
+                    // Kept in arrival order, which is the order to apply them in.
+                    let key = self.db.generate_id().map_err(|e| e.to_string())?;
                     let _ = self
                         .governance_tree
                         .insert(key.to_be_bytes(), block.as_slice());

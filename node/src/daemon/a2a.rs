@@ -233,7 +233,11 @@ pub async fn call(
     };
     for (name, value) in &headers {
         let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower) || lower == "content-length" || lower == CALLER_TOKEN_HEADER
+        // `Meridian-*` headers are this hop's (the caller token, and the publisher, region and
+        // caller organisation told to the hub above): a caller must not be able to set them.
+        if HOP_BY_HOP.contains(&lower)
+            || lower == "content-length"
+            || lower.starts_with("meridian-")
         {
             continue;
         }

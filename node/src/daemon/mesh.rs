@@ -76,8 +76,16 @@ impl std::fmt::Display for Source {
 
 /// What the hub follower and hub requests report back to the mesh loop.
 enum HubEvent {
-    /// The hub answered a poll: it is up; these are its gossip messages (heads, documents, proofs).
-    Polled(Vec<Vec<u8>>),
+    /// The hub answered a poll: it is up, and holds these commits, governance documents and
+    /// equivocation proofs.
+    Polled {
+        /// Commit blocks.
+        commits: Vec<Vec<u8>>,
+        /// Governance document blocks, in the order to apply them.
+        governance: Vec<Vec<u8>>,
+        /// Equivocation proof blocks.
+        equivocations: Vec<Vec<u8>>,
+    },
     /// The hub could not be reached.
     Down(String),
     /// The answer to an engine request.
@@ -122,7 +130,8 @@ async fn follow_hub(
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
-            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            let bytes =
+                meridian_hub::relay::read_limited(response, sync::wire::MESSAGE_BYTES_MAX).await?;
             serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
         }
         .await;
@@ -134,7 +143,7 @@ async fn follow_hub(
                     continue; // the long-poll timed out with nothing new
                 }
                 cursor = new_cursor;
-                let decode = |field: &str, wrap: fn(Vec<u8>) -> sync::wire::Gossip| {
+                let decode = |field: &str| -> Vec<Vec<u8>> {
                     body[field]
                         .as_array()
                         .map(|items| {
@@ -144,15 +153,16 @@ async fn follow_hub(
                                 .filter_map(|t| {
                                     base64::engine::general_purpose::STANDARD.decode(t).ok()
                                 })
-                                .map(|b| wrap(b).encode())
-                                .collect::<Vec<_>>()
+                                .collect()
                         })
                         .unwrap_or_default()
                 };
-                let mut messages = decode("governance", sync::wire::Gossip::Governance);
-                messages.extend(decode("equivocations", sync::wire::Gossip::Equivocation));
-                messages.extend(decode("commits", sync::wire::Gossip::Head));
-                if events.send(HubEvent::Polled(messages)).is_err() {
+                let event = HubEvent::Polled {
+                    commits: decode("commits"),
+                    governance: decode("governance"),
+                    equivocations: decode("equivocations"),
+                };
+                if events.send(event).is_err() {
                     return;
                 }
             }
@@ -183,7 +193,8 @@ async fn push_to_hub(
     let mut request = client
         .post(format!("{url}/v1/gossip"))
         .body(message.clone());
-    if let Ok(sync::wire::Gossip::Head(block)) = sync::wire::Gossip::decode(&message, 64 * 1024)
+    if let Ok(sync::wire::Gossip::Head(block)) =
+        sync::wire::Gossip::decode(&message, sync::wire::GOSSIP_BYTES_MAX)
         && let Ok(commit) = meridian_registry::commit::Commit::decode(&block)
         && commit.body.publisher == key.public()
         && let Some(gateway) = gateway_url(&state)
@@ -551,11 +562,11 @@ pub async fn run(
                             if !response.status().is_success() {
                                 return Err(format!("HTTP {}", response.status()));
                             }
-                            response
-                                .bytes()
-                                .await
-                                .map(|b| b.to_vec())
-                                .map_err(|e| e.to_string())
+                            meridian_hub::relay::read_limited(
+                                response,
+                                sync::wire::MESSAGE_BYTES_MAX,
+                            )
+                            .await
                         }
                         .await;
                         let _ = tx.send(HubEvent::Answer(id, result));
@@ -741,7 +752,7 @@ pub async fn run(
                 }
             },
             Some(event) = hub_events.recv() => match event {
-                HubEvent::Polled(messages) => {
+                HubEvent::Polled { commits, governance, equivocations } => {
                     if !hub_up {
                         hub_up = true;
                         tracing::info!("hub reachable: syncing through it too");
@@ -749,10 +760,9 @@ pub async fn run(
                         engine.peer_up(Source::Hub, info, now());
                     }
                     state.metrics.set_gauge("meridian_hub_up", 1);
-                    for message in messages {
-                        // The hub's answers are judged like any peer's; forwarding is the mesh's.
-                        let _ = engine.on_gossip(&Source::Hub, &message, now());
-                    }
+                    // Judged like a peer's answer to a heads request: a hub that is merely
+                    // behind is not blamed for old heads.
+                    engine.on_heads(&Source::Hub, &commits, &governance, &equivocations, now());
                 }
                 HubEvent::Down(error) => {
                     if hub_up {

@@ -96,7 +96,7 @@ impl Default for SyncConfig {
             retry_backoff_max_ms: 10_000,
             attempts_max: 8,
             publishers_max: 10_000,
-            gossip_bytes_max: 64 * 1024,
+            gossip_bytes_max: super::wire::GOSSIP_BYTES_MAX,
             message_bytes_max: super::wire::MESSAGE_BYTES_MAX,
             clock_skew_secs: 300,
             limits: Limits::DEFAULT,
@@ -656,17 +656,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 commits,
                 governance,
                 equivocations,
-            }) => {
-                for block in governance {
-                    self.offer_governance(from, &block, now);
-                }
-                for block in equivocations {
-                    self.offer_equivocation(from, &block, true, now);
-                }
-                for block in commits {
-                    self.offer_head(from, &block, true, now);
-                }
-            }
+            }) => self.heads_received(from, &commits, &governance, &equivocations, now),
             Ok(Response::Blocks(blocks)) if request.delta => {
                 self.delta_received(from, request, blocks, now);
             }
@@ -682,6 +672,40 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             }
         }
         self.pump(now);
+    }
+
+    /// A source's list of what it holds, asked for by the driver rather than by the engine (the
+    /// hub's long-poll): judged like an answer to [`Request::Heads`], so a source that is merely
+    /// behind is not blamed for old heads.
+    pub fn on_heads(
+        &mut self,
+        from: &P,
+        commits: &[Vec<u8>],
+        governance: &[Vec<u8>],
+        equivocations: &[Vec<u8>],
+        now: Now,
+    ) {
+        self.heads_received(from, commits, governance, equivocations, now);
+        self.pump(now);
+    }
+
+    fn heads_received(
+        &mut self,
+        from: &P,
+        commits: &[Vec<u8>],
+        governance: &[Vec<u8>],
+        equivocations: &[Vec<u8>],
+        now: Now,
+    ) {
+        for block in governance {
+            self.offer_governance(from, block, now);
+        }
+        for block in equivocations {
+            self.offer_equivocation(from, block, true, now);
+        }
+        for block in commits {
+            self.offer_head(from, block, true, now);
+        }
     }
 
     /// Time passed: expire requests and resume retries that were waiting.

@@ -551,6 +551,12 @@ fn rollback_forgery_expiry_and_oversize_are_rejected_and_penalised() {
     .sum::<i64>();
     assert_eq!(engine.peer_score(&0), Some(-penalty));
     assert_eq!(net.head(1, 0).unwrap().seq, 2, "nothing bad was accepted");
+    // The same old head in a list the driver asked for (a hub's long-poll) is merely behind:
+    // ignored, not blamed.
+    let engine = &mut net.nodes[1].engine;
+    engine.on_heads(&0, &[first.commit.to_block()], &[], &[], now);
+    assert_eq!(engine.peer_score(&0), Some(-penalty));
+    assert_eq!(net.head(1, 0).unwrap().seq, 2);
 }
 
 #[test]
