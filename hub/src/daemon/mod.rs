@@ -148,7 +148,17 @@ pub async fn serve(
     });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server =
-        axum::serve(listener, http::router(hub.clone())).with_graceful_shutdown(async move {
+        // Relayed answers stream through in pieces: without TCP_NODELAY each small piece
+        // after the first waits for the node's delayed ACK (~40 ms on Linux).
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            }),
+            http::router(hub.clone()),
+        )
+        .with_graceful_shutdown(async move {
             let _ = stop_rx.changed().await;
         });
     let mut server = std::pin::pin!(server.into_future());
