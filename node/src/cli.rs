@@ -67,11 +67,22 @@ pub enum Command {
     /// The regional hub: initialise a data directory, run the hub.
     #[command(subcommand)]
     Hub(HubCommand),
-    /// Run the demo: publish, mirror, change and attack a signed registry snapshot.
+    /// Run the demo: a federation on loopback (a governance root, three regions each with a hub
+    /// and two nodes, sample agents, an echo A2A agent) that converges, calls across regions
+    /// through the hubs and refuses a forged manifest, with a table of timings.
     Demo {
         /// The data directory; the demo works in DATA/demo and clears it first.
         #[arg(long, default_value = "./meridian-data")]
         data: PathBuf,
+        /// Sample agents each of the three organisations publishes.
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Leave the federation running after the report, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+        /// Run only the offline snapshot round trip (sign, mirror, delta, attacks).
+        #[arg(long, conflicts_with_all = ["agents", "keep_running"])]
+        snapshot: bool,
     },
 }
 
@@ -344,7 +355,20 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
             })
         }
         Command::Snapshot(command) => run_snapshot(command, now),
-        Command::Demo { data } => crate::demo::run(data, now),
+        Command::Demo {
+            data,
+            agents,
+            keep_running,
+            snapshot,
+        } => crate::demo::run(
+            &crate::demo::DemoOptions {
+                data: data.clone(),
+                agents_per_org: *agents,
+                keep_running: *keep_running,
+                snapshot_only: *snapshot,
+            },
+            now,
+        ),
         Command::Hub(HubCommand::Init { data, region }) => {
             let did = meridian_hub::daemon::init(data, region.as_deref())?;
             Ok(Report {

@@ -1,9 +1,10 @@
 //! The Meridian node: the `meridian` binary's library half.
 //!
-//! Top of the crate graph (`registry` <- `governance` <- `hub` <- `node`). Today it holds the
-//! command line ([`cli`]) with the offline tools for keys and snapshots; the daemon (HTTP gateway,
-//! peer mesh and sync engine) arrives with issues 4 and 5. The binary reads the wall clock once,
-//! in `main`, and passes it down: nothing below reads it.
+//! Top of the crate graph (`registry` <- `governance` <- `hub` <- `node`). It holds the command
+//! line ([`cli`], [`gov_cli`]) with the offline tools, the node daemon ([`daemon`]: HTTP gateway,
+//! A2A proxy, governance endpoints, the libp2p mesh), the sans-IO sync engine ([`sync`]) and the
+//! federation demo ([`demo`]). The binary reads the wall clock once per command, in `main` (the
+//! daemon through `daemon::wall_clock`), and passes it down.
 
 pub mod cli;
 pub mod daemon;

@@ -85,7 +85,8 @@ pub fn load_config(options: &RunOptions) -> Result<NodeConfig> {
     Ok(config)
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr in `format` (`text` or `json`), at the verbosity `RUST_LOG` gives.
+pub(crate) fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -143,27 +144,38 @@ pub fn run(options: RunOptions) -> Result<()> {
         let did = init(&options.data)?;
         tracing::info!(data = %options.data.display(), %did, "initialised a new data directory");
     }
-    let key = crate::cli::load_key(&options.data.join(NODE_KEY_FILE))?;
-    let store = crate::cli::open_store(&options.data)?;
-    let state = Arc::new(http::NodeState::new(
-        store,
-        config.clone(),
-        key.clone(),
-        &options.data,
-        wall_clock,
-    )?);
+    let (state, key) = open(&options.data, &config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(state, key, &options.data, &config))
+    runtime.block_on(serve(state, key, &options.data, &config, shutdown_signal()))
 }
 
-async fn serve(
+/// Opens an initialised data directory with `config`: the node key and the node's state over
+/// its store, ready for [`serve`].
+pub fn open(data: &Path, config: &NodeConfig) -> Result<(Arc<http::NodeState>, Keypair)> {
+    let key = crate::cli::load_key(&data.join(NODE_KEY_FILE))?;
+    let store = crate::cli::open_store(data)?;
+    let state = Arc::new(http::NodeState::new(
+        store,
+        config.clone(),
+        key.clone(),
+        data,
+        wall_clock,
+    )?);
+    Ok((state, key))
+}
+
+/// Serves the node (gateway, peer mesh, head refresh) until `stop` resolves, then drains
+/// in-flight requests for at most `http.shutdown_grace_secs` and flushes the store.
+/// `meridian node run` passes SIGINT/SIGTERM; `meridian demo` runs several nodes in one process.
+pub async fn serve(
     state: Arc<http::NodeState>,
-    mesh_key: meridian_registry::keys::Keypair,
+    mesh_key: Keypair,
     data: &Path,
     config: &NodeConfig,
+    stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr()?)
         .await
@@ -193,7 +205,7 @@ async fn serve(
     let app = http::router(state.clone());
     // Keep the node's own head from expiring while it runs.
     let refresher = state.clone();
-    tokio::spawn(async move {
+    let refresh_task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(60));
         loop {
             ticks.tick().await;
@@ -205,13 +217,20 @@ async fn serve(
             }
         }
     });
+    // Streamed answers (the A2A proxy, SSE) are written in pieces; with Nagle's algorithm on,
+    // each small piece after the first waits for the peer's delayed ACK (~40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => result.context("gateway failed")?,
-        () = shutdown_signal() => {
+        () = stop => {
             tracing::info!(grace_secs = config.http.shutdown_grace_secs, "shutting down: finishing in-flight requests");
             let _ = stop_tx.send(true);
             let grace = Duration::from_secs(config.http.shutdown_grace_secs);
@@ -220,6 +239,7 @@ async fn serve(
             }
         }
     }
+    refresh_task.abort();
     if let Some(task) = mesh_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }

@@ -1,10 +1,10 @@
-//! `meridian demo`: the README's main job.
+//! `meridian demo --snapshot`: the offline snapshot round trip.
 //!
-//! Until the federation exists (issues 4 to 6), the demo is a snapshot round trip that shows what
-//! the registry core guarantees: a node publishes its organisations' agents as a signed snapshot,
-//! a second store verifies and imports it, one agent changes and only a small delta travels, and
-//! tampered or rolled-back snapshots are refused. Everything happens on this machine, under
-//! `DIR/demo` (default `./meridian-data/demo`), with fresh keys.
+//! It shows what the registry core guarantees without any daemon: a node publishes its
+//! organisations' agents as a signed snapshot, a second store verifies and imports it, one agent
+//! changes and only a small delta travels, and tampered or rolled-back snapshots are refused.
+//! Everything happens on this machine, under `DIR/demo` (default `./meridian-data/demo`), with
+//! fresh keys.
 
 use std::fs;
 use std::path::Path;

@@ -5,6 +5,7 @@ mod a2a;
 mod cli_snapshot;
 mod crash;
 mod daemon;
+mod demo;
 mod federation;
 mod governance;
 mod hubs;
