@@ -378,6 +378,11 @@ struct Pending<P> {
     /// Blocks from a delta answer, used by the walk before asking anyone.
     cache: HashMap<Cid, Arc<[u8]>>,
     delta: DeltaState,
+    /// Delta questions that went unanswered.
+    delta_attempts: u32,
+    /// The held commit a delta would start from (a successor sync), kept so the delta can be
+    /// asked again when a source comes back.
+    delta_base: Option<Cid>,
 }
 
 /// The one-round-trip shortcut for a successor of a head the store holds.
@@ -385,8 +390,8 @@ struct Pending<P> {
 enum DeltaState {
     /// Ask a source for the delta from this commit before walking.
     Wanted(Cid),
-    /// Asked; the walk waits for the answer.
-    Asked,
+    /// Asked (for the delta from this commit); the walk waits for the answer.
+    Asked(Cid),
     /// Walking.
     Done,
 }
@@ -438,6 +443,8 @@ type DeltaBlocks = Arc<Vec<(Cid, Arc<[u8]>)>>;
 
 /// Delta answers kept for the peers that ask next.
 const DELTA_CACHE: usize = 8;
+/// Sources asked for a delta that did not answer before the walk takes over.
+pub const DELTA_ATTEMPTS_MAX: u32 = 3;
 
 impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     /// An engine over `store` (which it reads; imports go through [`Output::Import`]).
@@ -556,6 +563,29 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             return;
         }
         entry.banned_until = None;
+        // Syncs this peer is a source of may have backed off while it was unreachable (a
+        // partition, a restart): with the peer back, try again now rather than at the
+        // backoff's end.
+        for state in self.publishers.values_mut() {
+            if let Some(pending) = state.pending.as_mut()
+                && pending.head.sources.contains(&peer)
+            {
+                pending.not_before = pending.not_before.min(now.ms);
+                // A walk that fell back from an unanswered delta and got nothing yet: the
+                // one-round-trip delta is worth asking again.
+                if let Some(base) = pending.delta_base
+                    && pending.delta == DeltaState::Done
+                    && pending.received.is_empty()
+                    && pending.inflight == 0
+                {
+                    pending.want.clear();
+                    pending.needed.clear();
+                    pending.nodes.clear();
+                    pending.delta = DeltaState::Wanted(base);
+                    pending.delta_attempts = 0;
+                }
+            }
+        }
         self.send(peer, None, Request::Heads, Vec::new(), now);
         self.pump(now);
     }
@@ -570,7 +600,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             .collect();
         for id in ids {
             if let Some(request) = self.requests.remove(&id) {
-                self.request_failed(request, now);
+                self.request_unanswered(request, now);
             }
         }
         if let Some(state) = self.peers.get_mut(peer) {
@@ -646,7 +676,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         let bytes = match result {
             Ok(bytes) => bytes,
             Err(_) => {
-                self.request_failed(request, now);
+                self.request_unanswered(request, now);
                 self.pump(now);
                 return;
             }
@@ -723,7 +753,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                     state.inflight = state.inflight.saturating_sub(1);
                 }
                 self.offense(&peer, Offense::Timeout, now);
-                self.request_failed(request, now);
+                self.request_unanswered(request, now);
             }
         }
         self.pump(now);
@@ -1039,6 +1069,17 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         let Some(state) = self.publishers.get_mut(publisher) else {
             return Ok(HeadCheck::New);
         };
+        if let Some(pending) = state.pending.as_mut()
+            && pending.head.cid == cid
+        {
+            if !pending.head.sources.contains(from) {
+                pending.head.sources.push(from.clone());
+                // A source not tried yet (a peer back from a partition, a new connection):
+                // the backoff was earned by the others, so ask it now.
+                pending.not_before = pending.not_before.min(now.ms);
+            }
+            return Ok(HeadCheck::Duplicate);
+        }
         let seen = state
             .pending
             .as_mut()
@@ -1193,12 +1234,15 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             importing: false,
             cache: HashMap::new(),
             delta: DeltaState::Done,
+            delta_attempts: 0,
+            delta_base: None,
         };
         let accepted = self.store.head(publisher).ok().flatten();
         let outcome = match accepted {
             // A successor of what we hold: ask for the delta in one round trip first.
             Some(old) if old.seq < pending.head.seq => {
                 pending.delta = DeltaState::Wanted(old.commit);
+                pending.delta_base = Some(old.commit);
                 Ok(())
             }
             _ => {
@@ -1268,6 +1312,26 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         self.start_queued(publisher, now);
     }
 
+    /// A request that got no answer at all (timeout, lost connection). A delta question is
+    /// asked of another source, up to [`DELTA_ATTEMPTS_MAX`] times, before the walk takes over:
+    /// the peer that could not answer (cut off, restarting) says nothing about the delta.
+    fn request_unanswered(&mut self, request: Inflight<P>, now: Now) {
+        if request.delta
+            && let Some(publisher) = request.publisher.as_deref()
+            && let Some(pending) = pending_mut(&mut self.publishers, publisher)
+            && let DeltaState::Asked(from) = pending.delta
+            && pending.delta_attempts < DELTA_ATTEMPTS_MAX
+        {
+            self.stats.requests_failed += 1;
+            pending.delta_attempts += 1;
+            pending.delta = DeltaState::Wanted(from);
+            pending.inflight = pending.inflight.saturating_sub(1);
+            *pending.misses.entry(request.peer).or_default() += 1;
+            return;
+        }
+        self.request_failed(request, now);
+    }
+
     fn request_failed(&mut self, request: Inflight<P>, now: Now) {
         self.stats.requests_failed += 1;
         if request.delta {
@@ -1314,7 +1378,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         let Some(pending) = pending_mut(&mut self.publishers, &publisher) else {
             return;
         };
-        if pending.delta != DeltaState::Asked {
+        if !matches!(pending.delta, DeltaState::Asked(_)) {
             return;
         }
         if tampered {
@@ -1517,7 +1581,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 };
                 let delta_from = match pending.delta {
                     DeltaState::Wanted(from) => Some(from),
-                    DeltaState::Asked => break,
+                    DeltaState::Asked(_) => break,
                     DeltaState::Done => None,
                 };
                 if (delta_from.is_none() && pending.want.is_empty())
@@ -1532,7 +1596,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 if let Some(from) = delta_from {
                     let to = pending.head.cid;
                     if let Some(pending) = pending_mut(&mut self.publishers, &publisher) {
-                        pending.delta = DeltaState::Asked;
+                        pending.delta = DeltaState::Asked(from);
                         pending.inflight += 1;
                     }
                     self.send(

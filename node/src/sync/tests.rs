@@ -451,6 +451,69 @@ fn a_silent_peer_times_out_and_another_source_is_used() {
 }
 
 #[test]
+fn an_unanswered_delta_question_is_asked_of_another_source_not_walked() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.full_mesh();
+    let first = build(&net.keys[0], 400, 0..0, None);
+    publish(&mut net, 0, &first);
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, first.commit_cid);
+    let second = build(&net.keys[0], 400, 0..1, Some(&first));
+    // Node 1 tells node 2 about the change first, then falls silent (cut off, say).
+    net.nodes[1].store.apply(second.store_batch()).unwrap();
+    net.nodes[1].behaviour = Behaviour::Silent;
+    let requests_before = net.nodes[2].engine.stats().requests_sent;
+    let now = net.now;
+    let head = Gossip::Head(second.commit.to_block()).encode();
+    net.nodes[2].engine.on_gossip(&1, &head, now);
+    publish(&mut net, 0, &second);
+    net.run();
+    assert_eq!(net.head(2, 0).unwrap().commit, second.commit_cid);
+    let stats = net.nodes[2].engine.stats();
+    // The delta to node 1 timed out and the delta was asked of node 0: two requests, where
+    // falling back to the walk would have taken one per tree level.
+    assert_eq!(stats.requests_sent - requests_before, 2);
+    assert_eq!(stats.offenses.get("timeout"), Some(&1));
+}
+
+#[test]
+fn a_peer_back_from_a_partition_is_asked_at_once_despite_the_backoff() {
+    let config = SyncConfig {
+        retry_backoff_ms: 30_000,
+        retry_backoff_max_ms: 60_000,
+        ..SyncConfig::default()
+    };
+    let mut net = Net::new(2, config);
+    net.full_mesh();
+    let first = build(&net.keys[0], 30, 0..0, None);
+    publish(&mut net, 0, &first);
+    while net.nodes[0].engine.poll_output().is_some() {}
+    let now = net.now;
+    let head = Gossip::Head(first.commit.to_block()).encode();
+    net.nodes[1].engine.on_gossip(&0, &head, now);
+    // The first block request is lost with the connection: the block backs off for 30 s.
+    while net.nodes[1].engine.poll_output().is_some() {}
+    net.nodes[1].engine.peer_down(&0, now);
+    while net.nodes[1].engine.poll_output().is_some() {}
+    // One second later the peer is back: it is asked again at once, not in 29 s.
+    net.now.ms += 1_000;
+    let now = net.now;
+    net.nodes[1].engine.peer_up(0, PeerInfo::default(), now);
+    let mut blocks_asked = false;
+    while let Some(output) = net.nodes[1].engine.poll_output() {
+        if let Output::Request {
+            peer: 0,
+            request: Request::Blocks(_),
+            ..
+        } = output
+        {
+            blocks_asked = true;
+        }
+    }
+    assert!(blocks_asked, "the returning source was not asked");
+}
+
+#[test]
 fn a_dropped_connection_mid_fetch_is_retried_elsewhere() {
     let mut net = Net::new(3, SyncConfig::default());
     net.full_mesh();
