@@ -2,7 +2,7 @@
 //! ([`meridian_node::sync::Engine`]) over the framed transport, with its store in memory (the
 //! store outlives a host crash, like a disk; the engine does not).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,9 @@ use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::{BlockStore, MemoryStore};
 use tokio::sync::mpsc;
 
-use crate::transport::{Frame, read_frame, write_frame};
+use crate::transport::{
+    DIAL_TIMEOUT, Frame, LINK_IDLE_MAX, PING_INTERVAL, REDIAL_BACKOFF_MAX, read_frame, write_frame,
+};
 
 /// The port every simulated node listens on.
 pub const PORT: u16 = 7000;
@@ -52,6 +54,20 @@ impl Rng {
     }
 }
 
+/// How a simulated node behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behaviour {
+    /// Runs the engine as production does.
+    #[default]
+    Honest,
+    /// Answers every request with one byte flipped near the end (a tampered block, signature
+    /// or frame): a peer that lies about what it serves.
+    TamperResponses,
+    /// Answers honestly, but the scenario makes it gossip lies (forged, rolled-back or
+    /// equivocating heads): not counted among the honest nodes.
+    Liar,
+}
+
 /// What one node is.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -61,6 +77,8 @@ pub struct NodeSpec {
     pub region: String,
     /// The nodes it dials (each link is dialled from one side).
     pub dial: Vec<usize>,
+    /// Honest or not.
+    pub behaviour: Behaviour,
 }
 
 /// A command from the scenario to a running node.
@@ -68,19 +86,30 @@ pub struct NodeSpec {
 pub enum Command {
     /// Store this snapshot as the node's own and announce it.
     Publish(Box<Snapshot>),
+    /// Send these bytes as gossip to every link, unchecked: what a misbehaving node does.
+    Inject(Vec<u8>),
 }
+
+/// Penalties a node records, at most (older ones stay, newer ones are counted only).
+pub const PENALTIES_KEPT_MAX: usize = 10_000;
 
 /// What the scenario can see of every node, shared with the hosts.
 #[derive(Default)]
 pub struct Observed {
-    /// Bytes each node has read from its connections.
+    /// Bytes each node has read from its connections (pings aside).
     pub bytes_in: Vec<u64>,
     /// When (simulated ms) each node imported each commit.
     pub imported: Vec<HashMap<Cid, u64>>,
     /// Command channels of running nodes.
     pub commands: Vec<Option<mpsc::UnboundedSender<Command>>>,
     /// Offenses each node counted, by kind.
-    pub offenses: Vec<std::collections::BTreeMap<&'static str, u64>>,
+    pub offenses: Vec<BTreeMap<&'static str, u64>>,
+    /// Each node's penalties: (peer, offense).
+    pub penalties: Vec<Vec<(usize, &'static str)>>,
+    /// Publishers each node holds an equivocation proof against.
+    pub equivocations: Vec<BTreeSet<String>>,
+    /// Times each node's software started (1 + restarts).
+    pub starts: Vec<u32>,
 }
 
 /// The federation: specs, stores and observations, shared by the hosts and the scenario.
@@ -115,6 +144,9 @@ impl World {
                 imported: vec![HashMap::new(); n],
                 commands: (0..n).map(|_| None).collect(),
                 offenses: vec![Default::default(); n],
+                penalties: vec![Vec::new(); n],
+                equivocations: vec![BTreeSet::new(); n],
+                starts: vec![0; n],
             }),
         }))
     }
@@ -137,6 +169,15 @@ impl World {
                 .is_some_and(|c| c.send(command).is_ok())
         })
     }
+
+    /// The honest nodes' indexes.
+    pub fn honest(&self) -> Vec<usize> {
+        self.specs
+            .iter()
+            .filter(|s| s.behaviour == Behaviour::Honest)
+            .map(|s| s.index)
+            .collect()
+    }
 }
 
 /// Stores a snapshot's blocks and head in `store` (a publisher's own, or a pre-seeded copy).
@@ -155,39 +196,102 @@ fn now() -> Now {
     }
 }
 
+/// One connection's identity: the peer, and a number that tells a redialled connection from
+/// the one it replaces.
+type LinkId = (usize, u64);
+
 enum Event {
-    Up(usize, mpsc::UnboundedSender<Frame>),
+    Up(LinkId, mpsc::UnboundedSender<Frame>),
     Frame(usize, Frame),
-    Down(usize),
+    Down(LinkId),
 }
 
-/// Runs both halves of one connection once the peer is known.
+/// Runs both halves of one connection once the peer is known; the returned receiver
+/// resolves when the connection is gone.
 fn attach(
     stream: turmoil::net::TcpStream,
-    peer: usize,
+    link: LinkId,
     node: usize,
     world: Arc<World>,
     events: mpsc::UnboundedSender<Event>,
-) {
+) -> tokio::sync::oneshot::Receiver<()> {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-    let _ = events.send(Event::Up(peer, tx));
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let _ = events.send(Event::Up(link, tx));
     tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
+        loop {
+            let frame = match tokio::time::timeout(PING_INTERVAL, rx.recv()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => Frame::Ping,
+            };
             if write_frame(&mut writer, &frame).await.is_err() {
                 break;
             }
         }
     });
     tokio::spawn(async move {
-        while let Ok(Some((frame, bytes))) = read_frame(&mut reader).await {
-            world.observe(|o| o.bytes_in[node] += bytes as u64);
-            if events.send(Event::Frame(peer, frame)).is_err() {
-                break;
+        loop {
+            match tokio::time::timeout(LINK_IDLE_MAX, read_frame(&mut reader)).await {
+                Ok(Ok(Some((Frame::Ping, _)))) => {}
+                Ok(Ok(Some((frame, bytes)))) => {
+                    world.observe(|o| o.bytes_in[node] += bytes as u64);
+                    if events.send(Event::Frame(link.0, frame)).is_err() {
+                        break;
+                    }
+                }
+                // Closed, broken, or silent for too long.
+                _ => break,
             }
         }
-        let _ = events.send(Event::Down(peer));
+        let _ = events.send(Event::Down(link));
+        let _ = closed_tx.send(());
     });
+    closed_rx
+}
+
+/// Dials `peer` and keeps a connection to it: when one closes, dials again with backoff.
+async fn keep_dialling(
+    index: usize,
+    peer: usize,
+    world: Arc<World>,
+    events: mpsc::UnboundedSender<Event>,
+    connections: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let first = Duration::from_millis(50);
+    let mut backoff = first;
+    loop {
+        let dial = async {
+            let address = SocketAddr::new(turmoil::lookup(host_name(peer)), PORT);
+            let mut stream = turmoil::net::TcpStream::connect(address).await.ok()?;
+            write_frame(&mut stream, &Frame::Hello(index as u32))
+                .await
+                .ok()?;
+            match read_frame(&mut stream).await {
+                Ok(Some((Frame::Hello(_), _))) => Some(stream),
+                _ => None,
+            }
+        };
+        if let Ok(Some(stream)) = tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+            backoff = first;
+            let id = connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let closed = attach(stream, (peer, id), index, world.clone(), events.clone());
+            let _ = closed.await;
+        }
+        if events.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(REDIAL_BACKOFF_MAX);
+    }
+}
+
+/// Flips one byte near the end of `answer` (a misbehaving node's reply).
+fn tamper(answer: &mut [u8]) {
+    if let Some(byte) = answer.len().checked_sub(3).and_then(|i| answer.get_mut(i)) {
+        *byte ^= 0x20;
+    }
 }
 
 /// The software of one node host: listen, dial, and drive the engine until the host stops.
@@ -196,83 +300,88 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
     let store = world.stores[index].clone();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let (commands_tx, mut commands) = mpsc::unbounded_channel::<Command>();
-    world.observe(|o| o.commands[index] = Some(commands_tx));
+    world.observe(|o| {
+        o.commands[index] = Some(commands_tx);
+        o.starts[index] += 1;
+    });
+    let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     let listener = turmoil::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), PORT)).await?;
     {
         let world = world.clone();
         let events = events_tx.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let hello = read_frame(&mut stream).await;
-                let Ok(Some((Frame::Hello(peer), _))) = hello else {
-                    continue;
-                };
-                if write_frame(&mut stream, &Frame::Hello(index as u32))
-                    .await
-                    .is_err()
-                {
-                    continue;
-                }
-                attach(stream, peer as usize, index, world.clone(), events.clone());
+                let world = world.clone();
+                let events = events.clone();
+                let connections = connections.clone();
+                // The hello exchange runs on its own so a silent dialer cannot stall accepts.
+                tokio::spawn(async move {
+                    let hello = async {
+                        let Ok(Some((Frame::Hello(peer), _))) = read_frame(&mut stream).await
+                        else {
+                            return None;
+                        };
+                        write_frame(&mut stream, &Frame::Hello(index as u32))
+                            .await
+                            .ok()?;
+                        Some(peer as usize)
+                    };
+                    if let Ok(Some(peer)) = tokio::time::timeout(DIAL_TIMEOUT, hello).await
+                        && peer < world.specs.len()
+                    {
+                        let id = connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let _closed = attach(stream, (peer, id), index, world, events);
+                    }
+                });
             }
         });
     }
     for &peer in &spec.dial {
-        let world = world.clone();
-        let events = events_tx.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                let address = SocketAddr::new(turmoil::lookup(host_name(peer)), PORT);
-                if let Ok(mut stream) = turmoil::net::TcpStream::connect(address).await
-                    && write_frame(&mut stream, &Frame::Hello(index as u32))
-                        .await
-                        .is_ok()
-                    && let Ok(Some((Frame::Hello(_), _))) = read_frame(&mut stream).await
-                {
-                    attach(stream, peer, index, world.clone(), events.clone());
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        });
+        tokio::spawn(keep_dialling(
+            index,
+            peer,
+            world.clone(),
+            events_tx.clone(),
+            connections.clone(),
+        ));
     }
+    drop(events_tx);
 
     let mut engine: Engine<usize> = Engine::new(
         world.config.clone(),
         Arc::new(store.clone()),
         Box::new(NoGovernance),
     );
-    let mut links: HashMap<usize, mpsc::UnboundedSender<Frame>> = HashMap::new();
+    let mut links: HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)> = HashMap::new();
     let mut deferred: HashMap<u64, (usize, Vec<u8>)> = HashMap::new();
+    let send_to_all_but = |links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
+                           except: Option<usize>,
+                           bytes: &[u8]| {
+        for (peer, (_, link)) in links {
+            if Some(*peer) != except {
+                let _ = link.send(Frame::Gossip(bytes.to_vec()));
+            }
+        }
+    };
     loop {
         while let Some(output) = engine.poll_output() {
             match output {
                 Output::Request { peer, id, request } => {
                     let sent = links
                         .get(&peer)
-                        .is_some_and(|l| l.send(Frame::Request(id, request.encode())).is_ok());
+                        .is_some_and(|(_, l)| l.send(Frame::Request(id, request.encode())).is_ok());
                     if !sent {
                         engine.on_response(&peer, id, Err("not connected".into()), now());
                     }
                 }
-                Output::Broadcast(gossip) => {
-                    let bytes = gossip.encode();
-                    for link in links.values() {
-                        let _ = link.send(Frame::Gossip(bytes.clone()));
-                    }
-                }
+                Output::Broadcast(gossip) => send_to_all_but(&links, None, &gossip.encode()),
                 Output::Forward { id, verdict } => {
                     if let Some((from, bytes)) = deferred.remove(&id)
                         && verdict == Verdict::Accept
                     {
-                        for (peer, link) in &links {
-                            if *peer != from {
-                                let _ = link.send(Frame::Gossip(bytes.clone()));
-                            }
-                        }
+                        send_to_all_but(&links, Some(from), &bytes);
                     }
                 }
                 Output::Import {
@@ -299,9 +408,15 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                 Output::Disconnect { peer } => {
                     links.remove(&peer);
                 }
-                Output::Penalise { .. }
-                | Output::GovernanceChanged
-                | Output::Equivocation { .. } => {}
+                Output::Penalise { peer, offense } => world.observe(|o| {
+                    if o.penalties[index].len() < PENALTIES_KEPT_MAX {
+                        o.penalties[index].push((peer, offense.as_str()));
+                    }
+                }),
+                Output::Equivocation { publisher, .. } => world.observe(|o| {
+                    o.equivocations[index].insert(publisher);
+                }),
+                Output::GovernanceChanged => {}
             }
         }
         let offenses = engine.stats().offenses.clone();
@@ -318,40 +433,42 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
         };
         tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Up(peer, link)) => {
-                    links.insert(peer, link);
+                Some(Event::Up((peer, id), link)) => {
+                    // A redialled connection replaces the old one.
+                    if links.insert(peer, (id, link)).is_some() {
+                        engine.peer_down(&peer, now());
+                    }
                     let info = PeerInfo {
                         did: None,
                         region: Some(world.specs[peer].region.clone()),
                     };
                     engine.peer_up(peer, info, now());
                 }
-                Some(Event::Down(peer)) => {
-                    links.remove(&peer);
-                    engine.peer_down(&peer, now());
+                Some(Event::Down((peer, id))) => {
+                    if links.get(&peer).is_some_and(|(current, _)| *current == id) {
+                        links.remove(&peer);
+                        engine.peer_down(&peer, now());
+                    }
                 }
                 Some(Event::Frame(peer, frame)) => match frame {
                     Frame::Gossip(bytes) => match engine.on_gossip(&peer, &bytes, now()) {
                         Verdict::Defer(id) => {
                             deferred.insert(id, (peer, bytes));
                         }
-                        Verdict::Accept => {
-                            for (other, link) in &links {
-                                if *other != peer {
-                                    let _ = link.send(Frame::Gossip(bytes.clone()));
-                                }
-                            }
-                        }
+                        Verdict::Accept => send_to_all_but(&links, Some(peer), &bytes),
                         Verdict::Ignore | Verdict::Reject => {}
                     },
                     Frame::Request(id, bytes) => {
-                        let answer = engine.on_request(&peer, &bytes, now());
-                        if let Some(link) = links.get(&peer) {
+                        let mut answer = engine.on_request(&peer, &bytes, now());
+                        if spec.behaviour == Behaviour::TamperResponses {
+                            tamper(&mut answer);
+                        }
+                        if let Some((_, link)) = links.get(&peer) {
                             let _ = link.send(Frame::Response(id, answer));
                         }
                     }
                     Frame::Response(id, bytes) => engine.on_response(&peer, id, Ok(&bytes), now()),
-                    Frame::Hello(_) => {}
+                    Frame::Hello(_) | Frame::Ping => {}
                 },
                 None => return Ok(()),
             },
@@ -363,6 +480,7 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     });
                     engine.announce(snapshot.commit.to_block());
                 }
+                Some(Command::Inject(bytes)) => send_to_all_but(&links, None, &bytes),
                 None => return Ok(()),
             },
             () = sleep => engine.on_timer(now()),

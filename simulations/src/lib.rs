@@ -7,9 +7,13 @@
 //! transport differs ([`transport`]: framed messages over turmoil TCP instead of libp2p).
 //!
 //! - [`federation`]: simulated nodes (engine + in-memory store + framed transport);
-//! - [`scenarios`]: each scenario's world, invariants and figures.
+//! - [`scenarios`]: the scenario table, topologies, shared registries and publish-converge;
+//! - [`runner`]: runs a world under a schedule of faults, and the checks scenarios share;
+//! - [`faults`]: partition-heal, churn, byzantine and swarm.
 
+pub mod faults;
 pub mod federation;
+pub mod runner;
 pub mod scenarios;
 pub mod transport;
 

@@ -12,7 +12,7 @@ use meridian_registry::snapshot::{self, BuildInput, Snapshot};
 use meridian_registry::store::{BlockStore, MemoryStore};
 use serde_json::{Value, json};
 
-use crate::federation::{Command, NodeSpec, Rng, World, host_name, run_node, seed_store};
+use crate::federation::{Behaviour, Command, NodeSpec, Rng, World, host_name, seed_store};
 
 /// What a run found.
 #[derive(Debug, Clone)]
@@ -132,19 +132,32 @@ impl Topology {
                     .filter(|(a, _)| *a == i)
                     .map(|(_, b)| *b)
                     .collect(),
+                behaviour: Behaviour::Honest,
             })
             .collect()
     }
 
     /// Sets turmoil's link latencies for every pair of nodes.
     pub fn apply(&self, sim: &turmoil::Sim<'_>) {
+        self.set_latencies(sim, self.intra, self.inter);
+    }
+
+    /// Sets every link's one-way latency: `intra` inside a region, `inter` between regions.
+    pub fn set_latencies(&self, sim: &turmoil::Sim<'_>, intra: Duration, inter: Duration) {
         for a in 0..self.nodes {
             for b in a + 1..self.nodes {
                 let same = a % self.regions.max(1) == b % self.regions.max(1);
-                let latency = if same { self.intra } else { self.inter };
+                let latency = if same { intra } else { inter };
                 sim.set_link_latency(host_name(a), host_name(b), latency);
             }
         }
+    }
+
+    /// The nodes of region `region`.
+    pub fn region_nodes(&self, region: usize) -> Vec<usize> {
+        (0..self.nodes)
+            .filter(|i| i % self.regions.max(1) == region)
+            .collect()
     }
 }
 
@@ -156,8 +169,8 @@ pub fn publisher_key() -> Keypair {
 /// A registry of `agents` agents and its successor with agent 0 changed, built once per
 /// process and size (building is the slow part of a run).
 pub fn registry(agents: usize) -> Arc<(Snapshot, Snapshot)> {
-    type Registries = BTreeMap<usize, Arc<(Snapshot, Snapshot)>>;
-    static CACHE: OnceLock<Mutex<Registries>> = OnceLock::new();
+    type Pairs = BTreeMap<usize, Arc<(Snapshot, Snapshot)>>;
+    static CACHE: OnceLock<Mutex<Pairs>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
     let mut cache = match cache.lock() {
         Ok(guard) => guard,
@@ -166,35 +179,49 @@ pub fn registry(agents: usize) -> Arc<(Snapshot, Snapshot)> {
     cache
         .entry(agents)
         .or_insert_with(|| {
-            let key = publisher_key();
-            let build = |changed: bool, previous: Option<&Snapshot>| {
+            let chain = registry_chain(&publisher_key(), agents, 1);
+            Arc::new((chain[0].clone(), chain[1].clone()))
+        })
+        .clone()
+}
+
+/// A publisher's history: a registry of `agents` agents, then `changes` successors, the
+/// `k`-th changing agent `k - 1`'s skill, each commit one second after the last. Built once
+/// per process, key, size and length.
+pub fn registry_chain(key: &Keypair, agents: usize, changes: usize) -> Arc<Vec<Snapshot>> {
+    type Chains = BTreeMap<(String, usize, usize), Arc<Vec<Snapshot>>>;
+    static CACHE: OnceLock<Mutex<Chains>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut cache = match cache.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    cache
+        .entry((key.did(), agents, changes))
+        .or_insert_with(|| {
+            let mut chain: Vec<Snapshot> = Vec::with_capacity(changes + 1);
+            for step in 0..=changes {
                 let cards = (0..agents)
                     .map(|i| {
-                        let skill = if changed && i == 0 {
-                            "translate"
-                        } else {
-                            "search"
-                        };
+                        let skill = if i < step { "translate" } else { "search" };
                         meridian_node::demo::sample_card("sim", i, skill)
                     })
                     .collect();
-                snapshot::build(BuildInput {
-                    node_key: &key,
-                    org_key: &key,
+                let (snapshot, _) = snapshot::build(BuildInput {
+                    node_key: key,
+                    org_key: key,
                     org: "sim",
                     region: "region-0",
                     cards,
-                    previous,
-                    now: crate::federation::EPOCH_UNIX - 60 + i64::from(changed),
+                    previous: chain.last(),
+                    now: crate::federation::EPOCH_UNIX - 60 + step as i64,
                     expires_in_secs: 7 * 86_400,
                     limits: Limits::DEFAULT,
                 })
-                .map(|(snapshot, _)| snapshot)
-            };
-            let first = build(false, None).unwrap_or_else(|e| panic!("building the registry: {e}"));
-            let second =
-                build(true, Some(&first)).unwrap_or_else(|e| panic!("building the change: {e}"));
-            Arc::new((first, second))
+                .unwrap_or_else(|e| panic!("building the registry, step {step}: {e}"));
+                chain.push(snapshot);
+            }
+            Arc::new(chain)
         })
         .clone()
 }
@@ -252,16 +279,7 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
         }
     };
 
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(60))
-        .tick_duration(Duration::from_millis(1))
-        .rng_seed(seed)
-        .build();
-    for i in 0..n {
-        let world = world.clone();
-        sim.host(host_name(i), move || run_node(i, world.clone()));
-    }
-    topology.apply(&sim);
+    let mut sim = crate::runner::simulation(&world, topology, seed, Duration::from_secs(60));
 
     let outcome: Arc<Mutex<Option<(u64, u64)>>> = Arc::new(Mutex::new(None));
     let bytes_before: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
@@ -371,12 +389,22 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
 }
 
 /// Scenario names this build knows.
-pub const SCENARIOS: &[&str] = &["publish-converge"];
+pub const SCENARIOS: &[&str] = &[
+    "publish-converge",
+    "partition-heal",
+    "churn",
+    "byzantine",
+    "swarm",
+];
 
 /// Runs one scenario by name with its default parameters.
 pub fn run(name: &str, seed: u64) -> Option<Report> {
     match name {
         "publish-converge" => Some(publish_converge(seed, &PublishConverge::default())),
+        "partition-heal" => Some(crate::faults::partition_heal(seed)),
+        "churn" => Some(crate::faults::churn(seed)),
+        "byzantine" => Some(crate::faults::byzantine(seed)),
+        "swarm" => Some(crate::faults::swarm(seed)),
         _ => None,
     }
 }

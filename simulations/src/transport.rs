@@ -7,12 +7,29 @@
 //! gossip   = kind 2, body: a sync gossip message
 //! request  = kind 3, body: id u64, a sync request
 //! response = kind 4, body: id u64, a sync response
+//! ping     = kind 5, no body: "this link is alive" (sent when a link is otherwise idle)
 //! ```
+//!
+//! turmoil's TCP drops the segments a partition cuts and never retransmits them, so a cut
+//! connection stalls forever, much like a real one whose peer vanished. Like libp2p's ping
+//! protocol, each side sends a ping every [`PING_INTERVAL`] of idleness and drops a link that
+//! has been silent for [`LINK_IDLE_MAX`]; the dialer then dials again.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest frame accepted; a bigger length prefix closes the connection.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// A link with nothing to send sends a ping this often.
+pub const PING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A link that has received nothing (not even a ping) for this long is dropped.
+pub const LINK_IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(2_000);
+/// How long a dial (connect and hello) may take.
+pub const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_000);
+/// The longest wait between two dials of one peer.
+pub const REDIAL_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+// A live link must never look idle: several pings fit in the idle limit.
+const _: () = assert!(PING_INTERVAL.as_millis() * 3 <= LINK_IDLE_MAX.as_millis());
 
 /// One frame on a simulated connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +42,8 @@ pub enum Frame {
     Request(u64, Vec<u8>),
     /// The response to the request with this id.
     Response(u64, Vec<u8>),
+    /// Keeps an idle link alive.
+    Ping,
 }
 
 impl Frame {
@@ -38,6 +57,7 @@ impl Frame {
                 out.extend_from_slice(&index.to_be_bytes());
                 return out;
             }
+            Frame::Ping => return vec![0, 0, 0, 1, 5],
             Frame::Gossip(body) => (2, None, body),
             Frame::Request(id, body) => (3, Some(*id), body),
             Frame::Response(id, body) => (4, Some(*id), body),
@@ -74,6 +94,7 @@ impl Frame {
             2 => Ok(Frame::Gossip(rest.to_vec())),
             3 => id(rest).map(|(id, body)| Frame::Request(id, body)),
             4 => id(rest).map(|(id, body)| Frame::Response(id, body)),
+            5 if rest.is_empty() => Ok(Frame::Ping),
             _ => Err(bad("unknown frame kind")),
         }
     }
@@ -121,6 +142,7 @@ mod tests {
             Frame::Gossip(b"g".to_vec()),
             Frame::Request(9, b"r".to_vec()),
             Frame::Response(u64::MAX, vec![]),
+            Frame::Ping,
         ];
         let mut bytes = Vec::new();
         for frame in &frames {
@@ -136,5 +158,7 @@ mod tests {
         assert!(read_frame(&mut &huge[..]).await.is_err());
         let unknown = [0, 0, 0, 1, 9];
         assert!(read_frame(&mut &unknown[..]).await.is_err());
+        let ping_with_body = [0, 0, 0, 2, 5, 0];
+        assert!(read_frame(&mut &ping_with_body[..]).await.is_err());
     }
 }

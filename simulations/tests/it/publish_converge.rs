@@ -1,5 +1,4 @@
 //! The fast set of publish-and-converge runs that the normal test command runs.
-#![allow(clippy::unwrap_used, missing_docs)]
 
 use meridian_simulations::scenarios::{PublishConverge, publish_converge};
 

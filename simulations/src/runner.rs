@@ -1,0 +1,229 @@
+//! Runs a world under a schedule of faults: the part every fault scenario shares.
+//!
+//! A scenario builds a [`World`], a [`Topology`] and a list of [`Scheduled`] actions
+//! (publishes, injected gossip, partitions, repairs, crashes, restarts, link failure rates);
+//! [`run`] steps turmoil one tick at a time, applies each action when its simulated time
+//! comes, and stops when every action is done and the scenario's `done` condition holds, or
+//! at the deadline. Checks that several scenarios share ([`check_converged`],
+//! [`lies_about_honest_peers`]) live here too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_registry::snapshot::Snapshot;
+use meridian_registry::store::BlockStore as _;
+
+use crate::federation::{Command, World, host_name, run_node};
+use crate::scenarios::Topology;
+
+/// Something that happens to the federation.
+#[derive(Debug)]
+pub enum Action {
+    /// A node publishes this snapshot as its own.
+    Publish(usize, Box<Snapshot>),
+    /// A node sends these gossip bytes to all its links, unchecked.
+    Inject(usize, Vec<u8>),
+    /// Messages between the two sets of nodes are dropped, both ways.
+    Partition(Vec<usize>, Vec<usize>),
+    /// Messages from the first set to the second are dropped.
+    PartitionOneway(Vec<usize>, Vec<usize>),
+    /// Undoes partitions between the two sets (both ways).
+    Repair(Vec<usize>, Vec<usize>),
+    /// The node's software stops (its store survives, as a disk would).
+    Crash(usize),
+    /// The node's software starts again.
+    Restart(usize),
+    /// Every link drops a message with this probability (0 for none).
+    FailRate(f64),
+    /// Links between regions take this much longer than the topology says (zero ends a
+    /// spike).
+    LatencySpike(Duration),
+}
+
+/// An action at a simulated time, in milliseconds from the start.
+#[derive(Debug)]
+pub struct Scheduled {
+    /// When.
+    pub at_ms: u64,
+    /// What.
+    pub action: Action,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The simulated millisecond at which `done` first held after the last action, if it did.
+    pub done_ms: Option<u64>,
+    /// The simulated millisecond the last action was applied.
+    pub last_action_ms: u64,
+    /// An error from turmoil or a host, if any.
+    pub error: Option<String>,
+    /// Crashes applied.
+    pub crashes: usize,
+}
+
+fn hosts(nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|&i| host_name(i)).collect()
+}
+
+fn pairs(a: &[usize], b: &[usize]) -> Vec<(String, String)> {
+    let b = hosts(b);
+    hosts(a)
+        .into_iter()
+        .flat_map(|x| b.iter().map(move |y| (x.clone(), y.clone())))
+        .collect()
+}
+
+/// A turmoil simulation of `world` on `topology`: one host per node running [`run_node`],
+/// 1 ms ticks, the seed for turmoil's own randomness, and `duration` at most.
+pub fn simulation(
+    world: &Arc<World>,
+    topology: &Topology,
+    seed: u64,
+    duration: Duration,
+) -> turmoil::Sim<'static> {
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(duration)
+        .tick_duration(Duration::from_millis(1))
+        .rng_seed(seed)
+        .build();
+    for i in 0..world.specs.len() {
+        let world = world.clone();
+        sim.host(host_name(i), move || run_node(i, world.clone()));
+    }
+    topology.apply(&sim);
+    sim
+}
+
+/// Runs `world` on `topology` under `schedule` until `done` holds after the last action, or
+/// until `deadline_ms` of simulated time. `done` is checked every simulated millisecond.
+pub fn run(
+    world: &Arc<World>,
+    topology: &Topology,
+    seed: u64,
+    mut schedule: Vec<Scheduled>,
+    deadline_ms: u64,
+    done: impl Fn(&World) -> bool,
+) -> Outcome {
+    let mut sim = simulation(
+        world,
+        topology,
+        seed,
+        Duration::from_millis(deadline_ms + 1_000),
+    );
+    schedule.sort_by_key(|s| s.at_ms);
+    let mut schedule = schedule.into_iter().peekable();
+    let mut outcome = Outcome::default();
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        while let Some(next) = schedule.next_if(|s| s.at_ms <= now) {
+            outcome.last_action_ms = now;
+            match next.action {
+                Action::Publish(node, snapshot) => {
+                    world.command(node, Command::Publish(snapshot));
+                }
+                Action::Inject(node, bytes) => {
+                    world.command(node, Command::Inject(bytes));
+                }
+                Action::Partition(a, b) => {
+                    for (x, y) in pairs(&a, &b) {
+                        sim.partition(x, y);
+                    }
+                }
+                Action::PartitionOneway(a, b) => {
+                    for (x, y) in pairs(&a, &b) {
+                        sim.partition_oneway(x, y);
+                    }
+                }
+                Action::Repair(a, b) => {
+                    for (x, y) in pairs(&a, &b) {
+                        sim.repair(x.clone(), y.clone());
+                        sim.repair_oneway(x.clone(), y.clone());
+                        sim.repair_oneway(y, x);
+                    }
+                }
+                Action::Crash(node) => {
+                    outcome.crashes += 1;
+                    world.observe(|o| o.commands[node] = None);
+                    sim.crash(host_name(node));
+                }
+                Action::Restart(node) => sim.bounce(host_name(node)),
+                Action::FailRate(rate) => sim.set_fail_rate(rate),
+                Action::LatencySpike(extra) => {
+                    topology.set_latencies(&sim, topology.intra, topology.inter + extra);
+                }
+            }
+        }
+        if schedule.peek().is_none() && done(world) {
+            outcome.done_ms = Some(now);
+            return outcome;
+        }
+        if now > deadline_ms {
+            return outcome;
+        }
+        if let Err(error) = sim.step() {
+            outcome.error = Some(error.to_string());
+            return outcome;
+        }
+    }
+}
+
+/// Whether every node in `nodes` has imported (or published) `commit`.
+pub fn all_imported(world: &World, nodes: &[usize], commit: &meridian_registry::Cid) -> bool {
+    world.observe(|o| nodes.iter().all(|&i| o.imported[i].contains_key(commit)))
+}
+
+/// Checks that every node in `nodes` holds `snapshot` as the publisher's head, with every
+/// one of its blocks (stores hold only verified blocks); returns the problems found.
+pub fn check_converged(world: &World, nodes: &[usize], snapshot: &Snapshot) -> Vec<String> {
+    let mut failures = Vec::new();
+    let publisher = snapshot.commit.body.publisher.to_did();
+    for &i in nodes {
+        let store = &world.stores[i];
+        match store.head(&publisher) {
+            Ok(Some(head)) if head.commit == snapshot.commit_cid => {}
+            other => failures.push(format!(
+                "node {i} holds {other:?}, not the head {}",
+                snapshot.commit_cid
+            )),
+        }
+        let missing = snapshot
+            .blocks
+            .keys()
+            .filter(|cid| !store.contains(cid).unwrap_or(false))
+            .count();
+        if missing > 0 {
+            failures.push(format!("node {i} lacks {missing} blocks of the snapshot"));
+        }
+    }
+    failures
+}
+
+/// Offenses that only a liar commits (slowness, stale heads and expiry can happen to anyone).
+pub const LIES: &[&str] = &[
+    "malformed",
+    "oversized",
+    "bad_signature",
+    "tampered_block",
+    "unexpected_block",
+    "invalid_snapshot",
+    "equivocation",
+];
+
+/// Honest nodes that some honest node penalised for a lie, with what it said they did.
+pub fn lies_about_honest_peers(world: &World) -> Vec<String> {
+    let honest = world.honest();
+    world.observe(|o| {
+        let mut found = Vec::new();
+        for &i in &honest {
+            for (peer, offense) in &o.penalties[i] {
+                if honest.contains(peer) && LIES.contains(offense) {
+                    found.push(format!("node {i} blamed honest node {peer} for {offense}"));
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        found
+    })
+}

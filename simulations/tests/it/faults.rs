@@ -1,0 +1,84 @@
+//! The fault scenarios' fast set, and proof that their checks can fail.
+
+use std::sync::Arc;
+
+use meridian_node::sync::SyncConfig;
+use meridian_registry::store::MemoryStore;
+use meridian_simulations::federation::{Behaviour, Rng, World, seed_store};
+use meridian_simulations::runner::{self, Action, Scheduled, all_imported, check_converged};
+use meridian_simulations::scenarios::{Topology, publisher_key, registry_chain};
+
+use crate::seeds_pass;
+
+#[test]
+fn partition_heal_holds_for_6_seeds() {
+    let reports = seeds_pass("partition-heal", 1..=6);
+    // The seeds cover every kind of cut.
+    let kinds: std::collections::BTreeSet<String> = reports
+        .iter()
+        .map(|r| r.figures["cut"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+}
+
+#[test]
+fn churn_holds_for_4_seeds() {
+    for report in seeds_pass("churn", 1..=4) {
+        assert!(report.figures["crashes"].as_u64().unwrap() >= 10);
+    }
+}
+
+#[test]
+fn byzantine_holds_for_4_seeds() {
+    seeds_pass("byzantine", 1..=4);
+}
+
+#[test]
+fn swarm_holds_for_4_seeds() {
+    seeds_pass("swarm", 1..=4);
+}
+
+#[test]
+fn a_fault_scenario_replays_exactly() {
+    let a = meridian_simulations::scenarios::run("swarm", 3).unwrap();
+    let b = meridian_simulations::scenarios::run("swarm", 3).unwrap();
+    assert!(a.passed(), "{:?}", a.failures);
+    assert_eq!(a.figures, b.figures);
+}
+
+/// The checks are not vacuous: a publisher whose every answer is tampered with leaves the
+/// others without its change, and the convergence check says so.
+#[test]
+fn a_run_that_cannot_converge_is_reported() {
+    let topology = Topology {
+        nodes: 6,
+        ..Topology::default()
+    };
+    let mut rng = Rng::new(1);
+    let chain = registry_chain(&publisher_key(), 300, 1);
+    let mut specs = topology.specs(&mut rng);
+    specs[0].behaviour = Behaviour::TamperResponses;
+    let base = MemoryStore::new();
+    seed_store(&base, &chain[0]).unwrap();
+    let world: Arc<World> = World::new(specs, SyncConfig::default(), &base).unwrap();
+    let schedule = vec![Scheduled {
+        at_ms: 1_000,
+        action: Action::Publish(0, Box::new(chain[1].clone())),
+    }];
+    let everyone: Vec<usize> = (0..6).collect();
+    let outcome = runner::run(&world, &topology, 1, schedule, 5_000, |w| {
+        all_imported(w, &everyone, &chain[1].commit_cid)
+    });
+    assert!(outcome.done_ms.is_none());
+    let failures = check_converged(&world, &world.honest(), &chain[1]);
+    assert_eq!(failures.len(), 2 * 5, "{failures:#?}");
+    // The honest nodes caught the liar.
+    let caught = world.observe(|o| {
+        (1..6).any(|i| {
+            o.penalties[i]
+                .iter()
+                .any(|(peer, offense)| *peer == 0 && runner::LIES.contains(offense))
+        })
+    });
+    assert!(caught);
+}
