@@ -1,0 +1,105 @@
+"""The HTTP client against a real `meridian node run`."""
+
+import asyncio
+import time
+
+import pytest
+
+import meridian
+from conftest import build, card
+
+NOW = int(time.time())
+
+
+def publish(client, key, name, skill="search"):
+    block = meridian.sign_manifest(card(name, skill), "acme", "local", key, NOW)
+    return client.publish(block)
+
+
+def test_publish_search_get_and_errors(node):
+    key = meridian.Keypair.generate()
+    client = meridian.NodeClient(node.url, token=node.token("acme"))
+    assert client.health()["status"] == "ok"
+    # Signed in Python, verified by the node in Rust.
+    publish(client, key, "Helper", "translate")
+    agent = client.get("acme/helper")
+    assert agent["agent_id"] == "acme/helper"
+    found = client.search(skill="translate")
+    assert [a["agent_id"] for a in found["agents"]] == ["acme/helper"]
+    assert [a["agent_id"] for a in client.search_all(org="acme")] == ["acme/helper"]
+    with pytest.raises(meridian.NodeError) as unknown:
+        client.get("acme/nobody")
+    assert unknown.value.status == 404
+    # No token: refused with the node's reason.
+    anonymous = meridian.NodeClient(node.url)
+    with pytest.raises(meridian.NodeError) as refused:
+        publish(anonymous, key, "Sneaky")
+    assert refused.value.status == 401
+    with pytest.raises(ValueError):
+        meridian.NodeClient("ftp://example")
+
+
+def test_events_resume_after_the_last_seen_id(node):
+    key = meridian.Keypair.generate()
+    client = meridian.NodeClient(node.url, token=node.token("acme"), timeout=5)
+    publish(client, key, "First")
+    publish(client, key, "Second")
+    # From the start of the node's history (id 0), then from the first event on.
+    events = client.events(last_event_id=0, reconnect=False)
+    first = next(e for e in events if e.event.startswith("agent"))
+    events.close()
+    assert first.id is not None
+    publish(client, key, "Third")
+    resumed = client.events(last_event_id=first.id, reconnect=False)
+    later = []
+    for event in resumed:
+        if event.event.startswith("agent"):
+            later.append(event)
+        if len(later) == 2:
+            break
+    resumed.close()
+    assert all(e.id > first.id for e in later)
+    assert "acme/second" in str(later[0].data)
+
+
+def test_snapshot_export_verifies_in_python_and_import_needs_an_admin(node, cli):
+    key = meridian.Keypair.generate()
+    client = meridian.NodeClient(node.url, token=node.token("acme"))
+    publish(client, key, "Helper")
+    car = client.export_snapshot()
+    snapshot = meridian.Snapshot.open(car, now=NOW)
+    assert snapshot.get("acme/helper") is not None
+    # A snapshot built offline by the CLI, imported over HTTP by an admin.
+    build(cli, "s1.car")
+    offline = (cli.cwd / "s1.car").read_bytes()
+    with pytest.raises(meridian.NodeError) as forbidden:
+        client.import_snapshot(offline)
+    assert forbidden.value.status == 403
+    admin = meridian.NodeClient(node.url, token=node.token())
+    admin.import_snapshot(offline)
+    publishers = {head["publisher"] for head in admin.heads()}
+    assert meridian.Snapshot.open(offline).publisher in publishers
+    # Tampered bytes are refused by the node.
+    tampered = bytearray(offline)
+    tampered[-1] ^= 0x01
+    with pytest.raises(meridian.NodeError) as rejected:
+        admin.import_snapshot(bytes(tampered))
+    assert rejected.value.status == 422
+
+
+def test_the_async_client_does_the_same(node):
+    key = meridian.Keypair.generate()
+
+    async def main():
+        client = meridian.AsyncNodeClient(node.url, token=node.token("acme"), timeout=5)
+        assert (await client.health())["status"] == "ok"
+        block = meridian.sign_manifest(card("Async"), "acme", "local", key, NOW)
+        await client.publish(block)
+        assert (await client.get("acme/async"))["agent_id"] == "acme/async"
+        async for event in client.events(last_event_id=0, reconnect=False):
+            if event.event.startswith("agent"):
+                return event
+        return None
+
+    event = asyncio.run(main())
+    assert event is not None and "acme/async" in str(event.data)
