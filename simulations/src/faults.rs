@@ -52,7 +52,7 @@ fn world(
 }
 
 /// A report for a run that could not even start.
-fn failed_to_start(scenario: &'static str, seed: u64, error: String) -> Report {
+pub(crate) fn failed_to_start(scenario: &'static str, seed: u64, error: String) -> Report {
     Report {
         scenario,
         seed,
@@ -106,7 +106,7 @@ fn report<const N: usize>(
 }
 
 /// `count` distinct nodes other than the publisher (node 0), drawn from `rng`.
-fn pick_nodes(rng: &mut Rng, count: usize, n: usize) -> Vec<usize> {
+pub(crate) fn pick_nodes(rng: &mut Rng, count: usize, n: usize) -> Vec<usize> {
     let mut picked = Vec::with_capacity(count);
     while picked.len() < count.min(n.saturating_sub(1)) {
         let node = 1 + rng.below(n - 1);

@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meridian_node::daemon::governance::Governance;
 use meridian_node::sync::{
-    Engine, ImportReport, NoGovernance, Now, Output, PeerInfo, SyncConfig, Verdict, import,
+    Engine, GovernanceHooks, GovernanceOutcome, ImportReport, NoGovernance, Now, Output, PeerInfo,
+    SyncConfig, Verdict, import,
 };
 use meridian_registry::Cid;
 use meridian_registry::snapshot::Snapshot;
@@ -79,6 +81,8 @@ pub struct NodeSpec {
     pub dial: Vec<usize>,
     /// Honest or not.
     pub behaviour: Behaviour,
+    /// How far this node's wall clock is ahead of true time, in seconds (negative: behind).
+    pub clock_offset_secs: i64,
 }
 
 /// A command from the scenario to a running node.
@@ -88,6 +92,9 @@ pub enum Command {
     Publish(Box<Snapshot>),
     /// Send these bytes as gossip to every link, unchecked: what a misbehaving node does.
     Inject(Vec<u8>),
+    /// A governance document an admin hands this node: applied to its governance, then
+    /// gossiped to every link.
+    Governance(Vec<u8>),
 }
 
 /// Penalties a node records, at most (older ones stay, newer ones are counted only).
@@ -110,6 +117,8 @@ pub struct Observed {
     pub equivocations: Vec<BTreeSet<String>>,
     /// Times each node's software started (1 + restarts).
     pub starts: Vec<u32>,
+    /// When (simulated ms) each node's governance took each document, by the document's CID.
+    pub governance_applied: Vec<HashMap<Cid, u64>>,
 }
 
 /// The federation: specs, stores and observations, shared by the hosts and the scenario.
@@ -120,6 +129,9 @@ pub struct World {
     pub stores: Vec<MemoryStore>,
     /// Engine configuration for every node.
     pub config: SyncConfig,
+    /// Each node's governance (the node daemon's own type), when the scenario has a trust
+    /// root; like the store, it survives crashes.
+    pub governance: Vec<Option<Arc<Governance>>>,
     /// Observations.
     pub observed: Mutex<Observed>,
 }
@@ -132,6 +144,23 @@ impl World {
         base: &MemoryStore,
     ) -> Result<Arc<Self>, String> {
         let n = specs.len();
+        Self::with_governance(specs, config, base, vec![None; n])
+    }
+
+    /// A world whose nodes have governance: `governance[i]` is node `i`'s (`None`: off).
+    pub fn with_governance(
+        specs: Vec<NodeSpec>,
+        config: SyncConfig,
+        base: &MemoryStore,
+        governance: Vec<Option<Arc<Governance>>>,
+    ) -> Result<Arc<Self>, String> {
+        let n = specs.len();
+        if governance.len() != n {
+            return Err(format!(
+                "{} governance slots for {n} nodes",
+                governance.len()
+            ));
+        }
         let stores = (0..n)
             .map(|_| base.fork().map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
@@ -139,6 +168,7 @@ impl World {
             stores,
             specs,
             config,
+            governance,
             observed: Mutex::new(Observed {
                 bytes_in: vec![0; n],
                 imported: vec![HashMap::new(); n],
@@ -147,6 +177,7 @@ impl World {
                 penalties: vec![Vec::new(); n],
                 equivocations: vec![BTreeSet::new(); n],
                 starts: vec![0; n],
+                governance_applied: vec![HashMap::new(); n],
             }),
         }))
     }
@@ -187,12 +218,46 @@ pub fn seed_store(store: &dyn BlockStore, snapshot: &Snapshot) -> Result<(), Str
         .map_err(|e| e.to_string())
 }
 
-/// Simulated time now.
-fn now() -> Now {
+/// Simulated time now, on a clock `offset_secs` ahead of true time.
+fn now_with(offset_secs: i64) -> Now {
     let elapsed = turmoil::sim_elapsed().unwrap_or_default();
     Now {
         ms: elapsed.as_millis() as u64,
-        unix: EPOCH_UNIX + elapsed.as_secs() as i64,
+        unix: EPOCH_UNIX + elapsed.as_secs() as i64 + offset_secs,
+    }
+}
+
+/// The sync engine's view of a simulated node's governance: the daemon's `Governance`, with
+/// every document it takes recorded for the scenario.
+struct SimGovernance {
+    governance: Arc<Governance>,
+    world: Arc<World>,
+    index: usize,
+}
+
+impl SimGovernance {
+    fn take(&self, block: &[u8], unix: i64) -> GovernanceOutcome {
+        let outcome = self.governance.offer_document(block, unix);
+        if outcome == GovernanceOutcome::New {
+            let at = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+            let cid = meridian_registry::ids::dag_cbor_cid(block);
+            self.world.observe(|o| {
+                o.governance_applied[self.index].entry(cid).or_insert(at);
+            });
+        }
+        outcome
+    }
+}
+
+impl GovernanceHooks for SimGovernance {
+    fn offer(&mut self, block: &[u8], unix: i64) -> GovernanceOutcome {
+        self.take(block, unix)
+    }
+    fn documents(&self) -> Vec<Vec<u8>> {
+        self.governance.documents()
+    }
+    fn publisher_allowed(&self, did: &str) -> bool {
+        self.governance.publisher_allowed(did)
     }
 }
 
@@ -297,6 +362,8 @@ fn tamper(answer: &mut [u8]) {
 /// The software of one node host: listen, dial, and drive the engine until the host stops.
 pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
     let spec = world.specs[index].clone();
+    let offset = spec.clock_offset_secs;
+    let now = move || now_with(offset);
     let store = world.stores[index].clone();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let (commands_tx, mut commands) = mpsc::unbounded_channel::<Command>();
@@ -349,11 +416,23 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
     }
     drop(events_tx);
 
-    let mut engine: Engine<usize> = Engine::new(
-        world.config.clone(),
-        Arc::new(store.clone()),
-        Box::new(NoGovernance),
-    );
+    let hooks: Box<dyn GovernanceHooks> = match &world.governance[index] {
+        Some(governance) => Box::new(SimGovernance {
+            governance: governance.clone(),
+            world: world.clone(),
+            index,
+        }),
+        None => Box::new(NoGovernance),
+    };
+    let admin = world.governance[index]
+        .clone()
+        .map(|governance| SimGovernance {
+            governance,
+            world: world.clone(),
+            index,
+        });
+    let mut engine: Engine<usize> =
+        Engine::new(world.config.clone(), Arc::new(store.clone()), hooks);
     let mut links: HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)> = HashMap::new();
     let mut deferred: HashMap<u64, (usize, Vec<u8>)> = HashMap::new();
     let send_to_all_but = |links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
@@ -481,6 +560,14 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     engine.announce(snapshot.commit.to_block());
                 }
                 Some(Command::Inject(bytes)) => send_to_all_but(&links, None, &bytes),
+                Some(Command::Governance(block)) => {
+                    if let Some(admin) = &admin
+                        && admin.take(&block, now().unix) == GovernanceOutcome::New
+                    {
+                        let gossip = meridian_node::sync::wire::Gossip::Governance(block);
+                        send_to_all_but(&links, None, &gossip.encode());
+                    }
+                }
                 None => return Ok(()),
             },
             () = sleep => engine.on_timer(now()),

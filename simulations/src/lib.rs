@@ -9,10 +9,12 @@
 //! - [`federation`]: simulated nodes (engine + in-memory store + framed transport);
 //! - [`scenarios`]: the scenario table, topologies, shared registries and publish-converge;
 //! - [`runner`]: runs a world under a schedule of faults, and the checks scenarios share;
-//! - [`faults`]: partition-heal, churn, byzantine and swarm.
+//! - [`faults`]: partition-heal, churn, byzantine and swarm;
+//! - [`governance`]: documents issued during a run take effect everywhere.
 
 pub mod faults;
 pub mod federation;
+pub mod governance;
 pub mod runner;
 pub mod scenarios;
 pub mod transport;

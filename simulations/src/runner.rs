@@ -38,6 +38,11 @@ pub enum Action {
     /// Links between regions take this much longer than the topology says (zero ends a
     /// spike).
     LatencySpike(Duration),
+    /// A governance admin hands this document to a node, which applies and gossips it.
+    Governance(usize, Vec<u8>),
+    /// Nothing: keeps the run going at least until its time (to watch for what must not
+    /// happen).
+    Wait,
 }
 
 /// An action at a simulated time, in milliseconds from the start.
@@ -152,6 +157,10 @@ pub fn run(
                 Action::LatencySpike(extra) => {
                     topology.set_latencies(&sim, topology.intra, topology.inter + extra);
                 }
+                Action::Governance(node, block) => {
+                    world.command(node, Command::Governance(block));
+                }
+                Action::Wait => {}
             }
         }
         if schedule.peek().is_none() && done(world) {

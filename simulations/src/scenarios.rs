@@ -133,6 +133,7 @@ impl Topology {
                     .map(|(_, b)| *b)
                     .collect(),
                 behaviour: Behaviour::Honest,
+                clock_offset_secs: 0,
             })
             .collect()
     }
@@ -395,6 +396,7 @@ pub const SCENARIOS: &[&str] = &[
     "churn",
     "byzantine",
     "swarm",
+    "governance",
 ];
 
 /// Runs one scenario by name with its default parameters.
@@ -405,6 +407,7 @@ pub fn run(name: &str, seed: u64) -> Option<Report> {
         "churn" => Some(crate::faults::churn(seed)),
         "byzantine" => Some(crate::faults::byzantine(seed)),
         "swarm" => Some(crate::faults::swarm(seed)),
+        "governance" => Some(crate::governance::governance(seed)),
         _ => None,
     }
 }

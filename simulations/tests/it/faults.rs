@@ -82,3 +82,12 @@ fn a_run_that_cannot_converge_is_reported() {
     });
     assert!(caught);
 }
+
+#[test]
+fn governance_documents_take_effect_everywhere_for_4_seeds() {
+    for report in seeds_pass("governance", 1..=4) {
+        // Simulated time, so deterministic: a revocation reaches every node within 1 s.
+        let revocation = report.figures["revocation_ms"].as_u64().unwrap();
+        assert!(revocation <= 1_000, "seed {}: {revocation} ms", report.seed);
+    }
+}

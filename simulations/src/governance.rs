@@ -1,0 +1,324 @@
+//! The "governance" scenario: governance documents issued during a run (a policy, an
+//! organisation's revocation, a root rotation, a policy under the new root that denies the
+//! publisher's node key) must take effect on every node, through the same sync engine and the
+//! same `Governance` the node daemon uses, including on a node that was down while they
+//! spread and on one whose clock runs ahead within the tolerance; a node whose clock is past
+//! the documents' expiry must take none of them; and the denial must stop the federation from
+//! mirroring the publisher.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meridian_governance::attestation::{Attestation, Registration};
+use meridian_governance::document::KeySet;
+use meridian_governance::policy::{PolicyBody, PolicyBundle, RateTier};
+use meridian_governance::root::{RoleName, RootBody, RootDocument};
+use meridian_node::daemon::governance::Governance;
+use meridian_node::sync::SyncConfig;
+use meridian_registry::Cid;
+use meridian_registry::keys::Keypair;
+use meridian_registry::manifest::Manifest;
+use meridian_registry::store::MemoryStore;
+use serde_json::json;
+
+use crate::federation::{Rng, World, seed_store};
+use crate::runner::{self, Action, Scheduled};
+use crate::scenarios::{Report, Topology, publisher_key, registry_chain};
+
+/// How long the scenario's documents are valid, in seconds.
+const VALID_SECS: i64 = 30 * 86_400;
+/// A clock this far ahead is within the documents' tolerance (they are issued a minute
+/// before the run starts).
+const CLOCK_SKEW_WITHIN_SECS: i64 = 200;
+
+/// The governance admins' keys.
+struct Admins {
+    root: Keypair,
+    next_root: Keypair,
+    attest: Keypair,
+    policy: Keypair,
+    next_policy: Keypair,
+    witness: Keypair,
+}
+
+fn key(tag: u8) -> Keypair {
+    Keypair::from_secret(&[tag; 32])
+}
+
+fn root_document(version: u64, root: &Keypair, policy: &Keypair, admins: &Admins) -> RootDocument {
+    let one = |key: &Keypair| KeySet {
+        keys: vec![key.public()],
+        threshold: 1,
+    };
+    let roles = BTreeMap::from([
+        (RoleName::Root, one(root)),
+        (RoleName::Attest, one(&admins.attest)),
+        (RoleName::Policy, one(policy)),
+        (RoleName::Witness, one(&admins.witness)),
+    ]);
+    let start = crate::federation::EPOCH_UNIX - 60;
+    RootDocument::new(RootBody {
+        version,
+        created_at: start,
+        expires_at: start + VALID_SECS,
+        roles,
+    })
+    .unwrap_or_else(|e| panic!("building root v{version}: {e}"))
+}
+
+fn policy_bundle(version: u64, key: &Keypair, deny_node_keys: Vec<String>) -> Vec<u8> {
+    let start = crate::federation::EPOCH_UNIX - 60;
+    let mut bundle = PolicyBundle::new(PolicyBody {
+        version,
+        issued_at: start,
+        expires_at: start + VALID_SECS,
+        deny_node_keys,
+        rate_limits: vec![RateTier {
+            scope: "org:sim".into(),
+            requests_per_second: 10,
+            burst: 20,
+        }],
+        ..PolicyBody::default()
+    })
+    .unwrap_or_else(|e| panic!("building policy v{version}: {e}"));
+    bundle.sign(key);
+    bundle.to_block()
+}
+
+/// The documents of one run, in the order they are issued.
+struct Documents {
+    root_v1: Vec<u8>,
+    verified: Vec<u8>,
+    policy_v1: Vec<u8>,
+    revocation: Vec<u8>,
+    root_v2: Vec<u8>,
+    policy_v2: Vec<u8>,
+}
+
+fn documents(admins: &Admins) -> Documents {
+    let start = crate::federation::EPOCH_UNIX - 60;
+    let mut root_v1 = root_document(1, &admins.root, &admins.policy, admins);
+    root_v1.sign(&admins.root);
+    let mut root_v2 = root_document(2, &admins.next_root, &admins.next_policy, admins);
+    root_v2.sign(&admins.root);
+    root_v2.sign(&admins.next_root);
+    let registration =
+        Registration::create("sim", "sim.example", "ops@sim.example", &[&publisher_key()])
+            .unwrap_or_else(|e| panic!("registration: {e}"));
+    let mut verified = registration
+        .approve(start, start + VALID_SECS)
+        .unwrap_or_else(|e| panic!("approval: {e}"));
+    verified.sign(&admins.attest);
+    let mut revocation = Attestation::revocation(
+        verified.id(),
+        "key compromised",
+        start + 1,
+        start + VALID_SECS,
+    )
+    .unwrap_or_else(|e| panic!("revocation: {e}"));
+    revocation.sign(&admins.attest);
+    Documents {
+        root_v1: root_v1.to_block(),
+        verified: verified.to_block(),
+        policy_v1: policy_bundle(1, &admins.policy, Vec::new()),
+        revocation: revocation.to_block(),
+        root_v2: root_v2.to_block(),
+        policy_v2: policy_bundle(2, &admins.next_policy, vec![publisher_key().did()]),
+    }
+}
+
+fn cid(block: &[u8]) -> Cid {
+    meridian_registry::ids::dag_cbor_cid(block)
+}
+
+/// "governance": see the module documentation. Figures: the time for each document to reach
+/// every node (`*_ms`; the revocation's target is 1 s).
+pub fn governance(seed: u64) -> Report {
+    const SCENARIO: &str = "governance";
+    let mut rng = Rng::new(seed);
+    let topology = Topology {
+        nodes: 30,
+        ..Topology::default()
+    };
+    let n = topology.nodes;
+    let admins = Admins {
+        root: key(0x71),
+        next_root: key(0x72),
+        attest: key(0x73),
+        policy: key(0x74),
+        next_policy: key(0x75),
+        witness: key(0x76),
+    };
+    let docs = documents(&admins);
+    let mut failures = Vec::new();
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error.to_string()),
+    };
+    let root_file = dir.path().join("root.1.cbor");
+    if let Err(error) = std::fs::write(&root_file, &docs.root_v1) {
+        return crate::faults::failed_to_start(SCENARIO, seed, error.to_string());
+    }
+    let now = crate::federation::EPOCH_UNIX;
+    let mut governance = Vec::with_capacity(n);
+    for i in 0..n {
+        let loaded = Governance::load(&dir.path().join(format!("node-{i}")), Some(&root_file), now)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|g| {
+                // Every node starts knowing the organisation is verified.
+                match g.offer_document(&docs.verified, now) {
+                    meridian_node::sync::GovernanceOutcome::New => Ok(g),
+                    other => Err(format!("the org attestation was not taken: {other:?}")),
+                }
+            });
+        match loaded {
+            Ok(g) => governance.push(Some(Arc::new(g))),
+            Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error),
+        }
+    }
+    let chain = registry_chain(&publisher_key(), 500, 1);
+    let mut specs = topology.specs(&mut rng);
+    // A node whose clock runs ahead within the tolerance takes every document; one whose
+    // clock is past the documents' expiry takes none.
+    let picked = crate::faults::pick_nodes(&mut rng, 3, n);
+    let (sleeper, skewed, far) = (picked[0], picked[1], picked[2]);
+    specs[skewed].clock_offset_secs = CLOCK_SKEW_WITHIN_SECS;
+    specs[far].clock_offset_secs = VALID_SECS + 86_400;
+    let base = MemoryStore::new();
+    if let Err(error) = seed_store(&base, &chain[0]) {
+        return crate::faults::failed_to_start(SCENARIO, seed, error);
+    }
+    let world = match World::with_governance(specs, SyncConfig::default(), &base, governance) {
+        Ok(world) => world,
+        Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error),
+    };
+    // `sleeper` is down while the documents spread and catches up when it restarts; the
+    // admins hand documents to nodes with true clocks that stay up.
+    let issuer = |rng: &mut Rng| loop {
+        let node = rng.below(n);
+        if ![sleeper, skewed, far].contains(&node) {
+            return node;
+        }
+    };
+    let issued = [
+        ("policy_v1", 2_000, docs.policy_v1.clone()),
+        ("revocation", 3_000, docs.revocation.clone()),
+        ("root_v2", 4_000, docs.root_v2.clone()),
+        ("policy_v2", 5_000, docs.policy_v2.clone()),
+    ];
+    let mut schedule: Vec<Scheduled> = issued
+        .iter()
+        .map(|(_, at_ms, block)| Scheduled {
+            at_ms: *at_ms,
+            action: Action::Governance(issuer(&mut rng), block.clone()),
+        })
+        .collect();
+    schedule.push(Scheduled {
+        at_ms: 2_500,
+        action: Action::Crash(sleeper),
+    });
+    schedule.push(Scheduled {
+        at_ms: 5_500,
+        action: Action::Restart(sleeper),
+    });
+    // After the denial has spread, the publisher's next head must go nowhere.
+    schedule.push(Scheduled {
+        at_ms: 7_000,
+        action: Action::Publish(0, Box::new(chain[1].clone())),
+    });
+    schedule.push(Scheduled {
+        at_ms: 9_000,
+        action: Action::Wait,
+    });
+    let cids: Vec<Cid> = issued.iter().map(|(_, _, block)| cid(block)).collect();
+    let outcome = runner::run(&world, &topology, seed, schedule, 30_000, |w| {
+        w.observe(|o| {
+            o.governance_applied
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != far)
+                .all(|(_, applied)| cids.iter().all(|c| applied.contains_key(c)))
+        })
+    });
+    if let Some(error) = &outcome.error {
+        failures.push(format!("simulation error: {error}"));
+    }
+    if outcome.done_ms.is_none() {
+        failures.push("the documents did not reach every node within 30 s".into());
+    }
+    let mut figures = Vec::new();
+    world.observe(|o| {
+        for ((name, at_ms, block), key) in issued.iter().zip([
+            "policy_v1_ms",
+            "revocation_ms",
+            "root_v2_ms",
+            "policy_v2_ms",
+        ]) {
+            let document = cid(block);
+            let mut latest = None;
+            for (i, applied) in o.governance_applied.iter().enumerate() {
+                if i == far {
+                    if applied.contains_key(&document) {
+                        failures.push(format!(
+                            "node {i}, whose clock is past its expiry, took the {name}"
+                        ));
+                    }
+                    continue;
+                }
+                match applied.get(&document) {
+                    Some(&t) if i != sleeper => latest = latest.max(Some(t.saturating_sub(*at_ms))),
+                    Some(_) => {}
+                    None => failures.push(format!("node {i} never applied the {name}")),
+                }
+            }
+            figures.push((key, json!(latest)));
+        }
+        for (i, imported) in o.imported.iter().enumerate().skip(1) {
+            if imported.contains_key(&chain[1].commit_cid) {
+                failures.push(format!(
+                    "node {i} mirrored a head of a publisher the policy denies"
+                ));
+            }
+        }
+    });
+    let manifest = chain[0]
+        .blocks
+        .values()
+        .find_map(|block| Manifest::decode(block).ok());
+    let publisher = publisher_key().did();
+    for (i, governance) in world.governance.iter().enumerate() {
+        let Some(governance) = governance else {
+            continue;
+        };
+        if i == far {
+            continue;
+        }
+        if governance.publisher_allowed(&publisher) {
+            failures.push(format!("node {i} still mirrors the denied publisher"));
+        }
+        if let Some(manifest) = &manifest
+            && governance.accept(manifest, &publisher, now + 10).is_ok()
+        {
+            failures.push(format!(
+                "node {i} still accepts agents of the revoked organisation"
+            ));
+        }
+        let root_v2 = governance
+            .documents()
+            .iter()
+            .any(|b| RootDocument::decode(b).is_ok_and(|r| r.body.version == 2));
+        if !root_v2 {
+            failures.push(format!("node {i} is not on root version 2"));
+        }
+    }
+    figures.push(("sleeper", json!(sleeper)));
+    figures.push(("skewed", json!(skewed)));
+    figures.push(("far_skewed", json!(far)));
+    figures.push(("nodes", json!(n)));
+    Report {
+        scenario: SCENARIO,
+        seed,
+        failures,
+        figures: figures.into_iter().collect(),
+    }
+}
