@@ -10,11 +10,13 @@
 //! - [`scenarios`]: the scenario table, topologies, shared registries and publish-converge;
 //! - [`runner`]: runs a world under a schedule of faults, and the checks scenarios share;
 //! - [`faults`]: partition-heal, churn, byzantine and swarm;
-//! - [`governance`]: documents issued during a run take effect everywhere.
+//! - [`governance`]: documents issued during a run take effect everywhere;
+//! - [`report`]: JSON, markdown and SVG reports of many runs.
 
 pub mod faults;
 pub mod federation;
 pub mod governance;
+pub mod report;
 pub mod runner;
 pub mod scenarios;
 pub mod transport;

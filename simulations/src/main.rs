@@ -1,14 +1,19 @@
-//! `meridian-simulations`: run a scenario for one seed or many, print each run's outcome and
-//! figures, and the command that replays any failure.
+//! `meridian-simulations`: run a scenario (or all of them) for one seed or many, print each
+//! run's outcome and figures and the command that replays any failure, and optionally write a
+//! report (JSON, markdown and an SVG chart).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use clap::Parser;
-use meridian_simulations::scenarios::{self, SCENARIOS};
+use meridian_simulations::scenarios::{self, Report, SCENARIOS};
 
 /// Runs Meridian's deterministic simulations.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Scenario to run.
+    /// Scenario to run, or `all`.
     #[arg(long, default_value = "publish-converge")]
     scenario: String,
     /// Run this one seed (the default is 1 unless --seeds is given).
@@ -17,51 +22,111 @@ struct Args {
     /// Run seeds 1..=N.
     #[arg(long)]
     seeds: Option<u64>,
+    /// Runs at once (each run is single-threaded and independent); 0 means one per core.
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
     /// Print each report as JSON instead of a line.
     #[arg(long)]
     json: bool,
+    /// Write report.json, report.md and convergence.svg into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if !SCENARIOS.contains(&args.scenario.as_str()) {
+    let scenarios: Vec<&str> = if args.scenario == "all" {
+        SCENARIOS.to_vec()
+    } else if let Some(known) = SCENARIOS.iter().find(|s| **s == args.scenario) {
+        vec![*known]
+    } else {
         eprintln!(
-            "error: unknown scenario `{}`; known: {}",
+            "error: unknown scenario `{}`; known: {}, or all",
             args.scenario,
             SCENARIOS.join(", ")
         );
         return std::process::ExitCode::from(2);
-    }
+    };
     let seeds: Vec<u64> = match (args.seed, args.seeds) {
         (Some(seed), _) => vec![seed],
         (None, Some(n)) => (1..=n).collect(),
         (None, None) => vec![1],
     };
-    let mut failed = Vec::new();
-    for seed in seeds {
-        let Some(report) = scenarios::run(&args.scenario, seed) else {
-            return std::process::ExitCode::from(2);
-        };
-        if args.json {
-            println!("{}", report.to_json());
-        } else {
-            println!("{}", report.line());
-        }
-        if !report.passed() {
-            for failure in &report.failures {
-                eprintln!("  {failure}");
-            }
-            failed.push(seed);
-        }
+    let runs: Vec<(&str, u64)> = scenarios
+        .iter()
+        .flat_map(|s| seeds.iter().map(move |seed| (*s, *seed)))
+        .collect();
+    let jobs = if args.jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.jobs
     }
+    .min(runs.len().max(1));
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Report>>> =
+        std::sync::Mutex::new((0..runs.len()).map(|_| None).collect());
+    let printed = std::sync::Mutex::new(0usize);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(scenario, seed)) = runs.get(index) else {
+                        return;
+                    };
+                    let report = scenarios::run(scenario, seed);
+                    let mut results = match results.lock() {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    results[index] = report;
+                    // Print in run order, whatever order the runs finish in.
+                    let mut printed = match printed.lock() {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    while let Some(Some(report)) = results.get(*printed) {
+                        if args.json {
+                            println!("{}", report.to_json());
+                        } else {
+                            println!("{}", report.line());
+                        }
+                        for failure in &report.failures {
+                            eprintln!("  {failure}");
+                        }
+                        *printed += 1;
+                    }
+                }
+            });
+        }
+    });
+    let reports: Vec<Report> = match results.into_inner() {
+        Ok(results) => results.into_iter().flatten().collect(),
+        Err(poisoned) => poisoned.into_inner().into_iter().flatten().collect(),
+    };
+    let wall_secs = started.elapsed().as_secs_f64();
+    if let Some(dir) = &args.report {
+        if let Err(error) = meridian_simulations::report::write(dir, &reports, wall_secs) {
+            eprintln!("error: writing the report to {}: {error}", dir.display());
+            return std::process::ExitCode::from(2);
+        }
+        eprintln!("report written to {}", dir.display());
+    }
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed()).collect();
+    eprintln!(
+        "{} runs in {wall_secs:.1} s wall-clock, {} failed",
+        reports.len(),
+        failed.len()
+    );
     if failed.is_empty() {
         return std::process::ExitCode::SUCCESS;
     }
-    eprintln!("{} failing seed(s); replay with:", failed.len());
-    for seed in failed {
+    eprintln!("replay with:");
+    for report in failed {
         eprintln!(
-            "  cargo run -p meridian-simulations --release -- --scenario {} --seed {seed}",
-            args.scenario
+            "  cargo run -p meridian-simulations --release -- --scenario {} --seed {}",
+            report.scenario, report.seed
         );
     }
     std::process::ExitCode::FAILURE
