@@ -850,7 +850,7 @@ async fn publish_one(
     let body = ManifestBody::from_card(card, org, region, updated_at)?;
     let agent_id = body.agent_id.clone();
     let block = body.sign(key).to_block();
-    let response = post_manifest(client, dir, node, org, &block)
+    let response = post_manifest(client, dir, node, org, &block, updated_at)
         .await
         .with_context(|| format!("{}: publishing {agent_id}", node.name))?;
     expect_success(response, &format!("{}: publishing {agent_id}", node.name)).await?;
@@ -864,8 +864,9 @@ async fn post_manifest(
     node: &DemoNode,
     org: &str,
     block: &[u8],
+    now: i64,
 ) -> Result<reqwest::Response> {
-    let token = org_token(dir, node, org)?;
+    let token = org_token(dir, node, org, now)?;
     let body = json!({ "manifest": base64::engine::general_purpose::STANDARD.encode(block) });
     Ok(client
         .post(format!("{}/api/v1/agents", node.url))
@@ -877,7 +878,7 @@ async fn post_manifest(
 }
 
 /// The publishing token of `org` on `node`, made on first use and kept in `DIR/tokens/`.
-fn org_token(dir: &Path, node: &DemoNode, org: &str) -> Result<String> {
+fn org_token(dir: &Path, node: &DemoNode, org: &str, now: i64) -> Result<String> {
     let file = dir
         .join("tokens")
         .join(format!("{}.{org}", node.name.replace(' ', "-")));
@@ -885,7 +886,7 @@ fn org_token(dir: &Path, node: &DemoNode, org: &str) -> Result<String> {
         return Ok(token);
     }
     let data = dir.join(node.name.replace(' ', "-"));
-    let (token, _) = crate::daemon::tokens::create(&data, Some(org), 0)?;
+    let (token, _) = crate::daemon::tokens::create(&data, Some(org), now)?;
     std::fs::create_dir_all(dir.join("tokens"))?;
     crate::cli::write_secret_file(&file, token.as_bytes())?;
     Ok(token)
@@ -904,7 +905,7 @@ async fn forged_publish(
     let block = ManifestBody::from_card(&card, "acme", node.region, now + 2)?
         .sign(&stranger)
         .to_block();
-    let response = post_manifest(client, dir, node, "acme", &block)
+    let response = post_manifest(client, dir, node, "acme", &block, now)
         .await
         .context("publishing the forged manifest")?;
     let status = response.status();
