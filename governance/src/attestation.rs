@@ -565,7 +565,56 @@ pub struct AttestationSet {
 /// Why an attestation was not added to a set.
 pub type AddError = AttestationError;
 
+/// A governance document [`AttestationSet::from_documents`] left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedDocument {
+    /// Its place in the list given.
+    pub index: usize,
+    /// Why it was left out.
+    pub reason: String,
+}
+
 impl AttestationSet {
+    /// The set made of `blocks`: attestations (revocations included) first, in order, then key
+    /// rotations, which need the organisations' verifications in place. A block that does not
+    /// verify, or is neither, is left out and reported; it never stops the others. The CLI and
+    /// the bindings build their sets through this one function.
+    pub fn from_documents(
+        blocks: &[&[u8]],
+        root: &TrustedRoot,
+        now: i64,
+    ) -> (Self, Vec<SkippedDocument>) {
+        let mut set = Self::new();
+        let mut rotations = Vec::new();
+        let mut skipped = Vec::new();
+        for (index, block) in blocks.iter().enumerate() {
+            if let Ok(attestation) = Attestation::decode(block) {
+                if let Err(error) = set.add(attestation, root, now) {
+                    skipped.push(SkippedDocument {
+                        index,
+                        reason: error.to_string(),
+                    });
+                }
+            } else if let Ok(rotation) = KeyRotation::decode(block) {
+                rotations.push((index, rotation));
+            } else {
+                skipped.push(SkippedDocument {
+                    index,
+                    reason: "not an attestation or key rotation".into(),
+                });
+            }
+        }
+        for (index, rotation) in rotations {
+            if let Err(error) = set.apply_rotation(&rotation, now) {
+                skipped.push(SkippedDocument {
+                    index,
+                    reason: error.to_string(),
+                });
+            }
+        }
+        (set, skipped)
+    }
+
     /// An empty set.
     pub fn new() -> Self {
         Self::default()

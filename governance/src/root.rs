@@ -231,7 +231,77 @@ pub struct TrustedRoot {
     current: RootDocument,
 }
 
+/// Why a chain of root documents could not be trusted; `index` is the document's place in the
+/// chain (0 is the first, the one trusted out of band).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootChainError {
+    /// The chain is empty.
+    #[error("no trust root given")]
+    Empty,
+    /// A document is not a root document.
+    #[error("root document #{}: {error}", index + 1)]
+    Decode {
+        /// Its place in the chain.
+        index: usize,
+        /// Why.
+        error: DocumentError,
+    },
+    /// A document is not a valid successor, or the newest is not fresh.
+    #[error("root document #{}: {error}", index + 1)]
+    Rejected {
+        /// Its place in the chain.
+        index: usize,
+        /// Why.
+        error: RootError,
+    },
+}
+
+impl RootChainError {
+    /// The place in the chain of the document at fault, if one was.
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            RootChainError::Empty => None,
+            RootChainError::Decode { index, .. } | RootChainError::Rejected { index, .. } => {
+                Some(*index)
+            }
+        }
+    }
+}
+
 impl TrustedRoot {
+    /// Trusts a chain of root document blocks, oldest first: the first (trusted out of band)
+    /// may have expired, since newer versions renew it; each next one must be signed by
+    /// thresholds of the old and new root keys and be exactly one version up; the newest must
+    /// pass [`TrustedRoot::check_fresh`] with `expiry`. The CLI, the bindings and tests load
+    /// roots through this one function.
+    pub fn from_chain(
+        blocks: &[&[u8]],
+        now: i64,
+        expiry: ExpiryCheck,
+    ) -> Result<Self, RootChainError> {
+        let (first, rest) = blocks.split_first().ok_or(RootChainError::Empty)?;
+        let decode = |index: usize, block: &[u8]| {
+            RootDocument::decode(block).map_err(|error| RootChainError::Decode { index, error })
+        };
+        let mut trusted =
+            TrustedRoot::bootstrap(decode(0, first)?, now, ExpiryCheck::AllowExpiredForRecovery)
+                .map_err(|error| RootChainError::Rejected { index: 0, error })?;
+        for (offset, block) in rest.iter().enumerate() {
+            let index = offset + 1;
+            trusted
+                .update(decode(index, block)?)
+                .map_err(|error| RootChainError::Rejected { index, error })?;
+        }
+        trusted
+            .check_fresh(now, expiry)
+            .map_err(|error| RootChainError::Rejected {
+                index: blocks.len() - 1,
+                error,
+            })?;
+        Ok(trusted)
+    }
+
     /// Trusts a root obtained out of band (shipped with the node or handed over by an admin):
     /// it must be signed by a threshold of its own root keys and, unless overridden, not expired.
     pub fn bootstrap(root: RootDocument, now: i64, expiry: ExpiryCheck) -> Result<Self, RootError> {

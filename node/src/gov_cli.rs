@@ -20,7 +20,9 @@ use meridian_governance::checkpoint::{
 };
 use meridian_governance::document::{KeySet, SignedDocument};
 use meridian_governance::policy::{HubEntry, PolicyBody, PolicyBundle, RateTier};
-use meridian_governance::root::{ExpiryCheck, RoleName, RootBody, RootDocument, TrustedRoot};
+use meridian_governance::root::{
+    ExpiryCheck, RoleName, RootBody, RootChainError, RootDocument, TrustedRoot,
+};
 use meridian_registry::Cid;
 use meridian_registry::cbor::{self, MapReader, Value};
 use meridian_registry::keys::PublicKey;
@@ -405,20 +407,22 @@ fn roles_from_args(args: &RoleArgs, base: Option<&RootBody>) -> Result<BTreeMap<
 
 /// Loads a trust root chain: the first file is trusted, the rest are walked in order.
 fn trusted_root(paths: &[PathBuf], now: i64, expiry: ExpiryCheck) -> Result<TrustedRoot> {
-    let (first, rest) = paths
-        .split_first()
-        .ok_or_else(|| anyhow!("no trust root given"))?;
-    let root = RootDocument::decode(&read(first)?).map_err(|e| rejected(e, first))?;
-    let mut trusted = TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
-        .map_err(|e| rejected(e, first))?;
-    for path in rest {
-        let next = RootDocument::decode(&read(path)?).map_err(|e| rejected(e, path))?;
-        trusted.update(next).map_err(|e| rejected(e, path))?;
+    if paths.is_empty() {
+        bail!("no trust root given");
     }
-    trusted
-        .check_fresh(now, expiry)
-        .map_err(|e| rejected(e, paths.last().unwrap_or(first)))?;
-    Ok(trusted)
+    let blocks: Vec<Vec<u8>> = paths.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    TrustedRoot::from_chain(&refs, now, expiry).map_err(|error| {
+        let path = error
+            .index()
+            .and_then(|i| paths.get(i))
+            .unwrap_or(&paths[0]);
+        match error {
+            RootChainError::Decode { error, .. } => rejected(error, path),
+            RootChainError::Rejected { error, .. } => rejected(error, path),
+            other => rejected(other, path),
+        }
+    })
 }
 
 /// Reads any governance document's `$type` so `gov sign` can sign whatever it is given.
@@ -1142,36 +1146,22 @@ pub fn accept_snapshot(
     now: i64,
 ) -> Result<serde_json::Value> {
     let root = trusted_root(&args.roots, now, ExpiryCheck::Enforce)?;
-    let mut set = AttestationSet::new();
-    let mut rotations = Vec::new();
-    let mut skipped = Vec::new();
+    let mut files: Vec<PathBuf> = Vec::new();
     if let Some(dir) = &args.attestations {
-        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        files = fs::read_dir(dir)
             .with_context(|| format!("listing {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "cbor"))
             .collect();
         files.sort();
-        // Attestations first (revocations included), then rotations, which need verified orgs.
-        for file in files {
-            let bytes = read(&file)?;
-            if let Ok(attestation) = Attestation::decode(&bytes) {
-                if let Err(error) = set.add(attestation, &root, now) {
-                    skipped.push(json!({ "file": file, "reason": error.to_string() }));
-                }
-            } else if let Ok(rotation) = KeyRotation::decode(&bytes) {
-                rotations.push((file, rotation));
-            } else {
-                skipped
-                    .push(json!({ "file": file, "reason": "not an attestation or key rotation" }));
-            }
-        }
-        for (file, rotation) in rotations {
-            if let Err(error) = set.apply_rotation(&rotation, now) {
-                skipped.push(json!({ "file": file, "reason": error.to_string() }));
-            }
-        }
     }
+    let blocks: Vec<Vec<u8>> = files.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    let (set, left_out) = AttestationSet::from_documents(&refs, &root, now);
+    let skipped: Vec<serde_json::Value> = left_out
+        .iter()
+        .map(|s| json!({ "file": files[s.index], "reason": s.reason }))
+        .collect();
     let policy = match &args.policy {
         None => None,
         Some(path) => {

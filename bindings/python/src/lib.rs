@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use meridian_governance::accept::{GovernanceView, accept};
-use meridian_governance::attestation::{Attestation, AttestationSet, KeyRotation, Subject};
+use meridian_governance::attestation::{Attestation, AttestationSet, Subject};
 use meridian_governance::checkpoint::{Checkpoint, SignedNote};
 use meridian_governance::policy::PolicyBundle;
-use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
+use meridian_governance::root::{ExpiryCheck, RootChainError, TrustedRoot};
 use meridian_registry::Cid;
 use meridian_registry::car::Limits;
 use meridian_registry::keys::{Keypair as RegistryKeypair, PublicKey};
@@ -434,56 +434,34 @@ impl Snapshot {
 
 /// A trusted root from a chain of root documents, oldest first; the newest must be fresh.
 fn trusted_root(roots: &[Bound<'_, PyAny>], now: i64) -> PyResult<TrustedRoot> {
-    let (first, rest) = roots
-        .split_first()
-        .ok_or_else(|| input_error("no trust root given"))?;
-    let document = RootDocument::decode(&read_source(first, "root")?)
-        .map_err(|e| governance_error(format!("root: {e}")))?;
-    let mut trusted = TrustedRoot::bootstrap(document, now, ExpiryCheck::AllowExpiredForRecovery)
-        .map_err(|e| governance_error(format!("root: {e}")))?;
-    for (index, source) in rest.iter().enumerate() {
-        let next = RootDocument::decode(&read_source(source, "root")?)
-            .map_err(|e| governance_error(format!("root #{}: {e}", index + 2)))?;
-        trusted
-            .update(next)
-            .map_err(|e| governance_error(format!("root #{}: {e}", index + 2)))?;
-    }
-    trusted
-        .check_fresh(now, ExpiryCheck::Enforce)
-        .map_err(|e| governance_error(format!("root: {e}")))?;
-    Ok(trusted)
+    let blocks: Vec<Vec<u8>> = roots
+        .iter()
+        .map(|source| read_source(source, "root"))
+        .collect::<PyResult<_>>()?;
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    TrustedRoot::from_chain(&refs, now, ExpiryCheck::Enforce).map_err(|error| match error {
+        RootChainError::Empty => input_error(error.to_string()),
+        other => governance_error(other.to_string()),
+    })
 }
 
-/// Attestations (revocations included) first, then key rotations, as the node applies them.
-/// Documents that do not verify are skipped and reported.
+/// The attestation set of `sources` (see `AttestationSet::from_documents`); documents that
+/// do not verify are skipped and reported.
 fn attestation_set(
     sources: &[Bound<'_, PyAny>],
     root: &TrustedRoot,
     now: i64,
 ) -> PyResult<(AttestationSet, Vec<String>)> {
-    let mut set = AttestationSet::new();
-    let mut rotations = Vec::new();
-    let mut skipped = Vec::new();
-    for (index, source) in sources.iter().enumerate() {
-        let bytes = read_source(source, "attestation")?;
-        if let Ok(attestation) = Attestation::decode(&bytes) {
-            if let Err(error) = set.add(attestation, root, now) {
-                skipped.push(format!("document #{}: {error}", index + 1));
-            }
-        } else if let Ok(rotation) = KeyRotation::decode(&bytes) {
-            rotations.push((index, rotation));
-        } else {
-            skipped.push(format!(
-                "document #{}: not an attestation or key rotation",
-                index + 1
-            ));
-        }
-    }
-    for (index, rotation) in rotations {
-        if let Err(error) = set.apply_rotation(&rotation, now) {
-            skipped.push(format!("document #{}: {error}", index + 1));
-        }
-    }
+    let blocks: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|source| read_source(source, "attestation"))
+        .collect::<PyResult<_>>()?;
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    let (set, skipped) = AttestationSet::from_documents(&refs, root, now);
+    let skipped = skipped
+        .into_iter()
+        .map(|s| format!("document #{}: {}", s.index + 1, s.reason))
+        .collect();
     Ok((set, skipped))
 }
 

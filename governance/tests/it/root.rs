@@ -1,7 +1,9 @@
 //! The trust root: rotation, and the TUF attacks against it.
 
 use meridian_governance::document::DocumentError;
-use meridian_governance::root::{ExpiryCheck, RootDocument, RootError, TrustedRoot};
+use meridian_governance::root::{
+    ExpiryCheck, RootChainError, RootDocument, RootError, TrustedRoot,
+};
 
 use crate::*;
 
@@ -209,4 +211,44 @@ fn root_blocks_round_trip_and_refuse_garbage() {
         .unwrap()
         .threshold = 2;
     assert!(RootDocument::new(body).is_err());
+}
+
+#[test]
+fn a_chain_of_root_blocks_is_trusted_or_names_the_document_at_fault() {
+    let admins = admins(0);
+    let signed = |version: u64| {
+        let mut root = RootDocument::new(root_body(version, &admins, NOW + DAY)).unwrap();
+        root.sign(&admins.root[0]);
+        root.sign(&admins.root[1]);
+        root.to_block()
+    };
+    let (v1, v2, v3) = (genesis(&admins).to_block(), signed(2), signed(3));
+    let trusted = TrustedRoot::from_chain(&[&v1, &v2, &v3], NOW, ExpiryCheck::Enforce).unwrap();
+    assert_eq!(trusted.current().body.version, 3);
+    let hole = TrustedRoot::from_chain(&[&v1, &v3], NOW, ExpiryCheck::Enforce).unwrap_err();
+    assert!(matches!(
+        hole,
+        RootChainError::Rejected {
+            index: 1,
+            error: RootError::SkippedVersion { .. }
+        }
+    ));
+    assert_eq!(hole.index(), Some(1));
+    assert!(hole.to_string().starts_with("root document #2:"), "{hole}");
+    let garbage = TrustedRoot::from_chain(&[&v1, b"\xa0"], NOW, ExpiryCheck::Enforce).unwrap_err();
+    assert!(matches!(garbage, RootChainError::Decode { index: 1, .. }));
+    assert_eq!(
+        TrustedRoot::from_chain(&[], NOW, ExpiryCheck::Enforce).unwrap_err(),
+        RootChainError::Empty
+    );
+    // The newest must be fresh at `now`.
+    let expired =
+        TrustedRoot::from_chain(&[&v1, &v2], NOW + 2 * DAY, ExpiryCheck::Enforce).unwrap_err();
+    assert!(matches!(
+        expired,
+        RootChainError::Rejected {
+            index: 1,
+            error: RootError::Expired { .. }
+        }
+    ));
 }
