@@ -44,9 +44,25 @@ fn read_source(source: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     let path: std::path::PathBuf = source
         .extract()
         .map_err(|_| InputError::new_err(format!("{what}: expected bytes or a file path")))?;
-    std::fs::read(&path).map_err(|e| {
+    let os_error = |e: std::io::Error| {
         pyo3::exceptions::PyOSError::new_err(format!("{what}: reading {}: {e}", path.display()))
-    })
+    };
+    // Bounded while reading, so a huge or endless file is refused without filling memory.
+    let max = Limits::DEFAULT.car_bytes_max;
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .map_err(os_error)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(os_error)?;
+    if bytes.len() as u64 > max {
+        return Err(errors::LimitError::new_err(format!(
+            "{what}: {} is over the limit of {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 fn public_key(did: &str, what: &str) -> PyResult<PublicKey> {

@@ -89,3 +89,16 @@ def test_every_way_to_fail_has_its_exception(cli):
     assert issubclass(meridian.VerificationError, meridian.MeridianError)
     # The good ones still open.
     assert meridian.Snapshot.open(cli.cwd / "s2.car", after=s1).seq == 2
+
+
+def test_an_oversized_event_ends_the_stream_with_an_error():
+    import io
+
+    from meridian import client
+
+    huge = b"data: " + b"x" * (client.EVENT_BYTES_MAX + 10) + b"\n\n"
+    with pytest.raises(meridian.NodeError, match="event_too_large"):
+        list(client._parse_sse(io.BytesIO(huge)))
+    small = b"id: 3\nevent: agent.published\ndata: {\"a\": 1}\n\n"
+    (event,) = list(client._parse_sse(io.BytesIO(small)))
+    assert event.id == 3 and event.data == {"a": 1}

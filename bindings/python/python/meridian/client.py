@@ -25,6 +25,10 @@ from ._native import MeridianError
 #: ``max_bytes`` on :meth:`NodeClient.export_snapshot`).
 ANSWER_BYTES_MAX = 64 * 1024 * 1024
 
+#: Largest single event accepted from a stream, in bytes; a bigger one ends the stream with a
+#: :class:`NodeError` instead of filling memory.
+EVENT_BYTES_MAX = 1024 * 1024
+
 #: How long to wait before reconnecting an event stream, in seconds (doubles up to 30 s).
 RECONNECT_DELAY_SECS = 0.5
 
@@ -226,7 +230,14 @@ def _parse_sse(stream: Any) -> Iterator[Event]:
     event_id: int | None = None
     kind = "message"
     data: list[str] = []
-    for raw in stream:
+    size = 0
+    while True:
+        raw = stream.readline(EVENT_BYTES_MAX + 1)
+        if not raw:
+            return
+        size += len(raw)
+        if size > EVENT_BYTES_MAX:
+            raise NodeError(0, "event_too_large", f"an event over {EVENT_BYTES_MAX} bytes", "")
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data:
@@ -236,7 +247,7 @@ def _parse_sse(stream: Any) -> Iterator[Event]:
                 except ValueError:
                     payload = text
                 yield Event(id=event_id, event=kind, data=payload)
-            kind, data = "message", []
+            kind, data, size = "message", [], 0
             continue
         if line.startswith(":"):
             continue
