@@ -7,11 +7,14 @@
 //! [`ratelimit`] (GCRA) and [`breaker`] (circuit breaker per upstream). [`wire`] is the sync
 //! protocol's message format, which hubs speak with their region's nodes as the node mesh does.
 //! The drivers are [`trunk`] (QUIC between hubs, certificates pinned to hub keys) and
-//! [`daemon`] (`meridian hub run`: the HTTP API, persistence, relay and metrics).
+//! [`daemon`] (`meridian hub run`: the HTTP API, persistence, relay and metrics); [`egress`] is
+//! how the hub reaches nodes and agents (HTTP in production, simulated sockets in the
+//! simulations).
 
 pub mod breaker;
 pub mod cache;
 pub mod daemon;
+pub mod egress;
 pub mod heads;
 pub mod metrics;
 pub mod policy;

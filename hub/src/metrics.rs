@@ -75,6 +75,14 @@ impl Metrics {
         }
     }
 
+    /// A counter series' value so far (0 if never counted).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .lock()
+            .map(|c| c.get(name).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
     /// Sets a gauge series, e.g. `meridian_sync_peers`.
     pub fn set_gauge(&self, name: &str, value: u64) {
         if let Ok(mut gauges) = self.gauges.lock() {

@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use meridian_registry::keys::{Keypair, PublicKey};
 use rustls::DigitallySignedStruct;
@@ -34,7 +36,7 @@ pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// CIDs; a relayed A2A body is bounded by the sending hub's `relay.body_bytes_max`).
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// The name every hub certificate carries (pinning is by key, not by name).
-const CERT_NAME: &str = "meridian-hub";
+pub const CERT_NAME: &str = "meridian-hub";
 /// Longest wait between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 

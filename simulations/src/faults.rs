@@ -31,7 +31,7 @@ pub const FAULT_AGENTS: usize = 2_000;
 /// How long after the last fault every honest node must have converged, in simulated ms.
 pub const SETTLE_MAX_MS: u64 = 20_000;
 
-fn at(at_ms: u64, action: Action) -> Scheduled {
+pub(crate) fn at(at_ms: u64, action: Action) -> Scheduled {
     Scheduled { at_ms, action }
 }
 
@@ -62,7 +62,12 @@ pub(crate) fn failed_to_start(scenario: &'static str, seed: u64, error: String) 
 }
 
 /// The checks every fault scenario makes at the end; returns the failures.
-fn common_checks(world: &World, outcome: &Outcome, last: &Snapshot, legit: &[Cid]) -> Vec<String> {
+pub(crate) fn common_checks(
+    world: &World,
+    outcome: &Outcome,
+    last: &Snapshot,
+    legit: &[Cid],
+) -> Vec<String> {
     let mut failures = Vec::new();
     if let Some(error) = &outcome.error {
         failures.push(format!("simulation error: {error}"));
@@ -91,7 +96,7 @@ fn common_checks(world: &World, outcome: &Outcome, last: &Snapshot, legit: &[Cid
 }
 
 /// A finished run's report.
-fn report<const N: usize>(
+pub(crate) fn report<const N: usize>(
     scenario: &'static str,
     seed: u64,
     failures: Vec<String>,
@@ -126,7 +131,7 @@ fn all_hold_proof(world: &World, nodes: &[usize], publisher: &str) -> bool {
     })
 }
 
-fn settle_ms(outcome: &Outcome) -> serde_json::Value {
+pub(crate) fn settle_ms(outcome: &Outcome) -> serde_json::Value {
     json!(
         outcome
             .done_ms

@@ -18,7 +18,7 @@ use meridian_registry::store::{BlockStore, MemoryStore};
 use tokio::sync::mpsc;
 
 use crate::transport::{
-    DIAL_TIMEOUT, Frame, LINK_IDLE_MAX, PING_INTERVAL, REDIAL_BACKOFF_MAX, read_frame, write_frame,
+    DIAL_TIMEOUT, Frame, LINK_IDLE_MAX, REDIAL_BACKOFF_MAX, read_frame, write_frame, write_frames,
 };
 
 /// The port every simulated node listens on.
@@ -119,6 +119,19 @@ pub struct Observed {
     pub starts: Vec<u32>,
     /// When (simulated ms) each node's governance took each document, by the document's CID.
     pub governance_applied: Vec<HashMap<Cid, u64>>,
+    /// Bytes nodes received from nodes of other regions (pings aside).
+    pub cross_region_node_bytes: u64,
+    /// The running hub of each region (`None` while crashed, or without hubs).
+    pub hubs: Vec<Option<Arc<meridian_hub::daemon::state::Hub>>>,
+    /// Times each hub's software started.
+    pub hub_starts: Vec<u32>,
+    /// Cross-region bytes of hubs that have since crashed (a running hub's own count is in
+    /// its metrics).
+    pub hub_cross_region_bytes_retired: u64,
+    /// Job channels of running A2A callers, by region.
+    pub callers: Vec<Option<mpsc::UnboundedSender<crate::hubs::CallJob>>>,
+    /// Finished A2A calls: each job's tag and outcome, in the order they finished.
+    pub calls: Vec<(String, crate::hubs::CallOutcome)>,
 }
 
 /// The federation: specs, stores and observations, shared by the hosts and the scenario.
@@ -134,6 +147,11 @@ pub struct World {
     pub governance: Vec<Option<Arc<Governance>>>,
     /// Observations.
     pub observed: Mutex<Observed>,
+    /// The hubs, one per region (empty: no hubs). Hub `r` is peer `specs.len() + r` to the
+    /// engines of its region's nodes.
+    pub hubs: Vec<crate::hubs::HubSlot>,
+    /// Regions (for callers and agents even without hubs).
+    pub regions: usize,
 }
 
 impl World {
@@ -154,6 +172,19 @@ impl World {
         base: &MemoryStore,
         governance: Vec<Option<Arc<Governance>>>,
     ) -> Result<Arc<Self>, String> {
+        Self::build(specs, config, base, governance, 0, None)
+    }
+
+    /// A world of `regions` regions, each with a hub configured from `hub_config` (its region
+    /// and trunk peers set per hub) when that is given.
+    pub fn build(
+        specs: Vec<NodeSpec>,
+        config: SyncConfig,
+        base: &MemoryStore,
+        governance: Vec<Option<Arc<Governance>>>,
+        regions: usize,
+        hub_config: Option<meridian_hub::daemon::config::HubConfig>,
+    ) -> Result<Arc<Self>, String> {
         let n = specs.len();
         if governance.len() != n {
             return Err(format!(
@@ -164,11 +195,20 @@ impl World {
         let stores = (0..n)
             .map(|_| base.fork().map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
+        let hubs = match hub_config {
+            Some(template) => (0..regions)
+                .map(|r| crate::hubs::HubSlot::new(r, &template))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let hub_count = hubs.len();
         Ok(Arc::new(Self {
             stores,
             specs,
             config,
             governance,
+            hubs,
+            regions,
             observed: Mutex::new(Observed {
                 bytes_in: vec![0; n],
                 imported: vec![HashMap::new(); n],
@@ -178,8 +218,65 @@ impl World {
                 equivocations: vec![BTreeSet::new(); n],
                 starts: vec![0; n],
                 governance_applied: vec![HashMap::new(); n],
+                cross_region_node_bytes: 0,
+                hubs: (0..hub_count).map(|_| None).collect(),
+                hub_starts: vec![0; hub_count],
+                hub_cross_region_bytes_retired: 0,
+                callers: (0..regions).map(|_| None).collect(),
+                calls: Vec::new(),
             }),
         }))
+    }
+
+    /// The region number of node `index` (its spec says `region-{r}`).
+    pub fn region_of(&self, index: usize) -> Option<usize> {
+        self.specs
+            .get(index)?
+            .region
+            .strip_prefix("region-")?
+            .parse()
+            .ok()
+    }
+
+    /// The engine peer id of region `region`'s hub.
+    pub fn hub_peer(&self, region: usize) -> usize {
+        self.specs.len() + region
+    }
+
+    /// The region name of a peer (node or hub).
+    pub fn peer_region(&self, peer: usize) -> Option<String> {
+        match self.specs.get(peer) {
+            Some(spec) => Some(spec.region.clone()),
+            None => {
+                let r = peer - self.specs.len();
+                (r < self.hubs.len()).then(|| format!("region-{r}"))
+            }
+        }
+    }
+
+    /// Where a peer (node or hub) accepts links.
+    fn peer_address(&self, peer: usize) -> (String, u16) {
+        if peer < self.specs.len() {
+            (host_name(peer), PORT)
+        } else {
+            (
+                crate::hubs::hub_host(peer - self.specs.len()),
+                crate::hubs::HUB_LINK_PORT,
+            )
+        }
+    }
+
+    /// Cross-region bytes so far: between nodes, and over the trunks between hubs.
+    pub fn cross_region_bytes(&self) -> u64 {
+        self.observe(|o| {
+            let live: u64 = o
+                .hubs
+                .iter()
+                .flatten()
+                .map(|hub| crate::hubs::hub_cross_region_bytes(hub))
+                .sum();
+            o.cross_region_node_bytes + o.hub_cross_region_bytes_retired + live
+        })
     }
 
     /// Runs `f` on the observations.
@@ -281,27 +378,22 @@ fn attach(
     events: mpsc::UnboundedSender<Event>,
 ) -> tokio::sync::oneshot::Receiver<()> {
     let (mut reader, mut writer) = stream.into_split();
+    let across = world.peer_region(link.0) != world.peer_region(node);
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let _ = events.send(Event::Up(link, tx));
-    tokio::spawn(async move {
-        loop {
-            let frame = match tokio::time::timeout(PING_INTERVAL, rx.recv()).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => Frame::Ping,
-            };
-            if write_frame(&mut writer, &frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    tokio::spawn(async move { write_frames(&mut writer, &mut rx).await });
     tokio::spawn(async move {
         loop {
             match tokio::time::timeout(LINK_IDLE_MAX, read_frame(&mut reader)).await {
                 Ok(Ok(Some((Frame::Ping, _)))) => {}
                 Ok(Ok(Some((frame, bytes)))) => {
-                    world.observe(|o| o.bytes_in[node] += bytes as u64);
+                    world.observe(|o| {
+                        o.bytes_in[node] += bytes as u64;
+                        if across {
+                            o.cross_region_node_bytes += bytes as u64;
+                        }
+                    });
                     if events.send(Event::Frame(link.0, frame)).is_err() {
                         break;
                     }
@@ -328,7 +420,8 @@ async fn keep_dialling(
     let mut backoff = first;
     loop {
         let dial = async {
-            let address = SocketAddr::new(turmoil::lookup(host_name(peer)), PORT);
+            let (host, port) = world.peer_address(peer);
+            let address = SocketAddr::new(turmoil::lookup(host), port);
             let mut stream = turmoil::net::TcpStream::connect(address).await.ok()?;
             write_frame(&mut stream, &Frame::Hello(index as u32))
                 .await
@@ -353,7 +446,7 @@ async fn keep_dialling(
 }
 
 /// Flips one byte near the end of `answer` (a misbehaving node's reply).
-fn tamper(answer: &mut [u8]) {
+pub(crate) fn tamper(answer: &mut [u8]) {
     if let Some(byte) = answer.len().checked_sub(3).and_then(|i| answer.get_mut(i)) {
         *byte ^= 0x20;
     }
@@ -405,7 +498,11 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
             }
         });
     }
-    for &peer in &spec.dial {
+    let hub = world
+        .region_of(index)
+        .filter(|r| *r < world.hubs.len())
+        .map(|r| world.hub_peer(r));
+    for &peer in spec.dial.iter().chain(hub.iter()) {
         tokio::spawn(keep_dialling(
             index,
             peer,
@@ -519,7 +616,7 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     }
                     let info = PeerInfo {
                         did: None,
-                        region: Some(world.specs[peer].region.clone()),
+                        region: world.peer_region(peer),
                     };
                     engine.peer_up(peer, info, now());
                 }
@@ -547,7 +644,7 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                         }
                     }
                     Frame::Response(id, bytes) => engine.on_response(&peer, id, Ok(&bytes), now()),
-                    Frame::Hello(_) | Frame::Ping => {}
+                    Frame::Hello(_) | Frame::Ping | Frame::Source(_) => {}
                 },
                 None => return Ok(()),
             },
@@ -557,7 +654,13 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     world.observe(|o| {
                         o.imported[index].insert(snapshot.commit_cid, now().ms);
                     });
-                    engine.announce(snapshot.commit.to_block());
+                    let block = snapshot.commit.to_block();
+                    // The hub learns it may fetch this head's blocks from this node.
+                    if let Some((_, link)) = hub.and_then(|h| links.get(&h)) {
+                        let head = meridian_node::sync::wire::Gossip::Head(block.clone());
+                        let _ = link.send(Frame::Source(head.encode()));
+                    }
+                    engine.announce(block);
                 }
                 Some(Command::Inject(bytes)) => send_to_all_but(&links, None, &bytes),
                 Some(Command::Governance(block)) => {

@@ -2,20 +2,25 @@
 //! partitions, churn and misbehaving peers, each run reproducible from one seed.
 //!
 //! The simulations sit beside the node at the top of the crate graph: they use `node`'s
-//! sans-IO sync engine (and, with the hub issue, `hub`'s cache and limiter) and drive them over
-//! simulated sockets, so the code under test is the code that runs in production; only the
-//! transport differs ([`transport`]: framed messages over turmoil TCP instead of libp2p).
+//! sans-IO sync engine and `hub`'s whole hub (cache, head mirror, limiter, breakers, HTTP API
+//! and QUIC trunk) and drive them over simulated sockets, so the code under test is the code
+//! that runs in production; only the transport differs ([`transport`]: framed messages over
+//! turmoil TCP instead of libp2p; quinn runs over turmoil UDP).
 //!
 //! - [`federation`]: simulated nodes (engine + in-memory store + framed transport);
 //! - [`scenarios`]: the scenario table, topologies, shared registries and publish-converge;
 //! - [`runner`]: runs a world under a schedule of faults, and the checks scenarios share;
 //! - [`faults`]: partition-heal, churn, byzantine and swarm;
 //! - [`governance`]: documents issued during a run take effect everywhere;
+//! - [`hubs`]: hub, echo agent and A2A caller hosts; [`hub_scenarios`]: hub-latency,
+//!   hub-churn and rate-limit;
 //! - [`report`]: JSON, markdown and SVG reports of many runs.
 
 pub mod faults;
 pub mod federation;
 pub mod governance;
+pub mod hub_scenarios;
+pub mod hubs;
 pub mod report;
 pub mod runner;
 pub mod scenarios;

@@ -9,15 +9,17 @@ use serde_json::{Value, json};
 
 use crate::scenarios::Report;
 
-/// The figure that says how fast a scenario converged (simulated ms), by scenario.
-pub fn convergence_figure(scenario: &str) -> Option<&'static str> {
+/// The figures that say how fast a scenario converged (simulated ms), by scenario: one chart
+/// row each (hub-latency has two, the same runs with and without hubs).
+pub fn convergence_figures(scenario: &str) -> &'static [&'static str] {
     match scenario {
-        "publish-converge" => Some("converge_ms"),
-        "partition-heal" => Some("heal_converge_ms"),
-        "churn" => Some("converge_after_churn_ms"),
-        "byzantine" | "swarm" => Some("converge_ms"),
-        "governance" => Some("revocation_ms"),
-        _ => None,
+        "publish-converge" | "byzantine" | "swarm" => &["converge_ms"],
+        "partition-heal" => &["heal_converge_ms"],
+        "churn" | "hub-churn" => &["converge_after_churn_ms"],
+        "governance" => &["revocation_ms"],
+        "hub-latency" => &["converge_ms_hubs", "converge_ms_mesh"],
+        "rate-limit" => &["polite_p50_ms"],
+        _ => &[],
     }
 }
 
@@ -132,26 +134,29 @@ pub fn markdown(reports: &[Report], wall_secs: f64, chart_file: &str) -> String 
     let _ = writeln!(out, "## Convergence times\n");
     let _ = writeln!(
         out,
-        "Each bar spans p10 to p90 of the scenario's convergence figure, the line min to max, the tick the median.\n"
+        "Each bar spans p10 to p90 of a scenario's convergence figure (hub-latency: the same runs with hubs, `converge_ms_hubs`, and without, `converge_ms_mesh`; rate-limit: the polite orgs' median call), the line min to max, the tick the median.\n"
     );
     let _ = writeln!(out, "![convergence times]({chart_file})");
     out
 }
 
-/// The convergence-time chart: one horizontal box per scenario (min, p10, median, p90, max).
+/// The convergence-time chart: one horizontal box per scenario and convergence figure (min,
+/// p10, median, p90, max); hub-latency gets a row with hubs and one without.
 pub fn svg(reports: &[Report]) -> String {
     let mut rows: Vec<(String, Distribution)> = Vec::new();
-    let mut by_scenario: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut by_row: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     for report in reports {
-        if let Some(figure) = convergence_figure(report.scenario)
-            && let Some(value) = report.figures.get(figure).and_then(Value::as_f64)
-        {
-            by_scenario.entry(report.scenario).or_default().push(value);
+        for figure in convergence_figures(report.scenario) {
+            if let Some(value) = report.figures.get(figure).and_then(Value::as_f64) {
+                by_row
+                    .entry((report.scenario, figure))
+                    .or_default()
+                    .push(value);
+            }
         }
     }
-    for (scenario, values) in by_scenario {
+    for ((scenario, figure), values) in by_row {
         if let Some(d) = Distribution::of(&values) {
-            let figure = convergence_figure(scenario).unwrap_or("");
             rows.push((format!("{scenario} ({figure})"), d));
         }
     }

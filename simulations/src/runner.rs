@@ -38,8 +38,14 @@ pub enum Action {
     /// Links between regions take this much longer than the topology says (zero ends a
     /// spike).
     LatencySpike(Duration),
+    /// Region `r`'s hub stops (its store survives).
+    CrashHub(usize),
+    /// Region `r`'s hub starts again.
+    RestartHub(usize),
     /// A governance admin hands this document to a node, which applies and gossips it.
     Governance(usize, Vec<u8>),
+    /// Region `r`'s caller makes this A2A call.
+    Call(usize, crate::hubs::CallJob),
     /// Nothing: keeps the run going at least until its time (to watch for what must not
     /// happen).
     Wait,
@@ -79,7 +85,8 @@ fn pairs(a: &[usize], b: &[usize]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A turmoil simulation of `world` on `topology`: one host per node running [`run_node`],
+/// A turmoil simulation of `world` on `topology`: one host per node running [`run_node`], one
+/// per hub, agent and caller the world and topology have,
 /// 1 ms ticks, the seed for turmoil's own randomness, and `duration` at most.
 pub fn simulation(
     world: &Arc<World>,
@@ -96,6 +103,23 @@ pub fn simulation(
         let world = world.clone();
         sim.host(host_name(i), move || run_node(i, world.clone()));
     }
+    for r in 0..world.hubs.len() {
+        let world = world.clone();
+        sim.host(crate::hubs::hub_host(r), move || {
+            crate::hubs::run_hub(r, world.clone())
+        });
+    }
+    if topology.a2a {
+        for r in 0..topology.regions {
+            sim.host(crate::hubs::agent_host(r), move || {
+                crate::hubs::run_agent(r)
+            });
+            let world = world.clone();
+            sim.host(crate::hubs::caller_host(r), move || {
+                crate::hubs::run_caller(r, world.clone())
+            });
+        }
+    }
     topology.apply(&sim);
     sim
 }
@@ -106,9 +130,22 @@ pub fn run(
     world: &Arc<World>,
     topology: &Topology,
     seed: u64,
-    mut schedule: Vec<Scheduled>,
+    schedule: Vec<Scheduled>,
     deadline_ms: u64,
     done: impl Fn(&World) -> bool,
+) -> Outcome {
+    run_observed(world, topology, seed, schedule, deadline_ms, |w, _| done(w))
+}
+
+/// [`run`], with `done` also told the simulated millisecond, so it can watch (and record)
+/// the world as the run goes, not only decide when it is over.
+pub fn run_observed(
+    world: &Arc<World>,
+    topology: &Topology,
+    seed: u64,
+    mut schedule: Vec<Scheduled>,
+    deadline_ms: u64,
+    done: impl Fn(&World, u64) -> bool,
 ) -> Outcome {
     let mut sim = simulation(
         world,
@@ -153,6 +190,17 @@ pub fn run(
                     sim.crash(host_name(node));
                 }
                 Action::Restart(node) => sim.bounce(host_name(node)),
+                Action::CrashHub(region) => {
+                    outcome.crashes += 1;
+                    world.observe(|o| {
+                        if let Some(hub) = o.hubs.get_mut(region).and_then(Option::take) {
+                            o.hub_cross_region_bytes_retired +=
+                                crate::hubs::hub_cross_region_bytes(&hub);
+                        }
+                    });
+                    sim.crash(crate::hubs::hub_host(region));
+                }
+                Action::RestartHub(region) => sim.bounce(crate::hubs::hub_host(region)),
                 Action::FailRate(rate) => sim.set_fail_rate(rate),
                 Action::LatencySpike(extra) => {
                     topology.set_latencies(&sim, topology.intra, topology.inter + extra);
@@ -160,10 +208,16 @@ pub fn run(
                 Action::Governance(node, block) => {
                     world.command(node, Command::Governance(block));
                 }
+                Action::Call(region, job) => world.observe(|o| {
+                    if let Some(Some(caller)) = o.callers.get(region) {
+                        let _ = caller.send(job);
+                    }
+                }),
                 Action::Wait => {}
             }
         }
-        if schedule.peek().is_none() && done(world) {
+        let finished = done(world, now);
+        if schedule.peek().is_none() && finished {
             outcome.done_ms = Some(now);
             return outcome;
         }

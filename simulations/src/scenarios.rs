@@ -76,6 +76,10 @@ pub struct Topology {
     pub intra: Duration,
     /// One-way latency between regions.
     pub inter: Duration,
+    /// A hub per region (host `hub-{r}`), which every node of the region links to.
+    pub hubs: bool,
+    /// An echo agent (host `agent-{r}`) and an A2A caller (host `caller-{r}`) per region.
+    pub a2a: bool,
 }
 
 impl Default for Topology {
@@ -88,13 +92,16 @@ impl Default for Topology {
             links_across: 1,
             intra: Duration::from_millis(2),
             inter: Duration::from_millis(80),
+            hubs: false,
+            a2a: false,
         }
     }
 }
 
 impl Topology {
     /// The node specs with links drawn from `rng`: a ring through every node (so the graph
-    /// is connected) plus random links inside and across regions.
+    /// is connected; a ring through each region when there are no links across regions, for
+    /// hubs to connect) plus random links inside and across regions.
     pub fn specs(&self, rng: &mut Rng) -> Vec<NodeSpec> {
         let n = self.nodes;
         let region = |i: usize| i % self.regions.max(1);
@@ -104,8 +111,18 @@ impl Topology {
                 links.insert((a.min(b), a.max(b)));
             }
         };
-        for i in 0..n {
-            add(i, (i + 1) % n, &mut links);
+        if self.links_across > 0 {
+            for i in 0..n {
+                add(i, (i + 1) % n, &mut links);
+            }
+        } else {
+            // No links across regions: a ring through each region instead.
+            for r in 0..self.regions.max(1) {
+                let members = self.region_nodes(r);
+                for (k, &i) in members.iter().enumerate() {
+                    add(i, members[(k + 1) % members.len()], &mut links);
+                }
+            }
         }
         for i in 0..n {
             let same: Vec<usize> = (0..n)
@@ -138,18 +155,37 @@ impl Topology {
             .collect()
     }
 
-    /// Sets turmoil's link latencies for every pair of nodes.
+    /// Every host of the federation with its region: nodes, then hubs, agents and callers
+    /// when the topology has them.
+    pub fn hosts(&self) -> Vec<(String, usize)> {
+        let regions = self.regions.max(1);
+        let mut hosts: Vec<(String, usize)> = (0..self.nodes)
+            .map(|i| (host_name(i), i % regions))
+            .collect();
+        for r in 0..regions {
+            if self.hubs {
+                hosts.push((crate::hubs::hub_host(r), r));
+            }
+            if self.a2a {
+                hosts.push((crate::hubs::agent_host(r), r));
+                hosts.push((crate::hubs::caller_host(r), r));
+            }
+        }
+        hosts
+    }
+
+    /// Sets turmoil's link latencies for every pair of hosts.
     pub fn apply(&self, sim: &turmoil::Sim<'_>) {
         self.set_latencies(sim, self.intra, self.inter);
     }
 
     /// Sets every link's one-way latency: `intra` inside a region, `inter` between regions.
     pub fn set_latencies(&self, sim: &turmoil::Sim<'_>, intra: Duration, inter: Duration) {
-        for a in 0..self.nodes {
-            for b in a + 1..self.nodes {
-                let same = a % self.regions.max(1) == b % self.regions.max(1);
-                let latency = if same { intra } else { inter };
-                sim.set_link_latency(host_name(a), host_name(b), latency);
+        let hosts = self.hosts();
+        for (i, (a, region_a)) in hosts.iter().enumerate() {
+            for (b, region_b) in &hosts[i + 1..] {
+                let latency = if region_a == region_b { intra } else { inter };
+                sim.set_link_latency(a.as_str(), b.as_str(), latency);
             }
         }
     }
@@ -397,6 +433,9 @@ pub const SCENARIOS: &[&str] = &[
     "byzantine",
     "swarm",
     "governance",
+    "hub-latency",
+    "hub-churn",
+    "rate-limit",
 ];
 
 /// Runs one scenario by name with its default parameters.
@@ -408,6 +447,9 @@ pub fn run(name: &str, seed: u64) -> Option<Report> {
         "byzantine" => Some(crate::faults::byzantine(seed)),
         "swarm" => Some(crate::faults::swarm(seed)),
         "governance" => Some(crate::governance::governance(seed)),
+        "hub-latency" => Some(crate::hub_scenarios::hub_latency(seed)),
+        "hub-churn" => Some(crate::hub_scenarios::hub_churn(seed)),
+        "rate-limit" => Some(crate::hub_scenarios::rate_limit(seed)),
         _ => None,
     }
 }

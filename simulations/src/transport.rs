@@ -8,6 +8,8 @@
 //! request  = kind 3, body: id u64, a sync request
 //! response = kind 4, body: id u64, a sync response
 //! ping     = kind 5, no body: "this link is alive" (sent when a link is otherwise idle)
+//! source   = kind 6, body: a sync gossip head the sender published: its blocks can be
+//!            fetched from the sender (what a node's signed `Meridian-Source` says to its hub)
 //! ```
 //!
 //! turmoil's TCP drops the segments a partition cuts and never retransmits them, so a cut
@@ -44,6 +46,9 @@ pub enum Frame {
     Response(u64, Vec<u8>),
     /// Keeps an idle link alive.
     Ping,
+    /// A head the sender published (a gossip message), sent to its hub: the hub may fetch
+    /// the head's blocks from the sender.
+    Source(Vec<u8>),
 }
 
 impl Frame {
@@ -59,6 +64,7 @@ impl Frame {
             }
             Frame::Ping => return vec![0, 0, 0, 1, 5],
             Frame::Gossip(body) => (2, None, body),
+            Frame::Source(body) => (6, None, body),
             Frame::Request(id, body) => (3, Some(*id), body),
             Frame::Response(id, body) => (4, Some(*id), body),
         };
@@ -95,6 +101,7 @@ impl Frame {
             3 => id(rest).map(|(id, body)| Frame::Request(id, body)),
             4 => id(rest).map(|(id, body)| Frame::Response(id, body)),
             5 if rest.is_empty() => Ok(Frame::Ping),
+            6 => Ok(Frame::Source(rest.to_vec())),
             _ => Err(bad("unknown frame kind")),
         }
     }
@@ -131,6 +138,24 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin>(
     writer.flush().await
 }
 
+/// Writes the frames `outbox` yields, and a ping whenever nothing has been sent for
+/// [`PING_INTERVAL`], until the outbox closes or a write fails.
+pub async fn write_frames<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Frame>,
+) {
+    loop {
+        let frame = match tokio::time::timeout(PING_INTERVAL, outbox.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(_) => Frame::Ping,
+        };
+        if write_frame(writer, &frame).await.is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +168,7 @@ mod tests {
             Frame::Request(9, b"r".to_vec()),
             Frame::Response(u64::MAX, vec![]),
             Frame::Ping,
+            Frame::Source(b"s".to_vec()),
         ];
         let mut bytes = Vec::new();
         for frame in &frames {

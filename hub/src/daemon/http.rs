@@ -1,7 +1,9 @@
 //! The hub's HTTP API toward its region's nodes, and the trunk's request handler.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -263,14 +265,6 @@ fn response_from(status: u16, headers: &[(String, String)], body: Body) -> Respo
     response
 }
 
-fn agent_headers(response: &reqwest::Response) -> Vec<(String, String)> {
-    response
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect()
-}
-
 /// Relays an A2A call to an agent: of this region directly, of another region through that
 /// region's hub over the trunk. The answer streams back unbuffered.
 #[utoipa::path(post, path = "/v1/relay/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation"), ("agent" = String, Path, description = "agent name"), ("Meridian-Publisher" = String, Header, description = "did:key of the node listing the agent"), ("Meridian-Region" = String, Header, description = "the agent's region"), ("Meridian-Caller-Org" = Option<String>, Header, description = "calling organisation")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer (any status passes through)"), (status = 400, description = "missing headers"), (status = 404, description = "unknown agent"), (status = 429, description = "rate limited (Retry-After)"), (status = 502, description = "agent or hub unreachable"), (status = 503, description = "circuit open")))]
@@ -307,13 +301,11 @@ async fn relay(
             Err(refused) => return refusal(refused),
         };
         return match hub.call_agent(&manifest, &forwarded, body.to_vec()).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let headers = agent_headers(&response);
-                let stream = response
-                    .bytes_stream()
+            Ok(answer) => {
+                let stream = answer
+                    .body
                     .map(|chunk| chunk.map_err(std::io::Error::other));
-                response_from(status, &headers, Body::from_stream(stream))
+                response_from(answer.status, &answer.headers, Body::from_stream(stream))
             }
             Err(refused) => refusal(refused),
         };
@@ -466,11 +458,11 @@ async fn relay_from_trunk(
         }
         Ok(response) => {
             let answer = RelayAnswer {
-                status: response.status().as_u16(),
-                headers: agent_headers(&response),
+                status: response.status,
+                headers: response.headers,
             };
             crate::trunk::write_relay_answer(send, &answer).await?;
-            let mut stream = response.bytes_stream();
+            let mut stream = response.body;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| crate::trunk::TrunkError::Stream(e.to_string()))?;
                 send.write_all(&chunk)

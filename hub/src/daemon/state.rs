@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
@@ -17,6 +19,7 @@ use meridian_registry::mst::{self, LookupStep};
 use super::config::HubConfig;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::cache::{BlockCache, Lookup, Miss};
+use crate::egress::{AgentAnswer, Egress, HttpEgress};
 use crate::heads::{HeadMirror, Offered, Upstream};
 use crate::metrics::Metrics;
 use crate::policy::{DocOutcome, PolicyMirror};
@@ -43,6 +46,8 @@ pub fn source_message(url: &str, commit: &Cid) -> Vec<u8> {
 
 /// Blocks with their CIDs, as one delta answer.
 type Blocks = Vec<(Cid, Arc<[u8]>)>;
+/// Askers waiting for a delta being fetched, by (from, to).
+type DeltaWaiters = HashMap<(Cid, Cid), Vec<tokio::sync::oneshot::Sender<()>>>;
 /// Upstreams to try in turn (with the publisher whose blocks they serve), and the CIDs to ask.
 type Route = (Vec<(Upstream, Option<String>)>, Vec<Cid>);
 
@@ -70,6 +75,9 @@ pub struct Hub {
     policy: Option<RwLock<PolicyMirror>>,
     hints: Mutex<HashMap<Cid, String>>,
     deltas: Mutex<Vec<((Cid, Cid), Blocks)>>,
+    /// Deltas being fetched upstream, with the askers waiting for them (dropping the senders
+    /// wakes them).
+    deltas_inflight: Mutex<DeltaWaiters>,
     limiter: Mutex<Limiter>,
     breakers: Mutex<BTreeMap<String, Breaker>>,
     db: sled::Db,
@@ -78,8 +86,7 @@ pub struct Hub {
     heads_tree: sled::Tree,
     governance_tree: sled::Tree,
     tick: Mutex<u64>,
-    http: reqwest::Client,
-    agents: reqwest::Client,
+    egress: Arc<dyn Egress>,
     changed: tokio::sync::watch::Sender<u64>,
     /// The wall clock (unix seconds), read only through this.
     pub clock: fn() -> i64,
@@ -128,10 +135,26 @@ impl RelayRefusal {
     }
 }
 
+/// What a hub is made of besides its way out: see [`Hub::assemble`].
+pub struct HubParts {
+    /// The configuration in force.
+    pub config: HubConfig,
+    /// The hub key.
+    pub key: Keypair,
+    /// Its store (cache, heads, governance documents); what it holds is reloaded.
+    pub db: sled::Db,
+    /// The bound trunk endpoint (it also accepts the other hubs' connections).
+    pub endpoint: quinn::Endpoint,
+    /// The hub keys the trunk's server verifier accepts (kept equal to the hub directory).
+    pub allowed: AllowedKeys,
+    /// The wall clock, unix seconds.
+    pub clock: fn() -> i64,
+}
+
 impl Hub {
     /// Opens the hub's store in `data`, reloads its cache, heads and governance documents, and
     /// binds nothing (the driver binds). `allowed` is the set the trunk's server verifier reads;
-    /// the hub keeps it equal to the hub directory.
+    /// the hub keeps it equal to the hub directory. Nodes and agents are reached over HTTP.
     pub fn open(
         config: HubConfig,
         key: Keypair,
@@ -142,6 +165,34 @@ impl Hub {
     ) -> Result<Self> {
         let db = sled::open(data.join("hub.sled"))
             .with_context(|| format!("opening the hub store in {}", data.display()))?;
+        let egress = HttpEgress::new(
+            Duration::from_secs(config.hub.upstream_timeout_secs),
+            config.relay.allow_private,
+        )?;
+        Self::assemble(
+            HubParts {
+                config,
+                key,
+                db,
+                endpoint,
+                allowed,
+                clock,
+            },
+            Arc::new(egress),
+        )
+    }
+
+    /// A hub from its parts and a way out to nodes and agents (the simulations pass their
+    /// own): reloads what `parts.db` holds, as [`Hub::open`] does.
+    pub fn assemble(parts: HubParts, egress: Arc<dyn Egress>) -> Result<Self> {
+        let HubParts {
+            config,
+            key,
+            db,
+            endpoint,
+            allowed,
+            clock,
+        } = parts;
         let now = clock();
         let policy = if config.governance.root.is_empty() {
             None
@@ -171,6 +222,7 @@ impl Hub {
             policy,
             hints: Mutex::new(HashMap::new()),
             deltas: Mutex::new(Vec::new()),
+            deltas_inflight: Mutex::new(HashMap::new()),
             limiter: Mutex::new(Limiter::new()),
             breakers: Mutex::new(BTreeMap::new()),
             blocks_tree: db.open_tree("blocks")?,
@@ -179,14 +231,7 @@ impl Hub {
             governance_tree: db.open_tree("governance")?,
             db,
             tick: Mutex::new(0),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(config.hub.upstream_timeout_secs))
-                .build()?,
-            agents: crate::relay::agent_client(
-                config.relay.allow_private,
-                Duration::from_secs(10),
-            )?,
+            egress,
             changed,
             clock,
             started: Instant::now(),
@@ -673,13 +718,10 @@ impl Hub {
         let bytes = request.encode();
         let result: Result<Vec<u8>, String> = match upstream {
             Upstream::Node(url) => {
-                let url = format!("{}/api/v1/sync", url.trim_end_matches('/'));
-                match self.http.post(&url).body(bytes).send().await {
-                    Ok(response) if response.status().is_success() => {
-                        crate::relay::read_limited(response, MESSAGE_BYTES_MAX).await
-                    }
-                    Ok(response) => Err(format!("{url}: HTTP {}", response.status())),
-                    Err(error) => Err(format!("{url}: {error}")),
+                let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
+                match tokio::time::timeout(timeout, self.egress.node_sync(url, bytes)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("{url} did not answer in {timeout:?}")),
                 }
             }
             Upstream::Hub(region) => {
@@ -699,6 +741,10 @@ impl Hub {
         self.metrics.observe(
             &format!("meridian_hub_upstream_seconds{{kind=\"{kind}\"}}"),
             started.elapsed(),
+        );
+        self.metrics.count(
+            &format!("meridian_hub_upstream_calls_total{{kind=\"{kind}\"}}"),
+            1,
         );
         let decoded = result.and_then(|bytes| {
             if kind == "hub" {
@@ -791,12 +837,55 @@ impl Hub {
         }
     }
 
+    fn cached_delta(&self, from: Cid, to: Cid) -> Option<Blocks> {
+        let deltas = self.deltas.lock().ok()?;
+        deltas
+            .iter()
+            .find(|(key, _)| *key == (from, to))
+            .map(|(_, blocks)| blocks.clone())
+    }
+
+    /// A delta between two commits of a mirrored publisher: from the delta cache, else asked
+    /// upstream once however many ask at once (the region's nodes all ask for the same delta
+    /// when a head arrives: one cross-region transfer, not one per node).
     async fn delta(&self, from: Cid, to: Cid) -> Response {
-        if let Ok(deltas) = self.deltas.lock()
-            && let Some((_, blocks)) = deltas.iter().find(|(key, _)| *key == (from, to))
-        {
-            return Response::Blocks(blocks.clone());
+        if let Some(blocks) = self.cached_delta(from, to) {
+            return Response::Blocks(blocks);
         }
+        let wait = match self.deltas_inflight.lock() {
+            Ok(mut inflight) => match inflight.get_mut(&(from, to)) {
+                Some(waiters) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    inflight.insert((from, to), Vec::new());
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(rx) = wait {
+            let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
+            let _ = tokio::time::timeout(timeout, rx).await;
+            return match self.cached_delta(from, to) {
+                Some(blocks) => Response::Blocks(blocks),
+                None => Response::Refused(format!(
+                    "the delta {from} -> {to} could not be fetched upstream"
+                )),
+            };
+        }
+        // Whatever happens to this fetch (even this future being dropped), the waiters wake.
+        struct Inflight<'a>(&'a Hub, (Cid, Cid));
+        impl Drop for Inflight<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut inflight) = self.0.deltas_inflight.lock() {
+                    inflight.remove(&self.1);
+                }
+            }
+        }
+        let _inflight = Inflight(self, (from, to));
         let head = self.heads.lock().ok().and_then(|h| {
             h.by_cid(&to)
                 .map(|h| (h.upstream.clone(), h.publisher.clone()))
@@ -1127,7 +1216,7 @@ impl Hub {
         manifest: &Manifest,
         headers: &[(String, String)],
         body: Vec<u8>,
-    ) -> Result<reqwest::Response, RelayRefusal> {
+    ) -> Result<AgentAnswer, RelayRefusal> {
         let url = crate::relay::jsonrpc_url(manifest)
             .map_err(|why| RelayRefusal::new(502, "bad_agent_endpoint", why))?;
         if !self.config.relay.allow_private
@@ -1149,13 +1238,11 @@ impl Hub {
                 format!("{breaker} failed repeatedly; not called for a while"),
             ));
         }
-        let mut request = self.agents.post(url.clone()).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
         let timeout = Duration::from_secs(self.config.relay.timeout_secs);
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, request.send()).await;
+        let result =
+            tokio::time::timeout(timeout, self.egress.agent_call(url.as_str(), headers, body))
+                .await;
         self.metrics.observe(
             "meridian_hub_upstream_seconds{kind=\"agent\"}",
             started.elapsed(),
@@ -1178,10 +1265,194 @@ impl Hub {
                 ))
             }
             Ok(Ok(response)) => {
-                self.breaker_report(&breaker, !response.status().is_server_error());
+                self.breaker_report(&breaker, response.status < 500);
                 self.metrics.count("meridian_hub_relayed_total", 1);
                 Ok(response)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::BoxFuture;
+    use meridian_registry::car::Limits;
+    use meridian_registry::snapshot::{self, BuildInput, CardInput, Snapshot};
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn now() -> i64 {
+        NOW
+    }
+
+    /// A node that answers every sync request with `blocks`, slowly, counting the requests;
+    /// `tamper` flips a byte of each block first.
+    struct FakeNode {
+        blocks: Blocks,
+        tamper: bool,
+        calls: AtomicUsize,
+    }
+
+    impl Egress for FakeNode {
+        fn node_sync<'a>(
+            &'a self,
+            _gateway: &'a str,
+            _request: Vec<u8>,
+        ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let blocks = self
+                    .blocks
+                    .iter()
+                    .map(|(cid, block)| {
+                        let mut block = block.to_vec();
+                        if self.tamper
+                            && let Some(byte) = block.last_mut()
+                        {
+                            *byte ^= 1;
+                        }
+                        (*cid, Arc::from(block))
+                    })
+                    .collect();
+                Ok(Response::Blocks(blocks).encode())
+            })
+        }
+
+        fn agent_call<'a>(
+            &'a self,
+            _url: &'a str,
+            _headers: &'a [(String, String)],
+            _body: Vec<u8>,
+        ) -> BoxFuture<'a, Result<AgentAnswer, String>> {
+            Box::pin(async { Err("no agents here".to_owned()) })
+        }
+    }
+
+    fn card(index: usize, skill: &str) -> CardInput {
+        CardInput {
+            source_name: format!("card-{index}"),
+            json: format!(
+                r#"{{"name":"agent {index}","description":"d","version":"1.0.0","supportedInterfaces":[{{"url":"https://a.example/{index}","protocolBinding":"JSONRPC"}}],"capabilities":{{}},"skills":[{{"id":"{skill}","name":"{skill}","tags":[]}}],"defaultInputModes":["text/plain"],"defaultOutputModes":["text/plain"]}}"#
+            ),
+        }
+    }
+
+    fn chain(key: &Keypair) -> (Snapshot, Snapshot) {
+        let build = |previous: Option<&Snapshot>, skill: &str| {
+            snapshot::build(BuildInput {
+                node_key: key,
+                org_key: key,
+                org: "acme",
+                region: "eu",
+                cards: (0..50)
+                    .map(|i| card(i, if i == 0 { skill } else { "s" }))
+                    .collect(),
+                previous,
+                now: NOW - 10,
+                expires_in_secs: 86_400,
+                limits: Limits::DEFAULT,
+            })
+            .unwrap()
+            .0
+        };
+        let first = build(None, "a");
+        let second = build(Some(&first), "b");
+        (first, second)
+    }
+
+    /// A hub that reaches its nodes through `egress` and knows `head` came from a node.
+    async fn hub_with(egress: Arc<FakeNode>, head: &Snapshot) -> Arc<Hub> {
+        let key = Keypair::from_secret(&[9; 32]);
+        let allowed = AllowedKeys::default();
+        let server = crate::trunk::server_config(&key, allowed.clone()).unwrap();
+        let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let hub = Hub::assemble(
+            HubParts {
+                config: HubConfig::default(),
+                key,
+                db,
+                endpoint,
+                allowed,
+                clock: now,
+            },
+            egress,
+        )
+        .unwrap();
+        let gossip = Gossip::Head(head.commit.to_block()).encode();
+        let upstream = Upstream::Node("http://node.example".into());
+        assert!(hub.gossip(&gossip, upstream).await.unwrap());
+        Arc::new(hub)
+    }
+
+    fn delta_blocks(first: &Snapshot, second: &Snapshot) -> Blocks {
+        second
+            .blocks
+            .iter()
+            .filter(|(cid, _)| !first.blocks.contains_key(*cid))
+            .map(|(cid, block)| (*cid, Arc::from(block.as_ref())))
+            .collect()
+    }
+
+    /// A publisher's two snapshots, the blocks the second adds, a node serving them (tampered
+    /// or not) and a hub that knows the second head came from that node; with the delta
+    /// request between the two.
+    async fn setup(tamper: bool) -> (Blocks, Arc<FakeNode>, Arc<Hub>, Vec<u8>) {
+        let key = Keypair::from_secret(&[3; 32]);
+        let (first, second) = chain(&key);
+        let blocks = delta_blocks(&first, &second);
+        let node = Arc::new(FakeNode {
+            blocks: blocks.clone(),
+            tamper,
+            calls: AtomicUsize::new(0),
+        });
+        let hub = hub_with(node.clone(), &second).await;
+        let request = Request::Delta {
+            from: first.commit_cid,
+            to: second.commit_cid,
+        }
+        .encode();
+        (blocks, node, hub, request)
+    }
+
+    #[tokio::test]
+    async fn concurrent_asks_for_one_delta_make_one_upstream_fetch() {
+        let (blocks, node, hub, request) = setup(false).await;
+        let asks = (0..8).map(|_| {
+            let hub = hub.clone();
+            let request = request.clone();
+            tokio::spawn(async move { hub.answer(&request).await })
+        });
+        for answer in futures_util::future::join_all(asks).await {
+            match answer.unwrap() {
+                Response::Blocks(got) => assert_eq!(got.len(), blocks.len()),
+                other => panic!("expected blocks, got {other:?}"),
+            }
+        }
+        assert_eq!(node.calls.load(Ordering::SeqCst), 1);
+        // A later ask is served from the delta cache.
+        assert!(matches!(hub.answer(&request).await, Response::Blocks(_)));
+        assert_eq!(node.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_node_serving_wrong_blocks_gets_nothing_cached_or_served() {
+        let (blocks, _node, hub, delta) = setup(true).await;
+        assert!(matches!(hub.answer(&delta).await, Response::Refused(_)));
+        let cids: Vec<Cid> = blocks.iter().map(|(cid, _)| *cid).collect();
+        match hub.answer(&Request::Blocks(cids).encode()).await {
+            Response::Blocks(got) => assert!(got.is_empty(), "served {} wrong blocks", got.len()),
+            other => panic!("expected blocks, got {other:?}"),
+        }
+        assert!(hub.metrics.counter("meridian_hub_blocks_rejected_total") >= 1);
+        // Nothing wrong was kept: the store holds no block at all.
+        assert_eq!(hub.blocks_tree.len(), 0);
     }
 }

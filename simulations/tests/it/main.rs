@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod faults;
+mod hubs;
 mod publish_converge;
 
 use meridian_simulations::scenarios::{self, Report};

@@ -1,0 +1,126 @@
+//! How a hub reaches what is not another hub: the sync endpoints of its region's nodes and the
+//! A2A endpoints of its region's agents.
+//!
+//! The hub's decisions ([`crate::daemon::state::Hub`]) call through the [`Egress`] trait, so
+//! one hub logic runs in production over HTTP ([`HttpEgress`], reqwest with the SSRF guard) and
+//! in the deterministic simulations over simulated sockets. Hubs reach each other over the
+//! [`crate::trunk`], which is QUIC in both.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+
+use crate::wire::MESSAGE_BYTES_MAX;
+
+/// An agent's answer as it arrives: status and headers first, then the body in chunks (which
+/// pass through the relay unbuffered).
+pub struct AgentAnswer {
+    /// The HTTP status the agent answered with.
+    pub status: u16,
+    /// Its headers, as text.
+    pub headers: Vec<(String, String)>,
+    /// The body, chunk by chunk.
+    pub body: BoxStream<'static, Result<Vec<u8>, String>>,
+}
+
+impl std::fmt::Debug for AgentAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentAnswer")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hub's way out to nodes and agents.
+pub trait Egress: Send + Sync + 'static {
+    /// Sends a sync wire request to the node whose gateway is at `gateway` (a URL the node
+    /// vouched for) and returns the wire answer, at most [`MESSAGE_BYTES_MAX`] bytes.
+    fn node_sync<'a>(
+        &'a self,
+        gateway: &'a str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+
+    /// POSTs an A2A call to an agent's JSON-RPC endpoint `url` with these headers and body.
+    /// An error means the agent was not reached (or its answer broke off before its head).
+    fn agent_call<'a>(
+        &'a self,
+        url: &'a str,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<AgentAnswer, String>>;
+}
+
+/// Production egress: HTTP to nodes' gateways (`POST {gateway}/api/v1/sync`) and to agents'
+/// endpoints (no redirects, no proxy, private addresses refused at resolution unless allowed).
+#[derive(Debug, Clone)]
+pub struct HttpEgress {
+    nodes: reqwest::Client,
+    agents: reqwest::Client,
+}
+
+impl HttpEgress {
+    /// Clients with `upstream_timeout` for node requests; agents get `allow_private` for the
+    /// SSRF guard and a 10 s connect timeout (the relay bounds the whole call).
+    pub fn new(upstream_timeout: Duration, allow_private: bool) -> reqwest::Result<Self> {
+        Ok(Self {
+            nodes: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(upstream_timeout)
+                .build()?,
+            agents: crate::relay::agent_client(allow_private, Duration::from_secs(10))?,
+        })
+    }
+}
+
+impl Egress for HttpEgress {
+    fn node_sync<'a>(
+        &'a self,
+        gateway: &'a str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let url = format!("{}/api/v1/sync", gateway.trim_end_matches('/'));
+            match self.nodes.post(&url).body(request).send().await {
+                Ok(response) if response.status().is_success() => {
+                    crate::relay::read_limited(response, MESSAGE_BYTES_MAX).await
+                }
+                Ok(response) => Err(format!("{url}: HTTP {}", response.status())),
+                Err(error) => Err(format!("{url}: {error}")),
+            }
+        })
+    }
+
+    fn agent_call<'a>(
+        &'a self,
+        url: &'a str,
+        headers: &'a [(String, String)],
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<AgentAnswer, String>> {
+        Box::pin(async move {
+            let mut request = self.agents.post(url).body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.map_err(|error| error.to_string())?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let body = response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|b| b.to_vec()).map_err(|e| e.to_string()))
+                .boxed();
+            Ok(AgentAnswer {
+                status,
+                headers,
+                body,
+            })
+        })
+    }
+}

@@ -1,0 +1,602 @@
+//! The hub scenarios: the same federation with and without hubs (hub-latency), hubs and nodes
+//! crashing while a publisher keeps publishing (hub-churn), and one organisation bursting
+//! through a hub while others keep their share (rate-limit). Every hub runs the real hub
+//! logic, HTTP API and QUIC trunk ([`crate::hubs`]).
+
+use meridian_node::sync::SyncConfig;
+use meridian_registry::Cid;
+use meridian_registry::snapshot::Snapshot;
+use meridian_registry::store::MemoryStore;
+use serde_json::{Value, json};
+
+use crate::faults::{FAULT_AGENTS, SETTLE_MAX_MS, at, common_checks, failed_to_start, report};
+use crate::federation::{Rng, World, seed_store};
+use crate::hubs::{CallJob, CallOutcome, Route, sim_hub_config};
+use crate::runner::{self, Action, LIES, Outcome, Scheduled, all_imported, check_converged};
+use crate::scenarios::{Report, Topology, publisher_key, registry_chain};
+
+/// The agent every scenario calls: agent 0 of the publisher's registry (region 0).
+const AGENT: &str = "sim/sim-agent-0";
+
+/// A world on `topology` whose stores all hold `first`; with hubs configured from `hubs`.
+fn hub_world(
+    topology: &Topology,
+    rng: &mut Rng,
+    first: &Snapshot,
+    hubs: Option<meridian_hub::daemon::config::HubConfig>,
+) -> Result<std::sync::Arc<World>, String> {
+    let specs = topology.specs(rng);
+    let n = specs.len();
+    let base = MemoryStore::new();
+    seed_store(&base, first)?;
+    World::build(
+        specs,
+        SyncConfig::default(),
+        &base,
+        vec![None; n],
+        topology.regions,
+        hubs.filter(|_| topology.hubs),
+    )
+}
+
+/// A call of the scenario's agent from region `from`'s caller.
+fn call(from: usize, route: Route, org: &str, tag: String) -> Action {
+    Action::Call(
+        from,
+        CallJob {
+            route,
+            caller_org: org.to_owned(),
+            agent_region: 0,
+            agent: AGENT.to_owned(),
+            publisher: publisher_key().did(),
+            tag,
+        },
+    )
+}
+
+/// The calls recorded under tags starting with `prefix`.
+fn calls(world: &World, prefix: &str) -> Vec<CallOutcome> {
+    world.observe(|o| {
+        o.calls
+            .iter()
+            .filter(|(tag, _)| tag.starts_with(prefix))
+            .map(|(_, outcome)| outcome.clone())
+            .collect()
+    })
+}
+
+/// Nodes that penalised an honest hub for a lie (hubs only pass on blocks checked against
+/// their CIDs).
+fn lies_about_hubs(world: &World) -> Vec<String> {
+    let n = world.specs.len();
+    let honest = |peer: usize| {
+        world
+            .hubs
+            .get(peer - n)
+            .is_some_and(|slot| !slot.tamper.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    world.observe(|o| {
+        let mut found = Vec::new();
+        for (i, penalties) in o.penalties.iter().enumerate() {
+            for (peer, offense) in penalties {
+                if *peer >= n && honest(*peer) && LIES.contains(offense) {
+                    found.push(format!(
+                        "node {i} blamed the hub of region {} for {offense}",
+                        peer - n
+                    ));
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        found
+    })
+}
+
+/// Every block in every hub's store checked against its CID; returns (blocks checked, problems).
+fn check_hub_stores(world: &World) -> (u64, Vec<String>) {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for slot in &world.hubs {
+        let tree = match slot.db.open_tree("blocks") {
+            Ok(tree) => tree,
+            Err(error) => {
+                failures.push(format!("hub {}: store unreadable: {error}", slot.region));
+                continue;
+            }
+        };
+        for entry in tree.iter() {
+            let Ok((key, value)) = entry else {
+                failures.push(format!("hub {}: store unreadable", slot.region));
+                break;
+            };
+            checked += 1;
+            let good = Cid::try_from(key.as_ref()).is_ok_and(|cid| {
+                value.len() >= 8 && meridian_registry::ids::verify_block(&cid, &value[8..]).is_ok()
+            });
+            if !good {
+                failures.push(format!(
+                    "hub {} holds a block that does not match its CID",
+                    slot.region
+                ));
+            }
+        }
+    }
+    (checked, failures)
+}
+
+fn percentile(values: &[u64], q: f64) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * q).round() as usize])
+}
+
+fn simulation_failures(outcome: &Outcome) -> Vec<String> {
+    outcome
+        .error
+        .iter()
+        .map(|e| format!("simulation error: {e}"))
+        .collect()
+}
+
+// ---------------------------------------------------------------- hub-latency
+
+/// Agents in the hub-latency registry (the figure: a one-agent change in 10,000).
+pub const LATENCY_AGENTS: usize = 10_000;
+/// Calls each of regions 1 and 2 makes to region 0's agent, once everything is warm.
+pub const LATENCY_CALLS: usize = 10;
+
+/// What one variant (with or without hubs) of hub-latency measured.
+#[derive(Debug, Default)]
+struct Variant {
+    failures: Vec<String>,
+    converge_ms: Option<u64>,
+    head_median_ms: Option<u64>,
+    cross_region_bytes: u64,
+    trunk_fetches: u64,
+    bytes_per_node_max: u64,
+    call_ms: Vec<u64>,
+}
+
+/// Counters the hub-latency scenario reads before and after the measured change.
+#[derive(Debug, Default, Clone)]
+struct Counters {
+    cross_region_bytes: u64,
+    trunk_fetches: u64,
+    bytes_in: Vec<u64>,
+}
+
+fn counters(world: &World) -> Counters {
+    let cross_region_bytes = world.cross_region_bytes();
+    world.observe(|o| Counters {
+        cross_region_bytes,
+        trunk_fetches: o
+            .hubs
+            .iter()
+            .flatten()
+            .map(|h| {
+                h.metrics
+                    .counter("meridian_hub_upstream_calls_total{kind=\"hub\"}")
+            })
+            .sum(),
+        bytes_in: o.bytes_in.clone(),
+    })
+}
+
+fn latency_variant(seed: u64, chain: &[Snapshot], hubs: bool) -> Variant {
+    let name = if hubs { "with hubs" } else { "without hubs" };
+    let topology = Topology {
+        hubs,
+        a2a: true,
+        links_across: if hubs { 0 } else { 1 },
+        ..Topology::default()
+    };
+    let mut rng = Rng::new(seed);
+    let world = match hub_world(&topology, &mut rng, &chain[0], Some(sim_hub_config())) {
+        Ok(world) => world,
+        Err(error) => {
+            return Variant {
+                failures: vec![format!("{name}: setting up: {error}")],
+                ..Variant::default()
+            };
+        }
+    };
+    let route = if hubs { Route::Hub } else { Route::DirectTls };
+    // Change 1 warms the trunks and caches; change 2 is measured; then, once all is quiet,
+    // one call from each far region warms the agent path, and the measured calls follow.
+    let measured_at = 5_000;
+    let calls_at = 9_000;
+    let mut schedule = vec![
+        at(2_000, Action::Publish(0, Box::new(chain[1].clone()))),
+        at(measured_at, Action::Publish(0, Box::new(chain[2].clone()))),
+    ];
+    for from in 1..topology.regions {
+        schedule.push(at(
+            calls_at - 600,
+            call(from, route, "caller", format!("warm-{from}")),
+        ));
+        for k in 0..LATENCY_CALLS {
+            schedule.push(at(
+                calls_at + 600 * k as u64,
+                call(from, route, "caller", format!("call-{from}-{k}")),
+            ));
+        }
+    }
+    let expected = (topology.regions - 1) * (LATENCY_CALLS + 1);
+    let commit = chain[2].commit_cid;
+    let everyone: Vec<usize> = (0..topology.nodes).collect();
+
+    // The counters around the measured change are read in the scheduled run's own steps.
+    let before = std::sync::Arc::new(std::sync::Mutex::new(None::<Counters>));
+    let after = std::sync::Arc::new(std::sync::Mutex::new(None::<Counters>));
+    let outcome = {
+        let before = before.clone();
+        let after = after.clone();
+        runner::run_observed(
+            &world,
+            &topology,
+            seed,
+            schedule,
+            calls_at + 600 * LATENCY_CALLS as u64 + SETTLE_MAX_MS,
+            |w, now| {
+                let snap = |slot: &std::sync::Mutex<Option<Counters>>| {
+                    if let Ok(mut slot) = slot.lock()
+                        && slot.is_none()
+                    {
+                        *slot = Some(counters(w));
+                    }
+                };
+                if now + 1 >= measured_at {
+                    snap(&before);
+                }
+                if now >= calls_at - 700 {
+                    snap(&after);
+                }
+                all_imported(w, &everyone, &commit) && w.observe(|o| o.calls.len()) >= expected
+            },
+        )
+    };
+    let mut variant = Variant {
+        failures: simulation_failures(&outcome),
+        ..Variant::default()
+    };
+    if outcome.done_ms.is_none() {
+        variant.failures.push(format!(
+            "{name}: the run did not finish its calls and converge"
+        ));
+    }
+    for failure in check_converged(&world, &everyone, &chain[2]) {
+        variant.failures.push(format!("{name}: {failure}"));
+    }
+    for failure in crate::runner::lies_about_honest_peers(&world)
+        .into_iter()
+        .chain(lies_about_hubs(&world))
+    {
+        variant.failures.push(format!("{name}: {failure}"));
+    }
+    let (before, after) = (
+        before
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .unwrap_or_default(),
+        after
+            .lock()
+            .ok()
+            .and_then(|a| a.clone())
+            .unwrap_or_default(),
+    );
+    variant.cross_region_bytes = after
+        .cross_region_bytes
+        .saturating_sub(before.cross_region_bytes);
+    variant.trunk_fetches = after.trunk_fetches.saturating_sub(before.trunk_fetches);
+    variant.bytes_per_node_max = after
+        .bytes_in
+        .iter()
+        .zip(before.bytes_in.iter().chain(std::iter::repeat(&0)))
+        .skip(1)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .max()
+        .unwrap_or(0);
+    let mut times = world.observe(|o| {
+        let start = o.imported[0].get(&commit).copied();
+        o.imported
+            .iter()
+            .skip(1)
+            .filter_map(|m| Some(m.get(&commit)?.saturating_sub(start?)))
+            .collect::<Vec<u64>>()
+    });
+    times.sort_unstable();
+    variant.converge_ms = times.last().copied();
+    variant.head_median_ms = percentile(&times, 0.5);
+    for outcome in calls(&world, "") {
+        if outcome.status != 200 {
+            variant.failures.push(format!(
+                "{name}: a call answered {} ({:?})",
+                outcome.status, outcome.error
+            ));
+        }
+    }
+    variant.call_ms = calls(&world, "call-").iter().map(|c| c.ms).collect();
+    variant
+}
+
+/// "hub-latency": the same federation (50 nodes, 3 regions, 2 ms inside and 80 ms between),
+/// workload and seed with a hub per region (nodes link only inside their region) and without
+/// hubs (nodes also link across regions). Reports time-to-converge, cross-region bytes and
+/// upstream trunk fetches for a one-agent change in a 10,000-agent registry, and the latency
+/// of A2A calls from the far regions: through warm hubs, and direct over a fresh TLS
+/// connection. Fails if a variant does not converge, a call fails, or a call through warm
+/// hubs takes more than half of a direct one (median).
+pub fn hub_latency(seed: u64) -> Report {
+    const SCENARIO: &str = "hub-latency";
+    let chain = registry_chain(&publisher_key(), LATENCY_AGENTS, 2);
+    let with = latency_variant(seed, &chain, true);
+    let without = latency_variant(seed, &chain, false);
+    let mut failures: Vec<String> = with
+        .failures
+        .iter()
+        .chain(&without.failures)
+        .cloned()
+        .collect();
+    let hub_p50 = percentile(&with.call_ms, 0.5);
+    let direct_p50 = percentile(&without.call_ms, 0.5);
+    if let (Some(hub), Some(direct)) = (hub_p50, direct_p50)
+        && hub * 2 > direct
+    {
+        failures.push(format!(
+            "a call through warm hubs took {hub} ms (median), more than half of a direct call's {direct} ms"
+        ));
+    }
+    let figure = |v: Option<u64>| v.map_or(Value::Null, |v| json!(v));
+    report(
+        SCENARIO,
+        seed,
+        failures,
+        [
+            ("converge_ms_hubs", figure(with.converge_ms)),
+            ("converge_ms_mesh", figure(without.converge_ms)),
+            ("head_ms_median_hubs", figure(with.head_median_ms)),
+            ("head_ms_median_mesh", figure(without.head_median_ms)),
+            ("cross_region_bytes_hubs", json!(with.cross_region_bytes)),
+            ("cross_region_bytes_mesh", json!(without.cross_region_bytes)),
+            ("trunk_fetches", json!(with.trunk_fetches)),
+            ("bytes_per_node_max_hubs", json!(with.bytes_per_node_max)),
+            ("bytes_per_node_max_mesh", json!(without.bytes_per_node_max)),
+            ("a2a_hub_p50_ms", figure(hub_p50)),
+            ("a2a_hub_p90_ms", figure(percentile(&with.call_ms, 0.9))),
+            ("a2a_direct_p50_ms", figure(direct_p50)),
+            (
+                "a2a_direct_p90_ms",
+                figure(percentile(&without.call_ms, 0.9)),
+            ),
+            ("commit_bytes", json!(chain[2].commit.to_block().len())),
+        ],
+    )
+}
+
+// ---------------------------------------------------------------- hub-churn
+
+/// "hub-churn": 30 nodes in 3 regions, each region with a hub, nodes also linked across
+/// regions (the mesh the nodes fall back to). The publisher publishes four changes while
+/// every hub crashes and restarts once (its store survives, so it comes back warm) and four
+/// nodes do; in one run of three, one hub also tampers with every answer it gives its nodes.
+/// After the faults every node must hold the last change with every block (nothing from the
+/// lying hub gets in), nobody may blame an honest node or hub for a lie, the lying hub must be
+/// caught, and every block in every hub's store must match its CID.
+pub fn hub_churn(seed: u64) -> Report {
+    const SCENARIO: &str = "hub-churn";
+    let mut rng = Rng::new(seed);
+    let topology = Topology {
+        nodes: 30,
+        hubs: true,
+        ..Topology::default()
+    };
+    let chain = registry_chain(&publisher_key(), FAULT_AGENTS, 4);
+    let world = match hub_world(&topology, &mut rng, &chain[0], Some(sim_hub_config())) {
+        Ok(world) => world,
+        Err(error) => return failed_to_start(SCENARIO, seed, error),
+    };
+    let n = topology.nodes;
+    // One run in three, one hub lies: every answer it gives its nodes is tampered with.
+    let liar = (rng.below(3) == 0).then(|| rng.below(topology.regions));
+    if let Some(region) = liar {
+        world.hubs[region]
+            .tamper
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut schedule: Vec<Scheduled> = (1..=4)
+        .map(|k| {
+            at(
+                2_000 * k as u64,
+                Action::Publish(0, Box::new(chain[k].clone())),
+            )
+        })
+        .collect();
+    for region in 0..topology.regions {
+        let down = 1_500 + rng.below(6_500) as u64;
+        let up = down + 300 + rng.below(2_000) as u64;
+        schedule.push(at(down, Action::CrashHub(region)));
+        schedule.push(at(up, Action::RestartHub(region)));
+    }
+    for node in crate::faults::pick_nodes(&mut rng, 4, n) {
+        let down = 2_000 + rng.below(6_000) as u64;
+        schedule.push(at(down, Action::Crash(node)));
+        schedule.push(at(
+            down + 200 + rng.below(1_500) as u64,
+            Action::Restart(node),
+        ));
+    }
+    let last = chain[4].commit_cid;
+    let everyone: Vec<usize> = (0..n).collect();
+    let outcome = runner::run(
+        &world,
+        &topology,
+        seed,
+        schedule,
+        10_500 + SETTLE_MAX_MS,
+        |w| all_imported(w, &everyone, &last) && w.observe(|o| o.hubs.iter().all(Option::is_some)),
+    );
+    let legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
+    let mut failures = common_checks(&world, &outcome, &chain[4], &legit);
+    failures.extend(lies_about_hubs(&world));
+    if let Some(region) = liar {
+        let hub = world.hub_peer(region);
+        let caught = world.observe(|o| {
+            o.penalties.iter().any(|p| {
+                p.iter()
+                    .any(|(peer, offense)| *peer == hub && LIES.contains(offense))
+            })
+        });
+        if !caught {
+            failures.push(format!("nobody caught the lying hub of region {region}"));
+        }
+    }
+    let (checked, problems) = check_hub_stores(&world);
+    failures.extend(problems);
+    let hub_restarts: u32 =
+        world.observe(|o| o.hub_starts.iter().map(|s| s.saturating_sub(1)).sum());
+    if hub_restarts as usize != topology.regions {
+        failures.push(format!(
+            "{hub_restarts} hub restarts, {} scheduled",
+            topology.regions
+        ));
+    }
+    report(
+        SCENARIO,
+        seed,
+        failures,
+        [
+            (
+                "converge_after_churn_ms",
+                crate::faults::settle_ms(&outcome),
+            ),
+            ("crashes", json!(outcome.crashes)),
+            ("hub_restarts", json!(hub_restarts)),
+            ("lying_hub", liar.map_or(Value::Null, |r| json!(r))),
+            ("hub_blocks_checked", json!(checked)),
+            ("cross_region_bytes", json!(world.cross_region_bytes())),
+            ("nodes", json!(n)),
+        ],
+    )
+}
+
+// ---------------------------------------------------------------- rate-limit
+
+/// The relay's default rate in the rate-limit scenario (per org and per region, per second).
+pub const RATE_PER_SECOND: u32 = 20;
+/// Its burst.
+pub const RATE_BURST: u32 = 10;
+/// Calls the greedy org makes in one second.
+pub const GREEDY_CALLS: usize = 200;
+
+/// "rate-limit": a hub per region, 6 nodes, the relay limited to 20 calls/s with a burst of
+/// 10 per org and per calling region. Org `greedy` in region 2 fires 200 calls at region 0's
+/// agent within one second while orgs `polite-a` and `polite-b` in region 1 call at 4/s each.
+/// Every polite call must get through; greedy gets at most its rate (plus burst), and every
+/// refusal is a 429 with a `Retry-After`.
+pub fn rate_limit(seed: u64) -> Report {
+    const SCENARIO: &str = "rate-limit";
+    let mut rng = Rng::new(seed);
+    let topology = Topology {
+        nodes: 6,
+        hubs: true,
+        a2a: true,
+        links_across: 0,
+        ..Topology::default()
+    };
+    let chain = registry_chain(&publisher_key(), 200, 1);
+    let mut config = sim_hub_config();
+    config.relay.default_rps = RATE_PER_SECOND;
+    config.relay.default_burst = RATE_BURST;
+    let world = match hub_world(&topology, &mut rng, &chain[0], Some(config)) {
+        Ok(world) => world,
+        Err(error) => return failed_to_start(SCENARIO, seed, error),
+    };
+    let burst_at = 3_000u64;
+    let spacing = 1_000 / GREEDY_CALLS as u64;
+    // The seed shifts the polite callers' phase against the burst.
+    let phase = rng.below(125) as u64;
+    let mut schedule = vec![
+        at(1_000, Action::Publish(0, Box::new(chain[1].clone()))),
+        at(2_500, call(1, Route::Hub, "warmup", "warm".into())),
+    ];
+    for k in 0..GREEDY_CALLS as u64 {
+        schedule.push(at(
+            burst_at + k * spacing + rng.below(spacing as usize) as u64,
+            call(2, Route::Hub, "greedy", format!("greedy-{k}")),
+        ));
+    }
+    let mut polite = 0;
+    for (index, org) in ["polite-a", "polite-b"].into_iter().enumerate() {
+        for k in 0..8u64 {
+            let when = burst_at + phase + 125 * index as u64 + 250 * k;
+            schedule.push(at(when, call(1, Route::Hub, org, format!("{org}-{k}"))));
+            polite += 1;
+        }
+    }
+    let expected = 1 + GREEDY_CALLS + polite;
+    let outcome = runner::run(&world, &topology, seed, schedule, 15_000, |w| {
+        w.observe(|o| o.calls.len()) >= expected
+    });
+    let mut failures = simulation_failures(&outcome);
+    if outcome.done_ms.is_none() {
+        failures.push("not every call finished".into());
+    }
+    let greedy = calls(&world, "greedy-");
+    let polite_calls = calls(&world, "polite-");
+    let greedy_ok = greedy.iter().filter(|c| c.status == 200).count();
+    let greedy_limited = greedy.iter().filter(|c| c.status == 429).count();
+    for c in &polite_calls {
+        if c.status != 200 {
+            failures.push(format!(
+                "a polite org's call answered {} ({:?})",
+                c.status, c.error
+            ));
+        }
+    }
+    for c in &greedy {
+        match c.status {
+            200 => {}
+            429 if c.retry_after.is_some_and(|s| s >= 1) => {}
+            429 => failures.push("a 429 without Retry-After".into()),
+            other => failures.push(format!("a greedy call answered {other} ({:?})", c.error)),
+        }
+    }
+    // GCRA over the burst's one second: the burst, plus one per 1/rate, plus one for the edge.
+    let allowed = RATE_BURST as usize + RATE_PER_SECOND as usize + 1;
+    if greedy_ok > allowed {
+        failures.push(format!(
+            "greedy got {greedy_ok} calls through in one second; its limit allows {allowed}"
+        ));
+    }
+    if greedy_limited == 0 {
+        failures.push("greedy was never limited".into());
+    }
+    let polite_ms: Vec<u64> = polite_calls.iter().map(|c| c.ms).collect();
+    let limited_ms: Vec<u64> = greedy
+        .iter()
+        .filter(|c| c.status == 429)
+        .map(|c| c.ms)
+        .collect();
+    let figure = |v: Option<u64>| v.map_or(Value::Null, |v| json!(v));
+    report(
+        SCENARIO,
+        seed,
+        failures,
+        [
+            ("greedy_calls", json!(greedy.len())),
+            ("greedy_ok", json!(greedy_ok)),
+            ("greedy_limited", json!(greedy_limited)),
+            ("polite_calls", json!(polite_calls.len())),
+            (
+                "polite_ok",
+                json!(polite_calls.iter().filter(|c| c.status == 200).count()),
+            ),
+            ("polite_p50_ms", figure(percentile(&polite_ms, 0.5))),
+            ("polite_max_ms", figure(percentile(&polite_ms, 1.0))),
+            ("limited_p50_ms", figure(percentile(&limited_ms, 0.5))),
+        ],
+    )
+}
