@@ -381,7 +381,8 @@ pub fn hub_latency(seed: u64) -> Report {
 /// "hub-churn": 30 nodes in 3 regions, each region with a hub, nodes also linked across
 /// regions (the mesh the nodes fall back to). The publisher publishes four changes while
 /// every hub crashes and restarts once (its store survives, so it comes back warm) and four
-/// nodes do; in one run of three, one hub also tampers with every answer it gives its nodes.
+/// nodes do, and the trunk between hubs loses, reorders and duplicates datagrams; in one run of
+/// three, one hub also tampers with every answer it gives its nodes.
 /// After the faults every node must hold the last change with every block (nothing from the
 /// lying hub gets in), nobody may blame an honest node or hub for a lie, the lying hub must be
 /// caught, and every block in every hub's store must match its CID.
@@ -406,6 +407,12 @@ pub fn hub_churn(seed: u64) -> Report {
             .tamper
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    // Between hubs, the trunk's datagrams are lost (2%), reordered (up to 40 ms of jitter on
+    // 80 ms) and duplicated (2%): QUIC must carry the hubs' traffic through all three.
+    for slot in &world.hubs {
+        slot.duplicate_per_mille
+            .store(20, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut schedule: Vec<Scheduled> = (1..=4)
         .map(|k| {
             at(
@@ -414,6 +421,10 @@ pub fn hub_churn(seed: u64) -> Report {
             )
         })
         .collect();
+    schedule.push(at(
+        0,
+        Action::TrunkFaults(0.02, std::time::Duration::from_millis(40)),
+    ));
     for region in 0..topology.regions {
         let down = 1_500 + rng.below(6_500) as u64;
         let up = down + 300 + rng.below(2_000) as u64;
@@ -475,6 +486,16 @@ pub fn hub_churn(seed: u64) -> Report {
             ("crashes", json!(outcome.crashes)),
             ("hub_restarts", json!(hub_restarts)),
             ("lying_hub", liar.map_or(Value::Null, |r| json!(r))),
+            (
+                "trunk_datagrams_duplicated",
+                json!(
+                    world
+                        .hubs
+                        .iter()
+                        .map(|s| s.duplicated.load(std::sync::atomic::Ordering::Relaxed))
+                        .sum::<u64>()
+                ),
+            ),
             ("hub_blocks_checked", json!(checked)),
             ("cross_region_bytes", json!(world.cross_region_bytes())),
             ("nodes", json!(n)),

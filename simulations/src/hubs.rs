@@ -97,6 +97,10 @@ pub struct HubSlot {
     /// A misbehaving hub: every answer it sends its nodes has one byte flipped near the end
     /// (a hub serving wrong blocks).
     pub tamper: std::sync::atomic::AtomicBool,
+    /// Per mille of the trunk's outgoing datagrams sent twice (read when the hub starts).
+    pub duplicate_per_mille: std::sync::atomic::AtomicU32,
+    /// Trunk datagrams sent twice so far.
+    pub duplicated: Arc<AtomicU64>,
 }
 
 impl HubSlot {
@@ -114,6 +118,8 @@ impl HubSlot {
             config,
             db,
             tamper: Default::default(),
+            duplicate_per_mille: Default::default(),
+            duplicated: Default::default(),
         })
     }
 }
@@ -134,9 +140,16 @@ type Readable = Pin<Box<dyn std::future::Future<Output = io::Result<()>> + Send>
 
 /// A quinn socket over a turmoil UDP socket: what lets the real trunk run in simulation.
 /// turmoil's UDP has no send buffer to wait for, so the socket is always writable.
+///
+/// It can also duplicate datagrams (turmoil drops and, with latency jitter, reorders them, but
+/// never duplicates): each one sent is sent twice with probability `duplicate_per_mille`/1000,
+/// drawn from a seeded source so runs repeat.
 struct TurmoilUdp {
     socket: Arc<turmoil::net::UdpSocket>,
     readable: Mutex<Option<Readable>>,
+    duplicate_per_mille: u32,
+    rng: Mutex<crate::federation::Rng>,
+    duplicated: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TurmoilUdp {
@@ -163,6 +176,12 @@ impl quinn::AsyncUdpSocket for TurmoilUdp {
         let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
         for datagram in transmit.contents.chunks(segment.max(1)) {
             self.socket.try_send_to(datagram, transmit.destination)?;
+            if self.duplicate_per_mille > 0
+                && lock(&self.rng).below(1000) < self.duplicate_per_mille as usize
+            {
+                self.duplicated.fetch_add(1, Ordering::Relaxed);
+                self.socket.try_send_to(datagram, transmit.destination)?;
+            }
         }
         Ok(())
     }
@@ -221,11 +240,13 @@ impl quinn::AsyncUdpSocket for TurmoilUdp {
 }
 
 /// A quinn endpoint on a turmoil UDP socket. quinn's stock tokio runtime already follows
-/// turmoil's clock; `seed` fixes quinn's own randomness so runs repeat.
+/// turmoil's clock; `seed` fixes quinn's own randomness (and the duplication draws) so runs
+/// repeat.
 fn trunk_endpoint(
     socket: turmoil::net::UdpSocket,
     server: quinn::ServerConfig,
     seed: u64,
+    slot: &HubSlot,
 ) -> io::Result<quinn::Endpoint> {
     let mut config = quinn::EndpointConfig::default();
     let mut bytes = [0u8; 32];
@@ -234,6 +255,9 @@ fn trunk_endpoint(
     let socket = Arc::new(TurmoilUdp {
         socket: Arc::new(socket),
         readable: Mutex::new(None),
+        duplicate_per_mille: slot.duplicate_per_mille.load(Ordering::Relaxed),
+        rng: Mutex::new(crate::federation::Rng::new(seed)),
+        duplicated: slot.duplicated.clone(),
     });
     quinn::Endpoint::new_with_abstract_socket(
         config,
@@ -476,7 +500,12 @@ pub async fn run_hub(region: usize, world: Arc<World>) -> turmoil::Result {
     let server = meridian_hub::trunk::server_config(&key, allowed.clone())?;
     let socket =
         turmoil::net::UdpSocket::bind((IpAddr::from([0, 0, 0, 0]), HUB_TRUNK_PORT)).await?;
-    let endpoint = trunk_endpoint(socket, server, (region as u64) << 32 | u64::from(starts))?;
+    let endpoint = trunk_endpoint(
+        socket,
+        server,
+        (region as u64) << 32 | u64::from(starts),
+        slot,
+    )?;
     let egress = Arc::new(SimEgress {
         region,
         links: Mutex::new(HashMap::new()),

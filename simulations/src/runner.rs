@@ -44,6 +44,9 @@ pub enum Action {
     RestartHub(usize),
     /// A governance admin hands this document to a node, which applies and gossips it.
     Governance(usize, Vec<u8>),
+    /// The trunk links between hubs drop this fraction of datagrams and delay each by its
+    /// latency plus up to this jitter (so datagrams overtake each other).
+    TrunkFaults(f64, Duration),
     /// Region `r`'s caller makes this A2A call.
     Call(usize, crate::hubs::CallJob),
     /// Nothing: keeps the run going at least until its time (to watch for what must not
@@ -207,6 +210,15 @@ pub fn run_observed(
                 }
                 Action::Governance(node, block) => {
                     world.command(node, Command::Governance(block));
+                }
+                Action::TrunkFaults(loss, jitter) => {
+                    for a in 0..world.hubs.len() {
+                        for b in a + 1..world.hubs.len() {
+                            let (x, y) = (crate::hubs::hub_host(a), crate::hubs::hub_host(b));
+                            sim.set_link_fail_rate(x.as_str(), y.as_str(), loss);
+                            sim.set_link_max_message_latency(x, y, topology.inter + jitter);
+                        }
+                    }
                 }
                 Action::Call(region, job) => world.observe(|o| {
                     if let Some(Some(caller)) = o.callers.get(region) {

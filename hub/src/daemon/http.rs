@@ -74,6 +74,7 @@ async fn ready(State(hub): State<Arc<Hub>>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "metrics", content_type = "text/plain")))]
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    hub.publish_cache_metrics();
     let connected = hub
         .trunk
         .regions()
@@ -123,7 +124,8 @@ async fn block(
                     "public, max-age=31536000, immutable".to_owned(),
                 ),
             ],
-            bytes.to_vec(),
+            // The cached bytes themselves, not a copy.
+            Bytes::from_owner(bytes),
         )
             .into_response(),
         None => error(

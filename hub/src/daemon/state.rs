@@ -583,7 +583,6 @@ impl Hub {
                 }
             }
         }
-        self.publish_cache_metrics();
         let (groups, unrouted) = self.route(to_fetch);
         for (upstreams, mut remaining) in groups.into_iter().chain([unrouted]) {
             for (upstream, publisher) in upstreams {
@@ -757,7 +756,9 @@ impl Hub {
         decoded
     }
 
-    fn publish_cache_metrics(&self) {
+    /// Copies the cache's statistics into the metrics' gauges (at scrape time: the hot path
+    /// of serving a block does not pay for it).
+    pub fn publish_cache_metrics(&self) {
         if let Ok(slot) = self.cache.lock() {
             let stats = slot.cache.stats();
             self.metrics
