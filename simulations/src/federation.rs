@@ -150,8 +150,6 @@ pub struct World {
     /// The hubs, one per region (empty: no hubs). Hub `r` is peer `specs.len() + r` to the
     /// engines of its region's nodes.
     pub hubs: Vec<crate::hubs::HubSlot>,
-    /// Regions (for callers and agents even without hubs).
-    pub regions: usize,
 }
 
 impl World {
@@ -175,8 +173,8 @@ impl World {
         Self::build(specs, config, base, governance, 0, None)
     }
 
-    /// A world of `regions` regions, each with a hub configured from `hub_config` (its region
-    /// and trunk peers set per hub) when that is given.
+    /// A world of `regions` regions (each with a caller slot), each with a hub configured from
+    /// `hub_config` (its region and trunk peers set per hub) when that is given.
     pub fn build(
         specs: Vec<NodeSpec>,
         config: SyncConfig,
@@ -208,7 +206,6 @@ impl World {
             config,
             governance,
             hubs,
-            regions,
             observed: Mutex::new(Observed {
                 bytes_in: vec![0; n],
                 imported: vec![HashMap::new(); n],

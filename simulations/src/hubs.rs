@@ -333,19 +333,23 @@ impl Egress for SimEgress {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             lock(&self.pending).insert(id, tx);
+            // The hub bounds the wait (its upstream timeout drops this future): the pending
+            // entry goes whenever this ends.
+            struct Pending<'a>(&'a SimEgress, u64);
+            impl Drop for Pending<'_> {
+                fn drop(&mut self) {
+                    lock(&self.0.pending).remove(&self.1);
+                }
+            }
+            let _pending = Pending(self, id);
             let sent = lock(&self.links)
                 .get(&node)
                 .is_some_and(|(_, link)| link.send(Frame::Request(id, request)).is_ok());
-            let answer = if sent {
-                match tokio::time::timeout(Duration::from_secs(5), rx).await {
-                    Ok(Ok(bytes)) => Ok(bytes),
-                    _ => Err(format!("{gateway}: no answer")),
-                }
-            } else {
-                Err(format!("{gateway}: not linked to this hub"))
-            };
-            lock(&self.pending).remove(&id);
-            answer
+            if !sent {
+                return Err(format!("{gateway}: not linked to this hub"));
+            }
+            rx.await
+                .map_err(|_| format!("{gateway}: the link closed before it answered"))
         })
     }
 

@@ -165,10 +165,7 @@ impl Hub {
     ) -> Result<Self> {
         let db = sled::open(data.join("hub.sled"))
             .with_context(|| format!("opening the hub store in {}", data.display()))?;
-        let egress = HttpEgress::new(
-            Duration::from_secs(config.hub.upstream_timeout_secs),
-            config.relay.allow_private,
-        )?;
+        let egress = HttpEgress::new(config.relay.allow_private)?;
         Self::assemble(
             HubParts {
                 config,
