@@ -6,11 +6,15 @@
 //! recomputes every block's hash as it goes, and stops at the first bad block.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use cid::Cid;
 
 use crate::cbor::{self, MapReader, Value};
 use crate::ids::{self, BlockError};
+
+/// A block and its CID, the block shared rather than copied.
+pub type SharedBlock = (Cid, Arc<[u8]>);
 
 /// Largest CAR header accepted, in bytes.
 pub const HEADER_BYTES_MAX: usize = 4096;
@@ -167,6 +171,8 @@ pub struct CarReader<R: Read> {
     offset: u64,
     blocks: usize,
     limits: Limits,
+    /// The current section; its capacity is reused from block to block.
+    section: Vec<u8>,
 }
 
 impl<R: Read> CarReader<R> {
@@ -210,6 +216,7 @@ impl<R: Read> CarReader<R> {
             offset,
             blocks: 0,
             limits,
+            section: Vec::new(),
         })
     }
 
@@ -225,6 +232,33 @@ impl<R: Read> CarReader<R> {
 
     /// The next verified block, or `None` at the clean end of the stream.
     pub fn next_block(&mut self) -> Result<Option<(Cid, Vec<u8>)>, CarError> {
+        Ok(self
+            .next_section(true)?
+            .map(|(cid, cid_len)| (cid, self.section[cid_len..].to_vec())))
+    }
+
+    /// [`CarReader::next_block`] as a shared block, copied once out of the reader's buffer.
+    pub fn next_shared_block(&mut self) -> Result<Option<SharedBlock>, CarError> {
+        self.next_shared_block_with(true)
+    }
+
+    /// The next block with every limit checked but its hash not yet: for a caller that hashes
+    /// many blocks in parallel ([`crate::snapshot::read_car`]) and then must check every one
+    /// with [`ids::verify_block`] before using it.
+    pub(crate) fn next_block_unhashed(&mut self) -> Result<Option<SharedBlock>, CarError> {
+        self.next_shared_block_with(false)
+    }
+
+    fn next_shared_block_with(&mut self, hash: bool) -> Result<Option<SharedBlock>, CarError> {
+        Ok(self
+            .next_section(hash)?
+            .map(|(cid, cid_len)| (cid, Arc::from(&self.section[cid_len..]))))
+    }
+
+    /// Reads one section into the reader's buffer (reused, so a stream of blocks costs no
+    /// allocation per block here), checks its limits and (if `hash`) its block's hash, and
+    /// returns the CID and where the block starts in the buffer.
+    fn next_section(&mut self, hash: bool) -> Result<Option<(Cid, usize)>, CarError> {
         let section_offset = self.offset;
         let Some(len) = read_varint(&mut self.input, &mut self.offset)? else {
             return Ok(None);
@@ -253,15 +287,15 @@ impl<R: Read> CarReader<R> {
                 max: self.limits.car_bytes_max,
             });
         }
-        let mut section = vec![0u8; len as usize];
-        read_exact(&mut self.input, &mut section, &mut self.offset)?;
-        let mut cursor = &section[..];
+        self.section.resize(len as usize, 0);
+        read_exact(&mut self.input, &mut self.section, &mut self.offset)?;
+        let mut cursor = &self.section[..];
         let cid = Cid::read_bytes(&mut cursor).map_err(|error| CarError::BadCid {
             offset: section_offset,
             reason: error.to_string(),
         })?;
-        let cid_len = section.len() - cursor.len();
-        let block = section.split_off(cid_len);
+        let cid_len = self.section.len() - cursor.len();
+        let block = &self.section[cid_len..];
         if block.len() > self.limits.block_bytes_max {
             return Err(CarError::Limit {
                 what: "block bytes",
@@ -269,8 +303,10 @@ impl<R: Read> CarReader<R> {
                 max: self.limits.block_bytes_max as u64,
             });
         }
-        ids::verify_block(&cid, &block)?;
-        Ok(Some((cid, block)))
+        if hash {
+            ids::verify_block(&cid, block)?;
+        }
+        Ok(Some((cid, cid_len)))
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use ciborium_io::{Read as _, Write as _};
+use ciborium_io::Write as _;
 use ciborium_ll::{Decoder, Encoder, Header, simple};
 use cid::Cid;
 
@@ -233,25 +233,96 @@ pub fn canonical_key_order(a: &str, b: &str) -> std::cmp::Ordering {
         .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
+/// A decoded value that borrows its strings and byte strings from the input: what
+/// [`decode_ref`] returns, so hot decoders (manifests, tree nodes) read fields without copying.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ValueRef<'a> {
+    /// CBOR `null`.
+    Null,
+    /// CBOR `true` or `false`.
+    Bool(bool),
+    /// An integer in `[-2^64, 2^64 - 1]`.
+    Integer(i128),
+    /// A byte string.
+    Bytes(&'a [u8]),
+    /// A UTF-8 text string.
+    Text(&'a str),
+    /// An array.
+    Array(Vec<ValueRef<'a>>),
+    /// A map, its keys in canonical order (the decoder refuses any other).
+    Map(Vec<(&'a str, ValueRef<'a>)>),
+    /// A CID link (tag 42).
+    Link(Cid),
+}
+
+impl fmt::Debug for ValueRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_owned_value(), f)
+    }
+}
+
+impl ValueRef<'_> {
+    /// The owned [`Value`] with the same content.
+    pub fn to_owned_value(&self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Bool(b) => Value::Bool(*b),
+            ValueRef::Integer(n) => Value::Integer(*n),
+            ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
+            ValueRef::Text(t) => Value::Text((*t).to_owned()),
+            ValueRef::Array(items) => {
+                Value::Array(items.iter().map(ValueRef::to_owned_value).collect())
+            }
+            ValueRef::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_owned_value()))
+                    .collect(),
+            ),
+            ValueRef::Link(cid) => Value::Link(*cid),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ValueRef::Null => "null",
+            ValueRef::Bool(_) => "bool",
+            ValueRef::Integer(_) => "integer",
+            ValueRef::Bytes(_) => "bytes",
+            ValueRef::Text(_) => "text",
+            ValueRef::Array(_) => "array",
+            ValueRef::Map(_) => "map",
+            ValueRef::Link(_) => "link",
+        }
+    }
+}
+
 /// Decodes exactly one canonical DAG-CBOR item from `bytes`, refusing anything non-canonical.
 pub fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
+    decode_ref(bytes).map(|value| value.to_owned_value())
+}
+
+/// [`decode`] without copying: strings and byte strings borrow from `bytes`. The same checks
+/// apply (the two share one reader).
+pub fn decode_ref(bytes: &[u8]) -> Result<ValueRef<'_>, DecodeError> {
     let mut reader = StrictReader {
-        decoder: Decoder::from(bytes),
-        total: bytes.len(),
+        input: bytes,
+        position: 0,
     };
     let value = reader.read_value(0)?;
-    let offset = reader.decoder.offset();
-    if offset != bytes.len() {
+    if reader.position != bytes.len() {
         return Err(DecodeError::TrailingBytes {
-            extra: bytes.len() - offset,
+            extra: bytes.len() - reader.position,
         });
     }
     Ok(value)
 }
 
+/// The strict reader: `ciborium-ll` parses each header; the canonical-form checks are ours, and
+/// bodies are sliced out of the input rather than copied.
 struct StrictReader<'a> {
-    decoder: Decoder<&'a [u8]>,
-    total: usize,
+    input: &'a [u8],
+    position: usize,
 }
 
 /// Bytes a header with argument `n` takes in its minimal form.
@@ -265,18 +336,22 @@ fn minimal_header_len(n: u64) -> usize {
     }
 }
 
-impl StrictReader<'_> {
-    fn remaining(&mut self) -> usize {
-        self.total - self.decoder.offset()
+impl<'a> StrictReader<'a> {
+    fn remaining(&self) -> usize {
+        self.input.len() - self.position
     }
 
     fn pull(&mut self) -> Result<(Header, usize, usize), DecodeError> {
-        let start = self.decoder.offset();
-        let header = self.decoder.pull().map_err(|error| match error {
+        let start = self.position;
+        let mut decoder = Decoder::from(&self.input[start..]);
+        let header = decoder.pull().map_err(|error| match error {
             ciborium_ll::Error::Io(_) => DecodeError::Truncated { offset: start },
-            ciborium_ll::Error::Syntax(offset) => DecodeError::Malformed { offset },
+            ciborium_ll::Error::Syntax(offset) => DecodeError::Malformed {
+                offset: start + offset,
+            },
         })?;
-        let used = self.decoder.offset() - start;
+        let used = decoder.offset();
+        self.position += used;
         Ok((header, start, used))
     }
 
@@ -288,7 +363,7 @@ impl StrictReader<'_> {
         }
     }
 
-    fn read_body(&mut self, len: usize, offset: usize) -> Result<Vec<u8>, DecodeError> {
+    fn read_body(&mut self, len: usize, offset: usize) -> Result<&'a [u8], DecodeError> {
         let remaining = self.remaining();
         if len > remaining {
             return Err(DecodeError::LengthExceedsInput {
@@ -297,14 +372,17 @@ impl StrictReader<'_> {
                 offset,
             });
         }
-        let mut buffer = vec![0u8; len];
-        self.decoder
-            .read_exact(&mut buffer)
-            .map_err(|_| DecodeError::Truncated { offset })?;
-        Ok(buffer)
+        let body = &self.input[self.position..self.position + len];
+        self.position += len;
+        Ok(body)
     }
 
-    fn check_count(&mut self, count: usize, offset: usize) -> Result<(), DecodeError> {
+    fn read_text(&mut self, len: usize, offset: usize) -> Result<&'a str, DecodeError> {
+        let body = self.read_body(len, offset)?;
+        std::str::from_utf8(body).map_err(|_| DecodeError::InvalidUtf8 { offset })
+    }
+
+    fn check_count(&self, count: usize, offset: usize) -> Result<(), DecodeError> {
         // Every item takes at least one byte, so a count above what is left is a lie.
         let remaining = self.remaining();
         if count > remaining {
@@ -317,16 +395,16 @@ impl StrictReader<'_> {
         Ok(())
     }
 
-    fn read_value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+    fn read_value(&mut self, depth: usize) -> Result<ValueRef<'a>, DecodeError> {
         let (header, offset, used) = self.pull()?;
         match header {
             Header::Positive(n) => {
                 Self::check_minimal(n, used, offset)?;
-                Ok(Value::Integer(i128::from(n)))
+                Ok(ValueRef::Integer(i128::from(n)))
             }
             Header::Negative(n) => {
                 Self::check_minimal(n, used, offset)?;
-                Ok(Value::Integer(-1 - i128::from(n)))
+                Ok(ValueRef::Integer(-1 - i128::from(n)))
             }
             Header::Float(_) => Err(DecodeError::Float { offset }),
             Header::Simple(value) => {
@@ -334,9 +412,9 @@ impl StrictReader<'_> {
                     return Err(DecodeError::NonMinimal { offset });
                 }
                 match value {
-                    simple::FALSE => Ok(Value::Bool(false)),
-                    simple::TRUE => Ok(Value::Bool(true)),
-                    simple::NULL => Ok(Value::Null),
+                    simple::FALSE => Ok(ValueRef::Bool(false)),
+                    simple::TRUE => Ok(ValueRef::Bool(true)),
+                    simple::NULL => Ok(ValueRef::Null),
                     other => Err(DecodeError::UnsupportedSimple {
                         value: other,
                         offset,
@@ -349,14 +427,11 @@ impl StrictReader<'_> {
             }
             Header::Bytes(Some(len)) => {
                 Self::check_minimal(len as u64, used, offset)?;
-                Ok(Value::Bytes(self.read_body(len, offset)?))
+                Ok(ValueRef::Bytes(self.read_body(len, offset)?))
             }
             Header::Text(Some(len)) => {
                 Self::check_minimal(len as u64, used, offset)?;
-                let body = self.read_body(len, offset)?;
-                String::from_utf8(body)
-                    .map(Value::Text)
-                    .map_err(|_| DecodeError::InvalidUtf8 { offset })
+                Ok(ValueRef::Text(self.read_text(len, offset)?))
             }
             Header::Array(Some(count)) => {
                 Self::check_minimal(count as u64, used, offset)?;
@@ -366,41 +441,37 @@ impl StrictReader<'_> {
                 for _ in 0..count {
                     items.push(self.read_value(depth + 1)?);
                 }
-                Ok(Value::Array(items))
+                Ok(ValueRef::Array(items))
             }
             Header::Map(Some(count)) => {
                 Self::check_minimal(count as u64, used, offset)?;
                 self.check_depth(depth, offset)?;
                 self.check_count(count.saturating_mul(2), offset)?;
-                let mut map = BTreeMap::new();
-                let mut previous: Option<String> = None;
+                let mut entries: Vec<(&'a str, ValueRef<'a>)> = Vec::with_capacity(count);
                 for _ in 0..count {
                     let (key_header, key_offset, key_used) = self.pull()?;
                     let key = match key_header {
                         Header::Text(Some(len)) => {
                             Self::check_minimal(len as u64, key_used, key_offset)?;
-                            let body = self.read_body(len, key_offset)?;
-                            String::from_utf8(body)
-                                .map_err(|_| DecodeError::InvalidUtf8 { offset: key_offset })?
+                            self.read_text(len, key_offset)?
                         }
                         Header::Text(None) => {
                             return Err(DecodeError::IndefiniteLength { offset: key_offset });
                         }
                         _ => return Err(DecodeError::NonTextKey { offset: key_offset }),
                     };
-                    if let Some(previous) = &previous
-                        && canonical_key_order(previous, &key) != std::cmp::Ordering::Less
+                    if let Some((previous, _)) = entries.last()
+                        && canonical_key_order(previous, key) != std::cmp::Ordering::Less
                     {
                         return Err(DecodeError::KeyOrder {
-                            key,
+                            key: key.to_owned(),
                             offset: key_offset,
                         });
                     }
                     let value = self.read_value(depth + 1)?;
-                    previous = Some(key.clone());
-                    map.insert(key, value);
+                    entries.push((key, value));
                 }
-                Ok(Value::Map(map))
+                Ok(ValueRef::Map(entries))
             }
             Header::Tag(tag) => {
                 Self::check_minimal(tag, used, offset)?;
@@ -419,8 +490,8 @@ impl StrictReader<'_> {
                 };
                 Self::check_minimal(len as u64, inner_used, inner_offset)?;
                 let body = self.read_body(len, inner_offset)?;
-                parse_link(&body)
-                    .map(Value::Link)
+                parse_link(body)
+                    .map(ValueRef::Link)
                     .map_err(|reason| DecodeError::InvalidLink {
                         offset: inner_offset,
                         reason,
@@ -592,9 +663,114 @@ fn invalid(field: &'static str, expected: &str, got: &Value) -> ShapeError {
         Value::Map(_) => "map",
         Value::Link(_) => "link",
     };
+    invalid_kind(field, expected, kind)
+}
+
+fn invalid_kind(field: &'static str, expected: &str, kind: &str) -> ShapeError {
     ShapeError::Invalid {
         field,
         problem: format!("expected {expected}, found {kind}"),
+    }
+}
+
+/// [`MapReader`] for a borrowed map from [`decode_ref`]: fields come out as slices of the
+/// input. Fields are taken in any order; [`MapRefReader::finish`] refuses what is left.
+pub struct MapRefReader<'a> {
+    entries: Vec<(&'a str, Option<ValueRef<'a>>)>,
+}
+
+impl<'a> MapRefReader<'a> {
+    /// Starts reading a decoded value that must be a map.
+    pub fn new(value: ValueRef<'a>) -> Result<Self, ShapeError> {
+        match value {
+            ValueRef::Map(entries) => Ok(Self {
+                entries: entries.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            }),
+            _ => Err(ShapeError::NotAMap),
+        }
+    }
+
+    /// Removes and returns a required field.
+    pub fn take(&mut self, field: &'static str) -> Result<ValueRef<'a>, ShapeError> {
+        // The decoder accepts keys only in canonical order, so a binary search finds the field.
+        self.entries
+            .binary_search_by(|(key, _)| canonical_key_order(key, field))
+            .ok()
+            .and_then(|index| self.entries[index].1.take())
+            .ok_or(ShapeError::Missing { field })
+    }
+
+    /// Removes a required text field.
+    pub fn text(&mut self, field: &'static str) -> Result<&'a str, ShapeError> {
+        match self.take(field)? {
+            ValueRef::Text(text) => Ok(text),
+            other => Err(invalid_kind(field, "text", other.kind())),
+        }
+    }
+
+    /// Removes a required byte-string field.
+    pub fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], ShapeError> {
+        match self.take(field)? {
+            ValueRef::Bytes(bytes) => Ok(bytes),
+            other => Err(invalid_kind(field, "bytes", other.kind())),
+        }
+    }
+
+    /// Removes a required unsigned integer field.
+    pub fn u64(&mut self, field: &'static str) -> Result<u64, ShapeError> {
+        match self.take(field)? {
+            ValueRef::Integer(n) => u64::try_from(n).map_err(|_| ShapeError::Invalid {
+                field,
+                problem: format!("{n} is not an unsigned 64-bit integer"),
+            }),
+            other => Err(invalid_kind(field, "integer", other.kind())),
+        }
+    }
+
+    /// Removes a required signed integer field.
+    pub fn i64(&mut self, field: &'static str) -> Result<i64, ShapeError> {
+        match self.take(field)? {
+            ValueRef::Integer(n) => i64::try_from(n).map_err(|_| ShapeError::Invalid {
+                field,
+                problem: format!("{n} is not a signed 64-bit integer"),
+            }),
+            other => Err(invalid_kind(field, "integer", other.kind())),
+        }
+    }
+
+    /// Removes a required link field.
+    pub fn link(&mut self, field: &'static str) -> Result<Cid, ShapeError> {
+        match self.take(field)? {
+            ValueRef::Link(cid) => Ok(cid),
+            other => Err(invalid_kind(field, "link", other.kind())),
+        }
+    }
+
+    /// Removes a field that is a link or null (which must be present).
+    pub fn nullable_link(&mut self, field: &'static str) -> Result<Option<Cid>, ShapeError> {
+        match self.take(field)? {
+            ValueRef::Link(cid) => Ok(Some(cid)),
+            ValueRef::Null => Ok(None),
+            other => Err(invalid_kind(field, "link or null", other.kind())),
+        }
+    }
+
+    /// Removes a required array field.
+    pub fn array(&mut self, field: &'static str) -> Result<Vec<ValueRef<'a>>, ShapeError> {
+        match self.take(field)? {
+            ValueRef::Array(items) => Ok(items),
+            other => Err(invalid_kind(field, "array", other.kind())),
+        }
+    }
+
+    /// Finishes reading: any field left over is an error, so documents cannot smuggle data.
+    pub fn finish(self) -> Result<(), ShapeError> {
+        match self.entries.into_iter().find(|(_, value)| value.is_some()) {
+            None => Ok(()),
+            Some((field, _)) => Err(ShapeError::Unknown {
+                field: field.to_owned(),
+            }),
+        }
     }
 }
 

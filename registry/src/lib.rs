@@ -19,6 +19,7 @@ pub mod car;
 pub mod cbor;
 pub mod commit;
 pub mod ids;
+mod json_view;
 pub mod keys;
 pub mod manifest;
 pub mod mst;

@@ -10,8 +10,9 @@
 
 use cid::Cid;
 
-use crate::cbor::{self, MapReader, Value};
+use crate::cbor::{self, Value};
 use crate::ids;
+use crate::json_view::JsonView;
 use crate::keys::{KeyCache, KeyError, Keypair, PublicKey};
 
 /// The `$type` of a manifest block.
@@ -172,19 +173,19 @@ impl AgentCard {
                 )],
             });
         }
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|error| ManifestError::InvalidCard {
-                problems: vec![format!("not valid json: {error}")],
-            })?;
-        let Some(object) = json.as_object() else {
+        let json = JsonView::parse(text).map_err(|error| ManifestError::InvalidCard {
+            problems: vec![format!("not valid json: {error}")],
+        })?;
+        if !json.is_object() {
             return Err(ManifestError::InvalidCard {
                 problems: vec!["card is not a json object".into()],
             });
-        };
+        }
+        let object = &json;
         let mut problems = Vec::new();
         let text_field = |field: &str, problems: &mut Vec<String>, required: bool| -> String {
             match object.get(field) {
-                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(JsonView::String(s)) => s.to_string(),
                 None if !required => String::new(),
                 None => {
                     problems.push(format!("`{field}` is missing"));
@@ -197,17 +198,15 @@ impl AgentCard {
             }
         };
         let name = text_field("name", &mut problems, true);
-        if object.contains_key("name") && name.trim().is_empty() {
+        if object.get("name").is_some() && name.trim().is_empty() {
             problems.push("`name` is empty".into());
         }
         let description = text_field("description", &mut problems, false);
         let version = text_field("version", &mut problems, false);
-        let string_list = |field: &str,
-                           value: Option<&serde_json::Value>,
-                           problems: &mut Vec<String>| {
-            match value {
+        let string_list =
+            |field: &str, value: Option<&JsonView<'_>>, problems: &mut Vec<String>| match value {
                 None => Vec::new(),
-                Some(serde_json::Value::Array(items)) => items
+                Some(JsonView::Array(items)) => items
                     .iter()
                     .filter_map(|item| match item.as_str() {
                         Some(s) => Some(s.to_owned()),
@@ -221,8 +220,7 @@ impl AgentCard {
                     problems.push(format!("`{field}` is not an array"));
                     Vec::new()
                 }
-            }
-        };
+            };
 
         let mut interfaces = Vec::new();
         let card_version;
@@ -297,12 +295,12 @@ impl AgentCard {
         let mut skills = Vec::new();
         match object.get("skills") {
             None => {}
-            Some(serde_json::Value::Array(items)) => {
-                for (index, item) in items.iter().enumerate() {
-                    let Some(skill) = item.as_object() else {
+            Some(JsonView::Array(items)) => {
+                for (index, skill) in items.iter().enumerate() {
+                    if !skill.is_object() {
                         problems.push(format!("`skills[{index}]` is not an object"));
                         continue;
-                    };
+                    }
                     let id = skill.get("id").and_then(|i| i.as_str());
                     if id.is_none() {
                         problems.push(format!("`skills[{index}].id` is missing or not a string"));
@@ -342,13 +340,13 @@ impl AgentCard {
         );
         let explicit_name = match object.get("agent_id") {
             None => None,
-            Some(serde_json::Value::String(id)) => {
+            Some(JsonView::String(id)) => {
                 // Either `name` or `org/name`; the org part is checked against the envelope.
                 let agent = id.rsplit('/').next().unwrap_or(id).to_owned();
                 if let Err(problem) = check_name("agent name", &agent) {
                     problems.push(format!("`agent_id`: {problem}"));
                 }
-                Some(id.clone())
+                Some(id.to_string())
             }
             Some(_) => {
                 problems.push("`agent_id` is not a string".into());
@@ -460,32 +458,6 @@ impl ManifestBody {
     }
 }
 
-/// The signed bytes of a manifest block that [`Manifest::decode`] accepted, cut from the block
-/// instead of encoded again. In canonical key order (length first, then bytewise) the top-level
-/// map starts with `org` and then `sig`, so the signed map is the block with its header's count
-/// lowered by one and the 70-byte `sig` entry removed.
-/// Falls back to encoding the fields again if the block does not have that layout.
-pub(crate) fn signing_bytes_of_block(block: &[u8], manifest: &Manifest) -> Vec<u8> {
-    let org = &manifest.body.org;
-    // Header of the org value: 1 byte below 24 bytes of text, 2 bytes otherwise (names are at
-    // most 64 bytes).
-    let org_header = if org.len() < 24 { 1 } else { 2 };
-    let sig_start = 1 + 4 + org_header + org.len();
-    let sig_len = 4 + 2 + 64;
-    let expected_entry: &[u8] = &[0x63, b's', b'i', b'g', 0x58, 0x40];
-    if block.first() != Some(&0xa8)
-        || block.get(sig_start..sig_start + expected_entry.len()) != Some(expected_entry)
-        || block.len() < sig_start + sig_len
-    {
-        return manifest.signing_bytes();
-    }
-    let mut out = Vec::with_capacity(block.len() - sig_len);
-    out.push(0xa7);
-    out.extend_from_slice(&block[1..sig_start]);
-    out.extend_from_slice(&block[sig_start + sig_len..]);
-    out
-}
-
 fn signing_bytes(body: &ManifestBody, signer: &PublicKey) -> Vec<u8> {
     let map = body
         .fields(signer)
@@ -493,6 +465,111 @@ fn signing_bytes(body: &ManifestBody, signer: &PublicKey) -> Vec<u8> {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     cbor::encode(&Value::Map(map))
+}
+
+/// A manifest block's fields, borrowed from the block: what snapshot verification reads from
+/// each of a registry's manifests without copying their cards.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ManifestFields<'a> {
+    pub(crate) agent_id: &'a str,
+    pub(crate) org: &'a str,
+    pub(crate) region: &'a str,
+    pub(crate) updated_at: i64,
+    pub(crate) card: &'a str,
+    pub(crate) signer: PublicKey,
+    pub(crate) sig: [u8; 64],
+}
+
+impl<'a> ManifestFields<'a> {
+    /// Decodes a manifest block and checks everything but the signature: size, canonical
+    /// encoding, shape, naming rules, the card, and that the card gives the stated agent id.
+    pub(crate) fn decode(
+        block: &'a [u8],
+        keys: &mut KeyCache,
+    ) -> Result<(Self, AgentCard), ManifestError> {
+        if block.len() > MANIFEST_BYTES_MAX {
+            return Err(ManifestError::TooLarge {
+                size: block.len(),
+                max: MANIFEST_BYTES_MAX,
+            });
+        }
+        let mut reader = cbor::MapRefReader::new(cbor::decode_ref(block)?)?;
+        let kind = reader.text("$type")?;
+        if kind != MANIFEST_TYPE {
+            return Err(ManifestError::Invalid(format!(
+                "`$type` is `{kind}`, expected `{MANIFEST_TYPE}`"
+            )));
+        }
+        let agent_id = reader.text("agent_id")?;
+        let org = reader.text("org")?;
+        let region = reader.text("region")?;
+        let updated_at = reader.i64("updated_at")?;
+        let card_text = reader.text("card")?;
+        let signer = keys.parse(reader.text("signer")?)?;
+        let sig: [u8; 64] = reader
+            .bytes("sig")?
+            .try_into()
+            .map_err(|_| ManifestError::Invalid("`sig` is not 64 bytes".into()))?;
+        reader.finish()?;
+        check_name("org", org).map_err(ManifestError::Invalid)?;
+        let card = AgentCard::parse(card_text)?;
+        let expected = card.agent_id(org)?;
+        if expected != agent_id {
+            return Err(ManifestError::Invalid(format!(
+                "`agent_id` is `{agent_id}` but the card under org `{org}` gives `{expected}`"
+            )));
+        }
+        let fields = Self {
+            agent_id,
+            org,
+            region,
+            updated_at,
+            card: card_text,
+            signer,
+            sig,
+        };
+        Ok((fields, card))
+    }
+
+    /// The owned manifest.
+    pub(crate) fn to_manifest(self) -> Manifest {
+        Manifest {
+            body: ManifestBody {
+                agent_id: self.agent_id.to_owned(),
+                org: self.org.to_owned(),
+                region: self.region.to_owned(),
+                updated_at: self.updated_at,
+                card: self.card.to_owned(),
+            },
+            signer: self.signer,
+            sig: self.sig,
+        }
+    }
+
+    /// The signed bytes, cut from `block` (the block these fields were decoded from) instead
+    /// of encoded again. In canonical key order (length first, then bytewise) the top-level map
+    /// starts with `org` and then `sig`, so the signed map is the block with its header's count
+    /// lowered by one and the 70-byte `sig` entry removed. Falls back to encoding the fields
+    /// again if the block does not have that layout.
+    pub(crate) fn signing_bytes(&self, block: &[u8]) -> Vec<u8> {
+        // Header of the org value: 1 byte below 24 bytes of text, 2 bytes otherwise (names are
+        // at most 64 bytes).
+        let org_header = if self.org.len() < 24 { 1 } else { 2 };
+        let sig_start = 1 + 4 + org_header + self.org.len();
+        let sig_len = 4 + 2 + 64;
+        let expected_entry: &[u8] = &[0x63, b's', b'i', b'g', 0x58, 0x40];
+        if block.first() != Some(&0xa8)
+            || block.get(sig_start..sig_start + expected_entry.len()) != Some(expected_entry)
+            || block.len() < sig_start + sig_len
+        {
+            return self.to_manifest().signing_bytes();
+        }
+        let mut out = Vec::with_capacity(block.len() - sig_len);
+        out.push(0xa7);
+        out.extend_from_slice(&block[1..sig_start]);
+        out.extend_from_slice(&block[sig_start + sig_len..]);
+        out
+    }
 }
 
 impl Manifest {
@@ -536,42 +613,8 @@ impl Manifest {
         block: &[u8],
         keys: &mut KeyCache,
     ) -> Result<(Self, AgentCard), ManifestError> {
-        if block.len() > MANIFEST_BYTES_MAX {
-            return Err(ManifestError::TooLarge {
-                size: block.len(),
-                max: MANIFEST_BYTES_MAX,
-            });
-        }
-        let mut reader = MapReader::new(cbor::decode(block)?)?;
-        let kind = reader.text("$type")?;
-        if kind != MANIFEST_TYPE {
-            return Err(ManifestError::Invalid(format!(
-                "`$type` is `{kind}`, expected `{MANIFEST_TYPE}`"
-            )));
-        }
-        let body = ManifestBody {
-            agent_id: reader.text("agent_id")?,
-            org: reader.text("org")?,
-            region: reader.text("region")?,
-            updated_at: reader.i64("updated_at")?,
-            card: reader.text("card")?,
-        };
-        let signer = keys.parse(&reader.text("signer")?)?;
-        let sig: [u8; 64] = reader
-            .bytes("sig")?
-            .try_into()
-            .map_err(|_| ManifestError::Invalid("`sig` is not 64 bytes".into()))?;
-        reader.finish()?;
-        check_name("org", &body.org).map_err(ManifestError::Invalid)?;
-        let card = AgentCard::parse(&body.card)?;
-        let expected = card.agent_id(&body.org)?;
-        if expected != body.agent_id {
-            return Err(ManifestError::Invalid(format!(
-                "`agent_id` is `{}` but the card under org `{}` gives `{expected}`",
-                body.agent_id, body.org
-            )));
-        }
-        Ok((Self { body, signer, sig }, card))
+        let (fields, card) = ManifestFields::decode(block, keys)?;
+        Ok((fields.to_manifest(), card))
     }
 
     /// Checks the signature alone.
@@ -640,15 +683,19 @@ mod tests {
         assert_eq!(decoded, manifest);
         assert_eq!(decoded.body.card, V1);
         decoded.verify_signature().unwrap();
-        assert_eq!(
-            signing_bytes_of_block(&block, &decoded),
-            decoded.signing_bytes()
-        );
+        let mut keys = KeyCache::new();
+        let cut = |block: &[u8], keys: &mut KeyCache| {
+            ManifestFields::decode(block, keys)
+                .unwrap()
+                .0
+                .signing_bytes(block)
+        };
+        assert_eq!(cut(&block, &mut keys), decoded.signing_bytes());
         let long_org = "o".repeat(NAME_BYTES_MAX);
         let body = ManifestBody::from_card(V1, &long_org, "eu-west", 1).unwrap();
         let manifest = body.sign(&key);
         assert_eq!(
-            signing_bytes_of_block(&manifest.to_block(), &manifest),
+            cut(&manifest.to_block(), &mut keys),
             manifest.signing_bytes()
         );
     }

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use cid::Cid;
 
-use crate::cbor::{self, MapReader, Value};
+use crate::cbor::{self, Value};
 use crate::ids::{self, CODEC_DAG_CBOR, HashFunction};
 
 /// Deepest tree [`Mst::load`] accepts, in layers. Reaching layer 48 by chance needs a key hash
@@ -349,8 +349,19 @@ impl<H: HashFunction> Mst<H> {
         visit: &mut dyn FnMut(&[u8], Cid),
     ) {
         if let Some(root) = &self.root {
-            walk_range(root, start, end, visit);
+            walk_range(root, start, end, &mut |key, value| visit(key, value));
         }
+    }
+
+    /// Every `(key, value)` in key order, the keys shared with the tree rather than copied.
+    pub fn shared_entries(&self) -> Vec<(Arc<[u8]>, Cid)> {
+        let mut out = Vec::with_capacity(self.len);
+        if let Some(root) = &self.root {
+            walk_range(root, &[], None, &mut |key, value| {
+                out.push((key.clone(), value))
+            });
+        }
+        out
     }
 
     /// Every `(key, value)` in key order.
@@ -496,9 +507,25 @@ impl<H: HashFunction> Mst<H> {
         depth_max: u32,
         get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
     ) -> Result<Self, LoadError> {
+        Self::load_visiting(root, keys_max, depth_max, get, &mut |_, _| {})
+    }
+
+    /// [`Mst::load_with_depth`] that also calls `visit` with every `(key, value)` in key order
+    /// as the load reaches it, so a caller can start work on the values (verifying manifests)
+    /// before the whole tree is loaded. A visited entry has passed every check that needs only
+    /// the nodes above it; the load can still fail later, so work done on it must not count
+    /// until the load returns `Ok`.
+    pub fn load_visiting(
+        root: &Cid,
+        keys_max: usize,
+        depth_max: u32,
+        get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
+        visit: &mut dyn FnMut(&Arc<[u8]>, Cid),
+    ) -> Result<Self, LoadError> {
         let bytes = get(root).ok_or(LoadError::MissingBlock { cid: *root })?;
         let mut loader = Loader::<H> {
             get,
+            visit,
             keys_max,
             len: 0,
             previous_key: None,
@@ -535,6 +562,7 @@ fn decode_one<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<DecodedNod
     let mut none = |_: &Cid| None;
     let mut loader = Loader::<H> {
         get: &mut none,
+        visit: &mut |_, _| {},
         keys_max: usize::MAX,
         len: 0,
         previous_key: None,
@@ -562,7 +590,7 @@ pub fn node_links<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<NodeLi
     let mut values = Vec::with_capacity(decoded.entries.len());
     for (key, value, right) in decoded.entries {
         subtrees.extend(right);
-        values.push((key, value));
+        values.push((key.to_vec(), value));
     }
     Ok(NodeLinks { subtrees, values })
 }
@@ -586,11 +614,9 @@ pub fn lookup_step<H: HashFunction>(
     key: &[u8],
 ) -> Result<LookupStep, LoadError> {
     let decoded = decode_one::<H>(cid, bytes)?;
-    let index = decoded
-        .entries
-        .partition_point(|(k, _, _)| k.as_slice() < key);
+    let index = decoded.entries.partition_point(|(k, _, _)| &k[..] < key);
     if let Some((k, value, _)) = decoded.entries.get(index)
-        && k.as_slice() == key
+        && &k[..] == key
     {
         return Ok(LookupStep::Found(*value));
     }
@@ -757,7 +783,7 @@ fn walk_range(
     node: &Arc<Node>,
     start: &[u8],
     end: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], Cid),
+    visit: &mut dyn FnMut(&Arc<[u8]>, Cid),
 ) {
     let first = node.position(start);
     for index in first..=node.entries.len() {
@@ -849,15 +875,16 @@ impl Cursor {
 struct DecodedNode {
     left: Option<Cid>,
     /// `(full key, value, right subtree)`.
-    entries: Vec<(Vec<u8>, Cid, Option<Cid>)>,
+    entries: Vec<(Arc<[u8]>, Cid, Option<Cid>)>,
     block: (Cid, Arc<[u8]>),
 }
 
 struct Loader<'a, H> {
     get: &'a mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
+    visit: &'a mut dyn FnMut(&Arc<[u8]>, Cid),
     keys_max: usize,
     len: usize,
-    previous_key: Option<Vec<u8>>,
+    previous_key: Option<Arc<[u8]>>,
     hash: PhantomData<H>,
 }
 
@@ -877,34 +904,27 @@ impl<H: HashFunction> Loader<'_, H> {
                 "tree node named with the wrong codec or hash",
             ));
         }
-        let value =
-            cbor::decode(&bytes).map_err(|error| LoadError::NonCanonical { cid: *cid, error })?;
+        let value = cbor::decode_ref(&bytes)
+            .map_err(|error| LoadError::NonCanonical { cid: *cid, error })?;
         let shape = |error: cbor::ShapeError| Self::invalid(cid, error.to_string());
-        let mut reader = MapReader::new(value).map_err(shape)?;
+        let mut reader = cbor::MapRefReader::new(value).map_err(shape)?;
         let left = reader.nullable_link("l").map_err(shape)?;
         let raw_entries = reader.array("e").map_err(shape)?;
         reader.finish().map_err(shape)?;
-        let mut entries = Vec::with_capacity(raw_entries.len());
-        let mut previous: Vec<u8> = Vec::new();
+        let mut entries: Vec<(Arc<[u8]>, Cid, Option<Cid>)> = Vec::with_capacity(raw_entries.len());
+        // The full key under construction: the shared prefix of the previous key, then the suffix.
+        let mut key: Vec<u8> = Vec::new();
         for raw in raw_entries {
-            let mut entry = MapReader::new(raw).map_err(shape)?;
+            let mut entry = cbor::MapRefReader::new(raw).map_err(shape)?;
             let shared = entry.u64("p").map_err(shape)? as usize;
             let suffix = entry.bytes("k").map_err(shape)?;
             let value = entry.link("v").map_err(shape)?;
             let right = entry.nullable_link("t").map_err(shape)?;
             entry.finish().map_err(shape)?;
-            if shared > previous.len() {
+            if shared > key.len() {
                 return Err(Self::invalid(
                     cid,
                     "key prefix longer than the previous key",
-                ));
-            }
-            let mut key = previous[..shared].to_vec();
-            key.extend_from_slice(&suffix);
-            if common_prefix_len(&previous, &key) != shared && !entries.is_empty() {
-                return Err(Self::invalid(
-                    cid,
-                    "key prefix compression is not canonical",
                 ));
             }
             if entries.is_empty() && shared != 0 {
@@ -913,8 +933,17 @@ impl<H: HashFunction> Loader<'_, H> {
                     "first key of a node is prefix-compressed",
                 ));
             }
-            previous = key.clone();
-            entries.push((key, value, right));
+            // Canonical compression shares the longest common prefix: the suffix must not
+            // start with the byte that followed the prefix in the previous key.
+            if !entries.is_empty() && key.len() > shared && suffix.first() == Some(&key[shared]) {
+                return Err(Self::invalid(
+                    cid,
+                    "key prefix compression is not canonical",
+                ));
+            }
+            key.truncate(shared);
+            key.extend_from_slice(suffix);
+            entries.push((Arc::from(&key[..]), value, right));
         }
         Ok(DecodedNode {
             left,
@@ -964,7 +993,7 @@ impl<H: HashFunction> Loader<'_, H> {
             if self
                 .previous_key
                 .as_ref()
-                .is_some_and(|previous| *previous >= key)
+                .is_some_and(|previous| previous[..] >= key[..])
             {
                 return Err(Self::invalid(
                     cid,
@@ -976,12 +1005,9 @@ impl<H: HashFunction> Loader<'_, H> {
             if self.len > self.keys_max {
                 return Err(LoadError::TooManyKeys { max: self.keys_max });
             }
+            (self.visit)(&key, value);
             let right = self.child(cid, right, layer)?;
-            entries.push(Entry {
-                key: Arc::from(key),
-                value,
-                right,
-            });
+            entries.push(Entry { key, value, right });
         }
         let node = Node::new(layer, left, entries);
         let _ = node.block.set(decoded.block);

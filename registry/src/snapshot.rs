@@ -16,7 +16,7 @@ use crate::car::{CarError, CarReader, CarWriter, Limits};
 use crate::commit::{Commit, CommitBody, CommitError, EquivocationProof};
 use crate::ids::{Blake3, BlockError};
 use crate::keys::{Keypair, PublicKey};
-use crate::manifest::{Manifest, ManifestBody, ManifestError};
+use crate::manifest::{Manifest, ManifestBody, ManifestError, ManifestFields};
 use crate::mst::{LoadError, Mst, TreeDiff};
 use crate::store::{BlockStore, Head, MemoryStore, StoreBatch, StoreError};
 
@@ -519,17 +519,59 @@ pub struct CarContents {
     pub bytes: u64,
 }
 
-/// Reads a CAR stream, checking limits and every block's hash as it streams.
+/// Reads a CAR stream, checking limits and every block's hash as it streams: blocks are
+/// hashed in groups of [`HASH_GROUP_BYTES`] spread over the cores, and reading stops at the
+/// first group that holds a bad block, reporting the first bad block in file order.
 pub fn read_car<R: Read>(input: R, limits: Limits) -> Result<CarContents, SnapshotError> {
     let mut reader = CarReader::new(input, limits)?;
-    let mut blocks = Vec::new();
-    while let Some((cid, block)) = reader.next_block()? {
-        blocks.push((cid, Arc::from(block)));
+    let mut blocks: Vec<(Cid, Arc<[u8]>)> = Vec::new();
+    let mut checked = 0;
+    let mut group_bytes = 0;
+    while let Some(block) = reader.next_block_unhashed()? {
+        group_bytes += block.1.len();
+        blocks.push(block);
+        if group_bytes >= HASH_GROUP_BYTES {
+            verify_hashes(&blocks[checked..]).map_err(CarError::Block)?;
+            checked = blocks.len();
+            group_bytes = 0;
+        }
     }
+    verify_hashes(&blocks[checked..]).map_err(CarError::Block)?;
     Ok(CarContents {
         root: reader.root(),
         blocks,
         bytes: reader.bytes_read(),
+    })
+}
+
+/// Bytes of blocks read before their hashes are checked together: large enough that splitting
+/// the work over threads pays, small enough that a bad block stops the read early.
+pub const HASH_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// Checks every block's hash, splitting the work over the cores; the error is the first bad
+/// block in order.
+fn verify_hashes(blocks: &[(Cid, Arc<[u8]>)]) -> Result<(), BlockError> {
+    let check = |part: &[(Cid, Arc<[u8]>)]| {
+        part.iter()
+            .try_for_each(|(cid, block)| crate::ids::verify_block(cid, block))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || blocks.len() < 64 {
+        return check(blocks);
+    }
+    let chunk = blocks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = blocks.chunks(chunk);
+        let first = parts.next().unwrap_or_default();
+        let handles: Vec<_> = parts
+            .map(|part| (part, scope.spawn(move || check(part))))
+            .collect();
+        check(first)?;
+        for (part, handle) in handles {
+            // A hashing thread cannot panic on any input; if one did, its part is hashed here.
+            handle.join().unwrap_or_else(|_| check(part))?;
+        }
+        Ok(())
     })
 }
 
@@ -641,50 +683,17 @@ pub fn verify(
         )?,
     };
 
-    // The tree: every node hash-checked, canonical, within limits.
-    let mut store_failure = None;
-    let tree = RegistryTree::load_with_depth(
-        &commit.body.data,
-        options.limits.agents_max,
-        options.limits.tree_depth_max,
-        &mut |cid| {
-            if let Some(block) = car_blocks.get(cid) {
-                return Some(block.clone());
-            }
-            match base.get(cid) {
-                Ok(block) => block,
-                Err(error) => {
-                    store_failure = Some(error);
-                    None
-                }
-            }
-        },
-    );
-    if let Some(error) = store_failure {
-        return Err(error.into());
-    }
-    let tree = tree.map_err(SnapshotError::from_tree)?;
+    // The tree, every node hash-checked, canonical and within limits, and the manifests it
+    // names: the CAR's are verified, the store's were verified when they were stored.
+    let loaded = load_and_verify_manifests(&commit, &car_blocks, base, options)?;
+    let tree = loaded.tree;
+    referenced.reserve(car_blocks.len());
     for (cid, _) in tree.blocks() {
         referenced.insert(cid);
     }
-
-    // Manifests: the CAR's, or verified ones from the store.
-    let mut to_verify: Vec<(String, Cid, Arc<[u8]>)> = Vec::new();
-    let mut reused = 0usize;
-    for (key, cid) in tree.entries() {
+    for (_, cid) in tree.shared_entries() {
         referenced.insert(cid);
-        let key = String::from_utf8_lossy(&key).into_owned();
-        if let Some(block) = car_blocks.get(&cid) {
-            to_verify.push((key, cid, block.clone()));
-        } else if base.is_verified(&cid)? {
-            reused += 1;
-        } else if let Some(block) = base.get(&cid)? {
-            to_verify.push((key, cid, block));
-        } else {
-            return Err(SnapshotError::MissingBlock { cid });
-        }
     }
-    verify_manifests(&to_verify, options.threads)?;
 
     for (cid, _) in &contents.blocks {
         if !referenced.contains(cid) {
@@ -697,8 +706,8 @@ pub fn verify(
         commit_cid: root,
         tree,
         new_blocks,
-        verified_manifests: to_verify.into_iter().map(|(_, cid, _)| cid).collect(),
-        reused_manifests: reused,
+        verified_manifests: loaded.verified,
+        reused_manifests: loaded.reused,
         linked,
     })
 }
@@ -803,38 +812,204 @@ fn check_succession(
     Ok(false)
 }
 
-/// Decodes every manifest, checks it against its key, and verifies the signatures in batches
-/// spread over `threads` threads (0 = one per core).
-fn verify_manifests(
-    items: &[(String, Cid, Arc<[u8]>)],
-    threads: usize,
-) -> Result<(), SnapshotError> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let threads = if threads == 0 {
+/// A tree loaded by [`load_and_verify_manifests`], with what was done to its manifests.
+struct LoadedTree {
+    tree: RegistryTree,
+    /// Manifests whose signatures were checked.
+    verified: Vec<Cid>,
+    /// Manifests the store had verified before.
+    reused: usize,
+}
+
+/// One manifest to check: the tree key it is stored under, its CID and its block.
+type ManifestItem = (Arc<[u8]>, Cid, Arc<[u8]>);
+
+/// Batches of manifests waiting for a verifier thread, at most: they hold only shared
+/// references to blocks already in memory, so this bounds bookkeeping, not block data.
+pub const VERIFY_QUEUE_BATCHES_MAX: usize = 64;
+
+/// Loads the tree of `commit` and verifies every manifest it names that `base` has not verified
+/// before. The two overlap: as the load reaches each entry, full batches of manifests go to
+/// verifier threads (one per core, `options.threads`), so signatures are checked while the rest
+/// of the tree loads. A snapshot of at most one batch is verified on this thread.
+///
+/// Errors are reported in the same order as a sequential check would find them: a store
+/// failure, then the tree, then a missing manifest block, then the first bad manifest in key
+/// order.
+fn load_and_verify_manifests(
+    commit: &Commit,
+    car_blocks: &HashMap<Cid, Arc<[u8]>>,
+    base: &dyn BlockStore,
+    options: &VerifyOptions,
+) -> Result<LoadedTree, SnapshotError> {
+    let threads = if options.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
-        threads
+        options.threads
     };
-    let chunk = items.len().div_ceil(threads).max(1);
-    let results: Vec<Result<(), SnapshotError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || verify_manifest_chunk(part)))
+    let parallel = threads > 1 && car_blocks.len() > SIGNATURE_BATCH;
+    let (sender, receiver) =
+        std::sync::mpsc::sync_channel::<(usize, Vec<ManifestItem>)>(VERIFY_QUEUE_BATCHES_MAX);
+    let receiver = std::sync::Mutex::new(receiver);
+    let lowest_failure = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..if parallel { threads } else { 0 })
+            .map(|_| scope.spawn(|| verify_manifest_batches(&receiver, &lowest_failure)))
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle.join().unwrap_or_else(|_| {
-                    Err(SnapshotError::BadSignature {
+
+        // The batches checked on this thread (all of them when not parallel) and their first
+        // failure.
+        let mut local_failure: Option<(usize, SnapshotError)> = None;
+        let sender = Some(sender);
+        let mut dispatch = |index: usize, batch: Vec<ManifestItem>| {
+            if index > lowest_failure.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let batch = match sender.as_ref().filter(|_| parallel) {
+                // Sending fails only if every verifier thread has stopped: check it here.
+                Some(sender) => match sender.send((index, batch)) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError((_, batch))) => batch,
+                },
+                None => batch,
+            };
+            if let Err(error) = verify_manifest_chunk(&batch) {
+                lowest_failure.fetch_min(index, std::sync::atomic::Ordering::Relaxed);
+                if local_failure
+                    .as_ref()
+                    .is_none_or(|(first, _)| index < *first)
+                {
+                    local_failure = Some((index, error));
+                }
+            }
+        };
+
+        let mut verified = Vec::new();
+        let mut reused = 0usize;
+        let mut batch: Vec<ManifestItem> = Vec::new();
+        let mut batches = 0usize;
+        let mut entry_failure: Option<SnapshotError> = None;
+        let mut store_failure = None;
+        let tree = RegistryTree::load_visiting(
+            &commit.body.data,
+            options.limits.agents_max,
+            options.limits.tree_depth_max,
+            &mut |cid| {
+                if let Some(block) = car_blocks.get(cid) {
+                    return Some(block.clone());
+                }
+                match base.get(cid) {
+                    Ok(block) => block,
+                    Err(error) => {
+                        store_failure = Some(error);
+                        None
+                    }
+                }
+            },
+            &mut |key, cid| {
+                if entry_failure.is_some() {
+                    return;
+                }
+                let block = match car_blocks.get(&cid) {
+                    Some(block) => block.clone(),
+                    None => match base.is_verified(&cid) {
+                        Ok(true) => {
+                            reused += 1;
+                            return;
+                        }
+                        Ok(false) => match base.get(&cid) {
+                            Ok(Some(block)) => block,
+                            Ok(None) => {
+                                entry_failure = Some(SnapshotError::MissingBlock { cid });
+                                return;
+                            }
+                            Err(error) => {
+                                entry_failure = Some(error.into());
+                                return;
+                            }
+                        },
+                        Err(error) => {
+                            entry_failure = Some(error.into());
+                            return;
+                        }
+                    },
+                };
+                verified.push(cid);
+                batch.push((key.clone(), cid, block));
+                if batch.len() == SIGNATURE_BATCH {
+                    dispatch(batches, std::mem::take(&mut batch));
+                    batches += 1;
+                }
+            },
+        );
+        if !batch.is_empty() && entry_failure.is_none() && tree.is_ok() {
+            dispatch(batches, batch);
+        }
+        drop(sender);
+        let mut manifest_failure = local_failure;
+        for worker in workers {
+            let failure = worker.join().unwrap_or_else(|_| {
+                // A verifier thread cannot panic on any input; if one did, the batches it took
+                // are unchecked, so the snapshot is refused.
+                Some((
+                    0,
+                    SnapshotError::BadSignature {
                         what: "manifest batch (verifier thread failed)".into(),
-                    })
-                })
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+                    },
+                ))
+            });
+            if let Some((index, error)) = failure
+                && manifest_failure
+                    .as_ref()
+                    .is_none_or(|(first, _)| index < *first)
+            {
+                manifest_failure = Some((index, error));
+            }
+        }
+        if let Some(error) = store_failure {
+            return Err(error.into());
+        }
+        let tree = tree.map_err(SnapshotError::from_tree)?;
+        if let Some(error) = entry_failure {
+            return Err(error);
+        }
+        if let Some((_, error)) = manifest_failure {
+            return Err(error);
+        }
+        Ok(LoadedTree {
+            tree,
+            verified,
+            reused,
+        })
+    })
+}
+
+/// A verifier thread: takes batches until the queue closes and returns its first failure (by
+/// batch index). Batches after the lowest failure any thread has seen are skipped, and every
+/// batch before it is still checked, so the failure reported is the first in key order.
+fn verify_manifest_batches(
+    receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<(usize, Vec<ManifestItem>)>>,
+    lowest_failure: &std::sync::atomic::AtomicUsize,
+) -> Option<(usize, SnapshotError)> {
+    let mut first: Option<(usize, SnapshotError)> = None;
+    loop {
+        let next = receiver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok((index, batch)) = next else {
+            return first;
+        };
+        if index > lowest_failure.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        if let Err(error) = verify_manifest_chunk(&batch) {
+            lowest_failure.fetch_min(index, std::sync::atomic::Ordering::Relaxed);
+            if first.as_ref().is_none_or(|(earlier, _)| index < *earlier) {
+                first = Some((index, error));
+            }
+        }
+    }
 }
 
 /// Signatures checked per multiscalar multiplication: larger batches cost less per signature
@@ -842,47 +1017,48 @@ fn verify_manifests(
 /// the culprit quickly.
 const SIGNATURE_BATCH: usize = 1024;
 
-fn verify_manifest_chunk(items: &[(String, Cid, Arc<[u8]>)]) -> Result<(), SnapshotError> {
+fn verify_manifest_chunk(items: &[ManifestItem]) -> Result<(), SnapshotError> {
     let mut key_cache = crate::keys::KeyCache::new();
     for batch in items.chunks(SIGNATURE_BATCH) {
         let mut manifests = Vec::with_capacity(batch.len());
         for (key, cid, block) in batch {
-            let manifest = Manifest::decode_with(block, &mut key_cache).map_err(|error| {
-                SnapshotError::InvalidManifest {
-                    cid: *cid,
-                    key: key.clone(),
-                    error,
-                }
-            })?;
-            if manifest.body.agent_id != *key {
-                return Err(SnapshotError::InvalidManifest {
-                    cid: *cid,
-                    key: key.clone(),
-                    error: ManifestError::Invalid(format!(
-                        "manifest is for `{}` but stored under `{key}`",
-                        manifest.body.agent_id
-                    )),
-                });
+            let key_text = || String::from_utf8_lossy(key).into_owned();
+            let invalid = |error| SnapshotError::InvalidManifest {
+                cid: *cid,
+                key: key_text(),
+                error,
+            };
+            let (fields, _) = ManifestFields::decode(block, &mut key_cache).map_err(invalid)?;
+            if fields.agent_id.as_bytes() != &key[..] {
+                let key = key_text();
+                return Err(invalid(ManifestError::Invalid(format!(
+                    "manifest is for `{}` but stored under `{key}`",
+                    fields.agent_id
+                ))));
             }
-            let signed = crate::manifest::signing_bytes_of_block(block, &manifest);
-            manifests.push((manifest, signed));
+            let signed = fields.signing_bytes(block);
+            manifests.push((fields, signed));
         }
         let checks: Vec<crate::keys::SignatureCheck<'_>> = manifests
             .iter()
-            .map(|(manifest, signed)| crate::keys::SignatureCheck {
-                key: manifest.signer,
+            .map(|(fields, signed)| crate::keys::SignatureCheck {
+                key: fields.signer,
                 message: signed,
-                signature: manifest.sig,
+                signature: fields.sig,
             })
             .collect();
         // The coefficients are derived from every input; the block CIDs add nothing an attacker
         // controls beyond that, and keep verification deterministic and sans-IO.
         let seed = *blake3::hash(&batch[0].1.to_bytes()).as_bytes();
         if !crate::keys::verify_batch(&checks, &seed) {
-            for ((key, _, _), (manifest, _)) in batch.iter().zip(&manifests) {
-                if manifest.verify_signature().is_err() {
+            for ((key, _, _), (fields, signed)) in batch.iter().zip(&manifests) {
+                if fields.signer.verify(signed, &fields.sig).is_err() {
                     return Err(SnapshotError::BadSignature {
-                        what: format!("manifest of `{key}` (signer {})", manifest.signer),
+                        what: format!(
+                            "manifest of `{}` (signer {})",
+                            String::from_utf8_lossy(key),
+                            fields.signer
+                        ),
                     });
                 }
             }

@@ -73,6 +73,50 @@ fn tampered_block_is_a_hash_mismatch() {
 }
 
 #[test]
+fn tampered_blocks_stop_the_read_at_the_first_in_file_order() {
+    // Enough blocks that their hashes are checked on several threads at once.
+    let snapshot = build(cards(3000), None, NOW);
+    let blocks = all_blocks(&snapshot);
+    let header = CarWriter::new(Vec::new(), &snapshot.commit_cid)
+        .unwrap()
+        .finish()
+        .unwrap()
+        .len();
+    let varint_len = |mut n: usize| {
+        let mut len = 1;
+        while n >= 0x80 {
+            n >>= 7;
+            len += 1;
+        }
+        len
+    };
+    // The last byte of each block, by its position in the file.
+    let mut ends = Vec::new();
+    let mut offset = header;
+    for (cid, block) in &blocks {
+        let section = cid.to_bytes().len() + block.len();
+        offset += varint_len(section) + section;
+        ends.push(offset - 1);
+    }
+    let (early, late) = (blocks.len() / 3, blocks.len() - 2);
+    let mut bytes = car_bytes(&snapshot);
+    bytes[ends[late]] ^= 0x01;
+    bytes[ends[early]] ^= 0x01;
+    let err = read_car(&bytes[..], Limits::DEFAULT).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SnapshotError::Car(meridian_registry::car::CarError::Block(_))
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&blocks[early].0.to_string()),
+        "the first tampered block must be named: {err}"
+    );
+}
+
+#[test]
 fn wrong_publisher_is_refused() {
     let snapshot = build(cards(3), None, NOW);
     let mut opts = options();
@@ -123,6 +167,71 @@ fn forged_manifest_signature_is_refused_and_named() {
     let err = verify_bytes(&car_of(&commit_cid, &blocks), &options()).unwrap_err();
     assert!(matches!(err, SnapshotError::BadSignature { .. }), "{err}");
     assert!(err.to_string().contains("acme/evil"), "{err}");
+}
+
+/// A snapshot of `n` agents whose manifests at `forged` carry signatures by a stranger's key.
+fn snapshot_with_forgeries(n: usize, forged: &[usize]) -> Vec<u8> {
+    let org = org_key();
+    let stranger = Keypair::from_secret(&[55; 32]);
+    let mut tree = Mst::<ids::Blake3>::new();
+    let mut manifests = Vec::new();
+    for i in 0..n {
+        let name = format!("agent-{i:05}");
+        let mut manifest = ManifestBody::from_card(&card(&name, "x"), "acme", "eu-west", NOW)
+            .unwrap()
+            .sign(&org);
+        if forged.contains(&i) {
+            manifest.sig = stranger.sign(&manifest.signing_bytes());
+        }
+        let (cid, block) = manifest.to_block_and_cid();
+        tree.insert(format!("acme/{name}").as_bytes(), cid);
+        manifests.push((cid, Arc::<[u8]>::from(block)));
+    }
+    let node = node_key();
+    let commit = CommitBody {
+        publisher: node.public(),
+        seq: 1,
+        data: tree.root_cid(),
+        prev: None,
+        created_at: NOW,
+        expires_at: NOW + 100,
+    }
+    .sign(&node)
+    .unwrap();
+    let (commit_cid, commit_block) = commit.to_block_and_cid();
+    let mut blocks = vec![(commit_cid, Arc::from(commit_block))];
+    blocks.extend(tree.blocks());
+    blocks.extend(manifests);
+    car_of(&commit_cid, &blocks)
+}
+
+#[test]
+fn forged_manifests_in_a_large_snapshot_name_the_first_in_key_order() {
+    // Several signature batches, so verifier threads check them while the tree loads; the
+    // error must still be the first forgery in key order, whichever thread finds what first.
+    let bytes = snapshot_with_forgeries(5000, &[4100, 1300, 2600]);
+    for threads in [1, 2, 4, 4, 4] {
+        let options = VerifyOptions {
+            threads,
+            ..options()
+        };
+        let err = verify_bytes(&bytes, &options).unwrap_err();
+        assert!(matches!(err, SnapshotError::BadSignature { .. }), "{err}");
+        assert!(
+            err.to_string().contains("acme/agent-01300"),
+            "threads {threads}: {err}"
+        );
+    }
+    let clean = snapshot_with_forgeries(5000, &[]);
+    let verified = verify_bytes(
+        &clean,
+        &VerifyOptions {
+            threads: 2,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(verified.verified_manifests.len(), 5000);
 }
 
 #[test]
