@@ -109,6 +109,33 @@ pub fn verify_block(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
     Ok(())
 }
 
+/// [`verify_block`] for many blocks, the work split over the cores; the error is the first bad
+/// block in order.
+pub fn verify_blocks(blocks: &[(Cid, std::sync::Arc<[u8]>)]) -> Result<(), BlockError> {
+    let check = |part: &[(Cid, std::sync::Arc<[u8]>)]| {
+        part.iter()
+            .try_for_each(|(cid, block)| verify_block(cid, block))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || blocks.len() < 64 {
+        return check(blocks);
+    }
+    let chunk = blocks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = blocks.chunks(chunk);
+        let first = parts.next().unwrap_or_default();
+        let handles: Vec<_> = parts
+            .map(|part| (part, scope.spawn(move || check(part))))
+            .collect();
+        check(first)?;
+        for (part, handle) in handles {
+            // A hashing thread cannot panic on any input; if one did, its part is hashed here.
+            handle.join().unwrap_or_else(|_| check(part))?;
+        }
+        Ok(())
+    })
+}
+
 /// Parses the base32 text form of a CID, with an error that says what was wrong.
 pub fn parse_cid(text: &str) -> Result<Cid, String> {
     Cid::try_from(text).map_err(|error| format!("`{text}` is not a cid: {error}"))

@@ -531,12 +531,12 @@ pub fn read_car<R: Read>(input: R, limits: Limits) -> Result<CarContents, Snapsh
         group_bytes += block.1.len();
         blocks.push(block);
         if group_bytes >= HASH_GROUP_BYTES {
-            verify_hashes(&blocks[checked..]).map_err(CarError::Block)?;
+            crate::ids::verify_blocks(&blocks[checked..]).map_err(CarError::Block)?;
             checked = blocks.len();
             group_bytes = 0;
         }
     }
-    verify_hashes(&blocks[checked..]).map_err(CarError::Block)?;
+    crate::ids::verify_blocks(&blocks[checked..]).map_err(CarError::Block)?;
     Ok(CarContents {
         root: reader.root(),
         blocks,
@@ -547,33 +547,6 @@ pub fn read_car<R: Read>(input: R, limits: Limits) -> Result<CarContents, Snapsh
 /// Bytes of blocks read before their hashes are checked together: large enough that splitting
 /// the work over threads pays, small enough that a bad block stops the read early.
 pub const HASH_GROUP_BYTES: usize = 8 * 1024 * 1024;
-
-/// Checks every block's hash, splitting the work over the cores; the error is the first bad
-/// block in order.
-fn verify_hashes(blocks: &[(Cid, Arc<[u8]>)]) -> Result<(), BlockError> {
-    let check = |part: &[(Cid, Arc<[u8]>)]| {
-        part.iter()
-            .try_for_each(|(cid, block)| crate::ids::verify_block(cid, block))
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || blocks.len() < 64 {
-        return check(blocks);
-    }
-    let chunk = blocks.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut parts = blocks.chunks(chunk);
-        let first = parts.next().unwrap_or_default();
-        let handles: Vec<_> = parts
-            .map(|part| (part, scope.spawn(move || check(part))))
-            .collect();
-        check(first)?;
-        for (part, handle) in handles {
-            // A hashing thread cannot panic on any input; if one did, its part is hashed here.
-            handle.join().unwrap_or_else(|_| check(part))?;
-        }
-        Ok(())
-    })
-}
 
 /// How to verify.
 #[derive(Debug, Clone)]

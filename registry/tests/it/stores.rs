@@ -5,7 +5,9 @@ use std::sync::Arc;
 use meridian_registry::car::Limits;
 use meridian_registry::ids;
 use meridian_registry::snapshot::{self, Snapshot, VerifyOptions, read_car};
-use meridian_registry::store::{BlockStore, Head, MemoryStore, SledStore, StoreBatch, StoreError};
+use meridian_registry::store::{
+    BlockStore, Head, MemoryStore, PACK_FILE, SledStore, StoreBatch, StoreError,
+};
 
 use crate::common::*;
 
@@ -83,20 +85,133 @@ fn sled_store_suite() {
     suite(&SledStore::open(dir.path()).unwrap());
 }
 
+fn import_into(store: &SledStore, snap: &Snapshot) {
+    let contents = read_car(&car_bytes(snap)[..], Limits::DEFAULT).unwrap();
+    snapshot::import(store, &contents, VerifyOptions::default()).unwrap();
+}
+
+fn pack_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join(PACK_FILE)).unwrap().len()
+}
+
 #[test]
 fn sled_store_survives_reopen_and_detects_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let snap = build(cards(10), None, NOW);
-    {
+    let stats = {
         let store = SledStore::open(dir.path()).unwrap();
-        let contents = read_car(&car_bytes(&snap)[..], Limits::DEFAULT).unwrap();
-        snapshot::import(&store, &contents, VerifyOptions::default()).unwrap();
-    }
+        import_into(&store, &snap);
+        store.stats().unwrap()
+    };
     let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.stats().unwrap(),
+        stats,
+        "the index is rebuilt on open"
+    );
     let head = store.head(&node_key().did()).unwrap().unwrap();
     assert_eq!(head.commit, snap.commit_cid);
     let loaded = Snapshot::load(&store, &head.commit, Limits::DEFAULT).unwrap();
     assert_eq!(loaded.tree.len(), 10);
+    drop((store, loaded));
+
+    // A flipped bit in the pack is caught when the block is read back.
+    let pack_path = dir.path().join(PACK_FILE);
+    let mut pack = std::fs::read(&pack_path).unwrap();
+    let last = pack.len() - 10;
+    pack[last] ^= 0x40;
+    std::fs::write(&pack_path, &pack).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let err = Snapshot::load(&store, &snap.commit_cid, Limits::DEFAULT).unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+#[test]
+fn sled_store_cuts_an_uncommitted_tail_and_refuses_a_short_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = build(cards(10), None, NOW);
+    let second = build(cards(12), Some(&first), NOW + 1);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        import_into(&store, &first);
+    }
+    let committed = pack_len(dir.path());
+    // What a process killed after appending, before committing, leaves behind.
+    let mut pack = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(PACK_FILE))
+        .unwrap();
+    std::io::Write::write_all(&mut pack, &[0xee; 5000]).unwrap();
+    drop(pack);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(pack_len(dir.path()), committed, "the tail is cut on open");
+        import_into(&store, &second);
+        let loaded = Snapshot::load(&store, &second.commit_cid, Limits::DEFAULT).unwrap();
+        assert_eq!(car_bytes(&loaded), car_bytes(&second));
+    }
+    // A pack shorter than its index lost blocks: the store refuses to open and says where.
+    let full = pack_len(dir.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(PACK_FILE))
+        .unwrap()
+        .set_len(full - 1)
+        .unwrap();
+    let err = SledStore::open(dir.path())
+        .err()
+        .expect("a short pack must be refused");
+    assert!(err.to_string().contains(PACK_FILE), "{err}");
+}
+
+#[test]
+fn sled_store_appends_each_block_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let snap = build(cards(20), None, NOW);
+    import_into(&store, &snap);
+    let (len, stats) = (pack_len(dir.path()), store.stats().unwrap());
+    // The same snapshot again, and a batch that repeats a block: nothing new is written.
+    import_into(&store, &snap);
+    let (cid, block) = snap
+        .blocks
+        .iter()
+        .next()
+        .map(|(c, b)| (*c, b.clone()))
+        .unwrap();
+    store
+        .apply(StoreBatch {
+            blocks: vec![(cid, block.clone()), (cid, block)],
+            ..StoreBatch::default()
+        })
+        .unwrap();
+    assert_eq!(pack_len(dir.path()), len);
+    assert_eq!(store.stats().unwrap(), stats);
+    assert_eq!(stats.bytes, len);
+}
+
+#[test]
+fn sled_store_reads_blocks_of_the_older_inline_layout() {
+    // Stores written before the pack file kept blocks in sled under `b` + CID.
+    let dir = tempfile::tempdir().unwrap();
+    let block: Arc<[u8]> = Arc::from(&b"\xa1\x61a\x05"[..]);
+    let cid = ids::dag_cbor_cid(&block);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let mut key = vec![b'b'];
+        key.extend_from_slice(&cid.to_bytes());
+        db.insert(key, &block[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert!(store.contains(&cid).unwrap());
+    assert_eq!(store.get(&cid).unwrap(), Some(block.clone()));
+    assert_eq!(store.stats().unwrap().blocks, 1);
+    // New blocks go to the pack beside them.
+    let snap = build(cards(3), None, NOW);
+    import_into(&store, &snap);
+    assert_eq!(store.get(&cid).unwrap(), Some(block));
+    assert!(store.contains(&snap.commit_cid).unwrap());
 }
 
 #[test]
