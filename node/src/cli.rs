@@ -15,9 +15,11 @@ use meridian_registry::Cid;
 use meridian_registry::car::Limits;
 use meridian_registry::keys::{Keypair, PublicKey};
 use meridian_registry::snapshot::{
-    self, BuildError, BuildInput, CardInput, Snapshot, SnapshotError, VerifyOptions,
+    self, BuildError, BuildInput, CarContents, CardInput, Snapshot, SnapshotError, VerifyOptions,
 };
 use meridian_registry::store::{BlockStore, MemoryStore, SledStore};
+
+use crate::progress::{Progress, Unit};
 use serde_json::json;
 
 /// Meridian: a federation of AI-agent registries.
@@ -514,18 +516,35 @@ pub fn load_key(path: &Path) -> Result<Keypair> {
     Keypair::from_key_file(&text).with_context(|| format!("key file {}", path.display()))
 }
 
-fn open_car(path: &Path) -> Result<BufReader<fs::File>> {
+/// Reads a CAR file, every block hash-checked, showing how much has been read.
+fn read_car_file(path: &Path, limits: Limits, progress: &Progress) -> Result<CarContents> {
     let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(BufReader::with_capacity(1 << 20, file))
+    let size = file.metadata().map_or(0, |metadata| metadata.len());
+    progress.phase(format!("reading {}", path.display()), size, Unit::Bytes);
+    let reader = progress.reader(BufReader::with_capacity(1 << 20, file));
+    snapshot::read_car(reader, limits).with_context(|| format!("snapshot {}", path.display()))
+}
+
+/// Options that count verified manifests toward a progress phase.
+fn verify_options_with(progress: &Progress) -> VerifyOptions {
+    VerifyOptions {
+        progress: Some(progress.phase("verifying manifests", 0, Unit::Items)),
+        ..VerifyOptions::default()
+    }
 }
 
 /// Reads and fully verifies a snapshot file (no time check unless `now` is given).
-fn open_snapshot(path: &Path, now: Option<i64>) -> Result<(Snapshot, snapshot::VerifiedSnapshot)> {
+fn open_snapshot(
+    path: &Path,
+    now: Option<i64>,
+    progress: &Progress,
+) -> Result<(Snapshot, snapshot::VerifiedSnapshot)> {
+    let contents = read_car_file(path, Limits::DEFAULT, progress)?;
     let options = VerifyOptions {
         now,
-        ..VerifyOptions::default()
+        ..verify_options_with(progress)
     };
-    snapshot::open(open_car(path)?, &options)
+    snapshot::open_contents(contents, &options)
         .with_context(|| format!("snapshot {}", path.display()))
 }
 
@@ -631,12 +650,23 @@ fn run_snapshot(command: &SnapshotCommand, now: i64) -> Result<Report> {
 fn snapshot_build(args: &BuildArgs, now: i64) -> Result<Report> {
     let node_key = load_key(&args.key)?;
     let org_key = load_key(&args.org_key)?;
+    let progress = Progress::start();
+    progress.phase(
+        format!("reading cards from {}", args.cards.display()),
+        0,
+        Unit::None,
+    );
     let cards = read_cards(&args.cards)?;
     let previous = match &args.prev {
-        Some(path) => Some(open_snapshot(path, None)?.0),
+        Some(path) => Some(open_snapshot(path, None, &progress)?.0),
         None => None,
     };
     let started = Instant::now();
+    progress.phase(
+        format!("signing and building {} agents", cards.len()),
+        0,
+        Unit::None,
+    );
     let (built, report) = snapshot::build(BuildInput {
         node_key: &node_key,
         org_key: &org_key,
@@ -649,10 +679,12 @@ fn snapshot_build(args: &BuildArgs, now: i64) -> Result<Report> {
         limits: Limits::DEFAULT,
     })
     .context("building the snapshot")?;
+    progress.phase(format!("writing {}", args.out.display()), 0, Unit::None);
     let bytes = write_atomically(&args.out, |out| {
         built.write_car(out)?;
         Ok(())
     })?;
+    drop(progress);
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
         text: format!(
@@ -698,26 +730,27 @@ fn snapshot_verify(
         .map(PublicKey::from_did)
         .transpose()
         .context("--publisher")?;
+    let progress = Progress::start();
     let (base, previous) = match after {
         Some(old_path) => {
-            let (old, _) = open_snapshot(old_path, None)?;
+            let (old, _) = open_snapshot(old_path, None, &progress)?;
             let previous = (old.commit_cid, old.commit.clone());
             (MemoryStore::from(&old), Some(previous))
         }
         None => (MemoryStore::new(), None),
     };
+    let started = Instant::now();
+    let contents = read_car_file(path, Limits::DEFAULT, &progress)?;
     let options = VerifyOptions {
         now: Some(now),
         expected_publisher,
         previous,
-        ..VerifyOptions::default()
+        ..verify_options_with(&progress)
     };
-    let started = Instant::now();
-    let contents = snapshot::read_car(open_car(path)?, options.limits)
-        .with_context(|| format!("snapshot {}", path.display()))?;
     let verified = snapshot::verify(&contents, &base, &options)
         .with_context(|| format!("snapshot {}", path.display()))?;
     let seconds = started.elapsed().as_secs_f64();
+    drop(progress);
     let agents = verified.tree.len();
     let acceptance = if governance.roots.is_empty() {
         None
@@ -806,7 +839,7 @@ fn snapshot_verify(
 }
 
 fn snapshot_inspect(path: &Path) -> Result<Report> {
-    let contents = snapshot::read_car(open_car(path)?, Limits::DEFAULT)
+    let contents = read_car_file(path, Limits::DEFAULT, &Progress::start())
         .with_context(|| format!("snapshot {}", path.display()))?;
     let verified = snapshot::verify(&contents, &MemoryStore::new(), &VerifyOptions::default())
         .with_context(|| format!("snapshot {}", path.display()))?;
@@ -848,8 +881,10 @@ fn keys_text(keys: impl Iterator<Item = Vec<u8>>) -> Vec<String> {
 }
 
 fn snapshot_diff(old_path: &Path, new_path: &Path) -> Result<Report> {
-    let (old, _) = open_snapshot(old_path, None)?;
-    let (new, _) = open_snapshot(new_path, None)?;
+    let progress = Progress::start();
+    let (old, _) = open_snapshot(old_path, None, &progress)?;
+    let (new, _) = open_snapshot(new_path, None, &progress)?;
+    drop(progress);
     let diff = new.tree.diff(&old.tree);
     let added = keys_text(diff.added.into_iter().map(|(k, _)| k));
     let removed = keys_text(diff.removed.into_iter().map(|(k, _)| k));
@@ -873,8 +908,10 @@ fn snapshot_diff(old_path: &Path, new_path: &Path) -> Result<Report> {
 }
 
 fn snapshot_delta(old_path: &Path, new_path: &Path, out: &Path) -> Result<Report> {
-    let (old, _) = open_snapshot(old_path, None)?;
-    let (new, _) = open_snapshot(new_path, None)?;
+    let progress = Progress::start();
+    let (old, _) = open_snapshot(old_path, None, &progress)?;
+    let (new, _) = open_snapshot(new_path, None, &progress)?;
+    drop(progress);
     if old.commit.body.publisher != new.commit.body.publisher {
         return Err(Rejected(format!(
             "{} and {} are by different publishers",
@@ -921,14 +958,15 @@ pub fn open_store(data: &Path) -> Result<SledStore> {
 fn snapshot_import(path: &Path, data: &Path, now: i64) -> Result<Report> {
     let store = open_store(data)?;
     let started = Instant::now();
+    let progress = Progress::start();
+    let contents = read_car_file(path, Limits::DEFAULT, &progress)?;
     let options = VerifyOptions {
         now: Some(now),
-        ..VerifyOptions::default()
+        ..verify_options_with(&progress)
     };
-    let contents = snapshot::read_car(open_car(path)?, options.limits)
-        .with_context(|| format!("snapshot {}", path.display()))?;
     let verified = snapshot::import(&store, &contents, options)
         .with_context(|| format!("importing {}", path.display()))?;
+    drop(progress);
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
         text: format!(
@@ -988,8 +1026,11 @@ fn snapshot_export(
             ),
         },
     };
+    let progress = Progress::start();
+    progress.phase(format!("loading {publisher}'s snapshot"), 0, Unit::None);
     let snapshot = Snapshot::load(&store, &head.commit, Limits::DEFAULT)
         .with_context(|| format!("loading {publisher}'s snapshot from {}", data.display()))?;
+    progress.phase(format!("writing {}", out.display()), 0, Unit::None);
     let since_cid: Option<Cid> = since
         .map(|text| meridian_registry::ids::parse_cid(text).map_err(|e| anyhow!("--since: {e}")))
         .transpose()?;

@@ -10,4 +10,5 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod gov_cli;
+pub mod progress;
 pub mod sync;

@@ -563,6 +563,9 @@ pub struct VerifyOptions {
     pub limits: Limits,
     /// Threads for signature checks; 0 means one per core.
     pub threads: usize,
+    /// Counts manifests as their checks finish, for a progress report while a large snapshot
+    /// verifies (read it from another thread).
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for VerifyOptions {
@@ -574,6 +577,7 @@ impl Default for VerifyOptions {
             previous: None,
             limits: Limits::DEFAULT,
             threads: 0,
+            progress: None,
         }
     }
 }
@@ -821,13 +825,14 @@ fn load_and_verify_manifests(
         options.threads
     };
     let parallel = threads > 1 && car_blocks.len() > SIGNATURE_BATCH;
+    let progress = options.progress.as_deref();
     let (sender, receiver) =
         std::sync::mpsc::sync_channel::<(usize, Vec<ManifestItem>)>(VERIFY_QUEUE_BATCHES_MAX);
     let receiver = std::sync::Mutex::new(receiver);
     let lowest_failure = std::sync::atomic::AtomicUsize::new(usize::MAX);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..if parallel { threads } else { 0 })
-            .map(|_| scope.spawn(|| verify_manifest_batches(&receiver, &lowest_failure)))
+            .map(|_| scope.spawn(|| verify_manifest_batches(&receiver, &lowest_failure, progress)))
             .collect();
 
         // The batches checked on this thread (all of them when not parallel) and their first
@@ -846,7 +851,7 @@ fn load_and_verify_manifests(
                 },
                 None => batch,
             };
-            if let Err(error) = verify_manifest_chunk(&batch) {
+            if let Err(error) = verify_manifest_chunk(&batch, progress) {
                 lowest_failure.fetch_min(index, std::sync::atomic::Ordering::Relaxed);
                 if local_failure
                     .as_ref()
@@ -963,6 +968,7 @@ fn load_and_verify_manifests(
 fn verify_manifest_batches(
     receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<(usize, Vec<ManifestItem>)>>,
     lowest_failure: &std::sync::atomic::AtomicUsize,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Option<(usize, SnapshotError)> {
     let mut first: Option<(usize, SnapshotError)> = None;
     loop {
@@ -976,7 +982,7 @@ fn verify_manifest_batches(
         if index > lowest_failure.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }
-        if let Err(error) = verify_manifest_chunk(&batch) {
+        if let Err(error) = verify_manifest_chunk(&batch, progress) {
             lowest_failure.fetch_min(index, std::sync::atomic::Ordering::Relaxed);
             if first.as_ref().is_none_or(|(earlier, _)| index < *earlier) {
                 first = Some((index, error));
@@ -990,7 +996,10 @@ fn verify_manifest_batches(
 /// the culprit quickly.
 const SIGNATURE_BATCH: usize = 1024;
 
-fn verify_manifest_chunk(items: &[ManifestItem]) -> Result<(), SnapshotError> {
+fn verify_manifest_chunk(
+    items: &[ManifestItem],
+    progress: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<(), SnapshotError> {
     let mut key_cache = crate::keys::KeyCache::new();
     for batch in items.chunks(SIGNATURE_BATCH) {
         let mut manifests = Vec::with_capacity(batch.len());
@@ -1038,6 +1047,9 @@ fn verify_manifest_chunk(items: &[ManifestItem]) -> Result<(), SnapshotError> {
             return Err(SnapshotError::BadSignature {
                 what: "a manifest batch".into(),
             });
+        }
+        if let Some(progress) = progress {
+            progress.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
     Ok(())
@@ -1115,7 +1127,14 @@ pub fn open<R: Read>(
     input: R,
     options: &VerifyOptions,
 ) -> Result<(Snapshot, VerifiedSnapshot), SnapshotError> {
-    let contents = read_car(input, options.limits)?;
+    open_contents(read_car(input, options.limits)?, options)
+}
+
+/// [`open`] for a CAR already read with [`read_car`].
+pub fn open_contents(
+    contents: CarContents,
+    options: &VerifyOptions,
+) -> Result<(Snapshot, VerifiedSnapshot), SnapshotError> {
     let empty = MemoryStore::new();
     let verified = verify(&contents, &empty, options)?;
     let snapshot = Snapshot {
