@@ -6,7 +6,7 @@
 //! everything the commit promises and reports each way to fail as its own
 //! [`SnapshotError`] variant. [`import`] stores a verified snapshot in one atomic batch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -608,9 +608,9 @@ pub fn verify(
     base: &dyn BlockStore,
     options: &VerifyOptions,
 ) -> Result<VerifiedSnapshot, SnapshotError> {
-    let car_blocks: HashMap<Cid, Arc<[u8]>> = contents.blocks.iter().cloned().collect();
+    let car_blocks = CarBlocks::new(&contents.blocks);
     let root = contents.root;
-    let commit_block = match car_blocks.get(&root) {
+    let commit_block = match car_blocks.reference(&root) {
         Some(block) => block.clone(),
         None => return Err(SnapshotError::MissingBlock { cid: root }),
     };
@@ -644,8 +644,6 @@ pub fn verify(
             });
         }
     }
-    let mut referenced: HashSet<Cid> = HashSet::new();
-    referenced.insert(root);
     let linked = match &options.previous {
         None => false,
         Some((previous_cid, previous)) => check_succession(
@@ -656,7 +654,6 @@ pub fn verify(
             previous_cid,
             &car_blocks,
             base,
-            &mut referenced,
         )?,
     };
 
@@ -664,18 +661,8 @@ pub fn verify(
     // names: the CAR's are verified, the store's were verified when they were stored.
     let loaded = load_and_verify_manifests(&commit, &car_blocks, base, options)?;
     let tree = loaded.tree;
-    referenced.reserve(car_blocks.len());
-    for (cid, _) in tree.blocks() {
-        referenced.insert(cid);
-    }
-    for (_, cid) in tree.shared_entries() {
-        referenced.insert(cid);
-    }
-
-    for (cid, _) in &contents.blocks {
-        if !referenced.contains(cid) {
-            return Err(SnapshotError::UnexpectedBlock { cid: *cid });
-        }
+    if let Some(cid) = car_blocks.first_unreferenced(&contents.blocks) {
+        return Err(SnapshotError::UnexpectedBlock { cid });
     }
     let new_blocks = contents.blocks.clone();
     Ok(VerifiedSnapshot {
@@ -699,9 +686,8 @@ fn check_succession(
     block: &[u8],
     previous: &Commit,
     previous_cid: &Cid,
-    car_blocks: &HashMap<Cid, Arc<[u8]>>,
+    car_blocks: &CarBlocks,
     base: &dyn BlockStore,
-    referenced: &mut HashSet<Cid>,
 ) -> Result<bool, SnapshotError> {
     let (seq, last_seq) = (commit.body.seq, previous.body.seq);
     if seq < last_seq {
@@ -739,14 +725,13 @@ fn check_succession(
         let Some(prev_cid) = current.body.prev else {
             return Ok(false);
         };
-        let prev_block = match car_blocks.get(&prev_cid) {
-            Some(block) => block.clone(),
+        let prev_block = match car_blocks.reference(&prev_cid) {
+            Some(block) => block,
             None => match base.get(&prev_cid)? {
                 Some(block) => block,
                 None => return Ok(false),
             },
         };
-        referenced.insert(prev_cid);
         let prev = Commit::decode(&prev_block).map_err(|error| SnapshotError::InvalidCommit {
             cid: prev_cid,
             error,
@@ -789,6 +774,46 @@ fn check_succession(
     Ok(false)
 }
 
+/// A CAR's blocks by CID, each marked when the snapshot turns out to reference it, so that
+/// blocks nothing references ("endless data") are found without a second walk of the tree.
+struct CarBlocks {
+    blocks: HashMap<Cid, (Arc<[u8]>, std::sync::atomic::AtomicBool)>,
+}
+
+impl CarBlocks {
+    fn new(blocks: &[(Cid, Arc<[u8]>)]) -> Self {
+        Self {
+            blocks: blocks
+                .iter()
+                .map(|(cid, block)| (*cid, (block.clone(), false.into())))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The block named `cid`, marked as referenced.
+    fn reference(&self, cid: &Cid) -> Option<Arc<[u8]>> {
+        let (block, referenced) = self.blocks.get(cid)?;
+        referenced.store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(block.clone())
+    }
+
+    /// The first block, in `order`, that nothing referenced.
+    fn first_unreferenced(&self, order: &[(Cid, Arc<[u8]>)]) -> Option<Cid> {
+        order
+            .iter()
+            .find(|(cid, _)| {
+                self.blocks.get(cid).is_some_and(|(_, referenced)| {
+                    !referenced.load(std::sync::atomic::Ordering::Relaxed)
+                })
+            })
+            .map(|(cid, _)| *cid)
+    }
+}
+
 /// A tree loaded by [`load_and_verify_manifests`], with what was done to its manifests.
 struct LoadedTree {
     tree: RegistryTree,
@@ -815,7 +840,7 @@ pub const VERIFY_QUEUE_BATCHES_MAX: usize = 64;
 /// order.
 fn load_and_verify_manifests(
     commit: &Commit,
-    car_blocks: &HashMap<Cid, Arc<[u8]>>,
+    car_blocks: &CarBlocks,
     base: &dyn BlockStore,
     options: &VerifyOptions,
 ) -> Result<LoadedTree, SnapshotError> {
@@ -873,8 +898,8 @@ fn load_and_verify_manifests(
             options.limits.agents_max,
             options.limits.tree_depth_max,
             &mut |cid| {
-                if let Some(block) = car_blocks.get(cid) {
-                    return Some(block.clone());
+                if let Some(block) = car_blocks.reference(cid) {
+                    return Some(block);
                 }
                 match base.get(cid) {
                     Ok(block) => block,
@@ -888,8 +913,8 @@ fn load_and_verify_manifests(
                 if entry_failure.is_some() {
                     return;
                 }
-                let block = match car_blocks.get(&cid) {
-                    Some(block) => block.clone(),
+                let block = match car_blocks.reference(&cid) {
+                    Some(block) => block,
                     None => match base.is_verified(&cid) {
                         Ok(true) => {
                             reused += 1;
