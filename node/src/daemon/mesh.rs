@@ -20,7 +20,7 @@ use base64::Engine as _;
 use futures_util::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, noise, tcp, yamux};
 use meridian_registry::keys::{Keypair, PublicKey};
 use meridian_registry::store::BlockStore as _;
@@ -326,13 +326,29 @@ impl request_response::Codec for BytesCodec {
     }
 }
 
-/// The mesh's libp2p behaviours.
-#[derive(NetworkBehaviour)]
-struct MeshBehaviour {
-    identify: identify::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    gossipsub: gossipsub::Behaviour,
-    sync: request_response::Behaviour<BytesCodec>,
+pub use behaviour::{MeshBehaviour, MeshBehaviourEvent};
+
+/// The behaviours in a module of their own: the derive generates `MeshBehaviourEvent`, whose
+/// variants (one per behaviour) carry no doc comments.
+#[allow(missing_docs)]
+mod behaviour {
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::{gossipsub, identify, kad, request_response};
+
+    use super::BytesCodec;
+
+    /// The mesh's libp2p behaviours.
+    #[derive(NetworkBehaviour)]
+    pub struct MeshBehaviour {
+        /// Peers tell each other their listen addresses.
+        pub identify: identify::Behaviour,
+        /// Discovery from the bootstrap peers.
+        pub kad: kad::Behaviour<kad::store::MemoryStore>,
+        /// Heads, governance documents and equivocation proofs on [`super::TOPIC`].
+        pub gossipsub: gossipsub::Behaviour,
+        /// Block, delta and head requests on [`super::SYNC_PROTOCOL`].
+        pub sync: request_response::Behaviour<BytesCodec>,
+    }
 }
 
 /// The did:key a PeerId names, when it is an inline ed25519 key (as every Meridian node's is).
@@ -366,7 +382,9 @@ pub fn parse_addrs(setting: &str, text: &str) -> Result<Vec<Multiaddr>> {
         .collect()
 }
 
-fn build_swarm(key: &Keypair, config: &SyncConfig) -> Result<Swarm<MeshBehaviour>> {
+/// The mesh's swarm for a node key: the transports and behaviours every Meridian node runs
+/// (tests build peers that misbehave on purpose from it, so they speak the real protocols).
+pub fn build_swarm(key: &Keypair, config: &SyncConfig) -> Result<Swarm<MeshBehaviour>> {
     let identity = identity(key)?;
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validate_messages()
@@ -660,6 +678,7 @@ pub async fn run(
                     tracing::info!(%peer, offense = offense.as_str(), "peer penalised");
                 }
                 Output::Disconnect { peer } => {
+                    state.metrics.count("meridian_sync_bans_total", 1);
                     tracing::warn!(%peer, "peer banned: disconnecting");
                     if let Source::Peer(peer) = peer {
                         let _ = swarm.disconnect_peer_id(peer);

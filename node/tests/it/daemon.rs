@@ -44,7 +44,12 @@ impl Node {
             .args(args)
             .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // MERIDIAN_TEST_NODE_LOGS=1 shows the processes' logs when a test needs debugging.
+            .stderr(if std::env::var_os("MERIDIAN_TEST_NODE_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         for (key, value) in env {
             command.env(key, value);
         }

@@ -16,7 +16,7 @@ pub fn org_token(dir: &Path, data: &str, org: &str) -> String {
         .to_owned()
 }
 
-fn mesh_addr(dir: &Path, data: &str) -> String {
+pub fn mesh_addr(dir: &Path, data: &str) -> String {
     let file = dir.join(data).join("mesh.addr");
     let started = Instant::now();
     loop {
@@ -33,7 +33,7 @@ fn mesh_addr(dir: &Path, data: &str) -> String {
     }
 }
 
-fn publish(node: &Node, token: &str, org: &str, name: &str, skill: &str) {
+pub fn publish(node: &Node, token: &str, org: &str, name: &str, skill: &str) {
     let key = meridian_registry::keys::Keypair::from_secret(&[42; 32]);
     let body = serde_json::json!({ "manifest": b64(&manifest_block(org, name, &key, skill)) });
     let (status, _, answer) = node.request(

@@ -9,6 +9,7 @@ mod demo;
 mod federation;
 mod governance;
 mod hubs;
+mod misbehaving;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
