@@ -35,7 +35,8 @@ fn benches(c: &mut Criterion) {
         })
         .collect();
     let mut index = AgentIndex::new();
-    index.replace_publisher("did:key:publisher", records);
+    let commit = meridian_registry::ids::dag_cbor_cid(b"commit");
+    index.replace_publisher("did:key:publisher", &commit, records);
     assert_eq!(index.len(), 100_000);
     let query = |edit: &dyn Fn(&mut Query)| {
         let mut q = Query {

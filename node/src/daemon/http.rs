@@ -99,40 +99,183 @@ impl NodeState {
         Ok(state)
     }
 
+    /// Brings the index up to date after `publisher`'s head moved (an import, a mirrored
+    /// snapshot): when the index reflects an older snapshot of the publisher still in the store,
+    /// only the agents that differ between the two trees are decoded and checked, so taking in a
+    /// one-agent change costs two tree loads, not a pass over every manifest. Otherwise it is a
+    /// full [`NodeState::reindex`].
+    pub fn index_head(&self, publisher: &str) -> anyhow::Result<()> {
+        let Some(head) = self.store.head(publisher)? else {
+            return Ok(());
+        };
+        let indexed = self
+            .index
+            .read()
+            .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
+            .indexed_commit(publisher);
+        match indexed {
+            Some(commit) if commit == head.commit => Ok(()),
+            Some(commit) => match self.tree_of(&commit) {
+                Ok(old) => self.index_changes(publisher, &old, head),
+                Err(error) => {
+                    tracing::debug!(%publisher, %error, "indexed snapshot unreadable: full reindex");
+                    self.reindex(publisher)
+                }
+            },
+            None => self.reindex(publisher),
+        }
+    }
+
+    /// The registry tree of the snapshot whose commit is `commit`, from the store.
+    fn tree_of(&self, commit: &Cid) -> anyhow::Result<meridian_registry::snapshot::RegistryTree> {
+        let block = self
+            .store
+            .get(commit)?
+            .ok_or_else(|| anyhow::anyhow!("commit {commit} is not in the store"))?;
+        let commit = meridian_registry::commit::Commit::decode(&block)?;
+        let limits = Limits::DEFAULT;
+        let mut failure = None;
+        let tree = meridian_registry::snapshot::RegistryTree::load_with_depth(
+            &commit.body.data,
+            limits.agents_max,
+            limits.tree_depth_max,
+            &mut |cid| match self.store.get(cid) {
+                Ok(block) => block,
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            },
+        );
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        Ok(tree?)
+    }
+
+    /// The index record of one manifest of `publisher`'s snapshot `head`, or `None` when it
+    /// does not decode or the acceptance rule keeps it out of the federated view (logged).
+    fn record_of(
+        &self,
+        publisher: &str,
+        head: meridian_registry::store::Head,
+        cid: &Cid,
+        block: &[u8],
+        keys: &mut meridian_registry::keys::KeyCache,
+        now: i64,
+    ) -> Option<AgentRecord> {
+        let (manifest, card) = Manifest::decode_with_card(block, keys).ok()?;
+        match self.governance.accept(&manifest, publisher, now) {
+            Ok(()) => Some(
+                AgentRecord::with_card(&manifest, Some(card), cid, publisher, head.seq)
+                    .with_commit(&head.commit),
+            ),
+            Err(reasons) => {
+                let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
+                None
+            }
+        }
+    }
+
+    /// Takes in the agents that differ between `old` (the indexed tree) and `head`.
+    fn index_changes(
+        &self,
+        publisher: &str,
+        old: &meridian_registry::snapshot::RegistryTree,
+        head: meridian_registry::store::Head,
+    ) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let new = self.tree_of(&head.commit)?;
+        let diff = new.diff(old);
+        let mut keys = meridian_registry::keys::KeyCache::new();
+        let now = (self.clock)();
+        let mut upserts = Vec::new();
+        let mut removals: Vec<String> = diff
+            .removed
+            .iter()
+            .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+            .collect();
+        let touched = diff
+            .added
+            .iter()
+            .map(|(key, cid)| (key, cid))
+            .chain(diff.changed.iter().map(|(key, _, cid)| (key, cid)));
+        for (key, cid) in touched {
+            let agent_id = String::from_utf8_lossy(key).into_owned();
+            let block = self.store.get(cid)?.ok_or_else(|| {
+                anyhow::anyhow!("manifest {cid} of `{agent_id}` is not in the store")
+            })?;
+            match self.record_of(publisher, head, cid, &block, &mut keys, now) {
+                Some(record) => upserts.push(record),
+                None => removals.push(agent_id),
+            }
+        }
+        let touched = upserts.len() + removals.len();
+        let changes = self
+            .index
+            .write()
+            .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
+            .apply_publisher_changes(publisher, head.seq, &head.commit, upserts, removals);
+        for (kind, agent_id) in changes {
+            self.events.emit(kind, serde_json::json!({ "agent_id": agent_id, "publisher": publisher, "seq": head.seq }));
+        }
+        self.events.emit(
+            "head.accepted",
+            serde_json::json!({ "publisher": publisher, "seq": head.seq, "commit": head.commit.to_string() }),
+        );
+        tracing::debug!(%publisher, touched, elapsed = ?started.elapsed(), "index updated from the tree diff");
+        Ok(())
+    }
+
     /// Rebuilds the index entries of one publisher from its head in the store, and emits an
     /// event for every agent that changed and for the head.
     pub fn reindex(&self, publisher: &str) -> anyhow::Result<()> {
         let Some(head) = self.store.head(publisher)? else {
             return Ok(());
         };
+        let started = std::time::Instant::now();
         let snapshot = Snapshot::load(&self.store, &head.commit, Limits::DEFAULT)?;
-        let mut records = Vec::with_capacity(snapshot.tree.len());
-        // One key cache for the whole publisher: its manifests share a few signer keys.
-        let mut keys = meridian_registry::keys::KeyCache::new();
+        let loaded = started.elapsed();
+        let entries = snapshot.tree.entries();
         let now = (self.clock)();
-        for (_, cid) in snapshot.tree.entries() {
-            let Some(block) = snapshot.blocks.get(&cid) else {
-                continue;
-            };
-            let Ok((manifest, card)) = Manifest::decode_with_card(block, &mut keys) else {
-                continue;
-            };
-            match self.governance.accept(&manifest, publisher, now) {
-                Ok(()) => records.push(
-                    AgentRecord::with_card(&manifest, Some(card), &cid, publisher, head.seq)
-                        .with_commit(&head.commit),
-                ),
-                Err(reasons) => {
-                    let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-                    tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
-                }
-            }
+        // Decoding every card is most of the work: spread it over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = entries.len().div_ceil(threads).max(1);
+        let parts: Vec<Option<Vec<AgentRecord>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = entries
+                .chunks(chunk)
+                .map(|part| {
+                    let snapshot = &snapshot;
+                    scope.spawn(move || {
+                        // One key cache per thread: a publisher's manifests share a few keys.
+                        let mut keys = meridian_registry::keys::KeyCache::new();
+                        part.iter()
+                            .filter_map(|(_, cid)| {
+                                let block = snapshot.blocks.get(cid)?;
+                                self.record_of(publisher, head, cid, block, &mut keys, now)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().ok())
+                .collect()
+        });
+        let mut records = Vec::with_capacity(entries.len());
+        for part in parts {
+            records.extend(part.ok_or_else(|| anyhow::anyhow!("an indexing thread failed"))?);
         }
+        let decoded = started.elapsed();
+        let agents = records.len();
         let changes = self
             .index
             .write()
             .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
-            .replace_publisher(publisher, records);
+            .replace_publisher(publisher, &head.commit, records);
+        tracing::debug!(%publisher, agents, ?loaded, ?decoded, total = ?started.elapsed(), "reindexed");
         for (kind, agent_id) in changes {
             self.events.emit(kind, serde_json::json!({ "agent_id": agent_id, "publisher": publisher, "seq": head.seq }));
         }
@@ -626,11 +769,17 @@ pub async fn import_snapshot(
     state
         .metrics
         .count("meridian_imports_total{outcome=\"accepted\"}", 1);
+    // Peers learn of the new head as of any other: they fetch what they lack from this node.
+    if let Some(mesh) = state.mesh.get() {
+        let _ = mesh.send(super::mesh::MeshCommand::Announce(
+            verified.commit.to_block(),
+        ));
+    }
     let publisher = verified.commit.body.publisher.to_did();
     let reindex_state = state.clone();
     let reindex_publisher = publisher.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        reindex_state.reindex(&reindex_publisher)?;
+        reindex_state.index_head(&reindex_publisher)?;
         // A snapshot of this node's own key came from outside (a restore): publish on top of it.
         if reindex_publisher == reindex_state.node_did {
             let own = super::publish::load_own(&reindex_state.store, &reindex_publisher)?;

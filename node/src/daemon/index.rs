@@ -177,6 +177,9 @@ pub struct Query {
 pub struct AgentIndex {
     records: BTreeMap<String, AgentRecord>,
     postings: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    /// The commit of each publisher's snapshot that the index reflects, so a new head can be
+    /// taken in by its difference from this one.
+    indexed: std::collections::HashMap<String, Cid>,
 }
 
 impl AgentIndex {
@@ -185,13 +188,77 @@ impl AgentIndex {
         Self::default()
     }
 
-    /// Replaces everything `publisher` contributed with `records`; returns what changed as
-    /// `(event kind, agent id)`.
+    /// The commit of `publisher`'s snapshot that the index reflects, if any.
+    pub fn indexed_commit(&self, publisher: &str) -> Option<Cid> {
+        self.indexed.get(publisher).copied()
+    }
+
+    /// Records that the index reflects `publisher`'s snapshot `commit`.
+    pub fn set_indexed_commit(&mut self, publisher: &str, commit: Cid) {
+        self.indexed.insert(publisher.to_owned(), commit);
+    }
+
+    /// Takes in what changed in `publisher`'s registry between the indexed snapshot and its
+    /// snapshot `seq` at `commit`: `upserts` are the agents added or changed that are accepted,
+    /// `removals` the agents gone or no longer accepted. Every record of the publisher then
+    /// names the new seq and commit. Returns what changed as `(event kind, agent id)`.
+    pub fn apply_publisher_changes(
+        &mut self,
+        publisher: &str,
+        seq: u64,
+        commit: &Cid,
+        upserts: Vec<AgentRecord>,
+        removals: Vec<String>,
+    ) -> Vec<(&'static str, String)> {
+        let mut changes = Vec::new();
+        for agent_id in removals {
+            if self
+                .records
+                .get(&agent_id)
+                .is_some_and(|r| r.publisher == publisher)
+            {
+                self.remove_record(&agent_id);
+                changes.push(("agent.removed", agent_id));
+            }
+        }
+        for record in upserts {
+            let kind = match self.records.get(&record.agent_id) {
+                // When two publishers list one agent, the most recently updated manifest wins.
+                Some(existing)
+                    if existing.publisher != publisher
+                        && existing.updated_at > record.updated_at =>
+                {
+                    continue;
+                }
+                Some(existing) if existing.manifest == record.manifest => None,
+                Some(_) => Some("agent.changed"),
+                None => Some("agent.added"),
+            };
+            if let Some(kind) = kind {
+                changes.push((kind, record.agent_id.clone()));
+            }
+            self.insert_record(record);
+        }
+        let commit_text = commit.to_string();
+        for record in self.records.values_mut() {
+            if record.publisher == publisher {
+                record.seq = seq;
+                record.commit = Some(commit_text.clone());
+            }
+        }
+        self.set_indexed_commit(publisher, *commit);
+        changes
+    }
+
+    /// Replaces everything `publisher` contributed with `records` from its snapshot `commit`;
+    /// returns what changed as `(event kind, agent id)`.
     pub fn replace_publisher(
         &mut self,
         publisher: &str,
+        commit: &Cid,
         records: Vec<AgentRecord>,
     ) -> Vec<(&'static str, String)> {
+        self.set_indexed_commit(publisher, *commit);
         let before: BTreeMap<String, String> = self
             .records
             .values()
@@ -208,8 +275,10 @@ impl AgentIndex {
                 Some(_) => {}
             }
         }
+        let kept: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.agent_id.as_str()).collect();
         for agent_id in before.keys() {
-            if !records.iter().any(|r| &r.agent_id == agent_id) {
+            if !kept.contains(agent_id.as_str()) {
                 changes.push(("agent.removed", agent_id.clone()));
             }
         }
@@ -370,8 +439,10 @@ mod tests {
     #[test]
     fn postings_follow_every_change_and_pages_stay_in_order() {
         let mut index = AgentIndex::new();
+        let commit = meridian_registry::ids::dag_cbor_cid(b"commit");
         let changes = index.replace_publisher(
             "p1",
+            &commit,
             vec![
                 record("acme", "Alpha", "search", "finds flights"),
                 record("acme", "Beta", "translate", "translates text"),
@@ -434,6 +505,7 @@ mod tests {
         // A change and a removal leave no stale postings.
         let changes = index.replace_publisher(
             "p1",
+            &commit,
             vec![
                 record("acme", "Alpha", "search", "books trains"),
                 record("globex", "Gamma", "search", "finds hotels"),

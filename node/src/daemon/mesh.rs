@@ -635,6 +635,7 @@ pub async fn run(
                     publisher,
                     contents,
                 } => {
+                    tracing::debug!(%publisher, blocks = contents.blocks.len(), bytes = contents.bytes, "fetched a snapshot: importing");
                     let task_state = state.clone();
                     let tx = imports_tx.clone();
                     let config = sync_config.clone();
@@ -649,7 +650,7 @@ pub async fn run(
                                     .metrics
                                     .count("meridian_sync_imports_total{outcome=\"accepted\"}", 1);
                                 tracing::info!(%publisher, seq, %commit, "mirrored a snapshot");
-                                if let Err(error) = task_state.reindex(&publisher) {
+                                if let Err(error) = task_state.index_head(&publisher) {
                                     tracing::warn!(%publisher, ?error, "reindex after sync failed");
                                 }
                             }

@@ -220,6 +220,10 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         }
         Change::Refresh => None,
     };
+    // The index took in the one change on top of the previous head: it now reflects this one.
+    if prev.is_some() && index.indexed_commit(&did) == prev {
+        index.set_indexed_commit(&did, commit_cid);
+    }
     drop(index);
     if let Some(kind) = event {
         state.events.emit(

@@ -373,6 +373,10 @@ struct Pending<P> {
     misses: HashMap<P, u32>,
     /// Peers caught lying (tampered blocks): never asked again for this head.
     liars: HashSet<P>,
+    /// Peers that are not sources of this head and answered without a single block: they do
+    /// not hold it (they may be fetching it too), so they are not asked again unless they
+    /// announce it. Their empty answers are not failed attempts.
+    lacking: HashSet<P>,
     not_before: u64,
     importing: bool,
     /// Blocks from a delta answer, used by the walk before asking anyone.
@@ -1074,6 +1078,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         {
             if !pending.head.sources.contains(from) {
                 pending.head.sources.push(from.clone());
+                // It holds the head now (it announced it): ask it again.
+                pending.lacking.remove(from);
                 // A source not tried yet (a peer back from a partition, a new connection):
                 // the backoff was earned by the others, so ask it now.
                 pending.not_before = pending.not_before.min(now.ms);
@@ -1230,6 +1236,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             attempts: HashMap::new(),
             misses: HashMap::new(),
             liars: HashSet::new(),
+            lacking: HashSet::new(),
             not_before: now.ms,
             importing: false,
             cache: HashMap::new(),
@@ -1526,6 +1533,24 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             if missing.is_empty() {
                 pending.inflight = pending.inflight.saturating_sub(1);
                 pending.misses.remove(from);
+            } else if !got.is_empty() {
+                // A partial answer (the peer's size budget, or it holds only part): progress,
+                // so the rest goes back in the queue without counting as a failed attempt.
+                pending.inflight = pending.inflight.saturating_sub(1);
+                for cid in missing.into_iter().rev() {
+                    if !pending.received.contains_key(&cid) && pending.needed.contains(&cid) {
+                        pending.want.push_front(cid);
+                    }
+                }
+            } else if !pending.head.sources.contains(from) {
+                // Not a source and nothing to give: it lacks the head, which is no fault.
+                pending.inflight = pending.inflight.saturating_sub(1);
+                pending.lacking.insert(from.clone());
+                for cid in missing.into_iter().rev() {
+                    if !pending.received.contains_key(&cid) && pending.needed.contains(&cid) {
+                        pending.want.push_front(cid);
+                    }
+                }
             } else {
                 self.stats.requests_failed += 1;
                 self.requeue(&publisher, from, missing, now);
@@ -1638,6 +1663,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 state.banned_until.is_none_or(|until| until <= now.ms)
                     && state.inflight < self.config.requests_per_peer
                     && !pending.liars.contains(*peer)
+                    && !pending.lacking.contains(*peer)
             })
             .min_by_key(|(peer, state)| {
                 let known = !pending.head.sources.contains(peer);

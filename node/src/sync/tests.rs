@@ -317,6 +317,32 @@ fn a_delta_too_large_for_one_message_falls_back_to_the_walk() {
     converge_then_change(config, 40);
 }
 
+#[test]
+fn peers_still_fetching_a_head_are_not_failures_of_its_blocks() {
+    // A fresh snapshot too large for the one source's request slots: the walk also asks the
+    // other nodes, which are fetching the same head and answer with nothing. Those empty
+    // answers must not count as failed attempts on the blocks (eight of them gave the sync
+    // up, so large snapshots never converged over the real mesh).
+    let config = SyncConfig {
+        blocks_per_request: 8,
+        requests_per_peer: 2,
+        ..SyncConfig::default()
+    };
+    let mut net = Net::new(5, config);
+    net.full_mesh();
+    let first = build(&net.keys[0], 600, 0..0, None);
+    publish(&mut net, 0, &first);
+    net.run();
+    for node in 1..5 {
+        assert_eq!(
+            net.head(node, 0).map(|h| h.commit),
+            Some(first.commit_cid),
+            "node {node} did not converge"
+        );
+        assert_eq!(net.nodes[node].engine.stats().syncs_abandoned, 0);
+    }
+}
+
 /// Five nodes converge on 400 agents; then `changed` agents change. With one change every
 /// node takes in at most 8 KiB in one delta request; with many, the walk takes several
 /// requests and moves about one manifest and its path per change.

@@ -1302,3 +1302,73 @@ fn registration_requests_are_bounded() {
     assert_eq!(files, 3, "the replaced request's file is gone too");
     assert!(node.stop().success());
 }
+
+#[test]
+fn an_imported_successor_updates_only_what_changed_and_every_provenance() {
+    let (_guard, dir) = workspace(4);
+    build(&dir, "s1.car", None);
+    // Next: agent 1 changes, agent 2 goes, agent 9 arrives; agents 0 and 3 stay.
+    std::fs::write(
+        dir.join("cards/agent-00001.json"),
+        card("Agent 1", "translate"),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("cards/agent-00002.json")).unwrap();
+    std::fs::write(dir.join("cards/agent-00009.json"), card("Agent 9", "plan")).unwrap();
+    build(&dir, "s2.car", Some("s1.car"));
+    json(
+        &dir,
+        &["snapshot", "delta", "s1.car", "s2.car", "--out", "d.car"],
+    );
+    expect(&dir, &["node", "init", "--data", "node-data"], 0);
+    let node = Node::start(&dir, "node-data", &[]);
+    let (status, body) = node.import(&std::fs::read(dir.join("s1.car")).unwrap());
+    assert_eq!(status, 200, "{body}");
+    let mut events = open_events(&node, None);
+    let (status, body) = node.import(&std::fs::read(dir.join("d.car")).unwrap());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["signatures_checked"], 2,
+        "only the two new manifests: {body}"
+    );
+
+    let agent = |id: &str| node.get_json(&format!("/api/v1/agents/{id}"));
+    assert_eq!(
+        agent("acme/agent-1").1["card"]["skills"][0]["id"],
+        "translate"
+    );
+    assert_eq!(agent("acme/agent-2").0, 404);
+    assert_eq!(agent("acme/agent-9").1["card"]["skills"][0]["id"], "plan");
+    for unchanged in ["acme/agent-0", "acme/agent-3"] {
+        let (status, body) = agent(unchanged);
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["provenance"]["seq"], 2,
+            "{unchanged} names the new head: {body}"
+        );
+    }
+    let (_, found) = node.get_json("/api/v1/agents?skill=search");
+    let found: Vec<&str> = found["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, ["acme/agent-0", "acme/agent-3"]);
+    // One event per agent that changed, then the head: nothing for the two that stayed.
+    let kinds: Vec<String> = read_events(&mut events, 4)
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    let names = |kind: &str| kinds.iter().filter(|t| t.contains(kind)).count();
+    assert_eq!(
+        (
+            names("agent.changed"),
+            names("agent.removed"),
+            names("agent.added"),
+            names("head.accepted")
+        ),
+        (1, 1, 1, 1),
+        "{kinds:?}"
+    );
+}
