@@ -74,6 +74,9 @@ publishers_max = 10000
 # pushed to it, calls to other regions' agents relayed by it. Empty: the hub that the signed
 # policy's hub directory lists for this node's region, if any. The mesh keeps working without it.
 hub = ""
+# Most peer connections at once, and so the most peers; a connection past it is refused (at most
+# two per peer, a quarter of it still being set up).
+connections_max = 256
 
 [log]
 # "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
@@ -96,6 +99,8 @@ pub struct MeshSection {
     pub publishers_max: usize,
     /// The region's hub URL (empty: from the policy's hub directory).
     pub hub: String,
+    /// Most peer connections at once (a new connection past it is refused).
+    pub connections_max: u32,
 }
 
 impl Default for MeshSection {
@@ -107,6 +112,7 @@ impl Default for MeshSection {
             request_timeout_secs: 10,
             publishers_max: 10_000,
             hub: String::new(),
+            connections_max: 256,
         }
     }
 }
@@ -303,8 +309,13 @@ impl NodeConfig {
         }
         super::mesh::parse_addrs("mesh.listen", &self.mesh.listen)?;
         super::mesh::parse_addrs("mesh.bootstrap", &self.mesh.bootstrap)?;
-        if self.mesh.request_timeout_secs == 0 || self.mesh.publishers_max == 0 {
-            bail!("config mesh.request_timeout_secs and mesh.publishers_max must be above 0");
+        if self.mesh.request_timeout_secs == 0
+            || self.mesh.publishers_max == 0
+            || self.mesh.connections_max == 0
+        {
+            bail!(
+                "config mesh.request_timeout_secs, mesh.publishers_max and mesh.connections_max must be above 0"
+            );
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!(

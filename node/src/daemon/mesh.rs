@@ -333,13 +333,15 @@ pub use behaviour::{MeshBehaviour, MeshBehaviourEvent};
 #[allow(missing_docs)]
 mod behaviour {
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{gossipsub, identify, kad, request_response};
+    use libp2p::{connection_limits, gossipsub, identify, kad, request_response};
 
     use super::BytesCodec;
 
     /// The mesh's libp2p behaviours.
     #[derive(NetworkBehaviour)]
     pub struct MeshBehaviour {
+        /// Refuses connections past `mesh.connections_max`.
+        pub limits: connection_limits::Behaviour,
         /// Peers tell each other their listen addresses.
         pub identify: identify::Behaviour,
         /// Discovery from the bootstrap peers.
@@ -383,8 +385,17 @@ pub fn parse_addrs(setting: &str, text: &str) -> Result<Vec<Multiaddr>> {
 }
 
 /// The mesh's swarm for a node key: the transports and behaviours every Meridian node runs
-/// (tests build peers that misbehave on purpose from it, so they speak the real protocols).
-pub fn build_swarm(key: &Keypair, config: &SyncConfig) -> Result<Swarm<MeshBehaviour>> {
+/// (tests build peers that misbehave on purpose from it, so they speak the real protocols),
+/// with at most `connections_max` connections.
+pub fn build_swarm(
+    key: &Keypair,
+    config: &SyncConfig,
+    connections_max: u32,
+) -> Result<Swarm<MeshBehaviour>> {
+    let limits = libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(connections_max))
+        .with_max_pending_incoming(Some((connections_max / 4).max(8)))
+        .with_max_established_per_peer(Some(2));
     let identity = identity(key)?;
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validate_messages()
@@ -416,6 +427,7 @@ pub fn build_swarm(key: &Keypair, config: &SyncConfig) -> Result<Swarm<MeshBehav
             );
             kad.set_mode(Some(kad::Mode::Server));
             Ok(MeshBehaviour {
+                limits: libp2p::connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/meridian/1".into(),
                     key.public(),
@@ -490,7 +502,7 @@ pub async fn run(
         request_timeout_ms: mesh.request_timeout_secs * 1000,
         ..SyncConfig::default()
     };
-    let mut swarm = build_swarm(&key, &sync_config)?;
+    let mut swarm = build_swarm(&key, &sync_config, mesh.connections_max)?;
     let topic = IdentTopic::new(TOPIC);
     swarm
         .behaviour_mut()

@@ -79,8 +79,15 @@ pub struct SyncConfig {
     pub ban_score: i64,
     /// How long a banned peer is ignored, in milliseconds.
     pub ban_ms: u64,
+    /// A penalised peer's score climbs back toward 0 by one point per this many milliseconds,
+    /// so an honest peer's rare timeouts never add up to a ban over a long connection.
+    pub score_recovery_ms: u64,
     /// How many rejected commit CIDs are remembered so they are not fetched again.
     pub rejected_heads_max: usize,
+    /// How many disconnected peers with a bad score or a ban are remembered (so leaving and
+    /// coming back does not wipe a peer's record). Past this the least bad are forgotten
+    /// first; it bounds what a stream of fresh identities can make the node keep.
+    pub peers_remembered_max: usize,
     /// This node's region: peers in it are preferred as sources.
     pub region: Option<String>,
 }
@@ -102,7 +109,9 @@ impl Default for SyncConfig {
             limits: Limits::DEFAULT,
             ban_score: -100,
             ban_ms: 10 * 60 * 1000,
+            score_recovery_ms: 10_000,
             rejected_heads_max: 4096,
+            peers_remembered_max: 4096,
             region: None,
         }
     }
@@ -341,6 +350,24 @@ struct PeerState {
     score: i64,
     inflight: usize,
     banned_until: Option<u64>,
+    /// Whether the peer is connected now; a disconnected entry is only a remembered record.
+    connected: bool,
+    /// When `score` was last brought up to date, in monotonic milliseconds.
+    score_at: u64,
+}
+
+impl PeerState {
+    /// Brings the score up to `now`: it recovers toward 0 with time.
+    fn recover(&mut self, now: Now, recovery_ms: u64) {
+        let points = now.ms.saturating_sub(self.score_at) / recovery_ms.max(1);
+        if points > 0 {
+            self.score = self
+                .score
+                .saturating_add(i64::try_from(points).unwrap_or(i64::MAX))
+                .min(0);
+            self.score_at = now.ms;
+        }
+    }
 }
 
 /// A head that verified on its own (signature, expiry, seq) and waits to be synced.
@@ -499,8 +526,13 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     pub fn peer_count(&self) -> usize {
         self.peers
             .values()
-            .filter(|p| p.banned_until.is_none())
+            .filter(|p| p.connected && p.banned_until.is_none())
             .count()
+    }
+
+    /// Peers remembered while disconnected (bad scores and bans).
+    pub fn remembered_peers(&self) -> usize {
+        self.peers.values().filter(|p| !p.connected).count()
     }
 
     /// A peer's score (0 is neutral; penalties lower it).
@@ -560,8 +592,11 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             score: 0,
             inflight: 0,
             banned_until: None,
+            connected: true,
+            score_at: now.ms,
         });
         entry.info = info;
+        entry.connected = true;
         if entry.banned_until.is_some_and(|until| until > now.ms) {
             self.outputs.push_back(Output::Disconnect { peer });
             return;
@@ -594,7 +629,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         self.pump(now);
     }
 
-    /// A peer disconnected: its requests are retried elsewhere. Its score is remembered.
+    /// A peer disconnected: its requests are retried elsewhere. A bad score or a ban is
+    /// remembered (within [`SyncConfig::peers_remembered_max`]); a clean record is dropped.
     pub fn peer_down(&mut self, peer: &P, now: Now) {
         let ids: Vec<u64> = self
             .requests
@@ -609,11 +645,44 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         }
         if let Some(state) = self.peers.get_mut(peer) {
             state.inflight = 0;
-            if state.banned_until.is_none() && state.score > self.config.ban_score {
+            state.connected = false;
+            state.recover(now, self.config.score_recovery_ms);
+            if state.banned_until.is_none() && state.score >= 0 {
                 self.peers.remove(peer);
             }
         }
+        self.forget_peers(now);
         self.pump(now);
+    }
+
+    /// Keeps the records of disconnected peers within [`SyncConfig::peers_remembered_max`]:
+    /// expired bans and the mildest scores go first, the longest bans last.
+    fn forget_peers(&mut self, now: Now) {
+        let remembered = self.remembered_peers();
+        if remembered <= self.config.peers_remembered_max {
+            return;
+        }
+        let mut candidates: Vec<(bool, u64, i64, P)> = self
+            .peers
+            .iter()
+            .filter(|(_, state)| !state.connected)
+            .map(|(peer, state)| {
+                let until = state.banned_until.filter(|until| *until > now.ms);
+                (
+                    until.is_some(),
+                    until.unwrap_or(0),
+                    -state.score,
+                    peer.clone(),
+                )
+            })
+            .collect();
+        candidates.sort();
+        for (_, _, _, peer) in candidates
+            .into_iter()
+            .take(remembered - self.config.peers_remembered_max)
+        {
+            self.peers.remove(&peer);
+        }
     }
 
     /// The node published a new head of its own: announce it.
@@ -814,6 +883,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             offense,
         });
         if let Some(state) = self.peers.get_mut(peer) {
+            state.recover(now, self.config.score_recovery_ms);
             state.score -= offense.penalty();
             if state.score <= self.config.ban_score && state.banned_until.is_none() {
                 state.banned_until = Some(now.ms + self.config.ban_ms);
@@ -1660,7 +1730,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         self.peers
             .iter()
             .filter(|(peer, state)| {
-                state.banned_until.is_none_or(|until| until <= now.ms)
+                state.connected
+                    && state.banned_until.is_none_or(|until| until <= now.ms)
                     && state.inflight < self.config.requests_per_peer
                     && !pending.liars.contains(*peer)
                     && !pending.lacking.contains(*peer)

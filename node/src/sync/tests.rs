@@ -876,3 +876,54 @@ fn block_requests_are_bounded_and_absent_blocks_are_left_out() {
         Response::Refused(_)
     ));
 }
+
+fn lone_engine(config: SyncConfig) -> Engine<usize> {
+    Engine::new(config, Arc::new(MemoryStore::new()), Box::new(NoGovernance))
+}
+
+#[test]
+fn remembered_peers_are_bounded_against_fresh_identities() {
+    let mut engine = lone_engine(SyncConfig {
+        peers_remembered_max: 10,
+        ..SyncConfig::default()
+    });
+    let now = Now { ms: 1, unix: T0 };
+    for peer in 0..50 {
+        engine.peer_up(peer, PeerInfo::default(), now);
+        for _ in 0..4 {
+            assert_eq!(engine.on_gossip(&peer, b"garbage", now), Verdict::Reject);
+        }
+        assert!(engine.is_banned(&peer, now));
+        engine.peer_down(&peer, now);
+    }
+    assert_eq!(engine.remembered_peers(), 10);
+    assert_eq!(engine.peer_count(), 0);
+    // The newest bans are the ones kept (they end last).
+    assert!(engine.is_banned(&49, now));
+}
+
+#[test]
+fn a_bad_score_survives_a_reconnect_and_recovers_with_time() {
+    let mut engine = lone_engine(SyncConfig::default());
+    let mut now = Now { ms: 1, unix: T0 };
+    engine.peer_up(7, PeerInfo::default(), now);
+    for _ in 0..2 {
+        engine.on_gossip(&7, b"garbage", now);
+    }
+    assert_eq!(engine.peer_score(&7), Some(-50));
+    engine.peer_down(&7, now);
+    engine.peer_up(7, PeerInfo::default(), now);
+    assert_eq!(
+        engine.peer_score(&7),
+        Some(-50),
+        "leaving did not wipe the record"
+    );
+    // 100 s later it has earned back 10 points before the next offense costs 25.
+    now.ms += 100_000;
+    engine.on_gossip(&7, b"garbage", now);
+    assert_eq!(engine.peer_score(&7), Some(-65));
+    // A clean peer is forgotten when it leaves.
+    engine.peer_up(8, PeerInfo::default(), now);
+    engine.peer_down(&8, now);
+    assert_eq!(engine.peer_score(&8), None);
+}

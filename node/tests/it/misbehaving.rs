@@ -99,7 +99,7 @@ impl Liar {
         let serving = Arc::new(Mutex::new(Serving::default()));
         let mut swarm = {
             let _entered = runtime.enter();
-            mesh::build_swarm(identity, &SyncConfig::default()).unwrap()
+            mesh::build_swarm(identity, &SyncConfig::default(), 16).unwrap()
         };
         let topic = IdentTopic::new(mesh::TOPIC);
         swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
@@ -379,4 +379,24 @@ fn lies_over_the_mesh_are_refused_counted_and_penalised_and_the_honest_converge(
     publish(&b, &token_b, "globex", "Planner", "plan");
     wait_for(&b, "acme/helper", "search");
     wait_for(&a, "globex/planner", "plan");
+}
+
+#[test]
+fn connections_past_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    expect(dir, &["node", "init", "--data", "a"], 0);
+    let a = Node::start(dir, "a", &[("MERIDIAN_MESH_CONNECTIONS_MAX", "2")]);
+    let a_addr = mesh_addr(dir, "a");
+    let peers: Vec<Liar> = (0..5)
+        .map(|i| Liar::start(&Keypair::from_secret(&[200 + i; 32]), &[a_addr.as_str()]))
+        .collect();
+    // The gauge is refreshed once a second: wait for two refreshes after the dials settle.
+    std::thread::sleep(Duration::from_millis(2500));
+    let connected = metric(&a, "meridian_sync_peers");
+    assert!(
+        (1..=2).contains(&connected),
+        "{connected} peers connected past a limit of 2"
+    );
+    drop(peers);
 }
