@@ -30,10 +30,24 @@ pub struct RateTier {
 pub struct HubEntry {
     /// The region it serves.
     pub region: String,
-    /// Where to reach it (`host:port`).
+    /// Its QUIC trunk (`host:port`), where other regions' hubs reach it.
     pub address: String,
     /// The key its certificates are pinned to.
     pub key: PublicKey,
+    /// Its HTTP API for the region's nodes (`http://host:port` or `https://...`); when absent,
+    /// nodes use `http://` + `address` (a hub serving both on one port).
+    pub http: Option<String>,
+}
+
+impl HubEntry {
+    /// The URL the region's nodes reach the hub at.
+    pub fn http_url(&self) -> String {
+        self.http
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.address))
+            .trim_end_matches('/')
+            .to_owned()
+    }
 }
 
 /// What a policy bundle says.
@@ -76,11 +90,17 @@ impl PolicyBody {
             .hubs
             .iter()
             .map(|h| {
-                cbor::map([
+                let mut entry = cbor::map([
                     ("region", Value::Text(h.region.clone())),
                     ("address", Value::Text(h.address.clone())),
                     ("key", Value::Text(h.key.to_did())),
-                ])
+                ]);
+                // Absent, not null, when unset: bundles signed before the field existed keep
+                // their encoding and their signatures.
+                if let (Value::Map(map), Some(http)) = (&mut entry, &h.http) {
+                    map.insert("http".into(), Value::Text(http.clone()));
+                }
+                entry
             })
             .collect();
         cbor::map([
@@ -127,6 +147,13 @@ impl PolicyBody {
                 address: hub.text("address")?,
                 key: PublicKey::from_did(&hub.text("key")?)
                     .map_err(|e| DocumentError::Invalid(format!("hub key: {e}")))?,
+                http: match hub.take_optional("http") {
+                    None => None,
+                    Some(Value::Text(url)) => Some(url),
+                    Some(_) => {
+                        return Err(DocumentError::Invalid("hub `http` is not text".into()));
+                    }
+                },
             });
             hub.finish()?;
         }
@@ -166,6 +193,14 @@ impl PolicyBody {
         for (index, hub) in self.hubs.iter().enumerate() {
             if self.hubs[..index].iter().any(|h| h.region == hub.region) {
                 problems.push(format!("region `{}` has two hubs", hub.region));
+            }
+            if let Some(http) = &hub.http
+                && !(http.starts_with("http://") || http.starts_with("https://"))
+            {
+                problems.push(format!(
+                    "hub of region `{}`: `http` `{http}` is not an http:// or https:// URL",
+                    hub.region
+                ));
             }
         }
         if problems.is_empty() {

@@ -808,6 +808,8 @@ struct HubToml {
     region: String,
     address: String,
     key: String,
+    #[serde(default)]
+    http: Option<String>,
 }
 
 /// Runs `meridian policy …`.
@@ -835,6 +837,7 @@ pub fn run_policy(command: &PolicyCommand, now: i64) -> Result<Report> {
                         region: h.region,
                         address: h.address,
                         key: PublicKey::from_did(&h.key).map_err(|e| rejected(e, policy))?,
+                        http: h.http,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

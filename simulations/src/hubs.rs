@@ -76,6 +76,12 @@ fn agent_key() -> Keypair {
     Keypair::from_secret(&[0xa9; 32])
 }
 
+/// The key of the nodes whose A2A proxies call through the hubs: it signs the caller claims
+/// that let a hub rate a call by its organisation (the hubs trust it by configuration).
+fn caller_node_key() -> Keypair {
+    Keypair::from_secret(&[0xc1; 32])
+}
+
 /// Simulated unix time (hubs in the simulation read this clock).
 fn sim_unix() -> i64 {
     EPOCH_UNIX + turmoil::sim_elapsed().unwrap_or_default().as_secs() as i64
@@ -131,6 +137,7 @@ pub fn sim_hub_config() -> HubConfig {
     config.hub.upstream_timeout_secs = 2;
     config.hub.breaker_open_secs = 1;
     config.relay.timeout_secs = 5;
+    config.relay.trusted_nodes = caller_node_key().did();
     config
 }
 
@@ -718,21 +725,32 @@ async fn call_through_hub(
         .agent
         .split_once('/')
         .ok_or_else(|| format!("`{}` is not org/agent", job.agent))?;
-    let request = hyper::Request::post(format!("/v1/relay/{org}/{agent}"))
+    let body: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}"#;
+    let node = caller_node_key();
+    let claim = meridian_hub::relay::CallerClaim {
+        caller_org: job.caller_org.clone(),
+        node: node.did(),
+        time: sim_unix(),
+    };
+    let agent_region = format!("region-{}", job.agent_region);
+    let signature = node.sign(&meridian_hub::relay::caller_claim_message(
+        &claim,
+        org,
+        agent,
+        &job.publisher,
+        &agent_region,
+        body,
+    ));
+    let mut request = hyper::Request::post(format!("/v1/relay/{org}/{agent}"))
         .header("host", hub_host(region))
         .header("content-type", "application/json")
         .header(meridian_hub::daemon::http::PUBLISHER_HEADER, &job.publisher)
-        .header(
-            meridian_hub::daemon::http::REGION_HEADER,
-            format!("region-{}", job.agent_region),
-        )
-        .header(
-            meridian_hub::daemon::http::CALLER_ORG_HEADER,
-            &job.caller_org,
-        )
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            br#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}"#,
-        )))
+        .header(meridian_hub::daemon::http::REGION_HEADER, &agent_region);
+    for (name, value) in meridian_hub::daemon::http::caller_claim_headers(&claim, &signature) {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
         .map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let response = sender

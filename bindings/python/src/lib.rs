@@ -609,6 +609,7 @@ fn verify_policy<'py>(
         item.set_item("region", &hub.region)?;
         item.set_item("address", &hub.address)?;
         item.set_item("key", hub.key.to_did())?;
+        item.set_item("http", hub.http_url())?;
         hubs.append(item)?;
     }
     dict.set_item("hubs", hubs)?;

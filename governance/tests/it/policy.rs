@@ -21,6 +21,7 @@ pub fn policy(admins: &Admins, version: u64, deny_orgs: &[&str]) -> PolicyBundle
             region: "eu-west".into(),
             address: "127.0.0.1:7800".into(),
             key: key(90).public(),
+            http: None,
         }],
         ..PolicyBody::default()
     };
@@ -98,4 +99,37 @@ fn invalid_policy_lists_every_problem() {
     for needle in ["version", "expires_at", "not-a-key", "team:x", "0 requests"] {
         assert!(err.contains(needle), "{needle} missing from: {err}");
     }
+}
+
+#[test]
+fn a_hub_directory_entry_may_name_its_http_api_apart_from_its_trunk() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    // Without `http` the entry encodes as before (so older bundles keep their ids) and nodes
+    // use the address.
+    let plain = policy(&admins, 1, &[]);
+    let entry = plain.hub("eu-west").unwrap();
+    assert_eq!(entry.http_url(), "http://127.0.0.1:7800");
+    assert!(!plain.to_block().windows(4).any(|w| w == b"http"));
+    // With it, nodes use it; it survives signing, encoding and verification.
+    let mut body = plain.body.clone();
+    body.version = 2;
+    body.hubs[0].address = "127.0.0.1:7801".into();
+    body.hubs[0].http = Some("https://hub.eu-west.example/".into());
+    let mut bundle = PolicyBundle::new(body.clone()).unwrap();
+    bundle.sign(&admins.policy[0]);
+    let decoded = PolicyBundle::decode(&bundle.to_block()).unwrap();
+    decoded.verify(&root, NOW).unwrap();
+    let entry = decoded.hub("eu-west").unwrap();
+    assert_eq!(
+        (entry.address.as_str(), entry.http_url()),
+        ("127.0.0.1:7801", "https://hub.eu-west.example".to_owned())
+    );
+    // Anything but an http(s) URL is refused with the region named.
+    body.hubs[0].http = Some("ftp://hub".into());
+    let err = PolicyBundle::new(body).unwrap_err().to_string();
+    assert!(
+        err.contains("eu-west") && err.contains("ftp://hub"),
+        "{err}"
+    );
 }

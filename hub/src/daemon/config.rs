@@ -56,6 +56,13 @@ timeout_secs = 30
 # Rate for organisations and regions without a tier in the policy: requests per second, burst.
 default_rps = 50
 default_burst = 100
+# Nodes whose signed caller claims are trusted besides those whose heads this hub mirrors
+# (did:keys separated by commas): a node that publishes nothing names its callers' organisation
+# only if listed here. A call without a trusted claim is rated as anonymous.
+trusted_nodes = ""
+# Most relayed calls in progress at once (from nodes and from other hubs together, streams
+# included); past it a call is refused with 503 and Retry-After.
+concurrent_max = 256
 
 [log]
 # "text" or "json".
@@ -135,6 +142,10 @@ pub struct RelaySection {
     pub default_rps: u32,
     /// Default burst.
     pub default_burst: u32,
+    /// Most relayed calls in progress at once.
+    pub concurrent_max: usize,
+    /// did:keys of nodes trusted to name their callers' organisation, besides publishers.
+    pub trusted_nodes: String,
 }
 
 impl Default for RelaySection {
@@ -145,6 +156,8 @@ impl Default for RelaySection {
             timeout_secs: 30,
             default_rps: 50,
             default_burst: 100,
+            concurrent_max: 256,
+            trusted_nodes: String::new(),
         }
     }
 }
@@ -261,6 +274,20 @@ impl HubConfig {
         }
         if self.hub.publishers_max == 0 {
             bail!("config hub.publishers_max must be above 0");
+        }
+        for did in self
+            .relay
+            .trusted_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            if let Err(error) = meridian_registry::keys::PublicKey::from_did(did) {
+                bail!("config relay.trusted_nodes: `{did}` is not a did:key: {error}");
+            }
+        }
+        if self.relay.concurrent_max == 0 {
+            bail!("config relay.concurrent_max must be above 0");
         }
         if self.relay.default_rps == 0 {
             bail!("config relay.default_rps must be above 0");

@@ -28,6 +28,28 @@ pub const PUBLISHER_HEADER: &str = "meridian-publisher";
 pub const REGION_HEADER: &str = "meridian-region";
 /// Header: the calling organisation, as the caller's node vouches.
 pub const CALLER_ORG_HEADER: &str = "meridian-caller-org";
+/// The node vouching for the caller organisation (a did:key).
+pub const CALLER_NODE_HEADER: &str = "meridian-caller-node";
+/// When the node signed the caller claim (unix seconds).
+pub const CALLER_TIME_HEADER: &str = "meridian-caller-time";
+/// The node's signature over the caller claim (base64; see `relay::caller_claim_message`).
+pub const CALLER_SIG_HEADER: &str = "meridian-caller-sig";
+
+/// The request headers that carry a signed caller claim to a hub's relay.
+pub fn caller_claim_headers(
+    claim: &crate::relay::CallerClaim,
+    signature: &[u8; 64],
+) -> [(&'static str, String); 4] {
+    [
+        (CALLER_ORG_HEADER, claim.caller_org.clone()),
+        (CALLER_NODE_HEADER, claim.node.clone()),
+        (CALLER_TIME_HEADER, claim.time.to_string()),
+        (
+            CALLER_SIG_HEADER,
+            base64::engine::general_purpose::STANDARD.encode(signature),
+        ),
+    ]
+}
 /// Header: the gateway URL a node serves its blocks at (with a gossiped head).
 pub const SOURCE_HEADER: &str = "meridian-source";
 /// Header: the publisher's signature over [`super::state::source_message`].
@@ -269,7 +291,7 @@ fn response_from(status: u16, headers: &[(String, String)], body: Body) -> Respo
 
 /// Relays an A2A call to an agent: of this region directly, of another region through that
 /// region's hub over the trunk. The answer streams back unbuffered.
-#[utoipa::path(post, path = "/v1/relay/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation"), ("agent" = String, Path, description = "agent name"), ("Meridian-Publisher" = String, Header, description = "did:key of the node listing the agent"), ("Meridian-Region" = String, Header, description = "the agent's region"), ("Meridian-Caller-Org" = Option<String>, Header, description = "calling organisation")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer (any status passes through)"), (status = 400, description = "missing headers"), (status = 404, description = "unknown agent"), (status = 429, description = "rate limited (Retry-After)"), (status = 502, description = "agent or hub unreachable"), (status = 503, description = "circuit open")))]
+#[utoipa::path(post, path = "/v1/relay/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation"), ("agent" = String, Path, description = "agent name"), ("Meridian-Publisher" = String, Header, description = "did:key of the node listing the agent"), ("Meridian-Region" = String, Header, description = "the agent's region"), ("Meridian-Caller-Org" = Option<String>, Header, description = "calling organisation, honoured only with a valid signed claim by a trusted node"), ("Meridian-Caller-Node" = Option<String>, Header, description = "did:key of the node vouching for the caller organisation"), ("Meridian-Caller-Time" = Option<i64>, Header, description = "when the node signed, unix seconds"), ("Meridian-Caller-Sig" = Option<String>, Header, description = "the node's signature over the claim, base64")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer (any status passes through)"), (status = 400, description = "missing headers"), (status = 404, description = "unknown agent"), (status = 429, description = "rate limited (Retry-After)"), (status = 502, description = "agent or hub unreachable"), (status = 503, description = "circuit open")))]
 async fn relay(
     State(hub): State<Arc<Hub>>,
     Path((org, agent)): Path<(String, String)>,
@@ -289,13 +311,61 @@ async fn relay(
             "Meridian-Publisher and Meridian-Region are required",
         );
     };
-    let caller_org = text(CALLER_ORG_HEADER);
+    let caller_org = text(CALLER_ORG_HEADER).and_then(|caller_org| {
+        let claim = crate::relay::CallerClaim {
+            caller_org,
+            node: text(CALLER_NODE_HEADER).unwrap_or_default(),
+            time: text(CALLER_TIME_HEADER)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_default(),
+        };
+        let checked = text(CALLER_SIG_HEADER)
+            .and_then(|sig| base64::engine::general_purpose::STANDARD.decode(sig).ok())
+            .filter(|_| !claim.node.is_empty())
+            .ok_or_else(|| "no signed claim from a node".to_owned())
+            .and_then(|sig| {
+                crate::relay::verify_caller_claim(
+                    &claim,
+                    &sig,
+                    &org,
+                    &agent,
+                    &publisher,
+                    &region,
+                    &body,
+                    (hub.clock)(),
+                )
+            })
+            .and_then(|()| {
+                if hub.trusts_node(&claim.node) {
+                    Ok(())
+                } else {
+                    Err(format!("node {} is not trusted here", claim.node))
+                }
+            });
+        match checked {
+            Ok(()) => {
+                hub.metrics
+                    .count("meridian_hub_caller_claims_total{outcome=\"trusted\"}", 1);
+                Some(claim.caller_org)
+            }
+            Err(why) => {
+                hub.metrics
+                    .count("meridian_hub_caller_claims_total{outcome=\"refused\"}", 1);
+                tracing::info!(%why, "caller claim refused: the call is rated as anonymous");
+                None
+            }
+        }
+    });
     let scope = caller_org
         .as_deref()
         .map_or_else(|| "org:anonymous".to_owned(), |o| format!("org:{o}"));
     if let Err(refused) = hub.rate_check(&scope) {
         return refusal(refused);
     }
+    let permit = match hub.relay_permit() {
+        Ok(permit) => permit,
+        Err(refused) => return refusal(refused),
+    };
     let forwarded = relay_headers(&headers);
     if region == hub.config.hub.region {
         let manifest = match hub.resolve_agent(&publisher, &org, &agent).await {
@@ -304,9 +374,11 @@ async fn relay(
         };
         return match hub.call_agent(&manifest, &forwarded, body.to_vec()).await {
             Ok(answer) => {
-                let stream = answer
-                    .body
-                    .map(|chunk| chunk.map_err(std::io::Error::other));
+                // The place is held until the answer has streamed out.
+                let stream = answer.body.map(move |chunk| {
+                    let _held = &permit;
+                    chunk.map_err(std::io::Error::other)
+                });
                 response_from(answer.status, &answer.headers, Body::from_stream(stream))
             }
             Err(refused) => refusal(refused),
@@ -330,13 +402,17 @@ async fn relay(
         Ok((answer, recv)) => {
             hub.metrics
                 .count("meridian_hub_cross_region_bytes_total", body.len() as u64);
-            let stream = futures_util::stream::unfold(recv, |mut recv| async move {
-                match recv.read_chunk(64 * 1024, true).await {
-                    Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk.bytes), recv)),
-                    Ok(None) => None,
-                    Err(error) => Some((Err(std::io::Error::other(error)), recv)),
-                }
-            });
+            // The place is held (inside the stream's state) until the answer has streamed out.
+            let stream =
+                futures_util::stream::unfold((recv, permit), |(mut recv, permit)| async move {
+                    match recv.read_chunk(64 * 1024, true).await {
+                        Ok(Some(chunk)) => {
+                            Some((Ok::<_, std::io::Error>(chunk.bytes), (recv, permit)))
+                        }
+                        Ok(None) => None,
+                        Err(error) => Some((Err(std::io::Error::other(error)), (recv, permit))),
+                    }
+                });
             response_from(answer.status, &answer.headers, Body::from_stream(stream))
         }
         Err(why) => error(
@@ -440,6 +516,11 @@ async fn relay_from_trunk(
             head.caller_org.as_deref().unwrap_or("anonymous")
         ))
     });
+    // Held until this function returns, after the answer has streamed back over the trunk.
+    let (_permit, checked) = match checked.and_then(|()| hub.relay_permit()) {
+        Ok(permit) => (Some(permit), Ok(())),
+        Err(refusal) => (None, Err(refusal)),
+    };
     let outcome = match checked {
         Err(r) => Err(r),
         Ok(()) => match hub

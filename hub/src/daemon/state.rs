@@ -80,6 +80,8 @@ pub struct Hub {
     deltas_inflight: Mutex<DeltaWaiters>,
     limiter: Mutex<Limiter>,
     breakers: Mutex<BTreeMap<String, Breaker>>,
+    /// One permit per relayed call in progress (`relay.concurrent_max`).
+    relays: Arc<tokio::sync::Semaphore>,
     db: sled::Db,
     blocks_tree: sled::Tree,
     order_tree: sled::Tree,
@@ -222,6 +224,7 @@ impl Hub {
             deltas_inflight: Mutex::new(HashMap::new()),
             limiter: Mutex::new(Limiter::new()),
             breakers: Mutex::new(BTreeMap::new()),
+            relays: Arc::new(tokio::sync::Semaphore::new(config.relay.concurrent_max)),
             blocks_tree: db.open_tree("blocks")?,
             order_tree: db.open_tree("order")?,
             heads_tree: db.open_tree("heads")?,
@@ -756,6 +759,10 @@ impl Hub {
     /// Copies the cache's statistics into the metrics' gauges (at scrape time: the hot path
     /// of serving a block does not pay for it).
     pub fn publish_cache_metrics(&self) {
+        self.metrics.set_gauge(
+            "meridian_hub_relays_in_progress",
+            self.relays_in_progress() as u64,
+        );
         if let Ok(slot) = self.cache.lock() {
             let stats = slot.cache.stats();
             self.metrics
@@ -1084,6 +1091,48 @@ impl Hub {
 
     // ------------------------------------------------------------ relay
 
+    /// A place for one relayed call, held until its answer has streamed out, or a refusal
+    /// (503, retry in a second) when `relay.concurrent_max` calls are in progress.
+    pub fn relay_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RelayRefusal> {
+        match self.relays.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => {
+                self.metrics
+                    .count("meridian_hub_relays_refused_total{reason=\"busy\"}", 1);
+                Err(RelayRefusal {
+                    retry_after: Some(1),
+                    ..RelayRefusal::new(
+                        503,
+                        "busy",
+                        format!(
+                            "{} relayed calls are in progress, the most this hub takes",
+                            self.config.relay.concurrent_max
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Whether a node may name its callers' organisation: it publishes through this hub (its
+    /// head is mirrored here) or the operator listed it in `relay.trusted_nodes`.
+    pub fn trusts_node(&self, did: &str) -> bool {
+        self.config
+            .relay
+            .trusted_nodes
+            .split(',')
+            .any(|listed| listed.trim() == did)
+            || self
+                .heads
+                .lock()
+                .is_ok_and(|heads| heads.get(did).is_some())
+    }
+
+    /// Relayed calls in progress.
+    pub fn relays_in_progress(&self) -> usize {
+        self.config.relay.concurrent_max - self.relays.available_permits()
+    }
+
     /// Applies the rate tier of `scope` (`org:ID` or `region:NAME`, from the policy or the
     /// default) and returns a refusal when it is over.
     pub fn rate_check(&self, scope: &str) -> Result<(), RelayRefusal> {
@@ -1367,6 +1416,10 @@ mod tests {
 
     /// A hub that reaches its nodes through `egress` and knows `head` came from a node.
     async fn hub_with(egress: Arc<FakeNode>, head: &Snapshot) -> Arc<Hub> {
+        hub_configured(egress, head, HubConfig::default()).await
+    }
+
+    async fn hub_configured(egress: Arc<FakeNode>, head: &Snapshot, config: HubConfig) -> Arc<Hub> {
         let key = Keypair::from_secret(&[9; 32]);
         let allowed = AllowedKeys::default();
         let server = crate::trunk::server_config(&key, allowed.clone()).unwrap();
@@ -1374,7 +1427,7 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let hub = Hub::assemble(
             HubParts {
-                config: HubConfig::default(),
+                config,
                 key,
                 db,
                 endpoint,
@@ -1452,5 +1505,37 @@ mod tests {
         assert!(hub.metrics.counter("meridian_hub_blocks_rejected_total") >= 1);
         // Nothing wrong was kept: the store holds no block at all.
         assert_eq!(hub.blocks_tree.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn relays_past_the_limit_are_refused_until_one_ends() {
+        let key = Keypair::from_secret(&[3; 32]);
+        let (_, second) = chain(&key);
+        let node = Arc::new(FakeNode {
+            blocks: Vec::new(),
+            tamper: false,
+            calls: AtomicUsize::new(0),
+        });
+        let mut config = HubConfig::default();
+        config.relay.concurrent_max = 2;
+        let hub = hub_configured(node, &second, config).await;
+        let first = hub.relay_permit().unwrap();
+        let _second = hub.relay_permit().unwrap();
+        assert_eq!(hub.relays_in_progress(), 2);
+        let refused = hub.relay_permit().unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code, refused.retry_after),
+            (503, "busy", Some(1))
+        );
+        assert_eq!(
+            hub.metrics
+                .counter("meridian_hub_relays_refused_total{reason=\"busy\"}"),
+            1
+        );
+        drop(first);
+        assert!(
+            hub.relay_permit().is_ok(),
+            "a place is free again once a call ends"
+        );
     }
 }

@@ -218,16 +218,33 @@ pub async fn call(
             .proxy
             .hub_client
             .post(url.clone())
-            .body(body)
             .header(meridian_hub::daemon::http::PUBLISHER_HEADER, &publisher)
             .header(
                 meridian_hub::daemon::http::REGION_HEADER,
                 &manifest.body.region,
             );
-        if let Some(org) = caller.strip_prefix("org:") {
-            request = request.header(meridian_hub::daemon::http::CALLER_ORG_HEADER, org);
+        if let Some(caller_org) = caller.strip_prefix("org:") {
+            // The hub honours the organisation only with this node's signed claim.
+            use meridian_hub::daemon::http as hub_http;
+            let claim = meridian_hub::relay::CallerClaim {
+                caller_org: caller_org.to_owned(),
+                node: state.node_did.clone(),
+                time: (state.clock)(),
+            };
+            let message = meridian_hub::relay::caller_claim_message(
+                &claim,
+                &org,
+                &agent,
+                &publisher,
+                &manifest.body.region,
+                &body,
+            );
+            let signature = state.publisher.sign(&message);
+            for (name, value) in hub_http::caller_claim_headers(&claim, &signature) {
+                request = request.header(name, value);
+            }
         }
-        request
+        request.body(body)
     } else {
         state.proxy.client.post(url.clone()).body(body)
     };

@@ -307,14 +307,11 @@ impl Governance {
         documents
     }
 
-    /// The address the policy's hub directory gives for a region's hub.
-    pub fn hub_address(&self, region: &str) -> Option<String> {
+    /// The URL the policy's hub directory gives for a region's hub (its `http` entry, else
+    /// `http://` + its address).
+    pub fn hub_url(&self, region: &str) -> Option<String> {
         let inner = self.inner.read().ok()?;
-        inner
-            .policy
-            .current()?
-            .hub(region)
-            .map(|h| h.address.clone())
+        inner.policy.current()?.hub(region).map(|h| h.http_url())
     }
 
     /// Whether this node mirrors a publisher: not when the policy denies its node key.

@@ -97,10 +97,7 @@ pub fn hub_url(state: &NodeState) -> Option<String> {
     if !state.config.mesh.hub.is_empty() {
         return Some(state.config.mesh.hub.trim_end_matches('/').to_owned());
     }
-    state
-        .governance
-        .hub_address(&state.config.node.region)
-        .map(|address| format!("http://{address}"))
+    state.governance.hub_url(&state.config.node.region)
 }
 
 /// Long-polls the hub's heads and reports what it says, until the receiver goes away.

@@ -76,6 +76,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Signs `message` with the node key (a claim the node makes to its hub).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message)
+    }
+
     /// A publisher for the node key, starting from its head in the store.
     pub fn new(key: Keypair, own: Option<OwnHead>) -> Self {
         Self {

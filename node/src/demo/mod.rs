@@ -513,6 +513,7 @@ fn policy(governance: &Governance, hubs: &[DemoHub], now: i64) -> Result<PolicyB
                 region: hub.region.to_owned(),
                 address: hub.trunk.clone(),
                 key: hub.key.public(),
+                http: Some(hub.url.clone()),
             })
             .collect(),
         ..PolicyBody::default()

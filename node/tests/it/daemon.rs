@@ -44,18 +44,20 @@ impl Node {
             .args(args)
             .current_dir(dir)
             .stdout(Stdio::null())
-            // MERIDIAN_TEST_NODE_LOGS=1 shows the processes' logs when a test needs debugging.
+            // MERIDIAN_TEST_NODE_LOGS=1 shows the processes' logs; otherwise they go to
+            // DATA/test.log, shown when the process does not start.
             .stderr(if std::env::var_os("MERIDIAN_TEST_NODE_LOGS").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                std::fs::File::create(dir.join(data).join("test.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from)
             });
         for (key, value) in env {
             command.env(key, value);
         }
         // Waited for in `Drop` (or `stop`), whichever comes first.
         #[allow(clippy::zombie_processes)]
-        let child = command.spawn().unwrap();
+        let mut child = command.spawn().unwrap();
         let addr_file = dir.join(data).join("http.addr");
         let started = Instant::now();
         loop {
@@ -68,10 +70,19 @@ impl Node {
                     admin,
                 };
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "node did not start"
-            );
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(30) {
+                let log =
+                    std::fs::read_to_string(dir.join(data).join("test.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "meridian {args:?} did not start ({}); its log ends:\n{}",
+                    exited.map_or("still running after 30 s".to_owned(), |s| s.to_string()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

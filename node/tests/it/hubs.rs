@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::a2a::{echo_card, rpc, start_echo_agent};
 use crate::daemon::{Node, b64};
-use crate::federation::{metric, org_token, wait_for};
+use crate::federation::{metric, org_token, publish, wait_for};
 use crate::json;
 
 fn free_udp_port() -> u16 {
@@ -128,6 +128,65 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
         1
     );
     assert!(metric(&hub_a, "meridian_hub_relayed_total") >= 1);
+
+    // A caller organisation counts at the hub only when a node it trusts signed for it: b
+    // publishes (so hub b mirrors its head and trusts it), then relays a call of globex's.
+    let token_b = org_token(dir, "b", "globex");
+    publish(&b, &token_b, "globex", "Planner", "plan");
+    let started = Instant::now();
+    while hub_b.get_json("/v1/heads").1["commits"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "b's head never reached hub b"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _, _) = b.request(
+        "POST",
+        "/a2a/acme/echo",
+        &[
+            ("content-type", "application/json"),
+            ("meridian-caller-token", &token_b),
+        ],
+        &rpc("message/send"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &hub_b,
+            "meridian_hub_caller_claims_total{outcome=\"trusted\"}"
+        ),
+        1
+    );
+    let publisher_a = json(dir, &["keys", "show", "a/node.key"])["did"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A client talking to the hub directly cannot borrow an organisation's tier: its bare
+    // claim is refused and the call is rated as anonymous (it still goes through).
+    let (status, _, _) = hub_b.request(
+        "POST",
+        "/v1/relay/acme/echo",
+        &[
+            ("content-type", "application/json"),
+            ("meridian-publisher", publisher_a.as_str()),
+            ("meridian-region", "eu-west"),
+            ("meridian-caller-org", "globex"),
+        ],
+        &rpc("message/send"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &hub_b,
+            "meridian_hub_caller_claims_total{outcome=\"refused\"}"
+        ),
+        1
+    );
 
     // An unknown agent is a clear 404 from the far hub, passed back.
     let (status, _, _) = b.request(
