@@ -18,7 +18,7 @@ use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::MemoryStore;
 use serde_json::json;
 
-use crate::federation::{Behaviour, Rng, World, seed_store};
+use crate::federation::{Behaviour, MessageFaults, Rng, World, seed_store};
 use crate::runner::{
     self, Action, Outcome, Scheduled, all_imported, check_converged, lies_about_honest_peers,
 };
@@ -42,13 +42,26 @@ fn world(
     first: &Snapshot,
     behaviour: impl Fn(usize) -> Behaviour,
 ) -> Result<Arc<World>, String> {
+    world_with_governance(topology, rng, first, behaviour, None)
+}
+
+/// [`world`], with each node's governance when `governance` is given.
+fn world_with_governance(
+    topology: &Topology,
+    rng: &mut Rng,
+    first: &Snapshot,
+    behaviour: impl Fn(usize) -> Behaviour,
+    governance: Option<Vec<Option<Arc<meridian_node::daemon::governance::Governance>>>>,
+) -> Result<Arc<World>, String> {
     let mut specs = topology.specs(rng);
     for spec in &mut specs {
         spec.behaviour = behaviour(spec.index);
     }
     let base = MemoryStore::new();
     seed_store(&base, first)?;
-    World::new(specs, SyncConfig::default(), &base)
+    let n = specs.len();
+    let governance = governance.unwrap_or_else(|| vec![None; n]);
+    World::with_governance(specs, SyncConfig::default(), &base, governance)
 }
 
 /// A report for a run that could not even start.
@@ -417,10 +430,47 @@ pub fn byzantine(seed: u64) -> Report {
     )
 }
 
+/// Whether every one of `nodes` has applied every one of `documents`.
+fn all_applied(world: &World, nodes: &[usize], documents: &[(&str, Cid)]) -> bool {
+    world.observe(|o| {
+        nodes.iter().all(|&i| {
+            documents
+                .iter()
+                .all(|(_, cid)| o.governance_applied[i].contains_key(cid))
+        })
+    })
+}
+
+/// Honest nodes that do not hold a governance document issued during the run that they must
+/// end up with, or that are not on the newest root when a rotation was issued.
+fn governance_checks(world: &World, honest: &[usize], documents: &[(&str, Cid)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    world.observe(|o| {
+        for &i in honest {
+            for (name, cid) in documents {
+                if !o.governance_applied[i].contains_key(cid) {
+                    failures.push(format!("node {i} never applied the {name}"));
+                }
+            }
+        }
+    });
+    if documents.iter().any(|(name, _)| *name == "root_v2") {
+        for &i in honest {
+            if let Some(Some(governance)) = world.governance.get(i)
+                && !crate::governance::on_root_v2(governance)
+            {
+                failures.push(format!("node {i} is not on root version 2"));
+            }
+        }
+    }
+    failures
+}
+
 /// "swarm": a random mix, drawn from the seed, of everything above: cuts of regions and
-/// nodes (both ways or one way), crashes and restarts, message loss, latency spikes between
-/// regions, up to two tampering nodes, and (on half the seeds) the liar and the equivocating
-/// publisher, while the publisher changes its registry three times.
+/// nodes (both ways or one way), crashes and restarts, message loss, duplicated and reordered
+/// messages, latency spikes between regions, up to two tampering nodes, (on half the seeds)
+/// the liar and the equivocating publisher, and (on half the seeds) governance documents
+/// issued during the faults, while the publisher changes its registry three times.
 pub fn swarm(seed: u64) -> Report {
     const SCENARIO: &str = "swarm";
     const FAULTS_END_MS: u64 = 9_000;
@@ -446,15 +496,53 @@ pub fn swarm(seed: u64) -> Report {
             Behaviour::Honest
         }
     };
-    let world = match world(&topology, &mut rng, &chain[0], behaviour) {
+    // On half the seeds, governance is in motion too: admins hand a policy, a root rotation
+    // and a policy under the new root to nodes that stay up, at random times during the
+    // faults, and every honest node must end up holding all three.
+    let governance = if rng.below(2) == 1 {
+        match crate::governance::swarm_governance(n) {
+            Ok(governance) => Some(governance),
+            Err(error) => return failed_to_start(SCENARIO, seed, error),
+        }
+    } else {
+        None
+    };
+    let world = match world_with_governance(
+        &topology,
+        &mut rng,
+        &chain[0],
+        behaviour,
+        governance.as_ref().map(|g| g.nodes.clone()),
+    ) {
         Ok(world) => world,
         Err(error) => return failed_to_start(SCENARIO, seed, error),
     };
-    let mut schedule = vec![
+    let mut issuers = Vec::new();
+    let mut documents = Vec::new();
+    let mut schedule = Vec::new();
+    if let Some(governance) = &governance {
+        let mut issue_at = 2_000;
+        for (name, block, must_hold) in &governance.in_motion {
+            issue_at += rng.below(2_000) as u64;
+            let issuer = loop {
+                let node = rng.below(n);
+                if !bad.contains(&node) {
+                    break node;
+                }
+            };
+            issuers.push(issuer);
+            if *must_hold {
+                documents.push((*name, meridian_registry::ids::dag_cbor_cid(block)));
+            }
+            schedule.push(at(issue_at, Action::Governance(issuer, block.clone())));
+            issue_at += 500;
+        }
+    }
+    schedule.extend([
         at(2_500, Action::Publish(0, Box::new(chain[1].clone()))),
         at(5_000, Action::Publish(0, Box::new(chain[2].clone()))),
         at(7_500, Action::Publish(0, Box::new(chain[3].clone()))),
-    ];
+    ]);
     let mut legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
     if let Some((liar, equivocator)) = liars {
         let (actions, cids) = misbehaviour(liar, equivocator, &chain, 2_000);
@@ -467,7 +555,7 @@ pub fn swarm(seed: u64) -> Report {
         let start = 2_000 + rng.below(6_000) as u64;
         let length = 300 + rng.below(2_500) as u64;
         let end = (start + length).min(FAULTS_END_MS);
-        match rng.below(6) {
+        match rng.below(7) {
             0 | 1 => {
                 let region = 1 + rng.below(topology.regions - 1);
                 let inside = topology.region_nodes(region);
@@ -499,7 +587,8 @@ pub fn swarm(seed: u64) -> Report {
             3 => {
                 // Misbehaving nodes stay up, so their misbehaviour happens on every seed.
                 let node = 1 + rng.below(n - 1);
-                if down_until[node] < start && !bad.contains(&node) {
+                // Issuers stay up too: a document handed to a node that is down is not issued.
+                if down_until[node] < start && !bad.contains(&node) && !issuers.contains(&node) {
                     schedule.push(at(start, Action::Crash(node)));
                     schedule.push(at(end, Action::Restart(node)));
                     down_until[node] = end + 1;
@@ -511,6 +600,17 @@ pub fn swarm(seed: u64) -> Report {
                 schedule.push(at(start, Action::FailRate(rate)));
                 schedule.push(at(end, Action::FailRate(0.0)));
                 kinds.push("loss");
+            }
+            5 => {
+                let faults = MessageFaults {
+                    duplicate_per_mille: 20 + rng.below(81) as u32,
+                    delay_per_mille: 20 + rng.below(81) as u32,
+                    delay_max: Duration::from_millis(20 + rng.below(281) as u64),
+                    seed: rng.next_u64(),
+                };
+                schedule.push(at(start, Action::MessageFaults(Some(faults))));
+                schedule.push(at(end, Action::MessageFaults(None)));
+                kinds.push("dup-reorder");
             }
             _ => {
                 let extra = Duration::from_millis(50 + rng.below(400) as u64);
@@ -532,12 +632,16 @@ pub fn swarm(seed: u64) -> Report {
         |w| {
             all_imported(w, &honest, &last)
                 && (liars.is_none() || all_hold_proof(w, &honest, &equivocator_did))
+                && all_applied(w, &honest, &documents)
         },
     );
+    let (duplicated, delayed) = world.observe(|o| (o.messages_duplicated, o.messages_delayed));
     let mut failures = common_checks(&world, &outcome, &chain[3], &legit);
     if let Some((liar, _)) = liars {
         failures.extend(byzantine_checks(&world, &tamperers, liar));
     }
+    failures.extend(governance_checks(&world, &honest, &documents));
+    drop(governance);
     report(
         SCENARIO,
         seed,
@@ -548,6 +652,9 @@ pub fn swarm(seed: u64) -> Report {
             ("liars", json!(liars.is_some())),
             ("converge_ms", settle_ms(&outcome)),
             ("crashes", json!(outcome.crashes)),
+            ("governance", json!(!documents.is_empty())),
+            ("duplicated", json!(duplicated)),
+            ("delayed", json!(delayed)),
         ],
     )
 }

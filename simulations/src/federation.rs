@@ -100,6 +100,32 @@ pub enum Command {
 /// Penalties a node records, at most (older ones stay, newer ones are counted only).
 pub const PENALTIES_KEPT_MAX: usize = 10_000;
 
+/// Message faults on node links. Neither turmoil's TCP nor real TCP duplicates or reorders
+/// bytes inside one connection; what a node can see twice or out of order is whole messages,
+/// as a retrying or multi-path transport delivers them. While these faults are on, each frame
+/// a node receives (pings aside) is, by a draw from `seed`: delivered twice, held back for up
+/// to `delay_max` (so frames sent after it overtake it; it is dropped if its connection is
+/// gone by then, as a closed connection's messages are), or delivered as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageFaults {
+    /// Received frames delivered twice, per mille.
+    pub duplicate_per_mille: u32,
+    /// Received frames held back, per mille.
+    pub delay_per_mille: u32,
+    /// The longest hold.
+    pub delay_max: Duration,
+    /// Seeds the draws.
+    pub seed: u64,
+}
+
+/// What happens to one received frame under [`MessageFaults`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Deliver,
+    Twice,
+    Later(Duration),
+}
+
 /// What the scenario can see of every node, shared with the hosts.
 #[derive(Default)]
 pub struct Observed {
@@ -132,6 +158,37 @@ pub struct Observed {
     pub callers: Vec<Option<mpsc::UnboundedSender<crate::hubs::CallJob>>>,
     /// Finished A2A calls: each job's tag and outcome, in the order they finished.
     pub calls: Vec<(String, crate::hubs::CallOutcome)>,
+    /// The message faults in force on node links, with the source of their draws.
+    pub message_faults: Option<(MessageFaults, Rng)>,
+    /// Frames delivered twice by [`MessageFaults`].
+    pub messages_duplicated: u64,
+    /// Frames held back by [`MessageFaults`].
+    pub messages_delayed: u64,
+}
+
+impl Observed {
+    /// Puts `faults` in force on every node link (`None` ends them).
+    pub fn set_message_faults(&mut self, faults: Option<MessageFaults>) {
+        self.message_faults = faults.map(|f| (f, Rng::new(f.seed)));
+    }
+
+    fn message_fate(&mut self) -> Fate {
+        let Some((faults, rng)) = self.message_faults.as_mut() else {
+            return Fate::Deliver;
+        };
+        let draw = rng.below(1000) as u32;
+        if draw < faults.duplicate_per_mille {
+            self.messages_duplicated += 1;
+            Fate::Twice
+        } else if draw < faults.duplicate_per_mille + faults.delay_per_mille {
+            let max_ms = faults.delay_max.as_millis().max(1) as usize;
+            let hold = Duration::from_millis(1 + rng.below(max_ms) as u64);
+            self.messages_delayed += 1;
+            Fate::Later(hold)
+        } else {
+            Fate::Deliver
+        }
+    }
 }
 
 /// The federation: specs, stores and observations, shared by the hosts and the scenario.
@@ -221,6 +278,9 @@ impl World {
                 hub_cross_region_bytes_retired: 0,
                 callers: (0..regions).map(|_| None).collect(),
                 calls: Vec::new(),
+                message_faults: None,
+                messages_duplicated: 0,
+                messages_delayed: 0,
             }),
         }))
     }
@@ -362,6 +422,9 @@ type LinkId = (usize, u64);
 enum Event {
     Up(LinkId, mpsc::UnboundedSender<Frame>),
     Frame(usize, Frame),
+    /// A frame held back by [`MessageFaults`]: delivered only if its connection is still
+    /// the peer's current one.
+    Late(LinkId, Frame),
     Down(LinkId),
 }
 
@@ -385,13 +448,28 @@ fn attach(
             match tokio::time::timeout(LINK_IDLE_MAX, read_frame(&mut reader)).await {
                 Ok(Ok(Some((Frame::Ping, _)))) => {}
                 Ok(Ok(Some((frame, bytes)))) => {
-                    world.observe(|o| {
+                    let fate = world.observe(|o| {
                         o.bytes_in[node] += bytes as u64;
                         if across {
                             o.cross_region_node_bytes += bytes as u64;
                         }
+                        o.message_fate()
                     });
-                    if events.send(Event::Frame(link.0, frame)).is_err() {
+                    let sent = match fate {
+                        Fate::Deliver => events.send(Event::Frame(link.0, frame)),
+                        Fate::Twice => events
+                            .send(Event::Frame(link.0, frame.clone()))
+                            .and_then(|()| events.send(Event::Frame(link.0, frame))),
+                        Fate::Later(hold) => {
+                            let events = events.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(hold).await;
+                                let _ = events.send(Event::Late(link, frame));
+                            });
+                            Ok(())
+                        }
+                    };
+                    if sent.is_err() {
                         break;
                     }
                 }
@@ -403,6 +481,21 @@ fn attach(
         let _ = closed_tx.send(());
     });
     closed_rx
+}
+
+/// `event`, with a held-back frame turned into an ordinary one if its connection is still the
+/// peer's current one, and into nothing if not.
+fn current(
+    event: Event,
+    links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
+) -> Option<Event> {
+    match event {
+        Event::Late((peer, id), frame) => links
+            .get(&peer)
+            .is_some_and(|(current, _)| *current == id)
+            .then_some(Event::Frame(peer, frame)),
+        event => Some(event),
+    }
 }
 
 /// Dials `peer` and keeps a connection to it: when one closes, dials again with backoff.
@@ -605,8 +698,11 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
             }
         };
         tokio::select! {
-            event = events.recv() => match event {
-                Some(Event::Up((peer, id), link)) => {
+            event = events.recv() => match event.map(|e| current(e, &links)) {
+                // A held-back frame whose connection is gone (`current` turns every other
+                // held-back frame into an ordinary one).
+                Some(None | Some(Event::Late(..))) => {}
+                Some(Some(Event::Up((peer, id), link))) => {
                     // A redialled connection replaces the old one.
                     if links.insert(peer, (id, link)).is_some() {
                         engine.peer_down(&peer, now());
@@ -617,13 +713,13 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     };
                     engine.peer_up(peer, info, now());
                 }
-                Some(Event::Down((peer, id))) => {
+                Some(Some(Event::Down((peer, id)))) => {
                     if links.get(&peer).is_some_and(|(current, _)| *current == id) {
                         links.remove(&peer);
                         engine.peer_down(&peer, now());
                     }
                 }
-                Some(Event::Frame(peer, frame)) => match frame {
+                Some(Some(Event::Frame(peer, frame))) => match frame {
                     Frame::Gossip(bytes) => match engine.on_gossip(&peer, &bytes, now()) {
                         Verdict::Defer(id) => {
                             deferred.insert(id, (peer, bytes));

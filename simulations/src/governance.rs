@@ -131,6 +131,84 @@ fn cid(block: &[u8]) -> Cid {
     meridian_registry::ids::dag_cbor_cid(block)
 }
 
+fn admins() -> Admins {
+    Admins {
+        root: key(0x71),
+        next_root: key(0x72),
+        attest: key(0x73),
+        policy: key(0x74),
+        next_policy: key(0x75),
+        witness: key(0x76),
+    }
+}
+
+/// Loads the governance of `n` nodes under `dir` from root v1, each knowing that the
+/// publisher's organisation is verified.
+fn load_nodes(
+    dir: &std::path::Path,
+    docs: &Documents,
+    n: usize,
+) -> Result<Vec<Option<Arc<Governance>>>, String> {
+    let root_file = dir.join("root.1.cbor");
+    std::fs::write(&root_file, &docs.root_v1).map_err(|e| e.to_string())?;
+    let now = crate::federation::EPOCH_UNIX;
+    (0..n)
+        .map(|i| {
+            let g = Governance::load(&dir.join(format!("node-{i}")), Some(&root_file), now)
+                .map_err(|e| format!("{e:#}"))?;
+            match g.offer_document(&docs.verified, now) {
+                meridian_node::sync::GovernanceOutcome::New => Ok(Some(Arc::new(g))),
+                other => Err(format!("the org attestation was not taken: {other:?}")),
+            }
+        })
+        .collect()
+}
+
+/// Governance for a swarm run: the nodes' governance (root v1, the publisher's organisation
+/// verified) and the documents admins issue while the faults go on, in order: a policy, a
+/// root rotation and a policy signed under the new root. None of them stops the publisher
+/// from being mirrored, so the swarm's convergence checks still hold; the `governance`
+/// scenario covers revocations and denials.
+pub(crate) struct SwarmGovernance {
+    /// The nodes' governance directories, removed when the run ends.
+    pub _dir: tempfile::TempDir,
+    /// Each node's governance.
+    pub nodes: Vec<Option<Arc<Governance>>>,
+    /// The documents to issue, by name, and whether every honest node must end up holding
+    /// it. Policy v1 need not be held: policy v2 supersedes it, and a node that reaches
+    /// root v2 before policy v1 rightly refuses v1 (its signer no longer holds the role).
+    pub in_motion: Vec<(&'static str, Vec<u8>, bool)>,
+}
+
+/// See [`SwarmGovernance`].
+pub(crate) fn swarm_governance(n: usize) -> Result<SwarmGovernance, String> {
+    let admins = admins();
+    let docs = documents(&admins);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let nodes = load_nodes(dir.path(), &docs, n)?;
+    Ok(SwarmGovernance {
+        _dir: dir,
+        nodes,
+        in_motion: vec![
+            ("policy_v1", docs.policy_v1, false),
+            ("root_v2", docs.root_v2, true),
+            (
+                "policy_v2",
+                policy_bundle(2, &admins.next_policy, Vec::new()),
+                true,
+            ),
+        ],
+    })
+}
+
+/// Whether this governance is on root version 2.
+pub(crate) fn on_root_v2(governance: &Governance) -> bool {
+    governance
+        .documents()
+        .iter()
+        .any(|b| RootDocument::decode(b).is_ok_and(|r| r.body.version == 2))
+}
+
 /// "governance": see the module documentation. Figures: the time for each document to reach
 /// every node (`*_ms`; the revocation's target is 1 s).
 pub fn governance(seed: u64) -> Report {
@@ -141,41 +219,17 @@ pub fn governance(seed: u64) -> Report {
         ..Topology::default()
     };
     let n = topology.nodes;
-    let admins = Admins {
-        root: key(0x71),
-        next_root: key(0x72),
-        attest: key(0x73),
-        policy: key(0x74),
-        next_policy: key(0x75),
-        witness: key(0x76),
-    };
-    let docs = documents(&admins);
+    let docs = documents(&admins());
     let mut failures = Vec::new();
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error.to_string()),
     };
-    let root_file = dir.path().join("root.1.cbor");
-    if let Err(error) = std::fs::write(&root_file, &docs.root_v1) {
-        return crate::faults::failed_to_start(SCENARIO, seed, error.to_string());
-    }
+    let governance = match load_nodes(dir.path(), &docs, n) {
+        Ok(governance) => governance,
+        Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error),
+    };
     let now = crate::federation::EPOCH_UNIX;
-    let mut governance = Vec::with_capacity(n);
-    for i in 0..n {
-        let loaded = Governance::load(&dir.path().join(format!("node-{i}")), Some(&root_file), now)
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|g| {
-                // Every node starts knowing the organisation is verified.
-                match g.offer_document(&docs.verified, now) {
-                    meridian_node::sync::GovernanceOutcome::New => Ok(g),
-                    other => Err(format!("the org attestation was not taken: {other:?}")),
-                }
-            });
-        match loaded {
-            Ok(g) => governance.push(Some(Arc::new(g))),
-            Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error),
-        }
-    }
     let chain = registry_chain(&publisher_key(), 500, 1);
     let mut specs = topology.specs(&mut rng);
     // A node whose clock runs ahead within the tolerance takes every document; one whose
@@ -303,11 +357,7 @@ pub fn governance(seed: u64) -> Report {
                 "node {i} still accepts agents of the revoked organisation"
             ));
         }
-        let root_v2 = governance
-            .documents()
-            .iter()
-            .any(|b| RootDocument::decode(b).is_ok_and(|r| r.body.version == 2));
-        if !root_v2 {
+        if !on_root_v2(governance) {
             failures.push(format!("node {i} is not on root version 2"));
         }
     }

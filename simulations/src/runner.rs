@@ -1,7 +1,8 @@
 //! Runs a world under a schedule of faults: the part every fault scenario shares.
 //!
 //! A scenario builds a [`World`], a [`Topology`] and a list of [`Scheduled`] actions
-//! (publishes, injected gossip, partitions, repairs, crashes, restarts, link failure rates);
+//! (publishes, injected gossip, partitions, repairs, crashes, restarts, link failure rates,
+//! duplicated and reordered messages);
 //! [`run`] steps turmoil one tick at a time, applies each action when its simulated time
 //! comes, and stops when every action is done and the scenario's `done` condition holds, or
 //! at the deadline. Checks that several scenarios share ([`check_converged`],
@@ -35,6 +36,8 @@ pub enum Action {
     Restart(usize),
     /// Every link drops a message with this probability (0 for none).
     FailRate(f64),
+    /// Node links duplicate and hold back messages like this (`None` ends it).
+    MessageFaults(Option<crate::federation::MessageFaults>),
     /// Links between regions take this much longer than the topology says (zero ends a
     /// spike).
     LatencySpike(Duration),
@@ -205,6 +208,7 @@ pub fn run_observed(
                 }
                 Action::RestartHub(region) => sim.bounce(crate::hubs::hub_host(region)),
                 Action::FailRate(rate) => sim.set_fail_rate(rate),
+                Action::MessageFaults(faults) => world.observe(|o| o.set_message_faults(faults)),
                 Action::LatencySpike(extra) => {
                     topology.set_latencies(&sim, topology.intra, topology.inter + extra);
                 }

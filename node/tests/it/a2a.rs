@@ -87,6 +87,47 @@ fn serve(mut stream: TcpStream) {
     );
 }
 
+/// Makes a streaming call to `path` on the server at `address` and checks that the echo agent's
+/// three SSE events pass through unbuffered: the first arrives long before the stream ends.
+pub fn assert_streams_unbuffered(address: &str, path: &str) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = rpc("SendStreamingMessage");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let mut received = Vec::new();
+    let mut first_event_at = None;
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        if first_event_at.is_none() && String::from_utf8_lossy(&received).contains("\"part\":0") {
+            first_event_at = Some(started.elapsed());
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("text/event-stream"), "{text}");
+    for part in 0..3 {
+        assert!(text.contains(&format!("\"part\":{part}")), "{text}");
+    }
+    let first = first_event_at.unwrap_or_else(|| panic!("no event arrived: {text}"));
+    assert!(
+        first < Duration::from_millis(700) && started.elapsed() >= Duration::from_millis(1100),
+        "first event after {first:?}, stream ended after {:?}",
+        started.elapsed()
+    );
+}
+
 pub fn echo_card(agent: &str) -> String {
     format!(
         r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
@@ -155,42 +196,7 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
     );
 
     // Streaming: SSE passes through unbuffered; the first event arrives long before the last.
-    let mut stream = TcpStream::connect(&node.address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = rpc("SendStreamingMessage");
-    let request = format!(
-        "POST /a2a/acme/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let started = Instant::now();
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(&body).unwrap();
-    let mut received = Vec::new();
-    let mut first_event_at = None;
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        received.extend_from_slice(&chunk[..n]);
-        if first_event_at.is_none() && String::from_utf8_lossy(&received).contains("\"part\":0") {
-            first_event_at = Some(started.elapsed());
-        }
-    }
-    let text = String::from_utf8_lossy(&received);
-    assert!(text.contains("text/event-stream"), "{text}");
-    for part in 0..3 {
-        assert!(text.contains(&format!("\"part\":{part}")), "{text}");
-    }
-    let first = first_event_at.unwrap();
-    assert!(
-        first < Duration::from_millis(700) && started.elapsed() >= Duration::from_millis(1100),
-        "first event after {first:?}, stream ended after {:?}",
-        started.elapsed()
-    );
+    assert_streams_unbuffered(&node.address, "/a2a/acme/echo");
 
     // The card points at the proxy.
     let (status, card) = node.get_json("/a2a/acme/echo/.well-known/agent-card.json");

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::a2a::{echo_card, rpc, start_echo_agent};
+use crate::a2a::{assert_streams_unbuffered, echo_card, rpc, start_echo_agent};
 use crate::daemon::{Node, b64};
 use crate::federation::{metric, org_token, publish, wait_for};
 use crate::json;
@@ -128,6 +128,11 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
         1
     );
     assert!(metric(&hub_a, "meridian_hub_relayed_total") >= 1);
+
+    // A streaming call crosses the same way, and its SSE events are not held back anywhere on
+    // the path: not at node b, hub b, the trunk or hub a.
+    assert_streams_unbuffered(&b.address, "/a2a/acme/echo");
+    assert!(metric(&hub_a, "meridian_hub_relayed_total") >= 2);
 
     // A caller organisation counts at the hub only when a node it trusts signed for it: b
     // publishes (so hub b mirrors its head and trusts it), then relays a call of globex's.

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use meridian_node::sync::SyncConfig;
 use meridian_registry::store::MemoryStore;
-use meridian_simulations::federation::{Behaviour, Rng, World, seed_store};
-use meridian_simulations::runner::{self, Action, Scheduled, all_imported, check_converged};
+use meridian_simulations::federation::{Behaviour, MessageFaults, Rng, World, seed_store};
+use meridian_simulations::runner::{
+    self, Action, Scheduled, all_imported, check_converged, lies_about_honest_peers,
+};
 use meridian_simulations::scenarios::{Topology, publisher_key, registry_chain};
 
 use crate::seeds_pass;
@@ -36,6 +38,55 @@ fn byzantine_holds_for_4_seeds() {
 #[test]
 fn swarm_holds_for_4_seeds() {
     seeds_pass("swarm", 1..=4);
+}
+
+/// Messages delivered twice and out of order (a quarter of all frames held back up to
+/// 250 ms, a fifth delivered twice) while the publisher changes its registry three times:
+/// every node still ends on the last change, and nobody blames an honest peer for what the
+/// network did.
+#[test]
+fn duplicated_and_reordered_messages_are_harmless() {
+    let topology = Topology {
+        nodes: 12,
+        ..Topology::default()
+    };
+    let mut rng = Rng::new(7);
+    let chain = registry_chain(&publisher_key(), 300, 3);
+    let specs = topology.specs(&mut rng);
+    let base = MemoryStore::new();
+    seed_store(&base, &chain[0]).unwrap();
+    let world: Arc<World> = World::new(specs, SyncConfig::default(), &base).unwrap();
+    let faults = MessageFaults {
+        duplicate_per_mille: 200,
+        delay_per_mille: 250,
+        delay_max: std::time::Duration::from_millis(250),
+        seed: 7,
+    };
+    let mut schedule = vec![Scheduled {
+        at_ms: 500,
+        action: Action::MessageFaults(Some(faults)),
+    }];
+    for (i, at_ms) in [1_000, 1_150, 1_300].into_iter().enumerate() {
+        schedule.push(Scheduled {
+            at_ms,
+            action: Action::Publish(0, Box::new(chain[i + 1].clone())),
+        });
+    }
+    let everyone: Vec<usize> = (0..12).collect();
+    let outcome = runner::run(&world, &topology, 7, schedule, 10_000, |w| {
+        all_imported(w, &everyone, &chain[3].commit_cid)
+    });
+    assert!(outcome.done_ms.is_some(), "{outcome:?}");
+    assert_eq!(
+        check_converged(&world, &everyone, &chain[3]),
+        Vec::<String>::new()
+    );
+    assert_eq!(lies_about_honest_peers(&world), Vec::<String>::new());
+    let (duplicated, delayed) = world.observe(|o| (o.messages_duplicated, o.messages_delayed));
+    assert!(
+        duplicated > 20 && delayed > 20,
+        "{duplicated} duplicated, {delayed} delayed"
+    );
 }
 
 #[test]
