@@ -91,7 +91,7 @@ pub(crate) fn common_checks(
         ));
     }
     let honest = world.honest();
-    failures.extend(check_converged(world, &honest, last));
+    failures.extend(check_converged(world, &world.honest_staying(), last));
     failures.extend(lies_about_honest_peers(world));
     let legit: BTreeSet<&Cid> = legit.iter().collect();
     world.observe(|o| {
@@ -233,25 +233,101 @@ pub fn partition_heal(seed: u64) -> Report {
     )
 }
 
+/// Whether the nodes outside `gone` still form one connected graph over the specs' links.
+fn connected_without(specs: &[crate::federation::NodeSpec], gone: &[usize]) -> bool {
+    let n = specs.len();
+    let mut neighbours = vec![Vec::new(); n];
+    for spec in specs {
+        for &peer in &spec.dial {
+            if peer < n {
+                neighbours[spec.index].push(peer);
+                neighbours[peer].push(spec.index);
+            }
+        }
+    }
+    let Some(start) = (0..n).find(|i| !gone.contains(i)) else {
+        return true;
+    };
+    let mut seen = vec![false; n];
+    let mut stack = vec![start];
+    seen[start] = true;
+    while let Some(i) = stack.pop() {
+        for &j in &neighbours[i] {
+            if !seen[j] && !gone.contains(&j) {
+                seen[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    (0..n).all(|i| seen[i] || gone.contains(&i))
+}
+
+/// Nodes that join the federation (with empty stores) and that leave it for good, in the
+/// churn scenario.
+const CHURN_JOINERS: usize = 3;
+const CHURN_LEAVERS: usize = 3;
+
 /// "churn": for six seconds a node crashes every quarter second and restarts 0.2 to 1.7 s
-/// later (stores survive, engines do not) while the publisher changes its registry three
-/// times. Every node must end with the last change.
+/// later (stores survive, engines do not), three nodes join the federation with empty stores
+/// and three leave it for good (never cutting the rest in two), while the publisher changes
+/// its registry three times. Every node that stays, the newcomers included, must end with the
+/// last change.
 pub fn churn(seed: u64) -> Report {
     const SCENARIO: &str = "churn";
+    const LAST_PUBLISH_MS: u64 = 6_500;
     let mut rng = Rng::new(seed);
     let topology = Topology::default();
     let chain = registry_chain(&publisher_key(), FAULT_AGENTS, 3);
-    let world = match world(&topology, &mut rng, &chain[0], |_| Behaviour::Honest) {
+    let n = topology.nodes;
+    let mut specs = topology.specs(&mut rng);
+    let joiners = pick_nodes(&mut rng, CHURN_JOINERS, n);
+    let mut leavers = Vec::new();
+    while leavers.len() < CHURN_LEAVERS {
+        let node = 1 + rng.below(n - 1);
+        let mut gone = leavers.clone();
+        gone.push(node);
+        if !joiners.contains(&node) && !leavers.contains(&node) && connected_without(&specs, &gone)
+        {
+            leavers.push(node);
+        }
+    }
+    for &node in &joiners {
+        specs[node].joins_empty = true;
+    }
+    for &node in &leavers {
+        specs[node].leaves = true;
+    }
+    let base = MemoryStore::new();
+    if let Err(error) = seed_store(&base, &chain[0]) {
+        return failed_to_start(SCENARIO, seed, error);
+    }
+    let world = match World::new(specs, SyncConfig::default(), &base) {
         Ok(world) => world,
         Err(error) => return failed_to_start(SCENARIO, seed, error),
     };
-    let n = topology.nodes;
     let mut schedule = vec![
         at(2_500, Action::Publish(0, Box::new(chain[1].clone()))),
         at(4_500, Action::Publish(0, Box::new(chain[2].clone()))),
-        at(6_500, Action::Publish(0, Box::new(chain[3].clone()))),
+        at(
+            LAST_PUBLISH_MS,
+            Action::Publish(0, Box::new(chain[3].clone())),
+        ),
     ];
+    // Newcomers are down from the start and come up during the churn; leavers go down for
+    // good. Neither takes part in the crash-and-restart cycle.
     let mut up_again_at = vec![0u64; n];
+    let mut joined_at = Vec::new();
+    for &node in &joiners {
+        let join = 2_500 + rng.below(5_000) as u64;
+        schedule.push(at(0, Action::Crash(node)));
+        schedule.push(at(join, Action::Restart(node)));
+        joined_at.push((node, join));
+        up_again_at[node] = u64::MAX;
+    }
+    for &node in &leavers {
+        schedule.push(at(2_000 + rng.below(6_000) as u64, Action::Crash(node)));
+        up_again_at[node] = u64::MAX;
+    }
     let mut crashes = 0;
     let mut t = 2_000;
     while t < 8_000 {
@@ -266,18 +342,29 @@ pub fn churn(seed: u64) -> Report {
         t += 250;
     }
     let last = chain[3].commit_cid;
-    let everyone: Vec<usize> = (0..n).collect();
+    let staying = world.honest_staying();
     let outcome = runner::run(
         &world,
         &topology,
         seed,
         schedule,
         8_000 + 1_700 + SETTLE_MAX_MS,
-        |w| all_imported(w, &everyone, &last),
+        |w| all_imported(w, &staying, &last),
     );
     let legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
     let failures = common_checks(&world, &outcome, &chain[3], &legit);
     let restarts: u32 = world.observe(|o| o.starts.iter().map(|s| s.saturating_sub(1)).sum());
+    // How long the slowest newcomer took to hold the last change, from when it was both up
+    // and published.
+    let newcomer_ms = world.observe(|o| {
+        joined_at
+            .iter()
+            .filter_map(|(node, join)| {
+                let from = (*join).max(LAST_PUBLISH_MS);
+                o.imported[*node].get(&last).map(|t| t.saturating_sub(from))
+            })
+            .max()
+    });
     report(
         SCENARIO,
         seed,
@@ -285,6 +372,9 @@ pub fn churn(seed: u64) -> Report {
         [
             ("crashes", json!(crashes)),
             ("restarts", json!(restarts)),
+            ("joined", json!(joiners.len())),
+            ("left", json!(leavers.len())),
+            ("newcomer_ms", json!(newcomer_ms)),
             ("converge_after_churn_ms", settle_ms(&outcome)),
             ("nodes", json!(n)),
         ],

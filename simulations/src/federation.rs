@@ -83,6 +83,11 @@ pub struct NodeSpec {
     pub behaviour: Behaviour,
     /// How far this node's wall clock is ahead of true time, in seconds (negative: behind).
     pub clock_offset_secs: i64,
+    /// Starts with an empty store: a node that joins the federation during the run (the
+    /// scenario keeps it down until it joins).
+    pub joins_empty: bool,
+    /// Leaves the federation for good during the run: not expected to converge.
+    pub leaves: bool,
 }
 
 /// A command from the scenario to a running node.
@@ -247,8 +252,15 @@ impl World {
                 governance.len()
             ));
         }
-        let stores = (0..n)
-            .map(|_| base.fork().map_err(|e| e.to_string()))
+        let stores = specs
+            .iter()
+            .map(|spec| {
+                if spec.joins_empty {
+                    Ok(MemoryStore::new())
+                } else {
+                    base.fork().map_err(|e| e.to_string())
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let hubs = match hub_config {
             Some(template) => (0..regions)
@@ -360,6 +372,15 @@ impl World {
         self.specs
             .iter()
             .filter(|s| s.behaviour == Behaviour::Honest)
+            .map(|s| s.index)
+            .collect()
+    }
+
+    /// The honest nodes that stay in the federation: every one of them must converge.
+    pub fn honest_staying(&self) -> Vec<usize> {
+        self.specs
+            .iter()
+            .filter(|s| s.behaviour == Behaviour::Honest && !s.leaves)
             .map(|s| s.index)
             .collect()
     }

@@ -151,6 +151,8 @@ impl Topology {
                     .collect(),
                 behaviour: Behaviour::Honest,
                 clock_offset_secs: 0,
+                joins_empty: false,
+                leaves: false,
             })
             .collect()
     }

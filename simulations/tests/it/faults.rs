@@ -27,6 +27,14 @@ fn partition_heal_holds_for_6_seeds() {
 fn churn_holds_for_4_seeds() {
     for report in seeds_pass("churn", 1..=4) {
         assert!(report.figures["crashes"].as_u64().unwrap() >= 10);
+        // Newcomers started from empty stores and caught up; leavers were left behind.
+        assert_eq!(report.figures["joined"], 3);
+        assert_eq!(report.figures["left"], 3);
+        assert!(
+            report.figures["newcomer_ms"].is_u64(),
+            "{:?}",
+            report.figures
+        );
     }
 }
 
