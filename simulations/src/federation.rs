@@ -136,6 +136,9 @@ enum Fate {
 pub struct Observed {
     /// Bytes each node has read from its connections (pings aside).
     pub bytes_in: Vec<u64>,
+    /// The part of `bytes_in` that answered the node's own requests (blocks and heads it
+    /// fetched); the rest is gossip and the requests of peers it serves.
+    pub bytes_answers: Vec<u64>,
     /// When (simulated ms) each node imported each commit.
     pub imported: Vec<HashMap<Cid, u64>>,
     /// Command channels of running nodes.
@@ -277,6 +280,7 @@ impl World {
             hubs,
             observed: Mutex::new(Observed {
                 bytes_in: vec![0; n],
+                bytes_answers: vec![0; n],
                 imported: vec![HashMap::new(); n],
                 commands: (0..n).map(|_| None).collect(),
                 offenses: vec![Default::default(); n],
@@ -471,6 +475,9 @@ fn attach(
                 Ok(Ok(Some((frame, bytes)))) => {
                     let fate = world.observe(|o| {
                         o.bytes_in[node] += bytes as u64;
+                        if matches!(frame, Frame::Response(..)) {
+                            o.bytes_answers[node] += bytes as u64;
+                        }
                         if across {
                             o.cross_region_node_bytes += bytes as u64;
                         }

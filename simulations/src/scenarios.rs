@@ -321,7 +321,7 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
     let mut sim = crate::runner::simulation(&world, topology, seed, Duration::from_secs(60));
 
     let outcome: Arc<Mutex<Option<(u64, u64)>>> = Arc::new(Mutex::new(None));
-    let bytes_before: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let bytes_before: Arc<Mutex<(Vec<u64>, Vec<u64>)>> = Arc::new(Mutex::new(Default::default()));
     {
         let world = world.clone();
         let outcome = outcome.clone();
@@ -331,7 +331,7 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
             // Let the mesh form and the first head exchanges finish.
             tokio::time::sleep(Duration::from_secs(2)).await;
             if let Ok(mut slot) = bytes_before.lock() {
-                *slot = world.observe(|o| o.bytes_in.clone());
+                *slot = world.observe(|o| (o.bytes_in.clone(), o.bytes_answers.clone()));
             }
             let start = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
             let commit = second.commit_cid;
@@ -393,19 +393,31 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
                     .map(|at| at.saturating_sub(start)),
             );
         }
-        let before = bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
-        let mut bytes: Vec<u64> = o
-            .bytes_in
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, b)| b.saturating_sub(before.get(i).copied().unwrap_or(0)))
-            .collect();
-        figures.insert(
-            "bytes_per_node_max",
-            json!(bytes.iter().max().copied().unwrap_or(0)),
-        );
-        figures.insert("bytes_per_node_median", json!(median(&mut bytes)));
+        let (before, answers_before) = bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
+        let since = |now: &[u64], before: &[u64]| -> Vec<u64> {
+            now.iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, b)| b.saturating_sub(before.get(i).copied().unwrap_or(0)))
+                .collect()
+        };
+        // Everything a node received (gossip, answers, the requests of peers it served), and
+        // the answers to its own requests alone: what it fetched.
+        for (key_max, key_median, mut bytes) in [
+            (
+                "bytes_per_node_max",
+                "bytes_per_node_median",
+                since(&o.bytes_in, &before),
+            ),
+            (
+                "answer_bytes_per_node_max",
+                "answer_bytes_per_node_median",
+                since(&o.bytes_answers, &answers_before),
+            ),
+        ] {
+            figures.insert(key_max, json!(bytes.iter().max().copied().unwrap_or(0)));
+            figures.insert(key_median, json!(median(&mut bytes)));
+        }
     });
     figures.insert(
         "converge_ms",

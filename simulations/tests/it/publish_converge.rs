@@ -3,7 +3,8 @@
 use meridian_simulations::scenarios::{PublishConverge, publish_converge};
 
 /// 16 seeds of the scenario: 50 nodes in 3 regions, one change in a 10,000-agent
-/// registry. Every node must converge on the new head with a snapshot that verifies.
+/// registry. Every node must converge on the new head with a snapshot that verifies, having
+/// fetched no more than the change.
 #[test]
 fn publish_converge_holds_for_16_seeds() {
     let params = PublishConverge::default();
@@ -11,6 +12,10 @@ fn publish_converge_holds_for_16_seeds() {
     for seed in 1..=16 {
         let report = publish_converge(seed, &params);
         println!("{}", report.line());
+        // What a node fetches for a one-agent change (its answers; gossip aside) stays within
+        // 8 KiB: the changed path and manifest, each fetched once.
+        let answers = report.figures["answer_bytes_per_node_max"].as_u64().unwrap();
+        assert!(answers <= 8 * 1024, "seed {seed}: {answers} bytes of answers");
         if !report.passed() {
             failed.push((seed, report.failures));
         }
