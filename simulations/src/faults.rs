@@ -612,7 +612,7 @@ pub fn swarm(seed: u64) -> Report {
     let mut schedule = Vec::new();
     if let Some(governance) = &governance {
         let mut issue_at = 2_000;
-        for (name, block, must_hold) in &governance.in_motion {
+        for (k, (name, block, must_hold)) in governance.in_motion.iter().enumerate() {
             issue_at += rng.below(2_000) as u64;
             let issuer = loop {
                 let node = rng.below(n);
@@ -623,6 +623,13 @@ pub fn swarm(seed: u64) -> Report {
             issuers.push(issuer);
             if *must_hold {
                 documents.push((*name, meridian_registry::ids::dag_cbor_cid(block)));
+            }
+            // Like an admin's tool, hand the node the documents this one builds on first (the
+            // node knows them already, or learns them now): a policy signed under root v2 is
+            // refused by a node that has not heard of root v2 yet. Same-time actions apply in
+            // order.
+            for (_, earlier, _) in &governance.in_motion[..k] {
+                schedule.push(at(issue_at, Action::Governance(issuer, earlier.clone())));
             }
             schedule.push(at(issue_at, Action::Governance(issuer, block.clone())));
             issue_at += 500;

@@ -19,9 +19,12 @@ struct Args {
     /// Run this one seed (the default is 1 unless --seeds is given).
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
-    /// Run seeds 1..=N.
+    /// Run N seeds: 1..=N, or from --first-seed on.
     #[arg(long)]
     seeds: Option<u64>,
+    /// The first of the --seeds (to split a long run across machines or sessions).
+    #[arg(long, default_value_t = 1, requires = "seeds")]
+    first_seed: u64,
     /// Runs at once (each run is single-threaded and independent); 0 means one per core.
     #[arg(long, default_value_t = 0)]
     jobs: usize,
@@ -49,7 +52,16 @@ fn main() -> std::process::ExitCode {
     };
     let seeds: Vec<u64> = match (args.seed, args.seeds) {
         (Some(seed), _) => vec![seed],
-        (None, Some(n)) => (1..=n).collect(),
+        (None, Some(n)) => match args.first_seed.checked_add(n.saturating_sub(1)) {
+            Some(last) => (args.first_seed..=last).collect(),
+            None => {
+                eprintln!(
+                    "error: --first-seed {} plus --seeds {n} overflows",
+                    args.first_seed
+                );
+                return std::process::ExitCode::from(2);
+            }
+        },
         (None, None) => vec![1],
     };
     let runs: Vec<(&str, u64)> = scenarios

@@ -467,7 +467,15 @@ pub struct Engine<P> {
     next_gossip: u64,
     /// Recent delta answers, newest last: every peer asks for the same one.
     deltas: VecDeque<((Cid, Cid), DeltaBlocks)>,
+    /// Governance documents refused when offered, oldest first, offered again whenever a
+    /// document is accepted: one may only verify after another (a policy signed under a root
+    /// version that has not arrived yet, when gossip delivers them out of order).
+    governance_waiting: VecDeque<Vec<u8>>,
 }
+
+/// Refused governance documents kept to offer again (the oldest is dropped beyond this; a
+/// document dropped here still arrives with the next heads exchange).
+pub const GOVERNANCE_WAITING_MAX: usize = 32;
 
 /// The blocks of one delta answer.
 type DeltaBlocks = Arc<Vec<(Cid, Arc<[u8]>)>>;
@@ -504,6 +512,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             last_ms: 0,
             next_gossip: 1,
             deltas: VecDeque::new(),
+            governance_waiting: VecDeque::new(),
         }
     }
 
@@ -515,6 +524,11 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     /// The counters.
     pub fn stats(&self) -> &SyncStats {
         &self.stats
+    }
+
+    /// How many refused governance documents wait to be offered again.
+    pub fn governance_waiting(&self) -> usize {
+        self.governance_waiting.len()
     }
 
     /// The next effect to perform.
@@ -1267,12 +1281,46 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             GovernanceOutcome::New => {
                 self.stats.governance_accepted += 1;
                 self.outputs.push_back(Output::GovernanceChanged);
+                self.offer_waiting_governance(now);
                 Verdict::Accept
             }
-            GovernanceOutcome::Known | GovernanceOutcome::Refused(_) => Verdict::Ignore,
+            GovernanceOutcome::Known => Verdict::Ignore,
+            GovernanceOutcome::Refused(_) => {
+                if !self.governance_waiting.iter().any(|b| b == block) {
+                    if self.governance_waiting.len() >= GOVERNANCE_WAITING_MAX {
+                        self.governance_waiting.pop_front();
+                    }
+                    self.governance_waiting.push_back(block.to_vec());
+                }
+                Verdict::Ignore
+            }
             GovernanceOutcome::Malformed(_) => {
                 self.offense(from, Offense::Malformed, now);
                 Verdict::Reject
+            }
+        }
+    }
+
+    /// Offers the waiting governance documents again after one was accepted, until a round
+    /// takes none; each one taken is announced to every peer, as if it had just arrived.
+    fn offer_waiting_governance(&mut self, now: Now) {
+        loop {
+            let mut took = false;
+            for block in std::mem::take(&mut self.governance_waiting) {
+                match self.governance.offer(&block, now.unix) {
+                    GovernanceOutcome::New => {
+                        took = true;
+                        self.stats.governance_accepted += 1;
+                        self.outputs.push_back(Output::GovernanceChanged);
+                        self.outputs
+                            .push_back(Output::Broadcast(Gossip::Governance(block)));
+                    }
+                    GovernanceOutcome::Refused(_) => self.governance_waiting.push_back(block),
+                    GovernanceOutcome::Known | GovernanceOutcome::Malformed(_) => {}
+                }
+            }
+            if !took {
+                return;
             }
         }
     }

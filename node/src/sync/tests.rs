@@ -795,7 +795,8 @@ fn an_invalid_snapshot_is_refused_and_not_fetched_again() {
     );
 }
 
-/// Accepts documents that start with `gov:` once each.
+/// Accepts documents that start with `gov:` once each; one of the form `gov:needs:DOC` only
+/// once `DOC` is known (as a policy signed under a newer root needs that root).
 struct TestGovernance {
     known: Vec<Vec<u8>>,
 }
@@ -807,6 +808,11 @@ impl GovernanceHooks for TestGovernance {
         }
         if self.known.iter().any(|k| k == block) {
             return GovernanceOutcome::Known;
+        }
+        if let Some(needed) = block.strip_prefix(b"gov:needs:")
+            && !self.known.iter().any(|k| k == needed)
+        {
+            return GovernanceOutcome::Refused("signed under a root not known yet".into());
         }
         self.known.push(block.to_vec());
         GovernanceOutcome::New
@@ -842,6 +848,53 @@ fn governance_documents_spread_through_gossip_and_to_late_joiners() {
     assert_eq!(
         net.nodes[3].engine.on_gossip(&2, &junk, now),
         Verdict::Reject
+    );
+}
+
+/// Gossip may deliver a document before the one it depends on (found by the swarm
+/// simulation: a policy signed under root v2 reached nodes before root v2 did, was refused,
+/// and never offered again). The refused one is kept and taken once the other arrives, and
+/// passed on to peers.
+#[test]
+fn a_governance_document_that_arrives_before_its_root_is_taken_after_it() {
+    let mut net = Net::with_governance(3, SyncConfig::default(), |_| {
+        Box::new(TestGovernance { known: Vec::new() })
+    });
+    net.link(0, 1);
+    net.link(1, 2);
+    let root = b"gov:root v2".to_vec();
+    let mut policy = b"gov:needs:".to_vec();
+    policy.extend_from_slice(&root);
+    // The policy reaches node 1 first: refused, not forwarded.
+    net.queue.push_back(Message::Gossip(
+        99,
+        1,
+        Gossip::Governance(policy.clone()).encode(),
+    ));
+    net.run();
+    assert_eq!(net.nodes[1].verdicts, vec![Verdict::Ignore]);
+    assert_eq!(net.nodes[1].governance_changes, 0);
+    // Then the root: node 1 takes both and passes both on.
+    net.queue
+        .push_back(Message::Gossip(99, 1, Gossip::Governance(root).encode()));
+    net.run();
+    for node in 0..3 {
+        assert_eq!(net.nodes[node].governance_changes, 2, "node {node}");
+    }
+    // A document that never becomes acceptable is not kept forever: the waiting list is
+    // bounded, oldest dropped first.
+    let now = net.now;
+    for i in 0..GOVERNANCE_WAITING_MAX + 5 {
+        let orphan = format!("gov:needs:gov:never {i}").into_bytes();
+        let gossip = Gossip::Governance(orphan).encode();
+        assert_eq!(
+            net.nodes[2].engine.on_gossip(&1, &gossip, now),
+            Verdict::Ignore
+        );
+    }
+    assert_eq!(
+        net.nodes[2].engine.governance_waiting(),
+        GOVERNANCE_WAITING_MAX
     );
 }
 

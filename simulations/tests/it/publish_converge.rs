@@ -14,8 +14,13 @@ fn publish_converge_holds_for_16_seeds() {
         println!("{}", report.line());
         // What a node fetches for a one-agent change (its answers; gossip aside) stays within
         // 8 KiB: the changed path and manifest, each fetched once.
-        let answers = report.figures["answer_bytes_per_node_max"].as_u64().unwrap();
-        assert!(answers <= 8 * 1024, "seed {seed}: {answers} bytes of answers");
+        let answers = report.figures["answer_bytes_per_node_max"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            answers <= 8 * 1024,
+            "seed {seed}: {answers} bytes of answers"
+        );
         if !report.passed() {
             failed.push((seed, report.failures));
         }
