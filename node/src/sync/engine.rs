@@ -726,7 +726,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         };
         let verdict = match gossip {
             Gossip::Head(block) => self.offer_head(from, &block, false, now),
-            Gossip::Governance(block) => self.offer_governance(from, &block, now),
+            Gossip::Governance(block) => self.offer_governance(from, &block, false, now),
             Gossip::Equivocation(block) => self.offer_equivocation(from, &block, false, now),
         };
         self.pump(now);
@@ -815,7 +815,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         now: Now,
     ) {
         for block in governance {
-            self.offer_governance(from, block, now);
+            self.offer_governance(from, block, true, now);
         }
         for block in equivocations {
             self.offer_equivocation(from, block, true, now);
@@ -924,8 +924,15 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 let heads = self.store.heads().unwrap_or_default();
                 let mut commits = Vec::new();
                 let mut equivocations = Vec::new();
-                for (publisher, head) in heads.iter().take(self.config.publishers_max) {
-                    if let Ok(Some(block)) = self.store.get(&head.commit) {
+                // Publishers known only for an equivocation proof (no head of theirs was
+                // taken) count too: a peer that missed the proof's gossip gets it here.
+                let mut publishers: std::collections::BTreeSet<&str> =
+                    heads.keys().map(String::as_str).collect();
+                publishers.extend(self.known_publishers.iter().map(String::as_str));
+                for publisher in publishers.into_iter().take(self.config.publishers_max) {
+                    if let Some(head) = heads.get(publisher)
+                        && let Ok(Some(block)) = self.store.get(&head.commit)
+                    {
                         commits.push(block.to_vec());
                     }
                     if let Ok(proofs) = self.store.equivocations(publisher) {
@@ -1276,11 +1283,19 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         Verdict::Accept
     }
 
-    fn offer_governance(&mut self, from: &P, block: &[u8], now: Now) -> Verdict {
+    /// Offers a governance document to the node's governance. Gossip forwarding spreads one
+    /// that came as gossip and is taken; one learnt otherwise (`solicited`: a peer's answer
+    /// to a heads request) is broadcast, or peers that missed its gossip would only learn it
+    /// when they next connect to someone who has it.
+    fn offer_governance(&mut self, from: &P, block: &[u8], solicited: bool, now: Now) -> Verdict {
         match self.governance.offer(block, now.unix) {
             GovernanceOutcome::New => {
                 self.stats.governance_accepted += 1;
                 self.outputs.push_back(Output::GovernanceChanged);
+                if solicited {
+                    self.outputs
+                        .push_back(Output::Broadcast(Gossip::Governance(block.to_vec())));
+                }
                 self.offer_waiting_governance(now);
                 Verdict::Accept
             }

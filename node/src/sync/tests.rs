@@ -748,6 +748,35 @@ fn an_equivocation_is_proven_and_the_proof_reaches_everyone() {
     assert_eq!(net.nodes[3].store.equivocations(&did).unwrap().len(), 1);
 }
 
+/// A proof against a publisher none of whose heads was taken still reaches a node that was
+/// away when it was gossiped: heads answers carry it (found by the long swarm run, where a
+/// node that restarted never learnt of the equivocator).
+#[test]
+fn an_equivocation_proof_reaches_a_node_that_missed_its_gossip() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.link(0, 1);
+    let fork_a = build(&net.keys[2], 5, 1..2, None);
+    let fork_b = build(&net.keys[2], 5, 2..3, None);
+    let proof = meridian_registry::commit::EquivocationProof {
+        first: fork_a.commit.to_block(),
+        second: fork_b.commit.to_block(),
+    };
+    net.queue.push_back(Message::Gossip(
+        99,
+        1,
+        Gossip::Equivocation(proof.to_block()).encode(),
+    ));
+    net.run();
+    let did = net.keys[2].did();
+    assert!(net.head(1, 2).is_none());
+    assert_eq!(net.nodes[0].store.equivocations(&did).unwrap().len(), 1);
+    // Node 2 was not linked when it spread; it learns it when it connects.
+    assert!(net.nodes[2].store.equivocations(&did).unwrap().is_empty());
+    net.link(1, 2);
+    net.run();
+    assert_eq!(net.nodes[2].store.equivocations(&did).unwrap().len(), 1);
+}
+
 #[test]
 fn an_invalid_snapshot_is_refused_and_not_fetched_again() {
     let mut net = Net::new(2, SyncConfig::default());
@@ -849,6 +878,33 @@ fn governance_documents_spread_through_gossip_and_to_late_joiners() {
         net.nodes[3].engine.on_gossip(&2, &junk, now),
         Verdict::Reject
     );
+}
+
+/// A document learnt from a peer's heads answer (not from gossip) is passed on: found by the
+/// long swarm run, where nodes that caught up after a cut kept a policy to themselves and a
+/// neighbour whose links had stayed up never got it.
+#[test]
+fn a_governance_document_learnt_on_connect_is_passed_on() {
+    let doc = b"gov: policy v2".to_vec();
+    let held = doc.clone();
+    let mut net = Net::with_governance(3, SyncConfig::default(), move |i| {
+        Box::new(TestGovernance {
+            known: if i == 0 {
+                vec![held.clone()]
+            } else {
+                Vec::new()
+            },
+        })
+    });
+    net.link(1, 2);
+    net.run();
+    assert_eq!(net.nodes[2].governance_changes, 0);
+    // Node 1 meets node 0 and learns the document from its heads answer; node 2, which
+    // never meets node 0, gets it from node 1.
+    net.link(0, 1);
+    net.run();
+    assert_eq!(net.nodes[1].governance_changes, 1);
+    assert_eq!(net.nodes[2].governance_changes, 1);
 }
 
 /// Gossip may deliver a document before the one it depends on (found by the swarm
