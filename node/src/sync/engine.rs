@@ -90,6 +90,11 @@ pub struct SyncConfig {
     pub peers_remembered_max: usize,
     /// This node's region: peers in it are preferred as sources.
     pub region: Option<String>,
+    /// Every this many milliseconds, one connected peer (each in turn) is asked for its heads,
+    /// governance documents and equivocation proofs, as on connecting: this repairs what lost
+    /// gossip left out when no connection broke (otherwise a node whose links stayed up
+    /// through a cut never hears of what spread during it). 0 turns it off.
+    pub resync_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -113,6 +118,7 @@ impl Default for SyncConfig {
             rejected_heads_max: 4096,
             peers_remembered_max: 4096,
             region: None,
+            resync_ms: 5_000,
         }
     }
 }
@@ -465,6 +471,9 @@ pub struct Engine<P> {
     /// The latest time an input carried.
     last_ms: u64,
     next_gossip: u64,
+    /// When the next resync round is due (set once a peer is up), and whose turn it is.
+    next_resync_ms: Option<u64>,
+    resync_turn: usize,
     /// Recent delta answers, newest last: every peer asks for the same one.
     deltas: VecDeque<((Cid, Cid), DeltaBlocks)>,
     /// Governance documents refused when offered, oldest first, offered again whenever a
@@ -511,6 +520,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             stats: SyncStats::default(),
             last_ms: 0,
             next_gossip: 1,
+            next_resync_ms: None,
+            resync_turn: 0,
             deltas: VecDeque::new(),
             governance_waiting: VecDeque::new(),
         }
@@ -596,7 +607,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             .filter_map(|s| s.pending.as_ref())
             .filter(|p| !p.want.is_empty() && !p.importing && p.not_before > self.last_ms)
             .map(|p| p.not_before);
-        requests.chain(retries).min()
+        let resync = self.next_resync_ms.filter(|_| self.config.resync_ms > 0);
+        requests.chain(retries).chain(resync).min()
     }
 
     /// A peer connected: ask it for its heads and governance documents.
@@ -638,6 +650,9 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                     pending.delta_attempts = 0;
                 }
             }
+        }
+        if self.next_resync_ms.is_none() && self.config.resync_ms > 0 {
+            self.next_resync_ms = Some(now.ms.saturating_add(self.config.resync_ms));
         }
         self.send(peer, None, Request::Heads, Vec::new(), now);
         self.pump(now);
@@ -843,7 +858,31 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 self.request_unanswered(request, now);
             }
         }
+        self.resync(now);
         self.pump(now);
+    }
+
+    /// Asks the next connected peer in turn for its heads when a resync round is due.
+    fn resync(&mut self, now: Now) {
+        let Some(due) = self.next_resync_ms else {
+            return;
+        };
+        if self.config.resync_ms == 0 || now.ms < due {
+            return;
+        }
+        self.next_resync_ms = Some(now.ms.saturating_add(self.config.resync_ms));
+        let peers: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connected && s.banned_until.is_none_or(|until| until <= now.ms))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[self.resync_turn % peers.len()].clone();
+        self.resync_turn = self.resync_turn.wrapping_add(1);
+        self.send(peer, None, Request::Heads, Vec::new(), now);
     }
 
     /// The driver finished an [`Output::Import`].

@@ -69,6 +69,12 @@ impl Net {
         config: SyncConfig,
         governance: impl Fn(usize) -> Box<dyn GovernanceHooks>,
     ) -> Self {
+        // The periodic resync would keep the network from ever settling; it has its own test
+        // (`a_resync_asks_each_peer_in_turn`), and the simulations run with it.
+        let config = SyncConfig {
+            resync_ms: 0,
+            ..config
+        };
         let nodes = (0..n)
             .map(|i| {
                 let store = MemoryStore::new();
@@ -403,7 +409,10 @@ fn a_late_joiner_and_a_restarted_node_catch_up_through_heads() {
     // A restarted engine over the same store serves and syncs like before.
     let store = net.nodes[2].store.clone();
     net.nodes[2].engine = Engine::new(
-        SyncConfig::default(),
+        SyncConfig {
+            resync_ms: 0,
+            ..SyncConfig::default()
+        },
         Arc::new(store),
         Box::new(NoGovernance),
     );
@@ -988,6 +997,57 @@ fn block_requests_are_bounded_and_absent_blocks_are_left_out() {
 
 fn lone_engine(config: SyncConfig) -> Engine<usize> {
     Engine::new(config, Arc::new(MemoryStore::new()), Box::new(NoGovernance))
+}
+
+/// Heads requests sent, by peer, among the engine's outputs (drained).
+fn heads_requests(engine: &mut Engine<usize>) -> Vec<usize> {
+    let mut asked = Vec::new();
+    while let Some(output) = engine.poll_output() {
+        if let Output::Request { peer, request, .. } = output
+            && request == Request::Heads
+        {
+            asked.push(peer);
+        }
+    }
+    asked
+}
+
+/// Every `resync_ms` one connected peer, each in turn, is asked for its heads again: what a
+/// lost gossip message left out is repaired even when no connection breaks.
+#[test]
+fn a_resync_asks_each_peer_in_turn() {
+    let mut engine = lone_engine(SyncConfig {
+        resync_ms: 1_000,
+        ..SyncConfig::default()
+    });
+    let mut now = Now { ms: 10, unix: T0 };
+    engine.peer_up(1, PeerInfo::default(), now);
+    engine.peer_up(2, PeerInfo::default(), now);
+    assert_eq!(heads_requests(&mut engine), vec![1, 2]);
+    assert_eq!(engine.next_deadline(), Some(1_010));
+    let mut asked = Vec::new();
+    for _ in 0..4 {
+        now.ms = engine.next_deadline().unwrap();
+        engine.on_timer(now);
+        asked.extend(heads_requests(&mut engine));
+    }
+    assert_eq!(asked, vec![1, 2, 1, 2]);
+    // A peer that left is not asked; with nobody connected, nobody is.
+    engine.peer_down(&1, now);
+    engine.peer_down(&2, now);
+    now.ms += 1_000;
+    engine.on_timer(now);
+    assert!(heads_requests(&mut engine).is_empty());
+    // Off: only the heads request on connecting.
+    let mut off = lone_engine(SyncConfig {
+        resync_ms: 0,
+        ..SyncConfig::default()
+    });
+    off.peer_up(1, PeerInfo::default(), now);
+    assert_eq!(heads_requests(&mut off), vec![1]);
+    now.ms += 1_000;
+    off.on_timer(now);
+    assert!(heads_requests(&mut off).is_empty());
 }
 
 #[test]
