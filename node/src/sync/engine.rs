@@ -483,7 +483,8 @@ pub struct Engine<P> {
 }
 
 /// Refused governance documents kept to offer again (the oldest is dropped beyond this; a
-/// document dropped here still arrives with the next heads exchange).
+/// document dropped here still arrives with the next heads exchange). Only documents that fit
+/// a gossip message are kept, which bounds the bytes held too.
 pub const GOVERNANCE_WAITING_MAX: usize = 32;
 
 /// The blocks of one delta answer.
@@ -1340,7 +1341,11 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             }
             GovernanceOutcome::Known => Verdict::Ignore,
             GovernanceOutcome::Refused(_) => {
-                if !self.governance_waiting.iter().any(|b| b == block) {
+                // Only what fits a gossip message waits (heads answers may carry bigger
+                // blocks): at most GOVERNANCE_WAITING_MAX x gossip_bytes_max held.
+                if block.len() <= self.config.gossip_bytes_max
+                    && !self.governance_waiting.iter().any(|b| b == block)
+                {
                     if self.governance_waiting.len() >= GOVERNANCE_WAITING_MAX {
                         self.governance_waiting.pop_front();
                     }

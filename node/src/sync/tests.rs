@@ -961,6 +961,30 @@ fn a_governance_document_that_arrives_before_its_root_is_taken_after_it() {
         net.nodes[2].engine.governance_waiting(),
         GOVERNANCE_WAITING_MAX
     );
+    // A refused document bigger than a gossip message (a heads answer may carry one) is not
+    // kept: what waits is bounded in bytes as well as in count.
+    let mut lone = Engine::new(
+        SyncConfig {
+            resync_ms: 0,
+            ..SyncConfig::default()
+        },
+        Arc::new(MemoryStore::new()),
+        Box::new(TestGovernance { known: Vec::new() }),
+    );
+    lone.peer_up(1, PeerInfo::default(), now);
+    let mut huge = b"gov:needs:gov:never".to_vec();
+    huge.resize(SyncConfig::default().gossip_bytes_max + 1, b'x');
+    let answer = Response::Heads {
+        commits: Vec::new(),
+        governance: vec![huge],
+        equivocations: Vec::new(),
+    };
+    let id = match lone.poll_output() {
+        Some(Output::Request { id, .. }) => id,
+        other => panic!("expected the heads request, got {other:?}"),
+    };
+    lone.on_response(&1, id, Ok(&answer.encode()), now);
+    assert_eq!(lone.governance_waiting(), 0);
 }
 
 #[test]
