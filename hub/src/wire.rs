@@ -19,6 +19,18 @@ use meridian_registry::Cid;
 pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Largest gossip message (a head, a governance document or a proof) accepted by default.
 pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
+/// Gossip messages at least this big are followed by a "don't want" notice (gossipsub v1.2's
+/// IDONTWANT): a node that receives one tells its other peers at once that it has it, so they
+/// skip sending it another copy. Heads (a signed commit, about 300 bytes), governance documents
+/// and proofs are all above it; the notice (the 32-byte [`gossip_id`]) costs far less than the
+/// copies it saves.
+pub const DONT_WANT_BYTES_MIN: usize = 128;
+
+/// The id a gossip message is known by between peers: the blake3 hash of its encoded bytes
+/// (gossipsub's message id in the daemon, and what "don't want" notices name).
+pub fn gossip_id(encoded: &[u8]) -> [u8; 32] {
+    *blake3::hash(encoded).as_bytes()
+}
 
 /// Something broadcast to every peer (gossipsub topics in production).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@ use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::{BlockStore, MemoryStore};
 use tokio::sync::mpsc;
 
+use crate::gossip::GossipRouter;
 use crate::transport::{
     DIAL_TIMEOUT, Frame, LINK_IDLE_MAX, REDIAL_BACKOFF_MAX, read_frame, write_frame, write_frames,
 };
@@ -139,6 +140,9 @@ pub struct Observed {
     /// The part of `bytes_in` that answered the node's own requests (blocks and heads it
     /// fetched); the rest is gossip and the requests of peers it serves.
     pub bytes_answers: Vec<u64>,
+    /// The part of `bytes_in` that asked the node for something (the requests of the peers it
+    /// serves).
+    pub bytes_requests: Vec<u64>,
     /// When (simulated ms) each node imported each commit.
     pub imported: Vec<HashMap<Cid, u64>>,
     /// Command channels of running nodes.
@@ -281,6 +285,7 @@ impl World {
             observed: Mutex::new(Observed {
                 bytes_in: vec![0; n],
                 bytes_answers: vec![0; n],
+                bytes_requests: vec![0; n],
                 imported: vec![HashMap::new(); n],
                 commands: (0..n).map(|_| None).collect(),
                 offenses: vec![Default::default(); n],
@@ -475,8 +480,10 @@ fn attach(
                 Ok(Ok(Some((frame, bytes)))) => {
                     let fate = world.observe(|o| {
                         o.bytes_in[node] += bytes as u64;
-                        if matches!(frame, Frame::Response(..)) {
-                            o.bytes_answers[node] += bytes as u64;
+                        match frame {
+                            Frame::Response(..) => o.bytes_answers[node] += bytes as u64,
+                            Frame::Request(..) => o.bytes_requests[node] += bytes as u64,
+                            _ => {}
                         }
                         if across {
                             o.cross_region_node_bytes += bytes as u64;
@@ -650,12 +657,12 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
         Engine::new(world.config.clone(), Arc::new(store.clone()), hooks);
     let mut links: HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)> = HashMap::new();
     let mut deferred: HashMap<u64, (usize, Vec<u8>)> = HashMap::new();
-    let send_to_all_but = |links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
-                           except: Option<usize>,
-                           bytes: &[u8]| {
-        for (peer, (_, link)) in links {
-            if Some(*peer) != except {
-                let _ = link.send(Frame::Gossip(bytes.to_vec()));
+    let mut router = GossipRouter::new(index);
+    let deliver = |links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
+                   frames: Vec<(usize, Frame)>| {
+        for (peer, frame) in frames {
+            if let Some((_, link)) = links.get(&peer) {
+                let _ = link.send(frame);
             }
         }
     };
@@ -670,12 +677,14 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                         engine.on_response(&peer, id, Err("not connected".into()), now());
                     }
                 }
-                Output::Broadcast(gossip) => send_to_all_but(&links, None, &gossip.encode()),
+                Output::Broadcast(gossip) => {
+                    deliver(&links, router.send(None, &gossip.encode()));
+                }
                 Output::Forward { id, verdict } => {
                     if let Some((from, bytes)) = deferred.remove(&id)
                         && verdict == Verdict::Accept
                     {
-                        send_to_all_but(&links, Some(from), &bytes);
+                        deliver(&links, router.send(Some(from), &bytes));
                     }
                 }
                 Output::Import {
@@ -715,7 +724,11 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
         }
         let offenses = engine.stats().offenses.clone();
         world.observe(|o| o.offenses[index] = offenses);
-        let deadline = engine.next_deadline();
+        let engine_due = engine.next_deadline();
+        let deadline = match (engine_due, router.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
             match deadline {
                 Some(at) => {
@@ -732,29 +745,47 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                 Some(None | Some(Event::Late(..))) => {}
                 Some(Some(Event::Up((peer, id), link))) => {
                     // A redialled connection replaces the old one.
+                    let region = world.peer_region(peer);
+                    router.peer_up(
+                        peer,
+                        region != world.peer_region(index),
+                        peer >= world.specs.len(),
+                    );
                     if links.insert(peer, (id, link)).is_some() {
                         engine.peer_down(&peer, now());
                     }
-                    let info = PeerInfo {
-                        did: None,
-                        region: world.peer_region(peer),
-                    };
+                    let info = PeerInfo { did: None, region };
                     engine.peer_up(peer, info, now());
                 }
                 Some(Some(Event::Down((peer, id)))) => {
                     if links.get(&peer).is_some_and(|(current, _)| *current == id) {
                         links.remove(&peer);
+                        router.peer_down(peer);
                         engine.peer_down(&peer, now());
                     }
                 }
                 Some(Some(Event::Frame(peer, frame))) => match frame {
-                    Frame::Gossip(bytes) => match engine.on_gossip(&peer, &bytes, now()) {
-                        Verdict::Defer(id) => {
-                            deferred.insert(id, (peer, bytes));
+                    Frame::Gossip(bytes) => {
+                        // Like gossipsub v1.2: on first sight of a big message every other
+                        // peer is told at once, before validation, so that peers forwarding
+                        // it later skip this node.
+                        let (_, notices) = router.on_gossip(peer, &bytes);
+                        deliver(&links, notices);
+                        match engine.on_gossip(&peer, &bytes, now()) {
+                            Verdict::Defer(id) => {
+                                deferred.insert(id, (peer, bytes));
+                            }
+                            Verdict::Accept => deliver(&links, router.send(Some(peer), &bytes)),
+                            Verdict::Ignore | Verdict::Reject => {}
                         }
-                        Verdict::Accept => send_to_all_but(&links, Some(peer), &bytes),
-                        Verdict::Ignore | Verdict::Reject => {}
-                    },
+                    }
+                    Frame::DontWant(id) => router.on_dont_want(peer, id),
+                    Frame::IHave(id) => router.on_ihave(peer, id, now().ms),
+                    Frame::IWant(id) => {
+                        if let Some(frame) = router.on_iwant(peer, id) {
+                            deliver(&links, vec![(peer, frame)]);
+                        }
+                    }
                     Frame::Request(id, bytes) => {
                         let mut answer = engine.on_request(&peer, &bytes, now());
                         if spec.behaviour == Behaviour::TamperResponses {
@@ -783,18 +814,29 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     }
                     engine.announce(block);
                 }
-                Some(Command::Inject(bytes)) => send_to_all_but(&links, None, &bytes),
+                // A misbehaving node sends to everyone, whatever they said they have.
+                Some(Command::Inject(bytes)) => {
+                    for (_, link) in links.values() {
+                        let _ = link.send(Frame::Gossip(bytes.clone()));
+                    }
+                }
                 Some(Command::Governance(block)) => {
                     if let Some(admin) = &admin
                         && admin.take(&block, now().unix) == GovernanceOutcome::New
                     {
                         let gossip = meridian_node::sync::wire::Gossip::Governance(block);
-                        send_to_all_but(&links, None, &gossip.encode());
+                        deliver(&links, router.send(None, &gossip.encode()));
                     }
                 }
                 None => return Ok(()),
             },
-            () = sleep => engine.on_timer(now()),
+            () = sleep => {
+                let now = now();
+                if engine_due.is_some_and(|at| at <= now.ms) {
+                    engine.on_timer(now);
+                }
+                deliver(&links, router.on_timer(now.ms));
+            }
         }
     }
 }

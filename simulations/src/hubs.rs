@@ -475,7 +475,13 @@ fn serve_link(
                     });
                 }
                 Frame::Response(id, bytes) => egress.answered(id, bytes),
-                Frame::Hello(_) | Frame::Ping => {}
+                // The hub pushes heads from its own state, not by forwarding gossip: nodes
+                // send it every message in full, and its notices have nothing to suppress.
+                Frame::Hello(_)
+                | Frame::Ping
+                | Frame::DontWant(_)
+                | Frame::IHave(_)
+                | Frame::IWant(_) => {}
             }
         }
         push.abort();

@@ -8,6 +8,8 @@
 //! turmoil TCP instead of libp2p; quinn runs over turmoil UDP).
 //!
 //! - [`federation`]: simulated nodes (engine + in-memory store + framed transport);
+//! - [`gossip`]: how a simulated node spreads gossip (eager to a few peers, announced to the
+//!   rest, as gossipsub does in the daemon);
 //! - [`scenarios`]: the scenario table, topologies, shared registries and publish-converge;
 //! - [`runner`]: runs a world under a schedule of faults, and the checks scenarios share;
 //! - [`faults`]: partition-heal, churn, byzantine and swarm;
@@ -18,6 +20,7 @@
 
 pub mod faults;
 pub mod federation;
+pub mod gossip;
 pub mod governance;
 pub mod hub_scenarios;
 pub mod hubs;

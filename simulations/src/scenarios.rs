@@ -321,7 +321,8 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
     let mut sim = crate::runner::simulation(&world, topology, seed, Duration::from_secs(60));
 
     let outcome: Arc<Mutex<Option<(u64, u64)>>> = Arc::new(Mutex::new(None));
-    let bytes_before: Arc<Mutex<(Vec<u64>, Vec<u64>)>> = Arc::new(Mutex::new(Default::default()));
+    type Counters = (Vec<u64>, Vec<u64>, Vec<u64>);
+    let bytes_before: Arc<Mutex<Counters>> = Arc::new(Mutex::new(Default::default()));
     {
         let world = world.clone();
         let outcome = outcome.clone();
@@ -331,7 +332,13 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
             // Let the mesh form and the first head exchanges finish.
             tokio::time::sleep(Duration::from_secs(2)).await;
             if let Ok(mut slot) = bytes_before.lock() {
-                *slot = world.observe(|o| (o.bytes_in.clone(), o.bytes_answers.clone()));
+                *slot = world.observe(|o| {
+                    (
+                        o.bytes_in.clone(),
+                        o.bytes_answers.clone(),
+                        o.bytes_requests.clone(),
+                    )
+                });
             }
             let start = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
             let commit = second.commit_cid;
@@ -393,7 +400,8 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
                     .map(|at| at.saturating_sub(start)),
             );
         }
-        let (before, answers_before) = bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
+        let (before, answers_before, requests_before) =
+            bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
         let since = |now: &[u64], before: &[u64]| -> Vec<u64> {
             now.iter()
                 .enumerate()
@@ -401,13 +409,23 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
                 .map(|(i, b)| b.saturating_sub(before.get(i).copied().unwrap_or(0)))
                 .collect()
         };
-        // Everything a node received (gossip, answers, the requests of peers it served), and
-        // the answers to its own requests alone: what it fetched.
+        // Everything a node received (gossip, answers, the requests of peers it served); what
+        // it received for its own copy of the change (all but those requests); and the
+        // answers to its own requests alone: what it fetched.
+        let all = since(&o.bytes_in, &before);
+        let served = since(&o.bytes_requests, &requests_before);
+        let own: Vec<u64> = all
+            .iter()
+            .zip(&served)
+            .map(|(all, served)| all - served)
+            .collect();
         for (key_max, key_median, mut bytes) in [
+            ("bytes_per_node_max", "bytes_per_node_median", all),
+            ("own_bytes_per_node_max", "own_bytes_per_node_median", own),
             (
-                "bytes_per_node_max",
-                "bytes_per_node_median",
-                since(&o.bytes_in, &before),
+                "request_bytes_per_node_max",
+                "request_bytes_per_node_median",
+                served,
             ),
             (
                 "answer_bytes_per_node_max",

@@ -10,6 +10,10 @@
 //! ping     = kind 5, no body: "this link is alive" (sent when a link is otherwise idle)
 //! source   = kind 6, body: a sync gossip head the sender published: its blocks can be
 //!            fetched from the sender (what a node's signed `Meridian-Source` says to its hub)
+//! dontwant = kind 7, body: a 32-byte gossip id: "I have this message, do not send it to me"
+//!            (gossipsub v1.2's IDONTWANT)
+//! ihave    = kind 8, body: a 32-byte gossip id: "I have this message" (gossipsub's IHAVE)
+//! iwant    = kind 9, body: a 32-byte gossip id: "send me this message" (gossipsub's IWANT)
 //! ```
 //!
 //! turmoil's TCP drops the segments a partition cuts and never retransmits them, so a cut
@@ -49,6 +53,13 @@ pub enum Frame {
     /// A head the sender published (a gossip message), sent to its hub: the hub may fetch
     /// the head's blocks from the sender.
     Source(Vec<u8>),
+    /// The sender already has the gossip message with this id (`wire::gossip_id`): do not
+    /// send it a copy.
+    DontWant([u8; 32]),
+    /// The sender has the gossip message with this id, for the asking.
+    IHave([u8; 32]),
+    /// Send the gossip message with this id.
+    IWant([u8; 32]),
 }
 
 impl Frame {
@@ -63,6 +74,9 @@ impl Frame {
                 return out;
             }
             Frame::Ping => return vec![0, 0, 0, 1, 5],
+            Frame::DontWant(id) => (7, None, &id[..]),
+            Frame::IHave(id) => (8, None, &id[..]),
+            Frame::IWant(id) => (9, None, &id[..]),
             Frame::Gossip(body) => (2, None, body),
             Frame::Source(body) => (6, None, body),
             Frame::Request(id, body) => (3, Some(*id), body),
@@ -83,6 +97,9 @@ impl Frame {
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
         let (&kind, rest) = bytes.split_first().ok_or_else(|| bad("empty frame"))?;
+        let gossip_id = |rest: &[u8]| -> std::io::Result<[u8; 32]> {
+            rest.try_into().map_err(|_| bad("a gossip id is 32 bytes"))
+        };
         let id = |rest: &[u8]| -> std::io::Result<(u64, Vec<u8>)> {
             if rest.len() < 8 {
                 return Err(bad("frame too short for its id"));
@@ -102,6 +119,9 @@ impl Frame {
             4 => id(rest).map(|(id, body)| Frame::Response(id, body)),
             5 if rest.is_empty() => Ok(Frame::Ping),
             6 => Ok(Frame::Source(rest.to_vec())),
+            7 => Ok(Frame::DontWant(gossip_id(rest)?)),
+            8 => Ok(Frame::IHave(gossip_id(rest)?)),
+            9 => Ok(Frame::IWant(gossip_id(rest)?)),
             _ => Err(bad("unknown frame kind")),
         }
     }
@@ -169,6 +189,9 @@ mod tests {
             Frame::Response(u64::MAX, vec![]),
             Frame::Ping,
             Frame::Source(b"s".to_vec()),
+            Frame::DontWant([7; 32]),
+            Frame::IHave([8; 32]),
+            Frame::IWant([9; 32]),
         ];
         let mut bytes = Vec::new();
         for frame in &frames {
@@ -186,5 +209,9 @@ mod tests {
         assert!(read_frame(&mut &unknown[..]).await.is_err());
         let ping_with_body = [0, 0, 0, 2, 5, 0];
         assert!(read_frame(&mut &ping_with_body[..]).await.is_err());
+        for kind in [7, 8, 9] {
+            let short_id = [0, 0, 0, 3, kind, 1, 2];
+            assert!(read_frame(&mut &short_id[..]).await.is_err());
+        }
     }
 }

@@ -401,8 +401,11 @@ pub fn build_swarm(
         // Heads are forwarded after their snapshot is imported: keep them that long.
         .history_length(30)
         .message_id_fn(|message: &gossipsub::Message| {
-            gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+            gossipsub::MessageId::from(crate::sync::wire::gossip_id(&message.data).to_vec())
         })
+        // Heads are smaller than gossipsub's default threshold (1,000 bytes): without this,
+        // a node gets a full copy from every mesh peer that forwards before hearing from it.
+        .idontwant_message_size_threshold(crate::sync::wire::DONT_WANT_BYTES_MIN)
         .build()
         .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
     let response_bytes_max = config.message_bytes_max;
