@@ -99,7 +99,7 @@ pub enum Command {
     /// Send these bytes as gossip to every link, unchecked: what a misbehaving node does.
     Inject(Vec<u8>),
     /// A governance document an admin hands this node: applied to its governance, then
-    /// gossiped to every link.
+    /// gossiped on (see [`crate::gossip`]).
     Governance(Vec<u8>),
 }
 
