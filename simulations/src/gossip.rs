@@ -40,6 +40,9 @@ pub const IDS_KEPT: usize = 256;
 pub const MESSAGES_KEPT: usize = 64;
 /// Most messages announced to the node and not yet received that it keeps asking for.
 pub const WANTS_MAX: usize = 256;
+/// Most of those one peer may have announced (a peer announcing ids it never serves cannot
+/// crowd out the others' announcements).
+pub const WANTS_PER_PEER_MAX: usize = 32;
 
 /// A bounded set that forgets its oldest member first.
 #[derive(Debug, Default)]
@@ -206,6 +209,14 @@ impl GossipRouter {
         };
         state.has.insert(id);
         if self.seen.contains(&id) {
+            return;
+        }
+        let announced = self
+            .wants
+            .values()
+            .filter(|want| want.sources.contains(&peer))
+            .count();
+        if announced >= WANTS_PER_PEER_MAX {
             return;
         }
         if let Some(want) = self.wants.get_mut(&id) {
@@ -410,9 +421,21 @@ mod tests {
 
     #[test]
     fn wants_and_remembered_ids_are_bounded() {
-        let mut router = router_with(1);
+        let mut router = GossipRouter::new(0);
+        let peers = WANTS_MAX / WANTS_PER_PEER_MAX + 2;
+        for peer in 1..=peers {
+            router.peer_up(peer, false, false);
+        }
         for n in 0..(WANTS_MAX + 10) as u32 {
             router.on_ihave(1, gossip_id(&n.to_be_bytes()), 0);
+        }
+        // One peer alone gets no more than its share.
+        assert_eq!(router.wants.len(), WANTS_PER_PEER_MAX);
+        for peer in 2..=peers {
+            for n in 0..(WANTS_MAX + 10) as u32 {
+                let id = gossip_id(&[&(peer as u32).to_be_bytes()[..], &n.to_be_bytes()].concat());
+                router.on_ihave(peer, id, 0);
+            }
         }
         assert_eq!(router.wants.len(), WANTS_MAX);
         let peer = &router.peers[&1];
@@ -420,6 +443,7 @@ mod tests {
         assert_eq!(peer.has.members.len(), IDS_KEPT);
         // A peer gone is no longer a source.
         router.peer_down(1);
-        assert!(router.on_timer(IWANT_WAIT_MS).is_empty());
+        let asks = router.on_timer(IWANT_WAIT_MS);
+        assert!(!asks.is_empty() && asks.iter().all(|(peer, _)| *peer != 1));
     }
 }
