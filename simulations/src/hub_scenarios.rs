@@ -378,14 +378,63 @@ pub fn hub_latency(seed: u64) -> Report {
 
 // ---------------------------------------------------------------- hub-churn
 
+/// What happens to one region's hub in a hub-churn run (drawn from the seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubFate {
+    /// Crashes once and starts again with its store (comes back warm).
+    Restarts,
+    /// Is not there when the run starts and joins mid-run with an empty store.
+    Joins,
+    /// Crashes and never comes back: its region's nodes carry on over the mesh.
+    Leaves,
+}
+
+impl HubFate {
+    /// The fate of each of `regions` hubs: half restart, a quarter join late, a quarter leave
+    /// for good; a lying hub always restarts (it must be there to be caught).
+    pub fn draw(rng: &mut Rng, regions: usize, liar: Option<usize>) -> Vec<Self> {
+        (0..regions)
+            .map(|region| match rng.below(4) {
+                _ if liar == Some(region) => Self::Restarts,
+                2 => Self::Joins,
+                3 => Self::Leaves,
+                _ => Self::Restarts,
+            })
+            .collect()
+    }
+
+    /// Whether the hub is running when the run ends.
+    pub fn up_at_end(self) -> bool {
+        self != Self::Leaves
+    }
+}
+
+/// Whether the heads a hub persisted include the commit `commit` (read from its store, as a
+/// restarted hub would).
+fn hub_holds_head(slot: &crate::hubs::HubSlot, commit: &Cid) -> bool {
+    let Ok(tree) = slot.db.open_tree("heads") else {
+        return false;
+    };
+    tree.iter().flatten().any(|(_, value)| {
+        // upstream '\n' tag block
+        value
+            .iter()
+            .position(|b| *b == b'\n')
+            .and_then(|split| value.get(split + 2..))
+            .is_some_and(|block| meridian_registry::ids::dag_cbor_cid(block) == *commit)
+    })
+}
+
 /// "hub-churn": 30 nodes in 3 regions, each region with a hub, nodes also linked across
-/// regions (the mesh the nodes fall back to). The publisher publishes four changes while
-/// every hub crashes and restarts once (its store survives, so it comes back warm) and four
-/// nodes do, and the trunk between hubs loses, reorders and duplicates datagrams; in one run of
+/// regions (the mesh the nodes fall back to). The publisher publishes four changes while each
+/// hub, by a draw from the seed, crashes and restarts once (its store survives, so it comes
+/// back warm), joins late with an empty store, or leaves for good; four nodes crash and
+/// restart, and the trunk between hubs loses, reorders and duplicates datagrams; in one run of
 /// three, one hub also tampers with every answer it gives its nodes.
 /// After the faults every node must hold the last change with every block (nothing from the
-/// lying hub gets in), nobody may blame an honest node or hub for a lie, the lying hub must be
-/// caught, and every block in every hub's store must match its CID.
+/// lying hub gets in; the nodes of a hub that left get it over the mesh), nobody may blame an
+/// honest node or hub for a lie, the lying hub must be caught, a hub that joined must hold the
+/// last head, and every block in every hub's store must match its CID.
 pub fn hub_churn(seed: u64) -> Report {
     const SCENARIO: &str = "hub-churn";
     let mut rng = Rng::new(seed);
@@ -425,11 +474,26 @@ pub fn hub_churn(seed: u64) -> Report {
         0,
         Action::TrunkFaults(0.02, std::time::Duration::from_millis(40)),
     ));
-    for region in 0..topology.regions {
+    let fates = HubFate::draw(&mut rng, topology.regions, liar);
+    for (region, fate) in fates.iter().enumerate() {
         let down = 1_500 + rng.below(6_500) as u64;
         let up = down + 300 + rng.below(2_000) as u64;
-        schedule.push(at(down, Action::CrashHub(region)));
-        schedule.push(at(up, Action::RestartHub(region)));
+        match fate {
+            HubFate::Restarts => {
+                schedule.push(at(down, Action::CrashHub(region)));
+                schedule.push(at(up, Action::RestartHub(region)));
+            }
+            // Down before its software first runs: the hub starts for the first time later,
+            // between the first and the third change, with the empty store a new hub has.
+            HubFate::Joins => {
+                schedule.push(at(0, Action::CrashHub(region)));
+                schedule.push(at(
+                    1_000 + rng.below(5_000) as u64,
+                    Action::RestartHub(region),
+                ));
+            }
+            HubFate::Leaves => schedule.push(at(down, Action::CrashHub(region))),
+        }
     }
     for node in crate::faults::pick_nodes(&mut rng, 4, n) {
         let down = 2_000 + rng.below(6_000) as u64;
@@ -447,7 +511,15 @@ pub fn hub_churn(seed: u64) -> Report {
         seed,
         schedule,
         10_500 + SETTLE_MAX_MS,
-        |w| all_imported(w, &everyone, &last) && w.observe(|o| o.hubs.iter().all(Option::is_some)),
+        |w| {
+            all_imported(w, &everyone, &last)
+                && w.observe(|o| {
+                    o.hubs
+                        .iter()
+                        .zip(&fates)
+                        .all(|(hub, fate)| hub.is_some() == fate.up_at_end())
+                })
+        },
     );
     let legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
     let mut failures = common_checks(&world, &outcome, &chain[4], &legit);
@@ -466,14 +538,26 @@ pub fn hub_churn(seed: u64) -> Report {
     }
     let (checked, problems) = check_hub_stores(&world);
     failures.extend(problems);
-    let hub_restarts: u32 =
-        world.observe(|o| o.hub_starts.iter().map(|s| s.saturating_sub(1)).sum());
-    if hub_restarts as usize != topology.regions {
-        failures.push(format!(
-            "{hub_restarts} hub restarts, {} scheduled",
-            topology.regions
-        ));
+    let starts = world.observe(|o| o.hub_starts.clone());
+    for (region, fate) in fates.iter().enumerate() {
+        let expected = match fate {
+            HubFate::Restarts => 2,
+            HubFate::Joins | HubFate::Leaves => 1,
+        };
+        if starts.get(region) != Some(&expected) {
+            failures.push(format!(
+                "the hub of region {region} ({fate:?}) started {:?} times, {expected} expected",
+                starts.get(region)
+            ));
+        }
+        if *fate == HubFate::Joins && !hub_holds_head(&world.hubs[region], &last) {
+            failures.push(format!(
+                "the hub that joined region {region} does not hold the last head"
+            ));
+        }
     }
+    let count = |wanted: HubFate| fates.iter().filter(|f| **f == wanted).count();
+    let hub_restarts = count(HubFate::Restarts);
     report(
         SCENARIO,
         seed,
@@ -483,8 +567,11 @@ pub fn hub_churn(seed: u64) -> Report {
                 "converge_after_churn_ms",
                 crate::faults::settle_ms(&outcome),
             ),
-            ("crashes", json!(outcome.crashes)),
+            // A hub that joins late is held down from the start; that is not a crash.
+            ("crashes", json!(outcome.crashes - count(HubFate::Joins))),
             ("hub_restarts", json!(hub_restarts)),
+            ("hubs_joined", json!(count(HubFate::Joins))),
+            ("hubs_left", json!(count(HubFate::Leaves))),
             ("lying_hub", liar.map_or(Value::Null, |r| json!(r))),
             (
                 "trunk_datagrams_duplicated",
