@@ -77,6 +77,9 @@ hub = ""
 # Most peer connections at once, and so the most peers; a connection past it is refused (at most
 # two per peer, a quarter of it still being set up).
 connections_max = 256
+# Memory all syncs together may hold in fetched blocks not yet imported, in MiB. Past it only the
+# sync holding the most fetches on (one snapshot larger than this still syncs).
+sync_memory_mib = 512
 
 [log]
 # "text" for people, "json" for log collectors. Verbosity comes from RUST_LOG (default "info").
@@ -101,6 +104,8 @@ pub struct MeshSection {
     pub hub: String,
     /// Most peer connections at once (a new connection past it is refused).
     pub connections_max: u32,
+    /// MiB of fetched, not yet imported blocks all syncs together may hold.
+    pub sync_memory_mib: u64,
 }
 
 impl Default for MeshSection {
@@ -113,6 +118,7 @@ impl Default for MeshSection {
             publishers_max: 10_000,
             hub: String::new(),
             connections_max: 256,
+            sync_memory_mib: 512,
         }
     }
 }
@@ -312,9 +318,17 @@ impl NodeConfig {
         if self.mesh.request_timeout_secs == 0
             || self.mesh.publishers_max == 0
             || self.mesh.connections_max == 0
+            || self.mesh.sync_memory_mib == 0
         {
             bail!(
-                "config mesh.request_timeout_secs, mesh.publishers_max and mesh.connections_max must be above 0"
+                "config mesh.request_timeout_secs, mesh.publishers_max, mesh.connections_max and mesh.sync_memory_mib must be above 0"
+            );
+        }
+        if self.mesh.sync_memory_mib > 1 << 30 {
+            bail!(
+                "config mesh.sync_memory_mib is {} MiB; at most {} (a petabyte)",
+                self.mesh.sync_memory_mib,
+                1u64 << 30
             );
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
@@ -372,6 +386,11 @@ mod tests {
         assert!(err(&[("MERIDIAN_HTTP_LISTEN", "nowhere")]).contains("http.listen"));
         assert!(err(&[("MERIDIAN_NODE_REGION", "Not A Region")]).contains("node.region"));
         assert!(err(&[("MERIDIAN_LOG_FORMAT", "xml")]).contains("log.format"));
+        assert!(err(&[("MERIDIAN_MESH_SYNC_MEMORY_MIB", "0")]).contains("mesh.sync_memory_mib"));
+        assert!(
+            err(&[("MERIDIAN_MESH_SYNC_MEMORY_MIB", "18446744073709551615")])
+                .contains("mesh.sync_memory_mib")
+        );
         assert!(err(&[("MERIDIAN_HTTP_SURPRISE", "1")]).contains("surprise"));
         assert!(err(&[("MERIDIAN_HTTP_BODY_BYTES_MAX", "many")]).contains("body_bytes_max"));
     }

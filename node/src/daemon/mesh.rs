@@ -479,6 +479,12 @@ fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
     state
         .metrics
         .set_gauge("meridian_sync_bytes_fetched", stats.bytes_fetched);
+    state
+        .metrics
+        .set_gauge("meridian_sync_held_bytes", stats.held_bytes);
+    state
+        .metrics
+        .set_gauge("meridian_sync_waiting_memory", stats.syncs_waiting_memory);
     let lag: u64 = engine
         .lag()
         .iter()
@@ -499,7 +505,8 @@ pub async fn run(
     let sync_config = SyncConfig {
         region: Some(state.config.node.region.clone()),
         publishers_max: mesh.publishers_max,
-        request_timeout_ms: mesh.request_timeout_secs * 1000,
+        request_timeout_ms: mesh.request_timeout_secs.saturating_mul(1000),
+        held_bytes_max: mesh.sync_memory_mib.saturating_mul(1024 * 1024),
         ..SyncConfig::default()
     };
     let mut swarm = build_swarm(&key, &sync_config, mesh.connections_max)?;

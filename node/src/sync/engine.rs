@@ -95,6 +95,11 @@ pub struct SyncConfig {
     /// gossip left out when no connection broke (otherwise a node whose links stayed up
     /// through a cut never hears of what spread during it). 0 turns it off.
     pub resync_ms: u64,
+    /// Bytes of fetched blocks all syncs together may hold in memory before they are imported.
+    /// Past it only the sync that holds the most goes on asking for blocks (the others wait
+    /// until it is imported), so a snapshot bigger than this still syncs and the node holds at
+    /// most this plus one snapshot (`limits.car_bytes_max`) plus the answers in flight.
+    pub held_bytes_max: u64,
 }
 
 impl Default for SyncConfig {
@@ -119,6 +124,7 @@ impl Default for SyncConfig {
             peers_remembered_max: 4096,
             region: None,
             resync_ms: 5_000,
+            held_bytes_max: 512 * 1024 * 1024,
         }
     }
 }
@@ -321,6 +327,11 @@ pub struct SyncStats {
     pub equivocations: u64,
     /// Invalid messages and blocks, by offense.
     pub offenses: BTreeMap<&'static str, u64>,
+    /// Bytes of fetched blocks the syncs hold now, not yet imported (a gauge).
+    pub held_bytes: u64,
+    /// Syncs that had blocks to ask for but waited because the held bytes reached
+    /// [`SyncConfig::held_bytes_max`], at the last pump (a gauge).
+    pub syncs_waiting_memory: u64,
 }
 
 /// Verifies `contents` as a successor of the store's head for its publisher and stores it: what
@@ -1769,7 +1780,39 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     fn pump(&mut self, now: Now) {
         self.last_ms = self.last_ms.max(now.ms);
         let publishers: Vec<String> = self.publishers.keys().cloned().collect();
+        // Past the memory cap only the sync holding the most asks on: it only grows, so it
+        // keeps the lead until it is imported and its bytes are let go.
+        let held: u64 = self
+            .publishers
+            .values()
+            .filter_map(|s| s.pending.as_ref())
+            .map(|p| p.bytes)
+            .sum();
+        let favoured = (held >= self.config.held_bytes_max)
+            .then(|| {
+                self.publishers
+                    .iter()
+                    .filter_map(|(name, s)| s.pending.as_ref().map(|p| (p.bytes, name)))
+                    .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+                    .map(|(_, name)| name.clone())
+            })
+            .flatten();
+        self.stats.held_bytes = held;
+        self.stats.syncs_waiting_memory = 0;
         for publisher in publishers {
+            if favoured.as_ref().is_some_and(|f| *f != publisher) {
+                if self
+                    .publishers
+                    .get(&publisher)
+                    .and_then(|s| s.pending.as_ref())
+                    .is_some_and(|p| {
+                        !p.importing && (!p.want.is_empty() || p.delta != DeltaState::Done)
+                    })
+                {
+                    self.stats.syncs_waiting_memory += 1;
+                }
+                continue;
+            }
             loop {
                 if self.requests.len() >= self.config.requests_total {
                     return;

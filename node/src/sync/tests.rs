@@ -231,32 +231,38 @@ impl Net {
     /// Runs until nothing is queued and no timer is due; timers advance virtual time.
     fn run(&mut self) {
         for _ in 0..100_000 {
-            self.drain_outputs();
-            if let Some(message) = self.queue.pop_front() {
-                self.deliver(message);
-                continue;
-            }
-            let next = self
-                .nodes
-                .iter()
-                .filter_map(|n| n.engine.next_deadline())
-                .min();
-            match next {
-                Some(deadline) => {
-                    let busy = self.nodes.iter().any(|n| !n.engine.is_idle());
-                    if !busy && deadline > self.now.ms + 60_000 {
-                        return;
-                    }
-                    self.now.ms = self.now.ms.max(deadline);
-                    let now = self.now;
-                    for node in &mut self.nodes {
-                        node.engine.on_timer(now);
-                    }
-                }
-                None => return,
+            if !self.step() {
+                return;
             }
         }
         panic!("the network did not settle");
+    }
+
+    /// Delivers one message, or fires the next timers; false once the network has settled.
+    fn step(&mut self) -> bool {
+        self.drain_outputs();
+        if let Some(message) = self.queue.pop_front() {
+            self.deliver(message);
+            return true;
+        }
+        let next = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.engine.next_deadline())
+            .min();
+        let Some(deadline) = next else {
+            return false;
+        };
+        let busy = self.nodes.iter().any(|n| !n.engine.is_idle());
+        if !busy && deadline > self.now.ms + 60_000 {
+            return false;
+        }
+        self.now.ms = self.now.ms.max(deadline);
+        let now = self.now;
+        for node in &mut self.nodes {
+            node.engine.on_timer(now);
+        }
+        true
     }
 
     fn head(&self, node: usize, publisher: usize) -> Option<Head> {
@@ -1119,4 +1125,50 @@ fn a_bad_score_survives_a_reconnect_and_recovers_with_time() {
     engine.peer_up(8, PeerInfo::default(), now);
     engine.peer_down(&8, now);
     assert_eq!(engine.peer_score(&8), None);
+}
+
+/// Node 2 mirrors two fresh 300-agent snapshots (nodes 0 and 1 publish one each) with the
+/// held-bytes cap `cap`; returns the most bytes it held at once and whether a sync ever waited
+/// for memory.
+fn mirror_two_snapshots(cap: u64) -> (u64, bool) {
+    let config = SyncConfig {
+        blocks_per_request: 16,
+        held_bytes_max: cap,
+        ..SyncConfig::default()
+    };
+    let mut net = Net::new(3, config);
+    net.link(0, 2);
+    net.link(1, 2);
+    let a = build(&net.keys[0].clone(), 300, 0..0, None);
+    let b = build(&net.keys[1].clone(), 300, 0..0, None);
+    publish(&mut net, 0, &a);
+    publish(&mut net, 1, &b);
+    let (mut peak, mut waited) = (0, false);
+    for _ in 0..100_000 {
+        if !net.step() {
+            break;
+        }
+        let stats = net.nodes[2].engine.stats();
+        peak = peak.max(stats.held_bytes);
+        waited |= stats.syncs_waiting_memory > 0;
+    }
+    assert_eq!(net.head(2, 0).map(|h| h.commit), Some(a.commit_cid));
+    assert_eq!(net.head(2, 1).map(|h| h.commit), Some(b.commit_cid));
+    assert_eq!(net.nodes[2].engine.stats().held_bytes, 0, "all let go");
+    (peak, waited)
+}
+
+#[test]
+fn past_the_memory_cap_one_sync_at_a_time_fetches() {
+    let (free_peak, free_waited) = mirror_two_snapshots(u64::MAX);
+    assert!(!free_waited);
+    // A cap far below one snapshot: the second sync waits for the first to be imported,
+    // and both still complete.
+    let (capped_peak, capped_waited) = mirror_two_snapshots(1);
+    assert!(capped_waited, "a sync waited for memory");
+    eprintln!("peak held bytes: {free_peak} without a cap, {capped_peak} with");
+    assert!(
+        capped_peak * 4 < free_peak * 3,
+        "capped {capped_peak} against {free_peak}"
+    );
 }
