@@ -35,11 +35,31 @@ use super::http::{ApiError, NodeState};
 /// Where governance documents are kept under the data directory.
 pub const GOVERNANCE_DIR: &str = "governance";
 
+/// Root versions a node passes on to peers (the newest ones): a peer that many versions behind
+/// can follow the chain from what the mesh tells it; one further behind needs the chain from an
+/// admin or a hub.
+pub const ROOT_HISTORY_MAX: usize = 64;
+
 struct Inner {
     root: Option<TrustedRoot>,
+    /// The root versions this node trusted, oldest first (the configured one, then each
+    /// accepted successor), at most [`ROOT_HISTORY_MAX`]: a peer behind by several versions
+    /// needs every one in between.
+    root_history: Vec<Vec<u8>>,
     attestations: AttestationSet,
     policy: PolicyState,
     registrations: BTreeMap<String, Registration>,
+}
+
+impl Inner {
+    /// Records a root version just trusted, dropping the oldest past [`ROOT_HISTORY_MAX`].
+    fn remember_root(&mut self, block: Vec<u8>) {
+        self.root_history.push(block);
+        if self.root_history.len() > ROOT_HISTORY_MAX {
+            let excess = self.root_history.len() - ROOT_HISTORY_MAX;
+            self.root_history.drain(..excess);
+        }
+    }
 }
 
 /// Governance as one node sees it.
@@ -71,6 +91,7 @@ impl Governance {
         let dir = data.join(GOVERNANCE_DIR);
         let mut inner = Inner {
             root: None,
+            root_history: Vec::new(),
             attestations: AttestationSet::new(),
             policy: PolicyState::new(),
             registrations: BTreeMap::new(),
@@ -84,6 +105,7 @@ impl Governance {
             let mut trusted =
                 TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
                     .with_context(|| format!("config governance.root: {}", root_file.display()))?;
+            inner.root_history.push(trusted.current().to_block());
             // Newer versions received earlier, oldest first.
             let mut newer: Vec<RootDocument> = cbor_files(&dir.join("roots"))
                 .iter()
@@ -97,8 +119,10 @@ impl Governance {
             newer.sort_by_key(|r| r.body.version);
             for next in newer {
                 let version = next.body.version;
-                if let Err(error) = trusted.update(next) {
-                    tracing::warn!(version, %error, "ignoring a stored root version");
+                let block = next.to_block();
+                match trusted.update(next) {
+                    Ok(()) => inner.remember_root(block),
+                    Err(error) => tracing::warn!(version, %error, "ignoring a stored root version"),
                 }
             }
             trusted
@@ -205,6 +229,7 @@ impl Governance {
             .map_err(rejected)?;
         self.persist("roots", &format!("{version:08}"), block)?;
         *root = candidate;
+        inner.remember_root(block.to_vec());
         Ok(version)
     }
 
@@ -292,16 +317,17 @@ impl Governance {
         Outcome::Malformed("not a root, policy bundle or attestation".into())
     }
 
-    /// Every document a peer needs to reach this node's governance state: the root in force,
-    /// the policy and the attestations.
+    /// Every document a peer needs to reach this node's governance state: the root versions
+    /// (oldest first, up to [`ROOT_HISTORY_MAX`] of them, so a peer several versions behind
+    /// can follow the chain), the policy and the attestations.
     pub fn documents(&self) -> Vec<Vec<u8>> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
-        let Some(root) = &inner.root else {
+        if inner.root.is_none() {
             return Vec::new();
-        };
-        let mut documents = vec![root.current().to_block()];
+        }
+        let mut documents = inner.root_history.clone();
         documents.extend(inner.policy.current().map(|p| p.to_block()));
         documents.extend(inner.attestations.all().map(|a| a.to_block()));
         documents
@@ -667,4 +693,115 @@ pub async fn list_registrations(
         .map(|(id, r)| json!({ "id": id, "org": r.org, "domain": r.domain, "contact": r.contact, "keys": r.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "block": b64(&r.to_block()) }))
         .collect();
     Ok(Json(json!({ "registrations": list })))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use meridian_governance::document::KeySet;
+    use meridian_governance::root::{RoleName, RootBody, RootDocument};
+    use meridian_registry::keys::Keypair;
+
+    use super::*;
+    use crate::sync::GovernanceOutcome;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn key(tag: u8) -> Keypair {
+        Keypair::from_secret(&[tag; 32])
+    }
+
+    /// Root version `version`, its root role held by key `version`, signed by the previous
+    /// version's root key and its own (as a rotation must be).
+    fn root(version: u64) -> Vec<u8> {
+        let one = |key: Keypair| KeySet {
+            keys: vec![key.public()],
+            threshold: 1,
+        };
+        let roles = BTreeMap::from([
+            (RoleName::Root, one(key(version as u8))),
+            (RoleName::Attest, one(key(200))),
+            (RoleName::Policy, one(key(201))),
+            (RoleName::Witness, one(key(202))),
+        ]);
+        let mut document = RootDocument::new(RootBody {
+            version,
+            created_at: NOW - 60,
+            expires_at: NOW + 86_400,
+            roles,
+        })
+        .unwrap();
+        if version > 1 {
+            document.sign(&key(version as u8 - 1));
+        }
+        document.sign(&key(version as u8));
+        document.to_block()
+    }
+
+    fn load(data: &Path, root_file: &Path) -> Governance {
+        Governance::load(data, Some(root_file), NOW).unwrap()
+    }
+
+    fn version(governance: &Governance) -> u64 {
+        let inner = governance.inner.read().unwrap();
+        inner.root.as_ref().unwrap().current().body.version
+    }
+
+    #[test]
+    fn a_peer_several_root_versions_behind_follows_the_chain_it_is_handed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_file = dir.path().join("root.1.cbor");
+        std::fs::write(&root_file, root(1)).unwrap();
+        let ahead = load(&dir.path().join("ahead"), &root_file);
+        for v in 2..=4 {
+            assert_eq!(ahead.offer_document(&root(v), NOW), GovernanceOutcome::New);
+        }
+        assert_eq!(version(&ahead), 4);
+
+        // A node still on version 1 cannot take version 4 alone (it skips versions) ...
+        let behind = load(&dir.path().join("behind"), &root_file);
+        assert!(matches!(
+            behind.offer_document(&root(4), NOW),
+            GovernanceOutcome::Refused(_)
+        ));
+        // ... but what the node ahead hands its peers carries every version in between, oldest
+        // first.
+        let documents = ahead.documents();
+        assert_eq!(documents[..4], [root(1), root(2), root(3), root(4)]);
+        for document in &documents {
+            behind.offer_document(document, NOW);
+        }
+        assert_eq!(version(&behind), 4);
+
+        // After a restart the node ahead still hands on the whole chain.
+        drop(ahead);
+        let restarted = load(&dir.path().join("ahead"), &root_file);
+        assert_eq!(
+            restarted.documents()[..4],
+            [root(1), root(2), root(3), root(4)]
+        );
+    }
+
+    #[test]
+    fn the_root_history_handed_on_is_bounded() {
+        let mut inner = Inner {
+            root: None,
+            root_history: Vec::new(),
+            attestations: AttestationSet::new(),
+            policy: PolicyState::new(),
+            registrations: BTreeMap::new(),
+        };
+        for v in 0..ROOT_HISTORY_MAX + 5 {
+            inner.remember_root(vec![v as u8]);
+        }
+        assert_eq!(inner.root_history.len(), ROOT_HISTORY_MAX);
+        assert_eq!(inner.root_history[0], vec![5]);
+        assert_eq!(
+            inner.root_history.last(),
+            Some(&vec![(ROOT_HISTORY_MAX + 4) as u8])
+        );
+    }
 }
