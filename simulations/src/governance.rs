@@ -1,8 +1,9 @@
 //! The "governance" scenario: governance documents issued during a run (a policy, an
 //! organisation's revocation, a root rotation, a policy under the new root that denies the
-//! publisher's node key) must take effect on every node, through the same sync engine and the
-//! same `Governance` the node daemon uses, including on a node that was down while they
-//! spread and on one whose clock runs ahead within the tolerance; a node whose clock is past
+//! publisher's node key, a second rotation) must take effect on every node, through the same
+//! sync engine and the same `Governance` the node daemon uses, including on a node that was
+//! down while they spread (it wakes two root versions behind and must follow the chain its
+//! peers hand it) and on one whose clock runs ahead within the tolerance; a node whose clock is past
 //! the documents' expiry must take none of them; and the denial must stop the federation from
 //! mirroring the publisher.
 
@@ -35,6 +36,7 @@ const CLOCK_SKEW_WITHIN_SECS: i64 = 200;
 struct Admins {
     root: Keypair,
     next_root: Keypair,
+    third_root: Keypair,
     attest: Keypair,
     policy: Keypair,
     next_policy: Keypair,
@@ -93,6 +95,9 @@ struct Documents {
     revocation: Vec<u8>,
     root_v2: Vec<u8>,
     policy_v2: Vec<u8>,
+    /// A second rotation (new root key, same policy key): a node that missed both rotations
+    /// needs v2 to take v3.
+    root_v3: Vec<u8>,
 }
 
 fn documents(admins: &Admins) -> Documents {
@@ -102,6 +107,9 @@ fn documents(admins: &Admins) -> Documents {
     let mut root_v2 = root_document(2, &admins.next_root, &admins.next_policy, admins);
     root_v2.sign(&admins.root);
     root_v2.sign(&admins.next_root);
+    let mut root_v3 = root_document(3, &admins.third_root, &admins.next_policy, admins);
+    root_v3.sign(&admins.next_root);
+    root_v3.sign(&admins.third_root);
     let registration =
         Registration::create("sim", "sim.example", "ops@sim.example", &[&publisher_key()])
             .unwrap_or_else(|e| panic!("registration: {e}"));
@@ -124,6 +132,7 @@ fn documents(admins: &Admins) -> Documents {
         revocation: revocation.to_block(),
         root_v2: root_v2.to_block(),
         policy_v2: policy_bundle(2, &admins.next_policy, vec![publisher_key().did()]),
+        root_v3: root_v3.to_block(),
     }
 }
 
@@ -135,6 +144,7 @@ fn admins() -> Admins {
     Admins {
         root: key(0x71),
         next_root: key(0x72),
+        third_root: key(0x77),
         attest: key(0x73),
         policy: key(0x74),
         next_policy: key(0x75),
@@ -203,10 +213,7 @@ pub(crate) fn swarm_governance(n: usize) -> Result<SwarmGovernance, String> {
 
 /// Whether this governance is on root version 2.
 pub(crate) fn on_root_v2(governance: &Governance) -> bool {
-    governance
-        .documents()
-        .iter()
-        .any(|b| RootDocument::decode(b).is_ok_and(|r| r.body.version == 2))
+    governance.root_version() == Some(2)
 }
 
 /// "governance": see the module documentation. Figures: the time for each document to reach
@@ -259,6 +266,7 @@ pub fn governance(seed: u64) -> Report {
         ("revocation", 3_000, docs.revocation.clone()),
         ("root_v2", 4_000, docs.root_v2.clone()),
         ("policy_v2", 5_000, docs.policy_v2.clone()),
+        ("root_v3", 5_200, docs.root_v3.clone()),
     ];
     let mut schedule: Vec<Scheduled> = issued
         .iter()
@@ -307,6 +315,7 @@ pub fn governance(seed: u64) -> Report {
             "revocation_ms",
             "root_v2_ms",
             "policy_v2_ms",
+            "root_v3_ms",
         ]) {
             let document = cid(block);
             let mut latest = None;
@@ -357,8 +366,11 @@ pub fn governance(seed: u64) -> Report {
                 "node {i} still accepts agents of the revoked organisation"
             ));
         }
-        if !on_root_v2(governance) {
-            failures.push(format!("node {i} is not on root version 2"));
+        if governance.root_version() != Some(3) {
+            failures.push(format!(
+                "node {i} is on root version {:?}, not 3",
+                governance.root_version()
+            ));
         }
     }
     figures.push(("sleeper", json!(sleeper)));

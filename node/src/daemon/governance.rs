@@ -164,6 +164,12 @@ impl Governance {
         })
     }
 
+    /// The version of the root in force (`None` when governance is off).
+    pub fn root_version(&self) -> Option<u64> {
+        let inner = self.inner.read().ok()?;
+        inner.root.as_ref().map(|r| r.current().body.version)
+    }
+
     /// Whether a trust root is configured (and so the acceptance rule applies).
     pub fn enabled(&self) -> bool {
         self.inner.read().is_ok_and(|i| i.root.is_some())
