@@ -8,6 +8,9 @@
 //! `MERIDIAN_BENCH_AGENTS` and `MERIDIAN_BENCH_NODES` to change the sizes. Every node runs on
 //! this machine's cores, so on a small machine the mirrors' verification (every mirror checks
 //! every signature) shares the same CPUs; the figures say how many cores there were.
+//! `MERIDIAN_BENCH_PIN=1` gives node `i` core `i` alone (and the lone import core 0) with
+//! `taskset`, so with no more nodes than cores it measures what separate one-core machines
+//! would see.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::Write as _;
@@ -24,8 +27,21 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The `meridian` command, on core `core` alone when `MERIDIAN_BENCH_PIN` is set.
+fn command(core: usize) -> Command {
+    if std::env::var_os("MERIDIAN_BENCH_PIN").is_some() {
+        let mut command = Command::new("taskset");
+        command
+            .args(["-c", &core.to_string()])
+            .arg(env!("CARGO_BIN_EXE_meridian"));
+        command
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_meridian"))
+    }
+}
+
 fn meridian(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let output = command(0)
         .args(args)
         .arg("--json")
         .current_dir(dir)
@@ -72,9 +88,9 @@ fn wait_for_file(path: &Path, what: &str) -> String {
     }
 }
 
-fn start(dir: &Path, data: &str, bootstrap: Option<&str>) -> Node {
+fn start(dir: &Path, data: &str, core: usize, bootstrap: Option<&str>) -> Node {
     let _ = std::fs::remove_file(dir.join(data).join("http.addr"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    let mut command = command(core);
     command
         .args(["node", "run", "--data", data, "--http", "127.0.0.1:0"])
         .current_dir(dir)
@@ -198,11 +214,12 @@ fn main() {
         .as_str()
         .unwrap()
         .to_owned();
-    let first = start(&dir, PUBLISHER, None);
+    let first = start(&dir, PUBLISHER, 0, None);
     let bootstrap = mesh_addr(&dir, PUBLISHER);
     let mirrors: Vec<Node> = names[1..]
         .iter()
-        .map(|name| start(&dir, name, Some(&bootstrap)))
+        .enumerate()
+        .map(|(i, name)| start(&dir, name, (i + 1) % cores, Some(&bootstrap)))
         .collect();
     runtime.block_on(async {
         // The mesh is formed when every mirror has a peer.
@@ -219,7 +236,7 @@ fn main() {
     });
 
     let started = Instant::now();
-    let (imported, reached) = runtime.block_on(async {
+    let (imported, published, reached) = runtime.block_on(async {
         // The import answers once the publisher has also indexed the agents for search; the
         // mirrors are watched meanwhile.
         let import = tokio::spawn({
@@ -243,7 +260,11 @@ fn main() {
             }
         });
         let mut reached = vec![None; mirrors.len()];
+        let mut published = None;
         while reached.iter().any(Option::is_none) {
+            if published.is_none() && head_seq(&client, &first, &publisher).await == Some(1) {
+                published = Some(started.elapsed().as_secs_f64());
+            }
             for (index, node) in mirrors.iter().enumerate() {
                 if reached[index].is_none() && head_seq(&client, node, &publisher).await == Some(1)
                 {
@@ -257,26 +278,45 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let reached: Vec<f64> = reached.into_iter().flatten().collect();
-        (import.await.unwrap(), reached)
+        // The publisher may answer its import only after its search index is built, and a
+        // mirror may hold the head before the publisher's head endpoint was polled again.
+        let published = published
+            .unwrap_or(f64::MAX)
+            .min(reached.iter().copied().fold(f64::MAX, f64::min));
+        (import.await.unwrap(), published, reached)
     });
     let converged = reached.iter().copied().fold(0.0, f64::max);
     println!(
-        "{agents} agents ({} MB CAR), {nodes} nodes on one machine with {cores} cores",
-        std::fs::metadata(dir.join("s.car")).unwrap().len() / 1_000_000
+        "{agents} agents ({} MB CAR), {nodes} nodes on one machine with {cores} cores{}",
+        std::fs::metadata(dir.join("s.car")).unwrap().len() / 1_000_000,
+        if std::env::var_os("MERIDIAN_BENCH_PIN").is_some() {
+            ", each node (and the lone import) pinned to one core"
+        } else {
+            ""
+        }
     );
     println!("  one node alone, `meridian snapshot import`: {alone:.2} s");
     println!(
         "  publisher's HTTP import answered after      {imported:.2} s (verify, store, index)"
     );
+    println!("  publisher's head endpoint showed it after  {published:.2} s");
     for (index, seconds) in reached.iter().enumerate() {
         println!(
-            "  n{} holds the snapshot after                {seconds:.2} s",
-            index + 1
+            "  n{} holds the snapshot after                {seconds:.2} s ({:.2} s after the publisher)",
+            index + 1,
+            seconds - published
         );
     }
     println!(
         "  every node converged after {converged:.2} s = {:.2}x the node alone",
         converged / alone
+    );
+    println!(
+        "  the mirrors, from the publisher holding it: {:.2} s = {:.2}x the node alone \
+         ({} mirrors sharing {cores} cores)",
+        converged - published,
+        (converged - published) / alone,
+        nodes - 1
     );
     drop((first, mirrors));
 }
