@@ -595,6 +595,159 @@ pub fn node_links<H: HashFunction>(cid: &Cid, bytes: Arc<[u8]>) -> Result<NodeLi
     Ok(NodeLinks { subtrees, values })
 }
 
+/// What changed from the tree rooted at `old` to the tree rooted at `new` (`None`: the empty
+/// tree), reading node blocks one at a time with `get` and skipping every subtree the two share,
+/// so a one-key change in a tree of `n` keys reads O(log n) nodes instead of loading both trees.
+/// Each block read is checked against its CID and decoded strictly, but the invariants that need
+/// a whole tree (layers, global key order, limits) are not checked again: both trees must have
+/// been verified before, as every tree a node stores has. `new_nodes` lists the new tree's
+/// nodes that were read and are not in the old tree.
+pub fn diff_stored<H: HashFunction>(
+    old: Option<&Cid>,
+    new: &Cid,
+    get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
+) -> Result<TreeDiff, LoadError> {
+    let mut diff = TreeDiff::default();
+    let mut old_cursor = StoredCursor::start::<H>(old, get)?;
+    let mut new_cursor = StoredCursor::start::<H>(Some(new), get)?;
+    let mut old_nodes: HashSet<Cid> = HashSet::new();
+    let mut new_nodes: Vec<(Cid, Arc<[u8]>)> = Vec::new();
+    new_nodes.extend(new_cursor.root_block.take());
+    if let Some((cid, _)) = old_cursor.root_block.take() {
+        old_nodes.insert(cid);
+    }
+    loop {
+        match (old_cursor.stack.last(), new_cursor.stack.last()) {
+            (None, None) => break,
+            (Some(StoredItem::Tree(a, a_layer)), Some(StoredItem::Tree(b, b_layer))) => {
+                let (a, b, a_layer, b_layer) = (*a, *b, *a_layer, *b_layer);
+                if a == b {
+                    old_cursor.stack.pop();
+                    new_cursor.stack.pop();
+                } else {
+                    if a_layer >= b_layer {
+                        old_nodes.insert(a);
+                        old_cursor.expand::<H>(get)?;
+                    }
+                    if b_layer >= a_layer {
+                        new_nodes.extend(new_cursor.expand::<H>(get)?);
+                    }
+                }
+            }
+            (Some(StoredItem::Tree(a, _)), _) => {
+                old_nodes.insert(*a);
+                old_cursor.expand::<H>(get)?;
+            }
+            (_, Some(StoredItem::Tree(..))) => {
+                new_nodes.extend(new_cursor.expand::<H>(get)?);
+            }
+            (Some(StoredItem::Leaf(a_key, a_value)), Some(StoredItem::Leaf(b_key, b_value))) => {
+                match a_key.cmp(b_key) {
+                    std::cmp::Ordering::Less => {
+                        diff.removed.push((a_key.to_vec(), *a_value));
+                        old_cursor.stack.pop();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        diff.added.push((b_key.to_vec(), *b_value));
+                        new_cursor.stack.pop();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if a_value != b_value {
+                            diff.changed.push((a_key.to_vec(), *a_value, *b_value));
+                        }
+                        old_cursor.stack.pop();
+                        new_cursor.stack.pop();
+                    }
+                }
+            }
+            (Some(StoredItem::Leaf(a_key, a_value)), None) => {
+                diff.removed.push((a_key.to_vec(), *a_value));
+                old_cursor.stack.pop();
+            }
+            (None, Some(StoredItem::Leaf(b_key, b_value))) => {
+                diff.added.push((b_key.to_vec(), *b_value));
+                new_cursor.stack.pop();
+            }
+        }
+    }
+    diff.new_nodes = new_nodes
+        .into_iter()
+        .filter(|(cid, _)| !old_nodes.contains(cid))
+        .collect();
+    Ok(diff)
+}
+
+/// A decoded node's entries: `(full key, value, right subtree)`.
+type DecodedEntry = (Arc<[u8]>, Cid, Option<Cid>);
+/// A block and its CID.
+type NodeBlock = (Cid, Arc<[u8]>);
+
+/// An item of [`StoredCursor`]: a subtree not read yet (its CID and layer), or an entry.
+enum StoredItem {
+    Tree(Cid, u32),
+    Leaf(Arc<[u8]>, Cid),
+}
+
+/// [`Cursor`] over blocks in a store: a subtree is read only when it is expanded.
+struct StoredCursor {
+    /// Items in reverse order.
+    stack: Vec<StoredItem>,
+    /// The root block, read to learn the root's layer.
+    root_block: Option<NodeBlock>,
+}
+
+impl StoredCursor {
+    fn start<H: HashFunction>(
+        root: Option<&Cid>,
+        get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
+    ) -> Result<Self, LoadError> {
+        let mut cursor = Self {
+            stack: Vec::new(),
+            root_block: None,
+        };
+        let Some(root) = root else {
+            return Ok(cursor);
+        };
+        let bytes = get(root).ok_or(LoadError::MissingBlock { cid: *root })?;
+        let decoded = decode_one::<H>(root, bytes)?;
+        let Some((first, _, _)) = decoded.entries.first() else {
+            // An empty tree (a root with no entries has no subtree either: it was verified).
+            return Ok(cursor);
+        };
+        let layer = key_layer::<H>(first);
+        cursor.push(decoded.left, &decoded.entries, layer);
+        cursor.root_block = Some(decoded.block);
+        Ok(cursor)
+    }
+
+    fn push(&mut self, left: Option<Cid>, entries: &[DecodedEntry], layer: u32) {
+        let child = layer.saturating_sub(1);
+        for (key, value, right) in entries.iter().rev() {
+            if let Some(right) = right {
+                self.stack.push(StoredItem::Tree(*right, child));
+            }
+            self.stack.push(StoredItem::Leaf(key.clone(), *value));
+        }
+        if let Some(left) = left {
+            self.stack.push(StoredItem::Tree(left, child));
+        }
+    }
+
+    /// Reads the subtree on top and puts its items in its place; returns its block.
+    fn expand<H: HashFunction>(
+        &mut self,
+        get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>,
+    ) -> Result<Option<NodeBlock>, LoadError> {
+        let Some(StoredItem::Tree(cid, layer)) = self.stack.pop() else {
+            return Ok(None);
+        };
+        let bytes = get(&cid).ok_or(LoadError::MissingBlock { cid })?;
+        let decoded = decode_one::<H>(&cid, bytes)?;
+        self.push(decoded.left, &decoded.entries, layer);
+        Ok(Some(decoded.block))
+    }
+}
+
 /// One step of a key lookup that fetches tree nodes one at a time (a hub reading through its
 /// cache): what the node at hand says about the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1048,6 +1201,59 @@ mod tests {
         let root = tree.root_cid();
         let other = *blocks.keys().find(|c| **c != root).expect("several nodes");
         assert!(lookup_step::<Blake3>(&root, blocks[&other].clone(), b"acme/agent-1").is_err());
+    }
+
+    #[test]
+    fn a_stored_diff_finds_what_the_loaded_diff_finds_reading_few_nodes() {
+        let leaf = |i: usize| ids::dag_cbor_cid(&i.to_be_bytes());
+        let n = 3000;
+        let old = Mst::<Blake3>::from_entries((0..n).map(|i| (format!("acme/agent-{i}"), leaf(i))));
+        let mut new = old.clone();
+        new.insert(b"acme/agent-17", leaf(n + 1));
+        new.insert(b"acme/agent-new", leaf(n + 2));
+        new.remove(b"acme/agent-2500");
+        let blocks: std::collections::HashMap<Cid, Arc<[u8]>> =
+            old.blocks().into_iter().chain(new.blocks()).collect();
+        let mut reads = 0;
+        let mut get = |cid: &Cid| {
+            reads += 1;
+            blocks.get(cid).cloned()
+        };
+        let stored =
+            diff_stored::<Blake3>(Some(&old.root_cid()), &new.root_cid(), &mut get).unwrap();
+        let loaded = new.diff(&old);
+        assert_eq!(stored.added, loaded.added);
+        assert_eq!(stored.removed, loaded.removed);
+        assert_eq!(stored.changed, loaded.changed);
+        let listed = |d: &TreeDiff| d.new_nodes.iter().map(|(c, _)| *c).collect::<HashSet<_>>();
+        assert_eq!(listed(&stored), listed(&loaded));
+        assert!(reads < 100, "{reads} nodes read of {}", blocks.len());
+
+        // From nothing, everything is added; to the same tree, nothing changed.
+        let everything =
+            diff_stored::<Blake3>(None, &old.root_cid(), &mut |c| blocks.get(c).cloned()).unwrap();
+        assert_eq!(everything.added.len(), n);
+        let same = diff_stored::<Blake3>(Some(&old.root_cid()), &old.root_cid(), &mut |c| {
+            blocks.get(c).cloned()
+        })
+        .unwrap();
+        assert_eq!(same, TreeDiff::default());
+        // A missing or tampered block is an error, not a wrong answer.
+        let missing = diff_stored::<Blake3>(Some(&old.root_cid()), &new.root_cid(), &mut |c| {
+            (*c != new.root_cid())
+                .then(|| blocks.get(c).cloned())
+                .flatten()
+        });
+        assert!(matches!(missing, Err(LoadError::MissingBlock { .. })));
+        let tampered = diff_stored::<Blake3>(Some(&old.root_cid()), &new.root_cid(), &mut |c| {
+            blocks.get(c).map(|b| {
+                let mut bytes = b.to_vec();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                Arc::from(bytes)
+            })
+        });
+        assert!(tampered.is_err());
     }
 
     #[test]

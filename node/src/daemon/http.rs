@@ -101,9 +101,10 @@ impl NodeState {
 
     /// Brings the index up to date after `publisher`'s head moved (an import, a mirrored
     /// snapshot): when the index reflects an older snapshot of the publisher still in the store,
-    /// only the agents that differ between the two trees are decoded and checked, so taking in a
-    /// one-agent change costs two tree loads, not a pass over every manifest. Otherwise it is a
-    /// full [`NodeState::reindex`].
+    /// only the agents that differ between the two trees are decoded and checked, and only the
+    /// tree nodes on the changed paths are read ([`meridian_registry::mst::diff_stored`]), so
+    /// taking in a one-agent change reads O(log n) blocks. Otherwise it is a full
+    /// [`NodeState::reindex`].
     pub fn index_head(&self, publisher: &str) -> anyhow::Result<()> {
         let Some(head) = self.store.head(publisher)? else {
             return Ok(());
@@ -115,8 +116,8 @@ impl NodeState {
             .indexed_commit(publisher);
         match indexed {
             Some(commit) if commit == head.commit => Ok(()),
-            Some(commit) => match self.tree_of(&commit) {
-                Ok(old) => self.index_changes(publisher, &old, head),
+            Some(commit) => match self.stored_diff(&commit, &head.commit) {
+                Ok(diff) => self.index_changes(publisher, &diff, head),
                 Err(error) => {
                     tracing::debug!(%publisher, %error, "indexed snapshot unreadable: full reindex");
                     self.reindex(publisher)
@@ -126,19 +127,27 @@ impl NodeState {
         }
     }
 
-    /// The registry tree of the snapshot whose commit is `commit`, from the store.
-    fn tree_of(&self, commit: &Cid) -> anyhow::Result<meridian_registry::snapshot::RegistryTree> {
+    /// The tree root of the snapshot whose commit is `commit`, from the store.
+    fn data_root(&self, commit: &Cid) -> anyhow::Result<Cid> {
         let block = self
             .store
             .get(commit)?
             .ok_or_else(|| anyhow::anyhow!("commit {commit} is not in the store"))?;
-        let commit = meridian_registry::commit::Commit::decode(&block)?;
-        let limits = Limits::DEFAULT;
+        Ok(meridian_registry::commit::Commit::decode(&block)?.body.data)
+    }
+
+    /// What changed between two stored snapshots' trees, reading only the nodes on the
+    /// changed paths (both trees were verified when they were stored).
+    fn stored_diff(
+        &self,
+        old_commit: &Cid,
+        new_commit: &Cid,
+    ) -> anyhow::Result<meridian_registry::mst::TreeDiff> {
+        let (old, new) = (self.data_root(old_commit)?, self.data_root(new_commit)?);
         let mut failure = None;
-        let tree = meridian_registry::snapshot::RegistryTree::load_with_depth(
-            &commit.body.data,
-            limits.agents_max,
-            limits.tree_depth_max,
+        let diff = meridian_registry::mst::diff_stored::<meridian_registry::ids::Blake3>(
+            Some(&old),
+            &new,
             &mut |cid| match self.store.get(cid) {
                 Ok(block) => block,
                 Err(error) => {
@@ -150,7 +159,7 @@ impl NodeState {
         if let Some(error) = failure {
             return Err(error.into());
         }
-        Ok(tree?)
+        Ok(diff?)
     }
 
     /// The index record of one manifest of `publisher`'s snapshot `head`, or `None` when it
@@ -178,16 +187,14 @@ impl NodeState {
         }
     }
 
-    /// Takes in the agents that differ between `old` (the indexed tree) and `head`.
+    /// Takes in the agents that differ (`diff`) between the indexed tree and `head`'s.
     fn index_changes(
         &self,
         publisher: &str,
-        old: &meridian_registry::snapshot::RegistryTree,
+        diff: &meridian_registry::mst::TreeDiff,
         head: meridian_registry::store::Head,
     ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let new = self.tree_of(&head.commit)?;
-        let diff = new.diff(old);
         let mut keys = meridian_registry::keys::KeyCache::new();
         let now = (self.clock)();
         let mut upserts = Vec::new();
