@@ -52,6 +52,17 @@ struct Inner {
 }
 
 impl Inner {
+    /// No governance yet (off until a root is trusted).
+    fn empty() -> Self {
+        Self {
+            root: None,
+            root_history: Vec::new(),
+            attestations: AttestationSet::new(),
+            policy: PolicyState::new(),
+            registrations: BTreeMap::new(),
+        }
+    }
+
     /// Records a root version just trusted, dropping the oldest past [`ROOT_HISTORY_MAX`].
     fn remember_root(&mut self, block: Vec<u8>) {
         self.root_history.push(block);
@@ -89,13 +100,7 @@ impl Governance {
     /// Loads governance from `root_file` (none: governance is off) and `DATA/governance/`.
     pub fn load(data: &Path, root_file: Option<&Path>, now: i64) -> Result<Self> {
         let dir = data.join(GOVERNANCE_DIR);
-        let mut inner = Inner {
-            root: None,
-            root_history: Vec::new(),
-            attestations: AttestationSet::new(),
-            policy: PolicyState::new(),
-            registrations: BTreeMap::new(),
-        };
+        let mut inner = Inner::empty();
         if let Some(root_file) = root_file {
             let bytes = std::fs::read(root_file).with_context(|| {
                 format!("config governance.root: reading {}", root_file.display())
@@ -793,13 +798,7 @@ mod tests {
 
     #[test]
     fn the_root_history_handed_on_is_bounded() {
-        let mut inner = Inner {
-            root: None,
-            root_history: Vec::new(),
-            attestations: AttestationSet::new(),
-            policy: PolicyState::new(),
-            registrations: BTreeMap::new(),
-        };
+        let mut inner = Inner::empty();
         for v in 0..ROOT_HISTORY_MAX + 5 {
             inner.remember_root(vec![v as u8]);
         }

@@ -469,22 +469,16 @@ impl sync::GovernanceHooks for NodeGovernance {
 /// Copies the engine's figures into the node's metrics (once a second, not per event: the
 /// lag reads the store).
 fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
-    state
-        .metrics
-        .set_gauge("meridian_sync_peers", engine.peer_count() as u64);
     let stats = engine.stats();
-    state
-        .metrics
-        .set_gauge("meridian_sync_blocks_fetched", stats.blocks_fetched);
-    state
-        .metrics
-        .set_gauge("meridian_sync_bytes_fetched", stats.bytes_fetched);
-    state
-        .metrics
-        .set_gauge("meridian_sync_held_bytes", stats.held_bytes);
-    state
-        .metrics
-        .set_gauge("meridian_sync_waiting_memory", stats.syncs_waiting_memory);
+    for (name, value) in [
+        ("meridian_sync_peers", engine.peer_count() as u64),
+        ("meridian_sync_blocks_fetched", stats.blocks_fetched),
+        ("meridian_sync_bytes_fetched", stats.bytes_fetched),
+        ("meridian_sync_held_bytes", stats.held_bytes),
+        ("meridian_sync_waiting_memory", stats.syncs_waiting_memory),
+    ] {
+        state.metrics.set_gauge(name, value);
+    }
     let lag: u64 = engine
         .lag()
         .iter()
