@@ -96,9 +96,10 @@ pub struct SyncConfig {
     /// through a cut never hears of what spread during it). 0 turns it off.
     pub resync_ms: u64,
     /// Bytes of fetched blocks all syncs together may hold in memory before they are imported.
-    /// Past it only the sync that holds the most goes on asking for blocks (the others wait
-    /// until it is imported), so a snapshot bigger than this still syncs and the node holds at
-    /// most this plus one snapshot (`limits.car_bytes_max`) plus the answers in flight.
+    /// Past it only the sync that holds the most (of those some peer can serve now) goes on
+    /// asking for blocks, the others wait until it is imported; so a snapshot bigger than this
+    /// still syncs, and the node holds at most this plus one snapshot (`limits.car_bytes_max`)
+    /// plus the answers in flight, plus what a leading sync held when it lost every source.
     pub held_bytes_max: u64,
 }
 
@@ -1781,7 +1782,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         self.last_ms = self.last_ms.max(now.ms);
         let publishers: Vec<String> = self.publishers.keys().cloned().collect();
         // Past the memory cap only the sync holding the most asks on: it only grows, so it
-        // keeps the lead until it is imported and its bytes are let go.
+        // keeps the lead until it is imported and its bytes are let go. A sync that no peer
+        // can serve now (all sources gone) does not take the lead, so it cannot stall the rest.
         let held: u64 = self
             .publishers
             .values()
@@ -1792,7 +1794,11 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             .then(|| {
                 self.publishers
                     .iter()
-                    .filter_map(|(name, s)| s.pending.as_ref().map(|p| (p.bytes, name)))
+                    .filter_map(|(name, s)| s.pending.as_ref().map(|p| (p, name)))
+                    .filter(|(p, _)| {
+                        p.importing || p.inflight > 0 || self.choose_source(p, now).is_some()
+                    })
+                    .map(|(p, name)| (p.bytes, name))
                     .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
                     .map(|(_, name)| name.clone())
             })

@@ -1172,3 +1172,40 @@ fn past_the_memory_cap_one_sync_at_a_time_fetches() {
         "capped {capped_peak} against {free_peak}"
     );
 }
+
+#[test]
+fn a_leading_sync_that_loses_every_source_does_not_stall_the_others() {
+    let config = SyncConfig {
+        blocks_per_request: 16,
+        held_bytes_max: 1,
+        ..SyncConfig::default()
+    };
+    let mut net = Net::new(3, config);
+    net.link(0, 2);
+    net.link(1, 2);
+    let a = build(&net.keys[0].clone(), 300, 0..0, None);
+    let b = build(&net.keys[1].clone(), 300, 0..0, None);
+    // Node 2 starts on A first, so A leads once the cap is reached ...
+    publish(&mut net, 0, &a);
+    while net.nodes[2].engine.stats().held_bytes == 0 {
+        assert!(net.step(), "node 2 never fetched any of A");
+    }
+    publish(&mut net, 1, &b);
+    while net.nodes[2].engine.stats().syncs_waiting_memory == 0 {
+        assert!(net.step(), "B never waited for memory");
+    }
+    // ... then node 0, A's only source, goes away for good.
+    let now = net.now;
+    net.nodes[2].engine.peer_down(&0, now);
+    net.links[0].clear();
+    net.links[2].retain(|&peer| peer != 0);
+    net.queue.retain(|message| {
+        let (Message::Gossip(from, to, _)
+        | Message::Request(from, to, _, _)
+        | Message::Response(from, to, _, _)) = message;
+        *from != 0 && *to != 0
+    });
+    net.run();
+    assert_eq!(net.head(2, 1).map(|h| h.commit), Some(b.commit_cid));
+    assert_eq!(net.head(2, 0), None);
+}
