@@ -90,6 +90,19 @@ impl Metrics {
         }
     }
 
+    /// Replaces every series of the gauge `name` (whatever their labels) with `series`, given
+    /// as `(labels, value)`, e.g. `("publisher=\"did:key:z6Mk...\"", 3)`: a series not given
+    /// any more is dropped, so a labelled gauge shows only what is true now.
+    pub fn set_gauge_family(&self, name: &str, series: &[(String, u64)]) {
+        if let Ok(mut gauges) = self.gauges.lock() {
+            let prefix = format!("{name}{{");
+            gauges.retain(|key, _| !key.starts_with(&prefix));
+            for (labels, value) in series {
+                gauges.insert(format!("{name}{{{labels}}}"), *value);
+            }
+        }
+    }
+
     /// The text exposition, with `gauges` appended as `(name, help, value)`.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
@@ -172,9 +185,13 @@ impl Metrics {
             }
         }
         if let Ok(set) = self.gauges.lock() {
+            let mut typed = std::collections::BTreeSet::new();
             for (series, value) in set.iter() {
                 let base = series.split('{').next().unwrap_or(series);
-                let _ = writeln!(out, "# TYPE {base} gauge\n{series} {value}");
+                if typed.insert(base.to_owned()) {
+                    let _ = writeln!(out, "# TYPE {base} gauge");
+                }
+                let _ = writeln!(out, "{series} {value}");
             }
         }
         for (name, help, value) in gauges {
@@ -184,5 +201,33 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gauge_family_is_replaced_whole_and_typed_once() {
+        let metrics = Metrics::default();
+        let series = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs
+                .iter()
+                .map(|(p, v)| (format!("publisher=\"{p}\""), *v))
+                .collect()
+        };
+        metrics.set_gauge_family("lag", &series(&[("a", 3), ("b", 1)]));
+        let text = metrics.render(&[]);
+        assert_eq!(text.matches("# TYPE lag gauge").count(), 1, "{text}");
+        assert!(text.contains("lag{publisher=\"a\"} 3"));
+        assert!(text.contains("lag{publisher=\"b\"} 1"));
+        // b caught up: its series goes.
+        metrics.set_gauge_family("lag", &series(&[("a", 2)]));
+        let text = metrics.render(&[]);
+        assert!(text.contains("lag{publisher=\"a\"} 2"));
+        assert!(!text.contains("publisher=\"b\""), "{text}");
+        metrics.set_gauge_family("lag", &[]);
+        assert!(!metrics.render(&[]).contains("lag{"));
     }
 }

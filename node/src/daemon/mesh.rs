@@ -466,6 +466,10 @@ impl sync::GovernanceHooks for NodeGovernance {
     }
 }
 
+/// Most publishers given a lag series of their own (the furthest behind), which bounds the
+/// metric's cardinality when many publishers change at once.
+pub const LAG_SERIES_MAX: usize = 100;
+
 /// Copies the engine's figures into the node's metrics (once a second, not per event: the
 /// lag reads the store).
 fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
@@ -479,12 +483,26 @@ fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
     ] {
         state.metrics.set_gauge(name, value);
     }
-    let lag: u64 = engine
+    let mut behind: Vec<(u64, String)> = engine
         .lag()
-        .iter()
-        .map(|(_, accepted, seen)| seen.saturating_sub(accepted.unwrap_or(0)))
-        .sum();
-    state.metrics.set_gauge("meridian_sync_lag_seq", lag);
+        .into_iter()
+        .map(|(publisher, accepted, seen)| (seen.saturating_sub(accepted.unwrap_or(0)), publisher))
+        .filter(|(lag, _)| *lag > 0)
+        .collect();
+    state.metrics.set_gauge(
+        "meridian_sync_lag_seq",
+        behind.iter().map(|(lag, _)| lag).sum(),
+    );
+    // Per publisher, the furthest behind first, at most LAG_SERIES_MAX series.
+    behind.sort_by(|a, b| b.cmp(a));
+    behind.truncate(LAG_SERIES_MAX);
+    let series: Vec<(String, u64)> = behind
+        .into_iter()
+        .map(|(lag, publisher)| (format!("publisher=\"{publisher}\""), lag))
+        .collect();
+    state
+        .metrics
+        .set_gauge_family("meridian_sync_publisher_lag_seq", &series);
 }
 
 /// Runs the mesh until `stop` fires: listens, dials the bootstrap peers, and drives the engine.
