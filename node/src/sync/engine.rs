@@ -1229,6 +1229,14 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             }
             return Ok(HeadCheck::Duplicate);
         }
+        if let Some(pending) = state.pending.as_mut()
+            && seq > pending.head.seq
+            && pending.lacking.remove(from)
+        {
+            // It has moved past the head being fetched: it may well hold its blocks by now
+            // (a peer that imported a head announces it only to peers not known to have it).
+            pending.not_before = pending.not_before.min(now.ms);
+        }
         let seen = state
             .pending
             .as_mut()
@@ -1780,6 +1788,25 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     /// Sends block requests while there is work, sources and room.
     fn pump(&mut self, now: Now) {
         self.last_ms = self.last_ms.max(now.ms);
+        // A sync that no peer can serve (its sources gone or banned, every other peer known to
+        // lack its blocks) while a newer head of the same publisher waits: fetch the newer one,
+        // which peers announced and so hold. Without this the newer head waits forever.
+        let stalled: Vec<String> = self
+            .publishers
+            .iter()
+            .filter(|(_, s)| s.queued.is_some())
+            .filter_map(|(name, s)| s.pending.as_ref().map(|p| (name, p)))
+            .filter(|(_, p)| {
+                !p.importing
+                    && p.inflight == 0
+                    && p.not_before <= now.ms
+                    && self.choose_source(p, now).is_none()
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for publisher in stalled {
+            self.abandon(&publisher, false, now);
+        }
         let publishers: Vec<String> = self.publishers.keys().cloned().collect();
         // Past the memory cap only the sync holding the most asks on: it only grows, so it
         // keeps the lead until it is imported and its bytes are let go. A sync that no peer

@@ -1209,3 +1209,32 @@ fn a_leading_sync_that_loses_every_source_does_not_stall_the_others() {
     assert_eq!(net.head(2, 1).map(|h| h.commit), Some(b.commit_cid));
     assert_eq!(net.head(2, 0), None);
 }
+
+#[test]
+fn a_sync_left_without_sources_moves_on_when_a_newer_head_comes() {
+    let mut net = Net::new(3, SyncConfig::default());
+    net.link(0, 1);
+    net.link(1, 2);
+    let key = net.keys[0].clone();
+    let v1 = build(&key, 50, 0..0, None);
+    let v2 = build(&key, 50, 0..1, Some(&v1));
+    // Node 1 hears of v1 from node 0, which then goes away for good before answering.
+    net.nodes[0].store.apply(v1.store_batch()).unwrap();
+    let now = net.now;
+    let head = Gossip::Head(v1.commit.to_block()).encode();
+    net.nodes[1].engine.on_gossip(&0, &head, now);
+    while net.nodes[1].engine.poll_output().is_some() {}
+    net.nodes[1].engine.peer_down(&0, now);
+    net.links[0].clear();
+    net.links[1].retain(|&peer| peer != 0);
+    // It asks node 2, which holds nothing yet and says so.
+    net.run();
+    assert_eq!(net.head(1, 0), None);
+    // Node 2 takes in v1 and v2 from elsewhere and announces v2 (only v2: gossip does not
+    // repeat a head to a peer known to have seen it). Node 1 must not stay stuck on v1.
+    net.nodes[2].store.apply(v1.store_batch()).unwrap();
+    net.nodes[2].store.apply(v2.store_batch()).unwrap();
+    net.nodes[2].engine.announce(v2.commit.to_block());
+    net.run();
+    assert_eq!(net.head(1, 0).map(|h| h.commit), Some(v2.commit_cid));
+}
