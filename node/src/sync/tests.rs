@@ -1127,10 +1127,9 @@ fn a_bad_score_survives_a_reconnect_and_recovers_with_time() {
     assert_eq!(engine.peer_score(&8), None);
 }
 
-/// Node 2 mirrors two fresh 300-agent snapshots (nodes 0 and 1 publish one each) with the
-/// held-bytes cap `cap`; returns the most bytes it held at once and whether a sync ever waited
-/// for memory.
-fn mirror_two_snapshots(cap: u64) -> (u64, bool) {
+/// Nodes 0 and 1 each linked to node 2, whose held-bytes cap is `cap`, and a fresh 300-agent
+/// snapshot of each of them (not published yet).
+fn two_publishers_one_mirror(cap: u64) -> (Net, Snapshot, Snapshot) {
     let config = SyncConfig {
         blocks_per_request: 16,
         held_bytes_max: cap,
@@ -1141,6 +1140,14 @@ fn mirror_two_snapshots(cap: u64) -> (u64, bool) {
     net.link(1, 2);
     let a = build(&net.keys[0].clone(), 300, 0..0, None);
     let b = build(&net.keys[1].clone(), 300, 0..0, None);
+    (net, a, b)
+}
+
+/// Node 2 mirrors two fresh 300-agent snapshots (nodes 0 and 1 publish one each) with the
+/// held-bytes cap `cap`; returns the most bytes it held at once and whether a sync ever waited
+/// for memory.
+fn mirror_two_snapshots(cap: u64) -> (u64, bool) {
+    let (mut net, a, b) = two_publishers_one_mirror(cap);
     publish(&mut net, 0, &a);
     publish(&mut net, 1, &b);
     let (mut peak, mut waited) = (0, false);
@@ -1175,16 +1182,7 @@ fn past_the_memory_cap_one_sync_at_a_time_fetches() {
 
 #[test]
 fn a_leading_sync_that_loses_every_source_does_not_stall_the_others() {
-    let config = SyncConfig {
-        blocks_per_request: 16,
-        held_bytes_max: 1,
-        ..SyncConfig::default()
-    };
-    let mut net = Net::new(3, config);
-    net.link(0, 2);
-    net.link(1, 2);
-    let a = build(&net.keys[0].clone(), 300, 0..0, None);
-    let b = build(&net.keys[1].clone(), 300, 0..0, None);
+    let (mut net, a, b) = two_publishers_one_mirror(1);
     // Node 2 starts on A first, so A leads once the cap is reached ...
     publish(&mut net, 0, &a);
     while net.nodes[2].engine.stats().held_bytes == 0 {
