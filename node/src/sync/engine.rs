@@ -1788,20 +1788,15 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     /// Sends block requests while there is work, sources and room.
     fn pump(&mut self, now: Now) {
         self.last_ms = self.last_ms.max(now.ms);
-        // A sync that no peer can serve (its sources gone or banned, every other peer known to
-        // lack its blocks) while a newer head of the same publisher waits: fetch the newer one,
+        // A sync that no peer can serve, however long it waits (its sources gone or banned,
+        // every other peer known to lack its blocks), while a newer head of the same publisher waits: fetch the newer one,
         // which peers announced and so hold. Without this the newer head waits forever.
         let stalled: Vec<String> = self
             .publishers
             .iter()
             .filter(|(_, s)| s.queued.is_some())
             .filter_map(|(name, s)| s.pending.as_ref().map(|p| (name, p)))
-            .filter(|(_, p)| {
-                !p.importing
-                    && p.inflight == 0
-                    && p.not_before <= now.ms
-                    && self.choose_source(p, now).is_none()
-            })
+            .filter(|(_, p)| !p.importing && p.inflight == 0 && !self.servable(p, now))
             .map(|(name, _)| name.clone())
             .collect();
         for publisher in stalled {
@@ -1810,7 +1805,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         let publishers: Vec<String> = self.publishers.keys().cloned().collect();
         // Past the memory cap only the sync holding the most asks on: it only grows, so it
         // keeps the lead until it is imported and its bytes are let go. A sync that no peer
-        // can serve now (all sources gone) does not take the lead, so it cannot stall the rest.
+        // can serve (all sources gone; busy ones still count) does not take the lead, so it
+        // cannot stall the rest.
         let held: u64 = self
             .publishers
             .values()
@@ -1822,9 +1818,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 self.publishers
                     .iter()
                     .filter_map(|(name, s)| s.pending.as_ref().map(|p| (p, name)))
-                    .filter(|(p, _)| {
-                        p.importing || p.inflight > 0 || self.choose_source(p, now).is_some()
-                    })
+                    .filter(|(p, _)| p.importing || p.inflight > 0 || self.servable(p, now))
                     .map(|(p, name)| (p.bytes, name))
                     .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
                     .map(|(_, name)| name.clone())
@@ -1906,6 +1900,23 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         }
     }
 
+    /// Whether `peer` could be asked for the pending head's blocks, busy or not: connected, not
+    /// banned, not caught lying about this head and not known to lack it.
+    fn may_serve(peer: &P, state: &PeerState, pending: &Pending<P>, now: Now) -> bool {
+        state.connected
+            && state.banned_until.is_none_or(|until| until <= now.ms)
+            && !pending.liars.contains(peer)
+            && !pending.lacking.contains(peer)
+    }
+
+    /// Whether some peer could serve the pending head now or once it is less busy (a sync
+    /// without one cannot progress until a peer announces the head).
+    fn servable(&self, pending: &Pending<P>, now: Now) -> bool {
+        self.peers
+            .iter()
+            .any(|(peer, state)| Self::may_serve(peer, state, pending, now))
+    }
+
     /// The best peer to ask for a pending head's blocks: a source of the head before others,
     /// then fewer failures, then the same region, then the least busy.
     fn choose_source(&self, pending: &Pending<P>, now: Now) -> Option<P> {
@@ -1913,11 +1924,8 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         self.peers
             .iter()
             .filter(|(peer, state)| {
-                state.connected
-                    && state.banned_until.is_none_or(|until| until <= now.ms)
-                    && state.inflight < self.config.requests_per_peer
-                    && !pending.liars.contains(*peer)
-                    && !pending.lacking.contains(*peer)
+                state.inflight < self.config.requests_per_peer
+                    && Self::may_serve(peer, state, pending, now)
             })
             .min_by_key(|(peer, state)| {
                 let known = !pending.head.sources.contains(peer);
