@@ -451,10 +451,10 @@ type LinkId = (usize, u64);
 
 enum Event {
     Up(LinkId, mpsc::UnboundedSender<Frame>),
-    Frame(usize, Frame),
-    /// A frame held back by [`MessageFaults`]: delivered only if its connection is still
-    /// the peer's current one.
-    Late(LinkId, Frame),
+    /// A frame read from a connection (or held back by [`MessageFaults`] and read later):
+    /// taken only if its connection is still the peer's current one, as a transport
+    /// delivers nothing from a connection the node has closed.
+    Frame(LinkId, Frame),
     Down(LinkId),
 }
 
@@ -491,15 +491,15 @@ fn attach(
                         o.message_fate()
                     });
                     let sent = match fate {
-                        Fate::Deliver => events.send(Event::Frame(link.0, frame)),
+                        Fate::Deliver => events.send(Event::Frame(link, frame)),
                         Fate::Twice => events
-                            .send(Event::Frame(link.0, frame.clone()))
-                            .and_then(|()| events.send(Event::Frame(link.0, frame))),
+                            .send(Event::Frame(link, frame.clone()))
+                            .and_then(|()| events.send(Event::Frame(link, frame))),
                         Fate::Later(hold) => {
                             let events = events.clone();
                             tokio::spawn(async move {
                                 tokio::time::sleep(hold).await;
-                                let _ = events.send(Event::Late(link, frame));
+                                let _ = events.send(Event::Frame(link, frame));
                             });
                             Ok(())
                         }
@@ -518,19 +518,13 @@ fn attach(
     closed_rx
 }
 
-/// `event`, with a held-back frame turned into an ordinary one if its connection is still the
-/// peer's current one, and into nothing if not.
-fn current(
-    event: Event,
+/// Whether connection `id` is `peer`'s current link: frames of any other (one the node
+/// closed, or one a redial replaced) are dropped.
+fn is_current(
     links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
-) -> Option<Event> {
-    match event {
-        Event::Late((peer, id), frame) => links
-            .get(&peer)
-            .is_some_and(|(current, _)| *current == id)
-            .then_some(Event::Frame(peer, frame)),
-        event => Some(event),
-    }
+    (peer, id): LinkId,
+) -> bool {
+    links.get(&peer).is_some_and(|(current, _)| *current == id)
 }
 
 /// Dials `peer` and keeps a connection to it: when one closes, dials again with backoff.
@@ -708,8 +702,14 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                         at,
                     );
                 }
+                // Like the daemon's `disconnect_peer_id`: the connection closes (its frames
+                // still in flight are dropped) and both the router and the engine see the peer
+                // go.
                 Output::Disconnect { peer } => {
-                    links.remove(&peer);
+                    if links.remove(&peer).is_some() {
+                        router.peer_down(peer);
+                        engine.peer_down(&peer, now());
+                    }
                 }
                 Output::Penalise { peer, offense } => world.observe(|o| {
                     if o.penalties[index].len() < PENALTIES_KEPT_MAX {
@@ -739,11 +739,10 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
             }
         };
         tokio::select! {
-            event = events.recv() => match event.map(|e| current(e, &links)) {
-                // A held-back frame whose connection is gone (`current` turns every other
-                // held-back frame into an ordinary one).
-                Some(None | Some(Event::Late(..))) => {}
-                Some(Some(Event::Up((peer, id), link))) => {
+            event = events.recv() => match event {
+                // A frame of a connection the node closed (a banned peer's, say) or replaced.
+                Some(Event::Frame(link, _)) if !is_current(&links, link) => {}
+                Some(Event::Up((peer, id), link)) => {
                     // A redialled connection replaces the old one.
                     let region = world.peer_region(peer);
                     router.peer_up(
@@ -757,14 +756,14 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     let info = PeerInfo { did: None, region };
                     engine.peer_up(peer, info, now());
                 }
-                Some(Some(Event::Down((peer, id)))) => {
+                Some(Event::Down((peer, id))) => {
                     if links.get(&peer).is_some_and(|(current, _)| *current == id) {
                         links.remove(&peer);
                         router.peer_down(peer);
                         engine.peer_down(&peer, now());
                     }
                 }
-                Some(Some(Event::Frame(peer, frame))) => match frame {
+                Some(Event::Frame((peer, _), frame)) => match frame {
                     Frame::Gossip(bytes) => {
                         // Like gossipsub v1.2: on first sight of a big message every other
                         // peer is told at once, before validation, so that peers forwarding
