@@ -757,7 +757,9 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     engine.peer_up(peer, info, now());
                 }
                 Some(Event::Down((peer, id))) => {
-                    if links.get(&peer).is_some_and(|(current, _)| *current == id) {
+                    // Only the current connection's end matters: an old one closing after
+                    // a redial replaced it leaves the peer up.
+                    if is_current(&links, (peer, id)) {
                         links.remove(&peer);
                         router.peer_down(peer);
                         engine.peer_down(&peer, now());
