@@ -16,7 +16,8 @@
 //! - [`governance`]: documents issued during a run take effect everywhere;
 //! - [`hubs`]: hub, echo agent and A2A caller hosts; [`hub_scenarios`]: hub-latency,
 //!   hub-churn and rate-limit;
-//! - [`report`]: JSON, markdown and SVG reports of many runs.
+//! - [`report`]: JSON, markdown and SVG reports of many runs; [`results`]: the file a long
+//!   run records its runs in, so it can stop and go on.
 
 pub mod faults;
 pub mod federation;
@@ -25,6 +26,7 @@ pub mod governance;
 pub mod hub_scenarios;
 pub mod hubs;
 pub mod report;
+pub mod results;
 pub mod runner;
 pub mod scenarios;
 pub mod transport;

@@ -1,12 +1,15 @@
 //! `meridian-simulations`: run a scenario (or all of them) for one seed or many, print each
 //! run's outcome and figures and the command that replays any failure, and optionally write a
-//! report (JSON, markdown and an SVG chart).
+//! report (JSON, markdown and an SVG chart). With `--results FILE` a long run records each run
+//! as it finishes and, started again, goes on where it stopped.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
+use meridian_simulations::results::{self, Appender, ResultsError};
 use meridian_simulations::scenarios::{self, Report, SCENARIOS};
 
 /// Runs Meridian's deterministic simulations.
@@ -34,6 +37,11 @@ struct Args {
     /// Write report.json, report.md and convergence.svg into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Record each run in this file (JSON lines) as it finishes; runs already recorded there
+    /// are not run again, and the summary and --report cover them too. Use it to split a
+    /// long run across sessions: start the same command again after a stop.
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,10 +72,52 @@ fn main() -> std::process::ExitCode {
         },
         (None, None) => vec![1],
     };
-    let runs: Vec<(&str, u64)> = scenarios
+    let all_runs: Vec<(&'static str, u64)> = scenarios
         .iter()
         .flat_map(|s| seeds.iter().map(move |seed| (*s, *seed)))
         .collect();
+    let mut recorded = match &args.results {
+        None => results::Recorded::default(),
+        Some(path) => match results::read(path) {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
+    let runs: Vec<(&'static str, u64)> = all_runs
+        .iter()
+        .filter(|run| !recorded.runs.contains_key(run))
+        .copied()
+        .collect();
+    let appender = match &args.results {
+        None => None,
+        Some(path) => {
+            eprintln!(
+                "{}: {} of the {} runs already recorded, {} to run{}",
+                path.display(),
+                all_runs.len() - runs.len(),
+                all_runs.len(),
+                runs.len(),
+                if recorded.cut_short {
+                    " (its last line was cut short and is left out)"
+                } else {
+                    ""
+                }
+            );
+            match Appender::open(path, &recorded) {
+                Ok(appender) => Some(appender),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return std::process::ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let appender = std::sync::Mutex::new(appender);
+    let append_error: std::sync::Mutex<Option<ResultsError>> = std::sync::Mutex::new(None);
+    let stop = AtomicBool::new(false);
     let jobs = if args.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -83,11 +133,27 @@ fn main() -> std::process::ExitCode {
         for _ in 0..jobs {
             scope.spawn(|| {
                 loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(scenario, seed)) = runs.get(index) else {
                         return;
                     };
                     let report = scenarios::run(scenario, seed);
+                    if let Some(report) = &report {
+                        let mut appender = match appender.lock() {
+                            Ok(guard) => guard,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        if let Some(Err(error)) = appender.as_mut().map(|a| a.run(report)) {
+                            // A run that cannot be recorded would be lost: stop taking runs.
+                            stop.store(true, Ordering::Relaxed);
+                            if let Ok(mut slot) = append_error.lock() {
+                                slot.get_or_insert(error);
+                            }
+                        }
+                    }
                     let mut results = match results.lock() {
                         Ok(guard) => guard,
                         Err(poisoned) => poisoned.into_inner(),
@@ -113,11 +179,38 @@ fn main() -> std::process::ExitCode {
             });
         }
     });
-    let reports: Vec<Report> = match results.into_inner() {
+    let new_reports: Vec<Report> = match results.into_inner() {
         Ok(results) => results.into_iter().flatten().collect(),
         Err(poisoned) => poisoned.into_inner().into_iter().flatten().collect(),
     };
-    let wall_secs = started.elapsed().as_secs_f64();
+    let session_secs = started.elapsed().as_secs_f64();
+    let new_runs = new_reports.len();
+    let append_error = match append_error.into_inner() {
+        Ok(error) => error,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(error) = append_error {
+        eprintln!("error: {error}; stopped after {new_runs} new runs");
+        return std::process::ExitCode::from(2);
+    }
+    let mut appender = match appender.into_inner() {
+        Ok(appender) => appender,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(Err(error)) = appender.as_mut().map(|a| a.session(session_secs, new_runs)) {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::from(2);
+    }
+    // Every run asked for, in order: those recorded before and those made now.
+    let mut made: BTreeMap<(&'static str, u64), Report> = new_reports
+        .into_iter()
+        .map(|report| ((report.scenario, report.seed), report))
+        .collect();
+    let reports: Vec<Report> = all_runs
+        .iter()
+        .filter_map(|run| made.remove(run).or_else(|| recorded.runs.remove(run)))
+        .collect();
+    let wall_secs = recorded.wall_secs + session_secs;
     if let Some(dir) = &args.report {
         if let Err(error) = meridian_simulations::report::write(dir, &reports, wall_secs) {
             eprintln!("error: writing the report to {}: {error}", dir.display());
@@ -126,11 +219,19 @@ fn main() -> std::process::ExitCode {
         eprintln!("report written to {}", dir.display());
     }
     let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed()).collect();
-    eprintln!(
-        "{} runs in {wall_secs:.1} s wall-clock, {} failed",
-        reports.len(),
-        failed.len()
-    );
+    if args.results.is_some() {
+        eprintln!(
+            "{} runs in {wall_secs:.1} s wall-clock in all ({new_runs} now, in {session_secs:.1} s), {} failed",
+            reports.len(),
+            failed.len()
+        );
+    } else {
+        eprintln!(
+            "{} runs in {wall_secs:.1} s wall-clock, {} failed",
+            reports.len(),
+            failed.len()
+        );
+    }
     if failed.is_empty() {
         return std::process::ExitCode::SUCCESS;
     }

@@ -2,6 +2,7 @@
 //! scenarios, each failure printed with the command that replays it.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod cli;
 mod faults;
 mod hubs;
 mod publish_converge;
