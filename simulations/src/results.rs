@@ -23,6 +23,10 @@ use crate::scenarios::{Report, SCENARIOS};
 /// Longest line read from a results file, in bytes (a run's line is well under 4 KiB).
 pub const RESULTS_LINE_BYTES_MAX: usize = 64 * 1024;
 
+/// Largest results file read, in bytes: it is read whole and its runs kept in memory (a
+/// swarm run's line is about 300 bytes, so this holds some three million runs).
+pub const RESULTS_FILE_BYTES_MAX: u64 = 1 << 30;
+
 /// Most distinct figure names a results file may use (the scenarios use a few dozen); names
 /// read from files are kept for the life of the process, so their number is bounded.
 pub const FIGURE_NAMES_MAX: usize = 256;
@@ -41,6 +45,16 @@ pub enum ResultsError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The file is larger than the limit; start a new one (`--first-seed` splits a run).
+    #[error("results file {path}: {bytes} bytes, more than {max}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// The limit ([`RESULTS_FILE_BYTES_MAX`]).
+        max: u64,
     },
     /// A line is not a run or a session record; the file is left as it is.
     #[error("results file {path}, line {line}: {reason}")]
@@ -71,14 +85,36 @@ pub struct Recorded {
 
 /// Reads the results file at `path`; a file that does not exist yet holds nothing.
 pub fn read(path: &Path) -> Result<Recorded, ResultsError> {
+    read_at_most(path, RESULTS_FILE_BYTES_MAX)
+}
+
+fn read_at_most(path: &Path, max: u64) -> Result<Recorded, ResultsError> {
     let io = |source| ResultsError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut text = String::new();
     match File::open(path) {
-        Ok(mut file) => {
-            file.read_to_string(&mut text).map_err(io)?;
+        Ok(file) => {
+            let bytes = file.metadata().map_err(io)?.len();
+            if bytes > max {
+                return Err(ResultsError::TooLarge {
+                    path: path.to_path_buf(),
+                    bytes,
+                    max,
+                });
+            }
+            // `take` keeps the bound if the file grows while it is read.
+            file.take(max.saturating_add(1))
+                .read_to_string(&mut text)
+                .map_err(io)?;
+            if text.len() as u64 > max {
+                return Err(ResultsError::TooLarge {
+                    path: path.to_path_buf(),
+                    bytes: text.len() as u64,
+                    max,
+                });
+            }
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Recorded::default());
@@ -329,6 +365,21 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{whole}\n{}\n", report(2, true).to_json())
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_at_the_limit_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.jsonl");
+        let line = format!("{}\n", report(1, true).to_json());
+        std::fs::write(&path, &line).unwrap();
+        let exact = line.len() as u64;
+        assert_eq!(read_at_most(&path, exact).unwrap().runs.len(), 1);
+        let error = read_at_most(&path, exact - 1).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("{exact} bytes, more than {}", exact - 1)),
+            "{error}"
         );
     }
 
