@@ -100,7 +100,7 @@ fn main() -> std::process::ExitCode {
                 all_runs.len() - runs.len(),
                 all_runs.len(),
                 runs.len(),
-                if recorded.cut_short {
+                if matches!(recorded.tail, results::Tail::CutShort { .. }) {
                     " (its last line was cut short and is left out)"
                 } else {
                     ""

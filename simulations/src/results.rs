@@ -75,12 +75,24 @@ pub struct Recorded {
     pub runs: BTreeMap<(&'static str, u64), Report>,
     /// Wall-clock seconds of every invocation that finished and said so.
     pub wall_secs: f64,
-    /// Whether the last line was cut short and left out.
-    pub cut_short: bool,
-    /// Bytes of the file up to the end of its last whole line (what an append keeps).
-    pub whole_bytes: u64,
-    /// Whether the file's last line, read whole, lacks its newline.
-    pub needs_newline: bool,
+    /// How the file ends, which says what an append must do first.
+    pub tail: Tail,
+}
+
+/// How a results file ends.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Empty, or its last line ends with a newline: append as it is.
+    #[default]
+    Ended,
+    /// Its last line is whole but lacks the newline: append one first.
+    Unended,
+    /// Its last line was cut short (a kill while it was written) and is left out: cut the
+    /// file back to `whole_bytes`, the end of its last whole line, before appending.
+    CutShort {
+        /// Bytes up to and including the last newline.
+        whole_bytes: u64,
+    },
 }
 
 /// Reads the results file at `path`; a file that does not exist yet holds nothing.
@@ -93,25 +105,25 @@ fn read_at_most(path: &Path, max: u64) -> Result<Recorded, ResultsError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     match File::open(path) {
         Ok(file) => {
-            let bytes = file.metadata().map_err(io)?.len();
-            if bytes > max {
+            let size = file.metadata().map_err(io)?.len();
+            if size > max {
                 return Err(ResultsError::TooLarge {
                     path: path.to_path_buf(),
-                    bytes,
+                    bytes: size,
                     max,
                 });
             }
             // `take` keeps the bound if the file grows while it is read.
             file.take(max.saturating_add(1))
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .map_err(io)?;
-            if text.len() as u64 > max {
+            if bytes.len() as u64 > max {
                 return Err(ResultsError::TooLarge {
                     path: path.to_path_buf(),
-                    bytes: text.len() as u64,
+                    bytes: bytes.len() as u64,
                     max,
                 });
             }
@@ -121,53 +133,73 @@ fn read_at_most(path: &Path, max: u64) -> Result<Recorded, ResultsError> {
         }
         Err(error) => return Err(io(error)),
     }
+    // Whole lines up to the last newline; after it, a last line without one (whole, or cut
+    // short by a kill, possibly inside a multi-byte character).
+    let whole_bytes = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |at| at + 1);
+    let (whole, rest) = bytes.split_at(whole_bytes);
     let mut recorded = Recorded::default();
-    let complete = text.is_empty() || text.ends_with('\n');
-    recorded.whole_bytes = text.rfind('\n').map_or(0, |at| at as u64 + 1);
-    let lines: Vec<&str> = text.lines().collect();
-    for (index, line) in lines.iter().enumerate() {
-        let number = index + 1;
-        let bad = |reason: String| ResultsError::BadLine {
-            path: path.to_path_buf(),
-            line: number,
-            reason,
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let last_and_cut = !complete && number == lines.len();
-        let parsed = if line.len() > RESULTS_LINE_BYTES_MAX {
-            Err(format!(
-                "{} bytes, more than {RESULTS_LINE_BYTES_MAX}",
-                line.len()
-            ))
-        } else {
-            serde_json::from_str::<Value>(line).map_err(|error| format!("not JSON: {error}"))
-        };
-        let value = match parsed {
-            Ok(value) => value,
-            Err(_) if last_and_cut => {
-                recorded.cut_short = true;
-                continue;
-            }
-            Err(reason) => return Err(bad(reason)),
-        };
-        if value.get("scenario").is_some() {
-            let report = report_from_json(&value).map_err(bad)?;
-            recorded.runs.insert((report.scenario, report.seed), report);
-        } else if let Some(secs) = value.get("wall_secs") {
-            match secs.as_f64() {
-                Some(secs) if secs.is_finite() && secs >= 0.0 => recorded.wall_secs += secs,
-                _ => return Err(bad("wall_secs is not a number of seconds".into())),
-            }
-        } else {
-            return Err(bad(
-                "neither a run (scenario, seed, ...) nor wall_secs".into()
-            ));
-        }
+    let mut number = 0;
+    // The piece after the last newline is empty; blank lines are skipped.
+    for line in whole.split(|b| *b == b'\n') {
+        number += 1;
+        read_line(path, number, line, &mut recorded)?;
     }
-    recorded.needs_newline = !complete && !recorded.cut_short;
+    if !rest.is_empty() {
+        let mut with_last = Recorded::default();
+        recorded.tail = match read_line(path, number, rest, &mut with_last) {
+            Ok(()) => {
+                recorded.runs.append(&mut with_last.runs);
+                recorded.wall_secs += with_last.wall_secs;
+                Tail::Unended
+            }
+            Err(_) => Tail::CutShort {
+                whole_bytes: whole_bytes as u64,
+            },
+        };
+    }
     Ok(recorded)
+}
+
+/// Reads line `number` of the file into `recorded`: a run, or an invocation's time.
+fn read_line(
+    path: &Path,
+    number: usize,
+    line: &[u8],
+    recorded: &mut Recorded,
+) -> Result<(), ResultsError> {
+    let bad = |reason: String| ResultsError::BadLine {
+        path: path.to_path_buf(),
+        line: number,
+        reason,
+    };
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    if line.len() > RESULTS_LINE_BYTES_MAX {
+        return Err(bad(format!(
+            "{} bytes, more than {RESULTS_LINE_BYTES_MAX}",
+            line.len()
+        )));
+    }
+    let value: Value =
+        serde_json::from_slice(line).map_err(|error| bad(format!("not JSON: {error}")))?;
+    if value.get("scenario").is_some() {
+        let report = report_from_json(&value).map_err(bad)?;
+        recorded.runs.insert((report.scenario, report.seed), report);
+    } else if let Some(secs) = value.get("wall_secs") {
+        match secs.as_f64() {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => recorded.wall_secs += secs,
+            _ => return Err(bad("wall_secs is not a number of seconds".into())),
+        }
+    } else {
+        return Err(bad(
+            "neither a run (scenario, seed, ...) nor wall_secs".into()
+        ));
+    }
+    Ok(())
 }
 
 /// A report from its [`Report::to_json`] form.
@@ -262,15 +294,15 @@ impl Appender {
                 path: path.to_path_buf(),
                 source,
             })?;
-        if recorded.cut_short {
+        if let Tail::CutShort { whole_bytes } = recorded.tail {
             appender
                 .file
-                .set_len(recorded.whole_bytes)
+                .set_len(whole_bytes)
                 .map_err(|source| ResultsError::Io {
                     path: path.to_path_buf(),
                     source,
                 })?;
-        } else if recorded.needs_newline {
+        } else if recorded.tail == Tail::Unended {
             appender.write_line("")?;
         }
         Ok(appender)
@@ -339,7 +371,7 @@ mod tests {
         let recorded = read(&path).unwrap();
         assert_eq!(recorded.runs.len(), 3);
         assert_eq!(recorded.wall_secs, 14.5);
-        assert!(!recorded.cut_short);
+        assert_eq!(recorded.tail, Tail::Ended);
         let second = &recorded.runs[&("swarm", 2)];
         assert_eq!(second.failures, vec!["node 3 lags".to_string()]);
         assert_eq!(second.to_json(), report(2, false).to_json());
@@ -353,7 +385,7 @@ mod tests {
         let cut = &report(2, true).to_json().to_string()[..30];
         std::fs::write(&path, format!("{whole}\n{cut}")).unwrap();
         let recorded = read(&path).unwrap();
-        assert!(recorded.cut_short);
+        assert!(matches!(recorded.tail, Tail::CutShort { .. }));
         assert_eq!(recorded.runs.keys().collect::<Vec<_>>(), [&("swarm", 1)]);
         Appender::open(&path, &recorded)
             .unwrap()
@@ -361,7 +393,7 @@ mod tests {
             .unwrap();
         let recorded = read(&path).unwrap();
         assert_eq!(recorded.runs.len(), 2);
-        assert!(!recorded.cut_short);
+        assert_eq!(recorded.tail, Tail::Ended);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{whole}\n{}\n", report(2, true).to_json())
@@ -384,13 +416,48 @@ mod tests {
     }
 
     #[test]
+    fn a_line_cut_inside_a_character_is_left_out_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.jsonl");
+        let whole = report(1, true).to_json().to_string();
+        let mut failed = report(2, false);
+        failed.failures = vec!["n\u{153}ud 3 est en retard".into()];
+        let line = failed.to_json().to_string();
+        let cut = line.find('\u{153}').unwrap() + 1; // inside the two bytes of the character
+        let mut bytes = format!("{whole}\n").into_bytes();
+        bytes.extend_from_slice(&line.as_bytes()[..cut]);
+        std::fs::write(&path, &bytes).unwrap();
+        let recorded = read(&path).unwrap();
+        let whole_bytes = whole.len() as u64 + 1;
+        assert_eq!(recorded.tail, Tail::CutShort { whole_bytes });
+        assert_eq!(recorded.runs.len(), 1);
+        let mut out = Appender::open(&path, &recorded).unwrap();
+        out.run(&failed).unwrap();
+        let recorded = read(&path).unwrap();
+        assert_eq!(recorded.runs[&("swarm", 2)].failures, failed.failures);
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_whole_line_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.jsonl");
+        let whole = report(1, true).to_json().to_string();
+        let mut bytes = format!("{whole}\n").into_bytes();
+        bytes.extend_from_slice(b"{\"scenario\": \"\xff\"}\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let error = read(&path).unwrap_err().to_string();
+        assert!(error.contains("line 2: not JSON"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
     fn a_whole_last_line_without_its_newline_is_kept_and_ended() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.jsonl");
         let whole = report(1, true).to_json().to_string();
         std::fs::write(&path, &whole).unwrap();
         let recorded = read(&path).unwrap();
-        assert!(!recorded.cut_short && recorded.needs_newline);
+        assert_eq!(recorded.tail, Tail::Unended);
         assert_eq!(recorded.runs.len(), 1);
         Appender::open(&path, &recorded)
             .unwrap()
