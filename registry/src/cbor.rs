@@ -20,6 +20,11 @@ use cid::Cid;
 /// the stack.
 pub const NESTING_DEPTH_MAX: usize = 64;
 
+/// Items an array or map reserves room for before any of them is read. A header may claim up to
+/// one item per remaining input byte; reserving that much at every nesting level let a 1 MiB
+/// block make the decoder reserve gigabytes, so the rest grows as items actually arrive.
+pub const PREALLOCATED_ITEMS_MAX: usize = 64;
+
 /// The CBOR tag for a CID link in DAG-CBOR.
 const TAG_CID: u64 = 42;
 
@@ -437,7 +442,7 @@ impl<'a> StrictReader<'a> {
                 Self::check_minimal(count as u64, used, offset)?;
                 self.check_depth(depth, offset)?;
                 self.check_count(count, offset)?;
-                let mut items = Vec::with_capacity(count);
+                let mut items = Vec::with_capacity(count.min(PREALLOCATED_ITEMS_MAX));
                 for _ in 0..count {
                     items.push(self.read_value(depth + 1)?);
                 }
@@ -447,7 +452,8 @@ impl<'a> StrictReader<'a> {
                 Self::check_minimal(count as u64, used, offset)?;
                 self.check_depth(depth, offset)?;
                 self.check_count(count.saturating_mul(2), offset)?;
-                let mut entries: Vec<(&'a str, ValueRef<'a>)> = Vec::with_capacity(count);
+                let mut entries: Vec<(&'a str, ValueRef<'a>)> =
+                    Vec::with_capacity(count.min(PREALLOCATED_ITEMS_MAX));
                 for _ in 0..count {
                     let (key_header, key_offset, key_used) = self.pull()?;
                     let key = match key_header {

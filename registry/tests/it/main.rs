@@ -5,6 +5,7 @@
 mod common;
 mod conformance;
 mod golden;
+mod memory;
 mod properties;
 mod snapshots;
 mod stores;
