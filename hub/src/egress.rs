@@ -55,20 +55,24 @@ pub trait Egress: Send + Sync + 'static {
 }
 
 /// Production egress: HTTP to nodes' gateways (`POST {gateway}/api/v1/sync`) and to agents'
-/// endpoints (no redirects, no proxy, private addresses refused at resolution unless allowed).
+/// endpoints, both through the SSRF guard (no redirects, no proxy, private and metadata
+/// addresses refused, as literals and at resolution, unless the configuration allows them).
 #[derive(Debug, Clone)]
 pub struct HttpEgress {
     nodes: reqwest::Client,
     agents: reqwest::Client,
+    guard: crate::relay::EgressGuard,
 }
 
 impl HttpEgress {
-    /// The clients; agents get `allow_private` for the SSRF guard and a 10 s connect timeout.
-    /// The hub bounds every call's whole duration itself, whatever the egress.
-    pub fn new(allow_private: bool) -> reqwest::Result<Self> {
+    /// The clients, both behind `guard` (node gateways and agent endpoints are URLs learned
+    /// from the network), with no redirects and a 10 s connect timeout. The hub bounds every
+    /// call's whole duration itself, whatever the egress.
+    pub fn new(guard: crate::relay::EgressGuard) -> reqwest::Result<Self> {
         Ok(Self {
-            nodes: reqwest::Client::builder().no_proxy().build()?,
-            agents: crate::relay::agent_client(allow_private, Duration::from_secs(10))?,
+            nodes: guard.client(Duration::from_secs(10))?,
+            agents: guard.client(Duration::from_secs(10))?,
+            guard,
         })
     }
 }
@@ -81,7 +85,13 @@ impl Egress for HttpEgress {
     ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
         Box::pin(async move {
             let url = format!("{}/api/v1/sync", gateway.trim_end_matches('/'));
-            match self.nodes.post(&url).body(request).send().await {
+            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            if let Some(why) = self.guard.url_refusal(&parsed) {
+                return Err(format!(
+                    "{url}: {why} (relay.allow_private, egress.allow_cidrs)"
+                ));
+            }
+            match self.nodes.post(parsed).body(request).send().await {
                 Ok(response) if response.status().is_success() => {
                     crate::relay::read_limited(response, MESSAGE_BYTES_MAX).await
                 }
@@ -98,7 +108,13 @@ impl Egress for HttpEgress {
         body: Vec<u8>,
     ) -> BoxFuture<'a, Result<AgentAnswer, String>> {
         Box::pin(async move {
-            let mut request = self.agents.post(url).body(body);
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+            if let Some(why) = self.guard.url_refusal(&parsed) {
+                return Err(format!(
+                    "{url}: {why} (relay.allow_private, egress.allow_cidrs)"
+                ));
+            }
+            let mut request = self.agents.post(parsed).body(body);
             for (name, value) in headers {
                 request = request.header(name, value);
             }
