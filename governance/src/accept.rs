@@ -71,6 +71,18 @@ pub enum Rejection {
         /// The node's did:key.
         node: String,
     },
+    /// The publishing node's key is not a valid did:key, so nothing about it can be checked.
+    #[error("publisher `{publisher}` is not a valid did:key")]
+    PublisherInvalid {
+        /// What was given as the publisher.
+        publisher: String,
+    },
+    /// The governance state could not be read; the rule fails closed.
+    #[error("governance state unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
     /// The policy in force has expired, so nothing can be checked against it (freeze protection).
     #[error("the policy in force (version {version}) expired at {expires_at}")]
     PolicyExpired {

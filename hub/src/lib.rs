@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod relay;
+pub mod serve;
 pub mod trunk;
 pub mod wire;
 

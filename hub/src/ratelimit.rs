@@ -43,12 +43,18 @@ impl Limiter {
 
     /// Decides one request by `key` at time `now` (any monotonic clock) under `rate`.
     pub fn check(&mut self, key: &str, rate: Rate, now: Duration) -> Decision {
-        let per_second = rate.per_second.max(1);
-        let burst = rate.burst.max(1);
-        let interval = Duration::from_nanos(1_000_000_000 / u64::from(per_second));
-        let tolerance = interval * (burst - 1);
+        let decision = self.admit(key, rate, now);
+        if decision == Decision::Allow {
+            self.charge(key, rate, 1, now);
+        }
+        decision
+    }
+
+    /// Like [`Limiter::check`] for a cost known only afterwards (bytes of an answer): whether
+    /// `key` may start one more unit of work at `now`, without charging anything yet.
+    pub fn admit(&mut self, key: &str, rate: Rate, now: Duration) -> Decision {
+        let (interval, tolerance) = Self::shape(rate);
         if !self.tat.contains_key(key) && self.tat.len() >= KEYS_MAX {
-            // Keys whose TAT has passed behave exactly like new keys: dropping them changes nothing.
             self.tat.retain(|_, tat| *tat > now);
             if self.tat.len() >= KEYS_MAX {
                 return Decision::Wait(interval);
@@ -57,10 +63,29 @@ impl Limiter {
         let tat = self.tat.get(key).copied().unwrap_or(now).max(now);
         let allowed_from = tat.saturating_sub(tolerance);
         if now < allowed_from {
-            return Decision::Wait(allowed_from - now);
+            Decision::Wait(allowed_from - now)
+        } else {
+            Decision::Allow
         }
-        self.tat.insert(key.to_owned(), tat + interval);
-        Decision::Allow
+    }
+
+    /// Charges `units` (bytes, say) to `key` after the work was done; a large charge pushes
+    /// the key's next admission out by as long as the rate needs to pay it off.
+    pub fn charge(&mut self, key: &str, rate: Rate, units: u64, now: Duration) {
+        let (interval, _) = Self::shape(rate);
+        if !self.tat.contains_key(key) && self.tat.len() >= KEYS_MAX {
+            return;
+        }
+        let tat = self.tat.get(key).copied().unwrap_or(now).max(now);
+        let cost = interval.saturating_mul(u32::try_from(units).unwrap_or(u32::MAX));
+        self.tat.insert(key.to_owned(), tat.saturating_add(cost));
+    }
+
+    fn shape(rate: Rate) -> (Duration, Duration) {
+        let per_second = rate.per_second.max(1);
+        let burst = rate.burst.max(1);
+        let interval = Duration::from_nanos(1_000_000_000 / u64::from(per_second));
+        (interval, interval * (burst - 1))
     }
 
     /// Keys currently tracked.
@@ -137,5 +162,28 @@ mod tests {
             Decision::Allow
         );
         assert!(limiter.len() < KEYS_MAX);
+    }
+
+    #[test]
+    fn charges_after_the_fact_hold_back_the_next_admission() {
+        let mut limiter = Limiter::new();
+        // 1,000 bytes a second, 2,000 at once.
+        let rate = Rate {
+            per_second: 1_000,
+            burst: 2_000,
+        };
+        let now = Duration::from_secs(10);
+        assert_eq!(limiter.admit("a", rate, now), Decision::Allow);
+        limiter.charge("a", rate, 1_500, now);
+        assert_eq!(limiter.admit("a", rate, now), Decision::Allow);
+        limiter.charge("a", rate, 3_000, now);
+        // 4,500 bytes charged, 2,000 tolerated: 2.5 s to wait.
+        let Decision::Wait(wait) = limiter.admit("a", rate, now) else {
+            panic!("admitted over budget");
+        };
+        assert!((wait.as_secs_f64() - 2.501).abs() < 0.01, "{wait:?}");
+        assert_eq!(limiter.admit("a", rate, now + wait), Decision::Allow);
+        // Another key is not affected.
+        assert_eq!(limiter.admit("b", rate, now), Decision::Allow);
     }
 }

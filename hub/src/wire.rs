@@ -17,6 +17,11 @@ use meridian_registry::Cid;
 
 /// Largest encoded message the decoder accepts unless a driver sets its own bound.
 pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Most CIDs one [`Request::Blocks`] may name. The decoder refuses more before it parses a
+/// single CID, so a small message cannot make a server decode a million of them only to refuse
+/// the request afterwards.
+pub const REQUEST_BLOCKS_MAX: usize = 1024;
+
 /// Largest gossip message (a head, a governance document or a proof) accepted by default.
 pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
 /// Gossip messages at least this big are followed by a "don't want" notice (gossipsub v1.2's
@@ -101,6 +106,14 @@ pub enum WireError {
     /// A CID that does not parse.
     #[error("invalid CID: {0}")]
     BadCid(String),
+    /// More items than a message of this kind may carry.
+    #[error("{count} items; at most {max} per message")]
+    TooManyItems {
+        /// How many the message claimed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 const GOSSIP_HEAD: u8 = 1;
@@ -274,6 +287,12 @@ impl Request {
                     return Err(WireError::Trailing(count));
                 }
                 Request::Heads
+            }
+            REQUEST_BLOCKS if count > REQUEST_BLOCKS_MAX => {
+                return Err(WireError::TooManyItems {
+                    count,
+                    max: REQUEST_BLOCKS_MAX,
+                });
             }
             REQUEST_BLOCKS => Request::Blocks(
                 (0..count)
@@ -458,5 +477,34 @@ mod tests {
             let _ = Request::decode(&bytes, 64);
             let _ = Response::decode(&bytes, 64);
         }
+    }
+
+    #[test]
+    fn a_blocks_request_over_the_cap_is_refused_before_its_cids_are_read() {
+        let cids: Vec<Cid> = (0..=REQUEST_BLOCKS_MAX as u32)
+            .map(|i| cid(&i.to_be_bytes()))
+            .collect();
+        let over = Request::Blocks(cids.clone()).encode();
+        assert_eq!(
+            Request::decode(&over, MESSAGE_BYTES_MAX),
+            Err(WireError::TooManyItems {
+                count: REQUEST_BLOCKS_MAX + 1,
+                max: REQUEST_BLOCKS_MAX
+            })
+        );
+        // The count alone decides: a message claiming a million CIDs with garbage after the
+        // header is refused for the count, not parsed.
+        let mut claim = vec![REQUEST_BLOCKS];
+        claim.extend_from_slice(&1_000_000u32.to_be_bytes());
+        claim.extend(std::iter::repeat_n(0u8, 4_000_000));
+        assert!(matches!(
+            Request::decode(&claim, MESSAGE_BYTES_MAX),
+            Err(WireError::TooManyItems {
+                count: 1_000_000,
+                ..
+            })
+        ));
+        let at = Request::Blocks(cids[..REQUEST_BLOCKS_MAX].to_vec());
+        assert_eq!(Request::decode(&at.encode(), MESSAGE_BYTES_MAX), Ok(at));
     }
 }

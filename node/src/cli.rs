@@ -100,6 +100,11 @@ pub enum NodeCommand {
     /// Write tokens for organisations (stored hashed; shown once).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Organisation names bound to keys (without governance): list bindings and held
+    /// conflicting claims, accept a held claim, or pin a name to keys. The running node applies
+    /// a change within seconds.
+    #[command(subcommand)]
+    Names(NamesCommand),
     /// Run the node (HTTP gateway) until SIGINT or SIGTERM; initialises DATA on first run.
     Run {
         /// The data directory.
@@ -111,6 +116,41 @@ pub enum NodeCommand {
         /// The gateway's address, overriding the config (port 0 picks a free port).
         #[arg(long)]
         http: Option<String>,
+    },
+}
+
+/// `meridian node names …`
+#[derive(Debug, Subcommand)]
+pub enum NamesCommand {
+    /// List every bound organisation name with its keys, and the conflicting claims held as
+    /// evidence (never served).
+    List {
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
+    /// Rebind ORG to the key of a held claim (shown by `list`): its agents are served from now
+    /// on, and the previously bound key's are held instead.
+    Accept {
+        /// The organisation.
+        org: String,
+        /// The signer of the held claim, as did:key.
+        #[arg(long, required = true)]
+        signer: String,
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
+    /// Bind ORG to the given keys, whatever was learned.
+    Pin {
+        /// The organisation.
+        org: String,
+        /// A key that may sign the organisation's agents, as did:key (repeat for several).
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// The data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
     },
 }
 
@@ -451,6 +491,7 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "id": record.id, "org": record.org, "revoked": true }),
             })
         }
+        Command::Node(NodeCommand::Names(command)) => run_names(command, now),
         Command::Node(NodeCommand::Run { data, config, http }) => {
             crate::daemon::run(crate::daemon::RunOptions {
                 data: data.clone(),
@@ -486,11 +527,94 @@ fn keys_generate(out: &Path, force: bool) -> Result<Report> {
     })
 }
 
+/// `meridian node names …`.
+fn run_names(command: &NamesCommand, now: i64) -> Result<Report> {
+    use crate::daemon::names;
+    let (org, binding) = match command {
+        NamesCommand::List { data } => {
+            let (bindings, held) = names::list(data)?;
+            let mut text = Vec::new();
+            for (org, binding) in &bindings {
+                let keys: Vec<&str> = binding.keys.iter().map(String::as_str).collect();
+                text.push(format!(
+                    "{org}: {} ({}, since {})",
+                    keys.join(", "),
+                    binding.how,
+                    utc(binding.bound_at)
+                ));
+            }
+            if bindings.is_empty() {
+                text.push("no organisation names bound".to_owned());
+            }
+            for claim in &held {
+                text.push(format!(
+                    "held: {} signed by {} from publisher {} (manifest {}, last seen {})",
+                    claim.agent_id,
+                    claim.signer,
+                    claim.publisher,
+                    claim.manifest,
+                    utc(claim.last_seen)
+                ));
+            }
+            return Ok(Report {
+                text: text.join("\n"),
+                json: json!({ "bindings": bindings, "held": held }),
+            });
+        }
+        NamesCommand::Accept { org, signer, data } => (org, names::accept(data, org, signer, now)?),
+        NamesCommand::Pin { org, keys, data } => (org, names::pin(data, org, keys, now)?),
+    };
+    let keys: Vec<&str> = binding.keys.iter().map(String::as_str).collect();
+    Ok(Report {
+        text: format!(
+            "`{org}` pinned to {}; a running node applies it within seconds",
+            keys.join(", ")
+        ),
+        json: json!({ "org": org, "binding": binding }),
+    })
+}
+
+/// Unix seconds as `2026-12-06T13:44:37Z (1796564677)`: readable, and still the number.
+pub fn utc(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z ({seconds})",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
+}
+
 /// Writes a file readable only by its owner (0600 on unix), replacing it atomically.
+///
+/// A leftover temporary file (from a crash, or planted with a wider mode or as a link) is removed
+/// first and the temporary is created anew (`create_new`), so the secret never inherits that
+/// file's mode or follows its link.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let temporary = temporary_path(path);
+    match fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;

@@ -35,6 +35,17 @@ upstream_timeout_secs = 10
 breaker_failures = 5
 breaker_open_secs = 10
 
+[http]
+# How long a connection may take to send a request head, in seconds; also how long a
+# keep-alive connection may sit idle between requests.
+header_read_timeout_secs = 10
+# How long a request body may take to arrive in full, in seconds (408 past it).
+body_read_timeout_secs = 30
+# HTTP connections open at once, and from one client address; a connection past either is
+# closed at once, so a flood of idle connections cannot take every file descriptor.
+connections_max = 4096
+connections_per_client_max = 256
+
 [governance]
 # The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). The policy
 # bundle it signs gives the hub directory (whose keys the trunk pins) and the rate tiers.
@@ -63,6 +74,12 @@ trusted_nodes = ""
 # Most relayed calls in progress at once (from nodes and from other hubs together, streams
 # included); past it a call is refused with 503 and Retry-After.
 concurrent_max = 256
+
+[egress]
+# Address ranges the hub may reach at node gateways and agent endpoints learned from the
+# network even though they are private (a private deployment's networks), comma-separated,
+# e.g. "10.20.0.0/16, fd12::/48". Cloud metadata addresses are refused whatever this says.
+allow_cidrs = ""
 
 [log]
 # "text" or "json".
@@ -162,6 +179,51 @@ impl Default for RelaySection {
     }
 }
 
+/// `[http]`: what the hub's HTTP clients may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubHttpSection {
+    /// Time to send a request head (and idle time between requests), in seconds.
+    pub header_read_timeout_secs: u64,
+    /// Time for a request body to arrive, in seconds.
+    pub body_read_timeout_secs: u64,
+    /// Connections open at once.
+    pub connections_max: usize,
+    /// Connections open at once from one client address.
+    pub connections_per_client_max: usize,
+}
+
+impl Default for HubHttpSection {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            connections_max: 4096,
+            connections_per_client_max: 256,
+        }
+    }
+}
+
+impl HubHttpSection {
+    /// The server's connection limits.
+    pub fn serve_limits(&self) -> crate::serve::ServeLimits {
+        crate::serve::ServeLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            body_read_timeout: std::time::Duration::from_secs(self.body_read_timeout_secs),
+            connections_max: self.connections_max,
+            connections_per_client_max: self.connections_per_client_max,
+        }
+    }
+}
+
+/// `[egress]`: where the hub may reach that the SSRF guard would refuse.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSection {
+    /// Comma-separated address ranges allowed although private.
+    pub allow_cidrs: String,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,12 +246,16 @@ impl Default for HubLogSection {
 pub struct HubConfig {
     /// `[hub]`
     pub hub: HubSection,
+    /// `[http]`
+    pub http: HubHttpSection,
     /// `[governance]`
     pub governance: HubGovernanceSection,
     /// `[trunk]`
     pub trunk: TrunkSection,
     /// `[relay]`
     pub relay: RelaySection,
+    /// `[egress]`
+    pub egress: EgressSection,
     /// `[log]`
     pub log: HubLogSection,
 }
@@ -254,12 +320,35 @@ pub struct PeerOverride {
 impl HubConfig {
     /// Loads `file`, overlays `MERIDIAN_*` variables from `env`, and validates.
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
-        let table = layered_table(file, env, &["hub", "governance", "trunk", "relay", "log"])?;
+        let table = layered_table(
+            file,
+            env,
+            &[
+                "hub",
+                "http",
+                "governance",
+                "trunk",
+                "relay",
+                "egress",
+                "log",
+            ],
+        )?;
         let config: HubConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|error| anyhow::anyhow!("config: {error}"))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The SSRF guard for what the hub reaches at addresses learned from the network:
+    /// `relay.allow_private` and `egress.allow_cidrs`.
+    pub fn egress_guard(&self) -> Result<crate::relay::EgressGuard> {
+        let allow_cidrs = crate::relay::parse_cidrs(&self.egress.allow_cidrs)
+            .map_err(|problem| anyhow::anyhow!("config egress.allow_cidrs: {problem}"))?;
+        Ok(crate::relay::EgressGuard {
+            allow_private: self.relay.allow_private,
+            allow_cidrs,
+        })
     }
 
     /// Checks every setting, naming the first one at fault.
@@ -286,6 +375,11 @@ impl HubConfig {
                 bail!("config relay.trusted_nodes: `{did}` is not a did:key: {error}");
             }
         }
+        self.egress_guard()?;
+        self.http
+            .serve_limits()
+            .validate()
+            .map_err(|problem| anyhow::anyhow!(problem))?;
         if self.relay.concurrent_max == 0 {
             bail!("config relay.concurrent_max must be above 0");
         }

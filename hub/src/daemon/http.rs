@@ -103,11 +103,13 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .iter()
         .filter(|r| hub.trunk.is_connected(r))
         .count();
-    let text = hub.metrics.render(&[(
+    let mut gauges = vec![(
         "meridian_hub_trunk_connected",
         "Trunk connections to other regions' hubs that are up.",
         connected as f64,
-    )]);
+    )];
+    gauges.extend(hub.serve_counters.rows());
+    let text = hub.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -481,6 +483,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(crate::wire::MESSAGE_BYTES_MAX))
+        .layer(middleware::from_fn(crate::serve::json_errors))
+        .layer(middleware::from_fn({
+            let limits = hub.config.http.serve_limits();
+            let counters = hub.serve_counters.clone();
+            move |request, next| {
+                crate::serve::body_deadline(limits, counters.clone(), request, next)
+            }
+        }))
         .layer(middleware::from_fn_with_state(hub.clone(), observe))
         .with_state(hub)
 }

@@ -146,33 +146,19 @@ pub async fn serve(
             });
         }
     });
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server =
-        // Relayed answers stream through in pieces: without TCP_NODELAY each small piece
-        // after the first waits for the node's delayed ACK (~40 ms on Linux).
-        axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "could not set TCP_NODELAY");
-                }
-            }),
-            http::router(hub.clone()),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.changed().await;
-        });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => result.context("hub API failed")?,
-        () = stop => {
+    // Long-polls would hold the shutdown for their whole wait: bound the drain.
+    crate::serve::serve(
+        listener,
+        http::router(hub.clone()),
+        config.http.serve_limits(),
+        hub.serve_counters.clone(),
+        async move {
+            stop.await;
             tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
-            // Long-polls would hold the shutdown for their whole wait: bound it.
-            if tokio::time::timeout(Duration::from_secs(3), &mut server).await.is_err() {
-                tracing::info!("long-polls still open after 3 s; stopping anyway");
-            }
-        }
-    }
+        },
+        Duration::from_secs(3),
+    )
+    .await;
     endpoint.close(0u32.into(), b"hub stopping");
     hub.flush()?;
     let _ = std::fs::remove_file(data.join(HTTP_ADDR_FILE));

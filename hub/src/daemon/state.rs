@@ -28,7 +28,7 @@ use crate::trunk::{AllowedKeys, Trunk, TrunkPeer};
 use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response};
 
 /// Most CIDs one sync request may ask for.
-pub const BLOCKS_PER_REQUEST_MAX: usize = 1024;
+pub const BLOCKS_PER_REQUEST_MAX: usize = crate::wire::REQUEST_BLOCKS_MAX;
 /// Most CID-to-publisher hints kept for routing cache misses.
 const HINTS_MAX: usize = 2_000_000;
 /// Most nodes asked for blocks of unknown origin, before the other regions' hubs: bounds how
@@ -36,6 +36,23 @@ const HINTS_MAX: usize = 2_000_000;
 const FALLBACK_NODES_MAX: usize = 2;
 /// Most delta answers kept.
 const DELTAS_KEPT: usize = 64;
+/// Whether a gateway URL a node vouches for is one the hub will call: `http` or `https`, a
+/// host, no user name or password, no query and no fragment (the hub appends `/api/v1/sync`;
+/// a query would swallow that and point the hub at any path), at most 512 bytes.
+pub fn gateway_url_acceptable(url: &str) -> bool {
+    const GATEWAY_URL_BYTES_MAX: usize = 512;
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    url.len() <= GATEWAY_URL_BYTES_MAX
+        && matches!(parsed.scheme(), "http" | "https")
+        && parsed.host_str().is_some()
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
+}
+
 /// The domain string a node signs to vouch for its gateway as the source of its blocks.
 pub const SOURCE_DOMAIN: &str = "meridian.hub.source.v1";
 
@@ -89,9 +106,13 @@ pub struct Hub {
     governance_tree: sled::Tree,
     tick: Mutex<u64>,
     egress: Arc<dyn Egress>,
+    /// The SSRF guard for agent endpoints (`relay.allow_private`, `egress.allow_cidrs`).
+    guard: crate::relay::EgressGuard,
     changed: tokio::sync::watch::Sender<u64>,
     /// The wall clock (unix seconds), read only through this.
     pub clock: fn() -> i64,
+    /// What the HTTP server counts (connections, refusals, timeouts), for `/metrics`.
+    pub serve_counters: Arc<crate::serve::ServeCounters>,
     started: Instant,
 }
 
@@ -167,7 +188,7 @@ impl Hub {
     ) -> Result<Self> {
         let db = sled::open(data.join("hub.sled"))
             .with_context(|| format!("opening the hub store in {}", data.display()))?;
-        let egress = HttpEgress::new(config.relay.allow_private)?;
+        let egress = HttpEgress::new(config.egress_guard()?)?;
         Self::assemble(
             HubParts {
                 config,
@@ -232,8 +253,10 @@ impl Hub {
             db,
             tick: Mutex::new(0),
             egress,
+            guard: config.egress_guard()?,
             changed,
             clock,
+            serve_counters: Arc::default(),
             started: Instant::now(),
             config,
         };
@@ -1065,7 +1088,9 @@ impl Hub {
     }
 
     /// Checks a node's claim that its gateway at `url` serves the blocks of `commit_block`:
-    /// the claim must be signed by the commit's publisher.
+    /// the claim must be signed by the commit's publisher, and the URL must be a plain gateway
+    /// URL ([`gateway_url_acceptable`]). Where it points is checked by the SSRF guard when the
+    /// hub calls it.
     pub fn vouched_source(&self, commit_block: &[u8], url: &str, sig_b64: &str) -> Upstream {
         let Ok(commit) = meridian_registry::commit::Commit::decode(commit_block) else {
             return Upstream::Unknown;
@@ -1082,9 +1107,7 @@ impl Hub {
             .publisher
             .verify(&source_message(url, &cid), &sig)
         {
-            Ok(()) if url.starts_with("http://") || url.starts_with("https://") => {
-                Upstream::Node(url.to_owned())
-            }
+            Ok(()) if gateway_url_acceptable(url) => Upstream::Node(url.to_owned()),
             _ => Upstream::Unknown,
         }
     }
@@ -1266,14 +1289,12 @@ impl Hub {
     ) -> Result<AgentAnswer, RelayRefusal> {
         let url = crate::relay::jsonrpc_url(manifest)
             .map_err(|why| RelayRefusal::new(502, "bad_agent_endpoint", why))?;
-        if !self.config.relay.allow_private
-            && let Some(ip) = crate::relay::literal_private(&url)
-        {
+        if let Some(why) = self.guard.url_refusal(&url) {
             return Err(RelayRefusal::new(
                 403,
                 "private_address",
                 format!(
-                    "the agent's endpoint {ip} is private; refused (relay.allow_private is off)"
+                    "the agent's endpoint: {why} (set relay.allow_private or egress.allow_cidrs on the hub of the agent's region)"
                 ),
             ));
         }

@@ -98,24 +98,36 @@ fn jsonrpc_endpoint(manifest: &Manifest) -> Result<reqwest::Url, ApiError> {
 }
 
 fn check_literal_host(url: &reqwest::Url, allow_private: bool) -> Result<(), ApiError> {
-    match meridian_hub::relay::literal_private(url) {
-        Some(ip) if !allow_private => Err(error(
+    let guard = meridian_hub::relay::EgressGuard {
+        allow_private,
+        allow_cidrs: Vec::new(),
+    };
+    match guard.url_refusal(url) {
+        Some(why) => Err(error(
             StatusCode::FORBIDDEN,
             "private_address",
-            format!(
-                "the agent's endpoint {ip} is a private address; refused (a2a.allow_private is off)"
-            ),
+            format!("the agent's endpoint: {why} (a2a.allow_private)"),
         )),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
-fn caller(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// Who is calling, for the rate limiter: `org:ORG` with a caller token, otherwise
+/// `anonymous:IP` (each client address its own bucket, so one noisy client cannot use up
+/// every anonymous caller's rate).
+fn caller(
+    state: &NodeState,
+    headers: &HeaderMap,
+    client: Option<std::net::SocketAddr>,
+) -> Result<String, ApiError> {
     match headers
         .get(CALLER_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
     {
-        None => Ok("anonymous".to_owned()),
+        None => Ok(match client {
+            Some(address) => format!("anonymous:{}", address.ip()),
+            None => "anonymous".to_owned(),
+        }),
         Some(token) => state
             .tokens
             .org_for(token.trim())
@@ -154,9 +166,11 @@ fn count(state: &NodeState, outcome: &str) {
 pub async fn call(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let client = client.map(|axum::Extension(axum::extract::ConnectInfo(address))| address);
     let (manifest, publisher) = manifest_of(&state, &org, &agent)?;
     // An agent of another region is called through this region's hub, when there is one.
     let hub = (manifest.body.region != state.config.node.region)
@@ -174,8 +188,11 @@ pub async fn call(
             url
         }
     };
-    let caller = caller(&state, &headers)?;
+    let caller = caller(&state, &headers, client)?;
     let rate = rate_for(&state, &caller);
+    // One bucket per caller and agent: a caller hammering one agent does not use up its rate
+    // toward the others.
+    let bucket = format!("{caller} {org}/{agent}");
     let decision = {
         let proxy = &state.proxy;
         let now = proxy.started.elapsed();
@@ -183,7 +200,7 @@ pub async fn call(
             .limiter
             .lock()
             .map_err(|_| ApiError::internal("limiter lock poisoned"))?
-            .check(&caller, rate, now)
+            .check(&bucket, rate, now)
     };
     if let Decision::Wait(wait) = decision {
         count(&state, "rate_limited");
@@ -271,7 +288,9 @@ pub async fn call(
             ));
         }
         Ok(Err(failure)) => {
-            let refused = format!("{failure:?}").contains("private address");
+            let described = format!("{failure:?}");
+            let refused =
+                described.contains("private address") || described.contains("metadata address");
             count(&state, if refused { "refused" } else { "unreachable" });
             if refused {
                 return Err(error(
@@ -314,15 +333,91 @@ pub async fn call(
     }
     // Stream the body through as it arrives (SSE stays unbuffered); the permit is held until the
     // stream ends, so long streams count against the concurrency bound.
+    // The stream ends after a2a.stream_timeout_secs in all, or a2a.stream_idle_timeout_secs
+    // without a byte from the agent: a silent or endless agent cannot hold a slot for ever.
+    let stream = bounded_stream(
+        upstream.bytes_stream(),
+        Duration::from_secs(state.config.a2a.stream_timeout_secs),
+        Duration::from_secs(state.config.a2a.stream_idle_timeout_secs),
+        state.clone(),
+    );
     use futures_util::StreamExt as _;
-    let stream = upstream.bytes_stream().map(move |chunk| {
+    let stream = stream.map(move |chunk| {
         let _held = &permit;
-        chunk.map_err(std::io::Error::other)
+        chunk
     });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
     Ok(response)
+}
+
+/// An agent's streamed answer, cut off at `total` after it started or after `idle` without a
+/// chunk; each cut is counted (`meridian_a2a_calls_total{outcome="stream_timeout"}`) and ends
+/// the body with an error, so the client sees the stream break rather than end cleanly.
+fn bounded_stream(
+    upstream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    total: Duration,
+    idle: Duration,
+    state: Arc<NodeState>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let deadline = tokio::time::Instant::now() + total;
+    futures_util::stream::unfold((Box::pin(upstream), false), move |(mut upstream, done)| {
+        let state = state.clone();
+        async move {
+            use futures_util::StreamExt as _;
+            if done {
+                return None;
+            }
+            let next_deadline = deadline.min(tokio::time::Instant::now() + idle);
+            match tokio::time::timeout_at(next_deadline, upstream.next()).await {
+                Ok(Some(chunk)) => Some((chunk.map_err(std::io::Error::other), (upstream, false))),
+                Ok(None) => None,
+                Err(_) => {
+                    count(&state, "stream_timeout");
+                    let why = if tokio::time::Instant::now() >= deadline {
+                        "the agent's stream ran past a2a.stream_timeout_secs"
+                    } else {
+                        "the agent's stream was silent past a2a.stream_idle_timeout_secs"
+                    };
+                    Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
+                        (upstream, true),
+                    ))
+                }
+            }
+        }
+    })
+}
+
+/// The base URL the node's own cards name: `http.public_url`; else the request's host when
+/// `http.allowed_hosts` lists it; else the gateway's bound address when that is a specific
+/// address (loopback included). A node bound to every interface with neither setting names
+/// none: a Host header is the client's to choose, so taking it would let any client make the
+/// card point wherever it likes.
+fn card_base(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let http = &state.config.http;
+    if !http.public_url.is_empty() {
+        return Ok(http.public_url.trim_end_matches('/').to_owned());
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(host) = host
+        && http
+            .allowed_hosts
+            .split(',')
+            .map(str::trim)
+            .any(|allowed| !allowed.is_empty() && allowed.eq_ignore_ascii_case(host))
+    {
+        return Ok(format!("http://{host}"));
+    }
+    match state.gateway_addr.get() {
+        Some(address) if !address.ip().is_unspecified() => Ok(format!("http://{address}")),
+        _ => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "public_url_unset",
+            "this node listens on every interface without http.public_url or http.allowed_hosts, so it cannot name itself in a card; set one",
+        )),
+    }
 }
 
 /// The agent's card, with its JSON-RPC interfaces pointing at this proxy.
@@ -336,20 +431,7 @@ pub async fn card(
 ) -> Result<Response, ApiError> {
     let (manifest, _) = manifest_of(&state, &org, &agent)?;
     let mut card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
-    let base = if state.config.http.public_url.is_empty() {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        format!("http://{host}")
-    } else {
-        state
-            .config
-            .http
-            .public_url
-            .trim_end_matches('/')
-            .to_owned()
-    };
+    let base = card_base(&state, &headers)?;
     let proxy_url = format!("{base}/a2a/{org}/{agent}");
     if let Some(interfaces) = card
         .get_mut("supportedInterfaces")

@@ -33,8 +33,12 @@ search_page_max = 500
 # operations endpoints (/health, /ready, /metrics) and the A2A proxy stay open.
 read_auth = false
 # The URL clients reach this node at (e.g. https://node.example.org), used in the agent cards
-# the A2A proxy serves. Empty: taken from each request's Host header.
+# the A2A proxy serves. Empty: the request's host if allowed_hosts lists it, otherwise the
+# gateway's bound address (a node listening on 0.0.0.0 or [::] then needs one of the two).
 public_url = ""
+# Host names (host or host:port, comma-separated) whose Host header the cards may take as the
+# node's URL when public_url is empty; a Host header not listed is never echoed into a card.
+allowed_hosts = ""
 
 [a2a]
 # Let the proxy reach private, loopback and link-local addresses (off: SSRF protection).
@@ -47,6 +51,10 @@ timeout_secs = 30
 connect_timeout_secs = 10
 # Calls forwarded at once (streams included); more get 503 with Retry-After.
 concurrency_max = 256
+# A streamed answer (SSE) from an agent ends after this many seconds in all, and after this many
+# seconds without a byte from the agent.
+stream_timeout_secs = 3600
+stream_idle_timeout_secs = 300
 # Rate for callers without a tier in the policy bundle: requests per second and burst.
 default_rps = 20
 default_burst = 40
@@ -153,10 +161,36 @@ pub struct HttpSection {
     pub shutdown_grace_secs: u64,
     /// Most results one search page returns.
     pub search_page_max: usize,
-    /// The node's public URL; empty means the request's Host.
+    /// The node's public URL; empty: an allowed Host, else the bound address.
     pub public_url: String,
+    /// Host header values a card may take as the node's URL.
+    pub allowed_hosts: String,
     /// Whether reads need a token.
     pub read_auth: bool,
+    /// Time to send a request head (and idle time between requests), in seconds.
+    pub header_read_timeout_secs: u64,
+    /// Time for a request body to arrive, in seconds.
+    pub body_read_timeout_secs: u64,
+    /// Connections open at once.
+    pub connections_max: usize,
+    /// Connections open at once from one client address.
+    pub connections_per_client_max: usize,
+    /// Event stream subscribers at once.
+    pub sse_subscribers_max: usize,
+    /// Sync answer bytes per client address per second.
+    pub sync_bytes_per_client_per_second: u32,
+}
+
+impl HttpSection {
+    /// The server's connection limits.
+    pub fn serve_limits(&self) -> meridian_hub::serve::ServeLimits {
+        meridian_hub::serve::ServeLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            body_read_timeout: std::time::Duration::from_secs(self.body_read_timeout_secs),
+            connections_max: self.connections_max,
+            connections_per_client_max: self.connections_per_client_max,
+        }
+    }
 }
 
 impl Default for HttpSection {
@@ -168,7 +202,14 @@ impl Default for HttpSection {
             shutdown_grace_secs: 10,
             search_page_max: 500,
             public_url: String::new(),
+            allowed_hosts: String::new(),
             read_auth: false,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            connections_max: 4096,
+            connections_per_client_max: 256,
+            sse_subscribers_max: 1024,
+            sync_bytes_per_client_per_second: 16 * 1024 * 1024,
         }
     }
 }
@@ -203,6 +244,10 @@ pub struct A2aSection {
     pub connect_timeout_secs: u64,
     /// Calls at once.
     pub concurrency_max: usize,
+    /// Whole life of a streamed answer, in seconds.
+    pub stream_timeout_secs: u64,
+    /// Silence that ends a streamed answer, in seconds.
+    pub stream_idle_timeout_secs: u64,
     /// Default requests per second per caller.
     pub default_rps: u32,
     /// Default burst per caller.
@@ -217,6 +262,8 @@ impl Default for A2aSection {
             timeout_secs: 30,
             connect_timeout_secs: 10,
             concurrency_max: 256,
+            stream_timeout_secs: 3600,
+            stream_idle_timeout_secs: 300,
             default_rps: 20,
             default_burst: 40,
         }
@@ -296,7 +343,21 @@ impl NodeConfig {
         if self.http.search_page_max == 0 || self.http.search_page_max > 10_000 {
             bail!("config http.search_page_max must be between 1 and 10000");
         }
+        let http = &self.http;
+        http.serve_limits()
+            .validate()
+            .map_err(|problem| anyhow::anyhow!(problem))?;
+        if http.sse_subscribers_max == 0 || http.sync_bytes_per_client_per_second == 0 {
+            bail!(
+                "config http.sse_subscribers_max and http.sync_bytes_per_client_per_second must be above 0"
+            );
+        }
         let a2a = &self.a2a;
+        if a2a.stream_timeout_secs == 0 || a2a.stream_idle_timeout_secs == 0 {
+            bail!(
+                "config a2a.stream_timeout_secs and a2a.stream_idle_timeout_secs must be above 0"
+            );
+        }
         if a2a.timeout_secs == 0 || a2a.connect_timeout_secs == 0 {
             bail!("config a2a.timeout_secs and a2a.connect_timeout_secs must be above 0");
         }

@@ -108,7 +108,7 @@ pub struct EventParams {
 }
 
 /// Server-Sent Events of registry changes; resume with Last-Event-ID.
-#[utoipa::path(get, path = "/api/v1/events", tag = "registry", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event"), ("last_event_id" = Option<u64>, Query, description = "the same, as a parameter")), responses((status = 200, description = "the stream", content_type = "text/event-stream"), (status = 400, description = "bad Last-Event-ID", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "registry", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event"), ("last_event_id" = Option<u64>, Query, description = "the same, as a parameter")), responses((status = 200, description = "the stream", content_type = "text/event-stream"), (status = 400, description = "bad Last-Event-ID", body = ErrorBody), (status = 503, description = "http.sse_subscribers_max clients follow the stream already (Retry-After)", body = ErrorBody)))]
 pub async fn stream(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -128,6 +128,23 @@ pub async fn stream(
             ));
         }
     };
+    let subscribers_max = state.config.http.sse_subscribers_max;
+    if state.events.live.receiver_count() >= subscribers_max {
+        state
+            .metrics
+            .count("meridian_events_subscribers_refused_total", 1);
+        let mut response = ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!("{subscribers_max} clients follow the event stream, the most this node takes (http.sse_subscribers_max); retry later"),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return Ok(response);
+    }
     // Subscribe before reading the history, so nothing falls between the two.
     let receiver = state.events.live.subscribe();
     let resume = header_id.or(params.last_event_id);

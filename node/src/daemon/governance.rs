@@ -180,7 +180,8 @@ impl Governance {
         self.inner.read().is_ok_and(|i| i.root.is_some())
     }
 
-    /// Runs the acceptance rule; `Ok` when governance is off.
+    /// Runs the acceptance rule; `Ok` when governance is off. Fails closed: a poisoned lock or
+    /// a publisher that is not a did:key keeps the manifest out.
     pub fn accept(
         &self,
         manifest: &Manifest,
@@ -188,13 +189,17 @@ impl Governance {
         now: i64,
     ) -> Result<(), Vec<Rejection>> {
         let Ok(inner) = self.inner.read() else {
-            return Ok(());
+            return Err(vec![Rejection::Unavailable {
+                reason: "the governance state's lock is poisoned".to_owned(),
+            }]);
         };
         if inner.root.is_none() {
             return Ok(());
         }
         let Ok(publisher) = PublicKey::from_did(publisher) else {
-            return Ok(());
+            return Err(vec![Rejection::PublisherInvalid {
+                publisher: publisher.to_owned(),
+            }]);
         };
         let view = GovernanceView {
             attestations: &inner.attestations,

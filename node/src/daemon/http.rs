@@ -52,12 +52,20 @@ pub struct NodeState {
     pub events: super::events::EventLog,
     /// Trust root, attestations and policy.
     pub governance: super::governance::Governance,
+    /// Organisation names bound to keys (trust on first use when governance is off).
+    pub names: super::names::Names,
     /// The A2A proxy's client, limiter and bounds.
     pub proxy: super::a2a::Proxy,
     /// The peer mesh, once it runs: new heads of our own are announced through it.
     pub mesh: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<super::mesh::MeshCommand>>,
     /// The gateway's bound address, once it listens.
     pub gateway_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// What the HTTP server counts (connections, refusals, timeouts), for `/metrics`.
+    pub serve_counters: Arc<meridian_hub::serve::ServeCounters>,
+    /// Bytes of sync answers charged per client address (`POST /api/v1/sync`).
+    pub sync_budget: std::sync::Mutex<meridian_hub::ratelimit::Limiter>,
+    /// When the state was made: the monotonic origin of the rate limiters' time.
+    pub started: Instant,
     next_request: AtomicU64,
 }
 
@@ -88,15 +96,26 @@ impl NodeState {
             publisher: super::publish::Publisher::new(key, own),
             events: super::events::EventLog::default(),
             governance,
+            names: super::names::Names::load(data)?,
             proxy: super::a2a::Proxy::new(&config_a2a)?,
             mesh: std::sync::OnceLock::new(),
             gateway_addr: std::sync::OnceLock::new(),
+            serve_counters: Arc::default(),
+            sync_budget: std::sync::Mutex::new(meridian_hub::ratelimit::Limiter::new()),
+            started: Instant::now(),
             next_request: AtomicU64::new(1),
         };
-        for publisher in state.store.heads()?.keys() {
-            state.reindex(publisher)?;
-        }
+        state.reindex_all()?;
         Ok(state)
+    }
+
+    /// Rebuilds the whole federated view (at start, and when the operator changes a name
+    /// binding).
+    pub fn reindex_all(&self) -> anyhow::Result<()> {
+        for publisher in self.store.heads()?.keys() {
+            self.reindex(publisher)?;
+        }
+        Ok(())
     }
 
     /// Brings the index up to date after `publisher`'s head moved (an import, a mirrored
@@ -174,15 +193,47 @@ impl NodeState {
         now: i64,
     ) -> Option<AgentRecord> {
         let (manifest, card) = Manifest::decode_with_card(block, keys).ok()?;
-        match self.governance.accept(&manifest, publisher, now) {
-            Ok(()) => Some(
-                AgentRecord::with_card(&manifest, Some(card), cid, publisher, head.seq)
-                    .with_commit(&head.commit),
-            ),
-            Err(reasons) => {
-                let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-                tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
-                None
+        if let Err(reasons) = self.governance.accept(&manifest, publisher, now) {
+            let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+            tracing::info!(agent = %manifest.body.agent_id, %publisher, ?reasons, "kept out of the federated view");
+            return None;
+        }
+        if !self.governance.enabled() && !self.name_bound(&manifest, publisher, cid, now) {
+            return None;
+        }
+        Some(
+            AgentRecord::with_card(&manifest, Some(card), cid, publisher, head.seq)
+                .with_commit(&head.commit),
+        )
+    }
+
+    /// Without governance: whether the manifest's signer may speak for its organisation on
+    /// this node (trust on first use, [`super::names`]). A conflicting claim is held as
+    /// evidence and announced; an error fails closed.
+    fn name_bound(&self, manifest: &Manifest, publisher: &str, cid: &Cid, now: i64) -> bool {
+        let signer = manifest.signer.to_did();
+        let manifest_cid = cid.to_string();
+        let claim = super::names::Claim {
+            org: &manifest.body.org,
+            agent_id: &manifest.body.agent_id,
+            signer: &signer,
+            publisher,
+            manifest: &manifest_cid,
+        };
+        match self.names.check(claim, now) {
+            Ok(super::names::NameCheck::Bound | super::names::NameCheck::NewlyBound) => true,
+            Ok(super::names::NameCheck::Conflict { bound, new }) => {
+                if new {
+                    self.events.emit(
+                        "name.conflict",
+                        json!({ "org": manifest.body.org, "agent_id": manifest.body.agent_id, "signer": signer, "publisher": publisher, "manifest": manifest_cid, "bound_keys": bound }),
+                    );
+                }
+                false
+            }
+            Err(error) => {
+                tracing::error!(%error, agent = %manifest.body.agent_id, "name check failed: kept out");
+                false
             }
         }
     }
@@ -231,6 +282,7 @@ impl NodeState {
             "head.accepted",
             serde_json::json!({ "publisher": publisher, "seq": head.seq, "commit": head.commit.to_string() }),
         );
+        self.names.flush()?;
         tracing::debug!(%publisher, touched, elapsed = ?started.elapsed(), "index updated from the tree diff");
         Ok(())
     }
@@ -282,6 +334,7 @@ impl NodeState {
             .write()
             .map_err(|_| anyhow::anyhow!("index lock poisoned"))?
             .replace_publisher(publisher, &head.commit, records);
+        self.names.flush()?;
         tracing::debug!(%publisher, agents, ?loaded, ?decoded, total = ?started.elapsed(), "reindexed");
         for (kind, agent_id) in changes {
             self.events.emit(kind, serde_json::json!({ "agent_id": agent_id, "publisher": publisher, "seq": head.seq }));
@@ -361,6 +414,7 @@ pub fn api_router(
         .routes(routes!(metrics))
         .routes(routes!(super::openapi::serve))
         .routes(routes!(heads))
+        .routes(routes!(names))
         .routes(routes!(export_snapshot))
         .routes(import)
         .routes(routes!(block))
@@ -407,6 +461,14 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), read_guard))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(meridian_hub::serve::json_errors))
+        .layer(middleware::from_fn({
+            let limits = state.config.http.serve_limits();
+            let counters = state.serve_counters.clone();
+            move |request, next| {
+                meridian_hub::serve::body_deadline(limits, counters.clone(), request, next)
+            }
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -481,8 +543,45 @@ async fn not_found() -> ApiError {
 
 /// The sync protocol over HTTP, answered by the node's sync engine: how a hub fetches a node's
 /// blocks and deltas.
-#[utoipa::path(post, path = "/api/v1/sync", tag = "registry", request_body(content = String, content_type = "application/octet-stream", description = "a sync wire request"), responses((status = 200, description = "the wire answer", content_type = "application/octet-stream"), (status = 503, description = "the peer mesh is off", body = ErrorBody)))]
-async fn sync_request(State(state): State<Arc<NodeState>>, body: axum::body::Bytes) -> Response {
+#[utoipa::path(post, path = "/api/v1/sync", tag = "registry", request_body(content = String, content_type = "application/octet-stream", description = "a sync wire request"), responses((status = 200, description = "the wire answer", content_type = "application/octet-stream"), (status = 429, description = "the client's answer budget is spent (Retry-After)", body = ErrorBody), (status = 503, description = "the peer mesh is off", body = ErrorBody)))]
+async fn sync_request(
+    State(state): State<Arc<NodeState>>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    body: axum::body::Bytes,
+) -> Response {
+    // Each client address has a byte budget for answers (http.sync_bytes_per_client_per_second,
+    // twice that at once): a 70-byte request can ask for an 8 MiB answer, so requests alone
+    // are the wrong thing to count.
+    let client = client.map_or_else(
+        || "unknown".to_owned(),
+        |axum::Extension(axum::extract::ConnectInfo(address))| address.ip().to_string(),
+    );
+    let per_second = state.config.http.sync_bytes_per_client_per_second;
+    let budget = meridian_hub::ratelimit::Rate {
+        per_second,
+        burst: per_second.saturating_mul(2),
+    };
+    let since_start = state.started.elapsed();
+    let admitted = match state.sync_budget.lock() {
+        Ok(mut limiter) => limiter.admit(&client, budget, since_start),
+        Err(_) => return ApiError::internal("sync budget lock poisoned").into_response(),
+    };
+    if let meridian_hub::ratelimit::Decision::Wait(wait) = admitted {
+        state
+            .metrics
+            .count("meridian_sync_requests_refused_total{reason=\"budget\"}", 1);
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "sync_budget",
+            format!("{client} used its answer budget (http.sync_bytes_per_client_per_second); retry in {seconds} s"),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let Some(mesh) = state.mesh.get() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -505,7 +604,12 @@ async fn sync_request(State(state): State<Arc<NodeState>>, body: axum::body::Byt
         .into_response();
     }
     match answer.await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(bytes) => {
+            if let Ok(mut limiter) = state.sync_budget.lock() {
+                limiter.charge(&client, budget, bytes.len() as u64, state.started.elapsed());
+            }
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "mesh_off",
@@ -543,7 +647,10 @@ pub async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     let agents = state.index.read().map_or(0, |i| i.len()) as f64;
     let heads = state.store.heads().map_or(0, |h| h.len()) as f64;
     let disk = state.store.size_on_disk().unwrap_or(0) as f64;
-    let text = state.metrics.render(&[
+    let held = state.names.snapshot().map_or(0, |(_, held)| held.len()) as f64;
+    let (conflicts, dropped) = state.names.counters();
+    let serve_rows = state.serve_counters.rows();
+    let mut gauges = vec![
         ("meridian_agents", "Agents in the federated view.", agents),
         (
             "meridian_heads",
@@ -555,8 +662,37 @@ pub async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
             "Bytes the store takes on disk.",
             disk,
         ),
-    ]);
+        (
+            "meridian_name_conflicts_held",
+            "Conflicting claims on bound organisation names held as evidence (never served).",
+            held,
+        ),
+        (
+            "meridian_name_conflicts_total",
+            "Conflicting claims on bound organisation names seen since start.",
+            conflicts as f64,
+        ),
+        (
+            "meridian_name_conflicts_dropped_total",
+            "Held conflicting claims dropped past the evidence limit since start.",
+            dropped as f64,
+        ),
+    ];
+    gauges.extend(serve_rows);
+    let text = state.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Organisation names bound to keys on this node, and the conflicting claims held as evidence
+/// (never served). Empty bindings with governance on: the acceptance rule decides then.
+#[utoipa::path(get, path = "/api/v1/names", tag = "registry", responses((status = 200, description = "bindings and held claims", content_type = "application/json")))]
+pub async fn names(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
+    let (bindings, held) = state.names.snapshot().map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "governance": state.governance.enabled(),
+        "bindings": bindings,
+        "held": held,
+    })))
 }
 
 /// Every publisher head this node has accepted.

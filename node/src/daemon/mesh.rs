@@ -263,8 +263,18 @@ async fn read_bounded<T: futures_util::AsyncRead + Unpin + Send>(
             format!("message of {len} bytes exceeds {max}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
+    // Grow with what arrives rather than reserve what the prefix claims: a peer that claims
+    // 8 MiB and sends nothing holds no memory.
+    let mut body = Vec::new();
+    futures_util::AsyncReadExt::take(io, len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("message ended after {} of {len} bytes", body.len()),
+        ));
+    }
     Ok(body)
 }
 
@@ -559,7 +569,10 @@ pub async fn run(
     let (imports_tx, mut imports) = mpsc::unbounded_channel::<ImportReport>();
     let mut outbound: HashMap<OutboundRequestId, (PeerId, u64)> = HashMap::new();
     let mut deferred: HashMap<u64, (gossipsub::MessageId, PeerId)> = HashMap::new();
+    // The hub is a destination the operator named (mesh.hub or the signed hub directory), so
+    // no SSRF guard; but no redirect either, which would take the node elsewhere.
     let hub_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
         .context("building the hub client")?;
@@ -799,7 +812,14 @@ pub async fn run(
             Some(command) = commands.recv() => match command {
                 MeshCommand::Announce(block) => engine.announce(block),
                 MeshCommand::Serve { request, reply } => {
-                    let _ = reply.send(engine.on_request(&Source::Gateway, &request, now()));
+                    // The gateway's callers are anonymous HTTP clients, all one source to the
+                    // engine: a malformed request is refused here, so that no client can get
+                    // the gateway source penalised (and with it the hub's fetches).
+                    let answer = match meridian_hub::wire::Request::decode(&request, meridian_hub::wire::MESSAGE_BYTES_MAX) {
+                        Err(error) => meridian_hub::wire::Response::Refused(format!("bad request: {error}")).encode(),
+                        Ok(_) => engine.on_request(&Source::Gateway, &request, now()),
+                    };
+                    let _ = reply.send(answer);
                 }
             },
             Some(event) = hub_events.recv() => match event {

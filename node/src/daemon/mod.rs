@@ -9,6 +9,7 @@ pub mod governance;
 pub mod http;
 pub mod index;
 pub mod mesh;
+pub mod names;
 pub use meridian_hub::metrics;
 pub mod openapi;
 pub mod publish;
@@ -29,6 +30,8 @@ pub const NODE_KEY_FILE: &str = "node.key";
 pub const CONFIG_FILE: &str = "config.toml";
 /// Where the gateway's bound address is written once it listens.
 pub const HTTP_ADDR_FILE: &str = "http.addr";
+/// How often the running node looks for a change of `DATA/name-pins.json`.
+pub const NAME_PINS_POLL: Duration = Duration::from_secs(2);
 
 /// Creates a data directory: the node key (0600), a documented config file and the store.
 /// Existing files are kept, so running it twice is harmless. Returns the node's did.
@@ -186,7 +189,7 @@ pub async fn serve(
     std::fs::write(&addr_file, format!("{address}\n"))
         .with_context(|| format!("writing {}", addr_file.display()))?;
     tracing::info!(%address, node = %state.node_did, region = %config.node.region, "gateway listening");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut mesh_task = None;
     if config.mesh.enabled {
         let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -217,29 +220,49 @@ pub async fn serve(
             }
         }
     });
-    // Streamed answers (the A2A proxy, SSE) are written in pieces; with Nagle's algorithm on,
-    // each small piece after the first waits for the peer's delayed ACK (~40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.changed().await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => result.context("gateway failed")?,
-        () = stop => {
-            tracing::info!(grace_secs = config.http.shutdown_grace_secs, "shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
-            let grace = Duration::from_secs(config.http.shutdown_grace_secs);
-            if tokio::time::timeout(grace, &mut server).await.is_err() {
-                tracing::warn!("in-flight requests did not finish within the grace period; stopping anyway");
+    // The operator rebinds a name by editing DATA/name-pins.json (`meridian node names pin`):
+    // look for a change every NAME_PINS_POLL and rebuild the view when there is one.
+    let names_state = state.clone();
+    let names_task = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(NAME_PINS_POLL);
+        loop {
+            ticks.tick().await;
+            let state = names_state.clone();
+            let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
+                if state.names.reload_pins_if_changed()? {
+                    state.reindex_all()?;
+                    return Ok(true);
+                }
+                Ok(false)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(true)) => tracing::info!("name pins changed: federated view rebuilt"),
+                Ok(Ok(false)) => {}
+                Ok(Err(error)) => tracing::warn!(?error, "could not apply the name pins"),
+                Err(error) => tracing::warn!(%error, "name pins task failed"),
             }
         }
-    }
+    });
+    let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+    meridian_hub::serve::serve(
+        listener,
+        app,
+        config.http.serve_limits(),
+        state.serve_counters.clone(),
+        async move {
+            stop.await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: finishing in-flight requests"
+            );
+            let _ = stop_tx.send(true);
+        },
+        grace,
+    )
+    .await;
     refresh_task.abort();
+    names_task.abort();
     if let Some(task) = mesh_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }

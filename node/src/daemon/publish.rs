@@ -479,6 +479,14 @@ async fn put_agent(
                 let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
                 return Err(unprocessable("not_accepted", format!("governance refuses this agent: {}", reasons.join("; "))));
             }
+            // Without governance, a name bound to other keys on this node is not ours to sign.
+            if !task_state.governance.enabled()
+                && let Some(bound) = task_state.names.bind_local(&manifest.body.org, &manifest.signer.to_did(), (task_state.clock)()).map_err(ApiError::internal)?
+            {
+                return Err(ApiError::new(StatusCode::CONFLICT, "name_bound", format!(
+                    "organisation `{}` is bound on this node to other keys ({}); the operator can rebind it with `meridian node names pin`",
+                    manifest.body.org, bound.into_iter().collect::<Vec<_>>().join(", "))));
+            }
             let agent_id = manifest.body.agent_id.clone();
             let manifest_cid = manifest.to_block_and_cid().0;
             let (commit, seq, existed) = apply(&task_state, Change::Put(Box::new(manifest)))?;
@@ -491,7 +499,7 @@ async fn put_agent(
 }
 
 /// Publish a new or changed agent: a signed manifest, or the card with its signature.
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "{manifest: base64} or {card, region, updated_at, signer, sig}"), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "{manifest: base64} or {card, region, updated_at, signer, sig}"), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 409, description = "the organisation name is bound to other keys on this node", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
 pub async fn create_agent(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,

@@ -1,0 +1,501 @@
+//! Names bound to keys when governance is off: which organisation key set may speak for an
+//! organisation name on this node.
+//!
+//! With governance on, the acceptance rule decides (an organisation's agents are signed only by
+//! its verified key set). Without it, a node binds an organisation name to the first key that
+//! signs for it (trust on first use) and keeps that binding in `DATA/names.json`, so a restart
+//! remembers it. A manifest for a bound name signed by another key is a **conflicting claim**:
+//! it is kept as evidence (listed by the API and `meridian node names list`, counted in
+//! `meridian_name_conflicts_total`, announced as a `name.conflict` event) and never served.
+//! Only the operator changes a binding, by pinning a key set (`meridian node names pin|accept`),
+//! written to `DATA/name-pins.json`, which the running node re-reads when it changes.
+//!
+//! Between manifests signed under one bound key set (an organisation whose agents moved between
+//! nodes) the index keeps the newer; `updated_at` never decides between different key sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use anyhow::{Context as _, Result, anyhow};
+use serde::{Deserialize, Serialize};
+
+/// The node's learned bindings and held claims, under the data directory.
+pub const NAMES_FILE: &str = "names.json";
+/// The operator's pinned bindings, under the data directory; they override learned ones.
+pub const NAME_PINS_FILE: &str = "name-pins.json";
+/// Conflicting claims kept as evidence; past it the oldest is dropped (and counted).
+pub const HELD_CLAIMS_MAX: usize = 1024;
+/// Keys one binding may list.
+pub const BINDING_KEYS_MAX: usize = 16;
+
+/// Which keys may sign an organisation's agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The organisation's keys, as did:key.
+    pub keys: BTreeSet<String>,
+    /// Unix seconds the binding was made.
+    pub bound_at: i64,
+    /// `first-use` (learned) or `pinned` (the operator's decision).
+    pub how: String,
+}
+
+/// A manifest that claimed a bound name with a key outside its binding: evidence, never served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldClaim {
+    /// The organisation the claim is for.
+    pub org: String,
+    /// The agent it claimed.
+    pub agent_id: String,
+    /// The key that signed it.
+    pub signer: String,
+    /// The node whose snapshot carried it.
+    pub publisher: String,
+    /// The manifest's CID.
+    pub manifest: String,
+    /// Unix seconds it was first seen.
+    pub first_seen: i64,
+    /// Unix seconds it was last seen.
+    pub last_seen: i64,
+}
+
+/// What the node has learned: bindings and held claims (`DATA/names.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamesFile {
+    /// Bindings by organisation.
+    pub bindings: BTreeMap<String, Binding>,
+    /// Held claims, oldest first.
+    pub held: Vec<HeldClaim>,
+}
+
+/// The operator's decisions (`DATA/name-pins.json`): organisation to key set.
+pub type PinsFile = BTreeMap<String, Binding>;
+
+/// What [`Names::check`] decided about one manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameCheck {
+    /// The signer is in the name's binding.
+    Bound,
+    /// The name was free; it is now bound to the signer (trust on first use).
+    NewlyBound,
+    /// The name is bound to other keys: the claim is held, not served.
+    Conflict {
+        /// The keys the name is bound to.
+        bound: BTreeSet<String>,
+        /// Whether this claim was seen for the first time (held just now).
+        new: bool,
+    },
+}
+
+/// One manifest as the name check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The organisation.
+    pub org: &'a str,
+    /// The agent id.
+    pub agent_id: &'a str,
+    /// The signing key, as did:key.
+    pub signer: &'a str,
+    /// The publishing node, as did:key.
+    pub publisher: &'a str,
+    /// The manifest's CID.
+    pub manifest: &'a str,
+}
+
+struct Inner {
+    learned: NamesFile,
+    pins: PinsFile,
+    pins_modified: Option<SystemTime>,
+    dirty: bool,
+}
+
+/// The running node's name bindings.
+pub struct Names {
+    names_path: PathBuf,
+    pins_path: PathBuf,
+    inner: Mutex<Inner>,
+    conflicts_total: AtomicU64,
+    dropped_total: AtomicU64,
+}
+
+fn read_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid names file", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Names {
+    /// Loads `DATA/names.json` and `DATA/name-pins.json` (either may be missing).
+    pub fn load(data: &Path) -> Result<Self> {
+        let names_path = data.join(NAMES_FILE);
+        let pins_path = data.join(NAME_PINS_FILE);
+        let learned: NamesFile = read_json(&names_path)?;
+        let pins: PinsFile = read_json(&pins_path)?;
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                learned,
+                pins,
+                pins_modified: modified(&pins_path),
+                dirty: false,
+            }),
+            names_path,
+            pins_path,
+            conflicts_total: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| anyhow!("the name bindings' lock is poisoned"))
+    }
+
+    /// Decides whether `claim`'s signer may speak for its organisation, binding a free name to
+    /// it. Fails closed: an error keeps the manifest out.
+    pub fn check(&self, claim: Claim<'_>, now: i64) -> Result<NameCheck> {
+        let mut inner = self.lock()?;
+        let bound = inner
+            .pins
+            .get(claim.org)
+            .or_else(|| inner.learned.bindings.get(claim.org))
+            .map(|b| b.keys.clone());
+        match bound {
+            Some(keys) if keys.contains(claim.signer) => Ok(NameCheck::Bound),
+            Some(keys) => {
+                let new = self.hold(&mut inner, claim, now);
+                Ok(NameCheck::Conflict { bound: keys, new })
+            }
+            None => {
+                inner.learned.bindings.insert(
+                    claim.org.to_owned(),
+                    Binding {
+                        keys: [claim.signer.to_owned()].into(),
+                        bound_at: now,
+                        how: "first-use".to_owned(),
+                    },
+                );
+                inner.dirty = true;
+                Ok(NameCheck::NewlyBound)
+            }
+        }
+    }
+
+    /// What a local publish asks before it stores a manifest: `None` when `signer` may sign
+    /// for `org` (binding a free name to it, first use), or the keys the name is bound to when
+    /// it may not. A refused local publish is not held as evidence: the publisher is told.
+    pub fn bind_local(
+        &self,
+        org: &str,
+        signer: &str,
+        now: i64,
+    ) -> Result<Option<BTreeSet<String>>> {
+        let mut inner = self.lock()?;
+        let bound = inner
+            .pins
+            .get(org)
+            .or_else(|| inner.learned.bindings.get(org))
+            .map(|b| b.keys.clone());
+        match bound {
+            Some(keys) if keys.contains(signer) => Ok(None),
+            Some(keys) => Ok(Some(keys)),
+            None => {
+                inner.learned.bindings.insert(
+                    org.to_owned(),
+                    Binding {
+                        keys: [signer.to_owned()].into(),
+                        bound_at: now,
+                        how: "first-use".to_owned(),
+                    },
+                );
+                inner.dirty = true;
+                drop(inner);
+                self.flush()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Holds `claim` as evidence; true when it was not held before.
+    fn hold(&self, inner: &mut Inner, claim: Claim<'_>, now: i64) -> bool {
+        let held = &mut inner.learned.held;
+        if let Some(existing) = held.iter_mut().find(|h| {
+            h.org == claim.org
+                && h.agent_id == claim.agent_id
+                && h.signer == claim.signer
+                && h.publisher == claim.publisher
+        }) {
+            if existing.manifest != claim.manifest {
+                existing.manifest = claim.manifest.to_owned();
+            }
+            existing.last_seen = now;
+            inner.dirty = true;
+            return false;
+        }
+        self.conflicts_total.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            org = claim.org,
+            agent = claim.agent_id,
+            signer = claim.signer,
+            publisher = claim.publisher,
+            "conflicting claim on a bound name: held as evidence, not served"
+        );
+        held.push(HeldClaim {
+            org: claim.org.to_owned(),
+            agent_id: claim.agent_id.to_owned(),
+            signer: claim.signer.to_owned(),
+            publisher: claim.publisher.to_owned(),
+            manifest: claim.manifest.to_owned(),
+            first_seen: now,
+            last_seen: now,
+        });
+        if held.len() > HELD_CLAIMS_MAX {
+            let excess = held.len() - HELD_CLAIMS_MAX;
+            held.drain(..excess);
+            self.dropped_total
+                .fetch_add(excess as u64, Ordering::Relaxed);
+        }
+        inner.dirty = true;
+        true
+    }
+
+    /// Writes `DATA/names.json` if anything changed since the last write.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.lock()?;
+        if !inner.dirty {
+            return Ok(());
+        }
+        let text = serde_json::to_vec_pretty(&inner.learned)?;
+        crate::cli::write_file(&self.names_path, &text)?;
+        inner.dirty = false;
+        Ok(())
+    }
+
+    /// Re-reads the pins file if it changed since it was read; true when it did (the caller
+    /// then rebuilds the federated view). Held claims of a re-pinned organisation are dropped:
+    /// the rebuild holds again those still in conflict.
+    pub fn reload_pins_if_changed(&self) -> Result<bool> {
+        let now_modified = modified(&self.pins_path);
+        let mut inner = self.lock()?;
+        if now_modified == inner.pins_modified {
+            return Ok(false);
+        }
+        let pins: PinsFile = read_json(&self.pins_path)?;
+        let changed: BTreeSet<String> = pins
+            .iter()
+            .filter(|(org, binding)| inner.pins.get(*org) != Some(binding))
+            .map(|(org, _)| org.clone())
+            .chain(
+                inner
+                    .pins
+                    .keys()
+                    .filter(|org| !pins.contains_key(*org))
+                    .cloned(),
+            )
+            .collect();
+        inner.learned.held.retain(|h| !changed.contains(&h.org));
+        inner.pins = pins;
+        inner.pins_modified = now_modified;
+        inner.dirty = true;
+        Ok(true)
+    }
+
+    /// Bindings in force (pins over learned) and held claims.
+    pub fn snapshot(&self) -> Result<(BTreeMap<String, Binding>, Vec<HeldClaim>)> {
+        let inner = self.lock()?;
+        let mut bindings = inner.learned.bindings.clone();
+        bindings.extend(inner.pins.clone());
+        Ok((bindings, inner.learned.held.clone()))
+    }
+
+    /// Conflicting claims seen since start, and claims dropped past [`HELD_CLAIMS_MAX`].
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.conflicts_total.load(Ordering::Relaxed),
+            self.dropped_total.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// `meridian node names pin`: binds `org` to `keys` (did:key) in `DATA/name-pins.json`.
+pub fn pin(data: &Path, org: &str, keys: &[String], now: i64) -> Result<Binding> {
+    meridian_registry::manifest::check_name("org", org).map_err(|e| anyhow!(e))?;
+    if keys.is_empty() {
+        return Err(anyhow!("name at least one key to pin `{org}` to"));
+    }
+    if keys.len() > BINDING_KEYS_MAX {
+        return Err(anyhow!(
+            "{} keys given; a binding lists at most {BINDING_KEYS_MAX}",
+            keys.len()
+        ));
+    }
+    for key in keys {
+        meridian_registry::keys::PublicKey::from_did(key)
+            .with_context(|| format!("`{key}` is not a did:key"))?;
+    }
+    let path = data.join(NAME_PINS_FILE);
+    let mut pins: PinsFile = read_json(&path)?;
+    let binding = Binding {
+        keys: keys.iter().cloned().collect(),
+        bound_at: now,
+        how: "pinned".to_owned(),
+    };
+    pins.insert(org.to_owned(), binding.clone());
+    crate::cli::write_file(&path, &serde_json::to_vec_pretty(&pins)?)?;
+    Ok(binding)
+}
+
+/// `meridian node names accept`: pins `org` to the key of the held claim whose signer is
+/// `signer`, so that claim's agents are served from now on (and the old key's are held).
+pub fn accept(data: &Path, org: &str, signer: &str, now: i64) -> Result<Binding> {
+    let learned: NamesFile = read_json(&data.join(NAMES_FILE))?;
+    if !learned
+        .held
+        .iter()
+        .any(|h| h.org == org && h.signer == signer)
+    {
+        return Err(anyhow!(
+            "no held claim for `{org}` signed by {signer} in {}",
+            data.join(NAMES_FILE).display()
+        ));
+    }
+    pin(data, org, &[signer.to_owned()], now)
+}
+
+/// `meridian node names list`: the bindings in force and the held claims, from the files.
+pub fn list(data: &Path) -> Result<(BTreeMap<String, Binding>, Vec<HeldClaim>)> {
+    let learned: NamesFile = read_json(&data.join(NAMES_FILE))?;
+    let pins: PinsFile = read_json(&data.join(NAME_PINS_FILE))?;
+    let mut bindings = learned.bindings;
+    bindings.extend(pins);
+    Ok((bindings, learned.held))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim<'a>(signer: &'a str, agent: &'a str) -> Claim<'a> {
+        Claim {
+            org: "acme",
+            agent_id: agent,
+            signer,
+            publisher: "did:key:publisher",
+            manifest: "bafy",
+        }
+    }
+
+    #[test]
+    fn first_signer_binds_and_another_key_is_held_not_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::load(dir.path()).unwrap();
+        assert_eq!(
+            names.check(claim("did:key:a", "acme/echo"), 1).unwrap(),
+            NameCheck::NewlyBound
+        );
+        assert_eq!(
+            names.check(claim("did:key:a", "acme/other"), 2).unwrap(),
+            NameCheck::Bound
+        );
+        assert!(matches!(
+            names.check(claim("did:key:thief", "acme/echo"), 3).unwrap(),
+            NameCheck::Conflict { bound, new: true } if bound.contains("did:key:a")
+        ));
+        // Seen again: one held claim, counted once.
+        names.check(claim("did:key:thief", "acme/echo"), 4).unwrap();
+        let (_, held) = names.snapshot().unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].last_seen, 4);
+        assert_eq!(names.counters().0, 1);
+        // Persisted: a restart keeps the binding and the evidence.
+        names.flush().unwrap();
+        let again = Names::load(dir.path()).unwrap();
+        assert!(matches!(
+            again.check(claim("did:key:thief", "acme/echo"), 5).unwrap(),
+            NameCheck::Conflict { .. }
+        ));
+        assert_eq!(again.snapshot().unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn a_pin_overrides_the_learned_binding_and_clears_its_held_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::load(dir.path()).unwrap();
+        let (a, b) = (
+            meridian_registry::keys::Keypair::from_secret(&[1; 32]).did(),
+            meridian_registry::keys::Keypair::from_secret(&[2; 32]).did(),
+        );
+        names.check(claim(&a, "acme/echo"), 1).unwrap();
+        names.check(claim(&b, "acme/echo"), 2).unwrap();
+        names.flush().unwrap();
+        accept(dir.path(), "acme", &b, 3).unwrap();
+        assert!(names.reload_pins_if_changed().unwrap());
+        assert!(!names.reload_pins_if_changed().unwrap());
+        assert!(names.snapshot().unwrap().1.is_empty());
+        assert_eq!(
+            names.check(claim(&b, "acme/echo"), 4).unwrap(),
+            NameCheck::Bound
+        );
+        assert!(matches!(
+            names.check(claim(&a, "acme/echo"), 5).unwrap(),
+            NameCheck::Conflict { .. }
+        ));
+    }
+
+    #[test]
+    fn a_local_publish_binds_a_free_name_and_is_refused_on_a_bound_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::load(dir.path()).unwrap();
+        assert_eq!(names.bind_local("acme", "did:key:a", 1).unwrap(), None);
+        assert_eq!(names.bind_local("acme", "did:key:a", 2).unwrap(), None);
+        let refused = names.bind_local("acme", "did:key:b", 3).unwrap();
+        assert_eq!(refused, Some(["did:key:a".to_owned()].into()));
+        // Bound and written at once; a refused local publish is not evidence.
+        assert!(
+            Names::load(dir.path())
+                .unwrap()
+                .snapshot()
+                .unwrap()
+                .0
+                .contains_key("acme")
+        );
+        assert!(names.snapshot().unwrap().1.is_empty());
+        assert!(matches!(
+            names.check(claim("did:key:b", "acme/echo"), 4).unwrap(),
+            NameCheck::Conflict { .. }
+        ));
+    }
+
+    #[test]
+    fn accepting_a_claim_that_was_never_held_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = meridian_registry::keys::Keypair::from_secret(&[1; 32]).did();
+        let error = accept(dir.path(), "acme", &key, 1).unwrap_err();
+        assert!(error.to_string().contains("no held claim"), "{error:#}");
+        let error = pin(dir.path(), "acme", &["not-a-key".to_owned()], 1).unwrap_err();
+        assert!(error.to_string().contains("not a did:key"), "{error:#}");
+        assert!(pin(dir.path(), "acme", &[], 1).is_err());
+    }
+
+    #[test]
+    fn held_claims_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::load(dir.path()).unwrap();
+        names.check(claim("did:key:a", "acme/x"), 0).unwrap();
+        for i in 0..HELD_CLAIMS_MAX + 5 {
+            let agent = format!("acme/a{i}");
+            names.check(claim("did:key:b", &agent), 1).unwrap();
+        }
+        assert_eq!(names.snapshot().unwrap().1.len(), HELD_CLAIMS_MAX);
+        assert_eq!(names.counters().1, 5);
+    }
+}

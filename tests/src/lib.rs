@@ -1,0 +1,474 @@
+//! The harness of Meridian's end-to-end tests: real `meridian` processes (nodes and hubs) on
+//! loopback, spoken to over plain HTTP/1.1, and loopback tripwires that record any connection
+//! made to them.
+//!
+//! This crate sits above every other in the workspace and nothing imports it. Its tests
+//! (`tests/it/`) reproduce attacks and operator workflows against the built binary, the way a
+//! user would meet them; each crate's own tests cover its internals. Every address used is on
+//! 127.0.0.0/8.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a daemon may take to write its address file after it was started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `meridian` binary under test: `MERIDIAN_BIN` if set, otherwise the one in this
+/// target directory, brought up to date once per test process with `cargo build` (a no-op
+/// when `cargo test --workspace` has just built it), so a test never runs a stale binary.
+pub fn meridian_bin() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("MERIDIAN_BIN") {
+                return PathBuf::from(path);
+            }
+            let exe = std::env::current_exe().expect("the test binary knows its path");
+            // target/PROFILE/deps/it-HASH -> target/PROFILE/meridian
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test binary lies in target/PROFILE/deps");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "meridian-node",
+                    "--bin",
+                    "meridian",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "could not build the meridian binary");
+            profile_dir.join("meridian")
+        })
+        .clone()
+}
+
+/// Runs `meridian ARGS` in `dir` to completion.
+pub fn meridian(dir: &Path, args: &[&str]) -> Output {
+    Command::new(meridian_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("meridian runs")
+}
+
+/// Runs `meridian ARGS --json` in `dir`, expects exit 0, and parses what it printed.
+pub fn meridian_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut full = args.to_vec();
+    full.push("--json");
+    let output = meridian(dir, &full);
+    assert!(
+        output.status.success(),
+        "meridian {full:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
+}
+
+/// A running `meridian node run` or `meridian hub run`, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// The data directory, relative to the test's directory.
+    pub data: String,
+    /// `host:port` of its HTTP API.
+    pub address: String,
+}
+
+/// One HTTP answer: status, headers (names lowercased) and the body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Daemon {
+    /// Starts `meridian ARGS` in `dir` with extra environment variables and waits until it
+    /// has written `DATA/http.addr`. Its log goes to `DATA/test.log` (shown if it fails to
+    /// start) unless `MERIDIAN_TEST_NODE_LOGS` is set.
+    pub fn spawn(dir: &Path, args: &[&str], data: &str, env: &[(&str, &str)]) -> Daemon {
+        let data_dir = dir.join(data);
+        std::fs::create_dir_all(&data_dir).expect("data directory");
+        let addr_file = data_dir.join("http.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut command = Command::new(meridian_bin());
+        command
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("MERIDIAN_TEST_NODE_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                std::fs::File::create(data_dir.join("test.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from)
+            });
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("meridian starts");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && !text.trim().is_empty()
+            {
+                return Daemon {
+                    child,
+                    data: data.to_owned(),
+                    address: text.trim().to_owned(),
+                };
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > START_TIMEOUT {
+                let log = std::fs::read_to_string(data_dir.join("test.log")).unwrap_or_default();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "meridian {args:?} did not start ({exited:?}); its log ends:\n{}",
+                    log.lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `meridian node run --data DATA --http 127.0.0.1:0` with `env`.
+    pub fn node(dir: &Path, data: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(
+            dir,
+            &["node", "run", "--data", data, "--http", "127.0.0.1:0"],
+            data,
+            env,
+        )
+    }
+
+    /// `meridian hub run --data DATA` on ephemeral loopback ports, with `env`.
+    pub fn hub(dir: &Path, data: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut all = vec![
+            ("MERIDIAN_HUB_LISTEN", "127.0.0.1:0"),
+            ("MERIDIAN_HUB_TRUNK_LISTEN", "127.0.0.1:0"),
+        ];
+        all.extend_from_slice(env);
+        Daemon::spawn(dir, &["hub", "run", "--data", data], data, &all)
+    }
+
+    /// `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Sends one request (`connection: close`) and reads the whole answer.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        http_request(&self.address, method, path, headers, body)
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// A value of the Prometheus metric `name` (the first series of that exact name).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = String::from_utf8_lossy(&self.get("/metrics").body).into_owned();
+        text.lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let started = Instant::now();
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?} at {}",
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit (killed after 20 s).
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request to `address` with `connection: close`.
+pub fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("host: {address}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write head");
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_answer(&raw)
+}
+
+/// Parses a raw HTTP/1.1 answer.
+pub fn parse_answer(raw: &[u8]) -> Answer {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let Some(size) = std::str::from_utf8(&body[..end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+        else {
+            break;
+        };
+        if size == 0 || body.len() < end + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[(end + 2 + size + 2).min(body.len())..];
+    }
+    out
+}
+
+/// A loopback listener that counts every connection made to it and answers none: what an
+/// SSRF test points the code at, then checks saw nothing.
+pub struct Tripwire {
+    /// Where it listens.
+    pub address: SocketAddr,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Tripwire {
+    /// Listens on 127.0.0.1 on a free port, in a background thread.
+    pub fn start() -> Tripwire {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind tripwire");
+        let address = listener.local_addr().expect("tripwire address");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Tripwire { address, hits }
+    }
+
+    /// Connections made to it so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Base64 (standard alphabet, padded).
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An A2A card whose JSON-RPC endpoint is `url`.
+pub fn card(name: &str, url: &str) -> String {
+    serde_json::json!({
+        "name": name,
+        "description": format!("agent {name}"),
+        "supportedInterfaces": [{ "url": url, "protocolBinding": "JSONRPC" }],
+        "skills": [{ "id": "echo", "name": "echo", "tags": ["echo"] }],
+    })
+    .to_string()
+}
+
+/// A manifest block for `org/name` in `region`, signed by `key`, updated at `updated_at`.
+pub fn manifest_block(
+    org: &str,
+    name: &str,
+    region: &str,
+    url: &str,
+    updated_at: i64,
+    key: &meridian_registry::keys::Keypair,
+) -> Vec<u8> {
+    meridian_registry::manifest::ManifestBody::from_card(&card(name, url), org, region, updated_at)
+        .expect("valid card")
+        .sign(key)
+        .to_block()
+}
+
+/// Creates a publish token for `org` in `DATA`.
+pub fn org_token(dir: &Path, data: &str, org: &str) -> String {
+    meridian_json(
+        dir,
+        &["node", "token", "create", "--org", org, "--data", data],
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// Publishes a manifest block through a node's API with an organisation token; returns the
+/// answer.
+pub fn publish(node: &Daemon, token: &str, manifest: &[u8]) -> Answer {
+    let body = serde_json::json!({ "manifest": b64(manifest) }).to_string();
+    node.request(
+        "POST",
+        "/api/v1/agents",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {token}")),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// Publishes `acme/echo` (signed by a key made from `seed`, endpoint on `agents.example`)
+/// through `node`, with a new token of `DATA`; returns the manifest block.
+pub fn publish_sample(dir: &Path, node: &Daemon, seed: u8) -> Vec<u8> {
+    let token = org_token(dir, &node.data, "acme");
+    let key = meridian_registry::keys::Keypair::from_secret(&[seed; 32]);
+    let manifest = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        "https://agents.example/echo",
+        1_800_000_000,
+        &key,
+    );
+    let answer = publish(node, &token, &manifest);
+    assert_eq!(answer.status, 201, "publish: {:?}", answer.json());
+    manifest
+}
+
+/// The first QUIC multiaddr in `DATA/mesh.addr`, waiting for the node to write it.
+pub fn mesh_addr(dir: &Path, data: &str) -> String {
+    let file = dir.join(data).join("mesh.addr");
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Some(line) = text.lines().find(|l| l.contains("/quic-v1/"))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            started.elapsed() < START_TIMEOUT,
+            "no mesh address in {data}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The node's own did:key (from `/ready`).
+pub fn node_did(node: &Daemon) -> String {
+    node.get("/ready").json()["node"]
+        .as_str()
+        .expect("/ready names the node")
+        .to_owned()
+}

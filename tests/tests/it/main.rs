@@ -1,0 +1,4 @@
+//! End-to-end tests across crates, against the real `meridian` binary on loopback.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod attacks;
