@@ -29,6 +29,8 @@ pub const KEY_ROTATION_TYPE: &str = "meridian.key-rotation.v1";
 pub const KIND_ORG_VERIFIED: &str = "org.verified";
 /// A key is revoked from a time on; subject is the key, claims `org` and `revoked_at`.
 pub const KIND_KEY_REVOKED: &str = "key.revoked";
+/// A node key vouched for by the `attest` role: hubs admit its heads.
+pub const KIND_NODE_VERIFIED: &str = "node.verified";
 /// An attestation is withdrawn; subject is its document id.
 pub const KIND_REVOCATION: &str = "revocation";
 

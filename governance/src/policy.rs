@@ -67,6 +67,10 @@ pub struct PolicyBody {
     pub deny_agents: Vec<String>,
     /// Publisher node keys (did:key) refused.
     pub deny_node_keys: Vec<String>,
+    /// Publisher node keys (did:key) whose heads hubs admit (besides nodes with a
+    /// `node.verified` attestation). Absent from the encoding when empty, so bundles signed
+    /// before the field existed keep their bytes and signatures.
+    pub allow_node_keys: Vec<String>,
     /// Rate-limit tiers.
     pub rate_limits: Vec<RateTier>,
     /// The hub directory.
@@ -103,7 +107,7 @@ impl PolicyBody {
                 entry
             })
             .collect();
-        cbor::map([
+        let mut body = cbor::map([
             ("version", Value::Integer(i128::from(self.version))),
             ("issued_at", Value::Integer(i128::from(self.issued_at))),
             ("expires_at", Value::Integer(i128::from(self.expires_at))),
@@ -113,7 +117,11 @@ impl PolicyBody {
             ("deny_node_keys", text_array(&self.deny_node_keys)),
             ("rate_limits", Value::Array(tiers)),
             ("hubs", Value::Array(hubs)),
-        ])
+        ]);
+        if let (Value::Map(map), false) = (&mut body, self.allow_node_keys.is_empty()) {
+            map.insert("allow_node_keys".into(), text_array(&self.allow_node_keys));
+        }
+        body
     }
 
     fn from_value(value: Value) -> Result<Self, DocumentError> {
@@ -128,6 +136,9 @@ impl PolicyBody {
             deny_node_keys: text_list(reader.take("deny_node_keys")?, "deny_node_keys")?,
             ..PolicyBody::default()
         };
+        if let Some(list) = reader.take_optional("allow_node_keys") {
+            body.allow_node_keys = text_list(list, "allow_node_keys")?;
+        }
         for tier in reader.array("rate_limits")? {
             let mut tier = MapReader::new(tier)?;
             let to_u32 = |n: u64, field: &str| {
@@ -171,9 +182,14 @@ impl PolicyBody {
         if self.expires_at <= self.issued_at {
             problems.push("`expires_at` is not after `issued_at`".to_owned());
         }
-        for did in &self.deny_node_keys {
-            if PublicKey::from_did(did).is_err() {
-                problems.push(format!("`deny_node_keys`: `{did}` is not a did:key"));
+        for (field, list) in [
+            ("deny_node_keys", &self.deny_node_keys),
+            ("allow_node_keys", &self.allow_node_keys),
+        ] {
+            for did in list {
+                if PublicKey::from_did(did).is_err() {
+                    problems.push(format!("`{field}`: `{did}` is not a did:key"));
+                }
             }
         }
         for tier in &self.rate_limits {

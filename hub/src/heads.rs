@@ -98,6 +98,78 @@ pub enum HeadError {
     TooManyPublishers(usize),
 }
 
+/// Sources (client addresses) whose new-publisher counts are tracked at most.
+pub const SOURCES_MAX: usize = 10_000;
+
+/// How many new publishers one source (a node's client address) may introduce to a hub that
+/// has no governance to admit nodes by: at most `per_minute` in any minute and `total_max`
+/// in all, so one client cannot fill the hub's publisher slots with heads of random keys.
+#[derive(Debug)]
+pub struct NewPublisherBudget {
+    per_minute: u32,
+    total_max: u32,
+    sources: std::collections::HashMap<String, SourceCount>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SourceCount {
+    window_start: i64,
+    in_window: u32,
+    total: u32,
+}
+
+impl NewPublisherBudget {
+    /// A budget of `per_minute` new publishers a minute and `total_max` in all, per source.
+    pub fn new(per_minute: u32, total_max: u32) -> Self {
+        Self {
+            per_minute,
+            total_max,
+            sources: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Takes one new publisher from `source`'s budget at `now` (unix seconds), or says why not.
+    pub fn take(&mut self, source: &str, now: i64) -> Result<(), String> {
+        if !self.sources.contains_key(source) && self.sources.len() >= SOURCES_MAX {
+            // Sources whose minute is over and who introduced little are forgotten first.
+            self.sources
+                .retain(|_, c| now - c.window_start < 60 || c.total >= self.per_minute);
+            if self.sources.len() >= SOURCES_MAX {
+                return Err(format!(
+                    "{SOURCES_MAX} sources are introducing publishers; try later"
+                ));
+            }
+        }
+        let count = self
+            .sources
+            .entry(source.to_owned())
+            .or_insert(SourceCount {
+                window_start: now,
+                in_window: 0,
+                total: 0,
+            });
+        if now - count.window_start >= 60 {
+            count.window_start = now;
+            count.in_window = 0;
+        }
+        if count.total >= self.total_max {
+            return Err(format!(
+                "{source} introduced {} publishers, the most one source may (hub.publishers_per_source_max)",
+                count.total
+            ));
+        }
+        if count.in_window >= self.per_minute {
+            return Err(format!(
+                "{source} introduced {} publishers this minute, the most one source may (hub.new_publishers_per_source_per_minute)",
+                count.in_window
+            ));
+        }
+        count.in_window += 1;
+        count.total += 1;
+        Ok(())
+    }
+}
+
 /// The mirror.
 #[derive(Debug)]
 pub struct HeadMirror {
@@ -375,5 +447,22 @@ mod tests {
             mirror.offer(&commit(&key(1), 2, b"b", 10_000), Upstream::Unknown, 200),
             Ok(Offered::New)
         );
+    }
+
+    #[test]
+    fn new_publishers_per_source_are_rate_limited_and_capped() {
+        let mut budget = NewPublisherBudget::new(3, 5);
+        for _ in 0..3 {
+            assert_eq!(budget.take("10.0.0.1", 100), Ok(()));
+        }
+        let refused = budget.take("10.0.0.1", 110).unwrap_err();
+        assert!(refused.contains("this minute"), "{refused}");
+        // Another source has its own budget.
+        assert_eq!(budget.take("10.0.0.2", 110), Ok(()));
+        // A minute later: two more, then the total cap.
+        assert_eq!(budget.take("10.0.0.1", 160), Ok(()));
+        assert_eq!(budget.take("10.0.0.1", 161), Ok(()));
+        let refused = budget.take("10.0.0.1", 230).unwrap_err();
+        assert!(refused.contains("publishers_per_source_max"), "{refused}");
     }
 }

@@ -128,8 +128,147 @@ impl PolicyMirror {
         self.policy.current()
     }
 
+    /// Whether the hub keeps heads of the node `did` (and honours its callers' claims): the
+    /// policy in force names it in `allow_node_keys`, or an unrevoked, unexpired
+    /// `node.verified` attestation vouches for it; never when the policy denies it. Without a
+    /// policy in force no node is admitted. `Err` says why not.
+    pub fn admits_node(&self, did: &str, now: i64) -> Result<(), String> {
+        let Some(policy) = self.policy.current() else {
+            return Err("this hub has no policy in force yet; it admits heads only of nodes the signed policy admits".into());
+        };
+        let body = &policy.body;
+        if body.deny_node_keys.iter().any(|d| d == did) {
+            return Err(format!("the policy denies node {did}"));
+        }
+        if body.allow_node_keys.iter().any(|d| d == did) {
+            return Ok(());
+        }
+        let attested = meridian_registry::keys::PublicKey::from_did(did).is_ok_and(|key| {
+            let subject = meridian_governance::attestation::Subject::Node(key);
+            self.attestations
+                .about(&subject)
+                .any(|(attestation, revoked)| {
+                    !revoked
+                        && attestation.body.kind
+                            == meridian_governance::attestation::KIND_NODE_VERIFIED
+                        && attestation.body.issued_at <= now
+                        && now < attestation.body.expires_at
+                })
+        });
+        if attested {
+            Ok(())
+        } else {
+            Err(format!(
+                "node {did} is not admitted: name it in the policy's allow_node_keys or attest it node.verified"
+            ))
+        }
+    }
+
     /// The attestation blocks, by id.
     pub fn attestations(&self) -> impl Iterator<Item = (&Cid, &Vec<u8>)> {
         self.attestation_blocks.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use meridian_governance::attestation::{Attestation, KIND_NODE_VERIFIED, Subject};
+    use meridian_governance::document::KeySet;
+    use meridian_governance::policy::{PolicyBody, PolicyBundle};
+    use meridian_governance::root::{RoleName, RootBody, RootDocument};
+    use meridian_registry::keys::Keypair;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
+    fn key(seed: u8) -> Keypair {
+        Keypair::from_secret(&[seed; 32])
+    }
+
+    /// A mirror over a root whose every role is one key: root 1, attest 2, policy 3, witness 4.
+    fn mirror() -> PolicyMirror {
+        let role = |seed| KeySet {
+            keys: vec![key(seed).public()],
+            threshold: 1,
+        };
+        let roles: BTreeMap<RoleName, KeySet> = [
+            (RoleName::Root, role(1)),
+            (RoleName::Attest, role(2)),
+            (RoleName::Policy, role(3)),
+            (RoleName::Witness, role(4)),
+        ]
+        .into();
+        let mut root = RootDocument::new(RootBody {
+            version: 1,
+            created_at: NOW - DAY,
+            expires_at: NOW + 365 * DAY,
+            roles,
+        })
+        .expect("root");
+        root.sign(&key(1));
+        PolicyMirror::new(&root.to_block(), NOW).expect("mirror")
+    }
+
+    fn policy(version: u64, edit: impl FnOnce(&mut PolicyBody)) -> Vec<u8> {
+        let mut body = PolicyBody {
+            version,
+            issued_at: NOW - 10,
+            expires_at: NOW + DAY,
+            ..PolicyBody::default()
+        };
+        edit(&mut body);
+        let mut bundle = PolicyBundle::new(body).expect("policy");
+        bundle.sign(&key(3));
+        bundle.to_block()
+    }
+
+    #[test]
+    fn heads_are_admitted_only_from_nodes_the_policy_admits() {
+        let (listed, attested, stranger) = (key(50).did(), key(51).did(), key(52).did());
+        let mut mirror = mirror();
+        let why = mirror.admits_node(&listed, NOW).unwrap_err();
+        assert!(why.contains("no policy in force"), "{why}");
+        let allow = vec![listed.clone()];
+        mirror
+            .offer(&policy(1, |b| b.allow_node_keys = allow), NOW)
+            .expect("policy kept");
+        assert_eq!(mirror.admits_node(&listed, NOW), Ok(()));
+        let why = mirror.admits_node(&stranger, NOW).unwrap_err();
+        assert!(why.contains("not admitted"), "{why}");
+        // A node.verified attestation admits a node the list does not name.
+        assert!(mirror.admits_node(&attested, NOW).is_err());
+        let mut vouched = Attestation::new(
+            Subject::Node(key(51).public()),
+            KIND_NODE_VERIFIED,
+            BTreeMap::new(),
+            NOW - 10,
+            NOW + DAY,
+        )
+        .expect("attestation");
+        vouched.sign(&key(2));
+        mirror
+            .offer(&vouched.to_block(), NOW)
+            .expect("attestation kept");
+        assert_eq!(mirror.admits_node(&attested, NOW), Ok(()));
+        // ...until it expires.
+        assert!(mirror.admits_node(&attested, NOW + 2 * DAY).is_err());
+        // A deny wins over the list.
+        let both = vec![listed.clone()];
+        let deny = vec![listed.clone()];
+        mirror
+            .offer(
+                &policy(2, |b| {
+                    b.allow_node_keys = both;
+                    b.deny_node_keys = deny;
+                }),
+                NOW,
+            )
+            .expect("policy kept");
+        let why = mirror.admits_node(&listed, NOW).unwrap_err();
+        assert!(why.contains("denies"), "{why}");
     }
 }

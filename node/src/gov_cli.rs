@@ -789,6 +789,8 @@ struct PolicyToml {
     #[serde(default)]
     deny_node_keys: Vec<String>,
     #[serde(default)]
+    allow_node_keys: Vec<String>,
+    #[serde(default)]
     rate_limits: Vec<RateToml>,
     #[serde(default)]
     hubs: Vec<HubToml>,
@@ -849,6 +851,7 @@ pub fn run_policy(command: &PolicyCommand, now: i64) -> Result<Report> {
                 deny_orgs: parsed.deny_orgs,
                 deny_agents: parsed.deny_agents,
                 deny_node_keys: parsed.deny_node_keys,
+                allow_node_keys: parsed.allow_node_keys,
                 rate_limits: parsed
                     .rate_limits
                     .into_iter()

@@ -594,6 +594,7 @@ fn verify_policy<'py>(
     dict.set_item("deny_orgs", body.deny_orgs.clone())?;
     dict.set_item("deny_agents", body.deny_agents.clone())?;
     dict.set_item("deny_node_keys", body.deny_node_keys.clone())?;
+    dict.set_item("allow_node_keys", body.allow_node_keys.clone())?;
     let tiers = PyList::empty(py);
     for tier in &body.rate_limits {
         let item = PyDict::new(py);

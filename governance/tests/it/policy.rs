@@ -133,3 +133,32 @@ fn a_hub_directory_entry_may_name_its_http_api_apart_from_its_trunk() {
         "{err}"
     );
 }
+
+#[test]
+fn admitted_node_keys_are_optional_in_the_encoding_and_checked() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    // Absent when empty: bundles signed before the field existed keep their bytes and ids.
+    let plain = policy(&admins, 1, &[]);
+    assert!(
+        !plain
+            .to_block()
+            .windows(b"allow_node_keys".len())
+            .any(|w| w == b"allow_node_keys")
+    );
+    let mut body = plain.body.clone();
+    body.version = 2;
+    body.allow_node_keys = vec![key(70).did()];
+    let mut bundle = PolicyBundle::new(body.clone()).unwrap();
+    bundle.sign(&admins.policy[0]);
+    let decoded = PolicyBundle::decode(&bundle.to_block()).unwrap();
+    decoded.verify(&root, NOW).unwrap();
+    assert_eq!(decoded.body.allow_node_keys, vec![key(70).did()]);
+    // A key that is not a did:key is named.
+    body.allow_node_keys = vec!["node-7".into()];
+    let err = PolicyBundle::new(body).unwrap_err().to_string();
+    assert!(
+        err.contains("allow_node_keys") && err.contains("node-7"),
+        "{err}"
+    );
+}

@@ -34,6 +34,11 @@ upstream_timeout_secs = 10
 # Consecutive failures that open an upstream's circuit breaker, and how long it stays open.
 breaker_failures = 5
 breaker_open_secs = 10
+# Without a governance root, how many new publishers one client address may introduce by
+# gossip: per minute, and in all (a hub with governance admits only the nodes its policy
+# admits: allow_node_keys or a node.verified attestation).
+new_publishers_per_source_per_minute = 60
+publishers_per_source_max = 1000
 
 [http]
 # How long a connection may take to send a request head, in seconds; also how long a
@@ -110,6 +115,10 @@ pub struct HubSection {
     pub breaker_failures: u32,
     /// How long a breaker stays open, seconds.
     pub breaker_open_secs: u64,
+    /// New publishers one source may introduce per minute (without governance).
+    pub new_publishers_per_source_per_minute: u32,
+    /// New publishers one source may introduce in all (without governance).
+    pub publishers_per_source_max: u32,
 }
 
 impl Default for HubSection {
@@ -125,6 +134,8 @@ impl Default for HubSection {
             upstream_timeout_secs: 10,
             breaker_failures: 5,
             breaker_open_secs: 10,
+            new_publishers_per_source_per_minute: 60,
+            publishers_per_source_max: 1000,
         }
     }
 }
@@ -360,6 +371,13 @@ impl HubConfig {
         self.trunk_peers()?;
         if self.hub.cache_bytes_max < 1024 * 1024 {
             bail!("config hub.cache_bytes_max must be at least 1048576");
+        }
+        if self.hub.new_publishers_per_source_per_minute == 0
+            || self.hub.publishers_per_source_max == 0
+        {
+            bail!(
+                "config hub.new_publishers_per_source_per_minute and hub.publishers_per_source_max must be above 0"
+            );
         }
         if self.hub.publishers_max == 0 {
             bail!("config hub.publishers_max must be above 0");

@@ -223,7 +223,16 @@ async fn sync(State(hub): State<Arc<Hub>>, body: Bytes) -> Response {
 /// A node's gossip: its new head (with `Meridian-Source` and `Meridian-Source-Sig` saying where
 /// its blocks are), a governance document or an equivocation proof.
 #[utoipa::path(post, path = "/v1/gossip", tag = "federation", request_body(content = String, content_type = "application/octet-stream", description = "a sync wire gossip message"), responses((status = 200, description = "{new}"), (status = 422, description = "refused")))]
-async fn gossip(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn gossip(
+    State(hub): State<Arc<Hub>>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let source = client.map_or_else(
+        || "unknown".to_owned(),
+        |axum::Extension(axum::extract::ConnectInfo(address))| address.ip().to_string(),
+    );
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let upstream = match (
         text(SOURCE_HEADER),
@@ -235,7 +244,7 @@ async fn gossip(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) ->
         }
         _ => Upstream::Unknown,
     };
-    match hub.gossip(&body, upstream).await {
+    match hub.gossip_from(&body, upstream, &source).await {
         Ok(new) => Json(json!({ "new": new })).into_response(),
         Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", why),
     }

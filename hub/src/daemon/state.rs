@@ -27,6 +27,11 @@ use crate::ratelimit::{Decision, Limiter, Rate};
 use crate::trunk::{AllowedKeys, Trunk, TrunkPeer};
 use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response};
 
+/// Bytes of commit blocks one heads answer carries at most: a node reads at most 8 MiB of
+/// `/v1/heads`, which is JSON with every block in base64 (4/3 of its size) beside governance
+/// documents, so commits take at most half of it.
+pub const HEADS_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Most CIDs one sync request may ask for.
 pub const BLOCKS_PER_REQUEST_MAX: usize = crate::wire::REQUEST_BLOCKS_MAX;
 /// Most CID-to-publisher hints kept for routing cache misses.
@@ -113,6 +118,8 @@ pub struct Hub {
     pub clock: fn() -> i64,
     /// What the HTTP server counts (connections, refusals, timeouts), for `/metrics`.
     pub serve_counters: Arc<crate::serve::ServeCounters>,
+    /// New publishers each gossip source may still introduce (without governance).
+    new_publishers: Mutex<crate::heads::NewPublisherBudget>,
     started: Instant,
 }
 
@@ -257,6 +264,10 @@ impl Hub {
             changed,
             clock,
             serve_counters: Arc::default(),
+            new_publishers: Mutex::new(crate::heads::NewPublisherBudget::new(
+                config.hub.new_publishers_per_source_per_minute,
+                config.hub.publishers_per_source_max,
+            )),
             started: Instant::now(),
             config,
         };
@@ -808,13 +819,30 @@ impl Hub {
     // ------------------------------------------------------------ sync answers
 
     /// Every head, governance document and proof the hub holds, as a sync `Heads` answer.
+    ///
+    /// Bounded by [`HEADS_ANSWER_BYTES_MAX`] (what a node reads of `/v1/heads`, base64 and all):
+    /// heads past it are left out, counted in `meridian_hub_heads_left_out`, and reach nodes
+    /// by gossip instead.
     pub fn heads_response(&self) -> Response {
         let now = (self.clock)();
         let (commits, equivocations) = match self.heads.lock() {
-            Ok(heads) => (
-                heads.all(now).iter().map(|h| h.block.to_vec()).collect(),
-                heads.equivocations().cloned().collect(),
-            ),
+            Ok(heads) => {
+                let mut used = 0usize;
+                let mut commits = Vec::new();
+                let all = heads.all(now);
+                for head in &all {
+                    used += head.block.len();
+                    if used > HEADS_ANSWER_BYTES_MAX {
+                        break;
+                    }
+                    commits.push(head.block.to_vec());
+                }
+                self.metrics.set_gauge(
+                    "meridian_hub_heads_left_out",
+                    (all.len() - commits.len()) as u64,
+                );
+                (commits, heads.equivocations().cloned().collect())
+            }
             Err(_) => (Vec::new(), Vec::new()),
         };
         Response::Heads {
@@ -953,12 +981,28 @@ impl Hub {
     /// an equivocation proof. What is new is kept, persisted, announced to long-polls and, when
     /// it came from this region, sent on to the other regions' hubs. Returns whether it was new.
     pub async fn gossip(&self, bytes: &[u8], upstream: Upstream) -> Result<bool, String> {
+        self.gossip_from(bytes, upstream, "unknown").await
+    }
+
+    /// [`Hub::gossip`] from a node at client address `source`, whose budget of new publishers
+    /// a head of an unknown publisher takes from (without governance).
+    pub async fn gossip_from(
+        &self,
+        bytes: &[u8],
+        upstream: Upstream,
+        source: &str,
+    ) -> Result<bool, String> {
         let message =
             Gossip::decode(bytes, crate::wire::GOSSIP_BYTES_MAX).map_err(|e| e.to_string())?;
         let now = (self.clock)();
         let local = !matches!(upstream, Upstream::Hub(_));
         let new = match &message {
             Gossip::Head(block) => {
+                if let Err(why) = self.admit_head(block, local, source, now) {
+                    self.metrics
+                        .count("meridian_hub_heads_total{outcome=\"not_admitted\"}", 1);
+                    return Err(why);
+                }
                 let offered = self
                     .heads
                     .lock()
@@ -1137,18 +1181,49 @@ impl Hub {
         }
     }
 
-    /// Whether a node may name its callers' organisation: it publishes through this hub (its
-    /// head is mirrored here) or the operator listed it in `relay.trusted_nodes`.
+    /// Whether the hub keeps a head in `block`: with governance, only of a node the policy
+    /// admits ([`crate::policy::PolicyMirror::admits_node`]); without, a publisher it does not
+    /// mirror yet takes one from its source's budget of new publishers (heads relayed by other
+    /// hubs, which are pinned to the policy's directory, take none).
+    fn admit_head(&self, block: &[u8], local: bool, source: &str, now: i64) -> Result<(), String> {
+        let commit = meridian_registry::commit::Commit::decode(block).map_err(|e| e.to_string())?;
+        let publisher = commit.body.publisher.to_did();
+        if let Some(policy) = &self.policy {
+            return policy
+                .read()
+                .map_err(|_| "lock poisoned".to_owned())?
+                .admits_node(&publisher, now);
+        }
+        let known = self
+            .heads
+            .lock()
+            .map_err(|_| "lock poisoned".to_owned())?
+            .get(&publisher)
+            .is_some();
+        if known || !local {
+            return Ok(());
+        }
+        self.new_publishers
+            .lock()
+            .map_err(|_| "lock poisoned".to_owned())?
+            .take(source, now)
+    }
+
+    /// Whether a node may name its callers' organisation: the signed policy admits it
+    /// (`allow_node_keys` or a `node.verified` attestation) or the operator listed it in
+    /// `relay.trusted_nodes`. Mirroring a node's head is not enough: anyone can push one.
     pub fn trusts_node(&self, did: &str) -> bool {
+        let now = (self.clock)();
         self.config
             .relay
             .trusted_nodes
             .split(',')
             .any(|listed| listed.trim() == did)
-            || self
-                .heads
-                .lock()
-                .is_ok_and(|heads| heads.get(did).is_some())
+            || self.policy.as_ref().is_some_and(|policy| {
+                policy
+                    .read()
+                    .is_ok_and(|policy| policy.admits_node(did, now).is_ok())
+            })
     }
 
     /// Relayed calls in progress.

@@ -236,7 +236,7 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
     );
 
     let started = Instant::now();
-    let policy = policy(&governance, &hubs, now)?;
+    let policy = policy(&governance, &hubs, &nodes, now)?;
     distribute_governance(&client, &governance, &policy, &nodes, &hubs).await?;
     wait_for_trunks(&client, &hubs, federation).await?;
     steps.record(
@@ -496,8 +496,14 @@ fn governance(dir: &Path, now: i64) -> Result<Governance> {
     })
 }
 
-/// The policy bundle: the hub directory (each hub's trunk address and key) and a rate tier.
-fn policy(governance: &Governance, hubs: &[DemoHub], now: i64) -> Result<PolicyBundle> {
+/// The policy bundle: the hub directory (each hub's trunk address and key), the node keys whose
+/// heads the hubs admit, and a rate tier.
+fn policy(
+    governance: &Governance,
+    hubs: &[DemoHub],
+    nodes: &[DemoNode],
+    now: i64,
+) -> Result<PolicyBundle> {
     let mut bundle = PolicyBundle::new(PolicyBody {
         version: 1,
         issued_at: now,
@@ -516,6 +522,7 @@ fn policy(governance: &Governance, hubs: &[DemoHub], now: i64) -> Result<PolicyB
                 http: Some(hub.url.clone()),
             })
             .collect(),
+        allow_node_keys: nodes.iter().map(|node| node.did.clone()).collect(),
         ..PolicyBody::default()
     })?;
     bundle.sign(&governance.policy_key);

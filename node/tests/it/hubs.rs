@@ -18,7 +18,15 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn start_hub(dir: &Path, data: &str, region: &str, port: u16, peers: &str) -> Node {
+/// A hub on loopback; `trusted_nodes` may name its callers' organisation.
+fn start_hub(
+    dir: &Path,
+    data: &str,
+    region: &str,
+    port: u16,
+    peers: &str,
+    trusted_nodes: &str,
+) -> Node {
     let trunk = format!("127.0.0.1:{port}");
     let env = [
         ("MERIDIAN_HUB_REGION", region),
@@ -26,6 +34,7 @@ fn start_hub(dir: &Path, data: &str, region: &str, port: u16, peers: &str) -> No
         ("MERIDIAN_HUB_TRUNK_LISTEN", trunk.as_str()),
         ("MERIDIAN_TRUNK_PEERS", peers),
         ("MERIDIAN_RELAY_ALLOW_PRIVATE", "true"),
+        ("MERIDIAN_RELAY_TRUSTED_NODES", trusted_nodes),
     ];
     Node::spawn(
         dir,
@@ -57,12 +66,17 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
     let (port_a, port_b) = (free_udp_port(), free_udp_port());
     let peers_of_a = format!("us-east={hub_b_did}@127.0.0.1:{port_b}");
     let peers_of_b = format!("eu-west={hub_a_did}@127.0.0.1:{port_a}");
-    let hub_a = start_hub(dir, "hub-a", "eu-west", port_a, &peers_of_a);
-    let hub_b = start_hub(dir, "hub-b", "us-east", port_b, &peers_of_b);
-
     for data in ["a", "b"] {
         json(dir, &["node", "init", "--data", data]);
     }
+    // Without governance, a hub honours caller claims only from the nodes its operator lists
+    // (mirroring a node's head is not enough: anyone can push one).
+    let node_b_did = json(dir, &["keys", "show", "b/node.key"])["did"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hub_a = start_hub(dir, "hub-a", "eu-west", port_a, &peers_of_a, "");
+    let hub_b = start_hub(dir, "hub-b", "us-east", port_b, &peers_of_b, &node_b_did);
     let token_a = org_token(dir, "a", "acme");
     let url_a = format!("http://{}", hub_a.address);
     let url_b = format!("http://{}", hub_b.address);
@@ -134,8 +148,8 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
     assert_streams_unbuffered(&b.address, "/a2a/acme/echo");
     assert!(metric(&hub_a, "meridian_hub_relayed_total") >= 2);
 
-    // A caller organisation counts at the hub only when a node it trusts signed for it: b
-    // publishes (so hub b mirrors its head and trusts it), then relays a call of globex's.
+    // A caller organisation counts at the hub only when a node it trusts signed for it: b,
+    // listed in hub b's relay.trusted_nodes, relays a call of globex's.
     let token_b = org_token(dir, "b", "globex");
     publish(&b, &token_b, "globex", "Planner", "plan");
     let started = Instant::now();
@@ -210,7 +224,7 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
     drop(a);
     hub_a.stop();
     hub_b.stop();
-    let hub_b = start_hub(dir, "hub-b", "us-east", port_b, &peers_of_b);
+    let hub_b = start_hub(dir, "hub-b", "us-east", port_b, &peers_of_b, "");
     let (_, heads) = hub_b.get_json("/v1/heads");
     assert_eq!(
         heads["commits"].as_array().unwrap().len(),
