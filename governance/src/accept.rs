@@ -41,9 +41,10 @@ pub enum Rejection {
         /// The signing key.
         key: String,
     },
-    /// The signing key was revoked before the manifest was signed.
+    /// The signing key was revoked or rotated out: it signs nothing any more, whatever time
+    /// the manifest claims.
     #[error(
-        "signing key {key} was revoked at {revoked_at}, before the manifest's time {signed_at}"
+        "signing key {key} was revoked or rotated out (at {revoked_at}); the manifest claims {signed_at}"
     )]
     KeyRevoked {
         /// The signing key.
@@ -117,7 +118,9 @@ pub fn accept(
         OrgStatus::Revoked => reasons.push(Rejection::OrgRevoked { org: org.clone() }),
         OrgStatus::Expired => reasons.push(Rejection::OrgVerificationExpired { org: org.clone() }),
         OrgStatus::Verified { keys } => {
-            if !keys.contains(&manifest.signer) {
+            if !keys.contains(&manifest.signer)
+                && view.attestations.key_revoked_at(&manifest.signer).is_none()
+            {
                 reasons.push(Rejection::KeyNotBound {
                     org: org.clone(),
                     key: manifest.signer.to_did(),
@@ -125,9 +128,9 @@ pub fn accept(
             }
         }
     }
-    if let Some(revoked_at) = view.attestations.key_revoked_at(&manifest.signer)
-        && revoked_at <= manifest.body.updated_at
-    {
+    // A revoked or rotated-out key signs nothing, whatever `updated_at` says: the signer
+    // chooses that time, and a thief would backdate it.
+    if let Some(revoked_at) = view.attestations.key_revoked_at(&manifest.signer) {
         reasons.push(Rejection::KeyRevoked {
             key: manifest.signer.to_did(),
             revoked_at,

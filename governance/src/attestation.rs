@@ -447,27 +447,53 @@ impl Registration {
     }
 }
 
-/// An organisation changes its keys: adds some, removes others, from a time on. Signed by a
-/// key the organisation holds now, and by every key it adds (proof of possession).
+/// An organisation changes its keys: adds some, removes others. A link in the organisation's
+/// key chain: it names the key set it replaces (`prev`, [`key_set_digest`]) and must be signed
+/// by a threshold of that set (one key unless the organisation's verification sets a
+/// `threshold` claim) and by every key it adds (proof of possession). A node applies it only
+/// when `prev` is the organisation's current set, so rotations apply in one order and an old
+/// rotation replayed later (say, one that added a key removed since) does nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRotation {
     /// The organisation.
     pub org: String,
+    /// The digest of the key set this rotation replaces.
+    pub prev: [u8; 32],
     /// Keys added.
     pub add: Vec<PublicKey>,
-    /// Keys removed; their manifests signed from `effective_at` on are refused.
+    /// Keys removed: from the moment a node applies the rotation they sign nothing it accepts,
+    /// whatever time a manifest claims (a thief can backdate `updated_at`).
     pub remove: Vec<PublicKey>,
-    /// Unix seconds the change takes effect.
+    /// Unix seconds the organisation meant the change to take effect (informational: what a
+    /// node can check decides, which is when it applied the rotation).
     pub effective_at: i64,
     /// The signed document.
     pub document: SignedDocument,
 }
 
+/// The digest by which a rotation names an organisation's key set: SHA-256 of the
+/// sorted, deduplicated did:keys under a domain string, so it does not depend on order.
+pub fn key_set_digest(keys: &[PublicKey]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut dids: Vec<String> = keys.iter().map(PublicKey::to_did).collect();
+    dids.sort();
+    dids.dedup();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"meridian org key set v1\n");
+    for did in dids {
+        hasher.update(did.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize().into()
+}
+
 impl KeyRotation {
-    /// A rotation signed by `current` (a key the org holds now) and every key in `add`.
+    /// A rotation of `org`'s key set `current_set`, signed by `signers` (keys of that set,
+    /// at least its threshold) and every key in `add`.
     pub fn create(
         org: &str,
-        current: &Keypair,
+        current_set: &[PublicKey],
+        signers: &[&Keypair],
         add: &[&Keypair],
         remove: &[PublicKey],
         effective_at: i64,
@@ -477,12 +503,15 @@ impl KeyRotation {
         let removed: Vec<String> = remove.iter().map(|k| k.to_did()).collect();
         let body = cbor::map([
             ("org", Value::Text(org.to_owned())),
+            ("prev", Value::Bytes(key_set_digest(current_set).to_vec())),
             ("add", text_array(&added)),
             ("remove", text_array(&removed)),
             ("effective_at", Value::Integer(i128::from(effective_at))),
         ]);
         let mut document = SignedDocument::new(KEY_ROTATION_TYPE, body);
-        document.sign(current);
+        for key in signers {
+            document.sign(key);
+        }
         for key in add {
             document.sign(key);
         }
@@ -497,6 +526,11 @@ impl KeyRotation {
     fn from_document(document: SignedDocument) -> Result<Self, DocumentError> {
         let mut reader = MapReader::new(document.body.clone())?;
         let org = reader.text("org")?;
+        let prev: [u8; 32] = reader.bytes("prev")?.try_into().map_err(|_| {
+            DocumentError::Invalid(
+                "`prev` must be the 32-byte digest of the key set it replaces".into(),
+            )
+        })?;
         let parse = |dids: Vec<String>| -> Result<Vec<PublicKey>, DocumentError> {
             dids.iter()
                 .map(|d| PublicKey::from_did(d).map_err(|e| DocumentError::Invalid(e.to_string())))
@@ -513,6 +547,7 @@ impl KeyRotation {
         }
         Ok(Self {
             org,
+            prev,
             add,
             remove,
             effective_at,
@@ -550,6 +585,13 @@ pub enum RotationError {
         /// The organisation.
         org: String,
     },
+    /// The rotation replaces a key set that is not the organisation's current one: applied
+    /// already, replayed, or a link of the chain is missing.
+    #[error("key rotation for `{org}` replaces a key set that is not its current one")]
+    NotCurrent {
+        /// The organisation.
+        org: String,
+    },
 }
 
 /// What a node knows about organisations: the attestations that verified under the trusted
@@ -560,8 +602,10 @@ pub struct AttestationSet {
     revoked: HashSet<Cid>,
     /// Keys organisations added by rotation, per organisation.
     added_keys: HashMap<String, Vec<PublicKey>>,
-    /// Keys organisations removed by rotation, with the time it took effect.
+    /// Keys organisations removed by rotation, with the rotation's `effective_at`.
     removed_keys: HashMap<PublicKey, i64>,
+    /// Rotations applied, in the order they were.
+    rotations: Vec<KeyRotation>,
 }
 
 /// Why an attestation was not added to a set.
@@ -606,13 +650,32 @@ impl AttestationSet {
                 });
             }
         }
-        for (index, rotation) in rotations {
-            if let Err(error) = set.apply_rotation(&rotation, now) {
-                skipped.push(SkippedDocument {
-                    index,
-                    reason: error.to_string(),
-                });
+        // Each rotation names the set it replaces, so the chain has one order whatever order
+        // the files came in: apply what fits until nothing more does.
+        let mut pending = rotations;
+        loop {
+            let before = pending.len();
+            let mut left = Vec::new();
+            for (index, rotation) in pending {
+                match set.apply_rotation(&rotation, now) {
+                    Ok(()) => {}
+                    Err(RotationError::NotCurrent { .. }) => left.push((index, rotation)),
+                    Err(error) => skipped.push(SkippedDocument {
+                        index,
+                        reason: error.to_string(),
+                    }),
+                }
             }
+            pending = left;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        for (index, rotation) in pending {
+            skipped.push(SkippedDocument {
+                index,
+                reason: RotationError::NotCurrent { org: rotation.org }.to_string(),
+            });
         }
         (set, skipped)
     }
@@ -640,24 +703,31 @@ impl AttestationSet {
         Ok(id)
     }
 
-    /// Applies an organisation's key rotation at `now`: it must be signed by a key the
-    /// organisation holds now and by every key it adds, and must leave at least one key.
+    /// Applies an organisation's key rotation at `now`: it must replace the organisation's
+    /// current key set (`prev`), be signed by a threshold of that set and by every key it adds,
+    /// and leave at least one key. A key removed or revoked is not in the current set, so it can
+    /// sign neither manifests nor further rotations.
     pub fn apply_rotation(
         &mut self,
         rotation: &KeyRotation,
         now: i64,
     ) -> Result<(), RotationError> {
         let org = rotation.org.clone();
-        let OrgStatus::Verified { keys } = self.org_status(&org, now) else {
+        let (OrgStatus::Verified { keys }, threshold) =
+            (self.org_status(&org, now), self.org_threshold(&org, now))
+        else {
             return Err(RotationError::NotVerified { org });
         };
+        if key_set_digest(&keys) != rotation.prev {
+            return Err(RotationError::NotCurrent { org });
+        }
         let current = KeySet {
             keys: keys.clone(),
-            threshold: 1,
+            threshold: threshold.clamp(1, keys.len().max(1)),
         };
         rotation
             .document
-            .verify_threshold(&current, "a current key of the organisation")
+            .verify_threshold(&current, "a threshold of the organisation's current keys")
             .map_err(|error| RotationError::Document {
                 org: org.clone(),
                 error,
@@ -693,7 +763,29 @@ impl AttestationSet {
         for key in &rotation.remove {
             self.removed_keys.insert(*key, rotation.effective_at);
         }
+        self.rotations.push(rotation.clone());
         Ok(())
+    }
+
+    /// The rotations applied, in order: what a node hands peers so they reach the same key sets.
+    pub fn rotations(&self) -> &[KeyRotation] {
+        &self.rotations
+    }
+
+    /// How many of an organisation's current keys must sign its rotations: the `threshold`
+    /// claim of its verification, else one.
+    fn org_threshold(&self, org: &str, now: i64) -> usize {
+        let subject = Subject::Org(org.to_owned());
+        self.about(&subject)
+            .filter(|(a, revoked)| {
+                !revoked && a.body.kind == KIND_ORG_VERIFIED && now < a.body.expires_at
+            })
+            .filter_map(|(a, _)| match a.body.claims.get("threshold") {
+                Some(Value::Integer(n)) => usize::try_from(*n).ok(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// Whether the attestation `id` has been revoked.
@@ -749,20 +841,25 @@ impl AttestationSet {
                 _ => status = OrgStatus::Verified { keys },
             }
         }
-        if let OrgStatus::Verified { keys } = &mut status
-            && let Some(added) = self.added_keys.get(org)
-        {
-            for key in added {
-                if !keys.contains(key) {
-                    keys.push(*key);
+        if let OrgStatus::Verified { keys } = &mut status {
+            if let Some(added) = self.added_keys.get(org) {
+                for key in added {
+                    if !keys.contains(key) {
+                        keys.push(*key);
+                    }
                 }
             }
+            // Removed by a rotation or revoked by the attest role: out of the current set, so
+            // it signs nothing from now on.
+            keys.retain(|key| self.key_revoked_at(key).is_none());
         }
         status
     }
 
     /// When `key` was revoked, if it was: the earliest of an unrevoked `key.revoked`
-    /// attestation's `revoked_at` and the time a rotation removed it.
+    /// attestation's `revoked_at` and the `effective_at` of a rotation that removed it. The
+    /// time is for people: a revoked key signs nothing the acceptance rule takes, whatever
+    /// time its manifests claim.
     pub fn key_revoked_at(&self, key: &PublicKey) -> Option<i64> {
         let subject = Subject::Key(*key);
         self.about(&subject)

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use meridian_governance::attestation::{Attestation, AttestationSet};
+use meridian_governance::attestation::{Attestation, AttestationSet, KeyRotation};
 use meridian_governance::policy::{PolicyBundle, PolicyState};
 use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
 use meridian_registry::Cid;
@@ -96,7 +96,23 @@ impl PolicyMirror {
             self.version += 1;
             return Ok(DocOutcome::New);
         }
-        Err("not a root, policy bundle or attestation".into())
+        if let Ok(rotation) = KeyRotation::decode(block) {
+            let id = rotation.document.id();
+            if self
+                .attestations
+                .rotations()
+                .iter()
+                .any(|r| r.document.id() == id)
+            {
+                return Ok(DocOutcome::Known);
+            }
+            self.attestations
+                .apply_rotation(&rotation, now)
+                .map_err(|e| format!("key rotation refused: {e}"))?;
+            self.version += 1;
+            return Ok(DocOutcome::New);
+        }
+        Err("not a root, policy bundle, attestation or key rotation".into())
     }
 
     /// Grows with every document kept.
@@ -105,11 +121,17 @@ impl PolicyMirror {
     }
 
     /// Every document, in the order to apply them: root versions, then the policy, then the
-    /// attestations.
+    /// attestations, then key rotations in the order they were applied.
     pub fn documents(&self) -> Vec<Vec<u8>> {
         let mut documents = self.roots.clone();
         documents.extend(self.policy.current().map(PolicyBundle::to_block));
         documents.extend(self.attestation_blocks.values().cloned());
+        documents.extend(
+            self.attestations
+                .rotations()
+                .iter()
+                .map(KeyRotation::to_block),
+        );
         documents
     }
 

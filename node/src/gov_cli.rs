@@ -159,9 +159,13 @@ pub enum OrgCommand {
         /// The organisation.
         #[arg(long)]
         org: String,
-        /// A key file the organisation holds now.
-        #[arg(long)]
+        /// A key file the organisation holds now (signs the rotation).
+        #[arg(long, required = true)]
         current_key: PathBuf,
+        /// The organisation's whole current key set (did:key or key file, repeat for each), which
+        /// the rotation names as the set it replaces. Default: the --current-key alone.
+        #[arg(long = "current-set")]
+        current_set: Vec<String>,
         /// A new key file to add (repeat for each).
         #[arg(long = "add-key")]
         add_keys: Vec<PathBuf>,
@@ -619,6 +623,7 @@ pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
         OrgCommand::RotateKey {
             org,
             current_key,
+            current_set,
             add_keys,
             remove_keys,
             out,
@@ -633,7 +638,17 @@ pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
                 .map(|k| public_key_arg(k))
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&_> = added.iter().collect();
-            let rotation = KeyRotation::create(org, &current, &refs, &removed, now)
+            let mut set = current_set
+                .iter()
+                .map(|k| public_key_arg(k))
+                .collect::<Result<Vec<_>>>()?;
+            if set.is_empty() {
+                set.push(current.public());
+            }
+            if !set.contains(&current.public()) {
+                bail!("--current-key {} is not in --current-set", current.did());
+            }
+            let rotation = KeyRotation::create(org, &set, &[&current], &refs, &removed, now)
                 .map_err(|e| Rejected(e.to_string()))?;
             write(out, &rotation.to_block())?;
             Ok(Report {

@@ -215,46 +215,218 @@ fn organisations_rotate_keys_with_a_current_key() {
     let mut set = AttestationSet::new();
     set.add(verified_org(&admins, "acme", &old_key), &root, NOW)
         .unwrap();
+    let current = [old_key.public()];
 
     // Signed by a stranger: refused.
-    let stranger =
-        KeyRotation::create("acme", &key(53), &[&new_key], &[old_key.public()], NOW).unwrap();
+    let stranger = KeyRotation::create(
+        "acme",
+        &current,
+        &[&key(53)],
+        &[&new_key],
+        &[old_key.public()],
+        NOW,
+    )
+    .unwrap();
     assert!(matches!(
         set.apply_rotation(&stranger, NOW),
         Err(RotationError::Document { .. })
     ));
     // Without the new key's own signature (no proof of possession): refused.
-    let mut no_pop =
-        KeyRotation::create("acme", &old_key, &[&new_key], &[old_key.public()], NOW).unwrap();
+    let mut no_pop = KeyRotation::create(
+        "acme",
+        &current,
+        &[&old_key],
+        &[&new_key],
+        &[old_key.public()],
+        NOW,
+    )
+    .unwrap();
     no_pop
         .document
         .signatures
         .retain(|s| s.key == old_key.public());
     let no_pop = KeyRotation::decode(&no_pop.to_block()).unwrap();
-    assert!(set.apply_rotation(&no_pop, NOW).is_err());
+    assert!(matches!(
+        set.apply_rotation(&no_pop, NOW),
+        Err(RotationError::Document { .. })
+    ));
     // Removing the only key: refused.
-    let empty = KeyRotation::create("acme", &old_key, &[], &[old_key.public()], NOW).unwrap();
+    let empty =
+        KeyRotation::create("acme", &current, &[&old_key], &[], &[old_key.public()], NOW).unwrap();
     assert!(matches!(
         set.apply_rotation(&empty, NOW),
         Err(RotationError::NoKeysLeft { .. })
     ));
+    // Naming a key set that is not the current one: refused.
+    let wrong_prev = KeyRotation::create(
+        "acme",
+        &[old_key.public(), key(54).public()],
+        &[&old_key],
+        &[&new_key],
+        &[old_key.public()],
+        NOW,
+    )
+    .unwrap();
+    assert!(matches!(
+        set.apply_rotation(&wrong_prev, NOW),
+        Err(RotationError::NotCurrent { .. })
+    ));
 
-    // A proper rotation: the new key is bound, the old one revoked from NOW on.
-    let rotation =
-        KeyRotation::create("acme", &old_key, &[&new_key], &[old_key.public()], NOW).unwrap();
+    // A proper rotation: the new key is bound, the old one out of the set.
+    let rotation = KeyRotation::create(
+        "acme",
+        &current,
+        &[&old_key],
+        &[&new_key],
+        &[old_key.public()],
+        NOW,
+    )
+    .unwrap();
     let rotation = KeyRotation::decode(&rotation.to_block()).unwrap();
     set.apply_rotation(&rotation, NOW).unwrap();
     let OrgStatus::Verified { keys } = set.org_status("acme", NOW) else {
         panic!("not verified")
     };
-    assert!(keys.contains(&new_key.public()));
+    assert_eq!(keys, vec![new_key.public()]);
     assert_eq!(set.key_revoked_at(&old_key.public()), Some(NOW));
+    // Applied once: the same rotation again no longer names the current set.
+    assert!(matches!(
+        set.apply_rotation(&rotation, NOW),
+        Err(RotationError::NotCurrent { .. })
+    ));
+    assert_eq!(set.rotations().len(), 1);
     // An unverified org cannot rotate.
-    let other = KeyRotation::create("globex", &key(60), &[&key(61)], &[], NOW).unwrap();
+    let other = KeyRotation::create(
+        "globex",
+        &[key(60).public()],
+        &[&key(60)],
+        &[&key(61)],
+        &[],
+        NOW,
+    )
+    .unwrap();
     assert!(matches!(
         set.apply_rotation(&other, NOW),
         Err(RotationError::NotVerified { .. })
     ));
+}
+
+#[test]
+fn a_stolen_key_does_not_outlive_the_rotation_that_removes_it() {
+    use meridian_governance::accept::{GovernanceView, Rejection, accept};
+    use meridian_governance::attestation::{KeyRotation, RotationError};
+    use meridian_registry::manifest::ManifestBody;
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let (stolen, fresh, thiefs) = (key(50), key(52), key(66));
+    let mut set = AttestationSet::new();
+    set.add(verified_org(&admins, "acme", &stolen), &root, NOW)
+        .unwrap();
+    // The organisation rotates the stolen key out.
+    let eviction = KeyRotation::create(
+        "acme",
+        &[stolen.public()],
+        &[&stolen],
+        &[&fresh],
+        &[stolen.public()],
+        NOW,
+    )
+    .unwrap();
+    set.apply_rotation(&eviction, NOW).unwrap();
+    // The thief rotates again with the removed key, naming the set it knew: refused, twice
+    // over (not the current set, and not signed by a current key).
+    let counter = KeyRotation::create(
+        "acme",
+        &[stolen.public()],
+        &[&stolen],
+        &[&thiefs],
+        &[fresh.public()],
+        NOW + 10,
+    )
+    .unwrap();
+    assert!(matches!(
+        set.apply_rotation(&counter, NOW + 10),
+        Err(RotationError::NotCurrent { .. })
+    ));
+    // Naming the current set does not help: the stolen key is not in it.
+    let forged = KeyRotation::create(
+        "acme",
+        &[fresh.public()],
+        &[&stolen],
+        &[&thiefs],
+        &[fresh.public()],
+        NOW + 10,
+    )
+    .unwrap();
+    assert!(matches!(
+        set.apply_rotation(&forged, NOW + 10),
+        Err(RotationError::Document { .. })
+    ));
+    // The thief's manifest, backdated to before the rotation, is refused; the organisation's
+    // new one is accepted.
+    let card = r#"{"name":"Echo","supportedInterfaces":[{"url":"https://acme.example/a2a","protocolBinding":"JSONRPC"}]}"#;
+    let sign = |key: &meridian_registry::keys::Keypair, at: i64| {
+        ManifestBody::from_card(card, "acme", "eu-west", at)
+            .unwrap()
+            .sign(key)
+    };
+    let view = GovernanceView {
+        attestations: &set,
+        policy: None,
+    };
+    let node = key(70).public();
+    let reasons = accept(view, &sign(&stolen, NOW - 1_000), &node, NOW + 20).unwrap_err();
+    assert!(
+        matches!(reasons.as_slice(), [Rejection::KeyRevoked { .. }]),
+        "{reasons:?}"
+    );
+    accept(view, &sign(&fresh, NOW + 20), &node, NOW + 20).unwrap();
+}
+
+#[test]
+fn a_key_chain_applies_in_one_order_whatever_order_its_files_come_in() {
+    use meridian_governance::attestation::KeyRotation;
+    let admins = admins(0);
+    let root = trusted(&admins);
+    let (first, second, third) = (key(50), key(51), key(52));
+    let verified = verified_org(&admins, "acme", &first).to_block();
+    let one = KeyRotation::create(
+        "acme",
+        &[first.public()],
+        &[&first],
+        &[&second],
+        &[first.public()],
+        NOW,
+    )
+    .unwrap()
+    .to_block();
+    let two = KeyRotation::create(
+        "acme",
+        &[second.public()],
+        &[&second],
+        &[&third],
+        &[second.public()],
+        NOW,
+    )
+    .unwrap()
+    .to_block();
+    let (set, skipped) = AttestationSet::from_documents(&[&verified, &two, &one], &root, NOW);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let OrgStatus::Verified { keys } = set.org_status("acme", NOW) else {
+        panic!("not verified")
+    };
+    assert_eq!(keys, vec![third.public()]);
+    // A link missing: the later rotation is reported, not applied.
+    let (set, skipped) = AttestationSet::from_documents(&[&verified, &two], &root, NOW);
+    assert_eq!(skipped.len(), 1);
+    assert!(
+        skipped[0].reason.contains("not its current one"),
+        "{skipped:?}"
+    );
+    let OrgStatus::Verified { keys } = set.org_status("acme", NOW) else {
+        panic!("not verified")
+    };
+    assert_eq!(keys, vec![first.public()]);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use meridian_governance::accept::{GovernanceView, Rejection, accept};
 use meridian_governance::attestation::{
-    Attestation, AttestationSet, KIND_REVOCATION, Registration, Subject,
+    Attestation, AttestationSet, KIND_REVOCATION, KeyRotation, Registration, Subject,
 };
 use meridian_governance::policy::{PolicyBundle, PolicyState};
 use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
@@ -149,6 +149,16 @@ impl Governance {
                     && let Err(error) = inner.attestations.add(attestation, &trusted, now)
                 {
                     tracing::warn!(file = %path.display(), %error, "ignoring a stored attestation");
+                }
+            }
+            // Rotations were kept in the order they were applied (file names count up).
+            for path in cbor_files(&dir.join("rotations")) {
+                if let Some(rotation) = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| KeyRotation::decode(&b).ok())
+                    && let Err(error) = inner.attestations.apply_rotation(&rotation, now)
+                {
+                    tracing::warn!(file = %path.display(), %error, "ignoring a stored key rotation");
                 }
             }
             inner.root = Some(trusted);
@@ -284,6 +294,25 @@ impl Governance {
         Ok(id)
     }
 
+    /// Applies an organisation's key rotation (a link of its key chain, checked against its
+    /// current key set) and keeps it, numbered in the order applied. Returns the organisation.
+    pub fn apply_rotation(
+        &self,
+        rotation: KeyRotation,
+        block: &[u8],
+        now: i64,
+    ) -> Result<String, ApiError> {
+        let mut inner = self.write()?;
+        inner.root.as_ref().ok_or_else(not_configured)?;
+        inner
+            .attestations
+            .apply_rotation(&rotation, now)
+            .map_err(rejected)?;
+        let index = inner.attestations.rotations().len();
+        self.persist("rotations", &format!("{index:08}"), block)?;
+        Ok(rotation.org)
+    }
+
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>, ApiError> {
         self.inner
             .write()
@@ -330,12 +359,27 @@ impl Governance {
                 .apply_attestation(attestation, block, now)
                 .map_or_else(refused, |_| Outcome::New);
         }
-        Outcome::Malformed("not a root, policy bundle or attestation".into())
+        if let Ok(rotation) = KeyRotation::decode(block) {
+            let known = self.inner.read().is_ok_and(|inner| {
+                inner
+                    .attestations
+                    .rotations()
+                    .iter()
+                    .any(|r| r.document.id() == rotation.document.id())
+            });
+            if known {
+                return Outcome::Known;
+            }
+            return self
+                .apply_rotation(rotation, block, now)
+                .map_or_else(refused, |_| Outcome::New);
+        }
+        Outcome::Malformed("not a root, policy bundle, attestation or key rotation".into())
     }
 
     /// Every document a peer needs to reach this node's governance state: the root versions
     /// (oldest first, up to [`ROOT_HISTORY_MAX`] of them, so a peer several versions behind
-    /// can follow the chain), the policy and the attestations.
+    /// can follow the chain), the policy, the attestations and the key rotations.
     pub fn documents(&self) -> Vec<Vec<u8>> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
@@ -346,6 +390,9 @@ impl Governance {
         let mut documents = inner.root_history.clone();
         documents.extend(inner.policy.current().map(|p| p.to_block()));
         documents.extend(inner.attestations.all().map(|a| a.to_block()));
+        // Key rotations last and in the order applied: each needs the verification and the
+        // rotations before it.
+        documents.extend(inner.attestations.rotations().iter().map(|r| r.to_block()));
         documents
     }
 
@@ -546,7 +593,7 @@ pub async fn post_policy(
 }
 
 /// Add an attestation or a revocation, verified under the trust root.
-#[utoipa::path(post, path = "/api/v1/attestations", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "an attestation or revocation"), responses((status = 201, description = "added", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "rejected", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/attestations", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "an attestation, a revocation or an organisation's key rotation"), responses((status = 201, description = "added", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "rejected", body = ErrorBody)))]
 pub async fn post_attestation(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -554,6 +601,21 @@ pub async fn post_attestation(
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     require_cbor(&headers)?;
+    if let Ok(rotation) = KeyRotation::decode(&body) {
+        let id = rotation.document.id().to_string();
+        let org = state
+            .governance
+            .apply_rotation(rotation, &body, (state.clock)())?;
+        state
+            .events
+            .emit("org.keys_rotated", json!({ "id": id, "org": org }));
+        reindex_all(&state).await?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": id, "type": "key-rotation", "org": org })),
+        )
+            .into_response());
+    }
     let attestation = Attestation::decode(&body).map_err(rejected)?;
     let kind = attestation.body.kind.clone();
     let id = state

@@ -1134,7 +1134,7 @@ fn governance_decides_the_federated_view() {
     );
     assert_eq!(status, 422);
     assert!(
-        String::from_utf8_lossy(&body).contains("was revoked at 1000"),
+        String::from_utf8_lossy(&body).contains("revoked or rotated out (at 1000)"),
         "{}",
         String::from_utf8_lossy(&body)
     );

@@ -259,7 +259,7 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
     assert!(
         report["governance"]["rejected"]
             .to_string()
-            .contains("was revoked at 1000")
+            .contains("revoked or rotated out (at 1000)")
     );
     std::fs::remove_file(dir.join("attestations/acme.key-revoked.cbor")).unwrap();
 

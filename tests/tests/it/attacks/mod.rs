@@ -6,3 +6,4 @@ mod hijack;
 mod http_edges;
 mod ssrf;
 mod starvation;
+mod stolen_key;

@@ -1,0 +1,297 @@
+//! Attack 2: an organisation rotates a stolen key out; the thief rotates again with the removed
+//! key and publishes under it with a backdated `updated_at`. Offline (`snapshot verify --root
+//! --attestations`) and on a running node (which now takes rotations over HTTP), the thief's
+//! rotation and manifests are refused and the organisation's new key works.
+
+use std::path::Path;
+
+use meridian_tests::*;
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let output = meridian(dir, args);
+    assert!(
+        output.status.success(),
+        "meridian {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn did(dir: &Path, key: &str) -> String {
+    meridian_json(dir, &["keys", "show", key])["did"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A governance root with one key per role, acme verified with `stolen.key`, and two
+/// rotations in `attestations/`: acme's (stolen -> fresh) and the thief's (fresh -> thief,
+/// signed with the removed key).
+fn governance(dir: &Path) {
+    for name in [
+        "root",
+        "attest",
+        "policy",
+        "witness",
+        "stolen",
+        "fresh",
+        "thief",
+        "node",
+        "thief-node",
+    ] {
+        run(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
+    }
+    run(
+        dir,
+        &[
+            "gov",
+            "init",
+            "--root-key",
+            "root.key",
+            "--root-threshold",
+            "1",
+            "--attest-key",
+            "attest.key",
+            "--attest-threshold",
+            "1",
+            "--policy-key",
+            "policy.key",
+            "--witness-key",
+            "witness.key",
+            "--out",
+            "root.cbor",
+        ],
+    );
+    run(dir, &["gov", "sign", "root.cbor", "--key", "root.key"]);
+    run(
+        dir,
+        &[
+            "org",
+            "request",
+            "--org",
+            "acme",
+            "--domain",
+            "acme.example",
+            "--contact",
+            "ops@acme.example",
+            "--key",
+            "stolen.key",
+            "--out",
+            "acme.request.cbor",
+        ],
+    );
+    std::fs::create_dir_all(dir.join("attestations")).unwrap();
+    run(
+        dir,
+        &[
+            "org",
+            "approve",
+            "acme.request.cbor",
+            "--out",
+            "attestations/0-verified.cbor",
+        ],
+    );
+    run(
+        dir,
+        &[
+            "attest",
+            "cosign",
+            "attestations/0-verified.cbor",
+            "--key",
+            "attest.key",
+        ],
+    );
+    let (stolen, fresh) = (did(dir, "stolen.key"), did(dir, "fresh.key"));
+    run(
+        dir,
+        &[
+            "org",
+            "rotate-key",
+            "--org",
+            "acme",
+            "--current-key",
+            "stolen.key",
+            "--add-key",
+            "fresh.key",
+            "--remove-key",
+            &stolen,
+            "--out",
+            "attestations/1-evict.cbor",
+        ],
+    );
+    // The thief knows only the set it stole from, and signs with the removed key.
+    run(
+        dir,
+        &[
+            "org",
+            "rotate-key",
+            "--org",
+            "acme",
+            "--current-key",
+            "stolen.key",
+            "--current-set",
+            &fresh,
+            "--current-set",
+            &stolen,
+            "--add-key",
+            "thief.key",
+            "--remove-key",
+            &fresh,
+            "--out",
+            "thief-rotation.cbor",
+        ],
+    );
+    std::fs::create_dir_all(dir.join("cards")).unwrap();
+    std::fs::write(
+        dir.join("cards/echo.json"),
+        card("echo", "https://acme.example/echo"),
+    )
+    .unwrap();
+}
+
+fn verify(dir: &Path, car: &str) -> serde_json::Value {
+    let output = meridian(
+        dir,
+        &[
+            "snapshot",
+            "verify",
+            car,
+            "--root",
+            "root.cbor",
+            "--attestations",
+            "attestations",
+            "--json",
+        ],
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_stolen_key_does_not_outlive_the_rotation_that_removed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    governance(dir);
+    // The thief's rotation, next to the organisation's, is refused: it names a key set that is
+    // not acme's and is signed by a key acme removed.
+    std::fs::copy(
+        dir.join("thief-rotation.cbor"),
+        dir.join("attestations/2-thief.cbor"),
+    )
+    .unwrap();
+    for (org_key, car) in [("stolen.key", "thief.car"), ("fresh.key", "acme.car")] {
+        run(
+            dir,
+            &[
+                "snapshot",
+                "build",
+                "--key",
+                "node.key",
+                "--org-key",
+                org_key,
+                "--org",
+                "acme",
+                "--region",
+                "eu-west",
+                "--cards",
+                "cards",
+                "--out",
+                car,
+            ],
+        );
+    }
+    let thief = verify(dir, "thief.car");
+    assert_eq!(
+        thief["governance"]["accepted"],
+        serde_json::json!([]),
+        "{thief}"
+    );
+    assert!(
+        thief["governance"]["rejected"]
+            .to_string()
+            .contains("revoked or rotated out"),
+        "{thief}"
+    );
+    let honest = verify(dir, "acme.car");
+    assert_eq!(
+        honest["governance"]["accepted"],
+        serde_json::json!(["acme/echo"]),
+        "{honest}"
+    );
+}
+
+#[test]
+fn a_running_node_takes_rotations_and_refuses_the_thiefs() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    governance(dir);
+    let root = dir.join("root.cbor").display().to_string();
+    let admin = meridian_json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = Daemon::node(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", root.as_str())]);
+    let post = |file: &str| {
+        let body = std::fs::read(dir.join(file)).unwrap();
+        node.request(
+            "POST",
+            "/api/v1/attestations",
+            &[
+                ("content-type", "application/vnd.ipld.dag-cbor"),
+                ("authorization", &format!("Bearer {admin}")),
+            ],
+            &body,
+        )
+    };
+    assert_eq!(post("attestations/0-verified.cbor").status, 201);
+    let rotated = post("attestations/1-evict.cbor");
+    assert_eq!(rotated.status, 201, "{:?}", rotated.json());
+    assert_eq!(rotated.json()["type"], "key-rotation");
+    let refused = post("thief-rotation.cbor");
+    assert_eq!(refused.status, 422, "{:?}", refused.json());
+    assert!(
+        refused.json()["error"]["message"]
+            .to_string()
+            .contains("current")
+    );
+
+    // Publishing under the removed key, backdated, is refused; under the new key it works.
+    let token = org_token(dir, "n", "acme");
+    let stolen = meridian_registry::keys::Keypair::from_key_file(
+        &std::fs::read_to_string(dir.join("stolen.key")).unwrap(),
+    )
+    .unwrap();
+    let fresh = meridian_registry::keys::Keypair::from_key_file(
+        &std::fs::read_to_string(dir.join("fresh.key")).unwrap(),
+    )
+    .unwrap();
+    let backdated = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        "https://thief.example/echo",
+        1_000,
+        &stolen,
+    );
+    let answer = publish(&node, &token, &backdated);
+    assert_eq!(answer.status, 422, "{:?}", answer.json());
+    assert!(
+        answer.json()["error"]["message"]
+            .to_string()
+            .contains("rotated out")
+    );
+    let honest = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        "https://acme.example/echo",
+        1_800_000_000,
+        &fresh,
+    );
+    assert_eq!(publish(&node, &token, &honest).status, 201);
+    // A restart keeps the chain: the rotation was stored.
+    node.stop();
+    let node = Daemon::node(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", root.as_str())]);
+    let agent = node.get("/api/v1/agents/acme/echo");
+    assert_eq!(agent.status, 200, "{:?}", agent.json());
+    assert!(String::from_utf8_lossy(&agent.body).contains("acme.example"));
+}
