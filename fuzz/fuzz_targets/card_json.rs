@@ -1,13 +1,8 @@
 //! Agent card JSON from publishers: parsing never panics.
+//! The target's body is `meridian_tests::fuzz::card_json`, which `cargo test` also runs over the
+//! committed inputs in `fuzz/regressions/card_json/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meridian_registry::manifest::AgentCard;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(card) = AgentCard::parse(text)
-    {
-        let _ = card.agent_id("acme");
-    }
-});
+fuzz_target!(|data: &[u8]| meridian_tests::fuzz::card_json(data));

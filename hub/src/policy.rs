@@ -186,6 +186,22 @@ impl PolicyMirror {
         }
     }
 
+    /// The acceptance rule over what the mirror holds: whether `manifest`, published by the
+    /// node `publisher`, is in the federated view, so the relay calls only agents a node would
+    /// list (a revoked organisation's agents stay uncallable through hubs too).
+    pub fn accepts(
+        &self,
+        manifest: &meridian_registry::manifest::Manifest,
+        publisher: &meridian_registry::keys::PublicKey,
+        now: i64,
+    ) -> Result<(), Vec<meridian_governance::accept::Rejection>> {
+        let view = meridian_governance::accept::GovernanceView {
+            attestations: &self.attestations,
+            policy: self.policy.current(),
+        };
+        meridian_governance::accept::accept(view, manifest, publisher, now)
+    }
+
     /// The attestation blocks, by id.
     pub fn attestations(&self) -> impl Iterator<Item = (&Cid, &Vec<u8>)> {
         self.attestation_blocks.iter()
@@ -292,5 +308,45 @@ mod tests {
             .expect("policy kept");
         let why = mirror.admits_node(&listed, NOW).unwrap_err();
         assert!(why.contains("denies"), "{why}");
+    }
+
+    #[test]
+    fn the_relay_acceptance_rule_follows_the_mirrored_attestations() {
+        use meridian_governance::attestation::Registration;
+        use meridian_registry::manifest::ManifestBody;
+        let mut mirror = mirror();
+        let org_key = key(60);
+        let card = r#"{"name":"Echo","supportedInterfaces":[{"url":"https://acme.example/a2a","protocolBinding":"JSONRPC"}]}"#;
+        let manifest = ManifestBody::from_card(card, "acme", "eu-west", NOW)
+            .expect("card")
+            .sign(&org_key);
+        let publisher = key(70).public();
+        let reasons = mirror.accepts(&manifest, &publisher, NOW).unwrap_err();
+        assert!(
+            matches!(
+                reasons.as_slice(),
+                [meridian_governance::accept::Rejection::OrgNotVerified { .. }]
+            ),
+            "{reasons:?}"
+        );
+        let registration =
+            Registration::create("acme", "acme.example", "ops", &[&org_key]).expect("request");
+        let mut verified = registration.approve(NOW - 10, NOW + DAY).expect("approval");
+        verified.sign(&key(2));
+        mirror.offer(&verified.to_block(), NOW).expect("kept");
+        assert_eq!(mirror.accepts(&manifest, &publisher, NOW), Ok(()));
+        // Revoked: the relay refuses the organisation's agents again.
+        let mut revocation =
+            Attestation::revocation(verified.id(), "fraud", NOW, NOW + DAY).expect("revocation");
+        revocation.sign(&key(2));
+        mirror.offer(&revocation.to_block(), NOW).expect("kept");
+        let reasons = mirror.accepts(&manifest, &publisher, NOW).unwrap_err();
+        assert!(
+            matches!(
+                reasons.as_slice(),
+                [meridian_governance::accept::Rejection::OrgRevoked { .. }]
+            ),
+            "{reasons:?}"
+        );
     }
 }

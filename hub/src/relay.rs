@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use meridian_registry::manifest::Manifest;
 
+/// The URL type the guard and the relay speak (reqwest's, re-exported for callers and tests).
+pub use reqwest::Url;
+
 /// Headers that belong to one hop and are never forwarded.
 pub const HOP_BY_HOP: [&str; 9] = [
     "connection",

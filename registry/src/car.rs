@@ -87,6 +87,13 @@ pub enum CarError {
     /// A block does not hash to its CID.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// A block appears twice. Meridian's writers never repeat one; a repeat only pads the
+    /// file and inflates what an import reports.
+    #[error("block {cid} appears twice in the car")]
+    DuplicateBlock {
+        /// The repeated block.
+        cid: Cid,
+    },
     /// A limit was exceeded.
     #[error("car {what} {value} exceeds the limit of {max}")]
     Limit {

@@ -525,9 +525,13 @@ pub struct CarContents {
 pub fn read_car<R: Read>(input: R, limits: Limits) -> Result<CarContents, SnapshotError> {
     let mut reader = CarReader::new(input, limits)?;
     let mut blocks: Vec<(Cid, Arc<[u8]>)> = Vec::new();
+    let mut seen: std::collections::HashSet<Cid> = std::collections::HashSet::new();
     let mut checked = 0;
     let mut group_bytes = 0;
     while let Some(block) = reader.next_block_unhashed()? {
+        if !seen.insert(block.0) {
+            return Err(CarError::DuplicateBlock { cid: block.0 }.into());
+        }
         group_bytes += block.1.len();
         blocks.push(block);
         if group_bytes >= HASH_GROUP_BYTES {

@@ -7,6 +7,8 @@
 //! user would meet them; each crate's own tests cover its internals. Every address used is on
 //! 127.0.0.0/8.
 
+pub mod fuzz;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

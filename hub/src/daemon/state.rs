@@ -1281,6 +1281,38 @@ impl Hub {
         }
     }
 
+    /// With governance, the acceptance rule over the mirrored attestations and policy: the
+    /// relay calls only agents a node would list (403 `not_accepted` with the reasons).
+    fn relay_acceptance(&self, manifest: &Manifest, publisher: &str) -> Result<(), RelayRefusal> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let publisher = meridian_registry::keys::PublicKey::from_did(publisher).map_err(|e| {
+            RelayRefusal::new(
+                400,
+                "bad_publisher",
+                format!("publisher `{publisher}`: {e}"),
+            )
+        })?;
+        let now = (self.clock)();
+        let verdict = policy
+            .read()
+            .map_err(|_| RelayRefusal::new(500, "internal", "policy lock poisoned"))?
+            .accepts(manifest, &publisher, now);
+        verdict.map_err(|reasons| {
+            self.metrics.count(
+                "meridian_hub_relays_refused_total{reason=\"not_accepted\"}",
+                1,
+            );
+            let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            RelayRefusal::new(
+                403,
+                "not_accepted",
+                format!("governance refuses this agent: {}", reasons.join("; ")),
+            )
+        })
+    }
+
     /// Finds an agent's manifest in its publisher's snapshot, reading tree nodes through the
     /// cache (every node checked against its CID, the manifest's signature checked).
     pub async fn resolve_agent(
@@ -1336,6 +1368,7 @@ impl Hub {
                             "manifest names another agent",
                         ));
                     }
+                    self.relay_acceptance(&manifest, publisher)?;
                     return Ok(manifest);
                 }
                 Ok(LookupStep::Descend(next)) => at = next,

@@ -56,6 +56,20 @@ fn valid_snapshot_verifies_and_reports() {
 }
 
 #[test]
+fn a_block_repeated_in_the_car_is_refused() {
+    let snapshot = build(cards(5), None, NOW);
+    let mut blocks = all_blocks(&snapshot);
+    blocks.push(blocks[1].clone());
+    let padded = car_of(&snapshot.commit_cid, &blocks);
+    let repeated = blocks[1].0;
+    let error = read_car(&padded[..], Limits::DEFAULT).unwrap_err();
+    assert!(
+        matches!(&error, SnapshotError::Car(meridian_registry::car::CarError::DuplicateBlock { cid }) if *cid == repeated),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn tampered_block_is_a_hash_mismatch() {
     let snapshot = build(cards(5), None, NOW);
     let mut bytes = car_bytes(&snapshot);
