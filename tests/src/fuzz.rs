@@ -7,8 +7,11 @@
 
 use meridian_registry::car::Limits;
 
+/// A fuzz target's body: arbitrary bytes in, a panic only for a bug.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by the name of their folder under `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("cbor_decode", cbor_decode),
     ("car_snapshot", car_snapshot),
     ("documents", documents),
