@@ -601,36 +601,14 @@ pub fn utc(seconds: i64) -> String {
     )
 }
 
-/// Writes a file readable only by its owner (0600 on unix), replacing it atomically.
-///
-/// A leftover temporary file (from a crash, or planted with a wider mode or as a link) is removed
-/// first and the temporary is created anew (`create_new`), so the secret never inherits that
-/// file's mode or follows its link.
+/// Writes a file readable only by its owner (0600 on unix), replacing it atomically
+/// ([`meridian_registry::files::write_secret`]).
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let temporary = temporary_path(path);
-    match fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error),
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, path)
+    meridian_registry::files::write_secret(path, contents)
 }
 
 fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    meridian_registry::files::temporary_path(path)
 }
 
 /// Loads a key file, naming the file on error.

@@ -18,6 +18,7 @@
 pub mod car;
 pub mod cbor;
 pub mod commit;
+pub mod files;
 pub mod ids;
 mod json_view;
 pub mod keys;

@@ -36,6 +36,36 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The batch would move a publisher's head to a seq not above the one held: two imports
+    /// of one publisher raced and the other won. Nothing of the batch was applied.
+    #[error("head of {publisher} is at seq {held}; a batch for seq {offered} came too late")]
+    HeadNotNewer {
+        /// The publisher.
+        publisher: String,
+        /// The seq held now.
+        held: u64,
+        /// The seq the batch carried.
+        offered: u64,
+    },
+}
+
+/// The compare-and-set rule every store applies to heads inside its write lock: a head only
+/// moves to a higher seq (or stays, for the very same commit), so two imports of one
+/// publisher that race cannot move it backwards.
+fn check_head_moves_forward(
+    publisher: &str,
+    held: Option<Head>,
+    offered: Head,
+) -> Result<(), StoreError> {
+    match held {
+        Some(held) if held == offered || held.seq < offered.seq => Ok(()),
+        Some(held) => Err(StoreError::HeadNotNewer {
+            publisher: publisher.to_owned(),
+            held: held.seq,
+            offered: offered.seq,
+        }),
+        None => Ok(()),
+    }
 }
 
 impl From<sled::Error> for StoreError {
@@ -158,6 +188,9 @@ impl BlockStore for MemoryStore {
             .inner
             .write()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))?;
+        for (publisher, head) in &batch.heads {
+            check_head_moves_forward(publisher, inner.heads.get(publisher).copied(), *head)?;
+        }
         for (cid, block) in batch.blocks {
             let len = block.len() as u64;
             if inner.blocks.insert(cid, block).is_none() {
@@ -508,6 +541,11 @@ impl BlockStore for SledStore {
             .append_lock
             .lock()
             .map_err(|_| StoreError::Backend("pack lock poisoned".into()))?;
+        // Under the append lock no other batch runs: the heads read here are the ones the
+        // batch replaces.
+        for (publisher, head) in &batch.heads {
+            check_head_moves_forward(publisher, self.head(publisher)?, *head)?;
+        }
         // Blocks the store holds already, or that the batch repeats, are not appended again.
         let mut new_blocks = Vec::with_capacity(batch.blocks.len());
         {

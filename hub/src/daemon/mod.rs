@@ -25,20 +25,10 @@ pub const HTTP_ADDR_FILE: &str = "http.addr";
 /// Where the trunk's bound UDP address is written once it listens.
 pub const TRUNK_ADDR_FILE: &str = "trunk.addr";
 
+/// Writes the hub key: 0600, synced, renamed into place ([`meridian_registry::files`]).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    Ok(())
+    meridian_registry::files::write_secret(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Creates a hub data directory: the hub key (0600) and a documented config file with the

@@ -72,6 +72,44 @@ fn suite(store: &dyn BlockStore) {
     assert!(store.is_verified(&manifest_cid).unwrap());
     // 31 manifests, two commits, the tree nodes and the first test block.
     assert!(store.stats().unwrap().blocks > 31 + 2 + 1);
+
+    // A batch that lost a race (it carries seq 1 while seq 2 is held) moves nothing: the head
+    // stays, and none of the batch's blocks are stored.
+    let late: Arc<[u8]> = Arc::from(&b"\xa1\x61c\x03"[..]);
+    let late_cid = ids::dag_cbor_cid(&late);
+    let err = store
+        .apply(StoreBatch {
+            blocks: vec![(late_cid, late.clone())],
+            heads: vec![(
+                node_key().did(),
+                Head {
+                    commit: first.commit_cid,
+                    seq: 1,
+                },
+            )],
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::HeadNotNewer {
+                held: 2,
+                offered: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.head(&node_key().did()).unwrap(), Some(head));
+    assert!(!store.contains(&late_cid).unwrap());
+    // The very same head again is no move at all, and allowed.
+    store
+        .apply(StoreBatch {
+            heads: vec![(node_key().did(), head)],
+            ..Default::default()
+        })
+        .unwrap();
 }
 
 #[test]
