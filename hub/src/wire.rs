@@ -106,6 +106,9 @@ pub enum WireError {
     /// A CID that does not parse.
     #[error("invalid CID: {0}")]
     BadCid(String),
+    /// Text that is not UTF-8.
+    #[error("text is not UTF-8")]
+    BadText,
     /// More items than a message of this kind may carry.
     #[error("{count} items; at most {max} per message")]
     TooManyItems {
@@ -185,7 +188,15 @@ impl<'a> Reader<'a> {
             .collect()
     }
     fn cid(bytes: &[u8]) -> Result<Cid, WireError> {
-        Cid::try_from(bytes).map_err(|e| WireError::BadCid(e.to_string()))
+        let cid = Cid::try_from(bytes).map_err(|e| WireError::BadCid(e.to_string()))?;
+        // The parser stops at the CID's own end and takes non-minimal varints: bytes after it,
+        // or a longer spelling, would give one request two encodings.
+        if cid.to_bytes() != bytes {
+            return Err(WireError::BadCid(
+                "not the canonical bytes of a CID (trailing bytes or non-minimal varints)".into(),
+            ));
+        }
+        Ok(cid)
     }
     fn block(&mut self) -> Result<(Cid, Arc<[u8]>), WireError> {
         let mut item = Reader {
@@ -360,7 +371,11 @@ impl Response {
                 let mut lists = Vec::with_capacity(3);
                 for _ in 0..3 {
                     let mut inner = Reader { bytes: r.item()? };
-                    inner.take(1)?;
+                    // A list's kind byte is always 0: anything else is a second encoding.
+                    let kind = inner.take(1)?[0];
+                    if kind != 0 {
+                        return Err(WireError::UnknownKind(kind));
+                    }
                     let n = inner.count()?;
                     lists.push(inner.items(n)?);
                     inner.finish()?;
@@ -381,7 +396,9 @@ impl Response {
                 if count != 1 {
                     return Err(WireError::Truncated);
                 }
-                Response::Refused(String::from_utf8_lossy(r.item()?).into_owned())
+                // Strict UTF-8, not lossy: a lossy decode would give two encodings one message.
+                let text = std::str::from_utf8(r.item()?).map_err(|_| WireError::BadText)?;
+                Response::Refused(text.to_owned())
             }
             other => return Err(WireError::UnknownKind(other)),
         };
@@ -506,5 +523,37 @@ mod tests {
         ));
         let at = Request::Blocks(cids[..REQUEST_BLOCKS_MAX].to_vec());
         assert_eq!(Request::decode(&at.encode(), MESSAGE_BYTES_MAX), Ok(at));
+    }
+
+    #[test]
+    fn second_spellings_of_a_message_are_refused() {
+        // Found by fuzzing (fuzz/regressions/sync_wire/crash-*): each decoded to a message
+        // that encodes to other bytes.
+        let refusal_not_utf8 = [34, 0, 0, 0, 1, 0, 0, 0, 2, 0xff, 0xfe];
+        assert_eq!(
+            Response::decode(&refusal_not_utf8, MESSAGE_BYTES_MAX),
+            Err(WireError::BadText)
+        );
+        let mut with_trailing = cid(b"x").to_bytes();
+        with_trailing.extend_from_slice(&[0, 0]);
+        let mut request = vec![REQUEST_BLOCKS, 0, 0, 0, 1];
+        request.extend_from_slice(&(with_trailing.len() as u32).to_be_bytes());
+        request.extend_from_slice(&with_trailing);
+        assert!(matches!(
+            Request::decode(&request, MESSAGE_BYTES_MAX),
+            Err(WireError::BadCid(_))
+        ));
+        let mut heads = Response::Heads {
+            commits: vec![],
+            governance: vec![],
+            equivocations: vec![],
+        }
+        .encode();
+        // The first inner list's kind byte (after kind, count and the item's length).
+        heads[9] = 42;
+        assert_eq!(
+            Response::decode(&heads, MESSAGE_BYTES_MAX),
+            Err(WireError::UnknownKind(42))
+        );
     }
 }
