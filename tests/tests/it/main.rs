@@ -3,3 +3,4 @@
 
 mod attacks;
 mod fuzz_regressions;
+mod upgrade;
