@@ -269,7 +269,45 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Answer {
-    let mut stream = TcpStream::connect(address).expect("connect");
+    let stream = TcpStream::connect(address).expect("connect");
+    request_on(stream, address, method, path, headers, body)
+}
+
+/// [`http_request`] from the loopback address `source` (any of 127.0.0.0/8), as a second
+/// client of a node would come.
+pub fn http_request_from(
+    source: std::net::IpAddr,
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let target: SocketAddr = address.parse().expect("an ip:port address");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source");
+        socket.connect(target).await.expect("connect")
+    });
+    let stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    request_on(stream, address, method, path, headers, body)
+}
+
+fn request_on(
+    mut stream: TcpStream,
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

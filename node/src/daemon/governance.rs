@@ -876,4 +876,39 @@ mod tests {
             Some(&vec![(ROOT_HISTORY_MAX + 4) as u8])
         );
     }
+
+    #[test]
+    fn the_acceptance_rule_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_file = dir.path().join("root.1.cbor");
+        std::fs::write(&root_file, root(1)).unwrap();
+        let governance = load(&dir.path().join("n"), &root_file);
+        let card = r#"{"name":"Echo","supportedInterfaces":[{"url":"https://acme.example/a2a","protocolBinding":"JSONRPC"}]}"#;
+        let manifest =
+            meridian_registry::manifest::ManifestBody::from_card(card, "acme", "eu", NOW)
+                .unwrap()
+                .sign(&key(50));
+        // A publisher that is not a did:key: refused, not waved through.
+        let reasons = governance.accept(&manifest, "not-a-did", NOW).unwrap_err();
+        assert!(
+            matches!(reasons.as_slice(), [Rejection::PublisherInvalid { .. }]),
+            "{reasons:?}"
+        );
+        // A poisoned lock (a panic while it was held): refused too.
+        let _ = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _held = governance.inner.write();
+                    panic!("poisoning the governance lock on purpose");
+                })
+                .join()
+        });
+        let reasons = governance
+            .accept(&manifest, &key(70).did(), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(reasons.as_slice(), [Rejection::Unavailable { .. }]),
+            "{reasons:?}"
+        );
+    }
 }
