@@ -105,3 +105,36 @@ def test_checkpoints_verify_with_the_log_key_and_witnesses(gov):
         meridian.verify_checkpoint(note, did(gov, "witness.key"))
     with pytest.raises(meridian.GovernanceError, match="witness"):
         meridian.verify_checkpoint(note, did(gov, "log.key"), {"w1": did(gov, "witness.key")}, 1)
+
+
+def test_a_rotated_out_key_signs_nothing_and_a_thiefs_rotation_is_skipped(gov):
+    for name in ("fresh", "thief"):
+        gov.run("keys", "generate", "--out", f"{name}.key")
+    stolen, fresh = did(gov, "org.key"), did(gov, "fresh.key")
+    gov.run("org", "rotate-key", "--org", "acme", "--current-key", "org.key", "--add-key", "fresh.key",
+            "--remove-key", stolen, "--out", "rotation.cbor")
+    gov.run("org", "rotate-key", "--org", "acme", "--current-key", "org.key", "--current-set", fresh,
+            "--current-set", stolen, "--add-key", "thief.key", "--remove-key", fresh,
+            "--out", "thief.cbor")
+    documents = [gov.cwd / "acme.verified.cbor", gov.cwd / "thief.cbor", gov.cwd / "rotation.cbor"]
+    roots = [gov.cwd / "root.1.cbor"]
+    build(gov, "stolen.car")
+    verdict = meridian.Snapshot.open(gov.cwd / "stolen.car", now=NOW).accept(roots, documents, now=NOW)
+    assert verdict["accepted"] == []
+    assert all(any("rotated out" in r for r in reasons) for reasons in verdict["rejected"].values())
+    assert len(verdict["skipped"]) == 1, verdict["skipped"]
+    assert verdict["skipped"][0].startswith("document #2:") and "current" in verdict["skipped"][0]
+    gov.json("snapshot", "build", "--key", "node.key", "--org-key", "fresh.key", "--org", "acme",
+             "--region", "eu-west", "--cards", "cards", "--out", "fresh.car")
+    verdict = meridian.Snapshot.open(gov.cwd / "fresh.car", now=NOW).accept(roots, documents, now=NOW)
+    assert "acme/agent-0" in verdict["accepted"]
+
+
+def test_a_policy_names_the_node_keys_hubs_admit(gov):
+    gov.run("keys", "generate", "--out", "admitted.key")
+    node = did(gov, "admitted.key")
+    (gov.cwd / "admit.toml").write_text(f'version = 2\nexpires_in = "30d"\nallow_node_keys = ["{node}"]\n')
+    gov.run("policy", "sign", "admit.toml", "--key", "policy.key", "--out", "admit.cbor")
+    policy = meridian.verify_policy(gov.cwd / "admit.cbor", [gov.cwd / "root.1.cbor"], now=NOW)
+    assert policy["allow_node_keys"] == [node]
+    assert meridian.verify_policy(gov.cwd / "policy.cbor", [gov.cwd / "root.1.cbor"], now=NOW)["allow_node_keys"] == []
