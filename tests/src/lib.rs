@@ -443,6 +443,47 @@ pub fn manifest_block(
         .to_block()
 }
 
+/// Runs `meridian ARGS` in `dir` and expects success; returns what it printed.
+pub fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let output = meridian(dir, args);
+    assert!(
+        output.status.success(),
+        "meridian {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A governance root in `dir` with one key per role (`root.key`, `attest.key`, `policy.key`,
+/// `witness.key`, every threshold 1), signed, as `root.cbor`.
+pub fn one_key_governance(dir: &Path) {
+    for name in ["root", "attest", "policy", "witness"] {
+        run_ok(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
+    }
+    run_ok(
+        dir,
+        &[
+            "gov",
+            "init",
+            "--root-key",
+            "root.key",
+            "--root-threshold",
+            "1",
+            "--attest-key",
+            "attest.key",
+            "--attest-threshold",
+            "1",
+            "--policy-key",
+            "policy.key",
+            "--witness-key",
+            "witness.key",
+            "--out",
+            "root.cbor",
+        ],
+    );
+    run_ok(dir, &["gov", "sign", "root.cbor", "--key", "root.key"]);
+}
+
 /// Creates a publish token for `org` in `DATA`.
 pub fn org_token(dir: &Path, data: &str, org: &str) -> String {
     meridian_json(

@@ -582,6 +582,55 @@ async fn sync_request(
         }
         return response;
     }
+    // Blocks and deltas come from the store alone: answered on the blocking pool, off the
+    // mesh's event loop, so a client asking for large deltas cannot stall the mesh. Only a
+    // heads request needs the sync engine. A malformed request is refused here.
+    use meridian_hub::wire::{MESSAGE_BYTES_MAX, Request as WireRequest, Response as WireResponse};
+    let request = match WireRequest::decode(&body, MESSAGE_BYTES_MAX) {
+        Ok(request) => request,
+        Err(error) => {
+            state
+                .metrics
+                .count("meridian_sync_gateway_answers_total{kind=\"malformed\"}", 1);
+            let answer = WireResponse::Refused(format!("bad request: {error}")).encode();
+            return ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response();
+        }
+    };
+    if !matches!(request, WireRequest::Heads) {
+        let task_state = state.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            let config = crate::sync::SyncConfig::default();
+            match request {
+                WireRequest::Blocks(cids) => {
+                    crate::sync::engine::blocks_answer(&task_state.store, &config, &cids)
+                }
+                WireRequest::Delta { from, to } => {
+                    match crate::sync::engine::delta_blocks(&task_state.store, &config, from, to) {
+                        Ok(blocks) => WireResponse::Blocks(blocks),
+                        Err(why) => WireResponse::Refused(why),
+                    }
+                }
+                WireRequest::Heads => WireResponse::Refused("heads go to the engine".into()),
+            }
+        })
+        .await;
+        let answer = match answered {
+            Ok(answer) => answer.encode(),
+            Err(error) => return ApiError::internal(error).into_response(),
+        };
+        state
+            .metrics
+            .count("meridian_sync_gateway_answers_total{kind=\"store\"}", 1);
+        if let Ok(mut limiter) = state.sync_budget.lock() {
+            limiter.charge(
+                &client,
+                budget,
+                answer.len() as u64,
+                state.started.elapsed(),
+            );
+        }
+        return ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response();
+    }
     let Some(mesh) = state.mesh.get() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

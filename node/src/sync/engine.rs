@@ -998,30 +998,13 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 }
             }
             Request::Blocks(cids) => {
-                if cids.len() > self.config.blocks_per_request.max(1024) {
-                    return Response::Refused(format!(
-                        "{} blocks asked for; at most {} per request",
-                        cids.len(),
-                        self.config.blocks_per_request.max(1024)
-                    ));
+                let answer = blocks_answer(&*self.store, &self.config, &cids);
+                if let Response::Blocks(blocks) = &answer {
+                    self.stats.blocks_served += blocks.len() as u64;
+                    self.stats.bytes_served +=
+                        blocks.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
                 }
-                let budget = self.config.message_bytes_max.saturating_sub(1024);
-                let mut used = 0usize;
-                let mut blocks = Vec::new();
-                for cid in cids {
-                    let Ok(Some(block)) = self.store.get(&cid) else {
-                        continue;
-                    };
-                    let size = block.len() + 64;
-                    if used + size > budget {
-                        break;
-                    }
-                    used += size;
-                    self.stats.blocks_served += 1;
-                    self.stats.bytes_served += block.len() as u64;
-                    blocks.push((cid, block));
-                }
-                Response::Blocks(blocks)
+                answer
             }
             Request::Delta { from, to } => match self.delta(from, to) {
                 Ok(blocks) => {
@@ -1035,64 +1018,13 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         }
     }
 
-    /// What a holder of commit `from` lacks to reach commit `to`, both in our store.
+    /// What a holder of commit `from` lacks to reach commit `to`, both in our store
+    /// ([`delta_blocks`]), through a small cache: every peer asks for the same one.
     fn delta(&mut self, from: Cid, to: Cid) -> Result<DeltaBlocks, String> {
         if let Some((_, blocks)) = self.deltas.iter().find(|(key, _)| *key == (from, to)) {
             return Ok(blocks.clone());
         }
-        let commit = |cid: &Cid| -> Result<(Arc<[u8]>, Commit), String> {
-            let block = self
-                .store
-                .get(cid)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("commit {cid} is not held here"))?;
-            let commit = Commit::decode(&block).map_err(|e| e.to_string())?;
-            Ok((block, commit))
-        };
-        let (_, old) = commit(&from)?;
-        let (new_block, new) = commit(&to)?;
-        if old.body.publisher != new.body.publisher || old.body.seq >= new.body.seq {
-            return Err("not a successor of the same publisher".into());
-        }
-        let store = &*self.store;
-        let mut get = |cid: &Cid| store.get(cid).ok().flatten();
-        let limits = self.config.limits;
-        let load = |root: &Cid, get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>| {
-            snapshot::RegistryTree::load_with_depth(
-                root,
-                limits.agents_max,
-                limits.tree_depth_max,
-                get,
-            )
-            .map_err(|e| e.to_string())
-        };
-        let old_tree = load(&old.body.data, &mut get)?;
-        let new_tree = load(&new.body.data, &mut get)?;
-        let diff = new_tree.diff(&old_tree);
-        let budget = self.config.message_bytes_max.saturating_sub(1024);
-        let mut used = new_block.len();
-        let mut blocks = vec![(to, new_block)];
-        let manifests = diff
-            .added
-            .iter()
-            .map(|(_, cid)| *cid)
-            .chain(diff.changed.iter().map(|(_, _, cid)| *cid));
-        let mut all: Vec<(Cid, Arc<[u8]>)> = diff.new_nodes;
-        for cid in manifests {
-            let block = store
-                .get(&cid)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("manifest {cid} is not held here"))?;
-            all.push((cid, block));
-        }
-        for (cid, block) in all {
-            used += block.len() + 64;
-            if used > budget {
-                return Err("the delta is larger than one message; fetch blocks instead".into());
-            }
-            blocks.push((cid, block));
-        }
-        let blocks = Arc::new(blocks);
+        let blocks = Arc::new(delta_blocks(&*self.store, &self.config, from, to)?);
         self.deltas.push_back(((from, to), blocks.clone()));
         if self.deltas.len() > DELTA_CACHE {
             self.deltas.pop_front();
@@ -2052,4 +1984,90 @@ fn deliver<P>(
     }
     pending.received.insert(cid, block);
     Ok(())
+}
+
+/// The answer to a blocks request from the store alone: the blocks it holds of those asked
+/// for, in order, within one message's byte budget (absent ones are left out; the asker
+/// tries elsewhere). Reads only, so a driver may run it off the engine's loop.
+pub fn blocks_answer(store: &dyn BlockStore, config: &SyncConfig, cids: &[Cid]) -> Response {
+    let most = config.blocks_per_request.max(1024);
+    if cids.len() > most {
+        return Response::Refused(format!(
+            "{} blocks asked for; at most {most} per request",
+            cids.len()
+        ));
+    }
+    let budget = config.message_bytes_max.saturating_sub(1024);
+    let mut used = 0usize;
+    let mut blocks = Vec::new();
+    for cid in cids {
+        let Ok(Some(block)) = store.get(cid) else {
+            continue;
+        };
+        let size = block.len() + 64;
+        if used + size > budget {
+            break;
+        }
+        used += size;
+        blocks.push((*cid, block));
+    }
+    Response::Blocks(blocks)
+}
+
+/// Every block a holder of commit `from` lacks to reach commit `to` (both in `store`, one
+/// publisher, `to` newer): the new commit, the tree nodes on changed paths and the changed
+/// manifests, or why not (more than one message holds, not successors, missing blocks).
+/// Reads only, so a driver may run it off the engine's loop.
+pub fn delta_blocks(
+    store: &dyn BlockStore,
+    config: &SyncConfig,
+    from: Cid,
+    to: Cid,
+) -> Result<Vec<meridian_registry::car::SharedBlock>, String> {
+    let commit = |cid: &Cid| -> Result<(Arc<[u8]>, Commit), String> {
+        let block = store
+            .get(cid)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("commit {cid} is not held here"))?;
+        let commit = Commit::decode(&block).map_err(|e| e.to_string())?;
+        Ok((block, commit))
+    };
+    let (_, old) = commit(&from)?;
+    let (new_block, new) = commit(&to)?;
+    if old.body.publisher != new.body.publisher || old.body.seq >= new.body.seq {
+        return Err("not a successor of the same publisher".into());
+    }
+    let mut get = |cid: &Cid| store.get(cid).ok().flatten();
+    let limits = config.limits;
+    let load = |root: &Cid, get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>| {
+        snapshot::RegistryTree::load_with_depth(root, limits.agents_max, limits.tree_depth_max, get)
+            .map_err(|e| e.to_string())
+    };
+    let old_tree = load(&old.body.data, &mut get)?;
+    let new_tree = load(&new.body.data, &mut get)?;
+    let diff = new_tree.diff(&old_tree);
+    let budget = config.message_bytes_max.saturating_sub(1024);
+    let mut used = new_block.len();
+    let mut blocks = vec![(to, new_block)];
+    let manifests = diff
+        .added
+        .iter()
+        .map(|(_, cid)| *cid)
+        .chain(diff.changed.iter().map(|(_, _, cid)| *cid));
+    let mut all: Vec<(Cid, Arc<[u8]>)> = diff.new_nodes;
+    for cid in manifests {
+        let block = store
+            .get(&cid)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("manifest {cid} is not held here"))?;
+        all.push((cid, block));
+    }
+    for (cid, block) in all {
+        used += block.len() + 64;
+        if used > budget {
+            return Err("the delta is larger than one message; fetch blocks instead".into());
+        }
+        blocks.push((cid, block));
+    }
+    Ok(blocks)
 }

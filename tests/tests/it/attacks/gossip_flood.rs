@@ -81,50 +81,24 @@ fn one_client_cannot_fill_a_hub_with_heads_of_random_keys() {
 
 /// A governance root (one key per role) and a signed policy admitting the node key `admitted`.
 fn governance(dir: &Path, admitted: &str) {
-    let run = |args: &[&str]| {
-        let output = meridian(dir, args);
-        assert!(
-            output.status.success(),
-            "meridian {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    for name in ["root", "attest", "policy", "witness"] {
-        run(&["keys", "generate", "--out", &format!("{name}.key")]);
-    }
-    run(&[
-        "gov",
-        "init",
-        "--root-key",
-        "root.key",
-        "--root-threshold",
-        "1",
-        "--attest-key",
-        "attest.key",
-        "--attest-threshold",
-        "1",
-        "--policy-key",
-        "policy.key",
-        "--witness-key",
-        "witness.key",
-        "--out",
-        "root.cbor",
-    ]);
-    run(&["gov", "sign", "root.cbor", "--key", "root.key"]);
+    one_key_governance(dir);
     std::fs::write(
         dir.join("policy.toml"),
         format!("version = 1\nexpires_in = \"30d\"\nallow_node_keys = [\"{admitted}\"]\n"),
     )
     .unwrap();
-    run(&[
-        "policy",
-        "sign",
-        "policy.toml",
-        "--key",
-        "policy.key",
-        "--out",
-        "policy.cbor",
-    ]);
+    run_ok(
+        dir,
+        &[
+            "policy",
+            "sign",
+            "policy.toml",
+            "--key",
+            "policy.key",
+            "--out",
+            "policy.cbor",
+        ],
+    );
 }
 
 #[test]

@@ -133,3 +133,48 @@ fn sync_answers_are_budgeted_per_client() {
         "{answered_bytes} bytes answered"
     );
 }
+
+#[test]
+fn blocks_and_deltas_are_served_from_the_store_off_the_mesh_loop() {
+    use meridian_hub::wire::{MESSAGE_BYTES_MAX, Request, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // With the mesh off there is no sync engine at all: what answers comes from the store.
+    let node = Daemon::node(dir, "n", &[("MERIDIAN_MESH_ENABLED", "false")]);
+    let token = org_token(dir, "n", "acme");
+    let key = meridian_registry::keys::Keypair::from_secret(&[8; 32]);
+    let mut commits = Vec::new();
+    for (at, url) in [
+        (1_800_000_000, "https://a.example/1"),
+        (1_800_000_100, "https://a.example/2"),
+    ] {
+        let manifest = manifest_block("acme", "echo", "local", url, at, &key);
+        let answer = publish(&node, &token, &manifest);
+        assert!(matches!(answer.status, 200 | 201), "{:?}", answer.json());
+        let commit = answer.json()["commit"].as_str().unwrap().to_owned();
+        commits.push(meridian_registry::ids::parse_cid(&commit).unwrap());
+    }
+    let delta = Request::Delta {
+        from: commits[0],
+        to: commits[1],
+    };
+    let answer = node.request("POST", "/api/v1/sync", &[], &delta.encode());
+    assert_eq!(answer.status, 200);
+    let Ok(Response::Blocks(blocks)) = Response::decode(&answer.body, MESSAGE_BYTES_MAX) else {
+        panic!("not a blocks answer: {:?}", answer.body.first());
+    };
+    assert_eq!(
+        blocks[0].0, commits[1],
+        "the delta starts with the new commit"
+    );
+    let asked = Request::Blocks(vec![commits[0]]);
+    let answer = node.request("POST", "/api/v1/sync", &[], &asked.encode());
+    let Ok(Response::Blocks(blocks)) = Response::decode(&answer.body, MESSAGE_BYTES_MAX) else {
+        panic!("not a blocks answer");
+    };
+    assert_eq!(blocks.len(), 1);
+    // A heads request needs the engine, which is off.
+    let answer = node.request("POST", "/api/v1/sync", &[], &Request::Heads.encode());
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.json()["error"]["code"], "mesh_off");
+}

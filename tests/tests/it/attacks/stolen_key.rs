@@ -7,15 +7,7 @@ use std::path::Path;
 
 use meridian_tests::*;
 
-fn run(dir: &Path, args: &[&str]) -> String {
-    let output = meridian(dir, args);
-    assert!(
-        output.status.success(),
-        "meridian {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use meridian_tests::run_ok as run;
 
 fn did(dir: &Path, key: &str) -> String {
     meridian_json(dir, &["keys", "show", key])["did"]
@@ -28,41 +20,10 @@ fn did(dir: &Path, key: &str) -> String {
 /// rotations in `attestations/`: acme's (stolen -> fresh) and the thief's (fresh -> thief,
 /// signed with the removed key).
 fn governance(dir: &Path) {
-    for name in [
-        "root",
-        "attest",
-        "policy",
-        "witness",
-        "stolen",
-        "fresh",
-        "thief",
-        "node",
-        "thief-node",
-    ] {
+    one_key_governance(dir);
+    for name in ["stolen", "fresh", "thief", "node", "thief-node"] {
         run(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
     }
-    run(
-        dir,
-        &[
-            "gov",
-            "init",
-            "--root-key",
-            "root.key",
-            "--root-threshold",
-            "1",
-            "--attest-key",
-            "attest.key",
-            "--attest-threshold",
-            "1",
-            "--policy-key",
-            "policy.key",
-            "--witness-key",
-            "witness.key",
-            "--out",
-            "root.cbor",
-        ],
-    );
-    run(dir, &["gov", "sign", "root.cbor", "--key", "root.key"]);
     run(
         dir,
         &[
