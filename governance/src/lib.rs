@@ -16,6 +16,7 @@ pub mod accept;
 pub mod attestation;
 pub mod checkpoint;
 pub mod document;
+pub mod keylog;
 pub mod policy;
 pub mod root;
 
