@@ -19,6 +19,7 @@ use meridian_governance::checkpoint::{
     Checkpoint, Hash, MerkleLog, SignedNote, Witness, head_leaf, verify_inclusion,
 };
 use meridian_governance::document::{KeySet, SignedDocument};
+use meridian_governance::keylog::{KeyChainAudit, KeyLogProof, key_event_leaf};
 use meridian_governance::policy::{HubEntry, PolicyBody, PolicyBundle, RateTier};
 use meridian_governance::root::{
     ExpiryCheck, RoleName, RootBody, RootChainError, RootDocument, TrustedRoot,
@@ -114,6 +115,18 @@ pub struct RoleArgs {
 /// `meridian org …`
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
+    /// Show an organisation's key history as a node holds it: its verification, each
+    /// rotation and revocation in order, the keys after each, and each document's position in
+    /// the governance key log (from the key-log proofs the node received).
+    ///
+    /// Example: meridian org keys acme --data ./meridian-data
+    Keys {
+        /// The organisation.
+        org: String,
+        /// The node's data directory.
+        #[arg(long, default_value = "./meridian-data")]
+        data: PathBuf,
+    },
     /// Create a registration request, signed by every key it lists (proof of possession).
     Request {
         /// The organisation id (a-z, 0-9, inner -).
@@ -277,14 +290,62 @@ pub enum PolicyCommand {
 /// `meridian checkpoint …`
 #[derive(Debug, Subcommand)]
 pub enum CheckpointCommand {
-    /// Append a verified snapshot's head (publisher, seq, commit) to a log file.
+    /// Append to a log file: a verified snapshot's head (publisher, seq, commit), or a key-set
+    /// document (org.verified, key.revoked or a key rotation) to the key log.
+    ///
+    /// Example: meridian checkpoint append --log keys.log --document acme.rotation.cbor
     Append {
         /// The log file (one hex leaf hash per line; created if missing).
         #[arg(long)]
         log: PathBuf,
         /// The snapshot whose head to append.
+        #[arg(
+            long,
+            required_unless_present = "document",
+            conflicts_with = "document"
+        )]
+        snapshot: Option<PathBuf>,
+        /// A key-set document to append to the key log.
         #[arg(long)]
-        snapshot: PathBuf,
+        document: Option<PathBuf>,
+    },
+    /// Write a key-log proof for a document: its place in the log and the co-signed
+    /// checkpoint that includes it, what a node with governance.require_key_log takes on
+    /// POST /api/v1/governance/key-proofs.
+    ///
+    /// Example: meridian checkpoint prove-document --log keys.log --document acme.verified.cbor --note cp.note --out acme.verified.proof
+    ProveDocument {
+        /// The key log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// The document (appended to the log before the checkpoint was signed).
+        #[arg(long)]
+        document: PathBuf,
+        /// The co-signed checkpoint note of the log.
+        #[arg(long)]
+        note: PathBuf,
+        /// Where to write the proof.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an organisation's key history in the key log: every change must be its first
+    /// verification, a rotation signed by its previous keys, or a revocation. Exits 1 with the
+    /// change at fault otherwise (a key added behind the organisation's back).
+    ///
+    /// Example: meridian checkpoint monitor --log keys.log --documents keydocs/ --root root.1.cbor --org acme
+    Monitor {
+        /// The key log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// A directory of the log's documents (.cbor files, matched to the log by id).
+        #[arg(long)]
+        documents: PathBuf,
+        /// The trusted root, then newer versions.
+        #[arg(long = "root", required = true)]
+        roots: Vec<PathBuf>,
+        /// The organisation to watch.
+        #[arg(long)]
+        org: String,
     },
     /// Sign the log's current checkpoint as a C2SP signed note.
     Sign {
@@ -543,6 +604,7 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
 /// Runs `meridian org …`.
 pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
     match command {
+        OrgCommand::Keys { org, data } => org_keys(org, data),
         OrgCommand::Request {
             org,
             domain,
@@ -950,22 +1012,277 @@ fn read_witness_state(path: &Path) -> Result<Option<Checkpoint>> {
     Ok(Some(checkpoint))
 }
 
+/// `meridian org keys`: the key-set documents about `org` under `DATA/governance`, in the
+/// order the node applied them, with their key-log positions.
+fn org_keys(org: &str, data: &Path) -> Result<Report> {
+    let dir = data.join(crate::daemon::governance::GOVERNANCE_DIR);
+    if !dir.exists() {
+        bail!(
+            "{} holds no governance documents (is it a node data directory with governance on?)",
+            dir.display()
+        );
+    }
+    let files = |folder: &str, extension: &str| -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir.join(folder))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == extension))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    };
+    let mut positions = std::collections::HashMap::new();
+    for path in files("key-proofs", "proof") {
+        if let Some(proof) = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| KeyLogProof::parse(&t).ok())
+        {
+            let size = Checkpoint::parse_body(&proof.note.body).map_or(0, |c| c.size);
+            positions.insert(proof.document, (proof.index, size));
+        }
+    }
+    let mut rows = Vec::new();
+    for (folder, state) in [
+        ("attestations", "in force"),
+        ("rotations", "in force"),
+        ("unlogged", "awaiting its key-log proof"),
+    ] {
+        for path in files(folder, "cbor") {
+            let block = read(&path)?;
+            let Some((id, doc_org)) = meridian_governance::keylog::key_document_id(&block) else {
+                continue;
+            };
+            if doc_org != org {
+                continue;
+            }
+            let change = if let Ok(rotation) = KeyRotation::decode(&block) {
+                let dids = |keys: &[meridian_registry::keys::PublicKey]| {
+                    keys.iter()
+                        .map(|k| k.to_did())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    "rotation: added [{}], removed [{}]",
+                    dids(&rotation.add),
+                    dids(&rotation.remove)
+                )
+            } else if let Ok(attestation) = Attestation::decode(&block) {
+                match &attestation.body.subject {
+                    Subject::Key(key) => format!("key.revoked: {}", key.to_did()),
+                    _ => {
+                        let keys = match attestation.body.claims.get("keys") {
+                            Some(Value::Array(keys)) => keys
+                                .iter()
+                                .filter_map(|k| match k {
+                                    Value::Text(t) => Some(t.clone()),
+                                    _ => None,
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            _ => String::new(),
+                        };
+                        format!("org.verified: keys [{keys}]")
+                    }
+                }
+            } else {
+                continue;
+            };
+            let position = positions.get(&id).map_or_else(
+                || "not in the key log".to_owned(),
+                |(index, size)| format!("key log leaf {index} of {size}"),
+            );
+            rows.push(json!({ "document": id.to_string(), "change": change, "state": state, "log": position }));
+        }
+    }
+    let text = if rows.is_empty() {
+        format!("no key documents about `{org}` in {}", dir.display())
+    } else {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{} {} ({}; {})",
+                    r["document"].as_str().unwrap_or_default(),
+                    r["change"].as_str().unwrap_or_default(),
+                    r["state"].as_str().unwrap_or_default(),
+                    r["log"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(Report {
+        text,
+        json: json!({ "org": org, "history": rows }),
+    })
+}
+
+/// The id and organisation of a key-set document file, or why it is none.
+fn key_document(path: &Path) -> Result<(meridian_registry::Cid, String)> {
+    let block = read(path)?;
+    meridian_governance::keylog::key_document_id(&block).ok_or_else(|| {
+        Rejected(format!(
+            "{} is not a key-set document (org.verified, key.revoked or a key rotation)",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+/// `checkpoint prove-document`: the document's leaf in the log, its inclusion proof against
+/// the note's checkpoint, written as a key-log proof.
+fn prove_document(log: &Path, document: &Path, note: &Path, out: &Path) -> Result<Report> {
+    let (id, org) = key_document(document)?;
+    let merkle = read_log(log)?;
+    let text = fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
+    let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
+    let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
+    let leaf = meridian_governance::checkpoint::leaf_hash(&key_event_leaf(&id));
+    let index = (0..checkpoint.size.min(merkle.size()))
+        .find(|i| merkle.leaf(*i) == Some(leaf))
+        .ok_or_else(|| {
+            Rejected(format!(
+                "{} is not among the first {} leaves of {} (append it, then sign a new checkpoint)",
+                document.display(),
+                checkpoint.size,
+                log.display()
+            ))
+        })?;
+    let root = merkle.root(checkpoint.size).map_err(|e| anyhow!("{e}"))?;
+    if root != checkpoint.root {
+        return Err(rejected(
+            format!(
+                "{} is not a checkpoint of {}",
+                note.display(),
+                log.display()
+            ),
+            note,
+        ));
+    }
+    let proof = KeyLogProof {
+        document: id,
+        index,
+        hashes: merkle
+            .inclusion_proof(index, checkpoint.size)
+            .map_err(|e| anyhow!("{e}"))?,
+        note: parsed,
+    };
+    write(out, proof.to_text().as_bytes())?;
+    Ok(Report {
+        text: format!(
+            "wrote the proof of {id} (`{org}`) at leaf {index} of {} to {}",
+            checkpoint.size,
+            out.display()
+        ),
+        json: json!({ "out": out, "document": id.to_string(), "org": org, "index": index, "size": checkpoint.size }),
+    })
+}
+
+/// `checkpoint monitor`: the organisation's key-set documents in log order, audited.
+fn monitor(log: &Path, documents: &Path, roots: &[PathBuf], org: &str, now: i64) -> Result<Report> {
+    let merkle = read_log(log)?;
+    let root = trusted_root(roots, now, ExpiryCheck::Enforce)?;
+    let mut by_leaf = std::collections::HashMap::new();
+    let entries =
+        fs::read_dir(documents).with_context(|| format!("reading {}", documents.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "cbor") {
+            continue;
+        }
+        let block = read(&path)?;
+        if let Some((id, _)) = meridian_governance::keylog::key_document_id(&block) {
+            by_leaf.insert(
+                meridian_governance::checkpoint::leaf_hash(&key_event_leaf(&id)),
+                block,
+            );
+        }
+    }
+    let mut audit = KeyChainAudit::new(&root, org);
+    let mut unmatched = 0;
+    for index in 0..merkle.size() {
+        match merkle.leaf(index).and_then(|leaf| by_leaf.get(&leaf)) {
+            Some(block) => audit.offer(index, block, now),
+            None => unmatched += 1,
+        }
+    }
+    let events = audit.events();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "leaf {}: {} {} -> keys {}{}",
+                e.index,
+                e.kind,
+                e.document,
+                e.keys.join(", "),
+                e.problem
+                    .as_ref()
+                    .map(|p| format!("  ALERT: {p}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let alerts: Vec<&meridian_governance::keylog::KeyEvent> =
+        events.iter().filter(|e| !e.authorised).collect();
+    if let Some(first) = alerts.first() {
+        return Err(Rejected(format!(
+            "`{org}`'s key set changed without a rotation signed by its previous keys at leaf {} ({}): {}\n{}",
+            first.index,
+            first.document,
+            first.problem.clone().unwrap_or_default(),
+            lines.join("\n")
+        ))
+        .into());
+    }
+    Ok(Report {
+        text: format!(
+            "{}\n`{org}`: {} key-set changes, every one authorised ({unmatched} log entries are not in {})",
+            lines.join("\n"),
+            events.len(),
+            documents.display()
+        ),
+        json: json!({ "org": org, "events": events.iter().map(|e| json!({ "index": e.index, "document": e.document.to_string(), "kind": e.kind, "keys": e.keys, "authorised": e.authorised })).collect::<Vec<_>>(), "unmatched": unmatched }),
+    })
+}
+
 /// Runs `meridian checkpoint …`.
 pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
     match command {
-        CheckpointCommand::Append { log, snapshot } => {
-            let file = fs::File::open(snapshot)
-                .with_context(|| format!("opening {}", snapshot.display()))?;
-            let (snap, _) = meridian_registry::snapshot::open(
-                std::io::BufReader::new(file),
-                &Default::default(),
-            )
-            .with_context(|| format!("snapshot {}", snapshot.display()))?;
-            let leaf = head_leaf(
-                &snap.commit.body.publisher,
-                snap.commit.body.seq,
-                &snap.commit_cid,
-            );
+        CheckpointCommand::Append {
+            log,
+            snapshot,
+            document,
+        } => {
+            let (leaf, what) = match (snapshot, document) {
+                (Some(snapshot), _) => {
+                    let file = fs::File::open(snapshot)
+                        .with_context(|| format!("opening {}", snapshot.display()))?;
+                    let (snap, _) = meridian_registry::snapshot::open(
+                        std::io::BufReader::new(file),
+                        &Default::default(),
+                    )
+                    .with_context(|| format!("snapshot {}", snapshot.display()))?;
+                    let leaf = head_leaf(
+                        &snap.commit.body.publisher,
+                        snap.commit.body.seq,
+                        &snap.commit_cid,
+                    );
+                    let what = format!(
+                        "head seq {} of {}",
+                        snap.commit.body.seq, snap.commit.body.publisher
+                    );
+                    (leaf, what)
+                }
+                (None, Some(document)) => {
+                    let (id, org) = key_document(document)?;
+                    (key_event_leaf(&id), format!("key document {id} of `{org}`"))
+                }
+                (None, None) => bail!("give --snapshot or --document"),
+            };
             let mut merkle = read_log(log)?;
             let index = merkle.append(&leaf);
             let hash = merkle
@@ -982,9 +1299,7 @@ pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
             file.sync_all()?;
             Ok(Report {
                 text: format!(
-                    "appended head seq {} of {} as leaf {index}; log size {}",
-                    snap.commit.body.seq,
-                    snap.commit.body.publisher,
+                    "appended {what} as leaf {index}; log size {}",
                     merkle.size()
                 ),
                 json: json!({ "index": index, "size": merkle.size(), "leaf": hex(&hash) }),
@@ -1108,6 +1423,18 @@ pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
                 json: json!({ "ok": true, "origin": checkpoint.origin, "size": checkpoint.size, "root": b64(&checkpoint.root), "witnesses": cosigned }),
             })
         }
+        CheckpointCommand::ProveDocument {
+            log,
+            document,
+            note,
+            out,
+        } => prove_document(log, document, note, out),
+        CheckpointCommand::Monitor {
+            log,
+            documents,
+            roots,
+            org,
+        } => monitor(log, documents, roots, org, now),
         CheckpointCommand::Prove {
             log,
             index,

@@ -65,6 +65,16 @@ default_burst = 40
 root = ""
 # Organisations whose registration request may wait for review at once (each keeps its newest).
 registrations_pending_max = 1000
+# Key transparency: trust an organisation's keys (its org.verified attestation, each key
+# rotation) only once a proof that the document is in the governance key log arrives
+# (POST /api/v1/governance/key-proofs, made by `meridian checkpoint prove-document`), in a
+# checkpoint signed by key_log_key and co-signed by key_log_witness_threshold of the
+# key_log_witnesses ("name=did:key:...", comma-separated).
+require_key_log = false
+key_log_origin = ""
+key_log_key = ""
+key_log_witnesses = ""
+key_log_witness_threshold = 1
 
 [mesh]
 # Mirror peers' snapshots over the libp2p mesh (QUIC, TCP fallback).
@@ -278,6 +288,62 @@ pub struct GovernanceSection {
     pub root: String,
     /// Organisations with a registration request waiting at once.
     pub registrations_pending_max: usize,
+    /// Trust organisation keys only from documents proven in the key log.
+    pub require_key_log: bool,
+    /// The key log's origin line.
+    pub key_log_origin: String,
+    /// The key log's did:key.
+    pub key_log_key: String,
+    /// Witnesses of the key log, `name=did` comma-separated.
+    pub key_log_witnesses: String,
+    /// Witness cosignatures a key-log checkpoint needs.
+    pub key_log_witness_threshold: usize,
+}
+
+impl GovernanceSection {
+    /// Who vouches for the key log, when `require_key_log` is on.
+    pub fn key_log_trust(&self) -> Result<Option<meridian_governance::keylog::KeyLogTrust>> {
+        if !self.require_key_log {
+            return Ok(None);
+        }
+        if self.key_log_origin.is_empty() {
+            bail!("config governance.key_log_origin is needed with governance.require_key_log");
+        }
+        let log_key =
+            meridian_registry::keys::PublicKey::from_did(&self.key_log_key).map_err(|e| {
+                anyhow::anyhow!("config governance.key_log_key: `{}`: {e}", self.key_log_key)
+            })?;
+        let mut witnesses = Vec::new();
+        for entry in self
+            .key_log_witnesses
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (name, did) = entry.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "config governance.key_log_witnesses: `{entry}` is not name=did:key"
+                )
+            })?;
+            let key = meridian_registry::keys::PublicKey::from_did(did.trim()).map_err(|e| {
+                anyhow::anyhow!("config governance.key_log_witnesses: `{did}`: {e}")
+            })?;
+            witnesses.push((name.trim().to_owned(), key));
+        }
+        if self.key_log_witness_threshold > witnesses.len() {
+            bail!(
+                "config governance.key_log_witness_threshold is {} but only {} witnesses are listed",
+                self.key_log_witness_threshold,
+                witnesses.len()
+            );
+        }
+        Ok(Some(meridian_governance::keylog::KeyLogTrust {
+            origin: self.key_log_origin.clone(),
+            log_key,
+            witnesses,
+            witness_threshold: self.key_log_witness_threshold,
+        }))
+    }
 }
 
 impl Default for GovernanceSection {
@@ -285,6 +351,11 @@ impl Default for GovernanceSection {
         Self {
             root: String::new(),
             registrations_pending_max: 1000,
+            require_key_log: false,
+            key_log_origin: String::new(),
+            key_log_key: String::new(),
+            key_log_witnesses: String::new(),
+            key_log_witness_threshold: 1,
         }
     }
 }
@@ -374,6 +445,7 @@ impl NodeConfig {
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             bail!("config http.public_url must start with http:// or https://");
         }
+        self.governance.key_log_trust()?;
         super::mesh::parse_addrs("mesh.listen", &self.mesh.listen)?;
         super::mesh::parse_addrs("mesh.bootstrap", &self.mesh.bootstrap)?;
         if self.mesh.request_timeout_secs == 0

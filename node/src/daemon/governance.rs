@@ -22,6 +22,7 @@ use meridian_governance::accept::{GovernanceView, Rejection, accept};
 use meridian_governance::attestation::{
     Attestation, AttestationSet, KIND_REVOCATION, KeyRotation, Registration, Subject,
 };
+use meridian_governance::keylog::{KeyLogProof, KeyLogTrust, key_document_id};
 use meridian_governance::policy::{PolicyBundle, PolicyState};
 use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
 use meridian_registry::keys::PublicKey;
@@ -49,6 +50,10 @@ struct Inner {
     attestations: AttestationSet,
     policy: PolicyState,
     registrations: BTreeMap<String, Registration>,
+    /// Key-set documents proven in the key log (with `governance.require_key_log`).
+    proven: std::collections::HashSet<meridian_registry::Cid>,
+    /// Key-set documents held until their key-log proof arrives, in arrival order.
+    unlogged: Vec<Vec<u8>>,
 }
 
 impl Inner {
@@ -60,6 +65,8 @@ impl Inner {
             attestations: AttestationSet::new(),
             policy: PolicyState::new(),
             registrations: BTreeMap::new(),
+            proven: std::collections::HashSet::new(),
+            unlogged: Vec::new(),
         }
     }
 
@@ -77,6 +84,8 @@ impl Inner {
 pub struct Governance {
     dir: PathBuf,
     inner: RwLock<Inner>,
+    /// With `governance.require_key_log`: who vouches for the key log.
+    key_log: Option<KeyLogTrust>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -99,8 +108,42 @@ fn cbor_files(dir: &Path) -> Vec<PathBuf> {
 impl Governance {
     /// Loads governance from `root_file` (none: governance is off) and `DATA/governance/`.
     pub fn load(data: &Path, root_file: Option<&Path>, now: i64) -> Result<Self> {
+        Self::load_with_key_log(data, root_file, None, now)
+    }
+
+    /// [`Governance::load`] with `governance.require_key_log`: organisation keys count only
+    /// from documents proven in the key log `key_log` vouches for.
+    pub fn load_with_key_log(
+        data: &Path,
+        root_file: Option<&Path>,
+        key_log: Option<KeyLogTrust>,
+        now: i64,
+    ) -> Result<Self> {
         let dir = data.join(GOVERNANCE_DIR);
         let mut inner = Inner::empty();
+        if let Some(trust) = &key_log {
+            for path in files_with(&dir.join(KEY_PROOFS_DIR), "proof") {
+                let proof = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| KeyLogProof::parse(&t).ok());
+                match proof.map(|p| (p.verify(trust), p.document)) {
+                    Some((Ok(_), document)) => {
+                        inner.proven.insert(document);
+                    }
+                    _ => {
+                        tracing::warn!(file = %path.display(), "ignoring a stored key-log proof that does not verify")
+                    }
+                }
+            }
+            for path in cbor_files(&dir.join(UNLOGGED_DIR)) {
+                if let Ok(block) = std::fs::read(&path) {
+                    inner.unlogged.push(block);
+                }
+            }
+        }
+        let needs_proof = |inner: &Inner, block: &[u8]| {
+            key_log.is_some() && needs_key_log_proof(block, &inner.proven)
+        };
         if let Some(root_file) = root_file {
             let bytes = std::fs::read(root_file).with_context(|| {
                 format!("config governance.root: reading {}", root_file.display())
@@ -143,9 +186,15 @@ impl Governance {
                 }
             }
             for path in cbor_files(&dir.join("attestations")) {
-                if let Some(attestation) = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| Attestation::decode(&b).ok())
+                let Ok(block) = std::fs::read(&path) else {
+                    continue;
+                };
+                if needs_proof(&inner, &block) {
+                    // Trusted before the key log was required: held until proven.
+                    inner.unlogged.push(block);
+                    continue;
+                }
+                if let Ok(attestation) = Attestation::decode(&block)
                     && let Err(error) = inner.attestations.add(attestation, &trusted, now)
                 {
                     tracing::warn!(file = %path.display(), %error, "ignoring a stored attestation");
@@ -153,9 +202,14 @@ impl Governance {
             }
             // Rotations were kept in the order they were applied (file names count up).
             for path in cbor_files(&dir.join("rotations")) {
-                if let Some(rotation) = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| KeyRotation::decode(&b).ok())
+                let Ok(block) = std::fs::read(&path) else {
+                    continue;
+                };
+                if needs_proof(&inner, &block) {
+                    inner.unlogged.push(block);
+                    continue;
+                }
+                if let Ok(rotation) = KeyRotation::decode(&block)
                     && let Err(error) = inner.attestations.apply_rotation(&rotation, now)
                 {
                     tracing::warn!(file = %path.display(), %error, "ignoring a stored key rotation");
@@ -176,7 +230,115 @@ impl Governance {
         Ok(Self {
             dir,
             inner: RwLock::new(inner),
+            key_log,
         })
+    }
+
+    /// Whether a key-set document waits for its key-log proof (`governance.require_key_log`).
+    pub fn awaiting_key_log(&self, document: &meridian_registry::Cid) -> bool {
+        self.inner.read().is_ok_and(|inner| {
+            inner
+                .unlogged
+                .iter()
+                .any(|b| key_document_id(b).is_some_and(|(id, _)| id == *document))
+        })
+    }
+
+    /// Holds `block` until its key-log proof arrives, when the key log is required and it is
+    /// an unproven key-set document; true when held. Checked like any document first (`check`
+    /// verifies it under the root), so nothing unverifiable is kept.
+    fn hold_unlogged(
+        &self,
+        inner: &mut Inner,
+        block: &[u8],
+        check: impl FnOnce(&TrustedRoot) -> Result<(), ApiError>,
+    ) -> Result<bool, ApiError> {
+        if self.key_log.is_none() || !needs_key_log_proof(block, &inner.proven) {
+            return Ok(false);
+        }
+        let root = inner.root.as_ref().ok_or_else(not_configured)?;
+        check(root)?;
+        let (id, _) =
+            key_document_id(block).ok_or_else(|| ApiError::internal("not a key document"))?;
+        if !inner.unlogged.iter().any(|b| b == block) {
+            self.persist(UNLOGGED_DIR, &id.to_string(), block)?;
+            inner.unlogged.push(block.to_vec());
+        }
+        Ok(true)
+    }
+
+    /// Takes a key-log proof (`meridian checkpoint prove-document`): checks it against the
+    /// configured log key and witnesses, keeps it, and applies the documents it (and proofs
+    /// before it) let through. Returns the proven document and whether anything was applied.
+    pub fn apply_key_proof(
+        &self,
+        text: &str,
+        now: i64,
+    ) -> Result<(meridian_registry::Cid, bool), ApiError> {
+        let trust = self.key_log.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "key_log_off",
+                "this node does not require the key log (governance.require_key_log)",
+            )
+        })?;
+        let proof = KeyLogProof::parse(text).map_err(rejected)?;
+        proof.verify(trust).map_err(rejected)?;
+        let document = proof.document;
+        let mut inner = self.write()?;
+        self.persist_text(KEY_PROOFS_DIR, &document.to_string(), "proof", text)?;
+        inner.proven.insert(document);
+        let applied = self.drain_unlogged(&mut inner, now)?;
+        Ok((document, applied))
+    }
+
+    /// Applies every held document that no longer needs a proof, in arrival order, again
+    /// until nothing more applies (a rotation may need the one before it). True if any did.
+    fn drain_unlogged(&self, inner: &mut Inner, now: i64) -> Result<bool, ApiError> {
+        let mut applied_any = false;
+        loop {
+            let position = inner
+                .unlogged
+                .iter()
+                .position(|b| !needs_key_log_proof(b, &inner.proven) && applicable(inner, b, now));
+            let Some(position) = position else {
+                return Ok(applied_any);
+            };
+            let block = inner.unlogged.remove(position);
+            let Some((id, _)) = key_document_id(&block) else {
+                continue;
+            };
+            let root = inner.root.clone().ok_or_else(not_configured)?;
+            if let Ok(attestation) = Attestation::decode(&block) {
+                let id = inner
+                    .attestations
+                    .add(attestation, &root, now)
+                    .map_err(rejected)?;
+                self.persist("attestations", &id.to_string(), &block)?;
+            } else if let Ok(rotation) = KeyRotation::decode(&block) {
+                inner
+                    .attestations
+                    .apply_rotation(&rotation, now)
+                    .map_err(rejected)?;
+                let index = inner.attestations.rotations().len();
+                self.persist("rotations", &format!("{index:08}"), &block)?;
+            }
+            let _ = std::fs::remove_file(self.dir.join(UNLOGGED_DIR).join(format!("{id}.cbor")));
+            applied_any = true;
+        }
+    }
+
+    fn persist_text(
+        &self,
+        folder: &str,
+        name: &str,
+        extension: &str,
+        text: &str,
+    ) -> Result<(), ApiError> {
+        let dir = self.dir.join(folder);
+        std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+        crate::cli::write_file(&dir.join(format!("{name}.{extension}")), text.as_bytes())
+            .map_err(ApiError::internal)
     }
 
     /// The version of the root in force (`None` when governance is off).
@@ -285,6 +447,11 @@ impl Governance {
         now: i64,
     ) -> Result<meridian_registry::Cid, ApiError> {
         let mut inner = self.write()?;
+        let id = attestation.id();
+        let check = |root: &TrustedRoot| attestation.verify(root, now, 300).map_err(rejected);
+        if self.hold_unlogged(&mut inner, block, check)? {
+            return Ok(id);
+        }
         let Inner {
             root, attestations, ..
         } = &mut *inner;
@@ -304,6 +471,10 @@ impl Governance {
     ) -> Result<String, ApiError> {
         let mut inner = self.write()?;
         inner.root.as_ref().ok_or_else(not_configured)?;
+        // Held rotations are checked when their proof arrives (they may need the ones before).
+        if self.hold_unlogged(&mut inner, block, |_| Ok(()))? {
+            return Ok(rotation.org);
+        }
         inner
             .attestations
             .apply_rotation(&rotation, now)
@@ -421,6 +592,48 @@ impl Governance {
     }
 }
 
+/// Where key-log proofs are kept under the governance directory.
+const KEY_PROOFS_DIR: &str = "key-proofs";
+/// Where key-set documents wait for their proof.
+const UNLOGGED_DIR: &str = "unlogged";
+
+/// Whether `block` is a key-set document that adds trust (an `org.verified` attestation or
+/// a key rotation) without a proof in `proven`. A `key.revoked` only takes trust away, so it
+/// never waits.
+fn needs_key_log_proof(
+    block: &[u8],
+    proven: &std::collections::HashSet<meridian_registry::Cid>,
+) -> bool {
+    let adds_trust = Attestation::decode(block)
+        .is_ok_and(|a| a.body.kind == meridian_governance::attestation::KIND_ORG_VERIFIED)
+        || KeyRotation::decode(block).is_ok();
+    adds_trust && key_document_id(block).is_some_and(|(id, _)| !proven.contains(&id))
+}
+
+/// Whether a held document can be applied now (a rotation must name the current key set).
+fn applicable(inner: &Inner, block: &[u8], now: i64) -> bool {
+    match KeyRotation::decode(block) {
+        Ok(rotation) => {
+            let mut trial = inner.attestations.clone();
+            trial.apply_rotation(&rotation, now).is_ok()
+        }
+        Err(_) => true,
+    }
+}
+
+fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == extension))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 fn not_configured() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -484,6 +697,15 @@ fn rejected(error: impl std::fmt::Display) -> ApiError {
 }
 
 /// Rebuilds the federated view after governance changed.
+/// 202: a key-set document kept until its key-log proof arrives.
+fn awaiting_key_log(id: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "status": "awaiting_key_log", "message": "kept; it takes effect when its key-log proof is posted to /api/v1/governance/key-proofs" })),
+    )
+        .into_response()
+}
+
 async fn reindex_all(state: &Arc<NodeState>) -> Result<(), ApiError> {
     let task_state = state.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -569,6 +791,37 @@ pub async fn get_policy(State(state): State<Arc<NodeState>>) -> Result<Json<Valu
     })))
 }
 
+/// A key-log proof (`meridian checkpoint prove-document`): with `governance.require_key_log`,
+/// the organisation key documents it proves are applied.
+#[utoipa::path(post, path = "/api/v1/governance/key-proofs", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "text/plain", description = "a key-log proof"), responses((status = 201, description = "kept; `applied`: whether held documents took effect", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 404, description = "the node does not require the key log", body = ErrorBody), (status = 422, description = "the proof does not verify", body = ErrorBody)))]
+pub async fn post_key_proof(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_text",
+            "a key-log proof is UTF-8 text",
+        )
+    })?;
+    let (document, applied) = state.governance.apply_key_proof(text, (state.clock)())?;
+    state.events.emit(
+        "governance.key_proof",
+        json!({ "document": document.to_string(), "applied": applied }),
+    );
+    if applied {
+        reindex_all(&state).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "document": document.to_string(), "applied": applied })),
+    )
+        .into_response())
+}
+
 /// Put a newer policy bundle in force.
 #[utoipa::path(post, path = "/api/v1/governance/policy", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "a policy bundle"), responses((status = 200, description = "accepted (changed: false if already in force)", content_type = "application/json"), (status = 403, description = "not an admin token", body = ErrorBody), (status = 422, description = "rejected: older, conflicting, threshold, expired", body = ErrorBody)))]
 pub async fn post_policy(
@@ -593,7 +846,7 @@ pub async fn post_policy(
 }
 
 /// Add an attestation or a revocation, verified under the trust root.
-#[utoipa::path(post, path = "/api/v1/attestations", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "an attestation, a revocation or an organisation's key rotation"), responses((status = 201, description = "added", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "rejected", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/attestations", tag = "governance", security(("adminToken" = [])), request_body(content = String, content_type = "application/vnd.ipld.dag-cbor", description = "an attestation, a revocation or an organisation's key rotation"), responses((status = 201, description = "added", content_type = "application/json"), (status = 202, description = "kept until its key-log proof arrives (governance.require_key_log)", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 415, description = "not DAG-CBOR", body = ErrorBody), (status = 422, description = "rejected", body = ErrorBody)))]
 pub async fn post_attestation(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -602,10 +855,14 @@ pub async fn post_attestation(
     require_admin(&state, &headers)?;
     require_cbor(&headers)?;
     if let Ok(rotation) = KeyRotation::decode(&body) {
-        let id = rotation.document.id().to_string();
+        let document = rotation.document.id();
+        let id = document.to_string();
         let org = state
             .governance
             .apply_rotation(rotation, &body, (state.clock)())?;
+        if state.governance.awaiting_key_log(&document) {
+            return Ok(awaiting_key_log(&id));
+        }
         state
             .events
             .emit("org.keys_rotated", json!({ "id": id, "org": org }));
@@ -621,6 +878,9 @@ pub async fn post_attestation(
     let id = state
         .governance
         .apply_attestation(attestation, &body, (state.clock)())?;
+    if state.governance.awaiting_key_log(&id) {
+        return Ok(awaiting_key_log(&id.to_string()));
+    }
     let event = if kind == KIND_REVOCATION {
         "attestation.revoked"
     } else {

@@ -84,7 +84,12 @@ impl NodeState {
         let root_file = Some(config.governance.root.as_str())
             .filter(|r| !r.is_empty())
             .map(std::path::PathBuf::from);
-        let governance = super::governance::Governance::load(data, root_file.as_deref(), clock())?;
+        let governance = super::governance::Governance::load_with_key_log(
+            data,
+            root_file.as_deref(),
+            config.governance.key_log_trust()?,
+            clock(),
+        )?;
         let state = Self {
             store,
             index: RwLock::new(AgentIndex::new()),
@@ -438,6 +443,7 @@ pub fn api_router(
             super::governance::list_attestations,
             super::governance::post_attestation
         ))
+        .routes(routes!(super::governance::post_key_proof))
         .routes(routes!(
             super::governance::list_registrations,
             super::governance::post_registration

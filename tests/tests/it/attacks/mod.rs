@@ -6,6 +6,7 @@ mod crafted_block;
 mod gossip_flood;
 mod hijack;
 mod http_edges;
+mod key_log;
 mod ssrf;
 mod starvation;
 mod stolen_key;
