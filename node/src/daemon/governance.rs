@@ -854,6 +854,32 @@ pub async fn post_attestation(
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     require_cbor(&headers)?;
+    if let Ok(rotation) = KeyRotation::decode(&body)
+        && !state.governance.enabled()
+    {
+        // Without governance a rotation moves the name's binding (trust on first use).
+        let id = rotation.document.id().to_string();
+        let binding = state
+            .names
+            .apply_rotation(&rotation, (state.clock)())
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "rejected",
+                    format!("{error:#}"),
+                )
+            })?;
+        state.events.emit(
+            "org.keys_rotated",
+            json!({ "id": id, "org": rotation.org, "keys": binding.keys }),
+        );
+        reindex_all(&state).await?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": id, "type": "key-rotation", "org": rotation.org, "keys": binding.keys })),
+        )
+            .into_response());
+    }
     if let Ok(rotation) = KeyRotation::decode(&body) {
         let document = rotation.document.id();
         let id = document.to_string();

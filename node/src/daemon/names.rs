@@ -309,6 +309,89 @@ impl Names {
         Ok(true)
     }
 
+    /// Applies an organisation's key rotation without governance: it must name the key set
+    /// the name is bound to (`prev`), be signed by one of those keys and by every key it adds,
+    /// and leave a key. The binding becomes the rotated set (`how = "rotation"`), so the
+    /// removed keys sign nothing here any more. A name the operator pinned changes only by a
+    /// new pin.
+    pub fn apply_rotation(
+        &self,
+        rotation: &meridian_governance::attestation::KeyRotation,
+        now: i64,
+    ) -> Result<Binding> {
+        use meridian_governance::document::KeySet;
+        use meridian_registry::keys::PublicKey;
+        let mut inner = self.lock()?;
+        let org = &rotation.org;
+        if inner.pins.contains_key(org) {
+            return Err(anyhow!(
+                "`{org}` is pinned by the operator; change the pin (meridian node names pin)"
+            ));
+        }
+        let bound = inner
+            .learned
+            .bindings
+            .get(org)
+            .ok_or_else(|| anyhow!("`{org}` is not bound to any key on this node"))?;
+        let keys: Vec<PublicKey> = bound
+            .keys
+            .iter()
+            .map(|did| PublicKey::from_did(did))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!("a bound key of `{org}` does not parse: {e}"))?;
+        if meridian_governance::attestation::key_set_digest(&keys) != rotation.prev {
+            return Err(anyhow!(
+                "the rotation replaces a key set that is not the one `{org}` is bound to here"
+            ));
+        }
+        let current = KeySet {
+            keys: keys.clone(),
+            threshold: 1,
+        };
+        rotation
+            .document
+            .verify_threshold(&current, "a key the name is bound to")
+            .map_err(|e| anyhow!("key rotation for `{org}`: {e}"))?;
+        if !rotation.add.is_empty() {
+            let added = KeySet {
+                keys: rotation.add.clone(),
+                threshold: rotation.add.len(),
+            };
+            rotation
+                .document
+                .verify_threshold(&added, "proof of possession (every added key)")
+                .map_err(|e| anyhow!("key rotation for `{org}`: {e}"))?;
+        }
+        let next: BTreeSet<String> = keys
+            .iter()
+            .chain(&rotation.add)
+            .filter(|k| !rotation.remove.contains(k))
+            .map(PublicKey::to_did)
+            .collect();
+        if next.is_empty() {
+            return Err(anyhow!("key rotation would leave `{org}` without keys"));
+        }
+        if next.len() > BINDING_KEYS_MAX {
+            return Err(anyhow!(
+                "key rotation would bind `{org}` to {} keys; at most {BINDING_KEYS_MAX}",
+                next.len()
+            ));
+        }
+        let binding = Binding {
+            keys: next,
+            bound_at: now,
+            how: "rotation".to_owned(),
+        };
+        inner.learned.bindings.insert(org.clone(), binding.clone());
+        // Claims by the newly added keys are no conflict any more; the rebuild holds again
+        // what still is one.
+        inner.learned.held.retain(|h| h.org != *org);
+        inner.dirty = true;
+        drop(inner);
+        self.flush()?;
+        Ok(binding)
+    }
+
     /// Bindings in force (pins over learned) and held claims.
     pub fn snapshot(&self) -> Result<(BTreeMap<String, Binding>, Vec<HeldClaim>)> {
         let inner = self.lock()?;
@@ -473,6 +556,52 @@ mod tests {
             names.check(claim("did:key:b", "acme/echo"), 4).unwrap(),
             NameCheck::Conflict { .. }
         ));
+    }
+
+    #[test]
+    fn a_rotation_signed_by_the_bound_key_moves_the_binding() {
+        use meridian_governance::attestation::KeyRotation;
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::load(dir.path()).unwrap();
+        let (old, new, thief) = (
+            meridian_registry::keys::Keypair::from_secret(&[1; 32]),
+            meridian_registry::keys::Keypair::from_secret(&[2; 32]),
+            meridian_registry::keys::Keypair::from_secret(&[3; 32]),
+        );
+        assert_eq!(names.bind_local("acme", &old.did(), 1).unwrap(), None);
+        // Signed by a key the name is not bound to: refused.
+        let forged = KeyRotation::create(
+            "acme",
+            &[old.public()],
+            &[&thief],
+            &[&thief],
+            &[old.public()],
+            2,
+        )
+        .unwrap();
+        let error = names.apply_rotation(&forged, 2).unwrap_err();
+        assert!(error.to_string().contains("bound to"), "{error:#}");
+        let rotation = KeyRotation::create(
+            "acme",
+            &[old.public()],
+            &[&old],
+            &[&new],
+            &[old.public()],
+            2,
+        )
+        .unwrap();
+        let binding = names.apply_rotation(&rotation, 2).unwrap();
+        assert_eq!(binding.keys, [new.did()].into());
+        assert_eq!(binding.how, "rotation");
+        // Applied once; again it names a set the name is no longer bound to.
+        assert!(names.apply_rotation(&rotation, 3).is_err());
+        assert_eq!(
+            names.bind_local("acme", &old.did(), 4).unwrap(),
+            Some([new.did()].into())
+        );
+        // Persisted.
+        let again = Names::load(dir.path()).unwrap();
+        assert_eq!(again.bind_local("acme", &new.did(), 5).unwrap(), None);
     }
 
     #[test]

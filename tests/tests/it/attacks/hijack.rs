@@ -148,3 +148,111 @@ fn a_local_publish_under_another_key_for_a_bound_name_is_refused() {
         matches!(publish(&node, &token, &forged).status, 200 | 201).then_some(())
     });
 }
+
+#[test]
+fn without_governance_a_name_moves_only_by_a_rotation_its_bound_key_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    for name in ["k1", "k2", "thief"] {
+        run_ok(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
+    }
+    let key = |file: &str| {
+        Keypair::from_key_file(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
+    };
+    let admin = meridian_json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = Daemon::node(dir, "n", &[]);
+    let token = org_token(dir, "n", "acme");
+    let first = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        HONEST_URL,
+        1_800_000_000,
+        &key("k1.key"),
+    );
+    assert_eq!(publish(&node, &token, &first).status, 201);
+    let post = |file: &str| {
+        node.request(
+            "POST",
+            "/api/v1/attestations",
+            &[
+                ("content-type", "application/vnd.ipld.dag-cbor"),
+                ("authorization", &format!("Bearer {admin}")),
+            ],
+            &std::fs::read(dir.join(file)).unwrap(),
+        )
+    };
+    // The thief's rotation, signed by a key the name is not bound to: refused.
+    let k1 = key("k1.key").did();
+    run_ok(
+        dir,
+        &[
+            "org",
+            "rotate-key",
+            "--org",
+            "acme",
+            "--current-key",
+            "thief.key",
+            "--current-set",
+            &k1,
+            "--current-set",
+            &key("thief.key").did(),
+            "--add-key",
+            "thief.key",
+            "--remove-key",
+            &k1,
+            "--out",
+            "thief.cbor",
+        ],
+    );
+    let refused = post("thief.cbor");
+    assert_eq!(refused.status, 422, "{:?}", refused.json());
+    // acme's own rotation k1 -> k2.
+    run_ok(
+        dir,
+        &[
+            "org",
+            "rotate-key",
+            "--org",
+            "acme",
+            "--current-key",
+            "k1.key",
+            "--add-key",
+            "k2.key",
+            "--remove-key",
+            &k1,
+            "--out",
+            "rotation.cbor",
+        ],
+    );
+    let rotated = post("rotation.cbor");
+    assert_eq!(rotated.status, 201, "{:?}", rotated.json());
+    assert_eq!(
+        rotated.json()["keys"],
+        serde_json::json!([key("k2.key").did()])
+    );
+    // The removed key signs nothing here any more; the new one does.
+    let late = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        ATTACKER_URL,
+        1_900_000_000,
+        &key("k1.key"),
+    );
+    assert_eq!(publish(&node, &token, &late).status, 409);
+    let moved = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        HONEST_URL,
+        1_800_000_200,
+        &key("k2.key"),
+    );
+    assert!(matches!(publish(&node, &token, &moved).status, 200 | 201));
+    let names = node.get("/api/v1/names").json();
+    assert_eq!(names["bindings"]["acme"]["how"], "rotation", "{names}");
+}
