@@ -27,7 +27,7 @@ use meridian_governance::root::{
 use meridian_registry::Cid;
 use meridian_registry::cbor::{self, MapReader, Value};
 use meridian_registry::keys::PublicKey;
-use meridian_registry::manifest::Manifest;
+use meridian_registry::manifest::{Manifest, ManifestBody};
 use serde_json::json;
 
 use crate::cli::{Rejected, Report, load_key, parse_duration_secs};
@@ -126,6 +126,26 @@ pub enum OrgCommand {
         /// The node's data directory.
         #[arg(long, default_value = "./meridian-data")]
         data: PathBuf,
+    },
+    /// Re-sign an organisation's agents on a node under a new key (after a rotation removed
+    /// the key they were signed with, they leave the federated view): reads the node's own
+    /// snapshot, signs each of the organisation's cards again with --org-key, and publishes
+    /// them with the organisation's token.
+    ///
+    /// Example: meridian org resign --node http://127.0.0.1:7700 --token mrd_... --org acme --org-key acme-2.key
+    Resign {
+        /// The node's URL.
+        #[arg(long)]
+        node: String,
+        /// The organisation's publish token on that node.
+        #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// The key file to sign with (a key of the organisation's current set).
+        #[arg(long)]
+        org_key: PathBuf,
     },
     /// Create a registration request, signed by every key it lists (proof of possession).
     Request {
@@ -605,6 +625,12 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
 pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
     match command {
         OrgCommand::Keys { org, data } => org_keys(org, data),
+        OrgCommand::Resign {
+            node,
+            token,
+            org,
+            org_key,
+        } => resign(node, token, org, &load_key(org_key)?, now),
         OrgCommand::Request {
             org,
             domain,
@@ -1117,6 +1143,94 @@ fn org_keys(org: &str, data: &Path) -> Result<Report> {
     Ok(Report {
         text,
         json: json!({ "org": org, "history": rows }),
+    })
+}
+
+/// `meridian org resign`: the organisation's manifests in the node's own snapshot, signed
+/// again with `key` (card, region unchanged; `updated_at` now) and published.
+fn resign(
+    node: &str,
+    token: &str,
+    org: &str,
+    key: &meridian_registry::keys::Keypair,
+    now: i64,
+) -> Result<Report> {
+    let base = node.trim_end_matches('/').to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let (republished, skipped) = runtime.block_on(async {
+        let ready = client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .with_context(|| format!("reaching {base}"))?
+            .bytes()
+            .await?;
+        let ready: serde_json::Value =
+            serde_json::from_slice(&ready).with_context(|| format!("{base}/ready is not JSON"))?;
+        let publisher = ready["node"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{base}/ready names no node"))?
+            .to_owned();
+        let mut url = reqwest::Url::parse(&format!("{base}/api/v1/registry/snapshot"))
+            .with_context(|| format!("--node `{base}` is not a URL"))?;
+        url.query_pairs_mut().append_pair("publisher", &publisher);
+        let car = client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("exporting {publisher}'s snapshot from {base}"))?
+            .bytes()
+            .await?;
+        let (snapshot, _) = meridian_registry::snapshot::open(&car[..], &Default::default())
+            .with_context(|| format!("the snapshot {base} exported"))?;
+        let mut republished = Vec::new();
+        let mut skipped = 0usize;
+        for (agent_id, _) in snapshot.tree.entries() {
+            let agent_id = String::from_utf8_lossy(&agent_id).into_owned();
+            let Some(manifest) = snapshot.manifest(&agent_id).transpose()? else {
+                continue;
+            };
+            if manifest.body.org != org || manifest.signer == key.public() {
+                skipped += usize::from(manifest.body.org == org);
+                continue;
+            }
+            let body = ManifestBody::from_card(
+                &manifest.body.card,
+                org,
+                &manifest.body.region,
+                now.max(manifest.body.updated_at + 1),
+            )?;
+            let block = body.sign(key).to_block();
+            let answer = client
+                .post(format!("{base}/api/v1/agents"))
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(json!({ "manifest": b64(&block) }).to_string())
+                .send()
+                .await?;
+            let status = answer.status();
+            if !status.is_success() {
+                let text = answer.text().await.unwrap_or_default();
+                bail!("publishing {agent_id} again: HTTP {status}: {text}");
+            }
+            republished.push(agent_id);
+        }
+        anyhow::Ok((republished, skipped))
+    })?;
+    Ok(Report {
+        text: format!(
+            "signed {} agents of `{org}` again with {} and published them ({skipped} already were)",
+            republished.len(),
+            key.did()
+        ),
+        json: json!({ "org": org, "republished": republished, "already": skipped, "key": key.did() }),
     })
 }
 

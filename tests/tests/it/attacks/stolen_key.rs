@@ -204,6 +204,23 @@ fn a_running_node_takes_rotations_and_refuses_the_thiefs() {
         )
     };
     assert_eq!(post("attestations/0-verified.cbor").status, 201);
+    // Before the theft is noticed, acme publishes with the key that will be stolen.
+    let token = org_token(dir, "n", "acme");
+    let key = |file: &str| {
+        meridian_registry::keys::Keypair::from_key_file(
+            &std::fs::read_to_string(dir.join(file)).unwrap(),
+        )
+        .unwrap()
+    };
+    let planner = manifest_block(
+        "acme",
+        "planner",
+        "local",
+        "https://acme.example/planner",
+        1_800_000_000,
+        &key("stolen.key"),
+    );
+    assert_eq!(publish(&node, &token, &planner).status, 201);
     let rotated = post("attestations/1-evict.cbor");
     assert_eq!(rotated.status, 201, "{:?}", rotated.json());
     assert_eq!(rotated.json()["type"], "key-rotation");
@@ -215,16 +232,37 @@ fn a_running_node_takes_rotations_and_refuses_the_thiefs() {
             .contains("current")
     );
 
+    // The agent signed with the removed key left the view; `org resign` brings it back
+    // under the new key.
+    assert_eq!(node.get("/api/v1/agents/acme/planner").status, 404);
+    let resigned = meridian_json(
+        dir,
+        &[
+            "org",
+            "resign",
+            "--node",
+            &node.url(),
+            "--token",
+            &token,
+            "--org",
+            "acme",
+            "--org-key",
+            "fresh.key",
+        ],
+    );
+    assert_eq!(
+        resigned["republished"],
+        serde_json::json!(["acme/planner"]),
+        "{resigned}"
+    );
+    let planner = node.get("/api/v1/agents/acme/planner").json();
+    assert_eq!(
+        planner["manifest"]["signer"],
+        key("fresh.key").did(),
+        "{planner}"
+    );
     // Publishing under the removed key, backdated, is refused; under the new key it works.
-    let token = org_token(dir, "n", "acme");
-    let stolen = meridian_registry::keys::Keypair::from_key_file(
-        &std::fs::read_to_string(dir.join("stolen.key")).unwrap(),
-    )
-    .unwrap();
-    let fresh = meridian_registry::keys::Keypair::from_key_file(
-        &std::fs::read_to_string(dir.join("fresh.key")).unwrap(),
-    )
-    .unwrap();
+    let (stolen, fresh) = (key("stolen.key"), key("fresh.key"));
     let backdated = manifest_block(
         "acme",
         "echo",
