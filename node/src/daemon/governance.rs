@@ -27,7 +27,6 @@ use meridian_governance::policy::{PolicyBundle, PolicyState};
 use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
 use meridian_registry::keys::PublicKey;
 use meridian_registry::manifest::Manifest;
-use meridian_registry::store::BlockStore as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -708,15 +707,10 @@ fn awaiting_key_log(id: &str) -> Response {
 
 async fn reindex_all(state: &Arc<NodeState>) -> Result<(), ApiError> {
     let task_state = state.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        for publisher in task_state.store.heads()?.keys() {
-            task_state.reindex(publisher)?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
+    tokio::task::spawn_blocking(move || task_state.reindex_all())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
 }
 
 /// The trusted root: version, expiry, roles and the document.

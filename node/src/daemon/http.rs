@@ -115,9 +115,16 @@ impl NodeState {
     }
 
     /// Rebuilds the whole federated view (at start, and when the operator changes a name
-    /// binding).
+    /// binding). The node's own registry goes first: without governance the first key seen
+    /// binds an organisation's name, and the organisations this node hosts must not lose
+    /// their names to a mirrored publisher that happens to sort earlier (a fresh binding file,
+    /// or the first start after an upgrade).
     pub fn reindex_all(&self) -> anyhow::Result<()> {
-        for publisher in self.store.heads()?.keys() {
+        let heads = self.store.heads()?;
+        if heads.contains_key(&self.node_did) {
+            self.reindex(&self.node_did)?;
+        }
+        for publisher in heads.keys().filter(|p| **p != self.node_did) {
             self.reindex(publisher)?;
         }
         Ok(())

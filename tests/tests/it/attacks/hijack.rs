@@ -17,6 +17,23 @@ fn another_publisher_cannot_take_over_an_organisations_agent() {
     let honest_key = Keypair::from_secret(&[11; 32]);
     let thief_key = Keypair::from_secret(&[66; 32]);
 
+    // Node keys chosen so that the attacker's did sorts first: a node rebuilding its view
+    // from scratch must still bind acme to what it published itself, not to the first
+    // publisher in order.
+    let mut node_keys = [
+        Keypair::from_secret(&[21; 32]),
+        Keypair::from_secret(&[22; 32]),
+    ];
+    node_keys.sort_by_key(Keypair::did);
+    for (data, node_key) in [("attacker", &node_keys[0]), ("honest", &node_keys[1])] {
+        std::fs::create_dir_all(dir.join(data)).unwrap();
+        meridian_registry::files::write_secret(
+            &dir.join(data).join("node.key"),
+            node_key.to_key_file().as_bytes(),
+        )
+        .unwrap();
+    }
+
     // The honest node publishes acme/echo, signed by acme's key.
     let honest = Daemon::node(dir, "honest", &[]);
     let token = org_token(dir, "honest", "acme");
@@ -88,6 +105,18 @@ fn another_publisher_cannot_take_over_an_organisations_agent() {
     // The A2A card the proxy serves is the honest one too.
     let card = honest.get("/a2a/acme/echo/.well-known/agent-card.json");
     assert_eq!(card.status, 200);
+
+    // A view rebuilt from scratch (no binding file: a restart after losing it, or the first
+    // start after an upgrade) binds acme to the node's own publication again.
+    honest.stop();
+    std::fs::remove_file(dir.join("honest").join("names.json")).unwrap();
+    let honest = Daemon::node(dir, "honest", &[("MERIDIAN_MESH_BOOTSTRAP", "")]);
+    let agent = honest.get("/api/v1/agents/acme/echo");
+    assert!(
+        String::from_utf8_lossy(&agent.body).contains(HONEST_URL),
+        "{:?}",
+        agent.json()
+    );
 
     // Only the operator rebinds a name: accepting the held claim makes the node serve it.
     let listed = meridian_json(dir, &["node", "names", "list", "--data", "honest"]);
