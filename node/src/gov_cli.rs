@@ -89,25 +89,25 @@ pub struct RoleArgs {
     /// A root key (repeat for each).
     #[arg(long = "root-key")]
     pub root_keys: Vec<String>,
-    /// Root signatures required.
+    /// Root signatures required: required with more than one --root-key, 1 with one.
     #[arg(long)]
     pub root_threshold: Option<usize>,
     /// An attest key (repeat for each).
     #[arg(long = "attest-key")]
     pub attest_keys: Vec<String>,
-    /// Attest signatures required.
+    /// Attest signatures required: required with more than one --attest-key, 1 with one.
     #[arg(long)]
     pub attest_threshold: Option<usize>,
     /// A policy key (repeat for each).
     #[arg(long = "policy-key")]
     pub policy_keys: Vec<String>,
-    /// Policy signatures required.
+    /// Policy signatures required: required with more than one --policy-key, 1 with one.
     #[arg(long)]
     pub policy_threshold: Option<usize>,
     /// A witness key (repeat for each).
     #[arg(long = "witness-key")]
     pub witness_keys: Vec<String>,
-    /// Witness cosignatures required.
+    /// Witness cosignatures required: required with more than one --witness-key, 1 with one.
     #[arg(long)]
     pub witness_threshold: Option<usize>,
 }
@@ -465,8 +465,40 @@ fn key_set(keys: &[String], threshold: Option<usize>, role: &str) -> Result<Opti
         .iter()
         .map(|k| public_key_arg(k))
         .collect::<Result<Vec<_>>>()?;
-    let threshold = threshold.unwrap_or(1);
+    // With several keys, an unstated threshold of one would let any single key act alone:
+    // the operator says what they mean.
+    let threshold = match threshold {
+        Some(threshold) => threshold,
+        None if keys.len() == 1 => 1,
+        None => bail!(
+            "--{role}-threshold is required with {} --{role}-key values (a threshold of 1 lets any one of them sign alone; give --{role}-threshold 1 if that is meant)",
+            keys.len()
+        ),
+    };
+    if threshold == 0 || threshold > keys.len() {
+        bail!(
+            "--{role}-threshold {threshold} must be between 1 and the {} --{role}-key values given",
+            keys.len()
+        );
+    }
     Ok(Some(KeySet { keys, threshold }))
+}
+
+/// Warnings for roles whose threshold lets fewer keys act than the role holds.
+fn threshold_warnings(roles: &BTreeMap<RoleName, KeySet>) -> Vec<String> {
+    roles
+        .iter()
+        .filter(|(_, set)| set.threshold < set.keys.len())
+        .map(|(role, set)| {
+            format!(
+                "warning: role `{}` needs {} of its {} keys: {} of them can act without the others",
+                role.as_str(),
+                set.threshold,
+                set.keys.len(),
+                set.threshold
+            )
+        })
+        .collect()
 }
 
 fn roles_from_args(args: &RoleArgs, base: Option<&RootBody>) -> Result<BTreeMap<RoleName, KeySet>> {
@@ -549,15 +581,21 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
                 expires_at: now + expires_in,
                 roles: roles_from_args(roles, None)?,
             };
+            let warnings = threshold_warnings(&body.roles);
             let root = RootDocument::new(body).map_err(|e| Rejected(e.to_string()))?;
             write(out, &root.to_block())?;
+            let mut text = format!(
+                "wrote root version 1 to {} (unsigned: root admins sign it with `meridian gov sign {} --key KEY`)",
+                out.display(),
+                out.display()
+            );
+            for warning in &warnings {
+                text.push('\n');
+                text.push_str(warning);
+            }
             Ok(Report {
-                text: format!(
-                    "wrote root version 1 to {} (unsigned: root admins sign it with `meridian gov sign {} --key KEY`)",
-                    out.display(),
-                    out.display()
-                ),
-                json: json!({ "out": out, "version": 1, "id": root.id().to_string() }),
+                text,
+                json: json!({ "out": out, "version": 1, "id": root.id().to_string(), "warnings": warnings }),
             })
         }
         GovCommand::Rotate {

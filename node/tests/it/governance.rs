@@ -538,3 +538,47 @@ fn a_corrupt_checkpoint_log_is_an_error_not_a_panic() {
         2,
     );
 }
+
+#[test]
+fn a_threshold_is_required_with_several_keys_and_a_low_one_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    for name in ["r1", "r2", "a1", "p1", "w1"] {
+        expect(
+            dir,
+            &["keys", "generate", "--out", &format!("{name}.key")],
+            0,
+        );
+    }
+    fn init<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "gov",
+            "init",
+            "--root-key",
+            "r1.key",
+            "--root-key",
+            "r2.key",
+            "--attest-key",
+            "a1.key",
+            "--policy-key",
+            "p1.key",
+            "--witness-key",
+            "w1.key",
+            "--out",
+            "root.cbor",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+    let err = expect(dir, &init(&[]), 2);
+    assert!(err.contains("--root-threshold is required with 2"), "{err}");
+    let err = expect(dir, &init(&["--root-threshold", "3"]), 2);
+    assert!(err.contains("between 1 and the 2"), "{err}");
+    let said = expect(dir, &init(&["--root-threshold", "1"]), 0);
+    assert!(
+        said.contains("warning: role `root` needs 1 of its 2 keys"),
+        "{said}"
+    );
+    let said = expect(dir, &init(&["--root-threshold", "2"]), 0);
+    assert!(!said.contains("warning"), "{said}");
+}
