@@ -305,6 +305,8 @@ async fn run() -> Result<()> {
         HubRunOptions {
             data: hub_data.clone(),
             config: None,
+            listen: None,
+            trunk_listen: None,
         },
         config,
         async move {

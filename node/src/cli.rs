@@ -175,6 +175,13 @@ pub enum HubCommand {
         /// A config file (default DATA/hub.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The HTTP API's address for the region's nodes, overriding hub.listen (port 0
+        /// picks a free port, written to DATA/http.addr).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The QUIC trunk's UDP address, overriding hub.trunk_listen (DATA/trunk.addr).
+        #[arg(long)]
+        trunk_listen: Option<String>,
     },
 }
 
@@ -423,10 +430,17 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "data": data, "did": did }),
             })
         }
-        Command::Hub(HubCommand::Run { data, config }) => {
+        Command::Hub(HubCommand::Run {
+            data,
+            config,
+            listen,
+            trunk_listen,
+        }) => {
             crate::daemon::run_hub(meridian_hub::daemon::HubRunOptions {
                 data: data.clone(),
                 config: config.clone(),
+                listen: listen.clone(),
+                trunk_listen: trunk_listen.clone(),
             })?;
             Ok(Report {
                 text: "hub stopped".into(),

@@ -317,6 +317,55 @@ pub fn layered_table(
     Ok(table)
 }
 
+/// Reads `file` and the `MERIDIAN_*` variables of `env` into `T` ([`layered_table`]); an
+/// error names where the bad value came from: the environment variable that set it (a
+/// mistyped variable is "not a setting", not a problem of the file), else the file.
+pub fn load_layered<T: serde::de::DeserializeOwned>(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    sections: &[&str],
+) -> Result<T> {
+    let table = layered_table(file, env, sections)?;
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|error: toml::de::Error| {
+            let message = error.to_string().replace('\n', " ");
+            // The setting at fault: an unknown field's name, or the `section.key` it names.
+            let culprit = message
+                .split("unknown field `")
+                .nth(1)
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned);
+            let from_env = env.iter().find(|(name, _)| {
+                let Some(rest) = name.strip_prefix("MERIDIAN_") else {
+                    return false;
+                };
+                let Some((section, key)) = rest.split_once('_') else {
+                    return false;
+                };
+                let (section, key) = (section.to_lowercase(), key.to_lowercase());
+                sections.contains(&section.as_str())
+                    && match &culprit {
+                        Some(field) => *field == key,
+                        None => {
+                            message.contains(&format!("{section}.{key}"))
+                                || message.contains(&format!("`{key}`"))
+                        }
+                    }
+            });
+            match (from_env, file) {
+                (Some((name, _)), _) if culprit.is_some() => {
+                    anyhow::anyhow!("environment variable {name} is not a setting: {message}")
+                }
+                (Some((name, value)), _) => {
+                    anyhow::anyhow!("environment variable {name}={value:?}: {message}")
+                }
+                (None, Some(path)) => anyhow::anyhow!("config {}: {message}", path.display()),
+                (None, None) => anyhow::anyhow!("config: {message}"),
+            }
+        })
+}
+
 /// One `[trunk] peers` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerOverride {
@@ -331,7 +380,7 @@ pub struct PeerOverride {
 impl HubConfig {
     /// Loads `file`, overlays `MERIDIAN_*` variables from `env`, and validates.
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
-        let table = layered_table(
+        let config: HubConfig = load_layered(
             file,
             env,
             &[
@@ -344,9 +393,6 @@ impl HubConfig {
                 "log",
             ],
         )?;
-        let config: HubConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error| anyhow::anyhow!("config: {error}"))?;
         config.validate()?;
         Ok(config)
     }

@@ -72,6 +72,10 @@ pub struct HubRunOptions {
     pub data: PathBuf,
     /// A config file other than `DATA/hub.toml`.
     pub config: Option<PathBuf>,
+    /// The HTTP API's address, overriding `hub.listen`.
+    pub listen: Option<String>,
+    /// The QUIC trunk's address, overriding `hub.trunk_listen`.
+    pub trunk_listen: Option<String>,
 }
 
 /// Loads the configuration for `options` from file and environment.
@@ -81,7 +85,16 @@ pub fn load_config(options: &HubRunOptions) -> Result<HubConfig> {
         .clone()
         .or_else(|| Some(options.data.join(CONFIG_FILE)).filter(|p| p.exists()));
     let env: Vec<(String, String)> = std::env::vars().collect();
-    HubConfig::load(file.as_deref(), &env)
+    let mut config = HubConfig::load(file.as_deref(), &env)?;
+    if let Some(listen) = &options.listen {
+        config.hub.listen = listen.clone();
+        config.validate().context("--listen")?;
+    }
+    if let Some(trunk_listen) = &options.trunk_listen {
+        config.hub.trunk_listen = trunk_listen.clone();
+        config.validate().context("--trunk-listen")?;
+    }
+    Ok(config)
 }
 
 fn wall_clock() -> i64 {

@@ -381,14 +381,11 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Loads `file` (if given and present), overlays `MERIDIAN_*` variables from `env`, and validates.
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
-        let table = meridian_hub::daemon::config::layered_table(
+        let config: NodeConfig = meridian_hub::daemon::config::load_layered(
             file,
             env,
             &["node", "http", "log", "governance", "a2a", "mesh"],
         )?;
-        let config: NodeConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error| anyhow::anyhow!("config: {error}"))?;
         config.validate()?;
         Ok(config)
     }
@@ -525,6 +522,26 @@ mod tests {
                 .contains("mesh.sync_memory_mib")
         );
         assert!(err(&[("MERIDIAN_HTTP_SURPRISE", "1")]).contains("surprise"));
+        // A mistyped variable is named as such, not blamed on a config file.
+        let mistyped = err(&[("MERIDIAN_A2A_ALLOW_PRIVAT", "true")]);
+        assert!(
+            mistyped.contains("environment variable MERIDIAN_A2A_ALLOW_PRIVAT is not a setting"),
+            "{mistyped}"
+        );
+        // A bad setting in the file names the file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[http]\nsurprise = 1\n").unwrap();
+        let in_file = NodeConfig::load(Some(&file), &[]).unwrap_err().to_string();
+        assert!(
+            in_file.contains(&file.display().to_string()) && in_file.contains("surprise"),
+            "{in_file}"
+        );
+        let bad_value = err(&[("MERIDIAN_HTTP_BODY_BYTES_MAX", "many")]);
+        assert!(
+            bad_value.contains("MERIDIAN_HTTP_BODY_BYTES_MAX"),
+            "{bad_value}"
+        );
         assert!(err(&[("MERIDIAN_HTTP_BODY_BYTES_MAX", "many")]).contains("body_bytes_max"));
     }
 }

@@ -567,6 +567,8 @@ async fn start_hubs(
         let options = meridian_hub::daemon::HubRunOptions {
             data: data.clone(),
             config: None,
+            listen: None,
+            trunk_listen: None,
         };
         let stop = federation.stopped();
         federation.tasks.push((

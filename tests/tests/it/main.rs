@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod attacks;
+mod cli;
 mod fuzz_regressions;
 mod upgrade;
