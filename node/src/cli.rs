@@ -45,6 +45,9 @@ pub enum Command {
     /// Create and show ed25519 keys (node keys and organisation keys).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Agents: sign a card into the body a node's publish API takes, or publish it.
+    #[command(subcommand)]
+    Agent(crate::agent_cli::AgentCommand),
     /// Build, verify, inspect, diff and move signed registry snapshots (CAR files).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -395,6 +398,7 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
 /// Runs a parsed command. `now` is the wall clock in unix seconds, read once by `main`.
 pub fn run(cli: &Cli, now: i64) -> Result<Report> {
     match &cli.command {
+        Command::Agent(command) => crate::agent_cli::run(command, now),
         Command::Keys(KeysCommand::Generate { out, force }) => keys_generate(out, *force),
         Command::Keys(KeysCommand::Show { file }) => {
             let key = load_key(file)?;

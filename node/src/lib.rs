@@ -6,6 +6,7 @@
 //! federation demo ([`demo`]). The binary reads the wall clock once per command, in `main` (the
 //! daemon through `daemon::wall_clock`), and passes it down.
 
+pub mod agent_cli;
 pub mod cli;
 pub mod daemon;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! End-to-end tests across crates, against the real `meridian` binary on loopback.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod agent;
 mod attacks;
 mod cli;
 mod fuzz_regressions;

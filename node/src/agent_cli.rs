@@ -1,0 +1,160 @@
+//! `meridian agent …`: make the body `POST /api/v1/agents` takes from an agent card, and
+//! publish it. The manifest is the card, the organisation, the region and `updated_at`,
+//! signed by an organisation key over the canonical DAG-CBOR encoding of every manifest field
+//! but `sig` (the `signer` included).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use base64::Engine as _;
+use clap::Subcommand;
+use meridian_registry::manifest::ManifestBody;
+use serde_json::json;
+
+use crate::cli::{Rejected, Report, load_key};
+
+/// `meridian agent …`
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Sign an agent card into the body of `POST /api/v1/agents` (`{"manifest": base64}`),
+    /// printed or written to --out.
+    ///
+    /// Example: meridian agent sign --card echo.json --org acme --region eu-west --org-key acme.key --out body.json
+    Sign {
+        /// The card, organisation, region and key.
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Where to write the body (default: print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign an agent card and publish it on a node with the organisation's token.
+    ///
+    /// Example: meridian agent publish --card echo.json --org acme --region eu-west --org-key acme.key --node http://127.0.0.1:7700 --token mrd_...
+    Publish {
+        /// The card, organisation, region and key.
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// The node's URL.
+        #[arg(long, required = true)]
+        node: String,
+        /// The organisation's publish token (`meridian node token create --org ORG`).
+        #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, required = true)]
+        token: String,
+    },
+}
+
+/// What a manifest is made of.
+#[derive(Debug, clap::Args)]
+pub struct ManifestArgs {
+    /// The A2A agent card (JSON, v1.0 or v0.3).
+    #[arg(long, required = true)]
+    card: PathBuf,
+    /// The organisation (a-z, 0-9, inner -).
+    #[arg(long, required = true)]
+    org: String,
+    /// The region the agent is served from (the publishing node's `node.region`).
+    #[arg(long, required = true)]
+    region: String,
+    /// The organisation key file that signs it.
+    #[arg(long, required = true)]
+    org_key: PathBuf,
+    /// Unix seconds of this version (default: now); a newer version needs a larger one.
+    #[arg(long)]
+    updated_at: Option<i64>,
+}
+
+/// The signed manifest block, its agent id and its CID.
+fn sign(args: &ManifestArgs, now: i64) -> Result<(Vec<u8>, String, String)> {
+    let card = read_card(&args.card)?;
+    let body = ManifestBody::from_card(
+        &card,
+        &args.org,
+        &args.region,
+        args.updated_at.unwrap_or(now),
+    )
+    .map_err(|e| Rejected(format!("card {}: {e}", args.card.display())))?;
+    let manifest = body.sign(&load_key(&args.org_key)?);
+    let (cid, block) = manifest.to_block_and_cid();
+    Ok((block, manifest.body.agent_id, cid.to_string()))
+}
+
+fn read_card(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading card {}", path.display()))
+}
+
+fn publish_body(block: &[u8]) -> serde_json::Value {
+    json!({ "manifest": base64::engine::general_purpose::STANDARD.encode(block) })
+}
+
+/// Runs `meridian agent …`.
+pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
+    match command {
+        AgentCommand::Sign { manifest, out } => {
+            let (block, agent_id, cid) = sign(manifest, now)?;
+            let body = publish_body(&block);
+            let text = body.to_string();
+            if let Some(out) = out {
+                crate::cli::write_file(out, format!("{text}\n").as_bytes())?;
+                return Ok(Report {
+                    text: format!(
+                        "wrote the publish body of {agent_id} ({cid}) to {}",
+                        out.display()
+                    ),
+                    json: json!({ "agent_id": agent_id, "manifest": cid, "out": out }),
+                });
+            }
+            Ok(Report {
+                text,
+                json: json!({ "agent_id": agent_id, "manifest": cid, "body": body }),
+            })
+        }
+        AgentCommand::Publish {
+            manifest,
+            node,
+            token,
+        } => {
+            let (block, agent_id, cid) = sign(manifest, now)?;
+            let url = format!("{}/api/v1/agents", node.trim_end_matches('/'));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let (status, answer) = runtime.block_on(async {
+                let response = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?
+                    .post(&url)
+                    .bearer_auth(token)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(publish_body(&block).to_string())
+                    .send()
+                    .await
+                    .with_context(|| format!("reaching {url}"))?;
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                anyhow::Ok((status, text))
+            })?;
+            let answer: serde_json::Value =
+                serde_json::from_str(&answer).unwrap_or_else(|_| json!({ "body": answer }));
+            if !status.is_success() {
+                let message = answer["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| answer.to_string(), str::to_owned);
+                let error = anyhow!("{url} refused {agent_id}: HTTP {status}: {message}");
+                return Err(if status.is_client_error() {
+                    Rejected(format!("{error:#}")).into()
+                } else {
+                    error
+                });
+            }
+            Ok(Report {
+                text: format!(
+                    "published {agent_id} ({cid}) on {node}: seq {}",
+                    answer["seq"]
+                ),
+                json: answer,
+            })
+        }
+    }
+}
