@@ -63,13 +63,24 @@ pub enum GovCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Add your signature to a governance document (root, attestation, policy bundle).
+    /// Add your signature to a governance document (root, attestation, policy bundle). A key
+    /// the document's role does not list is refused: a root version takes keys of its own root
+    /// role, or of the version it succeeds (give that with --root); attestations and policy
+    /// bundles are checked against the attest and policy roles when --root gives the root.
+    ///
+    /// Example: meridian gov sign root.2.cbor --key root3.key --root root.1.cbor
     Sign {
         /// The document.
         document: PathBuf,
         /// Your secret key file.
-        #[arg(long)]
+        #[arg(long, required = true)]
         key: PathBuf,
+        /// The root chain in force (oldest first): checks the signer holds the role.
+        #[arg(long = "root")]
+        roots: Vec<PathBuf>,
+        /// Sign even with a key the role does not list (the signature will not count).
+        #[arg(long)]
+        force: bool,
     },
     /// Check a root chain: a trusted root, then every newer version in order.
     Verify {
@@ -549,21 +560,105 @@ fn document_kind(bytes: &[u8], path: &Path) -> Result<String> {
     reader.text("$type").map_err(|e| rejected(e, path))
 }
 
-fn sign_document(path: &Path, key_path: &Path) -> Result<Report> {
+/// Whether `key` may sign a document of `kind`, checked against the roles that count: `Ok` with
+/// a warning when nothing could be checked, `Err` naming the role when it does not list the key.
+fn signer_role_check(
+    kind: &str,
+    bytes: &[u8],
+    key: &meridian_registry::keys::PublicKey,
+    roots: &[PathBuf],
+    now: i64,
+) -> Result<Option<String>, String> {
+    let in_force = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            trusted_root(roots, now, ExpiryCheck::AllowExpiredForRecovery)
+                .map_err(|e| format!("--root: {e:#}"))?,
+        )
+    };
+    let role_of = |root: &RootBody, role: RoleName| {
+        root.roles
+            .get(&role)
+            .is_some_and(|set| set.keys.contains(key))
+    };
+    let role = match kind {
+        meridian_governance::root::ROOT_TYPE => {
+            let document = RootDocument::decode(bytes).map_err(|e| e.to_string())?;
+            let own = role_of(&document.body, RoleName::Root);
+            let previous = in_force
+                .as_ref()
+                .is_some_and(|root| role_of(&root.current().body, RoleName::Root));
+            if own || previous {
+                return Ok(None);
+            }
+            let hint = if in_force.is_none() {
+                "; a key of the version it succeeds signs with --root root.N.cbor"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "{} is not a root key of version {}, nor of the version given with --root{hint}",
+                key.to_did(),
+                document.body.version
+            ));
+        }
+        meridian_governance::policy::POLICY_TYPE => RoleName::Policy,
+        meridian_governance::attestation::ATTESTATION_TYPE => RoleName::Attest,
+        _ => return Ok(None),
+    };
+    match in_force {
+        Some(root) if role_of(&root.current().body, role) => Ok(None),
+        Some(root) => Err(format!(
+            "{} is not a key of the `{}` role of root version {}",
+            key.to_did(),
+            role.as_str(),
+            root.current().body.version
+        )),
+        None => Ok(Some(format!(
+            "warning: not checked against a root; give --root ROOT to check that the signer holds the `{}` role",
+            role.as_str()
+        ))),
+    }
+}
+
+fn sign_document(
+    path: &Path,
+    key_path: &Path,
+    roots: &[PathBuf],
+    force: bool,
+    now: i64,
+) -> Result<Report> {
     let key = load_key(key_path)?;
     let bytes = read(path)?;
     let kind = document_kind(&bytes, path)?;
     let mut document = SignedDocument::decode(&bytes, &kind).map_err(|e| rejected(e, path))?;
+    let warning = match signer_role_check(&kind, &bytes, &key.public(), roots, now) {
+        Ok(warning) => warning,
+        Err(problem) if force => Some(format!("warning: signed anyway (--force): {problem}")),
+        Err(problem) => {
+            return Err(Rejected(format!(
+                "{}: {problem}; nothing written (--force signs anyway, and the signature will not count)",
+                path.display()
+            ))
+            .into());
+        }
+    };
     document.sign(&key);
     write(path, &document.to_block())?;
+    let mut text = format!(
+        "signed {} ({kind}) as {}; it has {} signature(s)",
+        path.display(),
+        key.did(),
+        document.signatures.len()
+    );
+    if let Some(warning) = &warning {
+        text.push('\n');
+        text.push_str(warning);
+    }
     Ok(Report {
-        text: format!(
-            "signed {} ({kind}) as {}; it has {} signature(s)",
-            path.display(),
-            key.did(),
-            document.signatures.len()
-        ),
-        json: json!({ "document": path, "type": kind, "id": document.id().to_string(), "signer": key.did(), "signatures": document.signatures.len() }),
+        text,
+        json: json!({ "document": path, "type": kind, "id": document.id().to_string(), "signer": key.did(), "signatures": document.signatures.len(), "warning": warning }),
     })
 }
 
@@ -623,7 +718,12 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
                 json: json!({ "out": out, "version": version, "id": root.id().to_string() }),
             })
         }
-        GovCommand::Sign { document, key } => sign_document(document, key),
+        GovCommand::Sign {
+            document,
+            key,
+            roots,
+            force,
+        } => sign_document(document, key, roots, *force, now),
         GovCommand::Verify {
             trusted,
             chain,
@@ -871,7 +971,9 @@ pub fn run_attest(command: &AttestCommand, now: i64) -> Result<Report> {
                 json: json!({ "out": out, "id": attestation.id().to_string() }),
             })
         }
-        AttestCommand::Cosign { attestation, key } => sign_document(attestation, key),
+        AttestCommand::Cosign { attestation, key } => {
+            sign_document(attestation, key, &[], false, now)
+        }
         AttestCommand::Revoke {
             attestation,
             reason,

@@ -289,11 +289,63 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
         &["gov", "sign", "root.2.cbor", "--key", "root4.key"],
         0,
     );
-    expect(
+    // root3 leaves the root role in version 2: it signs as a key of version 1, which it
+    // names; without that the signature would not count, and is refused.
+    let err = expect(
         dir,
         &["gov", "sign", "root.2.cbor", "--key", "root3.key"],
+        1,
+    );
+    assert!(err.contains("--root root.N.cbor"), "{err}");
+    expect(
+        dir,
+        &[
+            "gov",
+            "sign",
+            "root.2.cbor",
+            "--key",
+            "root3.key",
+            "--root",
+            "root.1.cbor",
+        ],
         0,
     );
+    // A key of another role on a root: refused, or signed with --force and a warning.
+    let err = expect(
+        dir,
+        &["gov", "sign", "root.2.cbor", "--key", "policy1.key"],
+        1,
+    );
+    assert!(err.contains("is not a root key"), "{err}");
+    std::fs::copy(dir.join("root.2.cbor"), dir.join("scratch.cbor")).unwrap();
+    let said = expect(
+        dir,
+        &[
+            "gov",
+            "sign",
+            "scratch.cbor",
+            "--key",
+            "policy1.key",
+            "--force",
+        ],
+        0,
+    );
+    assert!(said.contains("warning: signed anyway"), "{said}");
+    // A policy bundle checked against the root: an attest key is not a policy key.
+    let err = expect(
+        dir,
+        &[
+            "gov",
+            "sign",
+            "policy.cbor",
+            "--key",
+            "attest1.key",
+            "--root",
+            "root.1.cbor",
+        ],
+        1,
+    );
+    assert!(err.contains("`policy` role"), "{err}");
     let err = expect(dir, &["gov", "verify", "root.1.cbor", "root.2.cbor"], 1);
     assert!(err.contains("threshold"), "{err}");
     expect(
