@@ -186,6 +186,90 @@ pub enum HubCommand {
         #[arg(long)]
         trunk_listen: Option<String>,
     },
+    /// Hand governance documents (root versions, the policy bundle, attestations, key
+    /// rotations) to the running hub of DATA, which verifies them against its root and passes
+    /// them to the other regions' hubs.
+    ///
+    /// Example: meridian hub govern --data ./meridian-hub policy.4.cbor
+    Govern {
+        /// The running hub's data directory (its DATA/http.addr is read).
+        #[arg(long, default_value = "./meridian-hub")]
+        data: PathBuf,
+        /// The documents, in the order to apply them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `meridian hub govern`: hands governance documents to the running hub of `data` (through its
+/// `/v1/gossip`, as a node of its region would); exit 1 when the hub refuses one.
+fn hub_govern(data: &Path, files: &[PathBuf]) -> Result<Report> {
+    let addr_file = data.join(meridian_hub::daemon::HTTP_ADDR_FILE);
+    let address = fs::read_to_string(&addr_file).with_context(|| {
+        format!(
+            "reading {} (is the hub running? `meridian hub run --data {}`)",
+            addr_file.display(),
+            data.display()
+        )
+    })?;
+    let url = format!("http://{}/v1/gossip", address.trim());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut rows = Vec::new();
+    let mut refused = Vec::new();
+    for file in files {
+        let block = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let body = meridian_hub::wire::Gossip::Governance(block).encode();
+        let (status, answer) = runtime.block_on(async {
+            let response = client
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("reaching {url}"))?;
+            let status = response.status();
+            anyhow::Ok((status, response.text().await.unwrap_or_default()))
+        })?;
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap_or(json!({}));
+        let outcome = if status.is_success() {
+            if answer["new"] == true {
+                "new"
+            } else {
+                "known"
+            }
+            .to_owned()
+        } else {
+            let why = answer["error"]["message"]
+                .as_str()
+                .unwrap_or("refused")
+                .to_owned();
+            refused.push(format!("{}: {why}", file.display()));
+            format!("refused: {why}")
+        };
+        rows.push(json!({ "file": file, "outcome": outcome }));
+    }
+    if !refused.is_empty() {
+        return Err(Rejected(format!("the hub refused {}", refused.join("; "))).into());
+    }
+    Ok(Report {
+        text: rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r["file"].as_str().unwrap_or_default(),
+                    r["outcome"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        json: json!({ "documents": rows }),
+    })
 }
 
 /// `meridian node token …`
@@ -434,6 +518,7 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "data": data, "did": did }),
             })
         }
+        Command::Hub(HubCommand::Govern { data, files }) => hub_govern(data, files),
         Command::Hub(HubCommand::Run {
             data,
             config,

@@ -85,10 +85,10 @@ async fn health(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 /// Readiness: the store answers.
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "ready, with `warnings` (such as a governance root without a policy yet)"), (status = 503, description = "store unavailable")))]
 async fn ready(State(hub): State<Arc<Hub>>) -> Response {
     match hub.flush() {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => Json(json!({ "status": "ready", "hub": hub.did, "region": hub.config.hub.region, "warnings": hub.warnings() })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()),
     }
 }

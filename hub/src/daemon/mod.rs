@@ -136,6 +136,9 @@ pub async fn serve(
     let address = listener.local_addr()?;
     std::fs::write(data.join(HTTP_ADDR_FILE), format!("{address}\n"))?;
     tracing::info!(%address, trunk = %trunk_local, hub = %hub.did, region = %config.hub.region, "hub listening");
+    for warning in hub.warnings() {
+        tracing::warn!("{warning}");
+    }
     let accept_hub = hub.clone();
     let accept_endpoint = endpoint.clone();
     tokio::spawn(async move {

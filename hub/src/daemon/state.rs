@@ -1209,6 +1209,20 @@ impl Hub {
             .take(source, now)
     }
 
+    /// What the operator should know is probably wrong (also logged at start): a governance
+    /// root without a policy in force, so the hub admits no heads and knows no other region.
+    pub fn warnings(&self) -> Vec<String> {
+        let waiting = self
+            .policy
+            .as_ref()
+            .is_some_and(|policy| policy.read().is_ok_and(|policy| policy.policy().is_none()));
+        if waiting {
+            vec!["governance.root is set but no policy is in force yet: the hub admits no heads and has no hub directory until one arrives (a node it serves passes it on, or `meridian hub govern`)".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Whether a node may name its callers' organisation: the signed policy admits it
     /// (`allow_node_keys` or a `node.verified` attestation) or the operator listed it in
     /// `relay.trusted_nodes`. Mirroring a node's head is not enough: anyone can push one.

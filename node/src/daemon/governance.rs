@@ -573,6 +573,18 @@ impl Governance {
         inner.policy.current()?.hub(region).map(|h| h.http_url())
     }
 
+    /// The regions the policy's hub directory lists (empty without a policy).
+    pub fn hub_regions(&self) -> Vec<String> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        inner
+            .policy
+            .current()
+            .map(|p| p.body.hubs.iter().map(|h| h.region.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether this node mirrors a publisher: not when the policy denies its node key.
     pub fn publisher_allowed(&self, did: &str) -> bool {
         let Ok(inner) = self.inner.read() else {
@@ -705,6 +717,45 @@ fn awaiting_key_log(id: &str) -> Response {
         .into_response()
 }
 
+/// Passes a governance document the operator handed this node on to its peers and its hub
+/// (through the mesh's gossip, which also pushes to the hub). Without the mesh, straight to the
+/// hub, when there is one.
+fn pass_on(state: &Arc<NodeState>, block: &[u8]) {
+    if let Some(mesh) = state.mesh.get() {
+        let _ = mesh.send(super::mesh::MeshCommand::Govern(block.to_vec()));
+        return;
+    }
+    let Some(hub) = super::mesh::hub_url(state) else {
+        return;
+    };
+    let body = meridian_hub::wire::Gossip::Governance(block.to_vec()).encode();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build();
+        let outcome = match client {
+            Ok(client) => client
+                .post(format!("{hub}/v1/gossip"))
+                .body(body)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .map(|r| r.status().is_success()),
+            Err(error) => Err(error),
+        };
+        let label = match outcome {
+            Ok(true) => "accepted",
+            Ok(false) => "refused",
+            Err(_) => "failed",
+        };
+        state.metrics.count(
+            &format!("meridian_hub_pushes_total{{outcome=\"{label}\"}}"),
+            1,
+        );
+    });
+}
+
 async fn reindex_all(state: &Arc<NodeState>) -> Result<(), ApiError> {
     let task_state = state.clone();
     tokio::task::spawn_blocking(move || task_state.reindex_all())
@@ -750,6 +801,7 @@ pub async fn post_root(
     let next = RootDocument::decode(&body).map_err(rejected)?;
     let version = next.body.version;
     state.governance.apply_root(next, &body, (state.clock)())?;
+    pass_on(&state, &body);
     state
         .events
         .emit("root.updated", json!({ "version": version }));
@@ -831,6 +883,7 @@ pub async fn post_policy(
         .governance
         .apply_policy(bundle, &body, (state.clock)())?;
     if changed {
+        pass_on(&state, &body);
         state
             .events
             .emit("policy.updated", json!({ "version": version }));
@@ -883,6 +936,7 @@ pub async fn post_attestation(
         if state.governance.awaiting_key_log(&document) {
             return Ok(awaiting_key_log(&id));
         }
+        pass_on(&state, &body);
         state
             .events
             .emit("org.keys_rotated", json!({ "id": id, "org": org }));
@@ -901,6 +955,7 @@ pub async fn post_attestation(
     if state.governance.awaiting_key_log(&id) {
         return Ok(awaiting_key_log(&id.to_string()));
     }
+    pass_on(&state, &body);
     let event = if kind == KIND_REVOCATION {
         "attestation.revoked"
     } else {

@@ -114,6 +114,21 @@ impl NodeState {
         Ok(state)
     }
 
+    /// What the operator should know is probably wrong with the configuration (also logged at
+    /// start): a region the hub directory does not list, so the node has no hub.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let region = &self.config.node.region;
+        let regions = self.governance.hub_regions();
+        if self.config.mesh.hub.is_empty() && !regions.is_empty() && !regions.contains(region) {
+            warnings.push(format!(
+                "node.region `{region}` has no entry in the policy's hub directory (it lists {}): this node has no hub; check node.region or set mesh.hub",
+                regions.join(", ")
+            ));
+        }
+        warnings
+    }
+
     /// Rebuilds the whole federated view (at start, and when the operator changes a name
     /// binding). The node's own registry goes first: without governance the first key seen
     /// binds an organisation's name, and the organisations this node hosts must not lose
@@ -689,7 +704,7 @@ pub async fn health() -> Json<Value> {
 }
 
 /// Readiness: the store is open.
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "ready", content_type = "application/json"), (status = 503, description = "store unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "ready, with `warnings` about the configuration", content_type = "application/json"), (status = 503, description = "store unavailable", body = ErrorBody)))]
 pub async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
     let heads = state.store.heads().map_err(|e| {
         ApiError::new(
@@ -699,7 +714,7 @@ pub async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>
         )
     })?;
     Ok(Json(
-        json!({ "status": "ready", "publishers": heads.len(), "node": state.node_did }),
+        json!({ "status": "ready", "publishers": heads.len(), "node": state.node_did, "warnings": state.warnings() }),
     ))
 }
 

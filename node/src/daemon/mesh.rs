@@ -43,6 +43,9 @@ const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 pub enum MeshCommand {
     /// The node published a new head of its own: this commit block.
     Announce(Vec<u8>),
+    /// The operator handed the node a governance document it accepted: pass it to peers and
+    /// to the hub.
+    Govern(Vec<u8>),
     /// A sync wire request that arrived over HTTP (`POST /api/v1/sync`, e.g. from the hub):
     /// answer it from the engine.
     Serve {
@@ -811,6 +814,7 @@ pub async fn run(
             Some(report) = imports.recv() => engine.import_finished(report, now()),
             Some(command) = commands.recv() => match command {
                 MeshCommand::Announce(block) => engine.announce(block),
+                MeshCommand::Govern(block) => engine.announce_governance(block),
                 MeshCommand::Serve { request, reply } => {
                     // The gateway's callers are anonymous HTTP clients, all one source to the
                     // engine: a malformed request is refused here, so that no client can get

@@ -189,6 +189,9 @@ pub async fn serve(
     std::fs::write(&addr_file, format!("{address}\n"))
         .with_context(|| format!("writing {}", addr_file.display()))?;
     tracing::info!(%address, node = %state.node_did, region = %config.node.region, "gateway listening");
+    for warning in state.warnings() {
+        tracing::warn!("{warning}");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut mesh_task = None;
     if config.mesh.enabled {

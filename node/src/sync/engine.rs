@@ -736,6 +736,14 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             .push_back(Output::Broadcast(Gossip::Head(commit_block)));
     }
 
+    /// A governance document the node accepted from its operator (an admin endpoint):
+    /// broadcast it, so peers and the region's hub take it at once rather than at their next
+    /// heads exchange.
+    pub fn announce_governance(&mut self, block: Vec<u8>) {
+        self.outputs
+            .push_back(Output::Broadcast(Gossip::Governance(block)));
+    }
+
     /// A gossip message from `from`: checks it and says whether to forward it.
     pub fn on_gossip(&mut self, from: &P, bytes: &[u8], now: Now) -> Verdict {
         if self.is_banned(from, now) {

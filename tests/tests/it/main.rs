@@ -5,4 +5,5 @@ mod agent;
 mod attacks;
 mod cli;
 mod fuzz_regressions;
+mod governance_flow;
 mod upgrade;
