@@ -39,6 +39,9 @@ breaker_open_secs = 10
 # admits: allow_node_keys or a node.verified attestation).
 new_publishers_per_source_per_minute = 60
 publishers_per_source_max = 1000
+# How often, in seconds, the hub asks every other region's hub for all it holds (heads,
+# governance documents, proofs) and takes in what it lacks; also done at start.
+anti_entropy_secs = 15
 
 [http]
 # How long a connection may take to send a request head, in seconds; also how long a
@@ -119,6 +122,8 @@ pub struct HubSection {
     pub new_publishers_per_source_per_minute: u32,
     /// New publishers one source may introduce in all (without governance).
     pub publishers_per_source_max: u32,
+    /// Seconds between anti-entropy rounds with the other regions' hubs.
+    pub anti_entropy_secs: u64,
 }
 
 impl Default for HubSection {
@@ -136,6 +141,7 @@ impl Default for HubSection {
             breaker_open_secs: 10,
             new_publishers_per_source_per_minute: 60,
             publishers_per_source_max: 1000,
+            anti_entropy_secs: 15,
         }
     }
 }
@@ -417,6 +423,9 @@ impl HubConfig {
         self.trunk_peers()?;
         if self.hub.cache_bytes_max < 1024 * 1024 {
             bail!("config hub.cache_bytes_max must be at least 1048576");
+        }
+        if self.hub.anti_entropy_secs == 0 {
+            bail!("config hub.anti_entropy_secs must be above 0");
         }
         if self.hub.new_publishers_per_source_per_minute == 0
             || self.hub.publishers_per_source_max == 0

@@ -139,6 +139,16 @@ pub async fn serve(
     for warning in hub.warnings() {
         tracing::warn!("{warning}");
     }
+    // Anti-entropy with the other regions' hubs: at start, then every hub.anti_entropy_secs.
+    let entropy_hub = hub.clone();
+    let period = Duration::from_secs(config.hub.anti_entropy_secs);
+    let anti_entropy = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            entropy_hub.anti_entropy().await;
+        }
+    });
     let accept_hub = hub.clone();
     let accept_endpoint = endpoint.clone();
     tokio::spawn(async move {
@@ -165,6 +175,7 @@ pub async fn serve(
         Duration::from_secs(3),
     )
     .await;
+    anti_entropy.abort();
     endpoint.close(0u32.into(), b"hub stopping");
     hub.flush()?;
     let _ = std::fs::remove_file(data.join(HTTP_ADDR_FILE));

@@ -1209,6 +1209,57 @@ impl Hub {
             .take(source, now)
     }
 
+    /// Anti-entropy with the other regions' hubs: asks each for every head, governance
+    /// document and equivocation proof it holds and takes in what is new here, so nothing
+    /// published while a trunk was down (or before this hub started) stays stranded. Dials a
+    /// region whose trunk is down. Returns how many documents and heads were new.
+    pub async fn anti_entropy(&self) -> usize {
+        let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
+        let request = Request::Heads.encode();
+        let mut learned = 0;
+        for region in self.trunk.regions() {
+            let answer =
+                match tokio::time::timeout(timeout, self.trunk.sync(&region, &request)).await {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%region, %error, "anti-entropy: hub unreachable");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%region, "anti-entropy: hub did not answer in time");
+                        continue;
+                    }
+                };
+            let Ok(Response::Heads {
+                commits,
+                governance,
+                equivocations,
+            }) = Response::decode(&answer, MESSAGE_BYTES_MAX)
+            else {
+                tracing::debug!(%region, "anti-entropy: not a heads answer");
+                continue;
+            };
+            // Governance first: the policy decides which heads this hub admits.
+            let messages = governance
+                .into_iter()
+                .map(Gossip::Governance)
+                .chain(commits.into_iter().map(Gossip::Head))
+                .chain(equivocations.into_iter().map(Gossip::Equivocation));
+            for message in messages {
+                let upstream = Upstream::Hub(region.clone());
+                if let Ok(true) = self.gossip_from(&message.encode(), upstream, &region).await {
+                    learned += 1;
+                }
+            }
+        }
+        if learned > 0 {
+            self.metrics
+                .count("meridian_hub_anti_entropy_learned_total", learned as u64);
+            tracing::info!(learned, "anti-entropy: took in what other hubs held");
+        }
+        learned
+    }
+
     /// What the operator should know is probably wrong (also logged at start): a governance
     /// root without a policy in force, so the hub admits no heads and knows no other region.
     pub fn warnings(&self) -> Vec<String> {

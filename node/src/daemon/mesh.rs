@@ -830,9 +830,22 @@ pub async fn run(
                 HubEvent::Polled { commits, governance, equivocations } => {
                     if !hub_up {
                         hub_up = true;
-                        tracing::info!("hub reachable: syncing through it too");
+                        let hub = hub_url(&state).unwrap_or_default();
+                        tracing::info!(%hub, "hub reachable: syncing through it too");
                         let info = PeerInfo { did: None, region: Some(state.config.node.region.clone()) };
                         engine.peer_up(Source::Hub, info, now());
+                        // Anti-entropy on connect: the hub may have started (or lost its
+                        // store) after this node last published; hand it the current head.
+                        if let Ok(Some(head)) = state.store.head(&state.node_did)
+                            && let Ok(Some(block)) = state.store.get(&head.commit)
+                        {
+                            tokio::spawn(push_to_hub(
+                                state.clone(),
+                                hub_client.clone(),
+                                key.clone(),
+                                sync::wire::Gossip::Head(block.to_vec()).encode(),
+                            ));
+                        }
                     }
                     state.metrics.set_gauge("meridian_hub_up", 1);
                     // Judged like a peer's answer to a heads request: a hub that is merely
@@ -842,7 +855,8 @@ pub async fn run(
                 HubEvent::Down(error) => {
                     if hub_up {
                         hub_up = false;
-                        tracing::warn!(%error, "hub unreachable: the mesh carries on without it");
+                        let hub = hub_url(&state).unwrap_or_default();
+                        tracing::warn!(%hub, %error, "hub unreachable: the mesh carries on without it");
                         engine.peer_down(&Source::Hub, now());
                     }
                     state.metrics.set_gauge("meridian_hub_up", 0);

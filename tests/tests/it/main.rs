@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod agent;
+mod anti_entropy;
 mod attacks;
 mod cli;
 mod fuzz_regressions;
