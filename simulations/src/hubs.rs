@@ -541,6 +541,19 @@ pub async fn run_hub(region: usize, world: Arc<World>) -> turmoil::Result {
         egress.clone(),
     )?);
     world.observe(|o| o.hubs[region] = Some(hub.clone()));
+    // Anti-entropy with the other regions' hubs, as the daemon runs it: at start, then every
+    // hub.anti_entropy_secs of simulated time.
+    {
+        let hub = hub.clone();
+        let period = std::time::Duration::from_secs(hub.config.hub.anti_entropy_secs);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                hub.anti_entropy().await;
+            }
+        });
+    }
 
     {
         let hub = hub.clone();
