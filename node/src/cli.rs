@@ -569,22 +569,31 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
         }
         Command::Node(NodeCommand::Token(TokenCommand::List { data })) => {
             let records = crate::daemon::tokens::list(data)?;
-            let text = records
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} {} {}{}",
-                        r.id,
-                        r.org,
-                        r.created_at,
-                        if r.revoked { " revoked" } else { "" }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+            let mut lines = vec![format!(
+                "{:<12}  {:<16}  {:<34}  state",
+                "id", "for", "created"
+            )];
+            lines.extend(records.iter().map(|r| {
+                let holder = if r.admin {
+                    "admin".to_owned()
+                } else {
+                    format!("org {}", r.org)
+                };
+                format!(
+                    "{:<12}  {:<16}  {:<34}  {}",
+                    r.id,
+                    holder,
+                    utc(r.created_at),
+                    if r.revoked { "revoked" } else { "active" }
+                )
+            }));
+            if records.is_empty() {
+                lines = vec![format!("no tokens in {}", data.display())];
+            }
+            let text = lines.join("\n");
             Ok(Report {
                 text,
-                json: json!(records.iter().map(|r| json!({ "id": r.id, "org": r.org, "created_at": r.created_at, "revoked": r.revoked })).collect::<Vec<_>>()),
+                json: json!(records.iter().map(|r| json!({ "id": r.id, "org": r.org, "admin": r.admin, "created_at": r.created_at, "revoked": r.revoked })).collect::<Vec<_>>()),
             })
         }
         Command::Node(NodeCommand::Token(TokenCommand::Revoke { id, data })) => {
@@ -1273,6 +1282,14 @@ fn snapshot_export(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn times_print_in_utc_beside_unix_seconds() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z (0)");
+        assert_eq!(utc(1_800_000_000), "2027-01-15T08:00:00Z (1800000000)");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z (951782400)");
+        assert_eq!(utc(-86_400), "1969-12-31T00:00:00Z (-86400)");
+    }
     use super::*;
 
     #[test]

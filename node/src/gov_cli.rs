@@ -751,7 +751,8 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
             Ok(Report {
                 text: format!(
                     "ok: trust root version {} (expires at {})",
-                    body.version, body.expires_at
+                    body.version,
+                    crate::cli::utc(body.expires_at)
                 ),
                 json: json!({ "ok": true, "version": body.version, "expires_at": body.expires_at, "id": root.current().id().to_string(), "roles": roles }),
             })
@@ -1006,7 +1007,7 @@ pub fn run_attest(command: &AttestCommand, now: i64) -> Result<Report> {
                     "ok: attestation {} ({}) holds until {}",
                     document.id(),
                     document.body.kind,
-                    document.body.expires_at
+                    crate::cli::utc(document.body.expires_at)
                 ),
                 json: json!({ "ok": true, "id": document.id().to_string(), "type": document.body.kind, "expires_at": document.body.expires_at }),
             })
@@ -1127,7 +1128,8 @@ pub fn run_policy(command: &PolicyCommand, now: i64) -> Result<Report> {
             Ok(Report {
                 text: format!(
                     "ok: policy version {} holds until {}",
-                    policy.body.version, policy.body.expires_at
+                    policy.body.version,
+                    crate::cli::utc(policy.body.expires_at)
                 ),
                 json: json!({ "ok": true, "version": policy.body.version, "expires_at": policy.body.expires_at, "id": policy.id().to_string() }),
             })

@@ -7,4 +7,5 @@ mod attacks;
 mod cli;
 mod fuzz_regressions;
 mod governance_flow;
+mod runbooks;
 mod upgrade;
