@@ -27,8 +27,9 @@ use serde_json::json;
 #[command(
     name = "meridian",
     version,
-    about = "Meridian: a federation of AI-agent registries. Offline tools for keys, snapshots and governance, and the demo.",
-    long_about = None
+    about = "Meridian: a federation of AI-agent registries. Runs the node daemon (`node run`) and the regional hub (`hub run`), publishes agents, and holds the offline tools for keys, snapshots and governance.",
+    long_about = None,
+    after_help = "Start here:\n  meridian demo                                   a whole federation on loopback\n  meridian node run --data ./meridian-data        a node (docs/runbooks/node.md)\n  meridian hub run --data ./meridian-hub          a regional hub (docs/runbooks/hub.md)\n  docs/runbooks/first-federation.md               two regions from nothing, command by command"
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of text.
@@ -63,7 +64,8 @@ pub enum Command {
     /// Policy bundles: sign a TOML policy, verify a bundle.
     #[command(subcommand)]
     Policy(crate::gov_cli::PolicyCommand),
-    /// The checkpoint log of publisher heads: append, sign, co-sign, verify, prove.
+    /// The checkpoint logs (publisher heads, organisation keys): append, sign, co-sign, verify,
+    /// prove, monitor.
     #[command(subcommand)]
     Checkpoint(crate::gov_cli::CheckpointCommand),
     /// The node daemon: initialise a data directory, run the gateway.
@@ -75,6 +77,8 @@ pub enum Command {
     /// Run the demo: a federation on loopback (a governance root, three regions each with a hub
     /// and two nodes, sample agents, an echo A2A agent) that converges, calls across regions
     /// through the hubs and refuses a forged manifest, with a table of timings.
+    ///
+    /// Example: meridian demo --agents 50 --keep-running
     Demo {
         /// The data directory; the demo works in DATA/demo and clears it first.
         #[arg(long, default_value = "./meridian-data")]
@@ -95,6 +99,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Create a data directory: node key (0600), documented config.toml, store.
+    ///
+    /// Example: meridian node init --data /var/lib/meridian
     Init {
         /// The data directory.
         #[arg(long, default_value = "./meridian-data")]
@@ -109,6 +115,8 @@ pub enum NodeCommand {
     #[command(subcommand)]
     Names(NamesCommand),
     /// Run the node (HTTP gateway) until SIGINT or SIGTERM; initialises DATA on first run.
+    ///
+    /// Example: MERIDIAN_NODE_REGION=eu-west meridian node run --data /var/lib/meridian --http 0.0.0.0:7700
     Run {
         /// The data directory.
         #[arg(long, default_value = "./meridian-data")]
@@ -127,6 +135,8 @@ pub enum NodeCommand {
 pub enum NamesCommand {
     /// List every bound organisation name with its keys, and the conflicting claims held as
     /// evidence (never served).
+    ///
+    /// Example: meridian node names list --data ./meridian-data
     List {
         /// The data directory.
         #[arg(long, default_value = "./meridian-data")]
@@ -134,6 +144,8 @@ pub enum NamesCommand {
     },
     /// Rebind ORG to the key of a held claim (shown by `list`): its agents are served from now
     /// on, and the previously bound key's are held instead.
+    ///
+    /// Example: meridian node names accept acme --signer did:key:z6Mk... --data ./meridian-data
     Accept {
         /// The organisation.
         org: String,
@@ -145,6 +157,8 @@ pub enum NamesCommand {
         data: PathBuf,
     },
     /// Bind ORG to the given keys, whatever was learned.
+    ///
+    /// Example: meridian node names pin acme --key did:key:z6Mk... --data ./meridian-data
     Pin {
         /// The organisation.
         org: String,
@@ -161,6 +175,8 @@ pub enum NamesCommand {
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
     /// Create a hub data directory: hub key (0600) and a documented hub.toml.
+    ///
+    /// Example: meridian hub init --data /var/lib/meridian-hub --region eu-west
     Init {
         /// The data directory.
         #[arg(long, default_value = "./meridian-hub")]
@@ -171,6 +187,8 @@ pub enum HubCommand {
     },
     /// Run the hub (HTTP API for its region, QUIC trunk to other hubs) until SIGINT or
     /// SIGTERM; initialises DATA on first run.
+    ///
+    /// Example: meridian hub run --data /var/lib/meridian-hub --listen 0.0.0.0:7800 --trunk-listen 0.0.0.0:7801
     Run {
         /// The data directory.
         #[arg(long, default_value = "./meridian-hub")]
@@ -277,8 +295,10 @@ fn hub_govern(data: &Path, files: &[PathBuf]) -> Result<Report> {
 pub enum TokenCommand {
     /// Create a bearer token that may publish for ORG (or, with --admin, post governance
     /// documents); printed once, stored hashed.
+    ///
+    /// Example: meridian node token create --org acme --data /var/lib/meridian
     Create {
-        /// The organisation.
+        /// The organisation (required unless --admin).
         #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
         org: Option<String>,
         /// An admin token instead: attestations, policy and root updates.
@@ -289,12 +309,16 @@ pub enum TokenCommand {
         data: PathBuf,
     },
     /// List tokens (ids and organisations, never the tokens).
+    ///
+    /// Example: meridian node token list --data /var/lib/meridian
     List {
         /// The data directory.
         #[arg(long, default_value = "./meridian-data")]
         data: PathBuf,
     },
     /// Revoke a token by id; takes effect on the running node at once.
+    ///
+    /// Example: meridian node token revoke 3f9a1c2b7d4e --data /var/lib/meridian
     Revoke {
         /// The token id (from `list`).
         id: String,
@@ -308,6 +332,8 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Generate a new key into FILE (mode 0600) and print its did:key.
+    ///
+    /// Example: meridian keys generate --out acme.key
     Generate {
         /// Where to write the key file.
         #[arg(long)]
@@ -317,6 +343,8 @@ pub enum KeysCommand {
         force: bool,
     },
     /// Print the did:key of a key file.
+    ///
+    /// Example: meridian keys show acme.key
     Show {
         /// The key file.
         file: PathBuf,
@@ -327,8 +355,12 @@ pub enum KeysCommand {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Build a signed snapshot from agent cards.
+    ///
+    /// Example: meridian snapshot build --key node.key --org-key acme.key --org acme --region eu-west --cards cards/ --out s1.car
     Build(BuildArgs),
     /// Verify a snapshot: hashes, encoding, signatures, expiry, limits, and optionally succession.
+    ///
+    /// Example: meridian snapshot verify s2.car --after s1.car --root root.1.cbor --attestations attestations/
     Verify {
         /// The snapshot CAR file.
         snapshot: PathBuf,
@@ -343,11 +375,15 @@ pub enum SnapshotCommand {
         governance: crate::gov_cli::GovernanceArgs,
     },
     /// Show a snapshot's commit and sizes (checks hashes and signatures, not expiry).
+    ///
+    /// Example: meridian snapshot inspect s1.car --json
     Inspect {
         /// The snapshot CAR file.
         snapshot: PathBuf,
     },
     /// List the agents added, removed and changed between two snapshots.
+    ///
+    /// Example: meridian snapshot diff s1.car s2.car
     Diff {
         /// The older snapshot.
         old: PathBuf,
@@ -355,6 +391,8 @@ pub enum SnapshotCommand {
         new: PathBuf,
     },
     /// Write a CAR with only the blocks a holder of OLD lacks to reach NEW.
+    ///
+    /// Example: meridian snapshot delta s1.car s2.car --out d.car
     Delta {
         /// The older snapshot.
         old: PathBuf,
@@ -365,6 +403,8 @@ pub enum SnapshotCommand {
         out: PathBuf,
     },
     /// Verify a snapshot (full or delta) and store it in a data directory, atomically.
+    ///
+    /// Example: meridian snapshot import d.car --data ./meridian-data
     Import {
         /// The snapshot or delta CAR file.
         snapshot: PathBuf,
@@ -373,6 +413,8 @@ pub enum SnapshotCommand {
         data: PathBuf,
     },
     /// Write a publisher's current snapshot from a data directory as a CAR.
+    ///
+    /// Example: meridian snapshot export --data ./meridian-data --out copy.car
     Export {
         /// The data directory.
         #[arg(long, default_value = "./meridian-data")]
@@ -1282,6 +1324,46 @@ fn snapshot_export(
 
 #[cfg(test)]
 mod tests {
+
+    /// Every command a user runs shows an example in its `--help`, and every required flag is
+    /// marked as such (clap lists them in the usage line).
+    #[test]
+    fn every_command_has_an_example_in_its_help() {
+        use clap::CommandFactory as _;
+        fn leaves(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+            let subcommands: Vec<&clap::Command> = command
+                .get_subcommands()
+                .filter(|c| c.get_name() != "help")
+                .collect();
+            if subcommands.is_empty() {
+                out.push((path.clone(), command.clone()));
+            }
+            for sub in subcommands {
+                leaves(sub, format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "meridian".to_owned(), &mut all);
+        let missing: Vec<String> = all
+            .into_iter()
+            .filter(|(_, command)| {
+                let long = command
+                    .get_long_about()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let after = command
+                    .get_after_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                !(long.contains("Example") || after.contains("Example"))
+            })
+            .map(|(path, _)| path)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "commands without an example: {missing:?}"
+        );
+    }
 
     #[test]
     fn times_print_in_utc_beside_unix_seconds() {

@@ -36,6 +36,8 @@ use crate::cli::{Rejected, Report, load_key, parse_duration_secs};
 #[derive(Debug, Subcommand)]
 pub enum GovCommand {
     /// Create version 1 of a trust root, unsigned; root admins then sign it with `gov sign`.
+    ///
+    /// Example: meridian gov init --root-key a1.key --root-key a2.key --root-threshold 2 --attest-key at.key --policy-key p.key --witness-key w.key --out root.1.cbor
     Init {
         /// Roles, keys and thresholds.
         #[command(flatten)]
@@ -49,6 +51,8 @@ pub enum GovCommand {
     },
     /// Create the next root version, unsigned; a threshold of the old and of the new root keys
     /// must sign it. Roles not given keep their keys.
+    ///
+    /// Example: meridian gov rotate --current root.1.cbor --root-key a1.key --root-key a2.key --root-key a4.key --root-threshold 2 --out root.2.cbor
     Rotate {
         /// The root now in force.
         #[arg(long)]
@@ -83,6 +87,8 @@ pub enum GovCommand {
         force: bool,
     },
     /// Check a root chain: a trusted root, then every newer version in order.
+    ///
+    /// Example: meridian gov verify root.1.cbor root.2.cbor
     Verify {
         /// The root you trust (obtained out of band).
         trusted: PathBuf,
@@ -97,7 +103,7 @@ pub enum GovCommand {
 /// Keys and thresholds of the four roles. Keys are did:keys or key files.
 #[derive(Debug, Args, Default)]
 pub struct RoleArgs {
-    /// A root key (repeat for each).
+    /// A root key (repeat for each; at least one with `gov init`).
     #[arg(long = "root-key")]
     pub root_keys: Vec<String>,
     /// Root signatures required: required with more than one --root-key, 1 with one.
@@ -109,13 +115,13 @@ pub struct RoleArgs {
     /// Attest signatures required: required with more than one --attest-key, 1 with one.
     #[arg(long)]
     pub attest_threshold: Option<usize>,
-    /// A policy key (repeat for each).
+    /// A policy key (repeat for each; at least one with `gov init`).
     #[arg(long = "policy-key")]
     pub policy_keys: Vec<String>,
     /// Policy signatures required: required with more than one --policy-key, 1 with one.
     #[arg(long)]
     pub policy_threshold: Option<usize>,
-    /// A witness key (repeat for each).
+    /// A witness key (repeat for each; at least one with `gov init`).
     #[arg(long = "witness-key")]
     pub witness_keys: Vec<String>,
     /// Witness cosignatures required: required with more than one --witness-key, 1 with one.
@@ -159,6 +165,8 @@ pub enum OrgCommand {
         org_key: PathBuf,
     },
     /// Create a registration request, signed by every key it lists (proof of possession).
+    ///
+    /// Example: meridian org request --org acme --domain acme.example --contact ops@acme.example --key acme.key --out acme.request.cbor
     Request {
         /// The organisation id (a-z, 0-9, inner -).
         #[arg(long)]
@@ -177,6 +185,8 @@ pub enum OrgCommand {
         out: PathBuf,
     },
     /// Check a request and write the `org.verified` attestation approving it (unsigned).
+    ///
+    /// Example: meridian org approve acme.request.cbor --out acme.verified.cbor
     Approve {
         /// The request.
         request: PathBuf,
@@ -188,6 +198,8 @@ pub enum OrgCommand {
         out: PathBuf,
     },
     /// Check a request and write an `org.rejected` attestation with the reason (unsigned).
+    ///
+    /// Example: meridian org reject acme.request.cbor --reason "domain not proven" --out acme.rejected.cbor
     Reject {
         /// The request.
         request: PathBuf,
@@ -199,6 +211,8 @@ pub enum OrgCommand {
         out: PathBuf,
     },
     /// Rotate an organisation's keys: signed by a current key and every added key.
+    ///
+    /// Example: meridian org rotate-key --org acme --current-key acme-1.key --add-key acme-2.key --remove-key did:key:z6Mk... --out acme.rotation.cbor
     RotateKey {
         /// The organisation.
         #[arg(long)]
@@ -222,6 +236,8 @@ pub enum OrgCommand {
     },
     /// Write a `key.revoked` attestation (unsigned): the key's manifests signed from
     /// `--revoked-at` on are refused.
+    ///
+    /// Example: meridian org revoke-key --org acme --key did:key:z6Mk... --revoked-at 1795460000 --out acme.key-revoked.cbor
     RevokeKey {
         /// The organisation.
         #[arg(long)]
@@ -245,6 +261,8 @@ pub enum OrgCommand {
 #[derive(Debug, Subcommand)]
 pub enum AttestCommand {
     /// Write an attestation (unsigned); attest admins sign it with `attest cosign`.
+    ///
+    /// Example: meridian attest issue --subject node:did:key:z6Mk... --type node.verified --out node-eu-1.cbor
     Issue {
         /// `org:ID`, `agent:ORG/NAME`, `key:DID`, `node:DID` or `cid:CID`.
         #[arg(long)]
@@ -263,6 +281,8 @@ pub enum AttestCommand {
         out: PathBuf,
     },
     /// Add your signature to an attestation (a second admin reaching the threshold).
+    ///
+    /// Example: meridian attest cosign acme.verified.cbor --key attest.key
     Cosign {
         /// The attestation.
         attestation: PathBuf,
@@ -271,6 +291,8 @@ pub enum AttestCommand {
         key: PathBuf,
     },
     /// Write the revocation of an attestation (unsigned).
+    ///
+    /// Example: meridian attest revoke acme.verified.cbor --reason "key leaked" --out acme.revocation.cbor
     Revoke {
         /// The attestation to revoke.
         attestation: PathBuf,
@@ -285,6 +307,8 @@ pub enum AttestCommand {
         out: PathBuf,
     },
     /// Verify an attestation under a trust root.
+    ///
+    /// Example: meridian attest verify acme.verified.cbor --root root.1.cbor
     Verify {
         /// The attestation.
         attestation: PathBuf,
@@ -298,6 +322,8 @@ pub enum AttestCommand {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Turn a hand-written TOML policy into a bundle signed with your policy key.
+    ///
+    /// Example: meridian policy sign policy.toml --key policy.key --out policy.1.cbor
     Sign {
         /// The policy TOML file.
         policy: PathBuf,
@@ -309,6 +335,8 @@ pub enum PolicyCommand {
         out: PathBuf,
     },
     /// Verify a policy bundle under a trust root.
+    ///
+    /// Example: meridian policy verify policy.1.cbor --root root.1.cbor
     Verify {
         /// The bundle.
         bundle: PathBuf,
@@ -379,6 +407,8 @@ pub enum CheckpointCommand {
         org: String,
     },
     /// Sign the log's current checkpoint as a C2SP signed note.
+    ///
+    /// Example: meridian checkpoint sign --log heads.log --origin gov.example/heads --key log.key --out cp.note
     Sign {
         /// The log file.
         #[arg(long)]
@@ -395,6 +425,8 @@ pub enum CheckpointCommand {
     },
     /// Co-sign a checkpoint as a witness, after checking it is consistent with the last one
     /// this witness co-signed (kept in --state).
+    ///
+    /// Example: meridian checkpoint cosign cp.note --name w1 --key w1.key --log-key did:key:z6Mk... --state w1.state --proof consistency.txt
     Cosign {
         /// The signed checkpoint note (co-signed in place).
         note: PathBuf,
@@ -415,6 +447,8 @@ pub enum CheckpointCommand {
         proof: Option<PathBuf>,
     },
     /// Verify a checkpoint note: the log's signature and a threshold of witness cosignatures.
+    ///
+    /// Example: meridian checkpoint verify cp.note --log-key did:key:z6Mk... --witness w1=did:key:z6Mk... --witness-threshold 1
     Verify {
         /// The note.
         note: PathBuf,
@@ -429,6 +463,8 @@ pub enum CheckpointCommand {
         witness_threshold: usize,
     },
     /// Print an inclusion proof (--index) or a consistency proof (--old-size), base64 per line.
+    ///
+    /// Example: meridian checkpoint prove --log heads.log --old-size 41
     Prove {
         /// The log file.
         #[arg(long)]
