@@ -755,6 +755,19 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     }
                     let info = PeerInfo { did: None, region };
                     engine.peer_up(peer, info, now());
+                    // Anti-entropy on connect, as the daemon does: a hub (new, or back with
+                    // an empty store) learns every head this node holds.
+                    if hub == Some(peer)
+                        && let Some((_, link)) = links.get(&peer)
+                        && let Ok(heads) = store.heads()
+                    {
+                        for head in heads.values().take(meridian_node::daemon::mesh::HUB_CONNECT_HEADS_MAX) {
+                            if let Ok(Some(block)) = store.get(&head.commit) {
+                                let gossip = meridian_node::sync::wire::Gossip::Head(block.to_vec());
+                                let _ = link.send(Frame::Gossip(gossip.encode()));
+                            }
+                        }
+                    }
                 }
                 Some(Event::Down((peer, id))) => {
                     // Only the current connection's end matters: an old one closing after

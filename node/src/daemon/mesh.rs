@@ -179,6 +179,10 @@ async fn follow_hub(
     }
 }
 
+/// Heads a node hands its hub when the hub comes (back) up, its own first: enough for a
+/// region's share of publishers; the hubs' anti-entropy between themselves carries the rest.
+pub const HUB_CONNECT_HEADS_MAX: usize = 256;
+
 /// Pushes a gossip message to the hub; a head of this node's own carries the gateway URL it
 /// can fetch the blocks from, signed with the node key.
 async fn push_to_hub(
@@ -835,16 +839,24 @@ pub async fn run(
                         let info = PeerInfo { did: None, region: Some(state.config.node.region.clone()) };
                         engine.peer_up(Source::Hub, info, now());
                         // Anti-entropy on connect: the hub may have started (or lost its
-                        // store) after this node last published; hand it the current head.
-                        if let Ok(Some(head)) = state.store.head(&state.node_did)
-                            && let Ok(Some(block)) = state.store.get(&head.commit)
-                        {
-                            tokio::spawn(push_to_hub(
-                                state.clone(),
-                                hub_client.clone(),
-                                key.clone(),
-                                sync::wire::Gossip::Head(block.to_vec()).encode(),
-                            ));
+                        // store) after the heads this node holds were published; hand it
+                        // them, its own first (with the gateway URL it serves blocks at).
+                        if let Ok(heads) = state.store.heads() {
+                            let own = heads.get(&state.node_did).copied();
+                            let others = heads
+                                .iter()
+                                .filter(|(publisher, _)| **publisher != state.node_did)
+                                .map(|(_, head)| *head);
+                            for head in own.into_iter().chain(others).take(HUB_CONNECT_HEADS_MAX) {
+                                if let Ok(Some(block)) = state.store.get(&head.commit) {
+                                    tokio::spawn(push_to_hub(
+                                        state.clone(),
+                                        hub_client.clone(),
+                                        key.clone(),
+                                        sync::wire::Gossip::Head(block.to_vec()).encode(),
+                                    ));
+                                }
+                            }
                         }
                     }
                     state.metrics.set_gauge("meridian_hub_up", 1);
