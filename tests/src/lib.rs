@@ -484,6 +484,35 @@ pub fn one_key_governance(dir: &Path) {
     run_ok(dir, &["gov", "sign", "root.cbor", "--key", "root.key"]);
 }
 
+/// The did:key of a key file (`meridian keys show`).
+pub fn did(dir: &Path, key_file: &str) -> String {
+    meridian_json(dir, &["keys", "show", key_file])["did"]
+        .as_str()
+        .expect("keys show prints a did")
+        .to_owned()
+}
+
+/// Creates an admin token in `DATA`.
+pub fn admin_token(dir: &Path, data: &str) -> String {
+    meridian_json(dir, &["node", "token", "create", "--admin", "--data", data])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// POSTs `body` of media type `media` to `path` with an admin bearer token.
+pub fn post_as_admin(node: &Daemon, admin: &str, path: &str, media: &str, body: &[u8]) -> Answer {
+    node.request(
+        "POST",
+        path,
+        &[
+            ("content-type", media),
+            ("authorization", &format!("Bearer {admin}")),
+        ],
+        body,
+    )
+}
+
 /// Creates a publish token for `org` in `DATA`.
 pub fn org_token(dir: &Path, data: &str, org: &str) -> String {
     meridian_json(

@@ -1,7 +1,6 @@
 //! Anti-entropy: an agent published before the other region's hub existed reaches that
 //! region once its hub comes up, without being published again.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use meridian_registry::keys::Keypair;
@@ -13,13 +12,6 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn did(dir: &Path, key: &str) -> String {
-    meridian_json(dir, &["keys", "show", key])["did"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]

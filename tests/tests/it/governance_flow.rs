@@ -2,17 +2,9 @@
 //! operator can hand them to a hub directly (`meridian hub govern`), and a hub without a policy
 //! (or a node whose region the hub directory does not list) says so in `/ready`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use meridian_tests::*;
-
-fn did(dir: &Path, key: &str) -> String {
-    meridian_json(dir, &["keys", "show", key])["did"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn warnings(daemon: &Daemon) -> String {
     daemon.get("/ready").json()["warnings"].to_string()
@@ -74,10 +66,7 @@ fn governance_documents_reach_the_hubs_and_mistakes_are_reported() {
 
     // A node passes on what its operator posts: hub b (its region's hub by the directory
     // the policy itself carries, and by mesh.hub here) gets the policy without being told.
-    let admin = meridian_json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin = admin_token(dir, "n");
     let hub_b_url = hub_b.url();
     let node = Daemon::node(
         dir,
@@ -87,13 +76,11 @@ fn governance_documents_reach_the_hubs_and_mistakes_are_reported() {
             ("MERIDIAN_MESH_HUB", hub_b_url.as_str()),
         ],
     );
-    let posted = node.request(
-        "POST",
+    let posted = post_as_admin(
+        &node,
+        &admin,
         "/api/v1/governance/policy",
-        &[
-            ("content-type", "application/vnd.ipld.dag-cbor"),
-            ("authorization", &format!("Bearer {admin}")),
-        ],
+        "application/vnd.ipld.dag-cbor",
         &std::fs::read(dir.join("policy.cbor")).unwrap(),
     );
     assert_eq!(posted.status, 200, "{:?}", posted.json());
@@ -113,20 +100,12 @@ fn governance_documents_reach_the_hubs_and_mistakes_are_reported() {
             ("MERIDIAN_MESH_ENABLED", "false"),
         ],
     );
-    let admin = meridian_json(
-        dir,
-        &["node", "token", "create", "--admin", "--data", "typo"],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let posted = typo.request(
-        "POST",
+    let admin = admin_token(dir, "typo");
+    let posted = post_as_admin(
+        &typo,
+        &admin,
         "/api/v1/governance/policy",
-        &[
-            ("content-type", "application/vnd.ipld.dag-cbor"),
-            ("authorization", &format!("Bearer {admin}")),
-        ],
+        "application/vnd.ipld.dag-cbor",
         &std::fs::read(dir.join("policy.cbor")).unwrap(),
     );
     assert_eq!(posted.status, 200);

@@ -188,10 +188,7 @@ fn without_governance_a_name_moves_only_by_a_rotation_its_bound_key_signed() {
     let key = |file: &str| {
         Keypair::from_key_file(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
     };
-    let admin = meridian_json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin = admin_token(dir, "n");
     let node = Daemon::node(dir, "n", &[]);
     let token = org_token(dir, "n", "acme");
     let first = manifest_block(

@@ -11,13 +11,6 @@ use meridian_tests::*;
 
 const ORIGIN: &str = "gov.example/keys";
 
-fn did(dir: &Path, key: &str) -> String {
-    meridian_json(dir, &["keys", "show", key])["did"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// An `org.verified` for acme with `key` (a request signed by it, approved, co-signed).
 fn verify_org(dir: &Path, key: &str, out: &str) {
     run_ok(
@@ -120,18 +113,6 @@ fn log_and_prove(dir: &Path, document: &str, proof: &str) {
     );
 }
 
-fn post(node: &Daemon, admin: &str, path: &str, media: &str, body: &[u8]) -> Answer {
-    node.request(
-        "POST",
-        path,
-        &[
-            ("content-type", media),
-            ("authorization", &format!("Bearer {admin}")),
-        ],
-        body,
-    )
-}
-
 #[test]
 fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,10 +127,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
     let root = dir.join("root.cbor").display().to_string();
     let log_did = did(dir, "log.key");
     let witnesses = format!("w1={}", did(dir, "w1.key"));
-    let admin = meridian_json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin = admin_token(dir, "n");
     let node = Daemon::node(
         dir,
         "n",
@@ -162,7 +140,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
         ],
     );
     let cbor = "application/vnd.ipld.dag-cbor";
-    let held = post(
+    let held = post_as_admin(
         &node,
         &admin,
         "/api/v1/attestations",
@@ -191,7 +169,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
     let forged = std::fs::read_to_string(dir.join("verified.proof"))
         .unwrap()
         .replace("index 0", "index 1");
-    let refused = post(
+    let refused = post_as_admin(
         &node,
         &admin,
         "/api/v1/governance/key-proofs",
@@ -201,7 +179,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
     assert_eq!(refused.status, 422, "{:?}", refused.json());
 
     let proof = std::fs::read(dir.join("verified.proof")).unwrap();
-    let applied = post(
+    let applied = post_as_admin(
         &node,
         &admin,
         "/api/v1/governance/key-proofs",
@@ -215,7 +193,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
     // A key planted behind acme's back (the attest role verifies acme again with another
     // key): the node holds it unlogged, so the planted key signs nothing here...
     verify_org(dir, "planted.key", "planted.cbor");
-    let held = post(
+    let held = post_as_admin(
         &node,
         &admin,
         "/api/v1/attestations",

@@ -9,13 +9,6 @@ use meridian_tests::*;
 
 use meridian_tests::run_ok as run;
 
-fn did(dir: &Path, key: &str) -> String {
-    meridian_json(dir, &["keys", "show", key])["did"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// A governance root with one key per role, acme verified with `stolen.key`, and two
 /// rotations in `attestations/`: acme's (stolen -> fresh) and the thief's (fresh -> thief,
 /// signed with the removed key).
@@ -186,10 +179,7 @@ fn a_running_node_takes_rotations_and_refuses_the_thiefs() {
     let dir = dir.path();
     governance(dir);
     let root = dir.join("root.cbor").display().to_string();
-    let admin = meridian_json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin = admin_token(dir, "n");
     let node = Daemon::node(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", root.as_str())]);
     let post = |file: &str| {
         let body = std::fs::read(dir.join(file)).unwrap();
