@@ -43,10 +43,14 @@ fn one_noisy_anonymous_caller_does_not_use_up_the_others_rate() {
         let manifest = manifest_block("acme", agent, "local", &endpoint, 1_800_000_000, &key);
         assert_eq!(publish(&node, &token, &manifest).status, 201);
     }
-    // The noisy client spends its burst of two on echo, then waits.
+    // The noisy client spends its burst of two on echo, then waits (a slow machine may refill
+    // a token between calls, so it gets a few more tries to hit the limit).
     assert_eq!(call(&node, 1, "echo"), 502);
     assert_eq!(call(&node, 1, "echo"), 502);
-    assert_eq!(call(&node, 1, "echo"), 429);
+    assert!(
+        (0..5).any(|_| call(&node, 1, "echo") == 429),
+        "the noisy client was never limited"
+    );
     // Another anonymous client still gets through to echo, and the noisy one to another agent.
     assert_eq!(call(&node, 2, "echo"), 502);
     assert_eq!(call(&node, 1, "other"), 502);
