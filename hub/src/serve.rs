@@ -271,16 +271,29 @@ pub async fn serve(
     }
 }
 
+/// The slowest upload a body is given time for beyond `body_read_timeout`: a declared body of
+/// N bytes may take N / this many seconds more (a 1 GiB snapshot import, 17 minutes).
+pub const BODY_RATE_MIN_BYTES_PER_SEC: u64 = 1024 * 1024;
+
 /// Middleware: the request body must arrive in full within `body_read_timeout` of the
-/// request's head; a body still trickling in then is cut off and the client gets a JSON 408
-/// (`body_timeout`), whatever the handler made of the cut body. Counts each cut.
+/// request's head, plus the time its declared length takes at [`BODY_RATE_MIN_BYTES_PER_SEC`];
+/// a body still trickling in then is cut off and the client gets a JSON 408 (`body_timeout`),
+/// whatever the handler made of the cut body. Counts each cut.
 pub async fn body_deadline(
     limits: ServeLimits,
     counters: Arc<ServeCounters>,
     request: Request,
     next: Next,
 ) -> Response {
-    let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let allowance =
+        limits.body_read_timeout + Duration::from_secs(declared / BODY_RATE_MIN_BYTES_PER_SEC);
+    let deadline = tokio::time::Instant::now() + allowance;
     let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let stream = body.into_data_stream();
@@ -314,7 +327,7 @@ pub async fn body_deadline(
             "body_timeout",
             &format!(
                 "the request body did not arrive within {} s",
-                limits.body_read_timeout.as_secs()
+                allowance.as_secs()
             ),
         );
     }
