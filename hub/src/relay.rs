@@ -251,6 +251,7 @@ impl EgressGuard {
                 guard: self.clone(),
             }))
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(crate::serve::CLIENT_POOL_IDLE)
             .no_proxy()
             .connect_timeout(connect_timeout)
             .build()

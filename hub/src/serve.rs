@@ -25,6 +25,11 @@ use futures_util::StreamExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 
+/// How long Meridian's own HTTP clients keep an idle pooled connection: below the servers'
+/// header-read timeout (which also closes idle keep-alive connections), so a client never
+/// sends a request on a connection the server is closing.
+pub const CLIENT_POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// Bounds on what HTTP clients can hold, from a daemon's `[http]` configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {

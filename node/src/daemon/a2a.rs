@@ -51,6 +51,7 @@ impl Proxy {
             client,
             hub_client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(meridian_hub::serve::CLIENT_POOL_IDLE)
                 .no_proxy()
                 .build()?,
             limiter: Mutex::new(Limiter::new()),

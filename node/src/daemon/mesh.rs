@@ -580,6 +580,7 @@ pub async fn run(
     // no SSRF guard; but no redirect either, which would take the node elsewhere.
     let hub_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(meridian_hub::serve::CLIENT_POOL_IDLE)
         .no_proxy()
         .build()
         .context("building the hub client")?;
