@@ -484,6 +484,36 @@ pub fn one_key_governance(dir: &Path) {
     run_ok(dir, &["gov", "sign", "root.cbor", "--key", "root.key"]);
 }
 
+/// acme's `org.verified` attestation at `out`, for the key file `key`: a registration request
+/// signed by the key, approved, and co-signed by `attest.key` (of [`one_key_governance`]).
+pub fn verify_acme(dir: &Path, key: &str, out: &str) {
+    run_ok(
+        dir,
+        &[
+            "org",
+            "request",
+            "--org",
+            "acme",
+            "--domain",
+            "acme.example",
+            "--contact",
+            "ops@acme.example",
+            "--key",
+            key,
+            "--out",
+            "acme.request.cbor",
+        ],
+    );
+    run_ok(dir, &["org", "approve", "acme.request.cbor", "--out", out]);
+    run_ok(dir, &["attest", "cosign", out, "--key", "attest.key"]);
+}
+
+/// The key pair in a key file under `dir`.
+pub fn key_file(dir: &Path, file: &str) -> meridian_registry::keys::Keypair {
+    let text = std::fs::read_to_string(dir.join(file)).expect("key file");
+    meridian_registry::keys::Keypair::from_key_file(&text).expect("a key file")
+}
+
 /// The did:key of a key file (`meridian keys show`).
 pub fn did(dir: &Path, key_file: &str) -> String {
     meridian_json(dir, &["keys", "show", key_file])["did"]

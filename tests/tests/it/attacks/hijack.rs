@@ -185,9 +185,7 @@ fn without_governance_a_name_moves_only_by_a_rotation_its_bound_key_signed() {
     for name in ["k1", "k2", "thief"] {
         run_ok(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
     }
-    let key = |file: &str| {
-        Keypair::from_key_file(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
-    };
+    let key = |file: &str| key_file(dir, file);
     let admin = admin_token(dir, "n");
     let node = Daemon::node(dir, "n", &[]);
     let token = org_token(dir, "n", "acme");

@@ -6,33 +6,9 @@
 
 use std::path::Path;
 
-use meridian_registry::keys::Keypair;
 use meridian_tests::*;
 
 const ORIGIN: &str = "gov.example/keys";
-
-/// An `org.verified` for acme with `key` (a request signed by it, approved, co-signed).
-fn verify_org(dir: &Path, key: &str, out: &str) {
-    run_ok(
-        dir,
-        &[
-            "org",
-            "request",
-            "--org",
-            "acme",
-            "--domain",
-            "acme.example",
-            "--contact",
-            "ops@acme.example",
-            "--key",
-            key,
-            "--out",
-            "request.cbor",
-        ],
-    );
-    run_ok(dir, &["org", "approve", "request.cbor", "--out", out]);
-    run_ok(dir, &["attest", "cosign", out, "--key", "attest.key"]);
-}
 
 /// Appends `document` to the key log, signs and co-signs a new checkpoint, and writes the
 /// document's proof to `proof`.
@@ -121,7 +97,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
     for name in ["org", "planted", "log", "w1"] {
         run_ok(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
     }
-    verify_org(dir, "org.key", "verified.cbor");
+    verify_acme(dir, "org.key", "verified.cbor");
     log_and_prove(dir, "verified.cbor", "verified.proof");
 
     let root = dir.join("root.cbor").display().to_string();
@@ -152,9 +128,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
 
     // Until the proof arrives acme is not verified here.
     let token = org_token(dir, "n", "acme");
-    let key = |file: &str| {
-        Keypair::from_key_file(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
-    };
+    let key = |file: &str| key_file(dir, file);
     let echo = manifest_block(
         "acme",
         "echo",
@@ -192,7 +166,7 @@ fn an_organisation_key_counts_only_once_the_key_log_proves_it() {
 
     // A key planted behind acme's back (the attest role verifies acme again with another
     // key): the node holds it unlogged, so the planted key signs nothing here...
-    verify_org(dir, "planted.key", "planted.cbor");
+    verify_acme(dir, "planted.key", "planted.cbor");
     let held = post_as_admin(
         &node,
         &admin,

@@ -17,44 +17,8 @@ fn governance(dir: &Path) {
     for name in ["stolen", "fresh", "thief", "node", "thief-node"] {
         run(dir, &["keys", "generate", "--out", &format!("{name}.key")]);
     }
-    run(
-        dir,
-        &[
-            "org",
-            "request",
-            "--org",
-            "acme",
-            "--domain",
-            "acme.example",
-            "--contact",
-            "ops@acme.example",
-            "--key",
-            "stolen.key",
-            "--out",
-            "acme.request.cbor",
-        ],
-    );
     std::fs::create_dir_all(dir.join("attestations")).unwrap();
-    run(
-        dir,
-        &[
-            "org",
-            "approve",
-            "acme.request.cbor",
-            "--out",
-            "attestations/0-verified.cbor",
-        ],
-    );
-    run(
-        dir,
-        &[
-            "attest",
-            "cosign",
-            "attestations/0-verified.cbor",
-            "--key",
-            "attest.key",
-        ],
-    );
+    verify_acme(dir, "stolen.key", "attestations/0-verified.cbor");
     let (stolen, fresh) = (did(dir, "stolen.key"), did(dir, "fresh.key"));
     run(
         dir,
@@ -196,12 +160,7 @@ fn a_running_node_takes_rotations_and_refuses_the_thiefs() {
     assert_eq!(post("attestations/0-verified.cbor").status, 201);
     // Before the theft is noticed, acme publishes with the key that will be stolen.
     let token = org_token(dir, "n", "acme");
-    let key = |file: &str| {
-        meridian_registry::keys::Keypair::from_key_file(
-            &std::fs::read_to_string(dir.join(file)).unwrap(),
-        )
-        .unwrap()
-    };
+    let key = |file: &str| key_file(dir, file);
     let planner = manifest_block(
         "acme",
         "planner",
