@@ -1,7 +1,8 @@
 //! `meridian agent …`: make the body `POST /api/v1/agents` takes from an agent card, and
-//! publish it. The manifest is the card, the organisation, the region and `updated_at`,
-//! signed by an organisation key over the canonical DAG-CBOR encoding of every manifest field
-//! but `sig` (the `signer` included).
+//! publish it; sign an agent's removal and send it. The manifest is the card, the
+//! organisation, the region and `updated_at`, signed by an organisation key over the canonical
+//! DAG-CBOR encoding of every manifest field but `sig` (the `signer` included). A removal is the
+//! same envelope with an empty card and `removed: true`.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,35 @@ pub enum AgentCommand {
         /// The organisation's publish token (`meridian node token create --org ORG`).
         #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, required = true)]
         token: String,
+    },
+    /// Withdraw an agent everywhere: sign its removal with an organisation key and send it to
+    /// the node that publishes it (`DELETE /api/v1/agents/ORG/NAME`), or write the body to
+    /// --out. The removal beats every manifest of the agent dated at or before it, on every
+    /// node, whoever lists a copy; publishing the agent again needs a later `updated_at`.
+    ///
+    /// Example: meridian agent remove acme/echo --region eu-west --org-key acme.key --node http://127.0.0.1:7700 --token mrd_...
+    Remove {
+        /// The agent, `org/name`.
+        agent: String,
+        /// The region the agent was served from (signed into the removal).
+        #[arg(long, required = true)]
+        region: String,
+        /// The organisation key file that signs the removal.
+        #[arg(long, required = true)]
+        org_key: PathBuf,
+        /// Unix seconds the removal takes effect (default: now); it must not be before the
+        /// published manifest's `updated_at`.
+        #[arg(long)]
+        updated_at: Option<i64>,
+        /// Write the DELETE body here instead of sending it.
+        #[arg(long, conflicts_with_all = ["node", "token"])]
+        out: Option<PathBuf>,
+        /// The node's URL.
+        #[arg(long, required_unless_present = "out", requires = "token")]
+        node: Option<String>,
+        /// The organisation's publish token.
+        #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -87,6 +117,50 @@ fn publish_body(block: &[u8]) -> serde_json::Value {
     json!({ "manifest": base64::engine::general_purpose::STANDARD.encode(block) })
 }
 
+/// Sends `body` to the node with the organisation's token and returns its JSON answer; a
+/// refusal is an error naming the node's reason (a 4xx is the caller's to fix).
+fn send(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: String,
+    what: &str,
+) -> Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (status, answer) = runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?
+            .request(method, url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("reaching {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        anyhow::Ok((status, text))
+    })?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|_| json!({ "body": answer }));
+    if !status.is_success() {
+        let message = answer["error"]["message"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_owned);
+        let error = anyhow!("{url} refused {what}: HTTP {status}: {message}");
+        return Err(if status.is_client_error() {
+            Rejected(format!("{error:#}")).into()
+        } else {
+            error
+        });
+    }
+    Ok(answer)
+}
+
 /// Runs `meridian agent …`.
 pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
     match command {
@@ -116,38 +190,13 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
         } => {
             let (block, agent_id, cid) = sign(manifest, now)?;
             let url = format!("{}/api/v1/agents", node.trim_end_matches('/'));
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            let (status, answer) = runtime.block_on(async {
-                let response = reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()?
-                    .post(&url)
-                    .bearer_auth(token)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(publish_body(&block).to_string())
-                    .send()
-                    .await
-                    .with_context(|| format!("reaching {url}"))?;
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                anyhow::Ok((status, text))
-            })?;
-            let answer: serde_json::Value =
-                serde_json::from_str(&answer).unwrap_or_else(|_| json!({ "body": answer }));
-            if !status.is_success() {
-                let message = answer["error"]["message"]
-                    .as_str()
-                    .map_or_else(|| answer.to_string(), str::to_owned);
-                let error = anyhow!("{url} refused {agent_id}: HTTP {status}: {message}");
-                return Err(if status.is_client_error() {
-                    Rejected(format!("{error:#}")).into()
-                } else {
-                    error
-                });
-            }
+            let answer = send(
+                reqwest::Method::POST,
+                &url,
+                token,
+                publish_body(&block).to_string(),
+                &agent_id,
+            )?;
             Ok(Report {
                 text: format!(
                     "published {agent_id} ({cid}) on {node}: seq {}",
@@ -155,6 +204,55 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
                 ),
                 json: answer,
             })
+        }
+        AgentCommand::Remove {
+            agent,
+            region,
+            org_key,
+            updated_at,
+            out,
+            node,
+            token,
+        } => {
+            let removal = ManifestBody::tombstone(agent, region, updated_at.unwrap_or(now))
+                .map_err(|e| Rejected(format!("agent `{agent}`: {e}")))?
+                .sign(&load_key(org_key)?);
+            let (cid, block) = removal.to_block_and_cid();
+            let body = publish_body(&block);
+            let removed_at = removal.body.updated_at;
+            match (out, node, token) {
+                (Some(out), _, _) => {
+                    crate::cli::write_file(out, format!("{body}\n").as_bytes())?;
+                    Ok(Report {
+                        text: format!(
+                            "wrote the signed removal of {agent} ({cid}, as of {removed_at}) to {}: send it with DELETE /api/v1/agents/{agent}",
+                            out.display()
+                        ),
+                        json: json!({ "agent_id": agent, "removal": cid.to_string(), "removed_at": removed_at, "out": out }),
+                    })
+                }
+                (None, Some(node), Some(token)) => {
+                    let url = format!("{}/api/v1/agents/{agent}", node.trim_end_matches('/'));
+                    let answer = send(
+                        reqwest::Method::DELETE,
+                        &url,
+                        token,
+                        body.to_string(),
+                        &format!("the removal of {agent}"),
+                    )?;
+                    Ok(Report {
+                        text: format!(
+                            "removed {agent} as of {removed_at} ({cid}) on {node}: seq {}",
+                            answer["seq"]
+                        ),
+                        json: answer,
+                    })
+                }
+                _ => Err(Rejected(
+                    "give --out FILE, or --node URL with --token (or MERIDIAN_TOKEN)".into(),
+                )
+                .into()),
+            }
         }
     }
 }

@@ -1131,20 +1131,16 @@ fn snapshot_inspect(path: &Path) -> Result<Report> {
     })
 }
 
-fn keys_text(keys: impl Iterator<Item = Vec<u8>>) -> Vec<String> {
-    keys.map(|k| String::from_utf8_lossy(&k).into_owned())
-        .collect()
-}
-
 fn snapshot_diff(old_path: &Path, new_path: &Path) -> Result<Report> {
     let progress = Progress::start();
     let (old, _) = open_snapshot(old_path, None, &progress)?;
     let (new, _) = open_snapshot(new_path, None, &progress)?;
     drop(progress);
-    let diff = new.tree.diff(&old.tree);
-    let added = keys_text(diff.added.into_iter().map(|(k, _)| k));
-    let removed = keys_text(diff.removed.into_iter().map(|(k, _)| k));
-    let changed = keys_text(diff.changed.into_iter().map(|(k, _, _)| k));
+    let snapshot::AgentDiff {
+        added,
+        removed,
+        changed,
+    } = new.agent_diff(&old);
     let mut text = String::new();
     for (sign, keys) in [("+", &added), ("-", &removed), ("~", &changed)] {
         for key in keys {

@@ -706,6 +706,11 @@ impl<'a> MapRefReader<'a> {
             .ok_or(ShapeError::Missing { field })
     }
 
+    /// Removes a field that may be absent.
+    pub fn take_optional(&mut self, field: &'static str) -> Option<ValueRef<'a>> {
+        self.take(field).ok()
+    }
+
     /// Removes a required text field.
     pub fn text(&mut self, field: &'static str) -> Result<&'a str, ShapeError> {
         match self.take(field)? {

@@ -400,8 +400,14 @@ pub struct ManifestBody {
     pub region: String,
     /// Unix seconds of the last change.
     pub updated_at: i64,
-    /// The card JSON, exactly as published.
+    /// The card JSON, exactly as published; empty in a removal.
     pub card: String,
+    /// Whether this is a signed removal (a tombstone): the organisation withdraws the agent as
+    /// of `updated_at`. A tombstone has no card; it beats every manifest of the agent with an
+    /// older or equal `updated_at`, whoever publishes that, so a removed agent cannot be
+    /// replayed. Encoded as `removed: true`, and absent from ordinary manifests (whose blocks
+    /// are unchanged by its introduction).
+    pub removed: bool,
 }
 
 /// A signed agent manifest and its block.
@@ -431,11 +437,25 @@ impl ManifestBody {
             region: region.to_owned(),
             updated_at,
             card: card.to_owned(),
+            removed: false,
+        })
+    }
+
+    /// The body of a signed removal of `agent_id` (`{org}/{name}`) as of `updated_at`.
+    pub fn tombstone(agent_id: &str, region: &str, updated_at: i64) -> Result<Self, ManifestError> {
+        let (org, _) = split_agent_id(agent_id)?;
+        Ok(Self {
+            agent_id: agent_id.to_owned(),
+            org: org.to_owned(),
+            region: region.to_owned(),
+            updated_at,
+            card: String::new(),
+            removed: true,
         })
     }
 
     fn fields(&self, signer: &PublicKey) -> Vec<(&'static str, Value)> {
-        vec![
+        let mut fields = vec![
             ("$type", Value::Text(MANIFEST_TYPE.into())),
             ("agent_id", Value::Text(self.agent_id.clone())),
             ("org", Value::Text(self.org.clone())),
@@ -443,7 +463,11 @@ impl ManifestBody {
             ("updated_at", Value::Integer(i128::from(self.updated_at))),
             ("card", Value::Text(self.card.clone())),
             ("signer", Value::Text(signer.to_did())),
-        ]
+        ];
+        if self.removed {
+            fields.push(("removed", Value::Bool(true)));
+        }
+        fields
     }
 
     /// Signs the body with an organisation key.
@@ -456,6 +480,16 @@ impl ManifestBody {
             sig,
         }
     }
+}
+
+/// Splits `{org}/{name}` and checks both parts against the naming rules.
+pub fn split_agent_id(agent_id: &str) -> Result<(&str, &str), ManifestError> {
+    let (org, name) = agent_id.split_once('/').ok_or_else(|| {
+        ManifestError::Invalid(format!("agent id `{agent_id}` is not `org/name`"))
+    })?;
+    check_name("org", org).map_err(ManifestError::Invalid)?;
+    check_name("agent name", name).map_err(ManifestError::Invalid)?;
+    Ok((org, name))
 }
 
 fn signing_bytes(body: &ManifestBody, signer: &PublicKey) -> Vec<u8> {
@@ -476,6 +510,7 @@ pub(crate) struct ManifestFields<'a> {
     pub(crate) region: &'a str,
     pub(crate) updated_at: i64,
     pub(crate) card: &'a str,
+    pub(crate) removed: bool,
     pub(crate) signer: PublicKey,
     pub(crate) sig: [u8; 64],
 }
@@ -483,10 +518,12 @@ pub(crate) struct ManifestFields<'a> {
 impl<'a> ManifestFields<'a> {
     /// Decodes a manifest block and checks everything but the signature: size, canonical
     /// encoding, shape, naming rules, the card, and that the card gives the stated agent id.
+    /// A removal (tombstone) has no card: `None` in its place, and its agent id is checked
+    /// against the naming rules alone.
     pub(crate) fn decode(
         block: &'a [u8],
         keys: &mut KeyCache,
-    ) -> Result<(Self, AgentCard), ManifestError> {
+    ) -> Result<(Self, Option<AgentCard>), ManifestError> {
         if block.len() > MANIFEST_BYTES_MAX {
             return Err(ManifestError::TooLarge {
                 size: block.len(),
@@ -510,21 +547,48 @@ impl<'a> ManifestFields<'a> {
             .bytes("sig")?
             .try_into()
             .map_err(|_| ManifestError::Invalid("`sig` is not 64 bytes".into()))?;
+        // Present only in a removal, and then `true`: one encoding per document.
+        let removed = match reader.take_optional("removed") {
+            None => false,
+            Some(cbor::ValueRef::Bool(true)) => true,
+            Some(_) => {
+                return Err(ManifestError::Invalid(
+                    "`removed` must be `true` when present".into(),
+                ));
+            }
+        };
         reader.finish()?;
         check_name("org", org).map_err(ManifestError::Invalid)?;
-        let card = AgentCard::parse(card_text)?;
-        let expected = card.agent_id(org)?;
-        if expected != agent_id {
-            return Err(ManifestError::Invalid(format!(
-                "`agent_id` is `{agent_id}` but the card under org `{org}` gives `{expected}`"
-            )));
-        }
+        let card = if removed {
+            if !card_text.is_empty() {
+                return Err(ManifestError::Invalid(
+                    "a removal carries no card: `card` must be empty".into(),
+                ));
+            }
+            let (id_org, _) = split_agent_id(agent_id)?;
+            if id_org != org {
+                return Err(ManifestError::Invalid(format!(
+                    "`agent_id` `{agent_id}` is not under org `{org}`"
+                )));
+            }
+            None
+        } else {
+            let card = AgentCard::parse(card_text)?;
+            let expected = card.agent_id(org)?;
+            if expected != agent_id {
+                return Err(ManifestError::Invalid(format!(
+                    "`agent_id` is `{agent_id}` but the card under org `{org}` gives `{expected}`"
+                )));
+            }
+            Some(card)
+        };
         let fields = Self {
             agent_id,
             org,
             region,
             updated_at,
             card: card_text,
+            removed,
             signer,
             sig,
         };
@@ -540,6 +604,7 @@ impl<'a> ManifestFields<'a> {
                 region: self.region.to_owned(),
                 updated_at: self.updated_at,
                 card: self.card.to_owned(),
+                removed: self.removed,
             },
             signer: self.signer,
             sig: self.sig,
@@ -549,8 +614,8 @@ impl<'a> ManifestFields<'a> {
     /// The signed bytes, cut from `block` (the block these fields were decoded from) instead
     /// of encoded again. In canonical key order (length first, then bytewise) the top-level map
     /// starts with `org` and then `sig`, so the signed map is the block with its header's count
-    /// lowered by one and the 70-byte `sig` entry removed. Falls back to encoding the fields
-    /// again if the block does not have that layout.
+    /// lowered by one and the 70-byte `sig` entry removed (8 entries in a manifest, 9 in a
+    /// removal). Falls back to encoding the fields again if the block does not have that layout.
     pub(crate) fn signing_bytes(&self, block: &[u8]) -> Vec<u8> {
         // Header of the org value: 1 byte below 24 bytes of text, 2 bytes otherwise (names are
         // at most 64 bytes).
@@ -558,14 +623,15 @@ impl<'a> ManifestFields<'a> {
         let sig_start = 1 + 4 + org_header + self.org.len();
         let sig_len = 4 + 2 + 64;
         let expected_entry: &[u8] = &[0x63, b's', b'i', b'g', 0x58, 0x40];
-        if block.first() != Some(&0xa8)
+        let header = if self.removed { 0xa9 } else { 0xa8 };
+        if block.first() != Some(&header)
             || block.get(sig_start..sig_start + expected_entry.len()) != Some(expected_entry)
             || block.len() < sig_start + sig_len
         {
             return self.to_manifest().signing_bytes();
         }
         let mut out = Vec::with_capacity(block.len() - sig_len);
-        out.push(0xa7);
+        out.push(header - 1);
         out.extend_from_slice(&block[1..sig_start]);
         out.extend_from_slice(&block[sig_start + sig_len..]);
         out
@@ -608,11 +674,11 @@ impl Manifest {
     }
 
     /// [`Manifest::decode_with`], also returning the card it parsed to check the manifest, so a
-    /// caller that needs the card does not parse it again.
+    /// caller that needs the card does not parse it again (`None` for a removal).
     pub fn decode_with_card(
         block: &[u8],
         keys: &mut KeyCache,
-    ) -> Result<(Self, AgentCard), ManifestError> {
+    ) -> Result<(Self, Option<AgentCard>), ManifestError> {
         let (fields, card) = ManifestFields::decode(block, keys)?;
         Ok((fields.to_manifest(), card))
     }
@@ -624,9 +690,20 @@ impl Manifest {
             .map_err(ManifestError::from)
     }
 
-    /// The parsed, normalised card.
+    /// The parsed, normalised card; a removal has none and gives an error saying so.
     pub fn card(&self) -> Result<AgentCard, ManifestError> {
+        if self.body.removed {
+            return Err(ManifestError::Invalid(format!(
+                "`{}` is a removal: it has no card",
+                self.body.agent_id
+            )));
+        }
         AgentCard::parse(&self.body.card)
+    }
+
+    /// Whether this is a signed removal (tombstone).
+    pub fn is_removal(&self) -> bool {
+        self.body.removed
     }
 }
 
@@ -708,6 +785,79 @@ mod tests {
             .sign(&key);
         manifest.body.region = "us-east".into();
         assert!(manifest.verify_signature().is_err());
+    }
+
+    #[test]
+    fn a_removal_is_signed_without_a_card_and_checked_on_decode() {
+        let key = Keypair::from_secret(&[9; 32]);
+        let removal = ManifestBody::tombstone("acme/travel-planner", "eu-west", 1_700_000_100)
+            .unwrap()
+            .sign(&key);
+        assert!(removal.is_removal());
+        let block = removal.to_block();
+        assert_eq!(block[0], 0xa9, "nine entries: `removed` is encoded");
+        let (decoded, card) = Manifest::decode_with_card(&block, &mut KeyCache::new()).unwrap();
+        assert_eq!(decoded, removal);
+        assert!(card.is_none());
+        decoded.verify_signature().unwrap();
+        assert!(matches!(decoded.card(), Err(ManifestError::Invalid(m)) if m.contains("removal")));
+        let (fields, _) = ManifestFields::decode(&block, &mut KeyCache::new()).unwrap();
+        assert_eq!(fields.signing_bytes(&block), removal.signing_bytes());
+        // An ordinary manifest's block does not mention `removed` at all.
+        let manifest = ManifestBody::from_card(V1, "acme", "eu-west", 1)
+            .unwrap()
+            .sign(&key);
+        assert_eq!(manifest.to_block()[0], 0xa8);
+        // Turning a removal into a manifest (or back) breaks the signature.
+        let mut flipped = removal.clone();
+        flipped.body.removed = false;
+        flipped.body.card = V1.into();
+        assert!(flipped.verify_signature().is_err());
+
+        let reencode = |edit: &dyn Fn(&mut std::collections::BTreeMap<String, Value>)| {
+            let Value::Map(mut map) = cbor::decode(&block).unwrap() else {
+                unreachable!()
+            };
+            edit(&mut map);
+            Manifest::decode(&cbor::encode(&Value::Map(map)))
+        };
+        let invalid = |result: Result<Manifest, ManifestError>, needle: &str| match result {
+            Err(ManifestError::Invalid(message)) => {
+                assert!(message.contains(needle), "{message}")
+            }
+            other => panic!("expected Invalid({needle}), got {other:?}"),
+        };
+        invalid(
+            reencode(&|m| {
+                m.insert("removed".into(), Value::Bool(false));
+            }),
+            "must be `true`",
+        );
+        invalid(
+            reencode(&|m| {
+                m.insert("card".into(), Value::Text(V1.into()));
+            }),
+            "no card",
+        );
+        invalid(
+            reencode(&|m| {
+                m.insert(
+                    "agent_id".into(),
+                    Value::Text("globex/travel-planner".into()),
+                );
+            }),
+            "not under org",
+        );
+        invalid(
+            reencode(&|m| {
+                m.insert("agent_id".into(), Value::Text("acme/Bad Name".into()));
+            }),
+            "agent name",
+        );
+        assert!(matches!(
+            ManifestBody::tombstone("no-slash", "eu", 1),
+            Err(ManifestError::Invalid(_))
+        ));
     }
 
     #[test]

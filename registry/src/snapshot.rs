@@ -289,21 +289,46 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
     let org_prefix = format!("{}/", input.org);
     let org_did = input.org_key.did();
 
-    // Agents of this org that the cards no longer list are removed.
-    for (key, _) in tree.prefix(org_prefix.as_bytes()) {
+    // Agents of this org that the cards no longer list are removed by a signed removal
+    // (tombstone), so a copy of an older manifest elsewhere cannot bring them back. A removal
+    // already in the tree stays as it is.
+    for (key, cid) in tree.prefix(org_prefix.as_bytes()) {
         let key_text = String::from_utf8_lossy(&key).into_owned();
-        if !bodies.contains_key(&key_text) {
-            tree.remove(&key);
-            report.removed += 1;
+        if bodies.contains_key(&key_text) {
+            continue;
         }
+        let previous = blocks.get(&cid).and_then(|b| Manifest::decode(b).ok());
+        if previous.as_ref().is_some_and(Manifest::is_removal) {
+            continue;
+        }
+        let since = previous.map_or(input.now, |m| m.body.updated_at.max(input.now));
+        let tombstone = ManifestBody::tombstone(&key_text, input.region, since)
+            .map_err(|error| BuildError::Card {
+                source_name: key_text.clone(),
+                error,
+            })?
+            .sign(input.org_key);
+        let (cid, block) = tombstone.to_block_and_cid();
+        blocks.insert(cid, block.into());
+        tree.insert(&key, cid);
+        report.removed += 1;
     }
-    for (agent_id, (_, body)) in bodies {
+    for (agent_id, (_, mut body)) in bodies {
         let existing = tree.get(agent_id.as_bytes());
         if let Some(existing) = existing
             && let Some(block) = blocks.get(&existing)
             && manifest_unchanged(block, &body, &org_did)
         {
             continue; // unchanged: keep the old manifest and its CID
+        }
+        // A card listed again after its removal must be newer than the removal, or the
+        // removal would still win.
+        if let Some(removal) = existing
+            .and_then(|cid| blocks.get(&cid))
+            .and_then(|b| Manifest::decode(b).ok())
+            .filter(Manifest::is_removal)
+        {
+            body.updated_at = body.updated_at.max(removal.body.updated_at + 1);
         }
         let manifest = body.sign(input.org_key);
         let (cid, block) = manifest.to_block_and_cid();
@@ -378,13 +403,58 @@ fn manifest_unchanged(block: &[u8], body: &ManifestBody, signer_did: &str) -> bo
         Some(crate::cbor::Value::Text(text)) => Some(text.as_str()),
         _ => None,
     };
-    text("card") == Some(body.card.as_str())
+    !map.contains_key("removed")
+        && text("card") == Some(body.card.as_str())
         && text("region") == Some(body.region.as_str())
         && text("agent_id") == Some(body.agent_id.as_str())
         && text("signer") == Some(signer_did)
 }
 
+/// Which agents one snapshot lists that another does not, by agent id in order. An agent is
+/// listed when its key names a manifest; a key naming a signed removal lists none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentDiff {
+    /// Agents listed now and not before (new, or published again after a removal).
+    pub added: Vec<String>,
+    /// Agents listed before and not now (dropped from the tree, or removed by signature).
+    pub removed: Vec<String>,
+    /// Agents listed in both under different manifests.
+    pub changed: Vec<String>,
+}
+
 impl Snapshot {
+    /// Whether `agent_id` is listed: its key names a manifest that is not a removal.
+    pub fn lists(&self, agent_id: &str) -> bool {
+        self.manifest(agent_id)
+            .and_then(Result::ok)
+            .is_some_and(|m| !m.is_removal())
+    }
+
+    /// The agents this snapshot lists differently from `older` (see [`AgentDiff`]).
+    pub fn agent_diff(&self, older: &Snapshot) -> AgentDiff {
+        let diff = self.tree.diff(&older.tree);
+        let keys = diff
+            .added
+            .into_iter()
+            .map(|(k, _)| k)
+            .chain(diff.removed.into_iter().map(|(k, _)| k))
+            .chain(diff.changed.into_iter().map(|(k, _, _)| k));
+        let mut out = AgentDiff::default();
+        for key in keys {
+            let agent_id = String::from_utf8_lossy(&key).into_owned();
+            match (older.lists(&agent_id), self.lists(&agent_id)) {
+                (false, true) => out.added.push(agent_id),
+                (true, false) => out.removed.push(agent_id),
+                (true, true) => out.changed.push(agent_id),
+                (false, false) => {}
+            }
+        }
+        for list in [&mut out.added, &mut out.removed, &mut out.changed] {
+            list.sort();
+        }
+        out
+    }
+
     /// Writes the whole snapshot as a CAR: commit, tree nodes (root first), manifests in key order.
     pub fn write_car<W: Write>(&self, out: W) -> Result<W, SnapshotError> {
         let mut writer = CarWriter::new(out, &self.commit_cid)?;

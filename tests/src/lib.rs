@@ -554,6 +554,15 @@ pub fn org_token(dir: &Path, data: &str, org: &str) -> String {
         .to_owned()
 }
 
+/// Binds organisation `org` on node data directory `data` to `key` (a did:key) with
+/// `meridian node names pin`, as an operator does; a running node applies it within seconds.
+pub fn pin_name(dir: &Path, data: &str, org: &str, key: &str) {
+    meridian_json(
+        dir,
+        &["node", "names", "pin", org, "--key", key, "--data", data],
+    );
+}
+
 /// Publishes a manifest block through a node's API with an organisation token; returns the
 /// answer.
 pub fn publish(node: &Daemon, token: &str, manifest: &[u8]) -> Answer {

@@ -169,6 +169,7 @@ fn manifest_dict<'py>(
     dict.set_item("signer", manifest.signer.to_did())?;
     dict.set_item("cid", cid.to_string())?;
     dict.set_item("card", &manifest.body.card)?;
+    dict.set_item("removed", manifest.body.removed)?;
     Ok(dict)
 }
 
@@ -190,8 +191,27 @@ fn sign_manifest<'py>(
     Ok(PyBytes::new(py, &body.sign(&key.inner).to_block()))
 }
 
+/// Signs the removal (tombstone) of `agent_id` (`org/name`) as of `updated_at` with `key` and
+/// returns its block, ready for `DELETE /api/v1/agents/{org}/{name}` (`NodeClient.delete(...,
+/// removal=block)`). A removal beats every manifest of the agent with an older or equal
+/// `updated_at`, whichever node lists it.
+#[pyfunction]
+#[pyo3(signature = (agent_id, region, key, updated_at))]
+fn sign_removal<'py>(
+    py: Python<'py>,
+    agent_id: &str,
+    region: &str,
+    key: &Keypair,
+    updated_at: i64,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let body = ManifestBody::tombstone(agent_id, region, updated_at)
+        .map_err(|e| input_error(format!("removal: {e}")))?;
+    Ok(PyBytes::new(py, &body.sign(&key.inner).to_block()))
+}
+
 /// Checks a manifest block (hash-canonical encoding, card, signature) and returns what it
-/// says: `agent_id`, `org`, `region`, `updated_at`, `signer`, `cid` and `card`. Which keys may
+/// says: `agent_id`, `org`, `region`, `updated_at`, `signer`, `cid`, `card` and `removed`
+/// (true for a signed removal, whose `card` is empty). Which keys may
 /// sign for an organisation is the acceptance rule's question (`Snapshot.accept`).
 #[pyfunction]
 fn verify_manifest<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Bound<'py, PyDict>> {
@@ -351,29 +371,14 @@ impl Snapshot {
         Ok(Some(manifest_dict(py, &manifest, &cid)?))
     }
 
-    /// What changed since `older`: `added`, `removed` and `changed` agent keys.
+    /// What changed since `older`: `added`, `removed` and `changed` agent keys (a signed
+    /// removal counts as removed; an agent published again after one, as added).
     fn diff<'py>(&self, py: Python<'py>, older: &Snapshot) -> PyResult<Bound<'py, PyDict>> {
-        let diff = self.inner.tree.diff(&older.inner.tree);
-        let text = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
+        let diff = self.inner.agent_diff(&older.inner);
         let dict = PyDict::new(py);
-        dict.set_item(
-            "added",
-            diff.added.iter().map(|(k, _)| text(k)).collect::<Vec<_>>(),
-        )?;
-        dict.set_item(
-            "removed",
-            diff.removed
-                .iter()
-                .map(|(k, _)| text(k))
-                .collect::<Vec<_>>(),
-        )?;
-        dict.set_item(
-            "changed",
-            diff.changed
-                .iter()
-                .map(|(k, _, _)| text(k))
-                .collect::<Vec<_>>(),
-        )?;
+        dict.set_item("added", diff.added)?;
+        dict.set_item("removed", diff.removed)?;
+        dict.set_item("changed", diff.changed)?;
         Ok(dict)
     }
 
@@ -673,6 +678,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Keypair>()?;
     module.add_class::<Snapshot>()?;
     module.add_function(wrap_pyfunction!(sign_manifest, module)?)?;
+    module.add_function(wrap_pyfunction!(sign_removal, module)?)?;
     module.add_function(wrap_pyfunction!(verify_manifest, module)?)?;
     module.add_function(wrap_pyfunction!(verify_root_chain, module)?)?;
     module.add_function(wrap_pyfunction!(verify_attestation, module)?)?;

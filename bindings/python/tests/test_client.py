@@ -39,6 +39,26 @@ def test_publish_search_get_and_errors(node):
         meridian.NodeClient("ftp://example")
 
 
+def test_a_signed_removal_hides_the_agent_and_an_older_copy_cannot_return(node):
+    key = meridian.Keypair.generate()
+    client = meridian.NodeClient(node.url, token=node.token("acme"))
+    old = meridian.sign_manifest(card("Gone"), "acme", "local", key, NOW)
+    client.publish(old)
+    removal = meridian.sign_removal("acme/gone", "local", key, NOW + 1)
+    answer = client.delete("acme/gone", removal=removal)
+    assert answer["signed"] is True and answer["removed_at"] == NOW + 1
+    with pytest.raises(meridian.NodeError) as gone:
+        client.get("acme/gone")
+    assert (gone.value.status, gone.value.code) == (410, "agent_removed")
+    # The old manifest again: refused, it is older than the removal.
+    with pytest.raises(meridian.NodeError) as stale:
+        client.publish(old)
+    assert (stale.value.status, stale.value.code) == (409, "agent_removed")
+    # A newer manifest brings the agent back.
+    client.publish(meridian.sign_manifest(card("Gone"), "acme", "local", key, NOW + 2))
+    assert client.get("acme/gone")["agent_id"] == "acme/gone"
+
+
 def test_events_resume_after_the_last_seen_id(node):
     key = meridian.Keypair.generate()
     client = meridian.NodeClient(node.url, token=node.token("acme"), timeout=5)

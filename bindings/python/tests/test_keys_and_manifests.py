@@ -63,3 +63,22 @@ def test_tampered_and_malformed_manifests_raise_their_own_errors():
         meridian.sign_manifest(bad_card, "acme", "eu-west", key, 1)
     with pytest.raises(meridian.InputError, match="org"):
         meridian.sign_manifest(card("Helper"), "Not An Org", "eu-west", key, 1)
+
+
+def test_a_removal_signed_in_python_verifies_as_a_removal():
+    key = meridian.Keypair.generate()
+    block = meridian.sign_removal("acme/helper", "eu-west", key, 1_800_000_100)
+    removal = meridian.verify_manifest(block)
+    assert removal["removed"] is True
+    assert removal["card"] == ""
+    assert (removal["agent_id"], removal["org"], removal["signer"]) == ("acme/helper", "acme", key.did)
+    assert meridian.verify_manifest(meridian.sign_manifest(card("Helper"), "acme", "eu-west", key, 1))[
+        "removed"
+    ] is False
+    # Flip the date: the signature covers it.
+    forged = block.replace((1_800_000_100).to_bytes(4, "big"), (1_900_000_000).to_bytes(4, "big"))
+    assert forged != block
+    with pytest.raises(meridian.SignatureError):
+        meridian.verify_manifest(forged)
+    with pytest.raises(meridian.InputError, match="org/name"):
+        meridian.sign_removal("helper", "eu-west", key, 1)

@@ -1434,6 +1434,16 @@ impl Hub {
                         ));
                     }
                     self.relay_acceptance(&manifest, publisher)?;
+                    if manifest.is_removal() {
+                        return Err(RelayRefusal::new(
+                            410,
+                            "agent_removed",
+                            format!(
+                                "`{key}` was removed by its organisation as of {}",
+                                manifest.body.updated_at
+                            ),
+                        ));
+                    }
                     return Ok(manifest);
                 }
                 Ok(LookupStep::Descend(next)) => at = next,

@@ -68,19 +68,16 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
 /// The manifest of an agent in the federated view, and the publisher that lists it.
 fn manifest_of(state: &NodeState, org: &str, agent: &str) -> Result<(Manifest, String), ApiError> {
     let agent_id = format!("{org}/{agent}");
-    let record = state
-        .index
-        .read()
-        .map_err(|_| ApiError::internal("index lock poisoned"))?
-        .get(&agent_id)
-        .cloned()
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                "unknown_agent",
-                format!("no agent `{agent_id}`"),
-            )
-        })?;
+    let record = {
+        let index = state
+            .index
+            .read()
+            .map_err(|_| ApiError::internal("index lock poisoned"))?;
+        index
+            .get(&agent_id)
+            .cloned()
+            .ok_or_else(|| super::http::unknown_agent(&index, &agent_id))?
+    };
     let cid = meridian_registry::ids::parse_cid(&record.manifest).map_err(ApiError::internal)?;
     let block = state
         .store

@@ -229,7 +229,7 @@ impl NodeState {
             return None;
         }
         Some(
-            AgentRecord::with_card(&manifest, Some(card), cid, publisher, head.seq)
+            AgentRecord::with_card(&manifest, card, cid, publisher, head.seq)
                 .with_commit(&head.commit),
         )
     }
@@ -721,14 +721,30 @@ pub async fn ready(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "metrics", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
-    let agents = state.index.read().map_or(0, |i| i.len()) as f64;
+    let (agents, removed, hidden) = state.index.read().map_or((0, 0, 0), |i| {
+        (i.len(), i.removals_len(), i.hidden_by_removal())
+    });
     let heads = state.store.heads().map_or(0, |h| h.len()) as f64;
     let disk = state.store.size_on_disk().unwrap_or(0) as f64;
     let held = state.names.snapshot().map_or(0, |(_, held)| held.len()) as f64;
     let (conflicts, dropped) = state.names.counters();
     let serve_rows = state.serve_counters.rows();
     let mut gauges = vec![
-        ("meridian_agents", "Agents in the federated view.", agents),
+        (
+            "meridian_agents",
+            "Agents in the federated view.",
+            agents as f64,
+        ),
+        (
+            "meridian_agents_removed",
+            "Agents whose organisation signed a removal that some publisher lists.",
+            removed as f64,
+        ),
+        (
+            "meridian_manifests_hidden_by_removal_total",
+            "Manifests kept out of the view since start because a signed removal is as new or newer.",
+            hidden as f64,
+        ),
         (
             "meridian_heads",
             "Publishers whose head this node has accepted.",
@@ -1047,8 +1063,28 @@ struct AgentView<'a> {
     provenance: Provenance<'a>,
 }
 
+/// The error for an agent the index does not serve: 410 `agent_removed` when its organisation
+/// signed a removal, 404 `unknown_agent` otherwise.
+pub(crate) fn unknown_agent(index: &AgentIndex, agent_id: &str) -> ApiError {
+    match index.removal(agent_id) {
+        Some(removal) => ApiError::new(
+            StatusCode::GONE,
+            "agent_removed",
+            format!(
+                "`{agent_id}` was removed by its organisation as of {} (signed removal {}, listed by {})",
+                removal.updated_at, removal.manifest, removal.publisher
+            ),
+        ),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_agent",
+            format!("no agent `{agent_id}`"),
+        ),
+    }
+}
+
 /// One agent: the card as published, its manifest and provenance.
-#[utoipa::path(get, path = "/api/v1/agents/{org}/{agent}", tag = "agents", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), responses((status = 200, description = "the agent", content_type = "application/json"), (status = 404, description = "unknown agent", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents/{org}/{agent}", tag = "agents", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), responses((status = 200, description = "the agent", content_type = "application/json"), (status = 404, description = "unknown agent", body = ErrorBody), (status = 410, description = "removed by its organisation (`agent_removed`)", body = ErrorBody)))]
 pub async fn agent(
     State(state): State<Arc<NodeState>>,
     Path((org, name)): Path<(String, String)>,
@@ -1061,13 +1097,9 @@ pub async fn agent(
             .index
             .read()
             .map_err(|_| ApiError::internal("index lock poisoned"))?;
-        let record = index.get(&agent_id).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_agent",
-                format!("no agent `{agent_id}`"),
-            )
-        })?;
+        let record = index
+            .get(&agent_id)
+            .ok_or_else(|| unknown_agent(&index, &agent_id))?;
         let card = record
             .card
             .as_deref()

@@ -49,6 +49,10 @@ pub struct AgentRecord {
     /// The commit of the snapshot it was indexed from.
     #[serde(skip)]
     pub commit: Option<String>,
+    /// Whether this is a signed removal (tombstone) rather than an agent: kept apart from the
+    /// agents, it hides every manifest of the agent that is not newer.
+    #[serde(skip)]
+    pub removed: bool,
 }
 
 impl AgentRecord {
@@ -83,6 +87,7 @@ impl AgentRecord {
             card: serde_json::value::RawValue::from_string(manifest.body.card.clone()).ok(),
             signer: manifest.signer.to_did(),
             commit: None,
+            removed: manifest.body.removed,
         };
         if let Some(card) = card {
             record.name = card.name;
@@ -201,9 +206,20 @@ pub struct Query {
 
 /// All agents, by agent id (stable order for pagination), with posting sets for every searchable
 /// term, so a query walks only the agents of its rarest term.
+///
+/// Which manifest of an agent is served, when several publishers list one (every one of them
+/// already accepted: signed by the organisation's bound or verified keys): a signed removal
+/// beats every manifest with an older or equal `updated_at`, whoever lists either; between
+/// manifests the newest `updated_at` wins; a publisher's newer commit replaces what that
+/// publisher listed before.
 #[derive(Debug, Clone, Default)]
 pub struct AgentIndex {
     records: BTreeMap<Arc<str>, AgentRecord>,
+    /// Signed removals by agent id, and by the publisher that lists each.
+    removals: std::collections::HashMap<String, BTreeMap<String, AgentRecord>>,
+    /// Manifests of other publishers kept out (or taken out) because a signed removal is as new
+    /// or newer, since start.
+    hidden_by_removal: u64,
     /// Agent ids by `field:term`; the ids share the records' keys.
     postings: std::collections::HashMap<String, std::collections::BTreeSet<Arc<str>>>,
     /// The commit of each publisher's snapshot that the index reflects, so a new head can be
@@ -228,9 +244,10 @@ impl AgentIndex {
     }
 
     /// Takes in what changed in `publisher`'s registry between the indexed snapshot and its
-    /// snapshot `seq` at `commit`: `upserts` are the agents added or changed that are accepted,
-    /// `removals` the agents gone or no longer accepted. Every record of the publisher then
-    /// names the new seq and commit. Returns what changed as `(event kind, agent id)`.
+    /// snapshot `seq` at `commit`: `upserts` are the agents (and removals) added or changed that
+    /// are accepted, `removals` the entries gone or no longer accepted. Every record of the
+    /// publisher then names the new seq and commit. Returns what changed in the served view as
+    /// `(event kind, agent id)`.
     pub fn apply_publisher_changes(
         &mut self,
         publisher: &str,
@@ -239,34 +256,17 @@ impl AgentIndex {
         upserts: Vec<AgentRecord>,
         removals: Vec<String>,
     ) -> Vec<(&'static str, String)> {
-        let mut changes = Vec::new();
-        for agent_id in removals {
-            if self
-                .records
-                .get(agent_id.as_str())
-                .is_some_and(|r| r.publisher == publisher)
-            {
-                self.remove_record(&agent_id);
-                changes.push(("agent.removed", agent_id));
-            }
+        let touched: Vec<String> = removals
+            .iter()
+            .cloned()
+            .chain(upserts.iter().map(|r| r.agent_id.clone()))
+            .collect();
+        let before = self.served(&touched);
+        for agent_id in &removals {
+            self.withdraw(agent_id, publisher);
         }
         for record in upserts {
-            let kind = match self.records.get(record.agent_id.as_str()) {
-                // When two publishers list one agent, the most recently updated manifest wins.
-                Some(existing)
-                    if existing.publisher != publisher
-                        && existing.updated_at > record.updated_at =>
-                {
-                    continue;
-                }
-                Some(existing) if existing.manifest == record.manifest => None,
-                Some(_) => Some("agent.changed"),
-                None => Some("agent.added"),
-            };
-            if let Some(kind) = kind {
-                changes.push((kind, record.agent_id.clone()));
-            }
-            self.insert_record(record);
+            self.offer(record);
         }
         let commit_text = commit.to_string();
         for record in self.records.values_mut() {
@@ -276,11 +276,11 @@ impl AgentIndex {
             }
         }
         self.set_indexed_commit(publisher, *commit);
-        changes
+        self.changes(before)
     }
 
     /// Replaces everything `publisher` contributed with `records` from its snapshot `commit`;
-    /// returns what changed as `(event kind, agent id)`.
+    /// returns what changed in the served view as `(event kind, agent id)`.
     pub fn replace_publisher(
         &mut self,
         publisher: &str,
@@ -288,41 +288,139 @@ impl AgentIndex {
         records: Vec<AgentRecord>,
     ) -> Vec<(&'static str, String)> {
         self.set_indexed_commit(publisher, *commit);
-        let before: BTreeMap<String, String> = self
+        let mut touched: Vec<String> = self
             .records
             .values()
             .filter(|r| r.publisher == publisher)
-            .map(|r| (r.agent_id.clone(), r.manifest.clone()))
+            .map(|r| r.agent_id.clone())
             .collect();
-        let mut changes = Vec::new();
-        for record in &records {
-            match before.get(&record.agent_id) {
-                None => changes.push(("agent.added", record.agent_id.clone())),
-                Some(manifest) if *manifest != record.manifest => {
-                    changes.push(("agent.changed", record.agent_id.clone()))
-                }
-                Some(_) => {}
-            }
-        }
-        let kept: std::collections::HashSet<&str> =
-            records.iter().map(|r| r.agent_id.as_str()).collect();
-        for agent_id in before.keys() {
-            if !kept.contains(agent_id.as_str()) {
-                changes.push(("agent.removed", agent_id.clone()));
-            }
-        }
-        let mine: Vec<String> = before.keys().cloned().collect();
-        for agent_id in mine {
-            self.remove_record(&agent_id);
+        touched.extend(
+            self.removals
+                .iter()
+                .filter(|(_, by)| by.contains_key(publisher))
+                .map(|(agent_id, _)| agent_id.clone()),
+        );
+        touched.extend(records.iter().map(|r| r.agent_id.clone()));
+        let before = self.served(&touched);
+        for agent_id in &touched {
+            self.withdraw(agent_id, publisher);
         }
         for record in records {
-            // When two publishers list one agent, the most recently updated manifest wins.
-            match self.records.get(record.agent_id.as_str()) {
-                Some(existing) if existing.updated_at > record.updated_at => {}
-                _ => self.insert_record(record),
+            self.offer(record);
+        }
+        self.changes(before)
+    }
+
+    /// The served manifest of each agent id (deduplicated), to compare after a change.
+    fn served(&self, agent_ids: &[String]) -> BTreeMap<String, Option<String>> {
+        agent_ids
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    self.records.get(id.as_str()).map(|r| r.manifest.clone()),
+                )
+            })
+            .collect()
+    }
+
+    /// What changed in the served view since `before` (from [`AgentIndex::served`]).
+    fn changes(&self, before: BTreeMap<String, Option<String>>) -> Vec<(&'static str, String)> {
+        before
+            .into_iter()
+            .filter_map(|(agent_id, old)| {
+                let new = self.records.get(agent_id.as_str()).map(|r| &r.manifest);
+                let kind = match (old.as_ref(), new) {
+                    (None, Some(_)) => "agent.added",
+                    (Some(_), None) => "agent.removed",
+                    (Some(old), Some(new)) if old != new => "agent.changed",
+                    _ => return None,
+                };
+                Some((kind, agent_id))
+            })
+            .collect()
+    }
+
+    /// Forgets what `publisher` listed under `agent_id` (agent or removal). Another
+    /// publisher's older copy does not come back by itself: it returns with that publisher's
+    /// next change or the next rebuild.
+    fn withdraw(&mut self, agent_id: &str, publisher: &str) {
+        if self
+            .records
+            .get(agent_id)
+            .is_some_and(|r| r.publisher == publisher)
+        {
+            self.remove_record(agent_id);
+        }
+        if let Some(by) = self.removals.get_mut(agent_id) {
+            by.remove(publisher);
+            if by.is_empty() {
+                self.removals.remove(agent_id);
             }
         }
-        changes
+    }
+
+    /// Takes in one accepted entry of its publisher's registry (an agent or a removal),
+    /// replacing what that publisher listed under the id before.
+    fn offer(&mut self, record: AgentRecord) {
+        let agent_id = record.agent_id.clone();
+        let publisher = record.publisher.clone();
+        let existing = self.records.get(agent_id.as_str());
+        if record.removed {
+            if let Some(existing) = existing
+                && (existing.publisher == publisher || existing.updated_at <= record.updated_at)
+            {
+                if existing.publisher != publisher {
+                    self.hidden_by_removal += 1;
+                }
+                self.remove_record(&agent_id);
+            }
+            self.removals
+                .entry(agent_id)
+                .or_default()
+                .insert(publisher, record);
+            return;
+        }
+        if let Some(by) = self.removals.get_mut(agent_id.as_str()) {
+            by.remove(&publisher);
+            if by.is_empty() {
+                self.removals.remove(agent_id.as_str());
+            }
+        }
+        let own = existing.is_some_and(|e| e.publisher == publisher);
+        let removed = self
+            .removal(&agent_id)
+            .is_some_and(|removal| removal.updated_at >= record.updated_at);
+        let older = existing.is_some_and(|e| !own && e.updated_at > record.updated_at);
+        if removed {
+            self.hidden_by_removal += 1;
+        }
+        if removed || older {
+            if own {
+                // This publisher's earlier copy is gone from its registry.
+                self.remove_record(&agent_id);
+            }
+            return;
+        }
+        self.insert_record(record);
+    }
+
+    /// The newest signed removal of `agent_id` any publisher lists, if one does.
+    pub fn removal(&self, agent_id: &str) -> Option<&AgentRecord> {
+        self.removals
+            .get(agent_id)?
+            .values()
+            .max_by_key(|r| r.updated_at)
+    }
+
+    /// Number of agents with a signed removal listed.
+    pub fn removals_len(&self) -> usize {
+        self.removals.len()
+    }
+
+    /// Manifests kept out of the view because a signed removal is as new or newer, since start.
+    pub fn hidden_by_removal(&self) -> u64 {
+        self.hidden_by_removal
     }
 
     fn insert_record(&mut self, record: AgentRecord) {
@@ -354,20 +452,19 @@ impl AgentIndex {
         Some(record)
     }
 
-    /// Adds or replaces one agent.
-    pub fn upsert(&mut self, record: AgentRecord) {
-        self.insert_record(record);
+    /// Takes in one accepted agent or removal of its publisher (the node's own publish),
+    /// by the rules above; returns what changed in the served view.
+    pub fn upsert(&mut self, record: AgentRecord) -> Option<&'static str> {
+        let before = self.served(std::slice::from_ref(&record.agent_id));
+        self.offer(record);
+        self.changes(before).pop().map(|(kind, _)| kind)
     }
 
-    /// Removes one agent if `publisher` is the one that listed it.
-    pub fn remove(&mut self, agent_id: &str, publisher: &str) {
-        if self
-            .records
-            .get(agent_id)
-            .is_some_and(|r| r.publisher == publisher)
-        {
-            self.remove_record(agent_id);
-        }
+    /// Forgets what `publisher` listed under `agent_id`; returns what changed in the served view.
+    pub fn remove(&mut self, agent_id: &str, publisher: &str) -> Option<&'static str> {
+        let before = self.served(&[agent_id.to_owned()]);
+        self.withdraw(agent_id, publisher);
+        self.changes(before).pop().map(|(kind, _)| kind)
     }
 
     /// The agent with this id.
@@ -560,5 +657,90 @@ mod tests {
         index.remove("globex/gamma", "p1");
         assert!(ids(&index, &q(&|q| q.org = Some("globex".into()))).is_empty());
         assert!(index.postings.keys().all(|t| !t.contains("gamma")));
+    }
+
+    fn entry(publisher: &str, updated_at: i64, removed: bool) -> AgentRecord {
+        let key = Keypair::from_secret(&[1; 32]);
+        let body = if removed {
+            ManifestBody::tombstone("acme/echo", "eu", updated_at).unwrap()
+        } else {
+            let card = r#"{"name":"Echo","supportedInterfaces":[{"url":"https://x.example/a"}]}"#;
+            ManifestBody::from_card(card, "acme", "eu", updated_at).unwrap()
+        };
+        let manifest = body.sign(&key);
+        let cid = manifest.to_block_and_cid().0;
+        AgentRecord::new(&manifest, &cid, publisher, 1)
+    }
+
+    #[test]
+    fn a_signed_removal_beats_every_older_manifest_in_either_order() {
+        let commit = meridian_registry::ids::dag_cbor_cid(b"c");
+        // The replayed copy arrives first, then the removal: the agent goes.
+        let mut index = AgentIndex::new();
+        index.replace_publisher("replayer", &commit, vec![entry("replayer", 100, false)]);
+        assert!(index.get("acme/echo").is_some());
+        let changes = index.replace_publisher("origin", &commit, vec![entry("origin", 200, true)]);
+        assert_eq!(changes, [("agent.removed", "acme/echo".to_owned())]);
+        assert!(index.get("acme/echo").is_none());
+        assert_eq!(index.removal("acme/echo").unwrap().updated_at, 200);
+        assert!(
+            index
+                .search(&Query {
+                    limit: 10,
+                    ..Query::default()
+                })
+                .0
+                .is_empty()
+        );
+        // The replayer lists its copy again (a new commit): still hidden, and counted.
+        let changes = index.apply_publisher_changes(
+            "replayer",
+            2,
+            &commit,
+            vec![entry("replayer", 100, false)],
+            vec![],
+        );
+        assert!(changes.is_empty());
+        assert!(index.get("acme/echo").is_none());
+        assert_eq!(
+            index.hidden_by_removal(),
+            2,
+            "taken out once, kept out once"
+        );
+        // A copy as new as the removal loses too: ties go to the removal.
+        index.upsert(entry("replayer", 200, false));
+        assert!(index.get("acme/echo").is_none());
+
+        // The removal first, then the copy: never served.
+        let mut index = AgentIndex::new();
+        index.replace_publisher("origin", &commit, vec![entry("origin", 200, true)]);
+        let changes =
+            index.replace_publisher("replayer", &commit, vec![entry("replayer", 100, false)]);
+        assert!(changes.is_empty());
+        assert!(index.get("acme/echo").is_none());
+
+        // A newer manifest (from anyone already accepted) brings the agent back.
+        assert_eq!(
+            index.upsert(entry("origin", 300, false)),
+            Some("agent.added")
+        );
+        assert_eq!(index.get("acme/echo").unwrap().updated_at, 300);
+        assert!(
+            index.removal("acme/echo").is_none(),
+            "the origin's removal was replaced"
+        );
+        // An older removal does not remove a newer manifest of another publisher...
+        assert_eq!(index.upsert(entry("replayer", 250, true)), None);
+        assert!(index.get("acme/echo").is_some());
+        // ...but a publisher's own removal replaces its own listing, whatever its date.
+        assert_eq!(
+            index.upsert(entry("origin", 250, true)),
+            Some("agent.removed")
+        );
+        // Withdrawing every removal forgets them.
+        index.remove("acme/echo", "origin");
+        index.remove("acme/echo", "replayer");
+        assert!(index.removal("acme/echo").is_none());
+        assert_eq!(index.removals_len(), 0);
     }
 }

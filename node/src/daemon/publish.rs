@@ -104,7 +104,9 @@ impl Publisher {
 }
 
 enum Change {
+    /// A manifest, or a signed removal (tombstone) that takes the agent's place in the tree.
     Put(Box<Manifest>),
+    /// The node stops listing the agent (no signature: it binds no other publisher).
     Delete(String),
     /// Re-sign the same tree with a fresh validity window.
     Refresh,
@@ -124,6 +126,11 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
     let (agent_id, existed) = match &change {
         Change::Put(manifest) => {
             let (cid, block) = manifest.to_block_and_cid();
+            if let Some(current) = tree.get(manifest.body.agent_id.as_bytes())
+                && current != cid
+            {
+                stale_check(state, &current, manifest)?;
+            }
             blocks.push((cid, block.into()));
             let existed = tree
                 .insert(manifest.body.agent_id.as_bytes(), cid)
@@ -212,17 +219,9 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
     let event = match change {
         Change::Put(manifest) => {
             let cid = manifest.to_block_and_cid().0;
-            index.upsert(AgentRecord::new(&manifest, &cid, &did, seq).with_commit(&commit_cid));
-            Some(if existed {
-                "agent.changed"
-            } else {
-                "agent.added"
-            })
+            index.upsert(AgentRecord::new(&manifest, &cid, &did, seq).with_commit(&commit_cid))
         }
-        Change::Delete(_) => {
-            index.remove(&agent_id, &did);
-            Some("agent.removed")
-        }
+        Change::Delete(_) => index.remove(&agent_id, &did),
         Change::Refresh => None,
     };
     // The index took in the one change on top of the previous head: it now reflects this one.
@@ -247,6 +246,44 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         let _ = mesh.send(super::mesh::MeshCommand::Announce(block.to_vec()));
     }
     Ok((commit_cid, seq, existed))
+}
+
+/// Refuses to replace the agent's current entry (`current`, a manifest or removal in the node's
+/// tree) by an entry that is not newer: a removal older than the manifest it would remove, or a
+/// manifest not newer than the removal it would undo. (An older manifest over a newer one is the
+/// publisher's own business and stays allowed, as before removals existed.)
+fn stale_check(state: &NodeState, current: &Cid, new: &Manifest) -> Result<(), ApiError> {
+    let Some(block) = state.store.get(current).map_err(ApiError::internal)? else {
+        return Ok(());
+    };
+    let Ok(current) = Manifest::decode(&block) else {
+        return Ok(());
+    };
+    let (now_at, new_at) = (current.body.updated_at, new.body.updated_at);
+    if new.is_removal() && !current.is_removal() && new_at < now_at {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_removal",
+            format!(
+                "the removal of `{}` is dated {new_at}, before the published manifest ({now_at}): sign it with a later `updated_at`",
+                new.body.agent_id
+            ),
+        ));
+    }
+    if !new.is_removal() && current.is_removal() && new_at <= now_at {
+        return Err(removed_conflict(&new.body.agent_id, now_at, new_at));
+    }
+    Ok(())
+}
+
+fn removed_conflict(agent_id: &str, removed_at: i64, updated_at: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "agent_removed",
+        format!(
+            "`{agent_id}` was removed by its organisation as of {removed_at}; a manifest dated {updated_at} would still be hidden: publish it with `updated_at` after {removed_at}"
+        ),
+    )
 }
 
 /// Re-signs the node's head when less than half its validity is left, so peers never see it
@@ -371,6 +408,36 @@ fn manifest_from_request(state: &NodeState, org: &str, body: &[u8]) -> Result<Ma
     Ok(manifest)
 }
 
+/// Refuses what the federated view would refuse anyway: with governance, what the acceptance
+/// rule refuses; without, a signer other than the keys the organisation's name is bound to.
+fn admissible(state: &NodeState, manifest: &Manifest) -> Result<(), ApiError> {
+    let now = (state.clock)();
+    if let Err(reasons) = state.governance.accept(manifest, &state.node_did, now) {
+        let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+        return Err(unprocessable(
+            "not_accepted",
+            format!("governance refuses this agent: {}", reasons.join("; ")),
+        ));
+    }
+    if !state.governance.enabled()
+        && let Some(bound) = state
+            .names
+            .bind_local(&manifest.body.org, &manifest.signer.to_did(), now)
+            .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "name_bound",
+            format!(
+                "organisation `{}` is bound on this node to other keys ({}); the operator can rebind it with `meridian node names pin`",
+                manifest.body.org,
+                bound.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Replays a remembered answer, refuses a reused key with another body, or runs `work`.
 fn idempotent(
     state: &NodeState,
@@ -474,18 +541,16 @@ async fn put_agent(
                     format!("the path names `{path_id}` but the manifest is for `{}`", manifest.body.agent_id),
                 ));
             }
-            // With governance on, refuse now what the federated view would refuse anyway.
-            if let Err(reasons) = task_state.governance.accept(&manifest, &task_state.node_did, (task_state.clock)()) {
-                let reasons: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-                return Err(unprocessable("not_accepted", format!("governance refuses this agent: {}", reasons.join("; "))));
+            if manifest.is_removal() {
+                return Err(unprocessable("removal_not_publishable", format!(
+                    "this is a signed removal of `{}`: send it with DELETE /api/v1/agents/{}",
+                    manifest.body.agent_id, manifest.body.agent_id)));
             }
-            // Without governance, a name bound to other keys on this node is not ours to sign.
-            if !task_state.governance.enabled()
-                && let Some(bound) = task_state.names.bind_local(&manifest.body.org, &manifest.signer.to_did(), (task_state.clock)()).map_err(ApiError::internal)?
-            {
-                return Err(ApiError::new(StatusCode::CONFLICT, "name_bound", format!(
-                    "organisation `{}` is bound on this node to other keys ({}); the operator can rebind it with `meridian node names pin`",
-                    manifest.body.org, bound.into_iter().collect::<Vec<_>>().join(", "))));
+            admissible(&task_state, &manifest)?;
+            let hidden_by = task_state.index.read().map_err(|_| ApiError::internal("index lock poisoned"))?
+                .removal(&manifest.body.agent_id).map(|r| r.updated_at);
+            if let Some(removed_at) = hidden_by && removed_at >= manifest.body.updated_at {
+                return Err(removed_conflict(&manifest.body.agent_id, removed_at, manifest.body.updated_at));
             }
             let agent_id = manifest.body.agent_id.clone();
             let manifest_cid = manifest.to_block_and_cid().0;
@@ -499,7 +564,7 @@ async fn put_agent(
 }
 
 /// Publish a new or changed agent: a signed manifest, or the card with its signature.
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "Either {manifest: base64 of the signed manifest block} (what `meridian agent sign` prints), or {card, region, updated_at, signer, sig}: `card` the A2A card as a JSON string, `signer` an organisation key as did:key, and `sig` the base64 ed25519 signature by `signer` over the canonical DAG-CBOR map {$type: \"meridian.manifest.v1\", agent_id, org, region, updated_at, card, signer} (every manifest field but `sig`; map keys sorted by length, then bytewise; `agent_id` is `org/` plus the card name's slug)."), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 409, description = "the organisation name is bound to other keys on this node", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "Either {manifest: base64 of the signed manifest block} (what `meridian agent sign` prints), or {card, region, updated_at, signer, sig}: `card` the A2A card as a JSON string, `signer` an organisation key as did:key, and `sig` the base64 ed25519 signature by `signer` over the canonical DAG-CBOR map {$type: \"meridian.manifest.v1\", agent_id, org, region, updated_at, card, signer} (every manifest field but `sig`; map keys sorted by length, then bytewise; `agent_id` is `org/` plus the card name's slug)."), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 409, description = "the organisation name is bound to other keys on this node (`name_bound`), or the organisation removed the agent at or after this manifest's `updated_at` (`agent_removed`)", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
 pub async fn create_agent(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -509,7 +574,7 @@ pub async fn create_agent(
 }
 
 /// Publish this agent (the manifest must name it).
-#[utoipa::path(put, path = "/api/v1/agents/{org}/{agent}", tag = "agents", security(("orgToken" = [])), params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), request_body(content = String, content_type = "application/json", description = "as for POST /api/v1/agents"), responses((status = 200, description = "updated", content_type = "application/json"), (status = 201, description = "published", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "other organisation", body = ErrorBody), (status = 422, description = "manifest names another agent, or invalid", body = ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/agents/{org}/{agent}", tag = "agents", security(("orgToken" = [])), params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), request_body(content = String, content_type = "application/json", description = "as for POST /api/v1/agents"), responses((status = 200, description = "updated", content_type = "application/json"), (status = 201, description = "published", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "other organisation", body = ErrorBody), (status = 409, description = "name bound to other keys, or the agent was removed after this manifest's date", body = ErrorBody), (status = 422, description = "manifest names another agent, or invalid", body = ErrorBody)))]
 pub async fn update_agent(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
@@ -519,12 +584,14 @@ pub async fn update_agent(
     put_agent(state, headers, body, Some(format!("{org}/{agent}"))).await
 }
 
-/// Stop publishing an agent.
-#[utoipa::path(delete, path = "/api/v1/agents/{org}/{agent}", tag = "agents", security(("orgToken" = [])), params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name")), responses((status = 200, description = "removed", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "other organisation", body = ErrorBody), (status = 404, description = "not published by this node", body = ErrorBody)))]
+/// Remove an agent: with a signed removal in the body, the organisation withdraws it everywhere;
+/// without a body, this node only stops listing it.
+#[utoipa::path(delete, path = "/api/v1/agents/{org}/{agent}", tag = "agents", security(("orgToken" = [])), params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name"), ("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "Optional. {manifest: base64 of a signed removal block} (what `meridian agent remove --out` writes): a manifest with `removed: true`, an empty `card` and the agent's `agent_id`, signed by an organisation key. The removal takes the agent's place in this node's registry and beats every manifest of the agent with an older or equal `updated_at` on every node, whoever lists it, so a copy elsewhere cannot bring the agent back. Without a body the node only stops listing the agent; another publisher's copy may then still be served."), responses((status = 200, description = "removed", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "other organisation", body = ErrorBody), (status = 404, description = "unsigned removal of an agent this node does not list", body = ErrorBody), (status = 409, description = "the removal is older than the listed manifest, or the name is bound to other keys", body = ErrorBody), (status = 422, description = "not a signed removal of this agent, bad signature, or refused by governance", body = ErrorBody)))]
 pub async fn delete_agent(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let token_org = authorise(&state, &headers)?;
     if token_org != org {
@@ -534,12 +601,30 @@ pub async fn delete_agent(
             format!("your token writes for `{token_org}`, not for `{org}`"),
         ));
     }
+    let signed = !body.iter().all(u8::is_ascii_whitespace);
+    if signed {
+        require_json(&headers)?;
+    }
     let agent_id = format!("{org}/{agent}");
     let task_state = state.clone();
     tokio::task::spawn_blocking(move || {
-        idempotent(&task_state, &token_org, &headers, agent_id.as_bytes(), || {
-            let (commit, seq, _) = apply(&task_state, Change::Delete(agent_id.clone()))?;
-            Ok((StatusCode::OK, json!({ "agent_id": agent_id, "deleted": true, "commit": commit.to_string(), "seq": seq })))
+        let request = [agent_id.as_bytes(), b"\n", &body].concat();
+        idempotent(&task_state, &token_org, &headers, &request, || {
+            if !signed {
+                let (commit, seq, _) = apply(&task_state, Change::Delete(agent_id.clone()))?;
+                return Ok((StatusCode::OK, json!({ "agent_id": agent_id, "deleted": true, "signed": false, "commit": commit.to_string(), "seq": seq })));
+            }
+            let removal = manifest_from_request(&task_state, &token_org, &body)?;
+            if !removal.is_removal() || removal.body.agent_id != agent_id {
+                return Err(unprocessable("not_a_removal", format!(
+                    "the body must be a signed removal of `{agent_id}` (`meridian agent remove --out`), not {} of `{}`",
+                    if removal.is_removal() { "a removal" } else { "a manifest" }, removal.body.agent_id)));
+            }
+            admissible(&task_state, &removal)?;
+            let removal_cid = removal.to_block_and_cid().0;
+            let removed_at = removal.body.updated_at;
+            let (commit, seq, _) = apply(&task_state, Change::Put(Box::new(removal)))?;
+            Ok((StatusCode::OK, json!({ "agent_id": agent_id, "deleted": true, "signed": true, "removal": removal_cid.to_string(), "removed_at": removed_at, "commit": commit.to_string(), "seq": seq })))
         })
     })
     .await

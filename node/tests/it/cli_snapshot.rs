@@ -107,7 +107,10 @@ fn build_verify_inspect_diff_delta_import_export() {
     json(&dir, &["snapshot", "import", "s1.car", "--data", "data"]);
     let imported = json(&dir, &["snapshot", "import", "d.car", "--data", "data"]);
     assert_eq!(imported["seq"], 2);
-    assert_eq!(imported["signatures_checked"], 2);
+    assert_eq!(
+        imported["signatures_checked"], 3,
+        "the changed and the new manifest, and agent 7's signed removal"
+    );
 
     // Export gives back exactly s2, and a delta since s1 that imports elsewhere.
     json(

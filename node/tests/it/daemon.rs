@@ -1339,8 +1339,8 @@ fn an_imported_successor_updates_only_what_changed_and_every_provenance() {
     let (status, body) = node.import(&std::fs::read(dir.join("d.car")).unwrap());
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        body["signatures_checked"], 2,
-        "only the two new manifests: {body}"
+        body["signatures_checked"], 3,
+        "only the two new manifests and agent 2's signed removal: {body}"
     );
 
     let agent = |id: &str| node.get_json(&format!("/api/v1/agents/{id}"));
@@ -1348,7 +1348,7 @@ fn an_imported_successor_updates_only_what_changed_and_every_provenance() {
         agent("acme/agent-1").1["card"]["skills"][0]["id"],
         "translate"
     );
-    assert_eq!(agent("acme/agent-2").0, 404);
+    assert_eq!(agent("acme/agent-2").0, 410, "removed by its organisation");
     assert_eq!(agent("acme/agent-9").1["card"]["skills"][0]["id"], "plan");
     for unchanged in ["acme/agent-0", "acme/agent-3"] {
         let (status, body) = agent(unchanged);

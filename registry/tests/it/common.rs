@@ -45,6 +45,15 @@ pub fn cards(n: usize) -> Vec<CardInput> {
 }
 
 pub fn build(cards: Vec<CardInput>, previous: Option<&Snapshot>, now: i64) -> Snapshot {
+    build_report(cards, previous, now).0
+}
+
+/// [`build`], with what the build changed.
+pub fn build_report(
+    cards: Vec<CardInput>,
+    previous: Option<&Snapshot>,
+    now: i64,
+) -> (Snapshot, snapshot::BuildReport) {
     snapshot::build(BuildInput {
         node_key: &node_key(),
         org_key: &org_key(),
@@ -57,7 +66,6 @@ pub fn build(cards: Vec<CardInput>, previous: Option<&Snapshot>, now: i64) -> Sn
         limits: Limits::DEFAULT,
     })
     .unwrap()
-    .0
 }
 
 pub fn car_bytes(snapshot: &Snapshot) -> Vec<u8> {

@@ -56,6 +56,38 @@ fn valid_snapshot_verifies_and_reports() {
 }
 
 #[test]
+fn a_card_dropped_from_a_build_becomes_a_signed_removal_and_can_come_back() {
+    let first = build(cards(3), None, NOW);
+    let build_with = |cards, previous, now| build_report(cards, Some(previous), now);
+    let mut two = cards(3);
+    let dropped = two.remove(1);
+    let (second, report) = build_with(two.clone(), &first, NOW);
+    assert_eq!((report.added, report.changed, report.removed), (0, 0, 1));
+    // The tree keeps the agent's key, now naming a removal signed by the organisation.
+    assert_eq!(second.tree.len(), 3);
+    let removal = second.manifest("acme/agent-1").unwrap().unwrap();
+    assert!(removal.is_removal());
+    assert_eq!(removal.signer, org_key().public());
+    assert!(removal.body.updated_at >= NOW);
+    let verified = verify_bytes(&car_bytes(&second), &options()).unwrap();
+    assert_eq!(verified.verified_manifests.len(), 3);
+    // Building again without the card keeps that removal as it is.
+    let (third, report) = build_with(two.clone(), &second, NOW + 1);
+    assert_eq!(report.removed, 0);
+    assert_eq!(
+        third.tree.get(b"acme/agent-1"),
+        second.tree.get(b"acme/agent-1")
+    );
+    // Listed again in the same second, the card is dated after its removal so it wins.
+    two.push(dropped);
+    let (fourth, report) = build_with(two, &third, removal.body.updated_at);
+    assert_eq!((report.added, report.changed), (0, 1));
+    let back = fourth.manifest("acme/agent-1").unwrap().unwrap();
+    assert!(!back.is_removal());
+    assert!(back.body.updated_at > removal.body.updated_at);
+}
+
+#[test]
 fn a_block_repeated_in_the_car_is_refused() {
     let snapshot = build(cards(5), None, NOW);
     let mut blocks = all_blocks(&snapshot);

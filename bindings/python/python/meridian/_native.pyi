@@ -87,6 +87,8 @@ class Agent(TypedDict):
     signer: str
     cid: str
     card: str
+    removed: bool
+    """True for a signed removal (tombstone); its ``card`` is empty."""
 
 class Inspection(TypedDict):
     """What ``Snapshot.inspect`` says."""
@@ -174,6 +176,10 @@ def sign_manifest(
     card: str | Mapping[str, Any], org: str, region: str, key: Keypair, updated_at: int
 ) -> bytes:
     """Builds and signs a manifest from an A2A card; returns the DAG-CBOR block."""
+
+def sign_removal(agent_id: str, region: str, key: Keypair, updated_at: int) -> bytes:
+    """Signs the removal of ``org/name`` as of ``updated_at``; returns the DAG-CBOR block for
+    ``NodeClient.delete(agent_id, removal=...)``."""
 
 def verify_manifest(block: bytes) -> Agent:
     """Checks a manifest block and its signature; returns what it says."""

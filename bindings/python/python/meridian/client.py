@@ -158,10 +158,20 @@ class NodeClient:
         body = json.dumps({"manifest": base64.b64encode(manifest).decode()}).encode()
         return self._json("POST", "/api/v1/agents", body=body, content_type="application/json")
 
-    def delete(self, agent_id: str) -> dict[str, Any] | None:
-        """``DELETE /api/v1/agents/{org}/{agent}`` (needs the organisation's token)."""
+    def delete(self, agent_id: str, removal: bytes | None = None) -> dict[str, Any] | None:
+        """``DELETE /api/v1/agents/{org}/{agent}`` (needs the organisation's token).
+
+        With ``removal`` (a block from :func:`meridian.sign_removal`) the organisation withdraws
+        the agent everywhere: the signed removal beats every older manifest on every node.
+        Without it this node only stops listing the agent."""
         org, _, name = agent_id.partition("/")
-        return self._json("DELETE", f"/api/v1/agents/{_quote(org)}/{_quote(name)}")
+        if not org or not name:
+            raise ValueError(f"agent id must be org/name, not {agent_id!r}")
+        path = f"/api/v1/agents/{_quote(org)}/{_quote(name)}"
+        if removal is None:
+            return self._json("DELETE", path)
+        body = json.dumps({"manifest": base64.b64encode(removal).decode()}).encode()
+        return self._json("DELETE", path, body=body, content_type="application/json")
 
     def heads(self) -> list[dict[str, Any]]:
         """Every publisher head the node holds (``GET /api/v1/registry/heads``)."""
@@ -283,9 +293,9 @@ class AsyncNodeClient:
         """``POST /api/v1/agents``."""
         return await asyncio.to_thread(self._sync.publish, manifest)
 
-    async def delete(self, agent_id: str) -> dict[str, Any] | None:
-        """``DELETE /api/v1/agents/{org}/{agent}``."""
-        return await asyncio.to_thread(self._sync.delete, agent_id)
+    async def delete(self, agent_id: str, removal: bytes | None = None) -> dict[str, Any] | None:
+        """``DELETE /api/v1/agents/{org}/{agent}``, optionally with a signed removal."""
+        return await asyncio.to_thread(self._sync.delete, agent_id, removal)
 
     async def heads(self) -> list[dict[str, Any]]:
         """Every publisher head the node holds."""

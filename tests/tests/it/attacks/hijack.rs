@@ -160,19 +160,7 @@ fn a_local_publish_under_another_key_for_a_bound_name_is_refused() {
     let agent = node.get("/api/v1/agents/acme/echo");
     assert!(String::from_utf8_lossy(&agent.body).contains(HONEST_URL));
     // A pin by the operator changes who may sign.
-    meridian_json(
-        dir,
-        &[
-            "node",
-            "names",
-            "pin",
-            "acme",
-            "--key",
-            &other.did(),
-            "--data",
-            "n",
-        ],
-    );
+    pin_name(dir, "n", "acme", &other.did());
     node.wait_for("the pin applied", Duration::from_secs(15), || {
         matches!(publish(&node, &token, &forged).status, 200 | 201).then_some(())
     });

@@ -7,6 +7,7 @@ mod gossip_flood;
 mod hijack;
 mod http_edges;
 mod key_log;
+mod removal_replay;
 mod ssrf;
 mod starvation;
 mod stolen_key;
