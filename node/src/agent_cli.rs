@@ -12,7 +12,8 @@ use clap::Subcommand;
 use meridian_registry::manifest::ManifestBody;
 use serde_json::json;
 
-use crate::cli::{Rejected, Report, load_key};
+use crate::command::{Rejected, Report};
+use crate::data::load_key;
 
 /// `meridian agent …`
 #[derive(Debug, Subcommand)]
@@ -169,7 +170,7 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
             let body = publish_body(&block);
             let text = body.to_string();
             if let Some(out) = out {
-                crate::cli::write_file(out, format!("{text}\n").as_bytes())?;
+                crate::data::write_file(out, format!("{text}\n").as_bytes())?;
                 return Ok(Report {
                     text: format!(
                         "wrote the publish body of {agent_id} ({cid}) to {}",
@@ -222,7 +223,7 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
             let removed_at = removal.body.updated_at;
             match (out, node, token) {
                 (Some(out), _, _) => {
-                    crate::cli::write_file(out, format!("{body}\n").as_bytes())?;
+                    crate::data::write_file(out, format!("{body}\n").as_bytes())?;
                     Ok(Report {
                         text: format!(
                             "wrote the signed removal of {agent} ({cid}, as of {removed_at}) to {}: send it with DELETE /api/v1/agents/{agent}",

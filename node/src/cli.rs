@@ -1,11 +1,11 @@
 //! The `meridian` command line: argument parsing and the offline tools.
 //!
-//! Every command returns a [`Report`] (printed as text, or as JSON with `--json`) or an error.
+//! Every command returns a [`Report`](crate::command::Report) (printed as text, or as JSON with `--json`) or an error.
 //! [`exit_code`] maps errors to the documented exit codes: 1 when input was checked and rejected
 //! (a snapshot failed verification, a card is invalid), 2 for usage and I/O errors.
 
 use std::fs;
-use std::io::{BufReader, BufWriter, Write as _};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,8 +17,10 @@ use meridian_registry::keys::{Keypair, PublicKey};
 use meridian_registry::snapshot::{
     self, BuildError, BuildInput, CarContents, CardInput, Snapshot, SnapshotError, VerifyOptions,
 };
-use meridian_registry::store::{BlockStore, MemoryStore, SledStore};
+use meridian_registry::store::{BlockStore, MemoryStore};
 
+use crate::command::{Rejected, Report, parse_duration_secs, utc};
+use crate::data::{load_key, open_store, write_secret_file};
 use crate::progress::{Progress, Unit};
 use serde_json::json;
 
@@ -460,44 +462,6 @@ pub struct BuildArgs {
     pub expires_in: i64,
 }
 
-/// Parses `90`, `90s`, `15m`, `12h` or `30d` into seconds.
-pub fn parse_duration_secs(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(index) => text.split_at(index),
-        None => (text, "s"),
-    };
-    let value: i64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 3600s, 90m, 12h or 30d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown duration unit `{unit}` (use s, m, h or d)")),
-    };
-    let seconds = value
-        .checked_mul(scale)
-        .filter(|s| *s > 0 && *s <= 10 * 365 * 86_400)
-        .ok_or_else(|| format!("duration `{text}` must be between 1s and 10 years"))?;
-    Ok(seconds)
-}
-
-/// What a command prints: a line of text for people and a JSON value for programs.
-#[derive(Debug)]
-pub struct Report {
-    /// Text output.
-    pub text: String,
-    /// JSON output.
-    pub json: serde_json::Value,
-}
-
-/// A problem found while checking input; exits with code 1 rather than 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejected(pub String);
-
 /// The exit code for an error: 1 if input was checked and rejected, 2 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     for cause in error.chain() {
@@ -728,48 +692,8 @@ fn run_names(command: &NamesCommand, now: i64) -> Result<Report> {
     })
 }
 
-/// Unix seconds as `2026-12-06T13:44:37Z (1796564677)`: readable, and still the number.
-pub fn utc(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let rest = seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z ({seconds})",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60
-    )
-}
-
-/// Writes a file readable only by its owner (0600 on unix), replacing it atomically
-/// ([`meridian_registry::files::write_secret`]).
-pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    meridian_registry::files::write_secret(path, contents)
-}
-
 fn temporary_path(path: &Path) -> PathBuf {
     meridian_registry::files::temporary_path(path)
-}
-
-/// Loads a key file, naming the file on error.
-pub fn load_key(path: &Path) -> Result<Keypair> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-    Keypair::from_key_file(&text).with_context(|| format!("key file {}", path.display()))
 }
 
 /// Reads a CAR file, every block hash-checked, showing how much has been read.
@@ -802,16 +726,6 @@ fn open_snapshot(
     };
     snapshot::open_contents(contents, &options)
         .with_context(|| format!("snapshot {}", path.display()))
-}
-
-/// Writes `bytes` to `path` through a temporary file, synced and renamed, so readers never see a
-/// half-written file.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, |out| {
-        out.write_all(bytes)?;
-        Ok(())
-    })
-    .map(|_| ())
 }
 
 /// Writes `out` through a temporary file so a failed write never leaves a half file behind.
@@ -1198,13 +1112,6 @@ fn snapshot_delta(old_path: &Path, new_path: &Path, out: &Path) -> Result<Report
             "bytes": bytes,
         }),
     })
-}
-
-/// Opens the sled store under a data directory, creating it if needed.
-pub fn open_store(data: &Path) -> Result<SledStore> {
-    let dir = data.join("store");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    SledStore::open(&dir).with_context(|| format!("opening store {}", dir.display()))
 }
 
 fn snapshot_import(path: &Path, data: &Path, now: i64) -> Result<Report> {

@@ -30,7 +30,8 @@ use meridian_registry::keys::PublicKey;
 use meridian_registry::manifest::{Manifest, ManifestBody};
 use serde_json::json;
 
-use crate::cli::{Rejected, Report, load_key, parse_duration_secs};
+use crate::command::{Rejected, Report, parse_duration_secs};
+use crate::data::load_key;
 
 /// `meridian gov …`
 #[derive(Debug, Subcommand)]
@@ -494,7 +495,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::cli::write_file(path, bytes)
+    crate::data::write_file(path, bytes)
 }
 
 fn rejected(error: impl std::fmt::Display, path: &Path) -> anyhow::Error {
@@ -788,7 +789,7 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
                 text: format!(
                     "ok: trust root version {} (expires at {})",
                     body.version,
-                    crate::cli::utc(body.expires_at)
+                    crate::command::utc(body.expires_at)
                 ),
                 json: json!({ "ok": true, "version": body.version, "expires_at": body.expires_at, "id": root.current().id().to_string(), "roles": roles }),
             })
@@ -1043,7 +1044,7 @@ pub fn run_attest(command: &AttestCommand, now: i64) -> Result<Report> {
                     "ok: attestation {} ({}) holds until {}",
                     document.id(),
                     document.body.kind,
-                    crate::cli::utc(document.body.expires_at)
+                    crate::command::utc(document.body.expires_at)
                 ),
                 json: json!({ "ok": true, "id": document.id().to_string(), "type": document.body.kind, "expires_at": document.body.expires_at }),
             })
@@ -1165,7 +1166,7 @@ pub fn run_policy(command: &PolicyCommand, now: i64) -> Result<Report> {
                 text: format!(
                     "ok: policy version {} holds until {}",
                     policy.body.version,
-                    crate::cli::utc(policy.body.expires_at)
+                    crate::command::utc(policy.body.expires_at)
                 ),
                 json: json!({ "ok": true, "version": policy.body.version, "expires_at": policy.body.expires_at, "id": policy.id().to_string() }),
             })

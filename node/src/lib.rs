@@ -8,7 +8,9 @@
 
 pub mod agent_cli;
 pub mod cli;
+pub mod command;
 pub mod daemon;
+pub mod data;
 pub mod demo;
 pub mod gov_cli;
 pub mod progress;

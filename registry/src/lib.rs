@@ -24,6 +24,7 @@ mod json_view;
 pub mod keys;
 pub mod manifest;
 pub mod mst;
+pub mod samples;
 pub mod snapshot;
 pub mod store;
 

@@ -243,7 +243,7 @@ pub fn registry_chain(key: &Keypair, agents: usize, changes: usize) -> Arc<Vec<S
                 let cards = (0..agents)
                     .map(|i| {
                         let skill = if i < step { "translate" } else { "search" };
-                        meridian_node::demo::sample_card("sim", i, skill)
+                        meridian_registry::samples::sample_card("sim", i, skill)
                     })
                     .collect();
                 let (snapshot, _) = snapshot::build(BuildInput {

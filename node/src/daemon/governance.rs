@@ -336,7 +336,7 @@ impl Governance {
     ) -> Result<(), ApiError> {
         let dir = self.dir.join(folder);
         std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-        crate::cli::write_file(&dir.join(format!("{name}.{extension}")), text.as_bytes())
+        crate::data::write_file(&dir.join(format!("{name}.{extension}")), text.as_bytes())
             .map_err(ApiError::internal)
     }
 
@@ -599,7 +599,8 @@ impl Governance {
     fn persist(&self, folder: &str, name: &str, bytes: &[u8]) -> Result<(), ApiError> {
         let dir = self.dir.join(folder);
         std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-        crate::cli::write_file(&dir.join(format!("{name}.cbor")), bytes).map_err(ApiError::internal)
+        crate::data::write_file(&dir.join(format!("{name}.cbor")), bytes)
+            .map_err(ApiError::internal)
     }
 }
 

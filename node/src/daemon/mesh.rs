@@ -768,7 +768,7 @@ pub async fn run(
                     tracing::info!(address = %full, "mesh listening");
                     listening.push(full);
                     let text: String = listening.iter().map(|a| format!("{a}\n")).collect();
-                    if let Err(error) = crate::cli::write_file(&addr_file, text.as_bytes()) {
+                    if let Err(error) = crate::data::write_file(&addr_file, text.as_bytes()) {
                         tracing::warn!(?error, "could not write {}", addr_file.display());
                     }
                 }

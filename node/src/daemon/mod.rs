@@ -39,10 +39,10 @@ pub fn init(data: &Path) -> Result<String> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let key_path = data.join(NODE_KEY_FILE);
     let key = if key_path.exists() {
-        crate::cli::load_key(&key_path)?
+        crate::data::load_key(&key_path)?
     } else {
         let key = Keypair::generate()?;
-        crate::cli::write_secret_file(&key_path, key.to_key_file().as_bytes())
+        crate::data::write_secret_file(&key_path, key.to_key_file().as_bytes())
             .with_context(|| format!("writing {}", key_path.display()))?;
         key
     };
@@ -51,7 +51,7 @@ pub fn init(data: &Path) -> Result<String> {
         std::fs::write(&config_path, DEFAULT_CONFIG_TOML)
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
-    let store = crate::cli::open_store(data)?;
+    let store = crate::data::open_store(data)?;
     store.flush()?;
     Ok(key.did())
 }
@@ -158,8 +158,8 @@ pub fn run(options: RunOptions) -> Result<()> {
 /// Opens an initialised data directory with `config`: the node key and the node's state over
 /// its store, ready for [`serve`].
 pub fn open(data: &Path, config: &NodeConfig) -> Result<(Arc<http::NodeState>, Keypair)> {
-    let key = crate::cli::load_key(&data.join(NODE_KEY_FILE))?;
-    let store = crate::cli::open_store(data)?;
+    let key = crate::data::load_key(&data.join(NODE_KEY_FILE))?;
+    let store = crate::data::open_store(data)?;
     let state = Arc::new(http::NodeState::new(
         store,
         config.clone(),

@@ -275,7 +275,7 @@ impl Names {
             return Ok(());
         }
         let text = serde_json::to_vec_pretty(&inner.learned)?;
-        crate::cli::write_file(&self.names_path, &text)?;
+        crate::data::write_file(&self.names_path, &text)?;
         inner.dirty = false;
         Ok(())
     }
@@ -433,7 +433,7 @@ pub fn pin(data: &Path, org: &str, keys: &[String], now: i64) -> Result<Binding>
         how: "pinned".to_owned(),
     };
     pins.insert(org.to_owned(), binding.clone());
-    crate::cli::write_file(&path, &serde_json::to_vec_pretty(&pins)?)?;
+    crate::data::write_file(&path, &serde_json::to_vec_pretty(&pins)?)?;
     Ok(binding)
 }
 

@@ -60,7 +60,7 @@ fn read_file(path: &Path) -> Result<Vec<TokenRecord>> {
 
 fn write_file(path: &Path, records: &[TokenRecord]) -> Result<()> {
     let text = serde_json::to_string_pretty(records)?;
-    crate::cli::write_secret_file(path, text.as_bytes())
+    crate::data::write_secret_file(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -16,7 +16,8 @@
 
 pub mod snapshot;
 
-pub use snapshot::{DEMO_AGENTS_PER_ORG, sample_card};
+use meridian_registry::samples::sample_card;
+pub use snapshot::DEMO_AGENTS_PER_ORG;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cli::Report;
+use crate::command::Report;
 use crate::daemon::config::NodeConfig;
 
 /// The demo's regions, and the organisation based in each (it publishes on that region's first
@@ -898,7 +899,7 @@ fn org_token(dir: &Path, node: &DemoNode, org: &str, now: i64) -> Result<String>
     let data = dir.join(node.name.replace(' ', "-"));
     let (token, _) = crate::daemon::tokens::create(&data, Some(org), now)?;
     std::fs::create_dir_all(dir.join("tokens"))?;
-    crate::cli::write_secret_file(&file, token.as_bytes())?;
+    crate::data::write_secret_file(&file, token.as_bytes())?;
     Ok(token)
 }
 

@@ -13,25 +13,15 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use meridian_registry::car::Limits;
 use meridian_registry::keys::Keypair;
+use meridian_registry::samples::sample_card;
 use meridian_registry::snapshot::{self, BuildInput, CardInput, Snapshot, VerifyOptions};
 use meridian_registry::store::{BlockStore as _, SledStore};
 use serde_json::json;
 
-use crate::cli::Report;
+use crate::command::Report;
 
 /// Agents per organisation in the demo registry.
 pub const DEMO_AGENTS_PER_ORG: usize = 2_500;
-
-/// A sample A2A card for agent `index` of `org` with one skill: demo, tests and simulations use it.
-pub fn sample_card(org: &str, index: usize, skill: &str) -> CardInput {
-    let json = format!(
-        r#"{{"name":"{org} agent {index}","description":"Sample agent {index} of {org}; answers {skill} requests.","version":"1.0.0","provider":{{"organization":"{org}"}},"supportedInterfaces":[{{"url":"https://agents.{org}.example/a2a/{index}","protocolBinding":"JSONRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"{skill}","name":"{skill}","tags":["{skill}","demo"]}}],"defaultInputModes":["text/plain"],"defaultOutputModes":["text/plain"]}}"#
-    );
-    CardInput {
-        source_name: format!("{org}/card-{index}"),
-        json,
-    }
-}
 
 fn org_cards(org: &str, changed: Option<usize>) -> Vec<CardInput> {
     (0..DEMO_AGENTS_PER_ORG)

@@ -288,7 +288,7 @@ fn build(
             } else {
                 "search"
             };
-            crate::demo::sample_card("acme", i, skill)
+            meridian_registry::samples::sample_card("acme", i, skill)
         })
         .collect();
     snapshot::build(BuildInput {
