@@ -8,4 +8,5 @@ mod cli;
 mod fuzz_regressions;
 mod governance_flow;
 mod runbooks;
+mod tidy;
 mod upgrade;

@@ -1,0 +1,223 @@
+//! The architecture checks itself (in the manner of rust-analyzer's tidy tests): these read the
+//! workspace's sources and fail when a rule of docs/ARCHITECTURE.md is broken, naming the file
+//! and line. Comments are skipped, so a doc link to a higher layer is not an import.
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Every `.rs` file under `dir` (relative to the workspace), recursively, sorted.
+fn rust_files(dir: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&workspace().join(dir), &mut out);
+    out.sort();
+    assert!(!out.is_empty(), "no Rust files under {dir}");
+    out
+}
+
+/// The lines of `file` that are code (not `//` comments), with their numbers.
+fn code_lines(file: &Path) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim_start().starts_with("//"))
+        .map(|(number, line)| (number + 1, line.to_owned()))
+        .collect()
+}
+
+/// `file:line: text` for every code line of `files` that contains one of `needles`.
+fn offences(files: &[PathBuf], needles: &[&str]) -> Vec<String> {
+    let root = workspace();
+    let mut found = Vec::new();
+    for file in files {
+        for (number, line) in code_lines(file) {
+            if let Some(needle) = needles.iter().find(|n| line.contains(**n)) {
+                found.push(format!(
+                    "{}:{number}: `{needle}` in `{}`",
+                    file.strip_prefix(&root).unwrap_or(file).display(),
+                    line.trim()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// What a sans-IO module must not touch: sockets, async runtimes, HTTP stacks, the clock.
+const IO: &[&str] = &[
+    "tokio",
+    "std::net",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "SystemTime",
+    "Instant::now",
+    "reqwest",
+    "hyper",
+    "axum",
+    "libp2p",
+    "quinn",
+];
+
+#[test]
+fn sans_io_cores_open_no_socket_and_read_no_clock() {
+    let mut files = rust_files("registry/src");
+    files.extend(rust_files("governance/src"));
+    files.extend(rust_files("node/src/sync"));
+    for core in ["breaker", "cache", "heads", "policy", "ratelimit", "wire"] {
+        files.push(workspace().join(format!("hub/src/{core}.rs")));
+    }
+    let found = offences(&files, IO);
+    assert!(
+        found.is_empty(),
+        "sans-IO modules must take time as an argument and move no bytes themselves:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn nothing_below_the_command_line_imports_it() {
+    let commands = [
+        "crate::cli",
+        "crate::gov_cli",
+        "crate::agent_cli",
+        "crate::demo",
+    ];
+    let mut below = rust_files("node/src/daemon");
+    below.extend(rust_files("node/src/sync"));
+    for file in ["data.rs", "progress.rs", "command.rs"] {
+        below.push(workspace().join("node/src").join(file));
+    }
+    let mut found = offences(&below, &[&commands[..], &["crate::command"]].concat());
+    // `command.rs` is what the commands share; it may not import them either (it is below them).
+    found.retain(|f| !f.starts_with("node/src/command.rs") || !f.contains("crate::command"));
+    // The commands sit side by side under the dispatcher (`cli.rs`): none imports it.
+    let mut commands_below_cli = rust_files("node/src/demo");
+    commands_below_cli.push(workspace().join("node/src/gov_cli.rs"));
+    commands_below_cli.push(workspace().join("node/src/agent_cli.rs"));
+    found.extend(offences(
+        &commands_below_cli,
+        &["crate::cli::", "crate::cli;"],
+    ));
+    assert!(
+        found.is_empty(),
+        "the command line sits above the daemon, and the dispatcher above the commands:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn only_the_drivers_read_the_wall_clock() {
+    let allowed = [
+        "node/src/main.rs",
+        "node/src/daemon/mod.rs",
+        "hub/src/daemon/mod.rs",
+    ];
+    let mut files = Vec::new();
+    for dir in [
+        "registry/src",
+        "governance/src",
+        "node/src",
+        "hub/src",
+        "bindings/python/src",
+    ] {
+        files.extend(rust_files(dir));
+    }
+    let found: Vec<String> = offences(&files, &["SystemTime::now"])
+        .into_iter()
+        .filter(|f| !allowed.iter().any(|a| f.starts_with(a)))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "read the clock in a driver's one clock function and pass the time down:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The `meridian-*` crates a crate's Cargo.toml depends on (any dependency table).
+fn meridian_dependencies(manifest: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace().join(manifest))
+        .unwrap_or_else(|e| panic!("{manifest}: {e}"));
+    let mut found: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("meridian-"))
+        .filter_map(|line| line.split(['=', '.', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn the_crate_graph_points_one_way() {
+    // Each crate, and the Meridian crates it may depend on (docs/ARCHITECTURE.md).
+    let rules: &[(&str, &[&str])] = &[
+        ("registry/Cargo.toml", &[]),
+        ("governance/Cargo.toml", &["meridian-registry"]),
+        (
+            "hub/Cargo.toml",
+            &["meridian-governance", "meridian-registry"],
+        ),
+        (
+            "node/Cargo.toml",
+            &["meridian-governance", "meridian-hub", "meridian-registry"],
+        ),
+        (
+            "bindings/python/Cargo.toml",
+            &["meridian-governance", "meridian-registry"],
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (manifest, allowed) in rules {
+        for dependency in meridian_dependencies(manifest) {
+            if !allowed.contains(&dependency.as_str()) {
+                broken.push(format!("{manifest} depends on {dependency}"));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "a crate depends on a crate above it:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn the_checks_see_what_they_forbid() {
+    // The rules above pass only if they can fail: each finds its offence in a planted file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("planted.rs");
+    std::fs::write(
+        &file,
+        "// tokio in a comment is fine\nuse tokio::net::TcpStream;\nlet now = std::time::SystemTime::now();\nuse crate::cli::Report;\n",
+    )
+    .unwrap();
+    let files = vec![file];
+    assert_eq!(offences(&files, IO).len(), 2);
+    assert_eq!(offences(&files, &["crate::cli"]).len(), 1);
+    assert_eq!(offences(&files, &["SystemTime::now"]).len(), 1);
+    assert_eq!(
+        meridian_dependencies("node/Cargo.toml"),
+        ["meridian-governance", "meridian-hub", "meridian-registry"]
+    );
+}
