@@ -363,7 +363,7 @@ impl Registration {
         contact: &str,
         keys: &[&Keypair],
     ) -> Result<Self, DocumentError> {
-        check_name("org", org).map_err(DocumentError::Invalid)?;
+        check_name("org", org).map_err(|e| DocumentError::Invalid(e.to_string()))?;
         if keys.is_empty() {
             return Err(DocumentError::Invalid(
                 "a registration needs at least one key".into(),
@@ -398,7 +398,7 @@ impl Registration {
         let contact = reader.text("contact")?;
         let dids = text_list(reader.take("keys")?, "keys")?;
         reader.finish()?;
-        check_name("org", &org).map_err(DocumentError::Invalid)?;
+        check_name("org", &org).map_err(|e| DocumentError::Invalid(e.to_string()))?;
         let keys: Vec<PublicKey> = dids
             .iter()
             .map(|d| PublicKey::from_did(d).map_err(|e| DocumentError::Invalid(e.to_string())))
@@ -498,7 +498,7 @@ impl KeyRotation {
         remove: &[PublicKey],
         effective_at: i64,
     ) -> Result<Self, DocumentError> {
-        check_name("org", org).map_err(DocumentError::Invalid)?;
+        check_name("org", org).map_err(|e| DocumentError::Invalid(e.to_string()))?;
         let added: Vec<String> = add.iter().map(|k| k.did()).collect();
         let removed: Vec<String> = remove.iter().map(|k| k.to_did()).collect();
         let body = cbor::map([

@@ -118,6 +118,50 @@ struct SourceCount {
     total: u32,
 }
 
+/// Why a source may not introduce another publisher ([`NewPublisherBudget::take`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BudgetRefusal {
+    /// [`SOURCES_MAX`] sources are introducing publishers at once.
+    #[error("{SOURCES_MAX} sources are introducing publishers; try later")]
+    TooManySources,
+    /// The source has introduced as many publishers as one source may in all.
+    #[error(
+        "{client} introduced {count} publishers, the most one source may (hub.publishers_per_source_max)"
+    )]
+    Total {
+        /// The client address.
+        client: String,
+        /// Publishers it introduced.
+        count: u32,
+    },
+    /// The source has introduced as many publishers this minute as one source may.
+    #[error(
+        "{client} introduced {count} publishers this minute, the most one source may (hub.new_publishers_per_source_per_minute)"
+    )]
+    PerMinute {
+        /// The client address.
+        client: String,
+        /// Publishers it introduced this minute.
+        count: u32,
+    },
+}
+
+/// Why an equivocation proof was not kept ([`HeadMirror::offer_equivocation`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofRefusal {
+    /// The block is not a proof.
+    #[error("{0}")]
+    Decode(meridian_registry::commit::CommitError),
+    /// The proof proves nothing.
+    #[error("{0}")]
+    Invalid(meridian_registry::commit::EquivocationError),
+    /// The mirror is full and does not know the publisher.
+    #[error("the hub already mirrors {0} publishers")]
+    Full(usize),
+}
+
 impl NewPublisherBudget {
     /// A budget of `per_minute` new publishers a minute and `total_max` in all, per source.
     pub fn new(per_minute: u32, total_max: u32) -> Self {
@@ -129,15 +173,13 @@ impl NewPublisherBudget {
     }
 
     /// Takes one new publisher from `source`'s budget at `now` (unix seconds), or says why not.
-    pub fn take(&mut self, source: &str, now: i64) -> Result<(), String> {
+    pub fn take(&mut self, source: &str, now: i64) -> Result<(), BudgetRefusal> {
         if !self.sources.contains_key(source) && self.sources.len() >= SOURCES_MAX {
             // Sources whose minute is over and who introduced little are forgotten first.
             self.sources
                 .retain(|_, c| now - c.window_start < 60 || c.total >= self.per_minute);
             if self.sources.len() >= SOURCES_MAX {
-                return Err(format!(
-                    "{SOURCES_MAX} sources are introducing publishers; try later"
-                ));
+                return Err(BudgetRefusal::TooManySources);
             }
         }
         let count = self
@@ -153,16 +195,16 @@ impl NewPublisherBudget {
             count.in_window = 0;
         }
         if count.total >= self.total_max {
-            return Err(format!(
-                "{source} introduced {} publishers, the most one source may (hub.publishers_per_source_max)",
-                count.total
-            ));
+            return Err(BudgetRefusal::Total {
+                client: source.to_owned(),
+                count: count.total,
+            });
         }
         if count.in_window >= self.per_minute {
-            return Err(format!(
-                "{source} introduced {} publishers this minute, the most one source may (hub.new_publishers_per_source_per_minute)",
-                count.in_window
-            ));
+            return Err(BudgetRefusal::PerMinute {
+                client: source.to_owned(),
+                count: count.in_window,
+            });
         }
         count.in_window += 1;
         count.total += 1;
@@ -265,18 +307,15 @@ impl HeadMirror {
 
     /// Keeps an equivocation proof received from elsewhere, once it verifies. Returns whether it
     /// was new.
-    pub fn offer_equivocation(&mut self, block: &[u8]) -> Result<bool, String> {
-        let proof = EquivocationProof::decode(block).map_err(|e| e.to_string())?;
-        let (publisher, _) = proof.verify()?;
+    pub fn offer_equivocation(&mut self, block: &[u8]) -> Result<bool, ProofRefusal> {
+        let proof = EquivocationProof::decode(block).map_err(ProofRefusal::Decode)?;
+        let (publisher, _) = proof.verify().map_err(ProofRefusal::Invalid)?;
         let publisher = publisher.to_did();
         if self.equivocations.contains_key(&publisher) {
             return Ok(false);
         }
         if !self.heads.contains_key(&publisher) && self.heads.len() >= self.publishers_max {
-            return Err(format!(
-                "the hub already mirrors {} publishers",
-                self.publishers_max
-            ));
+            return Err(ProofRefusal::Full(self.publishers_max));
         }
         self.version += 1;
         self.equivocations.insert(publisher, block.to_vec());
@@ -427,7 +466,10 @@ mod tests {
         let mut other = HeadMirror::new(10, 300);
         assert_eq!(other.offer_equivocation(&proof), Ok(true));
         assert_eq!(other.offer_equivocation(&proof), Ok(false));
-        assert!(other.offer_equivocation(b"junk").is_err());
+        assert!(matches!(
+            other.offer_equivocation(b"junk"),
+            Err(ProofRefusal::Decode(_))
+        ));
     }
 
     #[test]
@@ -455,14 +497,29 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(budget.take("10.0.0.1", 100), Ok(()));
         }
-        let refused = budget.take("10.0.0.1", 110).unwrap_err();
-        assert!(refused.contains("this minute"), "{refused}");
+        assert_eq!(
+            budget.take("10.0.0.1", 110),
+            Err(BudgetRefusal::PerMinute {
+                client: "10.0.0.1".into(),
+                count: 3
+            })
+        );
         // Another source has its own budget.
         assert_eq!(budget.take("10.0.0.2", 110), Ok(()));
         // A minute later: two more, then the total cap.
         assert_eq!(budget.take("10.0.0.1", 160), Ok(()));
         assert_eq!(budget.take("10.0.0.1", 161), Ok(()));
         let refused = budget.take("10.0.0.1", 230).unwrap_err();
-        assert!(refused.contains("publishers_per_source_max"), "{refused}");
+        assert_eq!(
+            refused,
+            BudgetRefusal::Total {
+                client: "10.0.0.1".into(),
+                count: 5
+            }
+        );
+        assert!(
+            refused.to_string().contains("publishers_per_source_max"),
+            "{refused}"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! how the hub reaches nodes and agents (HTTP in production, simulated sockets in the
 //! simulations).
 
+pub mod apidoc;
 pub mod breaker;
 pub mod cache;
 pub mod daemon;

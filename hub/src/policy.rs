@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use meridian_governance::attestation::{Attestation, AttestationSet, KeyRotation};
-use meridian_governance::policy::{PolicyBundle, PolicyState};
-use meridian_governance::root::{ExpiryCheck, RootDocument, TrustedRoot};
+use meridian_governance::attestation::{
+    AddError, Attestation, AttestationSet, KeyRotation, RotationError,
+};
+use meridian_governance::document::DocumentError;
+use meridian_governance::policy::{PolicyBundle, PolicyError, PolicyState};
+use meridian_governance::root::{ExpiryCheck, RootDocument, RootError, TrustedRoot};
 use meridian_registry::Cid;
 
 /// Most attestations the mirror keeps (a bound on memory from the network).
@@ -37,13 +40,59 @@ pub struct PolicyMirror {
     version: u64,
 }
 
+/// Why the mirror refused a governance document (or its root).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MirrorError {
+    /// The configured root is not a root document.
+    #[error("root document: {0}")]
+    RootDecode(DocumentError),
+    /// A root (configured or offered) does not verify, or does not follow the one in force.
+    #[error("root version refused: {0}")]
+    Root(RootError),
+    /// A policy bundle does not verify under the root, or is older than the one in force.
+    #[error("policy refused: {0}")]
+    Policy(PolicyError),
+    /// An attestation or revocation does not verify.
+    #[error("attestation refused: {0}")]
+    Attestation(AddError),
+    /// A key rotation does not follow the organisation's key chain.
+    #[error("key rotation refused: {0}")]
+    Rotation(RotationError),
+    /// The mirror holds [`ATTESTATIONS_MAX`] attestations already.
+    #[error("the hub already keeps {ATTESTATIONS_MAX} attestations")]
+    Full,
+    /// The bytes are none of the documents a hub mirrors.
+    #[error("not a root, policy bundle, attestation or key rotation")]
+    Unknown,
+}
+
+/// Why the hub does not keep a node's heads ([`PolicyMirror::admits_node`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeRefusal {
+    /// No policy is in force yet, so no node is admitted.
+    #[error(
+        "this hub has no policy in force yet; it admits heads only of nodes the signed policy admits"
+    )]
+    NoPolicy,
+    /// The policy denies the node's key.
+    #[error("the policy denies node {0}")]
+    Denied(String),
+    /// Neither listed in `allow_node_keys` nor attested `node.verified`.
+    #[error(
+        "node {0} is not admitted: name it in the policy's allow_node_keys or attest it node.verified"
+    )]
+    NotAdmitted(String),
+}
+
 impl PolicyMirror {
     /// A mirror trusting `root` (a root document block, as in a node's `governance.root`).
     /// An expired root is accepted here so that newer versions can still be applied.
-    pub fn new(root: &[u8], now: i64) -> Result<Self, String> {
-        let root = RootDocument::decode(root).map_err(|e| format!("root document: {e}"))?;
+    pub fn new(root: &[u8], now: i64) -> Result<Self, MirrorError> {
+        let root = RootDocument::decode(root).map_err(MirrorError::RootDecode)?;
         let root = TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
-            .map_err(|e| format!("root document: {e}"))?;
+            .map_err(MirrorError::Root)?;
         Ok(Self {
             root,
             roots: Vec::new(),
@@ -56,14 +105,12 @@ impl PolicyMirror {
 
     /// Verifies a governance document (root version, policy bundle, attestation or revocation)
     /// and keeps it.
-    pub fn offer(&mut self, block: &[u8], now: i64) -> Result<DocOutcome, String> {
+    pub fn offer(&mut self, block: &[u8], now: i64) -> Result<DocOutcome, MirrorError> {
         if let Ok(next) = RootDocument::decode(block) {
             if next.body.version <= self.root.current().body.version {
                 return Ok(DocOutcome::Known);
             }
-            self.root
-                .update(next)
-                .map_err(|e| format!("root version refused: {e}"))?;
+            self.root.update(next).map_err(MirrorError::Root)?;
             self.roots.push(block.to_vec());
             self.version += 1;
             return Ok(DocOutcome::New);
@@ -72,7 +119,7 @@ impl PolicyMirror {
             let changed = self
                 .policy
                 .offer(bundle, &self.root, now)
-                .map_err(|e| format!("policy refused: {e}"))?;
+                .map_err(MirrorError::Policy)?;
             if changed {
                 self.version += 1;
                 return Ok(DocOutcome::New);
@@ -85,13 +132,11 @@ impl PolicyMirror {
                 return Ok(DocOutcome::Known);
             }
             if self.attestation_blocks.len() >= ATTESTATIONS_MAX {
-                return Err(format!(
-                    "the hub already keeps {ATTESTATIONS_MAX} attestations"
-                ));
+                return Err(MirrorError::Full);
             }
             self.attestations
                 .add(attestation, &self.root, now)
-                .map_err(|e| format!("attestation refused: {e}"))?;
+                .map_err(MirrorError::Attestation)?;
             self.attestation_blocks.insert(id, block.to_vec());
             self.version += 1;
             return Ok(DocOutcome::New);
@@ -108,11 +153,11 @@ impl PolicyMirror {
             }
             self.attestations
                 .apply_rotation(&rotation, now)
-                .map_err(|e| format!("key rotation refused: {e}"))?;
+                .map_err(MirrorError::Rotation)?;
             self.version += 1;
             return Ok(DocOutcome::New);
         }
-        Err("not a root, policy bundle, attestation or key rotation".into())
+        Err(MirrorError::Unknown)
     }
 
     /// Grows with every document kept.
@@ -154,13 +199,13 @@ impl PolicyMirror {
     /// policy in force names it in `allow_node_keys`, or an unrevoked, unexpired
     /// `node.verified` attestation vouches for it; never when the policy denies it. Without a
     /// policy in force no node is admitted. `Err` says why not.
-    pub fn admits_node(&self, did: &str, now: i64) -> Result<(), String> {
+    pub fn admits_node(&self, did: &str, now: i64) -> Result<(), NodeRefusal> {
         let Some(policy) = self.policy.current() else {
-            return Err("this hub has no policy in force yet; it admits heads only of nodes the signed policy admits".into());
+            return Err(NodeRefusal::NoPolicy);
         };
         let body = &policy.body;
         if body.deny_node_keys.iter().any(|d| d == did) {
-            return Err(format!("the policy denies node {did}"));
+            return Err(NodeRefusal::Denied(did.to_owned()));
         }
         if body.allow_node_keys.iter().any(|d| d == did) {
             return Ok(());
@@ -180,9 +225,7 @@ impl PolicyMirror {
         if attested {
             Ok(())
         } else {
-            Err(format!(
-                "node {did} is not admitted: name it in the policy's allow_node_keys or attest it node.verified"
-            ))
+            Err(NodeRefusal::NotAdmitted(did.to_owned()))
         }
     }
 
@@ -268,17 +311,21 @@ mod tests {
     fn heads_are_admitted_only_from_nodes_the_policy_admits() {
         let (listed, attested, stranger) = (key(50).did(), key(51).did(), key(52).did());
         let mut mirror = mirror();
-        let why = mirror.admits_node(&listed, NOW).unwrap_err();
-        assert!(why.contains("no policy in force"), "{why}");
+        assert_eq!(mirror.admits_node(&listed, NOW), Err(NodeRefusal::NoPolicy));
         let allow = vec![listed.clone()];
         mirror
             .offer(&policy(1, |b| b.allow_node_keys = allow), NOW)
             .expect("policy kept");
         assert_eq!(mirror.admits_node(&listed, NOW), Ok(()));
-        let why = mirror.admits_node(&stranger, NOW).unwrap_err();
-        assert!(why.contains("not admitted"), "{why}");
+        assert_eq!(
+            mirror.admits_node(&stranger, NOW),
+            Err(NodeRefusal::NotAdmitted(stranger.clone()))
+        );
         // A node.verified attestation admits a node the list does not name.
-        assert!(mirror.admits_node(&attested, NOW).is_err());
+        assert_eq!(
+            mirror.admits_node(&attested, NOW),
+            Err(NodeRefusal::NotAdmitted(attested.clone()))
+        );
         let mut vouched = Attestation::new(
             Subject::Node(key(51).public()),
             KIND_NODE_VERIFIED,
@@ -293,7 +340,10 @@ mod tests {
             .expect("attestation kept");
         assert_eq!(mirror.admits_node(&attested, NOW), Ok(()));
         // ...until it expires.
-        assert!(mirror.admits_node(&attested, NOW + 2 * DAY).is_err());
+        assert_eq!(
+            mirror.admits_node(&attested, NOW + 2 * DAY),
+            Err(NodeRefusal::NotAdmitted(attested.clone()))
+        );
         // A deny wins over the list.
         let both = vec![listed.clone()];
         let deny = vec![listed.clone()];
@@ -306,8 +356,10 @@ mod tests {
                 NOW,
             )
             .expect("policy kept");
-        let why = mirror.admits_node(&listed, NOW).unwrap_err();
-        assert!(why.contains("denies"), "{why}");
+        assert_eq!(
+            mirror.admits_node(&listed, NOW),
+            Err(NodeRefusal::Denied(listed.clone()))
+        );
     }
 
     #[test]

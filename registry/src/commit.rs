@@ -194,6 +194,29 @@ impl Commit {
     }
 }
 
+/// Why an [`EquivocationProof`] proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EquivocationError {
+    /// One of the two blocks is not a validly signed commit.
+    #[error("{which} commit: {source}")]
+    Commit {
+        /// `first` or `second`.
+        which: &'static str,
+        /// What is wrong with it.
+        source: CommitError,
+    },
+    /// The commits are by different publishers.
+    #[error("commits have different publishers")]
+    DifferentPublishers,
+    /// The commits have different sequence numbers.
+    #[error("commits have different seq")]
+    DifferentSeq,
+    /// The two blocks are the same commit.
+    #[error("commits are identical")]
+    Identical,
+}
+
 /// Two signed commits by one publisher with one `seq` but different content: proof that the
 /// publisher showed different histories to different readers. Anyone can check it offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,23 +230,28 @@ pub struct EquivocationProof {
 impl EquivocationProof {
     /// Checks the proof: both blocks are valid commits, signed by the same publisher, with the
     /// same `seq` and different CIDs. Returns the publisher and seq.
-    pub fn verify(&self) -> Result<(PublicKey, u64), String> {
-        let first = Commit::decode(&self.first).map_err(|e| format!("first commit: {e}"))?;
-        let second = Commit::decode(&self.second).map_err(|e| format!("second commit: {e}"))?;
-        first
-            .verify_signature()
-            .map_err(|e| format!("first commit: {e}"))?;
-        second
-            .verify_signature()
-            .map_err(|e| format!("second commit: {e}"))?;
+    pub fn verify(&self) -> Result<(PublicKey, u64), EquivocationError> {
+        let decode = |which: &'static str, block: &[u8]| {
+            let commit = Commit::decode(block)
+                .map_err(|source| EquivocationError::Commit { which, source })?;
+            commit
+                .verify_signature()
+                .map_err(|error| EquivocationError::Commit {
+                    which,
+                    source: error.into(),
+                })?;
+            Ok(commit)
+        };
+        let first = decode("first", &self.first)?;
+        let second = decode("second", &self.second)?;
         if first.body.publisher != second.body.publisher {
-            return Err("commits have different publishers".into());
+            return Err(EquivocationError::DifferentPublishers);
         }
         if first.body.seq != second.body.seq {
-            return Err("commits have different seq".into());
+            return Err(EquivocationError::DifferentSeq);
         }
         if self.first == self.second {
-            return Err("commits are identical".into());
+            return Err(EquivocationError::Identical);
         }
         Ok((first.body.publisher, first.body.seq))
     }
@@ -327,6 +355,6 @@ mod tests {
             first: a.to_block(),
             second: a.to_block(),
         };
-        assert!(same.verify().is_err());
+        assert_eq!(same.verify(), Err(EquivocationError::Identical));
     }
 }

@@ -136,9 +136,22 @@ pub fn verify_blocks(blocks: &[(Cid, std::sync::Arc<[u8]>)]) -> Result<(), Block
     })
 }
 
+/// Text that is not a CID, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a cid: {reason}")]
+pub struct CidTextError {
+    /// The text given.
+    pub text: String,
+    /// What the CID parser said.
+    pub reason: String,
+}
+
 /// Parses the base32 text form of a CID, with an error that says what was wrong.
-pub fn parse_cid(text: &str) -> Result<Cid, String> {
-    Cid::try_from(text).map_err(|error| format!("`{text}` is not a cid: {error}"))
+pub fn parse_cid(text: &str) -> Result<Cid, CidTextError> {
+    Cid::try_from(text).map_err(|error| CidTextError {
+        text: text.to_owned(),
+        reason: error.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -75,21 +75,51 @@ impl From<KeyError> for ManifestError {
     }
 }
 
+/// Why an organisation id or agent name breaks the naming rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// Empty, or longer than [`NAME_BYTES_MAX`] bytes.
+    #[error("{kind} `{name}` must be 1 to {NAME_BYTES_MAX} bytes")]
+    Length {
+        /// What the name names (`org`, `agent name`, `region`).
+        kind: String,
+        /// The name given.
+        name: String,
+    },
+    /// A character other than `a-z`, `0-9` and inner `-`.
+    #[error("{kind} `{name}` may hold only a-z, 0-9 and inner `-`")]
+    Characters {
+        /// What the name names.
+        kind: String,
+        /// The name given.
+        name: String,
+    },
+}
+
+impl From<NameError> for ManifestError {
+    fn from(error: NameError) -> Self {
+        Self::Invalid(error.to_string())
+    }
+}
+
 /// Checks an organisation id or agent name: 1 to 64 of `a-z`, `0-9`, `-`, not starting or
 /// ending with `-`.
-pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), NameError> {
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if name.is_empty() || name.len() > NAME_BYTES_MAX {
-        return Err(format!(
-            "{kind} `{name}` must be 1 to {NAME_BYTES_MAX} bytes"
-        ));
+        return Err(NameError::Length {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        });
     }
     if !valid_chars || name.starts_with('-') || name.ends_with('-') {
-        return Err(format!(
-            "{kind} `{name}` may hold only a-z, 0-9 and inner `-`"
-        ));
+        return Err(NameError::Characters {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -384,7 +414,7 @@ impl AgentCard {
             },
             None => slug(&self.name),
         };
-        check_name("agent name", &agent).map_err(ManifestError::Invalid)?;
+        check_name("agent name", &agent)?;
         Ok(format!("{org}/{agent}"))
     }
 }
@@ -429,7 +459,7 @@ impl ManifestBody {
         region: &str,
         updated_at: i64,
     ) -> Result<Self, ManifestError> {
-        check_name("org", org).map_err(ManifestError::Invalid)?;
+        check_name("org", org)?;
         let parsed = AgentCard::parse(card)?;
         Ok(Self {
             agent_id: parsed.agent_id(org)?,
@@ -487,8 +517,8 @@ pub fn split_agent_id(agent_id: &str) -> Result<(&str, &str), ManifestError> {
     let (org, name) = agent_id.split_once('/').ok_or_else(|| {
         ManifestError::Invalid(format!("agent id `{agent_id}` is not `org/name`"))
     })?;
-    check_name("org", org).map_err(ManifestError::Invalid)?;
-    check_name("agent name", name).map_err(ManifestError::Invalid)?;
+    check_name("org", org)?;
+    check_name("agent name", name)?;
     Ok((org, name))
 }
 
@@ -558,7 +588,7 @@ impl<'a> ManifestFields<'a> {
             }
         };
         reader.finish()?;
-        check_name("org", org).map_err(ManifestError::Invalid)?;
+        check_name("org", org)?;
         let card = if removed {
             if !card_text.is_empty() {
                 return Err(ManifestError::Invalid(

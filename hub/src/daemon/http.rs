@@ -475,12 +475,41 @@ fn api(relay_limit: usize) -> utoipa_axum::router::OpenApiRouter<Arc<Hub>> {
         .routes(relay_route)
 }
 
-/// The hub's router, `/openapi.json` included.
-pub fn router(hub: Arc<Hub>) -> Router {
-    let (documented, mut openapi) = api(hub.config.relay.body_bytes_max).split_for_parts();
+/// Names the hub's OpenAPI document.
+fn describe(openapi: &mut utoipa::openapi::OpenApi) {
     openapi.info.title = "Meridian hub".into();
     openapi.info.description =
         Some("A regional hub: block cache, head and policy mirror, A2A relay.".into());
+}
+
+/// The hub's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (_, mut openapi) = api(1).split_for_parts();
+    describe(&mut openapi);
+    openapi
+}
+
+/// The tags of the hub's API, in the order `docs/hub-api.md` lists them.
+pub const TAGS: [&str; 4] = ["operations", "federation", "governance", "a2a"];
+
+/// The hub's API reference page (`docs/hub-api.md`), rendered from [`document`].
+pub fn markdown() -> String {
+    let doc = serde_json::to_value(document()).unwrap_or_default();
+    crate::apidoc::markdown(
+        &doc,
+        crate::apidoc::Page {
+            title: "Meridian hub API reference",
+            intro: "Rendered from the OpenAPI document a hub serves at `GET /openapi.json`, which is generated from\nthe handlers' own annotations; regenerate with\n`MERIDIAN_BLESS=1 cargo test -p meridian-hub hub_api_reference`.\n\nA hub speaks to the nodes of its region over this API (the sync wire format on `/v1/sync` and\n`/v1/gossip`), and to other regions' hubs over its QUIC trunk. Errors are JSON:\n`{\"error\": {\"code\", \"message\"}}`.",
+            tags: &TAGS,
+            access: &[],
+        },
+    )
+}
+
+/// The hub's router, `/openapi.json` included.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let (documented, mut openapi) = api(hub.config.relay.body_bytes_max).split_for_parts();
+    describe(&mut openapi);
     let openapi = Arc::new(openapi);
     documented
         .route(

@@ -1055,13 +1055,14 @@ impl Hub {
                 let outcome = policy
                     .write()
                     .map_err(|_| "lock poisoned".to_owned())?
-                    .offer(block, now)?;
+                    .offer(block, now)
+                    .map_err(|e| e.to_string())?;
                 if outcome == DocOutcome::New {
                     // Kept in arrival order, which is the order to apply them in.
                     let key = self.db.generate_id().map_err(|e| e.to_string())?;
-                    let _ = self
-                        .governance_tree
-                        .insert(key.to_be_bytes(), block.as_slice());
+                    self.governance_tree
+                        .insert(key.to_be_bytes(), block.as_slice())
+                        .map_err(|e| format!("storing the document: {e}"))?;
                     self.apply_directory();
                 }
                 outcome == DocOutcome::New
@@ -1071,7 +1072,8 @@ impl Hub {
                     .heads
                     .lock()
                     .map_err(|_| "lock poisoned".to_owned())?
-                    .offer_equivocation(block)?;
+                    .offer_equivocation(block)
+                    .map_err(|e| e.to_string())?;
                 if new {
                     let publisher = meridian_registry::commit::EquivocationProof::decode(block)
                         .ok()
@@ -1192,7 +1194,8 @@ impl Hub {
             return policy
                 .read()
                 .map_err(|_| "lock poisoned".to_owned())?
-                .admits_node(&publisher, now);
+                .admits_node(&publisher, now)
+                .map_err(|e| e.to_string());
         }
         let known = self
             .heads
@@ -1207,6 +1210,7 @@ impl Hub {
             .lock()
             .map_err(|_| "lock poisoned".to_owned())?
             .take(source, now)
+            .map_err(|e| e.to_string())
     }
 
     /// Anti-entropy with the other regions' hubs: asks each for every head, governance

@@ -62,81 +62,22 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
 }
 
 const TAGS: [&str; 5] = ["operations", "agents", "registry", "governance", "a2a"];
-const METHODS: [&str; 4] = ["get", "post", "put", "delete"];
 
 /// The reference page, rendered from the document.
 pub fn markdown() -> String {
     let doc = serde_json::to_value(document()).unwrap_or_default();
-    let mut out = String::from(
-        "# Meridian node API reference\n\nRendered from the OpenAPI document the node serves at `GET /openapi.json`, which is generated\nfrom the handlers' own annotations; regenerate with\n`MERIDIAN_BLESS=1 cargo test -p meridian-node api_reference`.\n\nErrors are JSON: `{\"error\": {\"code\", \"message\", \"details\"}}`. Every response carries `x-request-id`.\n",
-    );
-    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
-    for tag in TAGS {
-        out.push_str(&format!("\n## {tag}\n"));
-        for (path, item) in &paths {
-            for method in METHODS {
-                let op = &item[method];
-                if op.is_null() || op["tags"][0] != tag {
-                    continue;
-                }
-                let summary = op["summary"]
-                    .as_str()
-                    .or(op["description"].as_str())
-                    .unwrap_or("");
-                let access = match op["security"][0]
-                    .as_object()
-                    .and_then(|s| s.keys().next().cloned())
-                    .as_deref()
-                {
-                    Some("orgToken") => "organisation token",
-                    Some("adminToken") => "admin token",
-                    _ => "public",
-                };
-                out.push_str(&format!(
-                    "\n### `{} {path}`\n\n{} Access: {access}.",
-                    method.to_uppercase(),
-                    summary.trim_end_matches('.').to_owned() + "."
-                ));
-                if let Some(content) = op["requestBody"]["content"].as_object() {
-                    let media: Vec<&String> = content.keys().collect();
-                    out.push_str(&format!(
-                        " Body: `{}`.",
-                        media
-                            .iter()
-                            .map(|m| m.as_str())
-                            .collect::<Vec<_>>()
-                            .join("`, `")
-                    ));
-                }
-                out.push('\n');
-                if let Some(params) = op["parameters"].as_array().filter(|p| !p.is_empty()) {
-                    out.push_str("\n| parameter | in | meaning |\n| --- | --- | --- |\n");
-                    for p in params {
-                        out.push_str(&format!(
-                            "| `{}` | {} | {} |\n",
-                            p["name"].as_str().unwrap_or(""),
-                            p["in"].as_str().unwrap_or(""),
-                            p["description"].as_str().unwrap_or("")
-                        ));
-                    }
-                }
-                out.push_str("\n| status | meaning | content |\n| --- | --- | --- |\n");
-                if let Some(responses) = op["responses"].as_object() {
-                    for (status, response) in responses {
-                        let media = response["content"]
-                            .as_object()
-                            .and_then(|c| c.keys().next().cloned())
-                            .unwrap_or_default();
-                        out.push_str(&format!(
-                            "| {status} | {} | `{media}` |\n",
-                            response["description"].as_str().unwrap_or("")
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
+    meridian_hub::apidoc::markdown(
+        &doc,
+        meridian_hub::apidoc::Page {
+            title: "Meridian node API reference",
+            intro: "Rendered from the OpenAPI document the node serves at `GET /openapi.json`, which is generated\nfrom the handlers' own annotations; regenerate with\n`MERIDIAN_BLESS=1 cargo test -p meridian-node api_reference`.\n\nErrors are JSON: `{\"error\": {\"code\", \"message\", \"details\"}}`. Every response carries `x-request-id`.",
+            tags: &TAGS,
+            access: &[
+                ("orgToken", "organisation token"),
+                ("adminToken", "admin token"),
+            ],
+        },
+    )
 }
 
 #[cfg(test)]
@@ -145,29 +86,20 @@ mod tests {
 
     #[test]
     fn api_reference_page_matches_the_document() {
-        let page = markdown();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
-        if std::env::var_os("MERIDIAN_BLESS").is_some() {
-            std::fs::write(&path, &page).unwrap();
-            return;
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == page,
-            "docs/api.md is stale: regenerate with MERIDIAN_BLESS=1"
+        let checked = meridian_hub::apidoc::check_page(
+            &path,
+            &markdown(),
+            "cargo test -p meridian-node api_reference",
         );
+        assert_eq!(checked, Ok(()));
     }
 
     #[test]
     fn document_is_openapi_3_1_with_security_and_errors() {
         let doc = serde_json::to_value(document()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let operations: usize = doc["paths"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|p| METHODS.iter().filter(|m| !p[**m].is_null()).count())
-            .sum();
+        let operations = meridian_hub::apidoc::operations(&doc);
         assert!(operations >= 24, "{operations} operations");
         assert_eq!(
             doc["paths"]["/api/v1/agents"]["post"]["security"][0]["orgToken"],
