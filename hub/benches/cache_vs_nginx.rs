@@ -320,15 +320,15 @@ async fn run() -> Result<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let origin_url = format!("http://{origin_addr}");
     let commit = snap.commit.to_block();
-    let sig = key.sign(&meridian_hub::daemon::state::source_message(
+    let sig = key.sign(&meridian_sync::claims::source_message(
         &origin_url,
         &snap.commit_cid,
     ));
     let pushed = client
         .post(format!("{hub_base}/v1/gossip"))
-        .header(meridian_hub::daemon::http::SOURCE_HEADER, &origin_url)
+        .header(meridian_sync::claims::SOURCE_HEADER, &origin_url)
         .header(
-            meridian_hub::daemon::http::SOURCE_SIG_HEADER,
+            meridian_sync::claims::SOURCE_SIG_HEADER,
             base64::engine::general_purpose::STANDARD.encode(sig),
         )
         .body(Gossip::Head(commit).encode())

@@ -23,7 +23,8 @@ pub mod ratelimit;
 pub mod relay;
 pub mod serve;
 pub mod trunk;
-pub mod wire;
+/// The sync protocol's messages, from the protocol crate (`meridian-sync`).
+pub use meridian_sync::wire;
 
 pub use meridian_governance as governance;
 pub use meridian_registry as registry;

@@ -25,74 +25,6 @@ pub const HOP_BY_HOP: [&str; 9] = [
     "host",
 ];
 
-/// A node's signed claim that a relayed call comes from one of its authenticated callers'
-/// organisation: what lets a hub apply that organisation's rate tier. Without a valid claim a
-/// hub treats the caller as anonymous, so no client can borrow another organisation's tier.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallerClaim {
-    /// The calling organisation.
-    pub caller_org: String,
-    /// The node vouching for it, as a did:key.
-    pub node: String,
-    /// When the node signed, unix seconds.
-    pub time: i64,
-}
-
-/// How far a caller claim's time may be from the hub's clock, in seconds: the window in which
-/// a captured claim could be replayed (for the same agent, the same body).
-pub const CALLER_CLAIM_SKEW_SECS: i64 = 60;
-
-/// The bytes a node signs for a caller claim: the claim, the call's target and a hash of its
-/// body, under a domain string of their own.
-pub fn caller_claim_message(
-    claim: &CallerClaim,
-    org: &str,
-    agent: &str,
-    publisher: &str,
-    region: &str,
-    body: &[u8],
-) -> Vec<u8> {
-    format!(
-        "meridian relay caller v1\n{}\n{}\n{}\n{org}/{agent}\n{publisher}\n{region}\n{}",
-        claim.caller_org,
-        claim.node,
-        claim.time,
-        blake3::hash(body).to_hex()
-    )
-    .into_bytes()
-}
-
-/// Checks a caller claim's signature (by the node key it names) and its time against `now`.
-/// Whether the hub trusts that node is the caller's decision.
-#[allow(clippy::too_many_arguments)]
-pub fn verify_caller_claim(
-    claim: &CallerClaim,
-    signature: &[u8],
-    org: &str,
-    agent: &str,
-    publisher: &str,
-    region: &str,
-    body: &[u8],
-    now: i64,
-) -> Result<(), String> {
-    if (claim.time - now).abs() > CALLER_CLAIM_SKEW_SECS {
-        return Err(format!(
-            "claim signed at {}, more than {CALLER_CLAIM_SKEW_SECS} s from now ({now})",
-            claim.time
-        ));
-    }
-    let key = meridian_registry::keys::PublicKey::from_did(&claim.node)
-        .map_err(|e| format!("node `{}`: {e}", claim.node))?;
-    let signature: [u8; 64] = signature
-        .try_into()
-        .map_err(|_| format!("signature is {} bytes, not 64", signature.len()))?;
-    key.verify(
-        &caller_claim_message(claim, org, agent, publisher, region, body),
-        &signature,
-    )
-    .map_err(|e| e.to_string())
-}
-
 /// Whether an address is off limits unless private addresses are explicitly allowed: loopback,
 /// private, link-local, shared (CGNAT), benchmarking, reserved, multicast and unspecified
 /// ranges, and every IPv6 form that embeds an IPv4 address (mapped `::ffff:a.b.c.d`,
@@ -335,43 +267,6 @@ pub async fn read_limited(mut response: reqwest::Response, max: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn caller_claims_bind_node_call_body_and_time() {
-        let node = meridian_registry::keys::Keypair::from_secret(&[4; 32]);
-        let claim = CallerClaim {
-            caller_org: "globex".into(),
-            node: node.did(),
-            time: 1_800_000_000,
-        };
-        let body = br#"{"jsonrpc":"2.0"}"#;
-        let sign = |claim: &CallerClaim, key: &meridian_registry::keys::Keypair| {
-            key.sign(&caller_claim_message(
-                claim, "acme", "echo", "did:p", "eu", body,
-            ))
-        };
-        let signature = sign(&claim, &node);
-        let check = |claim: &CallerClaim, sig: &[u8], agent: &str, body: &[u8], now: i64| {
-            verify_caller_claim(claim, sig, "acme", agent, "did:p", "eu", body, now)
-        };
-        assert_eq!(
-            check(&claim, &signature, "echo", body, claim.time + 30),
-            Ok(())
-        );
-        // Another agent, another body, a stale claim, a forged org, a stranger's signature,
-        // a truncated signature: each refused.
-        assert!(check(&claim, &signature, "other", body, claim.time).is_err());
-        assert!(check(&claim, &signature, "echo", b"{}", claim.time).is_err());
-        assert!(check(&claim, &signature, "echo", body, claim.time + 61).is_err());
-        let borrowed = CallerClaim {
-            caller_org: "acme".into(),
-            ..claim.clone()
-        };
-        assert!(check(&borrowed, &signature, "echo", body, claim.time).is_err());
-        let stranger = meridian_registry::keys::Keypair::from_secret(&[5; 32]);
-        assert!(check(&claim, &sign(&claim, &stranger), "echo", body, claim.time).is_err());
-        assert!(check(&claim, &signature[..63], "echo", body, claim.time).is_err());
-    }
 
     #[test]
     fn private_ranges() {

@@ -14,4 +14,5 @@ pub mod data;
 pub mod demo;
 pub mod gov_cli;
 pub mod progress;
-pub mod sync;
+/// The federation protocol: the sync engine and wire messages (`meridian-sync`).
+pub use meridian_sync as sync;

@@ -10,12 +10,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_node::sync::SyncConfig;
-use meridian_node::sync::wire::{GOSSIP_BYTES_MAX, Gossip};
 use meridian_registry::Cid;
 use meridian_registry::keys::Keypair;
 use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::MemoryStore;
+use meridian_sync::SyncConfig;
+use meridian_sync::wire::{GOSSIP_BYTES_MAX, Gossip};
 use serde_json::json;
 
 use crate::federation::{Behaviour, MessageFaults, Rng, World, seed_store};
@@ -51,7 +51,7 @@ fn world_with_governance(
     rng: &mut Rng,
     first: &Snapshot,
     behaviour: impl Fn(usize) -> Behaviour,
-    governance: Option<Vec<Option<Arc<meridian_node::daemon::governance::Governance>>>>,
+    governance: Option<Vec<Option<Arc<meridian_sync::governance::Governance>>>>,
 ) -> Result<Arc<World>, String> {
     let mut specs = topology.specs(rng);
     for spec in &mut specs {

@@ -1,5 +1,5 @@
 //! A federation of simulated nodes: each turmoil host runs the real sync engine
-//! ([`meridian_node::sync::Engine`]) over the framed transport, with its store in memory (the
+//! ([`meridian_sync::Engine`]) over the framed transport, with its store in memory (the
 //! store outlives a host crash, like a disk; the engine does not).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -7,14 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_node::daemon::governance::Governance;
-use meridian_node::sync::{
-    Engine, GovernanceHooks, GovernanceOutcome, ImportReport, NoGovernance, Now, Output, PeerInfo,
-    SyncConfig, Verdict, import,
-};
 use meridian_registry::Cid;
 use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::{BlockStore, MemoryStore};
+use meridian_sync::governance::Governance;
+use meridian_sync::{
+    Engine, GovernanceHooks, GovernanceOutcome, ImportReport, NoGovernance, Now, Output, PeerInfo,
+    SyncConfig, Verdict, import,
+};
 use tokio::sync::mpsc;
 
 use crate::gossip::GossipRouter;
@@ -761,9 +761,9 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                         && let Some((_, link)) = links.get(&peer)
                         && let Ok(heads) = store.heads()
                     {
-                        for head in heads.values().take(meridian_node::daemon::mesh::HUB_CONNECT_HEADS_MAX) {
+                        for head in heads.values().take(meridian_sync::HUB_CONNECT_HEADS_MAX) {
                             if let Ok(Some(block)) = store.get(&head.commit) {
-                                let gossip = meridian_node::sync::wire::Gossip::Head(block.to_vec());
+                                let gossip = meridian_sync::wire::Gossip::Head(block.to_vec());
                                 let _ = link.send(Frame::Gossip(gossip.encode()));
                             }
                         }
@@ -823,7 +823,7 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     let block = snapshot.commit.to_block();
                     // The hub learns it may fetch this head's blocks from this node.
                     if let Some((_, link)) = hub.and_then(|h| links.get(&h)) {
-                        let head = meridian_node::sync::wire::Gossip::Head(block.clone());
+                        let head = meridian_sync::wire::Gossip::Head(block.clone());
                         let _ = link.send(Frame::Source(head.encode()));
                     }
                     engine.announce(block);
@@ -838,7 +838,7 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
                     if let Some(admin) = &admin
                         && admin.take(&block, now().unix) == GovernanceOutcome::New
                     {
-                        let gossip = meridian_node::sync::wire::Gossip::Governance(block);
+                        let gossip = meridian_sync::wire::Gossip::Governance(block);
                         deliver(&links, router.send(None, &gossip.encode()));
                     }
                 }

@@ -9,7 +9,7 @@
 //!   has not received the message [`IWANT_WAIT_MS`] later asks one announcer for it (IWANT),
 //!   and the next announcer every [`IWANT_RETRY_MS`] until a copy arrives.
 //! - **Don't want.** On first sight of a message of at least
-//!   [`DONT_WANT_BYTES_MIN`](meridian_node::sync::wire::DONT_WANT_BYTES_MIN) bytes, the node
+//!   [`DONT_WANT_BYTES_MIN`](meridian_sync::wire::DONT_WANT_BYTES_MIN) bytes, the node
 //!   tells its other peers it has it (gossipsub v1.2's IDONTWANT), and nobody sends a peer a
 //!   message the peer is known to have.
 //!
@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use meridian_node::sync::wire::{DONT_WANT_BYTES_MIN, gossip_id};
+use meridian_sync::wire::{DONT_WANT_BYTES_MIN, gossip_id};
 
 use crate::transport::Frame;
 

@@ -14,12 +14,12 @@ use meridian_governance::attestation::{Attestation, Registration};
 use meridian_governance::document::KeySet;
 use meridian_governance::policy::{PolicyBody, PolicyBundle, RateTier};
 use meridian_governance::root::{RoleName, RootBody, RootDocument};
-use meridian_node::daemon::governance::Governance;
-use meridian_node::sync::SyncConfig;
 use meridian_registry::Cid;
 use meridian_registry::keys::Keypair;
 use meridian_registry::manifest::Manifest;
 use meridian_registry::store::MemoryStore;
+use meridian_sync::SyncConfig;
+use meridian_sync::governance::Governance;
 use serde_json::json;
 
 use crate::federation::{Rng, World, seed_store};
@@ -167,7 +167,7 @@ fn load_nodes(
             let g = Governance::load(&dir.join(format!("node-{i}")), Some(&root_file), now)
                 .map_err(|e| format!("{e:#}"))?;
             match g.offer_document(&docs.verified, now) {
-                meridian_node::sync::GovernanceOutcome::New => Ok(Some(Arc::new(g))),
+                meridian_sync::GovernanceOutcome::New => Ok(Some(Arc::new(g))),
                 other => Err(format!("the org attestation was not taken: {other:?}")),
             }
         })

@@ -3,10 +3,10 @@
 //! through a hub while others keep their share (rate-limit). Every hub runs the real hub
 //! logic, HTTP API and QUIC trunk ([`crate::hubs`]).
 
-use meridian_node::sync::SyncConfig;
 use meridian_registry::Cid;
 use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::MemoryStore;
+use meridian_sync::SyncConfig;
 use serde_json::{Value, json};
 
 use crate::faults::{FAULT_AGENTS, SETTLE_MAX_MS, at, common_checks, failed_to_start, report};

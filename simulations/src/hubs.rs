@@ -746,13 +746,13 @@ async fn call_through_hub(
         .ok_or_else(|| format!("`{}` is not org/agent", job.agent))?;
     let body: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}"#;
     let node = caller_node_key();
-    let claim = meridian_hub::relay::CallerClaim {
+    let claim = meridian_sync::claims::CallerClaim {
         caller_org: job.caller_org.clone(),
         node: node.did(),
         time: sim_unix(),
     };
     let agent_region = format!("region-{}", job.agent_region);
-    let signature = node.sign(&meridian_hub::relay::caller_claim_message(
+    let signature = node.sign(&meridian_sync::claims::caller_claim_message(
         &claim,
         org,
         agent,
@@ -765,7 +765,7 @@ async fn call_through_hub(
         .header("content-type", "application/json")
         .header(meridian_hub::daemon::http::PUBLISHER_HEADER, &job.publisher)
         .header(meridian_hub::daemon::http::REGION_HEADER, &agent_region);
-    for (name, value) in meridian_hub::daemon::http::caller_claim_headers(&claim, &signature) {
+    for (name, value) in meridian_sync::claims::caller_claim_headers(&claim, &signature) {
         request = request.header(name, value);
     }
     let request = request

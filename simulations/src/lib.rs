@@ -1,8 +1,9 @@
 //! Deterministic simulations of a Meridian federation under turmoil: regions, latency, loss,
 //! partitions, churn and misbehaving peers, each run reproducible from one seed.
 //!
-//! The simulations sit beside the node at the top of the crate graph: they use `node`'s
-//! sans-IO sync engine and `hub`'s whole hub (cache, head mirror, limiter, breakers, HTTP API
+//! The simulations sit beside the node at the top of the crate graph, without it or libp2p:
+//! they use the protocol crate's (`meridian-sync`) sans-IO sync engine and governance state and
+//! `hub`'s whole hub (cache, head mirror, limiter, breakers, HTTP API
 //! and QUIC trunk) and drive them over simulated sockets, so the code under test is the code
 //! that runs in production; only the transport differs ([`transport`]: framed messages over
 //! turmoil TCP instead of libp2p; quinn runs over turmoil UDP).
@@ -32,4 +33,4 @@ pub mod scenarios;
 pub mod transport;
 
 pub use meridian_hub as hub;
-pub use meridian_node as node;
+pub use meridian_sync as sync;

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use meridian_node::sync::SyncConfig;
 use meridian_registry::car::Limits;
 use meridian_registry::keys::Keypair;
 use meridian_registry::snapshot::{self, BuildInput, Snapshot};
 use meridian_registry::store::{BlockStore, MemoryStore};
+use meridian_sync::SyncConfig;
 use serde_json::{Value, json};
 
 use crate::federation::{Behaviour, Command, NodeSpec, Rng, World, host_name, seed_store};

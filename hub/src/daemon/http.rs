@@ -26,34 +26,10 @@ use crate::trunk::{RelayAnswer, RelayHead, TrunkRequest};
 pub const PUBLISHER_HEADER: &str = "meridian-publisher";
 /// Header: the region the called agent is served from.
 pub const REGION_HEADER: &str = "meridian-region";
-/// Header: the calling organisation, as the caller's node vouches.
-pub const CALLER_ORG_HEADER: &str = "meridian-caller-org";
-/// The node vouching for the caller organisation (a did:key).
-pub const CALLER_NODE_HEADER: &str = "meridian-caller-node";
-/// When the node signed the caller claim (unix seconds).
-pub const CALLER_TIME_HEADER: &str = "meridian-caller-time";
-/// The node's signature over the caller claim (base64; see `relay::caller_claim_message`).
-pub const CALLER_SIG_HEADER: &str = "meridian-caller-sig";
-
-/// The request headers that carry a signed caller claim to a hub's relay.
-pub fn caller_claim_headers(
-    claim: &crate::relay::CallerClaim,
-    signature: &[u8; 64],
-) -> [(&'static str, String); 4] {
-    [
-        (CALLER_ORG_HEADER, claim.caller_org.clone()),
-        (CALLER_NODE_HEADER, claim.node.clone()),
-        (CALLER_TIME_HEADER, claim.time.to_string()),
-        (
-            CALLER_SIG_HEADER,
-            base64::engine::general_purpose::STANDARD.encode(signature),
-        ),
-    ]
-}
-/// Header: the gateway URL a node serves its blocks at (with a gossiped head).
-pub const SOURCE_HEADER: &str = "meridian-source";
-/// Header: the publisher's signature over [`super::state::source_message`].
-pub const SOURCE_SIG_HEADER: &str = "meridian-source-sig";
+pub use meridian_sync::claims::{
+    CALLER_NODE_HEADER, CALLER_ORG_HEADER, CALLER_SIG_HEADER, CALLER_TIME_HEADER, SOURCE_HEADER,
+    SOURCE_SIG_HEADER, caller_claim_headers,
+};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -323,7 +299,7 @@ async fn relay(
         );
     };
     let caller_org = text(CALLER_ORG_HEADER).and_then(|caller_org| {
-        let claim = crate::relay::CallerClaim {
+        let claim = meridian_sync::claims::CallerClaim {
             caller_org,
             node: text(CALLER_NODE_HEADER).unwrap_or_default(),
             time: text(CALLER_TIME_HEADER)
@@ -335,7 +311,7 @@ async fn relay(
             .filter(|_| !claim.node.is_empty())
             .ok_or_else(|| "no signed claim from a node".to_owned())
             .and_then(|sig| {
-                crate::relay::verify_caller_claim(
+                meridian_sync::claims::verify_caller_claim(
                     &claim,
                     &sig,
                     &org,
@@ -345,6 +321,7 @@ async fn relay(
                     &body,
                     (hub.clock)(),
                 )
+                .map_err(|e| e.to_string())
             })
             .and_then(|()| {
                 if hub.trusts_node(&claim.node) {

@@ -58,13 +58,7 @@ pub fn gateway_url_acceptable(url: &str) -> bool {
         && parsed.fragment().is_none()
 }
 
-/// The domain string a node signs to vouch for its gateway as the source of its blocks.
-pub const SOURCE_DOMAIN: &str = "meridian.hub.source.v1";
-
-/// What a node signs to tell its hub where its blocks are.
-pub fn source_message(url: &str, commit: &Cid) -> Vec<u8> {
-    format!("{SOURCE_DOMAIN}\n{url}\n{commit}").into_bytes()
-}
+use meridian_sync::claims::source_message;
 
 /// Blocks with their CIDs, as one delta answer.
 type Blocks = Vec<(Cid, Arc<[u8]>)>;

@@ -149,7 +149,10 @@ fn rate_for(state: &NodeState, caller: &str) -> Rate {
     let Some(org) = caller.strip_prefix("org:") else {
         return default;
     };
-    state.governance.org_rate(org).unwrap_or(default)
+    state
+        .governance
+        .org_rate(org)
+        .map_or(default, |(per_second, burst)| Rate { per_second, burst })
 }
 
 fn count(state: &NodeState, outcome: &str) {
@@ -240,13 +243,12 @@ pub async fn call(
             );
         if let Some(caller_org) = caller.strip_prefix("org:") {
             // The hub honours the organisation only with this node's signed claim.
-            use meridian_hub::daemon::http as hub_http;
-            let claim = meridian_hub::relay::CallerClaim {
+            let claim = meridian_sync::claims::CallerClaim {
                 caller_org: caller_org.to_owned(),
                 node: state.node_did.clone(),
                 time: (state.clock)(),
             };
-            let message = meridian_hub::relay::caller_claim_message(
+            let message = meridian_sync::claims::caller_claim_message(
                 &claim,
                 &org,
                 &agent,
@@ -255,7 +257,7 @@ pub async fn call(
                 &body,
             );
             let signature = state.publisher.sign(&message);
-            for (name, value) in hub_http::caller_claim_headers(&claim, &signature) {
+            for (name, value) in meridian_sync::claims::caller_claim_headers(&claim, &signature) {
                 request = request.header(name, value);
             }
         }

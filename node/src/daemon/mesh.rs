@@ -179,9 +179,7 @@ async fn follow_hub(
     }
 }
 
-/// Heads a node hands its hub when the hub comes (back) up, its own first: enough for a
-/// region's share of publishers; the hubs' anti-entropy between themselves carries the rest.
-pub const HUB_CONNECT_HEADS_MAX: usize = 256;
+pub use meridian_sync::HUB_CONNECT_HEADS_MAX;
 
 /// Pushes a gossip message to the hub; a head of this node's own carries the gateway URL it
 /// can fetch the blocks from, signed with the node key.
@@ -204,11 +202,11 @@ async fn push_to_hub(
         && let Some(gateway) = gateway_url(&state)
     {
         let cid = meridian_registry::ids::dag_cbor_cid(&block);
-        let sig = key.sign(&meridian_hub::daemon::state::source_message(&gateway, &cid));
+        let sig = key.sign(&meridian_sync::claims::source_message(&gateway, &cid));
         request = request
-            .header(meridian_hub::daemon::http::SOURCE_HEADER, gateway)
+            .header(meridian_sync::claims::SOURCE_HEADER, gateway)
             .header(
-                meridian_hub::daemon::http::SOURCE_SIG_HEADER,
+                meridian_sync::claims::SOURCE_SIG_HEADER,
                 base64::engine::general_purpose::STANDARD.encode(sig),
             );
     }

@@ -15,12 +15,12 @@ use libp2p::gossipsub::{IdentTopic, PublishError};
 use libp2p::request_response;
 use libp2p::swarm::SwarmEvent;
 use meridian_node::daemon::mesh::{self, MeshBehaviourEvent};
-use meridian_node::sync::SyncConfig;
-use meridian_node::sync::wire::{GOSSIP_BYTES_MAX, Gossip, Request, Response};
 use meridian_registry::Cid;
 use meridian_registry::car::Limits;
 use meridian_registry::keys::Keypair;
 use meridian_registry::snapshot::{self, BuildInput, CardInput, Snapshot};
+use meridian_sync::SyncConfig;
+use meridian_sync::wire::{GOSSIP_BYTES_MAX, Gossip, Request, Response};
 
 use crate::daemon::Node;
 use crate::federation::{mesh_addr, metric, org_token, publish, wait_for};

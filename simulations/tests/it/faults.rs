@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use meridian_node::sync::SyncConfig;
 use meridian_registry::store::MemoryStore;
 use meridian_simulations::federation::{Behaviour, MessageFaults, Rng, World, seed_store};
 use meridian_simulations::runner::{
     self, Action, Scheduled, all_imported, check_converged, lies_about_honest_peers,
 };
 use meridian_simulations::scenarios::{Topology, publisher_key, registry_chain};
+use meridian_sync::SyncConfig;
 
 use crate::seeds_pass;
 

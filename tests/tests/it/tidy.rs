@@ -81,8 +81,8 @@ const IO: &[&str] = &[
 fn sans_io_cores_open_no_socket_and_read_no_clock() {
     let mut files = rust_files("registry/src");
     files.extend(rust_files("governance/src"));
-    files.extend(rust_files("node/src/sync"));
-    for core in ["breaker", "cache", "heads", "policy", "ratelimit", "wire"] {
+    files.extend(rust_files("node/sync/src"));
+    for core in ["breaker", "cache", "heads", "policy", "ratelimit"] {
         files.push(workspace().join(format!("hub/src/{core}.rs")));
     }
     let found = offences(&files, IO);
@@ -102,7 +102,6 @@ fn nothing_below_the_command_line_imports_it() {
         "crate::demo",
     ];
     let mut below = rust_files("node/src/daemon");
-    below.extend(rust_files("node/src/sync"));
     for file in ["data.rs", "progress.rs", "command.rs"] {
         below.push(workspace().join("node/src").join(file));
     }
@@ -175,12 +174,30 @@ fn the_crate_graph_points_one_way() {
         ("registry/Cargo.toml", &[]),
         ("governance/Cargo.toml", &["meridian-registry"]),
         (
-            "hub/Cargo.toml",
+            "node/sync/Cargo.toml",
             &["meridian-governance", "meridian-registry"],
         ),
         (
+            "hub/Cargo.toml",
+            &["meridian-governance", "meridian-registry", "meridian-sync"],
+        ),
+        (
             "node/Cargo.toml",
-            &["meridian-governance", "meridian-hub", "meridian-registry"],
+            &[
+                "meridian-governance",
+                "meridian-hub",
+                "meridian-registry",
+                "meridian-sync",
+            ],
+        ),
+        (
+            "simulations/Cargo.toml",
+            &[
+                "meridian-governance",
+                "meridian-hub",
+                "meridian-registry",
+                "meridian-sync",
+            ],
         ),
         (
             "bindings/python/Cargo.toml",
@@ -218,6 +235,11 @@ fn the_checks_see_what_they_forbid() {
     assert_eq!(offences(&files, &["SystemTime::now"]).len(), 1);
     assert_eq!(
         meridian_dependencies("node/Cargo.toml"),
-        ["meridian-governance", "meridian-hub", "meridian-registry"]
+        [
+            "meridian-governance",
+            "meridian-hub",
+            "meridian-registry",
+            "meridian-sync"
+        ]
     );
 }

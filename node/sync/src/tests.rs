@@ -12,8 +12,8 @@ use meridian_registry::keys::Keypair;
 use meridian_registry::snapshot::{self, BuildInput, Snapshot};
 use meridian_registry::store::{BlockStore, Head, MemoryStore, StoreBatch};
 
-use super::engine::*;
-use super::wire::{Gossip, Request, Response};
+use crate::engine::*;
+use crate::wire::{Gossip, Request, Response};
 
 const T0: i64 = 1_800_000_000;
 

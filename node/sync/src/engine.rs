@@ -36,7 +36,7 @@ use meridian_registry::mst;
 use meridian_registry::snapshot::{self, CarContents, SnapshotError, VerifiedSnapshot};
 use meridian_registry::store::{BlockStore, StoreBatch};
 
-use super::wire::{Gossip, Request, Response};
+use crate::wire::{Gossip, Request, Response};
 
 /// The time as the driver gives it: a monotonic millisecond count for timers and unix seconds
 /// for document validity.
