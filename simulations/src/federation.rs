@@ -2,7 +2,7 @@
 //! ([`meridian_sync::Engine`]) over the framed transport, with its store in memory (the
 //! store outlives a host crash, like a disk; the engine does not).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,9 +10,10 @@ use std::time::Duration;
 use meridian_registry::Cid;
 use meridian_registry::snapshot::Snapshot;
 use meridian_registry::store::{BlockStore, MemoryStore};
+use meridian_sync::driver::{Event as DriverEvent, Transport, drive};
 use meridian_sync::governance::Governance;
 use meridian_sync::{
-    Engine, GovernanceHooks, GovernanceOutcome, ImportReport, NoGovernance, Now, Output, PeerInfo,
+    Engine, GovernanceHooks, GovernanceOutcome, ImportReport, NoGovernance, Now, PeerInfo,
     SyncConfig, Verdict, import,
 };
 use tokio::sync::mpsc;
@@ -575,10 +576,9 @@ pub(crate) fn tamper(answer: &mut [u8]) {
 pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
     let spec = world.specs[index].clone();
     let offset = spec.clock_offset_secs;
-    let now = move || now_with(offset);
     let store = world.stores[index].clone();
-    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let (commands_tx, mut commands) = mpsc::unbounded_channel::<Command>();
+    let (events_tx, events) = mpsc::unbounded_channel::<Event>();
+    let (commands_tx, commands) = mpsc::unbounded_channel::<Command>();
     world.observe(|o| {
         o.commands[index] = Some(commands_tx);
         o.starts[index] += 1;
@@ -649,208 +649,316 @@ pub async fn run_node(index: usize, world: Arc<World>) -> turmoil::Result {
         });
     let mut engine: Engine<usize> =
         Engine::new(world.config.clone(), Arc::new(store.clone()), hooks);
-    let mut links: HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)> = HashMap::new();
-    let mut deferred: HashMap<u64, (usize, Vec<u8>)> = HashMap::new();
-    let mut router = GossipRouter::new(index);
-    let deliver = |links: &HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
-                   frames: Vec<(usize, Frame)>| {
+    let mut transport = SimTransport {
+        index,
+        behaviour: spec.behaviour,
+        offset,
+        config: world.config.clone(),
+        world,
+        store,
+        hub,
+        admin,
+        links: HashMap::new(),
+        router: GossipRouter::new(index),
+        events,
+        commands,
+        pending: VecDeque::new(),
+        failure: None,
+    };
+    drive(&mut engine, &mut transport).await;
+    match transport.failure {
+        Some(failure) => Err(failure.into()),
+        None => Ok(()),
+    }
+}
+
+/// A simulated node's side of the production driver ([`drive`]): framed connections over
+/// turmoil TCP, gossip spread by [`GossipRouter`], imports run inline, and everything the
+/// scenario checks recorded in the world's observations.
+struct SimTransport {
+    index: usize,
+    behaviour: Behaviour,
+    offset: i64,
+    config: SyncConfig,
+    world: Arc<World>,
+    store: MemoryStore,
+    /// The engine peer of this node's regional hub, if it has one.
+    hub: Option<usize>,
+    admin: Option<SimGovernance>,
+    links: HashMap<usize, (u64, mpsc::UnboundedSender<Frame>)>,
+    router: GossipRouter,
+    events: mpsc::UnboundedReceiver<Event>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Events to hand the driver before reading more (a replaced link is down, then up).
+    pending: VecDeque<DriverEvent<usize, (usize, Vec<u8>), (usize, u64)>>,
+    /// Why the host stops with an error.
+    failure: Option<String>,
+}
+
+type SimEvent = DriverEvent<usize, (usize, Vec<u8>), (usize, u64)>;
+
+impl SimTransport {
+    fn deliver(&self, frames: Vec<(usize, Frame)>) {
         for (peer, frame) in frames {
-            if let Some((_, link)) = links.get(&peer) {
+            if let Some((_, link)) = self.links.get(&peer) {
                 let _ = link.send(frame);
             }
         }
-    };
-    loop {
-        while let Some(output) = engine.poll_output() {
-            match output {
-                Output::Request { peer, id, request } => {
-                    let sent = links
-                        .get(&peer)
-                        .is_some_and(|(_, l)| l.send(Frame::Request(id, request.encode())).is_ok());
-                    if !sent {
-                        engine.on_response(&peer, id, Err("not connected".into()), now());
+    }
+
+    fn on_event(&mut self, event: Option<Event>) -> SimEvent {
+        let Some(event) = event else {
+            return DriverEvent::Stopped;
+        };
+        match event {
+            // A frame of a connection the node closed (a banned peer's, say) or replaced.
+            Event::Frame(link, _) if !is_current(&self.links, link) => DriverEvent::Idle,
+            Event::Up((peer, id), link) => {
+                // A redialled connection replaces the old one.
+                let region = self.world.peer_region(peer);
+                self.router.peer_up(
+                    peer,
+                    region != self.world.peer_region(self.index),
+                    peer >= self.world.specs.len(),
+                );
+                let replaced = self.links.insert(peer, (id, link)).is_some();
+                // Anti-entropy on connect, as the daemon does: a hub (new, or back with an
+                // empty store) learns every head this node holds.
+                if self.hub == Some(peer)
+                    && let Some((_, link)) = self.links.get(&peer)
+                    && let Ok(heads) = self.store.heads()
+                {
+                    for head in heads.values().take(meridian_sync::HUB_CONNECT_HEADS_MAX) {
+                        if let Ok(Some(block)) = self.store.get(&head.commit) {
+                            let gossip = meridian_sync::wire::Gossip::Head(block.to_vec());
+                            let _ = link.send(Frame::Gossip(gossip.encode()));
+                        }
                     }
                 }
-                Output::Broadcast(gossip) => {
-                    deliver(&links, router.send(None, &gossip.encode()));
+                let up = DriverEvent::PeerUp(peer, PeerInfo { did: None, region });
+                if replaced {
+                    self.pending.push_back(up);
+                    DriverEvent::PeerDown(peer)
+                } else {
+                    up
                 }
-                Output::Forward { id, verdict } => {
-                    if let Some((from, bytes)) = deferred.remove(&id)
-                        && verdict == Verdict::Accept
-                    {
-                        deliver(&links, router.send(Some(from), &bytes));
-                    }
-                }
-                Output::Import {
-                    publisher,
-                    contents,
-                } => {
-                    let at = now();
-                    let result = import(&store, &contents, at.unix, engine.config())
-                        .map(|v| v.commit.body.seq);
-                    if result.is_ok() {
-                        world.observe(|o| {
-                            o.imported[index].insert(contents.root, at.ms);
-                        });
-                    }
-                    engine.import_finished(
-                        ImportReport {
-                            publisher,
-                            commit: contents.root,
-                            result,
-                        },
-                        at,
-                    );
-                }
-                // Like the daemon's `disconnect_peer_id`: the connection closes (its frames
-                // still in flight are dropped) and both the router and the engine see the peer
-                // go.
-                Output::Disconnect { peer } => {
-                    if links.remove(&peer).is_some() {
-                        router.peer_down(peer);
-                        engine.peer_down(&peer, now());
-                    }
-                }
-                Output::Penalise { peer, offense } => world.observe(|o| {
-                    if o.penalties[index].len() < PENALTIES_KEPT_MAX {
-                        o.penalties[index].push((peer, offense.as_str()));
-                    }
-                }),
-                Output::Equivocation { publisher, .. } => world.observe(|o| {
-                    o.equivocations[index].insert(publisher);
-                }),
-                Output::GovernanceChanged => {}
             }
+            Event::Down((peer, id)) => {
+                // Only the current connection's end matters: an old one closing after a
+                // redial replaced it leaves the peer up.
+                if is_current(&self.links, (peer, id)) {
+                    self.links.remove(&peer);
+                    self.router.peer_down(peer);
+                    DriverEvent::PeerDown(peer)
+                } else {
+                    DriverEvent::Idle
+                }
+            }
+            Event::Frame((peer, _), frame) => self.on_frame(peer, frame),
         }
-        let offenses = engine.stats().offenses.clone();
-        world.observe(|o| o.offenses[index] = offenses);
-        let engine_due = engine.next_deadline();
-        let deadline = match (engine_due, router.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let sleep = async {
-            match deadline {
-                Some(at) => {
-                    let wait = at.saturating_sub(now().ms);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+
+    fn on_frame(&mut self, peer: usize, frame: Frame) -> SimEvent {
+        match frame {
+            Frame::Gossip(bytes) => {
+                // Like gossipsub v1.2: on first sight of a big message every other peer is
+                // told at once, before validation, so that peers forwarding it later skip
+                // this node.
+                let (_, notices) = self.router.on_gossip(peer, &bytes);
+                self.deliver(notices);
+                DriverEvent::Gossip {
+                    from: peer,
+                    bytes: bytes.clone(),
+                    token: (peer, bytes),
                 }
-                None => std::future::pending::<()>().await,
             }
-        };
+            Frame::DontWant(id) => {
+                self.router.on_dont_want(peer, id);
+                DriverEvent::Idle
+            }
+            Frame::IHave(id) => {
+                let now = self.now().ms;
+                self.router.on_ihave(peer, id, now);
+                DriverEvent::Idle
+            }
+            Frame::IWant(id) => {
+                if let Some(frame) = self.router.on_iwant(peer, id) {
+                    self.deliver(vec![(peer, frame)]);
+                }
+                DriverEvent::Idle
+            }
+            Frame::Request(id, bytes) => DriverEvent::Request {
+                from: peer,
+                bytes,
+                reply: (peer, id),
+            },
+            Frame::Response(id, bytes) => DriverEvent::Response {
+                from: peer,
+                id,
+                result: Ok(bytes),
+            },
+            Frame::Hello(_) | Frame::Ping | Frame::Source(_) => DriverEvent::Idle,
+        }
+    }
+
+    fn on_command(&mut self, command: Option<Command>) -> SimEvent {
+        match command {
+            Some(Command::Publish(snapshot)) => {
+                if let Err(error) = seed_store(&self.store, &snapshot) {
+                    self.failure = Some(error);
+                    return DriverEvent::Stopped;
+                }
+                let (index, at) = (self.index, self.now().ms);
+                self.world.observe(|o| {
+                    o.imported[index].insert(snapshot.commit_cid, at);
+                });
+                let block = snapshot.commit.to_block();
+                // The hub learns it may fetch this head's blocks from this node.
+                if let Some((_, link)) = self.hub.and_then(|h| self.links.get(&h)) {
+                    let head = meridian_sync::wire::Gossip::Head(block.clone());
+                    let _ = link.send(Frame::Source(head.encode()));
+                }
+                DriverEvent::Announce(block)
+            }
+            // A misbehaving node sends to everyone, whatever they said they have.
+            Some(Command::Inject(bytes)) => {
+                for (_, link) in self.links.values() {
+                    let _ = link.send(Frame::Gossip(bytes.clone()));
+                }
+                DriverEvent::Idle
+            }
+            Some(Command::Governance(block)) => {
+                let unix = self.now().unix;
+                if let Some(admin) = &self.admin
+                    && admin.take(&block, unix) == GovernanceOutcome::New
+                {
+                    let gossip = meridian_sync::wire::Gossip::Governance(block);
+                    let frames = self.router.send(None, &gossip.encode());
+                    self.deliver(frames);
+                }
+                DriverEvent::Idle
+            }
+            None => DriverEvent::Stopped,
+        }
+    }
+}
+
+impl Transport<usize> for SimTransport {
+    type Gossip = (usize, Vec<u8>);
+    type Reply = (usize, u64);
+
+    fn now(&self) -> Now {
+        now_with(self.offset)
+    }
+
+    async fn next_event(&mut self) -> SimEvent {
+        if let Some(event) = self.pending.pop_front() {
+            return event;
+        }
         tokio::select! {
-            event = events.recv() => match event {
-                // A frame of a connection the node closed (a banned peer's, say) or replaced.
-                Some(Event::Frame(link, _)) if !is_current(&links, link) => {}
-                Some(Event::Up((peer, id), link)) => {
-                    // A redialled connection replaces the old one.
-                    let region = world.peer_region(peer);
-                    router.peer_up(
-                        peer,
-                        region != world.peer_region(index),
-                        peer >= world.specs.len(),
-                    );
-                    if links.insert(peer, (id, link)).is_some() {
-                        engine.peer_down(&peer, now());
-                    }
-                    let info = PeerInfo { did: None, region };
-                    engine.peer_up(peer, info, now());
-                    // Anti-entropy on connect, as the daemon does: a hub (new, or back with
-                    // an empty store) learns every head this node holds.
-                    if hub == Some(peer)
-                        && let Some((_, link)) = links.get(&peer)
-                        && let Ok(heads) = store.heads()
-                    {
-                        for head in heads.values().take(meridian_sync::HUB_CONNECT_HEADS_MAX) {
-                            if let Ok(Some(block)) = store.get(&head.commit) {
-                                let gossip = meridian_sync::wire::Gossip::Head(block.to_vec());
-                                let _ = link.send(Frame::Gossip(gossip.encode()));
-                            }
-                        }
-                    }
-                }
-                Some(Event::Down((peer, id))) => {
-                    // Only the current connection's end matters: an old one closing after
-                    // a redial replaced it leaves the peer up.
-                    if is_current(&links, (peer, id)) {
-                        links.remove(&peer);
-                        router.peer_down(peer);
-                        engine.peer_down(&peer, now());
-                    }
-                }
-                Some(Event::Frame((peer, _), frame)) => match frame {
-                    Frame::Gossip(bytes) => {
-                        // Like gossipsub v1.2: on first sight of a big message every other
-                        // peer is told at once, before validation, so that peers forwarding
-                        // it later skip this node.
-                        let (_, notices) = router.on_gossip(peer, &bytes);
-                        deliver(&links, notices);
-                        match engine.on_gossip(&peer, &bytes, now()) {
-                            Verdict::Defer(id) => {
-                                deferred.insert(id, (peer, bytes));
-                            }
-                            Verdict::Accept => deliver(&links, router.send(Some(peer), &bytes)),
-                            Verdict::Ignore | Verdict::Reject => {}
-                        }
-                    }
-                    Frame::DontWant(id) => router.on_dont_want(peer, id),
-                    Frame::IHave(id) => router.on_ihave(peer, id, now().ms),
-                    Frame::IWant(id) => {
-                        if let Some(frame) = router.on_iwant(peer, id) {
-                            deliver(&links, vec![(peer, frame)]);
-                        }
-                    }
-                    Frame::Request(id, bytes) => {
-                        let mut answer = engine.on_request(&peer, &bytes, now());
-                        if spec.behaviour == Behaviour::TamperResponses {
-                            tamper(&mut answer);
-                        }
-                        if let Some((_, link)) = links.get(&peer) {
-                            let _ = link.send(Frame::Response(id, answer));
-                        }
-                    }
-                    Frame::Response(id, bytes) => engine.on_response(&peer, id, Ok(&bytes), now()),
-                    Frame::Hello(_) | Frame::Ping | Frame::Source(_) => {}
-                },
-                None => return Ok(()),
-            },
-            command = commands.recv() => match command {
-                Some(Command::Publish(snapshot)) => {
-                    seed_store(&store, &snapshot)?;
-                    world.observe(|o| {
-                        o.imported[index].insert(snapshot.commit_cid, now().ms);
-                    });
-                    let block = snapshot.commit.to_block();
-                    // The hub learns it may fetch this head's blocks from this node.
-                    if let Some((_, link)) = hub.and_then(|h| links.get(&h)) {
-                        let head = meridian_sync::wire::Gossip::Head(block.clone());
-                        let _ = link.send(Frame::Source(head.encode()));
-                    }
-                    engine.announce(block);
-                }
-                // A misbehaving node sends to everyone, whatever they said they have.
-                Some(Command::Inject(bytes)) => {
-                    for (_, link) in links.values() {
-                        let _ = link.send(Frame::Gossip(bytes.clone()));
-                    }
-                }
-                Some(Command::Governance(block)) => {
-                    if let Some(admin) = &admin
-                        && admin.take(&block, now().unix) == GovernanceOutcome::New
-                    {
-                        let gossip = meridian_sync::wire::Gossip::Governance(block);
-                        deliver(&links, router.send(None, &gossip.encode()));
-                    }
-                }
-                None => return Ok(()),
-            },
-            () = sleep => {
-                let now = now();
-                if engine_due.is_some_and(|at| at <= now.ms) {
-                    engine.on_timer(now);
-                }
-                deliver(&links, router.on_timer(now.ms));
-            }
+            event = self.events.recv() => self.on_event(event),
+            command = self.commands.recv() => self.on_command(command),
         }
+    }
+
+    fn request(
+        &mut self,
+        peer: &usize,
+        id: u64,
+        request: meridian_sync::wire::Request,
+    ) -> Result<(), String> {
+        let sent = self
+            .links
+            .get(peer)
+            .is_some_and(|(_, l)| l.send(Frame::Request(id, request.encode())).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err("not connected".into())
+        }
+    }
+
+    fn broadcast(&mut self, gossip: meridian_sync::wire::Gossip) {
+        let frames = self.router.send(None, &gossip.encode());
+        self.deliver(frames);
+    }
+
+    fn verdict(&mut self, (from, bytes): (usize, Vec<u8>), verdict: Verdict) {
+        if verdict == Verdict::Accept {
+            let frames = self.router.send(Some(from), &bytes);
+            self.deliver(frames);
+        }
+    }
+
+    fn respond(&mut self, (peer, id): (usize, u64), mut answer: Vec<u8>) {
+        if self.behaviour == Behaviour::TamperResponses {
+            tamper(&mut answer);
+        }
+        if let Some((_, link)) = self.links.get(&peer) {
+            let _ = link.send(Frame::Response(id, answer));
+        }
+    }
+
+    fn import(
+        &mut self,
+        publisher: String,
+        contents: meridian_registry::snapshot::CarContents,
+    ) -> Option<ImportReport> {
+        let at = self.now();
+        let result =
+            import(&self.store, &contents, at.unix, &self.config).map(|v| v.commit.body.seq);
+        if result.is_ok() {
+            let index = self.index;
+            self.world.observe(|o| {
+                o.imported[index].insert(contents.root, at.ms);
+            });
+        }
+        Some(ImportReport {
+            publisher,
+            commit: contents.root,
+            result,
+        })
+    }
+
+    // Like the daemon's `disconnect_peer_id`: the connection closes (its frames still in
+    // flight are dropped) and both the router and the engine see the peer go.
+    fn disconnect(&mut self, peer: &usize) -> bool {
+        if self.links.remove(peer).is_some() {
+            self.router.peer_down(*peer);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn penalised(&mut self, peer: &usize, offense: meridian_sync::Offense) {
+        let index = self.index;
+        self.world.observe(|o| {
+            if o.penalties[index].len() < PENALTIES_KEPT_MAX {
+                o.penalties[index].push((*peer, offense.as_str()));
+            }
+        });
+    }
+
+    fn equivocation(&mut self, publisher: String, _seq: u64) {
+        let index = self.index;
+        self.world.observe(|o| {
+            o.equivocations[index].insert(publisher);
+        });
+    }
+
+    fn observe(&mut self, engine: &Engine<usize>) {
+        let offenses = engine.stats().offenses.clone();
+        let index = self.index;
+        self.world.observe(|o| o.offenses[index] = offenses);
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.router.next_deadline()
+    }
+
+    fn on_timer(&mut self, now_ms: u64) {
+        let frames = self.router.on_timer(now_ms);
+        self.deliver(frames);
     }
 }

@@ -8,13 +8,16 @@
 //!   headers that carry it;
 //! - [`governance`]: one node's governance state, which the engine consults and the node's
 //!   endpoints and the simulations change;
+//! - [`driver`]: the one async loop that drives the engine over a [`driver::Transport`]
+//!   (libp2p in the node, turmoil in the simulations);
 //! - [`engine`]: the sans-IO sync state machine (heads in, verified imports out), driven by the
 //!   node's libp2p mesh and by the turmoil simulations alike.
 //!
 //! Nothing here opens a socket or reads the clock: time comes in as [`Now`], effects go out as
-//! [`Output`] values.
+//! [`Output`] values; the driver only waits on tokio's timers.
 
 pub mod claims;
+pub mod driver;
 pub mod engine;
 pub mod governance;
 pub mod wire;
