@@ -690,7 +690,7 @@ struct SimTransport {
     events: mpsc::UnboundedReceiver<Event>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Events to hand the driver before reading more (a replaced link is down, then up).
-    pending: VecDeque<DriverEvent<usize, (usize, Vec<u8>), (usize, u64)>>,
+    pending: VecDeque<SimEvent>,
     /// Why the host stops with an error.
     failure: Option<String>,
 }

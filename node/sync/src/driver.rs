@@ -70,7 +70,7 @@ pub enum Event<P, G, R> {
         equivocations: Vec<Vec<u8>>,
     },
     /// An import the transport ran in the background ([`Transport::import`] gave `None`).
-    Imported(ImportReport),
+    Imported(Box<ImportReport>),
     /// This node published a new head of its own (the commit block).
     Announce(Vec<u8>),
     /// A governance document an operator handed this node, to spread.
@@ -217,7 +217,7 @@ where
             governance,
             equivocations,
         } => engine.on_heads(&from, &commits, &governance, &equivocations, now),
-        Event::Imported(report) => engine.import_finished(report, now),
+        Event::Imported(report) => engine.import_finished(*report, now),
         Event::Announce(block) => engine.announce(block),
         Event::Govern(block) => engine.announce_governance(block),
         Event::Idle => {}
