@@ -27,7 +27,7 @@ use meridian_registry::store::BlockStore as _;
 use tokio::sync::mpsc;
 
 use super::http::NodeState;
-use crate::sync::{self, Engine, ImportReport, Now, Output, PeerInfo, SyncConfig, Verdict};
+use crate::sync::{self, Engine, ImportReport, Now, PeerInfo, SyncConfig, Verdict};
 
 /// The gossipsub topic of heads, governance documents and equivocation proofs.
 pub const TOPIC: &str = "meridian/sync/1";
@@ -525,8 +525,8 @@ pub async fn run(
     state: Arc<NodeState>,
     key: Keypair,
     data: &Path,
-    mut commands: mpsc::UnboundedReceiver<MeshCommand>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    commands: mpsc::UnboundedReceiver<MeshCommand>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let mesh = state.config.mesh.clone();
     let sync_config = SyncConfig {
@@ -565,15 +565,7 @@ pub async fn run(
         Arc::new(state.store.clone()),
         Box::new(NodeGovernance(state.clone())),
     );
-    let started = Instant::now();
-    let clock = state.clock;
-    let now = move || Now {
-        ms: started.elapsed().as_millis() as u64,
-        unix: clock(),
-    };
-    let (imports_tx, mut imports) = mpsc::unbounded_channel::<ImportReport>();
-    let mut outbound: HashMap<OutboundRequestId, (PeerId, u64)> = HashMap::new();
-    let mut deferred: HashMap<u64, (gossipsub::MessageId, PeerId)> = HashMap::new();
+    let (imports_tx, imports) = mpsc::unbounded_channel::<ImportReport>();
     // The hub is a destination the operator named (mesh.hub or the signed hub directory), so
     // no SSRF guard; but no redirect either, which would take the node elsewhere.
     let hub_client = reqwest::Client::builder()
@@ -582,309 +574,489 @@ pub async fn run(
         .no_proxy()
         .build()
         .context("building the hub client")?;
-    let (hub_tx, mut hub_events) = mpsc::unbounded_channel::<HubEvent>();
+    let (hub_tx, hub_events) = mpsc::unbounded_channel::<HubEvent>();
     let follower = tokio::spawn(follow_hub(
         state.clone(),
         hub_client.clone(),
         hub_tx.clone(),
     ));
-    let mut hub_up = false;
-    let mut listening: Vec<Multiaddr> = Vec::new();
     let addr_file = data.join(MESH_ADDR_FILE);
-    let mut bootstrap_tick = tokio::time::interval(Duration::from_secs(30));
-    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
-
-    loop {
-        while let Some(output) = engine.poll_output() {
-            match output {
-                Output::Request {
-                    peer: Source::Peer(peer),
-                    id,
-                    request,
-                } => {
-                    let rid = swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_request(&peer, request.encode());
-                    outbound.insert(rid, (peer, id));
-                }
-                Output::Request {
-                    peer: Source::Hub,
-                    id,
-                    request,
-                } => {
-                    let client = hub_client.clone();
-                    let tx = hub_tx.clone();
-                    let url = hub_url(&state);
-                    let timeout = Duration::from_millis(sync_config.request_timeout_ms);
-                    tokio::spawn(async move {
-                        let result = async {
-                            let url = url.ok_or_else(|| "no hub".to_owned())?;
-                            let response = client
-                                .post(format!("{url}/v1/sync"))
-                                .body(request.encode())
-                                .timeout(timeout)
-                                .send()
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            if !response.status().is_success() {
-                                return Err(format!("HTTP {}", response.status()));
-                            }
-                            meridian_hub::relay::read_limited(
-                                response,
-                                sync::wire::MESSAGE_BYTES_MAX,
-                            )
-                            .await
-                        }
-                        .await;
-                        let _ = tx.send(HubEvent::Answer(id, result));
-                    });
-                }
-                Output::Request {
-                    peer: Source::Gateway,
-                    id,
-                    ..
-                } => {
-                    engine.on_response(
-                        &Source::Gateway,
-                        id,
-                        Err("not a fetch source".into()),
-                        now(),
-                    );
-                }
-                Output::Broadcast(gossip) => {
-                    let kind = gossip.kind();
-                    tokio::spawn(push_to_hub(
-                        state.clone(),
-                        hub_client.clone(),
-                        key.clone(),
-                        gossip.encode(),
-                    ));
-                    if let Err(error) = swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .publish(topic.clone(), gossip.encode())
-                    {
-                        tracing::debug!(%error, kind, "gossip not published");
-                    }
-                }
-                Output::Forward { id, verdict } => {
-                    if let Some((message_id, source)) = deferred.remove(&id) {
-                        let acceptance = match verdict {
-                            Verdict::Accept => MessageAcceptance::Accept,
-                            Verdict::Reject => MessageAcceptance::Reject,
-                            Verdict::Ignore | Verdict::Defer(_) => MessageAcceptance::Ignore,
-                        };
-                        swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .report_message_validation_result(&message_id, &source, acceptance);
-                    }
-                }
-                Output::Import {
-                    publisher,
-                    contents,
-                } => {
-                    tracing::debug!(%publisher, blocks = contents.blocks.len(), bytes = contents.bytes, "fetched a snapshot: importing");
-                    let task_state = state.clone();
-                    let tx = imports_tx.clone();
-                    let config = sync_config.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let unix = (task_state.clock)();
-                        let commit = contents.root;
-                        let result = sync::import(&task_state.store, &contents, unix, &config)
-                            .map(|v| v.commit.body.seq);
-                        match &result {
-                            Ok(seq) => {
-                                task_state
-                                    .metrics
-                                    .count("meridian_sync_imports_total{outcome=\"accepted\"}", 1);
-                                tracing::info!(%publisher, seq, %commit, "mirrored a snapshot");
-                                if let Err(error) = task_state.index_head(&publisher) {
-                                    tracing::warn!(%publisher, ?error, "reindex after sync failed");
-                                }
-                            }
-                            Err(error) => {
-                                task_state
-                                    .metrics
-                                    .count("meridian_sync_imports_total{outcome=\"rejected\"}", 1);
-                                tracing::warn!(%publisher, %commit, %error, "mirrored snapshot refused");
-                            }
-                        }
-                        let _ = tx.send(ImportReport {
-                            publisher,
-                            commit,
-                            result,
-                        });
-                    });
-                }
-                Output::Penalise { peer, offense } => {
-                    state.metrics.count(
-                        &format!(
-                            "meridian_sync_invalid_total{{kind=\"{}\"}}",
-                            offense.as_str()
-                        ),
-                        1,
-                    );
-                    tracing::info!(%peer, offense = offense.as_str(), "peer penalised");
-                }
-                Output::Disconnect { peer } => {
-                    state.metrics.count("meridian_sync_bans_total", 1);
-                    tracing::warn!(%peer, "peer banned: disconnecting");
-                    if let Source::Peer(peer) = peer {
-                        let _ = swarm.disconnect_peer_id(peer);
-                    }
-                }
-                Output::GovernanceChanged => {
-                    let task_state = state.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if let Ok(heads) = task_state.store.heads() {
-                            for publisher in heads.keys() {
-                                let _ = task_state.reindex(publisher);
-                            }
-                        }
-                    });
-                }
-                Output::Equivocation { publisher, seq } => {
-                    state.metrics.count("meridian_sync_equivocations_total", 1);
-                    state.events.emit(
-                        "publisher.equivocated",
-                        serde_json::json!({ "publisher": publisher, "seq": seq }),
-                    );
-                    tracing::warn!(%publisher, seq, "equivocation proven and kept");
-                }
-            }
-        }
-        let wait = engine
-            .next_deadline()
-            .map(|at| Duration::from_millis(at.saturating_sub(now().ms)))
-            .unwrap_or(Duration::from_secs(3600));
-        tokio::select! {
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => {
-                    let full = address.with_p2p(local).unwrap_or_else(|a| a);
-                    tracing::info!(address = %full, "mesh listening");
-                    listening.push(full);
-                    let text: String = listening.iter().map(|a| format!("{a}\n")).collect();
-                    if let Err(error) = crate::data::write_file(&addr_file, text.as_bytes()) {
-                        tracing::warn!(?error, "could not write {}", addr_file.display());
-                    }
-                }
-                SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
-                    let info = PeerInfo { did: peer_did(&peer_id), region: None };
-                    engine.peer_up(Source::Peer(peer_id), info, now());
-                }
-                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                    engine.peer_down(&Source::Peer(peer_id), now());
-                }
-                SwarmEvent::Behaviour(MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                    for address in info.listen_addrs {
-                        swarm.behaviour_mut().kad.add_address(&peer_id, address);
-                    }
-                }
-                SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message })) => {
-                    let acceptance = match engine.on_gossip(&Source::Peer(propagation_source), &message.data, now()) {
-                        Verdict::Accept => Some(MessageAcceptance::Accept),
-                        Verdict::Ignore => Some(MessageAcceptance::Ignore),
-                        Verdict::Reject => Some(MessageAcceptance::Reject),
-                        Verdict::Defer(id) => {
-                            deferred.insert(id, (message_id.clone(), propagation_source));
-                            None
-                        }
-                    };
-                    if let Some(acceptance) = acceptance {
-                        swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &propagation_source, acceptance);
-                    }
-                }
-                SwarmEvent::Behaviour(MeshBehaviourEvent::Sync(request_response::Event::Message { peer, message, .. })) => match message {
-                    request_response::Message::Request { request, channel, .. } => {
-                        let answer = engine.on_request(&Source::Peer(peer), &request, now());
-                        let _ = swarm.behaviour_mut().sync.send_response(channel, answer);
-                    }
-                    request_response::Message::Response { request_id, response } => {
-                        if let Some((peer, id)) = outbound.remove(&request_id) {
-                            engine.on_response(&Source::Peer(peer), id, Ok(&response), now());
-                        }
-                    }
-                },
-                SwarmEvent::Behaviour(MeshBehaviourEvent::Sync(request_response::Event::OutboundFailure { request_id, error, .. })) => {
-                    if let Some((peer, id)) = outbound.remove(&request_id) {
-                        engine.on_response(&Source::Peer(peer), id, Err(error.to_string()), now());
-                    }
-                }
-                _ => {}
-            },
-            Some(report) = imports.recv() => engine.import_finished(report, now()),
-            Some(command) = commands.recv() => match command {
-                MeshCommand::Announce(block) => engine.announce(block),
-                MeshCommand::Govern(block) => engine.announce_governance(block),
-                MeshCommand::Serve { request, reply } => {
-                    // The gateway's callers are anonymous HTTP clients, all one source to the
-                    // engine: a malformed request is refused here, so that no client can get
-                    // the gateway source penalised (and with it the hub's fetches).
-                    let answer = match meridian_hub::wire::Request::decode(&request, meridian_hub::wire::MESSAGE_BYTES_MAX) {
-                        Err(error) => meridian_hub::wire::Response::Refused(format!("bad request: {error}")).encode(),
-                        Ok(_) => engine.on_request(&Source::Gateway, &request, now()),
-                    };
-                    let _ = reply.send(answer);
-                }
-            },
-            Some(event) = hub_events.recv() => match event {
-                HubEvent::Polled { commits, governance, equivocations } => {
-                    if !hub_up {
-                        hub_up = true;
-                        let hub = hub_url(&state).unwrap_or_default();
-                        tracing::info!(%hub, "hub reachable: syncing through it too");
-                        let info = PeerInfo { did: None, region: Some(state.config.node.region.clone()) };
-                        engine.peer_up(Source::Hub, info, now());
-                        // Anti-entropy on connect: the hub may have started (or lost its
-                        // store) after the heads this node holds were published; hand it
-                        // them, its own first (with the gateway URL it serves blocks at).
-                        if let Ok(heads) = state.store.heads() {
-                            let own = heads.get(&state.node_did).copied();
-                            let others = heads
-                                .iter()
-                                .filter(|(publisher, _)| **publisher != state.node_did)
-                                .map(|(_, head)| *head);
-                            for head in own.into_iter().chain(others).take(HUB_CONNECT_HEADS_MAX) {
-                                if let Ok(Some(block)) = state.store.get(&head.commit) {
-                                    tokio::spawn(push_to_hub(
-                                        state.clone(),
-                                        hub_client.clone(),
-                                        key.clone(),
-                                        sync::wire::Gossip::Head(block.to_vec()).encode(),
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                    state.metrics.set_gauge("meridian_hub_up", 1);
-                    // Judged like a peer's answer to a heads request: a hub that is merely
-                    // behind is not blamed for old heads.
-                    engine.on_heads(&Source::Hub, &commits, &governance, &equivocations, now());
-                }
-                HubEvent::Down(error) => {
-                    if hub_up {
-                        hub_up = false;
-                        let hub = hub_url(&state).unwrap_or_default();
-                        tracing::warn!(%hub, %error, "hub unreachable: the mesh carries on without it");
-                        engine.peer_down(&Source::Hub, now());
-                    }
-                    state.metrics.set_gauge("meridian_hub_up", 0);
-                }
-                HubEvent::Answer(id, result) => {
-                    engine.on_response(&Source::Hub, id, result.as_deref().map_err(Clone::clone), now());
-                }
-            },
-            _ = bootstrap_tick.tick() => {
-                let _ = swarm.behaviour_mut().kad.bootstrap();
-            }
-            _ = metrics_tick.tick() => publish_metrics(&state, &engine),
-            () = tokio::time::sleep(wait) => engine.on_timer(now()),
-            _ = stop.changed() => break,
-        }
-    }
+    let mut transport = MeshTransport {
+        started: Instant::now(),
+        state,
+        key,
+        swarm,
+        topic,
+        local,
+        config: sync_config,
+        outbound: HashMap::new(),
+        imports_tx,
+        imports,
+        hub_client,
+        hub_tx,
+        hub_events,
+        hub_up: false,
+        commands,
+        stop,
+        listening: Vec::new(),
+        addr_file: addr_file.clone(),
+        bootstrap_tick: tokio::time::interval(Duration::from_secs(30)),
+        metrics_due: true,
+        metrics_tick: tokio::time::interval(Duration::from_secs(1)),
+        pending: std::collections::VecDeque::new(),
+    };
+    sync::driver::drive(&mut engine, &mut transport).await;
     follower.abort();
     let _ = std::fs::remove_file(&addr_file);
     Ok(())
+}
+
+/// A gossip message's handle: its id and the peer it came from, to report the verdict to
+/// gossipsub.
+type GossipToken = (gossipsub::MessageId, PeerId);
+
+/// Where the answer to a request goes: a libp2p peer's channel, or a gateway caller.
+enum MeshReply {
+    Peer(request_response::ResponseChannel<Vec<u8>>),
+    Gateway(tokio::sync::oneshot::Sender<Vec<u8>>),
+}
+
+type MeshEvent = sync::driver::Event<Source, GossipToken, MeshReply>;
+
+/// The node's side of the sync driver: the libp2p swarm for peers, HTTP for the hub, the
+/// blocking pool for imports, and the node's metrics, events and index for what the engine
+/// decides.
+struct MeshTransport {
+    started: Instant,
+    state: Arc<NodeState>,
+    key: Keypair,
+    swarm: Swarm<MeshBehaviour>,
+    topic: IdentTopic,
+    local: PeerId,
+    config: SyncConfig,
+    outbound: HashMap<OutboundRequestId, (PeerId, u64)>,
+    imports_tx: mpsc::UnboundedSender<ImportReport>,
+    imports: mpsc::UnboundedReceiver<ImportReport>,
+    hub_client: reqwest::Client,
+    hub_tx: mpsc::UnboundedSender<HubEvent>,
+    hub_events: mpsc::UnboundedReceiver<HubEvent>,
+    hub_up: bool,
+    commands: mpsc::UnboundedReceiver<MeshCommand>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    listening: Vec<Multiaddr>,
+    addr_file: std::path::PathBuf,
+    bootstrap_tick: tokio::time::Interval,
+    /// The engine's figures are copied to the metrics once a second (the lag reads the store).
+    metrics_due: bool,
+    metrics_tick: tokio::time::Interval,
+    /// Events to hand the driver before reading more.
+    pending: std::collections::VecDeque<MeshEvent>,
+}
+
+impl MeshTransport {
+    fn on_swarm(&mut self, event: SwarmEvent<MeshBehaviourEvent>) -> MeshEvent {
+        use sync::driver::Event;
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with_p2p(self.local).unwrap_or_else(|a| a);
+                tracing::info!(address = %full, "mesh listening");
+                self.listening.push(full);
+                let text: String = self.listening.iter().map(|a| format!("{a}\n")).collect();
+                if let Err(error) = crate::data::write_file(&self.addr_file, text.as_bytes()) {
+                    tracing::warn!(?error, "could not write {}", self.addr_file.display());
+                }
+                Event::Idle
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                let info = PeerInfo {
+                    did: peer_did(&peer_id),
+                    region: None,
+                };
+                Event::PeerUp(Source::Peer(peer_id), info)
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => Event::PeerDown(Source::Peer(peer_id)),
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for address in info.listen_addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, address);
+                }
+                Event::Idle
+            }
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => Event::Gossip {
+                from: Source::Peer(propagation_source),
+                bytes: message.data,
+                token: (message_id, propagation_source),
+            },
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => Event::Request {
+                    from: Source::Peer(peer),
+                    bytes: request,
+                    reply: MeshReply::Peer(channel),
+                },
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => match self.outbound.remove(&request_id) {
+                    Some((peer, id)) => Event::Response {
+                        from: Source::Peer(peer),
+                        id,
+                        result: Ok(response),
+                    },
+                    None => Event::Idle,
+                },
+            },
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Sync(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => match self.outbound.remove(&request_id) {
+                Some((peer, id)) => Event::Response {
+                    from: Source::Peer(peer),
+                    id,
+                    result: Err(error.to_string()),
+                },
+                None => Event::Idle,
+            },
+            _ => Event::Idle,
+        }
+    }
+
+    fn on_command(&mut self, command: MeshCommand) -> MeshEvent {
+        use sync::driver::Event;
+        match command {
+            MeshCommand::Announce(block) => Event::Announce(block),
+            MeshCommand::Govern(block) => Event::Govern(block),
+            MeshCommand::Serve { request, reply } => {
+                // The gateway's callers are anonymous HTTP clients, all one source to the
+                // engine: a malformed request is refused here, so that no client can get the
+                // gateway source penalised (and with it the hub's fetches).
+                match sync::wire::Request::decode(&request, sync::wire::MESSAGE_BYTES_MAX) {
+                    Err(error) => {
+                        let refused =
+                            sync::wire::Response::Refused(format!("bad request: {error}"));
+                        let _ = reply.send(refused.encode());
+                        Event::Idle
+                    }
+                    Ok(_) => Event::Request {
+                        from: Source::Gateway,
+                        bytes: request,
+                        reply: MeshReply::Gateway(reply),
+                    },
+                }
+            }
+        }
+    }
+
+    fn on_hub(&mut self, event: HubEvent) -> MeshEvent {
+        use sync::driver::Event;
+        let state = self.state.clone();
+        match event {
+            HubEvent::Polled {
+                commits,
+                governance,
+                equivocations,
+            } => {
+                state.metrics.set_gauge("meridian_hub_up", 1);
+                // Judged like a peer's answer to a heads request: a hub that is merely behind
+                // is not blamed for old heads.
+                let heads = Event::Heads {
+                    from: Source::Hub,
+                    commits,
+                    governance,
+                    equivocations,
+                };
+                if self.hub_up {
+                    return heads;
+                }
+                self.hub_up = true;
+                let hub = hub_url(&state).unwrap_or_default();
+                tracing::info!(%hub, "hub reachable: syncing through it too");
+                self.hand_heads_to_hub();
+                self.pending.push_back(heads);
+                let info = PeerInfo {
+                    did: None,
+                    region: Some(state.config.node.region.clone()),
+                };
+                Event::PeerUp(Source::Hub, info)
+            }
+            HubEvent::Down(error) => {
+                state.metrics.set_gauge("meridian_hub_up", 0);
+                if !self.hub_up {
+                    return Event::Idle;
+                }
+                self.hub_up = false;
+                let hub = hub_url(&state).unwrap_or_default();
+                tracing::warn!(%hub, %error, "hub unreachable: the mesh carries on without it");
+                Event::PeerDown(Source::Hub)
+            }
+            HubEvent::Answer(id, result) => Event::Response {
+                from: Source::Hub,
+                id,
+                result,
+            },
+        }
+    }
+
+    /// Anti-entropy on connect: the hub may have started (or lost its store) after the heads
+    /// this node holds were published; hand it them, its own first (with the gateway URL it
+    /// serves blocks at).
+    fn hand_heads_to_hub(&self) {
+        let state = &self.state;
+        let Ok(heads) = state.store.heads() else {
+            return;
+        };
+        let own = heads.get(&state.node_did).copied();
+        let others = heads
+            .iter()
+            .filter(|(publisher, _)| **publisher != state.node_did)
+            .map(|(_, head)| *head);
+        for head in own.into_iter().chain(others).take(HUB_CONNECT_HEADS_MAX) {
+            if let Ok(Some(block)) = state.store.get(&head.commit) {
+                tokio::spawn(push_to_hub(
+                    state.clone(),
+                    self.hub_client.clone(),
+                    self.key.clone(),
+                    sync::wire::Gossip::Head(block.to_vec()).encode(),
+                ));
+            }
+        }
+    }
+}
+
+impl sync::driver::Transport<Source> for MeshTransport {
+    type Gossip = GossipToken;
+    type Reply = MeshReply;
+
+    fn now(&self) -> Now {
+        Now {
+            ms: self.started.elapsed().as_millis() as u64,
+            unix: (self.state.clock)(),
+        }
+    }
+
+    async fn next_event(&mut self) -> MeshEvent {
+        use sync::driver::Event;
+        if let Some(event) = self.pending.pop_front() {
+            return event;
+        }
+        tokio::select! {
+            event = self.swarm.select_next_some() => self.on_swarm(event),
+            Some(report) = self.imports.recv() => Event::Imported(Box::new(report)),
+            Some(command) = self.commands.recv() => self.on_command(command),
+            Some(event) = self.hub_events.recv() => self.on_hub(event),
+            _ = self.bootstrap_tick.tick() => {
+                let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                Event::Idle
+            }
+            _ = self.metrics_tick.tick() => {
+                self.metrics_due = true;
+                Event::Idle
+            }
+            _ = self.stop.changed() => Event::Stopped,
+        }
+    }
+
+    fn request(
+        &mut self,
+        peer: &Source,
+        id: u64,
+        request: sync::wire::Request,
+    ) -> Result<(), String> {
+        match peer {
+            Source::Peer(peer) => {
+                let rid = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(peer, request.encode());
+                self.outbound.insert(rid, (*peer, id));
+                Ok(())
+            }
+            Source::Hub => {
+                let client = self.hub_client.clone();
+                let tx = self.hub_tx.clone();
+                let url = hub_url(&self.state);
+                let timeout = Duration::from_millis(self.config.request_timeout_ms);
+                tokio::spawn(async move {
+                    let result = async {
+                        let url = url.ok_or_else(|| "no hub".to_owned())?;
+                        let response = client
+                            .post(format!("{url}/v1/sync"))
+                            .body(request.encode())
+                            .timeout(timeout)
+                            .send()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if !response.status().is_success() {
+                            return Err(format!("HTTP {}", response.status()));
+                        }
+                        meridian_hub::relay::read_limited(response, sync::wire::MESSAGE_BYTES_MAX)
+                            .await
+                    }
+                    .await;
+                    let _ = tx.send(HubEvent::Answer(id, result));
+                });
+                Ok(())
+            }
+            Source::Gateway => Err("not a fetch source".into()),
+        }
+    }
+
+    fn broadcast(&mut self, gossip: sync::wire::Gossip) {
+        let kind = gossip.kind();
+        tokio::spawn(push_to_hub(
+            self.state.clone(),
+            self.hub_client.clone(),
+            self.key.clone(),
+            gossip.encode(),
+        ));
+        if let Err(error) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), gossip.encode())
+        {
+            tracing::debug!(%error, kind, "gossip not published");
+        }
+    }
+
+    fn verdict(&mut self, (message_id, source): GossipToken, verdict: Verdict) {
+        let acceptance = match verdict {
+            Verdict::Accept => MessageAcceptance::Accept,
+            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Ignore | Verdict::Defer(_) => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &source, acceptance);
+    }
+
+    fn respond(&mut self, reply: MeshReply, answer: Vec<u8>) {
+        match reply {
+            MeshReply::Peer(channel) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, answer);
+            }
+            MeshReply::Gateway(reply) => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn import(
+        &mut self,
+        publisher: String,
+        contents: meridian_registry::snapshot::CarContents,
+    ) -> Option<ImportReport> {
+        tracing::debug!(%publisher, blocks = contents.blocks.len(), bytes = contents.bytes, "fetched a snapshot: importing");
+        let task_state = self.state.clone();
+        let tx = self.imports_tx.clone();
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let unix = (task_state.clock)();
+            let commit = contents.root;
+            let result = sync::import(&task_state.store, &contents, unix, &config)
+                .map(|v| v.commit.body.seq);
+            match &result {
+                Ok(seq) => {
+                    task_state
+                        .metrics
+                        .count("meridian_sync_imports_total{outcome=\"accepted\"}", 1);
+                    tracing::info!(%publisher, seq, %commit, "mirrored a snapshot");
+                    if let Err(error) = task_state.index_head(&publisher) {
+                        tracing::warn!(%publisher, ?error, "reindex after sync failed");
+                    }
+                }
+                Err(error) => {
+                    task_state
+                        .metrics
+                        .count("meridian_sync_imports_total{outcome=\"rejected\"}", 1);
+                    tracing::warn!(%publisher, %commit, %error, "mirrored snapshot refused");
+                }
+            }
+            let _ = tx.send(ImportReport {
+                publisher,
+                commit,
+                result,
+            });
+        });
+        None
+    }
+
+    fn disconnect(&mut self, peer: &Source) -> bool {
+        self.state.metrics.count("meridian_sync_bans_total", 1);
+        tracing::warn!(%peer, "peer banned: disconnecting");
+        if let Source::Peer(peer) = peer {
+            let _ = self.swarm.disconnect_peer_id(*peer);
+        }
+        // The engine hears when the connection has closed.
+        false
+    }
+
+    fn penalised(&mut self, peer: &Source, offense: sync::Offense) {
+        self.state.metrics.count(
+            &format!(
+                "meridian_sync_invalid_total{{kind=\"{}\"}}",
+                offense.as_str()
+            ),
+            1,
+        );
+        tracing::info!(%peer, offense = offense.as_str(), "peer penalised");
+    }
+
+    fn equivocation(&mut self, publisher: String, seq: u64) {
+        self.state
+            .metrics
+            .count("meridian_sync_equivocations_total", 1);
+        self.state.events.emit(
+            "publisher.equivocated",
+            serde_json::json!({ "publisher": publisher, "seq": seq }),
+        );
+        tracing::warn!(%publisher, seq, "equivocation proven and kept");
+    }
+
+    fn governance_changed(&mut self) {
+        let task_state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(heads) = task_state.store.heads() {
+                for publisher in heads.keys() {
+                    let _ = task_state.reindex(publisher);
+                }
+            }
+        });
+    }
+
+    fn observe(&mut self, engine: &Engine<Source>) {
+        if std::mem::take(&mut self.metrics_due) {
+            publish_metrics(&self.state, engine);
+        }
+    }
 }
