@@ -533,7 +533,9 @@ pub async fn run_hub(region: usize, world: Arc<World>) -> turmoil::Result {
         HubParts {
             config,
             key,
-            db: slot.db.clone(),
+            store: Arc::new(meridian_hub::daemon::store::SledHubStore::new(
+                slot.db.clone(),
+            )?),
             endpoint: endpoint.clone(),
             allowed,
             clock: sim_unix,

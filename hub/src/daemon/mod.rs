@@ -5,6 +5,7 @@
 pub mod config;
 pub mod http;
 pub mod state;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use meridian_registry::manifest::Manifest;
 use meridian_registry::mst::{self, LookupStep};
 
 use super::config::HubConfig;
+use super::store::{HubStore, SledHubStore, StoreError, StoredHead};
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::cache::{BlockCache, Lookup, Miss};
 use crate::egress::{AgentAnswer, Egress, HttpEgress};
@@ -98,12 +99,7 @@ pub struct Hub {
     breakers: Mutex<BTreeMap<String, Breaker>>,
     /// One permit per relayed call in progress (`relay.concurrent_max`).
     relays: Arc<tokio::sync::Semaphore>,
-    db: sled::Db,
-    blocks_tree: sled::Tree,
-    order_tree: sled::Tree,
-    heads_tree: sled::Tree,
-    governance_tree: sled::Tree,
-    tick: Mutex<u64>,
+    store: Arc<dyn HubStore>,
     egress: Arc<dyn Egress>,
     /// The SSRF guard for agent endpoints (`relay.allow_private`, `egress.allow_cidrs`).
     guard: crate::relay::EgressGuard,
@@ -166,7 +162,7 @@ pub struct HubParts {
     /// The hub key.
     pub key: Keypair,
     /// Its store (cache, heads, governance documents); what it holds is reloaded.
-    pub db: sled::Db,
+    pub store: Arc<dyn HubStore>,
     /// The bound trunk endpoint (it also accepts the other hubs' connections).
     pub endpoint: quinn::Endpoint,
     /// The hub keys the trunk's server verifier accepts (kept equal to the hub directory).
@@ -189,12 +185,14 @@ impl Hub {
     ) -> Result<Self> {
         let db = sled::open(data.join("hub.sled"))
             .with_context(|| format!("opening the hub store in {}", data.display()))?;
+        let store = SledHubStore::new(db)
+            .with_context(|| format!("opening the hub store in {}", data.display()))?;
         let egress = HttpEgress::new(config.egress_guard()?)?;
         Self::assemble(
             HubParts {
                 config,
                 key,
-                db,
+                store: Arc::new(store),
                 endpoint,
                 allowed,
                 clock,
@@ -204,12 +202,12 @@ impl Hub {
     }
 
     /// A hub from its parts and a way out to nodes and agents (the simulations pass their
-    /// own): reloads what `parts.db` holds, as [`Hub::open`] does.
+    /// own): reloads what `parts.store` holds, as [`Hub::open`] does.
     pub fn assemble(parts: HubParts, egress: Arc<dyn Egress>) -> Result<Self> {
         let HubParts {
             config,
             key,
-            db,
+            store,
             endpoint,
             allowed,
             clock,
@@ -247,12 +245,7 @@ impl Hub {
             limiter: Mutex::new(Limiter::new()),
             breakers: Mutex::new(BTreeMap::new()),
             relays: Arc::new(tokio::sync::Semaphore::new(config.relay.concurrent_max)),
-            blocks_tree: db.open_tree("blocks")?,
-            order_tree: db.open_tree("order")?,
-            heads_tree: db.open_tree("heads")?,
-            governance_tree: db.open_tree("governance")?,
-            db,
-            tick: Mutex::new(0),
+            store,
             egress,
             guard: config.egress_guard()?,
             changed,
@@ -274,37 +267,18 @@ impl Hub {
         let mut loaded = 0u64;
         {
             let mut slot = self.lock_cache()?;
-            let mut tick = self.tick.lock().map_err(|_| anyhow::anyhow!("lock"))?;
-            for entry in self.order_tree.iter() {
-                let (order, cid_bytes) = entry?;
-                let Ok(cid) = Cid::try_from(cid_bytes.as_ref()) else {
-                    continue;
-                };
-                // A block is stored as `tick ++ bytes`; an order entry whose tick does not match
-                // is stale (the write of its block did not complete).
-                let stored = self.blocks_tree.get(&cid_bytes)?;
-                let fresh = stored
-                    .as_ref()
-                    .filter(|v| v.len() >= 8 && v[..8] == order[..])
-                    .is_some_and(|v| slot.cache.preload(&cid, Arc::from(&v[8..])).is_ok());
-                if fresh {
+            for (cid, block) in self.store.blocks()? {
+                if slot.cache.preload(&cid, block).is_ok() {
                     loaded += 1;
                 } else {
-                    let _ = self.order_tree.remove(&order);
-                    if stored.is_some_and(|v| v.len() < 8 || v[..8] == order[..]) {
-                        let _ = self.blocks_tree.remove(&cid_bytes);
-                    }
-                }
-                if let Ok(bytes) = <[u8; 8]>::try_from(order.as_ref()) {
-                    *tick = u64::from_be_bytes(bytes);
+                    self.forget_block(&cid);
                 }
             }
             for cid in slot.cache.take_evicted() {
                 self.forget_block(&cid);
             }
         }
-        for entry in self.governance_tree.iter() {
-            let (_, block) = entry?;
+        for block in self.store.governance()? {
             if let Some(policy) = &self.policy
                 && let Ok(mut policy) = policy.write()
                 && let Err(error) = policy.offer(&block, now)
@@ -313,18 +287,23 @@ impl Hub {
             }
         }
         let mut heads = self.lock_heads()?;
-        for entry in self.heads_tree.iter() {
-            let (_, value) = entry?;
-            let Some(split) = value.iter().position(|b| *b == b'\n') else {
-                continue;
+        for stored in self.store.heads()? {
+            let upstream = decode_upstream(&stored.upstream);
+            // What no longer verifies (an expired head, say: nodes would refuse it anyway) is
+            // left out of the mirror.
+            let kept = match stored.tag {
+                b'E' => heads
+                    .offer_equivocation(&stored.block)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                b'H' => heads
+                    .offer(&stored.block, upstream, now)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                other => Err(format!("unknown entry kind {other}")),
             };
-            let upstream = decode_upstream(&String::from_utf8_lossy(&value[..split]));
-            let block = &value[split + 1..];
-            if let Some(proof) = block.strip_prefix(b"E") {
-                let _ = heads.offer_equivocation(proof);
-            } else if let Some(commit) = block.strip_prefix(b"H") {
-                // Expired heads are dropped: nodes would refuse them anyway.
-                let _ = heads.offer(commit, upstream, now);
+            if let Err(why) = kept {
+                tracing::debug!(%why, "a stored head left out");
             }
         }
         tracing::info!(
@@ -333,6 +312,14 @@ impl Hub {
             "hub state reloaded"
         );
         Ok(())
+    }
+
+    /// Counts and logs a store failure that the request in progress does not report (a cache
+    /// write, an eviction): the hub keeps serving from memory, and the operator sees it in
+    /// `meridian_hub_store_errors_total`.
+    fn store_failed(&self, what: &str, error: &StoreError) {
+        self.metrics.count("meridian_hub_store_errors_total", 1);
+        tracing::error!(%error, what, "hub store write failed");
     }
 
     fn lock_cache(&self) -> Result<std::sync::MutexGuard<'_, CacheSlot>> {
@@ -349,7 +336,7 @@ impl Hub {
 
     /// Flushes the store.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.store.flush()?;
         Ok(())
     }
 
@@ -443,31 +430,14 @@ impl Hub {
     // ------------------------------------------------------------ blocks
 
     fn forget_block(&self, cid: &Cid) {
-        if let Ok(Some(value)) = self.blocks_tree.remove(cid.to_bytes())
-            && value.len() >= 8
-        {
-            let _ = self.order_tree.remove(&value[..8]);
+        if let Err(error) = self.store.forget_block(cid) {
+            self.store_failed("forgetting an evicted block", &error);
         }
     }
 
     fn persist_block(&self, cid: &Cid, block: &[u8]) {
-        let tick = match self.tick.lock() {
-            Ok(mut tick) => {
-                *tick += 1;
-                *tick
-            }
-            Err(_) => return,
-        };
-        let key = cid.to_bytes();
-        let mut value = Vec::with_capacity(8 + block.len());
-        value.extend_from_slice(&tick.to_be_bytes());
-        value.extend_from_slice(block);
-        if let Err(error) = self
-            .blocks_tree
-            .insert(&key, value)
-            .and_then(|_| self.order_tree.insert(tick.to_be_bytes(), key))
-        {
-            tracing::warn!(%error, "could not persist a cached block");
+        if let Err(error) = self.store.put_block(cid, block) {
+            self.store_failed("keeping a cached block", &error);
         }
     }
 
@@ -1053,9 +1023,8 @@ impl Hub {
                     .map_err(|e| e.to_string())?;
                 if outcome == DocOutcome::New {
                     // Kept in arrival order, which is the order to apply them in.
-                    let key = self.db.generate_id().map_err(|e| e.to_string())?;
-                    self.governance_tree
-                        .insert(key.to_be_bytes(), block.as_slice())
+                    self.store
+                        .put_governance(block)
                         .map_err(|e| format!("storing the document: {e}"))?;
                     self.apply_directory();
                 }
@@ -1094,12 +1063,13 @@ impl Hub {
     }
 
     fn persist_head(&self, key: &str, upstream: &Upstream, tag: u8, block: &[u8]) {
-        let mut value = encode_upstream(upstream).into_bytes();
-        value.push(b'\n');
-        value.push(tag);
-        value.extend_from_slice(block);
-        if let Err(error) = self.heads_tree.insert(key.as_bytes(), value) {
-            tracing::warn!(%error, "could not persist a head");
+        let head = StoredHead {
+            upstream: encode_upstream(upstream),
+            tag,
+            block: block.to_vec(),
+        };
+        if let Err(error) = self.store.put_head(key, &head) {
+            self.store_failed("keeping a head", &error);
         }
     }
 
@@ -1621,24 +1591,86 @@ mod tests {
         hub_configured(egress, head, HubConfig::default()).await
     }
 
-    async fn hub_configured(egress: Arc<FakeNode>, head: &Snapshot, config: HubConfig) -> Arc<Hub> {
+    fn assembled(egress: Arc<FakeNode>, config: HubConfig, store: Arc<dyn HubStore>) -> Hub {
         let key = Keypair::from_secret(&[9; 32]);
         let allowed = AllowedKeys::default();
         let server = crate::trunk::server_config(&key, allowed.clone()).unwrap();
         let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let hub = Hub::assemble(
+        Hub::assemble(
             HubParts {
                 config,
                 key,
-                db,
+                store,
                 endpoint,
                 allowed,
                 clock: now,
             },
             egress,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A store whose every write fails (a full or read-only disk); reads find nothing.
+    struct BrokenStore;
+
+    impl HubStore for BrokenStore {
+        fn put_block(&self, _: &Cid, _: &[u8]) -> Result<(), StoreError> {
+            Err(StoreError::Poisoned)
+        }
+        fn forget_block(&self, _: &Cid) -> Result<(), StoreError> {
+            Err(StoreError::Poisoned)
+        }
+        fn blocks(&self) -> Result<crate::daemon::store::StoredBlocks, StoreError> {
+            Ok(Vec::new())
+        }
+        fn put_head(&self, _: &str, _: &StoredHead) -> Result<(), StoreError> {
+            Err(StoreError::Poisoned)
+        }
+        fn heads(&self) -> Result<Vec<StoredHead>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn put_governance(&self, _: &[u8]) -> Result<(), StoreError> {
+            Err(StoreError::Poisoned)
+        }
+        fn governance(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Err(StoreError::Poisoned)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_counted_and_the_hub_serves_from_memory() {
+        let key = Keypair::from_secret(&[3; 32]);
+        let (first, second) = chain(&key);
+        let blocks = delta_blocks(&first, &second);
+        let node = Arc::new(FakeNode {
+            blocks: blocks.clone(),
+            tamper: false,
+            calls: AtomicUsize::new(0),
+        });
+        let hub = assembled(node, HubConfig::default(), Arc::new(BrokenStore));
+        let gossip = Gossip::Head(second.commit.to_block()).encode();
+        let upstream = Upstream::Node("http://node.example".into());
+        // The head is mirrored though it could not be kept on disk: counted, not dropped.
+        assert!(hub.gossip(&gossip, upstream).await.unwrap());
+        assert_eq!(hub.metrics.counter("meridian_hub_store_errors_total"), 1);
+        let delta = Request::Delta {
+            from: first.commit_cid,
+            to: second.commit_cid,
+        };
+        match hub.answer(&delta.encode()).await {
+            Response::Blocks(got) => assert_eq!(got.len(), blocks.len()),
+            other => panic!("expected blocks, got {other:?}"),
+        }
+        assert!(hub.metrics.counter("meridian_hub_store_errors_total") > 1);
+        assert!(hub.flush().is_err(), "a failed flush is reported");
+    }
+
+    async fn hub_configured(egress: Arc<FakeNode>, head: &Snapshot, config: HubConfig) -> Arc<Hub> {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let hub = assembled(egress, config, Arc::new(SledHubStore::new(db).unwrap()));
         let gossip = Gossip::Head(head.commit.to_block()).encode();
         let upstream = Upstream::Node("http://node.example".into());
         assert!(hub.gossip(&gossip, upstream).await.unwrap());
@@ -1706,7 +1738,7 @@ mod tests {
         }
         assert!(hub.metrics.counter("meridian_hub_blocks_rejected_total") >= 1);
         // Nothing wrong was kept: the store holds no block at all.
-        assert_eq!(hub.blocks_tree.len(), 0);
+        assert!(hub.store.blocks().unwrap().is_empty());
     }
 
     #[tokio::test]
