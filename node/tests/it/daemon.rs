@@ -849,60 +849,84 @@ fn events_stream_changes_and_resume_after_a_reconnect() {
     assert!(node.stop().success());
 }
 
-#[test]
-fn governance_decides_the_federated_view() {
-    let (_guard, dir) = workspace(4);
-    let dir = dir.as_path();
-    for name in ["r1", "a1", "a2", "p1", "w1"] {
+/// A node with governance on (one root key, two attest keys, one policy key) in a workspace,
+/// with an admin token, acme's token and a manifest of acme's own to publish.
+struct GovernedNode {
+    _temp: tempfile::TempDir,
+    dir: PathBuf,
+    node: Option<Node>,
+    admin_auth: String,
+    acme_auth: String,
+    root_path: String,
+    org_key: meridian_registry::keys::Keypair,
+    extra: serde_json::Value,
+}
+
+impl GovernedNode {
+    fn start() -> Self {
+        let (temp, dir_buf) = workspace(4);
+        let dir = dir_buf.as_path();
+        for name in ["r1", "a1", "a2", "p1", "w1"] {
+            expect(
+                dir,
+                &["keys", "generate", "--out", &format!("{name}.key")],
+                0,
+            );
+        }
         expect(
             dir,
-            &["keys", "generate", "--out", &format!("{name}.key")],
+            &[
+                "gov",
+                "init",
+                "--root-key",
+                "r1.key",
+                "--attest-key",
+                "a1.key",
+                "--attest-key",
+                "a2.key",
+                "--attest-threshold",
+                "2",
+                "--policy-key",
+                "p1.key",
+                "--witness-key",
+                "w1.key",
+                "--out",
+                "root.cbor",
+            ],
             0,
         );
+        expect(dir, &["gov", "sign", "root.cbor", "--key", "r1.key"], 0);
+        build(dir, "s1.car", None);
+        expect(dir, &["node", "init", "--data", "n"], 0);
+        let token = |args: &[&str]| json(dir, args)["token"].as_str().unwrap().to_owned();
+        let admin = token(&["node", "token", "create", "--admin", "--data", "n"]);
+        let acme = token(&["node", "token", "create", "--org", "acme", "--data", "n"]);
+        let root_path = dir.join("root.cbor").display().to_string();
+        let node = Node::start(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", &root_path)]);
+        assert_eq!(node.get_json("/api/v1/governance/root").1["version"], 1);
+        let org_key_text = std::fs::read_to_string(dir.join("org.key")).unwrap();
+        let org_key = meridian_registry::keys::Keypair::from_key_file(&org_key_text).unwrap();
+        let extra = serde_json::json!({ "manifest": b64(&manifest_block("acme", "Local", &org_key, "search")) });
+        GovernedNode {
+            _temp: temp,
+            dir: dir_buf,
+            node: Some(node),
+            admin_auth: format!("Bearer {admin}"),
+            acme_auth: format!("Bearer {acme}"),
+            root_path,
+            org_key,
+            extra,
+        }
     }
-    expect(
-        dir,
-        &[
-            "gov",
-            "init",
-            "--root-key",
-            "r1.key",
-            "--attest-key",
-            "a1.key",
-            "--attest-key",
-            "a2.key",
-            "--attest-threshold",
-            "2",
-            "--policy-key",
-            "p1.key",
-            "--witness-key",
-            "w1.key",
-            "--out",
-            "root.cbor",
-        ],
-        0,
-    );
-    expect(dir, &["gov", "sign", "root.cbor", "--key", "r1.key"], 0);
-    build(dir, "s1.car", None);
-    expect(dir, &["node", "init", "--data", "n"], 0);
-    let admin = json(dir, &["node", "token", "create", "--admin", "--data", "n"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let acme = json(
-        dir,
-        &["node", "token", "create", "--org", "acme", "--data", "n"],
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let root_path = dir.join("root.cbor").display().to_string();
-    let node = Node::start(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", &root_path)]);
-    let admin_auth = format!("Bearer {admin}");
-    let acme_auth = format!("Bearer {acme}");
-    let post_doc = |path: &str, file: &str, auth: &str| {
-        let body = std::fs::read(dir.join(file)).unwrap();
-        let (status, _, body) = node.request(
+
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("the node runs")
+    }
+
+    /// Posts the document in `file` to `path` with `auth`; the status and the JSON answer.
+    fn post_doc(&self, path: &str, file: &str, auth: &str) -> (u16, serde_json::Value) {
+        let body = std::fs::read(self.dir.join(file)).unwrap();
+        let (status, _, body) = self.node().request(
             "POST",
             path,
             &[
@@ -915,10 +939,59 @@ fn governance_decides_the_federated_view() {
             status,
             serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
         )
-    };
-    assert_eq!(node.get_json("/api/v1/governance/root").1["version"], 1);
+    }
+}
 
-    // Unverified: imported agents stay out of the view, and publishing is refused with the reason.
+/// A named step of [`GOVERNED_STEPS`].
+type GovernedStep = (&'static str, fn(&mut GovernedNode));
+
+/// The governance workflow against a running node, step by step: each test runs the steps
+/// before its own and is named for what it checks.
+const GOVERNED_STEPS: [GovernedStep; 8] = [
+    ("unverified_agents_stay_out", unverified_agents_stay_out),
+    (
+        "registration_is_public_and_review_needs_an_admin",
+        registration_is_public_and_review_needs_an_admin,
+    ),
+    (
+        "approval_needs_the_threshold_and_an_admin",
+        approval_needs_the_threshold_and_an_admin,
+    ),
+    ("a_policy_denies_an_agent", a_policy_denies_an_agent),
+    ("bad_documents_are_refused", bad_documents_are_refused),
+    (
+        "a_revoked_key_publishes_nothing",
+        a_revoked_key_publishes_nothing,
+    ),
+    (
+        "revoking_the_verification_empties_the_view",
+        revoking_the_verification_empties_the_view,
+    ),
+    (
+        "a_missing_root_file_stops_the_node",
+        a_missing_root_file_stops_the_node,
+    ),
+];
+
+/// A governed node after `GOVERNED_STEPS` up to and including `last`.
+fn governed_after(last: &str) -> GovernedNode {
+    let mut governed = GovernedNode::start();
+    for (name, step) in GOVERNED_STEPS {
+        step(&mut governed);
+        if name == last {
+            return governed;
+        }
+    }
+    panic!("no step `{last}`");
+}
+
+/// Unverified: imported agents stay out of the view, and publishing is refused with the reason.
+fn unverified_agents_stay_out(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
+    let node = g.node();
+    let acme_auth = g.acme_auth.clone();
+    let extra = &g.extra;
     assert_eq!(
         node.import(&std::fs::read(dir.join("s1.car")).unwrap()).0,
         200
@@ -930,9 +1003,6 @@ fn governance_decides_the_federated_view() {
             .len(),
         0
     );
-    let org_key_text = std::fs::read_to_string(dir.join("org.key")).unwrap();
-    let org_key = meridian_registry::keys::Keypair::from_key_file(&org_key_text).unwrap();
-    let extra = serde_json::json!({ "manifest": b64(&manifest_block("acme", "Local", &org_key, "search")) });
     let (status, _, body) = node.request(
         "POST",
         "/api/v1/agents",
@@ -944,8 +1014,14 @@ fn governance_decides_the_federated_view() {
     );
     assert_eq!(status, 422);
     assert!(String::from_utf8_lossy(&body).contains("not verified"));
+}
 
-    // Registration (public) and review (admin only).
+/// Registration (public) and review (admin only).
+fn registration_is_public_and_review_needs_an_admin(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
+    let node = g.node();
+    let admin_auth = g.admin_auth.clone();
     expect(
         dir,
         &[
@@ -981,8 +1057,17 @@ fn governance_decides_the_federated_view() {
     );
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&listed).contains("acme.example"));
+}
 
-    // Approval: refused with one signature, and from a non-admin; accepted co-signed.
+/// Approval: refused with one signature, and from a non-admin; accepted co-signed.
+fn approval_needs_the_threshold_and_an_admin(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
+    let node = g.node();
+    let post_doc = |path: &str, file: &str, auth: &str| g.post_doc(path, file, auth);
+    let admin_auth = g.admin_auth.clone();
+    let acme_auth = g.acme_auth.clone();
+    let extra = &g.extra;
     expect(
         dir,
         &["org", "approve", "req.cbor", "--out", "verified.cbor"],
@@ -1033,8 +1118,15 @@ fn governance_decides_the_federated_view() {
     assert_eq!(agent["provenance"]["attestations"][0], posted["id"]);
     let (_, listed) = node.get_json("/api/v1/attestations?subject=org:acme");
     assert_eq!(listed["attestations"].as_array().unwrap().len(), 1);
+}
 
-    // Policy: one agent denied.
+/// Policy: one agent denied.
+fn a_policy_denies_an_agent(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
+    let node = g.node();
+    let post_doc = |path: &str, file: &str, auth: &str| g.post_doc(path, file, auth);
+    let admin_auth = g.admin_auth.clone();
     std::fs::write(
         dir.join("policy.toml"),
         "version = 1\ndeny_agents = [\"acme/agent-1\"]\n",
@@ -1059,8 +1151,13 @@ fn governance_decides_the_federated_view() {
     );
     assert_eq!(node.get_json("/api/v1/agents/acme/agent-1").0, 404);
     assert_eq!(node.get_json("/api/v1/governance/policy").1["version"], 1);
+}
 
-    // Bad documents.
+/// Bad documents.
+fn bad_documents_are_refused(g: &mut GovernedNode) {
+    let node = g.node();
+    let post_doc = |path: &str, file: &str, auth: &str| g.post_doc(path, file, auth);
+    let admin_auth = g.admin_auth.clone();
     let (status, _, _) = node.request(
         "POST",
         "/api/v1/attestations",
@@ -1086,8 +1183,17 @@ fn governance_decides_the_federated_view() {
         422,
         "root rollback"
     );
+}
 
-    // A revoked org key: publishing with it is refused with the reason, and its agents leave the view.
+/// A revoked org key: publishing with it is refused with the reason, and its agents leave the view.
+fn a_revoked_key_publishes_nothing(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
+    let node = g.node();
+    let post_doc = |path: &str, file: &str, auth: &str| g.post_doc(path, file, auth);
+    let admin_auth = g.admin_auth.clone();
+    let acme_auth = g.acme_auth.clone();
+    let org_key = &g.org_key;
     let org_did = expect(dir, &["keys", "show", "org.key"], 0)
         .trim()
         .to_owned();
@@ -1122,7 +1228,7 @@ fn governance_decides_the_federated_view() {
         201
     );
     let late =
-        serde_json::json!({ "manifest": b64(&manifest_block("acme", "Late", &org_key, "search")) });
+        serde_json::json!({ "manifest": b64(&manifest_block("acme", "Late", org_key, "search")) });
     let (status, _, body) = node.request(
         "POST",
         "/api/v1/agents",
@@ -1139,8 +1245,16 @@ fn governance_decides_the_federated_view() {
         String::from_utf8_lossy(&body)
     );
     assert_eq!(node.get_json("/api/v1/agents/acme/local").0, 404);
+}
 
-    // Revoking the verification empties acme's part of the view, and survives a restart.
+/// Revoking the verification empties acme's part of the view, and survives a restart.
+fn revoking_the_verification_empties_the_view(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
+    let node = g.node();
+    let post_doc = |path: &str, file: &str, auth: &str| g.post_doc(path, file, auth);
+    let admin_auth = g.admin_auth.clone();
+    let root_path = g.root_path.clone();
     expect(
         dir,
         &[
@@ -1175,6 +1289,7 @@ fn governance_decides_the_federated_view() {
             .len(),
         0
     );
+    let node = g.node.take().expect("the node runs");
     assert!(node.stop().success());
     let node = Node::start(dir, "n", &[("MERIDIAN_GOVERNANCE_ROOT", &root_path)]);
     assert_eq!(
@@ -1186,8 +1301,12 @@ fn governance_decides_the_federated_view() {
     );
     assert_eq!(node.get_json("/api/v1/governance/policy").1["version"], 1);
     assert!(node.stop().success());
+}
 
-    // A missing root file is refused at startup, naming the setting.
+/// A missing root file is refused at startup, naming the setting.
+fn a_missing_root_file_stops_the_node(g: &mut GovernedNode) {
+    let dir = g.dir.clone();
+    let dir = dir.as_path();
     let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(["node", "run", "--data", "n", "--http", "127.0.0.1:0"])
         .env("MERIDIAN_GOVERNANCE_ROOT", "/nonexistent/root.cbor")
@@ -1196,6 +1315,46 @@ fn governance_decides_the_federated_view() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("governance.root"));
+}
+
+#[test]
+fn an_unverified_organisations_agents_stay_out_of_the_view() {
+    governed_after("unverified_agents_stay_out");
+}
+
+#[test]
+fn anyone_may_ask_to_register_and_only_an_admin_reviews() {
+    governed_after("registration_is_public_and_review_needs_an_admin");
+}
+
+#[test]
+fn an_approval_counts_with_the_attest_threshold_from_an_admin() {
+    governed_after("approval_needs_the_threshold_and_an_admin");
+}
+
+#[test]
+fn a_policy_keeps_a_denied_agent_out() {
+    governed_after("a_policy_denies_an_agent");
+}
+
+#[test]
+fn malformed_documents_and_a_root_rollback_are_refused() {
+    governed_after("bad_documents_are_refused");
+}
+
+#[test]
+fn a_revoked_organisation_key_publishes_nothing() {
+    governed_after("a_revoked_key_publishes_nothing");
+}
+
+#[test]
+fn revoking_the_verification_empties_the_view_across_a_restart() {
+    governed_after("revoking_the_verification_empties_the_view");
+}
+
+#[test]
+fn a_missing_root_file_stops_the_node_naming_the_setting() {
+    governed_after("a_missing_root_file_stops_the_node");
 }
 
 #[test]

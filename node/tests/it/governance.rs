@@ -6,20 +6,48 @@ fn did(dir: &Path, key: &str) -> String {
     expect(dir, &["keys", "show", key], 0).trim().to_owned()
 }
 
-#[test]
-fn bootstrap_approve_publish_verify_rotate_revoke() {
-    let (_guard, dir) = workspace(3);
-    let dir = dir.as_path();
+/// A named step of [`STEPS`].
+type Step = (&'static str, fn(&Path));
+
+/// The governance workflow of the runbook, step by step: each test runs the steps before its
+/// own (they are quick command-line calls) and is named for what it checks, so a failure says
+/// which step broke.
+const STEPS: [Step; 7] = [
+    ("bootstrap_root", bootstrap_root),
+    ("approve_organisation", approve_organisation),
+    ("sign_policy", sign_policy),
+    (
+        "verify_snapshot_with_governance",
+        verify_snapshot_with_governance,
+    ),
+    ("revoke_organisation_key", revoke_organisation_key),
+    ("rotate_root", rotate_root),
+    ("witness_checkpoints", witness_checkpoints),
+];
+
+/// A workspace with the governance keys, after running `STEPS` up to and including `last`.
+fn after(last: &str) -> (tempfile::TempDir, PathBuf) {
+    let (temp, dir) = workspace(3);
     for name in [
         "root1", "root2", "root3", "attest1", "attest2", "policy1", "witness1", "log", "root4",
     ] {
         expect(
-            dir,
+            &dir,
             &["keys", "generate", "--out", &format!("{name}.key")],
             0,
         );
     }
-    // Bootstrap: version 1, signed by two of three root admins.
+    for (name, step) in STEPS {
+        step(&dir);
+        if name == last {
+            return (temp, dir);
+        }
+    }
+    panic!("no step `{last}`");
+}
+
+/// Bootstrap: version 1, signed by two of three root admins.
+fn bootstrap_root(dir: &Path) {
     expect(
         dir,
         &[
@@ -61,8 +89,10 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
         0,
     );
     assert_eq!(json(dir, &["gov", "verify", "root.1.cbor"])["version"], 1);
+}
 
-    // Organisation: request with proof of possession, approval co-signed by two attest admins.
+/// Organisation: request with proof of possession, approval co-signed by two attest admins.
+fn approve_organisation(dir: &Path) {
     expect(
         dir,
         &[
@@ -137,8 +167,10 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
             "root.1.cbor",
         ],
     );
+}
 
-    // Policy from TOML.
+/// Policy from TOML.
+fn sign_policy(dir: &Path) {
     std::fs::write(dir.join("policy.toml"), format!(
         "version = 1\nexpires_in = \"30d\"\ndeny_agents = [\"acme/agent-2\"]\n[[rate_limits]]\nscope = \"org:acme\"\nrps = 50\nburst = 100\n[[hubs]]\nregion = \"eu-west\"\naddress = \"127.0.0.1:7800\"\nkey = \"{}\"\n",
         did(dir, "witness1.key"))).unwrap();
@@ -174,8 +206,10 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
         1,
     );
     assert!(err.contains("surprise"), "{err}");
+}
 
-    // A snapshot verified with governance: the denied agent is named with its rule.
+/// A snapshot verified with governance: the denied agent is named with its rule.
+fn verify_snapshot_with_governance(dir: &Path) {
     build(dir, "s1.car", None);
     let report = json(
         dir,
@@ -199,8 +233,10 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
     );
     let reasons = governance["rejected"]["acme/agent-2"].to_string();
     assert!(reasons.contains("policy denies agent"), "{reasons}");
+}
 
-    // Revoking the org key (from the past) rejects every agent it signed after that time.
+/// Revoking the org key (from the past) rejects every agent it signed after that time.
+fn revoke_organisation_key(dir: &Path) {
     let org_did = did(dir, "org.key");
     expect(
         dir,
@@ -262,8 +298,10 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
             .contains("revoked or rotated out (at 1000)")
     );
     std::fs::remove_file(dir.join("attestations/acme.key-revoked.cbor")).unwrap();
+}
 
-    // Root rotation: replace root3 by root4; needs old and new thresholds.
+/// Root rotation: replace root3 by root4; needs old and new thresholds.
+fn rotate_root(dir: &Path) {
     expect(
         dir,
         &[
@@ -363,8 +401,10 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
         1,
     );
     assert!(err.contains("rollback"), "{err}");
+}
 
-    // Checkpoints: append heads, sign, witness co-signs, verify with the witness threshold.
+/// Checkpoints: append heads, sign, witness co-signs, verify with the witness threshold.
+fn witness_checkpoints(dir: &Path) {
     json(
         dir,
         &[
@@ -557,6 +597,41 @@ fn bootstrap_approve_publish_verify_rotate_revoke() {
         1,
     );
     assert!(err.contains("witness cosignatures"), "{err}");
+}
+
+#[test]
+fn a_root_counts_once_its_threshold_of_root_admins_signed() {
+    let (_guard, _dir) = after("bootstrap_root");
+}
+
+#[test]
+fn an_organisation_is_approved_by_the_attest_threshold() {
+    let (_guard, _dir) = after("approve_organisation");
+}
+
+#[test]
+fn a_policy_is_signed_from_toml() {
+    let (_guard, _dir) = after("sign_policy");
+}
+
+#[test]
+fn a_snapshot_verified_with_governance_names_the_rule_that_rejects_an_agent() {
+    let (_guard, _dir) = after("verify_snapshot_with_governance");
+}
+
+#[test]
+fn revoking_an_organisation_key_rejects_what_it_signed_after() {
+    let (_guard, _dir) = after("revoke_organisation_key");
+}
+
+#[test]
+fn a_root_rotation_needs_the_old_and_new_thresholds_and_never_goes_back() {
+    let (_guard, _dir) = after("rotate_root");
+}
+
+#[test]
+fn checkpoints_are_witnessed_and_a_rewritten_log_is_refused() {
+    let (_guard, _dir) = after("witness_checkpoints");
 }
 
 #[test]
