@@ -105,19 +105,44 @@ fn operation(out: &mut String, method: &str, path: &str, op: &Value, access: &[(
 
 /// Compares `page` with the committed file at `path`, or writes it there when
 /// `MERIDIAN_BLESS` is set; `Err` says the page is stale and how to regenerate it.
-pub fn check_page(path: &std::path::Path, page: &str, regenerate: &str) -> Result<(), String> {
+pub fn check_page(path: &std::path::Path, page: &str, regenerate: &str) -> Result<(), PageError> {
     if std::env::var_os("MERIDIAN_BLESS").is_some() {
-        return std::fs::write(path, page).map_err(|e| format!("{}: {e}", path.display()));
+        return std::fs::write(path, page).map_err(|e| PageError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        });
     }
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     if committed == page {
         Ok(())
     } else {
-        Err(format!(
-            "{} is stale: regenerate with `MERIDIAN_BLESS=1 {regenerate}`",
-            path.display()
-        ))
+        Err(PageError::Stale {
+            path: path.display().to_string(),
+            regenerate: regenerate.to_owned(),
+        })
     }
+}
+
+/// Why [`check_page`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PageError {
+    /// The committed page differs from the rendered one.
+    #[error("{path} is stale: regenerate with `MERIDIAN_BLESS=1 {regenerate}`")]
+    Stale {
+        /// The page.
+        path: String,
+        /// The command that regenerates it (after `MERIDIAN_BLESS=1`).
+        regenerate: String,
+    },
+    /// Blessing could not write the page.
+    #[error("{path}: {reason}")]
+    Write {
+        /// The page.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -93,7 +93,9 @@ impl Egress for HttpEgress {
             }
             match self.nodes.post(parsed).body(request).send().await {
                 Ok(response) if response.status().is_success() => {
-                    crate::relay::read_limited(response, MESSAGE_BYTES_MAX).await
+                    crate::relay::read_limited(response, MESSAGE_BYTES_MAX)
+                        .await
+                        .map_err(|e| format!("{url}: {e}"))
                 }
                 Ok(response) => Err(format!("{url}: HTTP {}", response.status())),
                 Err(error) => Err(format!("{url}: {error}")),

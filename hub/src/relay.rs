@@ -93,14 +93,31 @@ pub struct Cidr {
     prefix: u8,
 }
 
-impl std::str::FromStr for Cidr {
-    type Err = String;
+/// Why text is not an address range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CidrError {
+    /// The address part is not an IP address.
+    #[error("`{0}` is not an address range (e.g. 10.0.0.0/8)")]
+    Address(String),
+    /// The prefix length is not a number up to the address's bits.
+    #[error("`{text}`: prefix length must be 0 to {bits}")]
+    Prefix {
+        /// The range given.
+        text: String,
+        /// 32 or 128.
+        bits: u8,
+    },
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(text: &str) -> Result<Self, CidrError> {
         let (address, prefix) = text.trim().split_once('/').unwrap_or((text.trim(), ""));
         let network: IpAddr = address
             .parse()
-            .map_err(|_| format!("`{text}` is not an address range (e.g. 10.0.0.0/8)"))?;
+            .map_err(|_| CidrError::Address(text.to_owned()))?;
         let bits = if network.is_ipv4() { 32 } else { 128 };
         let prefix = if prefix.is_empty() {
             bits
@@ -109,7 +126,10 @@ impl std::str::FromStr for Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= bits)
-                .ok_or_else(|| format!("`{text}`: prefix length must be 0 to {bits}"))?
+                .ok_or_else(|| CidrError::Prefix {
+                    text: text.to_owned(),
+                    bits,
+                })?
         };
         Ok(Self { network, prefix })
     }
@@ -132,7 +152,7 @@ impl Cidr {
 
 /// Parses a comma-separated list of address ranges (a config value such as
 /// `egress.allow_cidrs`); empty entries are skipped.
-pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
+pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, CidrError> {
     text.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
@@ -235,29 +255,71 @@ pub fn literal_private(url: &reqwest::Url) -> Option<IpAddr> {
         .filter(|ip| is_private(*ip) || is_metadata(*ip))
 }
 
+/// Why a manifest names no usable JSON-RPC endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The manifest's card does not parse (or it is a removal, which has none).
+    #[error("{0}")]
+    Card(meridian_registry::manifest::ManifestError),
+    /// The card lists no interface with the JSON-RPC binding.
+    #[error("the agent's card names no JSON-RPC interface")]
+    NoJsonRpc,
+    /// The interface's URL is not a URL.
+    #[error("`{url}`: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
 /// The JSON-RPC endpoint a manifest's card names, or why it names none usable.
-pub fn jsonrpc_url(manifest: &Manifest) -> Result<reqwest::Url, String> {
-    let card = manifest.card().map_err(|e| e.to_string())?;
+pub fn jsonrpc_url(manifest: &Manifest) -> Result<reqwest::Url, EndpointError> {
+    let card = manifest.card().map_err(EndpointError::Card)?;
     let interface = card
         .interfaces
         .iter()
         .find(|i| i.protocol_binding.eq_ignore_ascii_case("JSONRPC"))
-        .ok_or_else(|| "the agent's card names no JSON-RPC interface".to_owned())?;
-    reqwest::Url::parse(&interface.url).map_err(|e| format!("`{}`: {e}", interface.url))
+        .ok_or(EndpointError::NoJsonRpc)?;
+    reqwest::Url::parse(&interface.url).map_err(|e| EndpointError::Url {
+        url: interface.url.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Why an answer's body was not read ([`read_limited`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The answer announced, or sent, more than the limit.
+    #[error("answer exceeds {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The connection failed while reading.
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
 }
 
 /// Reads a response body, refusing one larger than `max` bytes (before allocating it, when the
 /// length is announced; as the chunks arrive otherwise).
-pub async fn read_limited(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    if let Some(length) = response.content_length()
-        && length > max as u64
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > max as u64)
     {
-        return Err(format!("answer of {length} bytes exceeds {max}"));
+        return Err(ReadError::TooLarge { max });
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > max {
-            return Err(format!("answer exceeds {max} bytes"));
+            return Err(ReadError::TooLarge { max });
         }
         body.extend_from_slice(&chunk);
     }

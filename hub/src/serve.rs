@@ -44,21 +44,32 @@ pub struct ServeLimits {
     pub connections_per_client_max: usize,
 }
 
+/// Which `[http]` limits are inconsistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// A timeout or a connection cap is 0.
+    #[error(
+        "config http.header_read_timeout_secs, http.body_read_timeout_secs, http.connections_max and http.connections_per_client_max must be above 0"
+    )]
+    Zero,
+    /// More connections per client than in all.
+    #[error("config http.connections_per_client_max must be at most http.connections_max")]
+    PerClientAboveTotal,
+}
+
 impl ServeLimits {
     /// Checks the limits, naming the `[http]` setting at fault (the same names on node and hub).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitsError> {
         if self.header_read_timeout.is_zero()
             || self.body_read_timeout.is_zero()
             || self.connections_max == 0
             || self.connections_per_client_max == 0
         {
-            return Err("config http.header_read_timeout_secs, http.body_read_timeout_secs, http.connections_max and http.connections_per_client_max must be above 0".to_owned());
+            return Err(LimitsError::Zero);
         }
         if self.connections_per_client_max > self.connections_max {
-            return Err(
-                "config http.connections_per_client_max must be at most http.connections_max"
-                    .to_owned(),
-            );
+            return Err(LimitsError::PerClientAboveTotal);
         }
         Ok(())
     }

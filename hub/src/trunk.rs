@@ -106,30 +106,45 @@ pub fn certificate(
     ))
 }
 
+/// Why a certificate names no hub key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// Not a readable X.509 certificate.
+    #[error("unreadable certificate: {0}")]
+    Unreadable(String),
+    /// The key is not ed25519.
+    #[error("the certificate key is not ed25519")]
+    NotEd25519,
+    /// The ed25519 key is not 32 bytes, or not a valid point.
+    #[error("the certificate's ed25519 key is invalid: {0}")]
+    Key(String),
+}
+
 /// The ed25519 key a certificate carries, or why it carries none.
-pub fn certificate_key(cert: &[u8]) -> Result<PublicKey, String> {
+pub fn certificate_key(cert: &[u8]) -> Result<PublicKey, CertificateError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("unreadable certificate: {e}"))?;
+        .map_err(|e| CertificateError::Unreadable(e.to_string()))?;
     let spki = parsed.public_key();
     if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
-        return Err("the certificate key is not ed25519".into());
+        return Err(CertificateError::NotEd25519);
     }
     let raw: [u8; 32] = spki
         .subject_public_key
         .data
         .as_ref()
         .try_into()
-        .map_err(|_| "the certificate's ed25519 key is not 32 bytes".to_owned())?;
-    PublicKey::from_bytes(&raw).map_err(|e| e.to_string())
+        .map_err(|_| CertificateError::Key("not 32 bytes".into()))?;
+    PublicKey::from_bytes(&raw).map_err(|e| CertificateError::Key(e.to_string()))
 }
 
 fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
 }
 
-fn bad_certificate(why: String) -> rustls::Error {
+fn bad_certificate(why: impl std::fmt::Display) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-        Arc::new(std::io::Error::other(why)),
+        Arc::new(std::io::Error::other(why.to_string())),
     )))
 }
 
@@ -216,7 +231,7 @@ impl ClientCertVerifier for DirectoryClients {
         let allowed = self
             .allowed
             .read()
-            .map_err(|_| bad_certificate("allowed keys lock poisoned".into()))?;
+            .map_err(|_| bad_certificate("allowed keys lock poisoned"))?;
         if !allowed.contains(key.as_bytes()) {
             return Err(bad_certificate(format!(
                 "{} is not a hub in the signed hub directory",
@@ -647,7 +662,10 @@ mod tests {
         let key = Keypair::from_secret(&[7; 32]);
         let (cert, _) = certificate(&key).expect("certificate");
         assert_eq!(certificate_key(&cert), Ok(key.public()));
-        assert!(certificate_key(b"not a certificate").is_err());
+        assert!(matches!(
+            certificate_key(b"not a certificate"),
+            Err(CertificateError::Unreadable(_))
+        ));
     }
 
     async fn endpoint(key: &Keypair, allowed: &AllowedKeys) -> quinn::Endpoint {

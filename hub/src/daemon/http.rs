@@ -222,7 +222,7 @@ async fn gossip(
     };
     match hub.gossip_from(&body, upstream, &source).await {
         Ok(new) => Json(json!({ "new": new })).into_response(),
-        Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", why),
+        Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, "refused", why.to_string()),
     }
 }
 
@@ -606,7 +606,7 @@ pub async fn serve_trunk_connection(hub: Arc<Hub>, connection: quinn::Connection
                 Ok(TrunkRequest::Gossip(bytes)) => {
                     let verdict = match hub.gossip(&bytes, Upstream::Hub(region.clone())).await {
                         Ok(_) => String::new(),
-                        Err(why) => why,
+                        Err(why) => why.to_string(),
                     };
                     crate::trunk::write_answer(&mut send, verdict.as_bytes()).await
                 }

@@ -155,6 +155,42 @@ impl RelayRefusal {
     }
 }
 
+/// Why a gossip message was not taken in ([`Hub::gossip`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GossipError {
+    /// Not a gossip message in the wire format.
+    #[error("{0}")]
+    Malformed(crate::wire::WireError),
+    /// The head's block is not a commit.
+    #[error("{0}")]
+    Commit(meridian_registry::commit::CommitError),
+    /// With governance: the signed policy does not admit the publishing node.
+    #[error("{0}")]
+    NodeNotAdmitted(crate::policy::NodeRefusal),
+    /// Without governance: the source has introduced as many publishers as it may.
+    #[error("{0}")]
+    Budget(crate::heads::BudgetRefusal),
+    /// The head does not verify, is expired, or the mirror is full.
+    #[error("{0}")]
+    Head(crate::heads::HeadError),
+    /// A governance document came to a hub without a trust root.
+    #[error("this hub has no governance root configured")]
+    NoGovernance,
+    /// The governance document was refused.
+    #[error("{0}")]
+    Document(crate::policy::MirrorError),
+    /// The equivocation proof was refused.
+    #[error("{0}")]
+    Proof(crate::heads::ProofRefusal),
+    /// The document could not be kept.
+    #[error("storing the document: {0}")]
+    Store(StoreError),
+    /// A lock was poisoned by a panic.
+    #[error("hub state lock poisoned")]
+    Poisoned,
+}
+
 /// What a hub is made of besides its way out: see [`Hub::assemble`].
 pub struct HubParts {
     /// The configuration in force.
@@ -944,7 +980,7 @@ impl Hub {
     /// Takes in a gossip message: a head (with where its blocks are), a governance document or
     /// an equivocation proof. What is new is kept, persisted, announced to long-polls and, when
     /// it came from this region, sent on to the other regions' hubs. Returns whether it was new.
-    pub async fn gossip(&self, bytes: &[u8], upstream: Upstream) -> Result<bool, String> {
+    pub async fn gossip(&self, bytes: &[u8], upstream: Upstream) -> Result<bool, GossipError> {
         self.gossip_from(bytes, upstream, "unknown").await
     }
 
@@ -955,9 +991,9 @@ impl Hub {
         bytes: &[u8],
         upstream: Upstream,
         source: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, GossipError> {
         let message =
-            Gossip::decode(bytes, crate::wire::GOSSIP_BYTES_MAX).map_err(|e| e.to_string())?;
+            Gossip::decode(bytes, crate::wire::GOSSIP_BYTES_MAX).map_err(GossipError::Malformed)?;
         let now = (self.clock)();
         let local = !matches!(upstream, Upstream::Hub(_));
         let new = match &message {
@@ -967,14 +1003,15 @@ impl Hub {
                         .count("meridian_hub_heads_total{outcome=\"not_admitted\"}", 1);
                     return Err(why);
                 }
-                let offered = self
-                    .heads
-                    .lock()
-                    .map_err(|_| "lock poisoned".to_owned())?
-                    .offer(block, upstream.clone(), now);
+                let offered = self.heads.lock().map_err(|_| GossipError::Poisoned)?.offer(
+                    block,
+                    upstream.clone(),
+                    now,
+                );
                 // The mirror has checked the block; what is kept needs its publisher.
-                let commit =
-                    || meridian_registry::commit::Commit::decode(block).map_err(|e| e.to_string());
+                let commit = || {
+                    meridian_registry::commit::Commit::decode(block).map_err(GossipError::Commit)
+                };
                 match offered {
                     Ok(Offered::New) => {
                         let commit = commit()?;
@@ -1008,24 +1045,25 @@ impl Hub {
                     Err(error) => {
                         self.metrics
                             .count("meridian_hub_heads_total{outcome=\"refused\"}", 1);
-                        return Err(error.to_string());
+                        return Err(GossipError::Head(error));
                     }
                 }
             }
             Gossip::Governance(block) => {
                 let Some(policy) = &self.policy else {
-                    return Err("this hub has no governance root configured".into());
+                    return Err(GossipError::NoGovernance);
                 };
                 let outcome = policy
                     .write()
-                    .map_err(|_| "lock poisoned".to_owned())?
+                    .map_err(|_| GossipError::Poisoned)?
                     .offer(block, now)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(GossipError::Document)?;
                 if outcome == DocOutcome::New {
                     // Kept in arrival order, which is the order to apply them in.
-                    self.store
-                        .put_governance(block)
-                        .map_err(|e| format!("storing the document: {e}"))?;
+                    self.store.put_governance(block).map_err(|error| {
+                        self.store_failed("keeping a governance document", &error);
+                        GossipError::Store(error)
+                    })?;
                     self.apply_directory();
                 }
                 outcome == DocOutcome::New
@@ -1034,9 +1072,9 @@ impl Hub {
                 let new = self
                     .heads
                     .lock()
-                    .map_err(|_| "lock poisoned".to_owned())?
+                    .map_err(|_| GossipError::Poisoned)?
                     .offer_equivocation(block)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(GossipError::Proof)?;
                 if new {
                     let publisher = meridian_registry::commit::EquivocationProof::decode(block)
                         .ok()
@@ -1151,20 +1189,27 @@ impl Hub {
     /// admits ([`crate::policy::PolicyMirror::admits_node`]); without, a publisher it does not
     /// mirror yet takes one from its source's budget of new publishers (heads relayed by other
     /// hubs, which are pinned to the policy's directory, take none).
-    fn admit_head(&self, block: &[u8], local: bool, source: &str, now: i64) -> Result<(), String> {
-        let commit = meridian_registry::commit::Commit::decode(block).map_err(|e| e.to_string())?;
+    fn admit_head(
+        &self,
+        block: &[u8],
+        local: bool,
+        source: &str,
+        now: i64,
+    ) -> Result<(), GossipError> {
+        let commit =
+            meridian_registry::commit::Commit::decode(block).map_err(GossipError::Commit)?;
         let publisher = commit.body.publisher.to_did();
         if let Some(policy) = &self.policy {
             return policy
                 .read()
-                .map_err(|_| "lock poisoned".to_owned())?
+                .map_err(|_| GossipError::Poisoned)?
                 .admits_node(&publisher, now)
-                .map_err(|e| e.to_string());
+                .map_err(GossipError::NodeNotAdmitted);
         }
         let known = self
             .heads
             .lock()
-            .map_err(|_| "lock poisoned".to_owned())?
+            .map_err(|_| GossipError::Poisoned)?
             .get(&publisher)
             .is_some();
         if known || !local {
@@ -1172,9 +1217,9 @@ impl Hub {
         }
         self.new_publishers
             .lock()
-            .map_err(|_| "lock poisoned".to_owned())?
+            .map_err(|_| GossipError::Poisoned)?
             .take(source, now)
-            .map_err(|e| e.to_string())
+            .map_err(GossipError::Budget)
     }
 
     /// Anti-entropy with the other regions' hubs: asks each for every head, governance
@@ -1439,7 +1484,7 @@ impl Hub {
         body: Vec<u8>,
     ) -> Result<AgentAnswer, RelayRefusal> {
         let url = crate::relay::jsonrpc_url(manifest)
-            .map_err(|why| RelayRefusal::new(502, "bad_agent_endpoint", why))?;
+            .map_err(|why| RelayRefusal::new(502, "bad_agent_endpoint", why.to_string()))?;
         if let Some(why) = self.guard.url_refusal(&url) {
             return Err(RelayRefusal::new(
                 403,

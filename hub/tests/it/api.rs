@@ -50,8 +50,14 @@ fn a_stale_page_is_reported_with_the_command_that_regenerates_it() {
     let path = dir.path().join("page.md");
     std::fs::write(&path, "old").unwrap();
     let error = meridian_hub::apidoc::check_page(&path, "new", "cargo test -p x y").unwrap_err();
+    assert!(matches!(
+        error,
+        meridian_hub::apidoc::PageError::Stale { .. }
+    ));
     assert!(
-        error.contains("stale") && error.contains("MERIDIAN_BLESS=1 cargo test -p x y"),
+        error
+            .to_string()
+            .contains("MERIDIAN_BLESS=1 cargo test -p x y"),
         "{error}"
     );
 }

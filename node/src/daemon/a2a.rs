@@ -91,8 +91,13 @@ fn manifest_of(state: &NodeState, org: &str, agent: &str) -> Result<(Manifest, S
 }
 
 fn jsonrpc_endpoint(manifest: &Manifest) -> Result<reqwest::Url, ApiError> {
-    meridian_hub::relay::jsonrpc_url(manifest)
-        .map_err(|why| error(StatusCode::BAD_GATEWAY, "bad_agent_endpoint", why))
+    meridian_hub::relay::jsonrpc_url(manifest).map_err(|why| {
+        error(
+            StatusCode::BAD_GATEWAY,
+            "bad_agent_endpoint",
+            why.to_string(),
+        )
+    })
 }
 
 fn check_literal_host(url: &reqwest::Url, allow_private: bool) -> Result<(), ApiError> {

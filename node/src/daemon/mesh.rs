@@ -130,8 +130,9 @@ async fn follow_hub(
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
-            let bytes =
-                meridian_hub::relay::read_limited(response, sync::wire::MESSAGE_BYTES_MAX).await?;
+            let bytes = meridian_hub::relay::read_limited(response, sync::wire::MESSAGE_BYTES_MAX)
+                .await
+                .map_err(|e| e.to_string())?;
             serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
         }
         .await;
@@ -916,6 +917,7 @@ impl sync::driver::Transport<Source> for MeshTransport {
                         }
                         meridian_hub::relay::read_limited(response, sync::wire::MESSAGE_BYTES_MAX)
                             .await
+                            .map_err(|e| e.to_string())
                     }
                     .await;
                     let _ = tx.send(HubEvent::Answer(id, result));
