@@ -121,8 +121,8 @@ fn awaiting_key_log(id: &str) -> Response {
 /// (through the mesh's gossip, which also pushes to the hub). Without the mesh, straight to the
 /// hub, when there is one.
 fn pass_on(state: &Arc<NodeState>, block: &[u8]) {
-    if let Some(mesh) = state.mesh.get() {
-        let _ = mesh.send(super::mesh::MeshCommand::Govern(block.to_vec()));
+    if state.mesh.get().is_some() {
+        state.tell_mesh(super::mesh::MeshCommand::Govern(block.to_vec()));
         return;
     }
     let Some(hub) = super::mesh::hub_url(state) else {
@@ -138,7 +138,7 @@ fn pass_on(state: &Arc<NodeState>, block: &[u8]) {
             Ok(client) => client
                 .post(format!("{hub}/v1/gossip"))
                 .body(body)
-                .timeout(std::time::Duration::from_secs(10))
+                .timeout(super::mesh::HUB_PUSH_TIMEOUT)
                 .send()
                 .await
                 .map(|r| r.status().is_success()),

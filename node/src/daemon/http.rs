@@ -57,7 +57,7 @@ pub struct NodeState {
     /// The A2A proxy's client, limiter and bounds.
     pub proxy: super::a2a::Proxy,
     /// The peer mesh, once it runs: new heads of our own are announced through it.
-    pub mesh: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<super::mesh::MeshCommand>>,
+    pub mesh: std::sync::OnceLock<tokio::sync::mpsc::Sender<super::mesh::MeshCommand>>,
     /// The gateway's bound address, once it listens.
     pub gateway_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What the HTTP server counts (connections, refusals, timeouts), for `/metrics`.
@@ -112,6 +112,25 @@ impl NodeState {
         };
         state.reindex_all()?;
         Ok(state)
+    }
+
+    /// Queues a command for the peer mesh, if it runs. When the queue is full the command is
+    /// dropped and counted (`meridian_mesh_commands_dropped_total`): announcements are
+    /// repeated by the periodic heads exchange. False when it was not queued.
+    pub fn tell_mesh(&self, command: super::mesh::MeshCommand) -> bool {
+        let Some(mesh) = self.mesh.get() else {
+            return false;
+        };
+        match mesh.try_send(command) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .count("meridian_mesh_commands_dropped_total", 1);
+                tracing::warn!("the mesh's command queue is full: an announcement was dropped");
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// What the operator should know is probably wrong with the configuration (also logged at
@@ -672,13 +691,28 @@ async fn sync_request(
         request: body.to_vec(),
         reply,
     };
-    if mesh.send(command).is_err() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mesh_off",
-            "the peer mesh stopped",
-        )
-        .into_response();
+    match mesh.try_send(command) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sync_busy",
+                "the sync engine has too much queued; try again shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mesh_off",
+                "the peer mesh stopped",
+            )
+            .into_response();
+        }
     }
     match answer.await {
         Ok(bytes) => {
@@ -1006,11 +1040,9 @@ pub async fn import_snapshot(
         .metrics
         .count("meridian_imports_total{outcome=\"accepted\"}", 1);
     // Peers learn of the new head as of any other: they fetch what they lack from this node.
-    if let Some(mesh) = state.mesh.get() {
-        let _ = mesh.send(super::mesh::MeshCommand::Announce(
-            verified.commit.to_block(),
-        ));
-    }
+    state.tell_mesh(super::mesh::MeshCommand::Announce(
+        verified.commit.to_block(),
+    ));
     let publisher = verified.commit.body.publisher.to_did();
     let reindex_state = state.clone();
     let reindex_publisher = publisher.clone();

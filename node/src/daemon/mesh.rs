@@ -37,6 +37,26 @@ pub const SYNC_PROTOCOL: &str = "/meridian/sync/1";
 pub const MESH_ADDR_FILE: &str = "mesh.addr";
 /// Largest request read from a peer.
 const REQUEST_BYTES_MAX: usize = 1024 * 1024;
+/// Commands the rest of the node may queue for the mesh ([`MeshCommand`]); past it an
+/// announcement is dropped and counted (the periodic heads exchange carries it later) and a
+/// gateway sync request is answered 503.
+pub const MESH_COMMANDS_MAX: usize = 1024;
+/// Finished imports and hub events queued for the mesh loop.
+const MESH_EVENTS_MAX: usize = 256;
+/// How long a long-poll of the hub's heads may take: the hub holds it 25 s.
+const HUB_POLL_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long the node waits for its hub when pushing a head or a document to it.
+pub const HUB_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the follower waits before asking again when no hub is configured.
+const HUB_ABSENT_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between two tries to reach an unreachable hub.
+const HUB_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often kademlia looks for more peers.
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the engine's figures are copied to the metrics.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an idle libp2p connection is kept.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the rest of the node tells the mesh.
 #[derive(Debug)]
@@ -107,13 +127,13 @@ pub fn hub_url(state: &NodeState) -> Option<String> {
 async fn follow_hub(
     state: Arc<NodeState>,
     client: reqwest::Client,
-    events: mpsc::UnboundedSender<HubEvent>,
+    events: mpsc::Sender<HubEvent>,
 ) {
     let mut cursor: Option<u64> = None;
     let mut failures = 0u32;
     loop {
         let Some(url) = hub_url(&state) else {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(HUB_ABSENT_RETRY).await;
             continue;
         };
         let query = match cursor {
@@ -123,7 +143,7 @@ async fn follow_hub(
         let answer = async {
             let response = client
                 .get(&query)
-                .timeout(Duration::from_secs(40))
+                .timeout(HUB_POLL_TIMEOUT)
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -163,18 +183,18 @@ async fn follow_hub(
                     governance: decode("governance"),
                     equivocations: decode("equivocations"),
                 };
-                if events.send(event).is_err() {
+                if events.send(event).await.is_err() {
                     return;
                 }
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 cursor = None;
-                if events.send(HubEvent::Down(error)).is_err() {
+                if events.send(HubEvent::Down(error)).await.is_err() {
                     return;
                 }
                 let wait = Duration::from_millis(250).saturating_mul(1 << failures.min(7));
-                tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+                tokio::time::sleep(wait.min(HUB_BACKOFF_MAX)).await;
             }
         }
     }
@@ -211,7 +231,7 @@ async fn push_to_hub(
                 base64::engine::general_purpose::STANDARD.encode(sig),
             );
     }
-    match request.timeout(Duration::from_secs(10)).send().await {
+    match request.timeout(HUB_PUSH_TIMEOUT).send().await {
         Ok(response) if response.status().is_success() => {
             state
                 .metrics
@@ -462,7 +482,7 @@ pub fn build_swarm(
             })
         })
         .map_err(|e| anyhow::anyhow!("building the mesh: {e}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
 }
@@ -526,7 +546,7 @@ pub async fn run(
     state: Arc<NodeState>,
     key: Keypair,
     data: &Path,
-    commands: mpsc::UnboundedReceiver<MeshCommand>,
+    commands: mpsc::Receiver<MeshCommand>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let mesh = state.config.mesh.clone();
@@ -566,7 +586,7 @@ pub async fn run(
         Arc::new(state.store.clone()),
         Box::new(NodeGovernance(state.clone())),
     );
-    let (imports_tx, imports) = mpsc::unbounded_channel::<ImportReport>();
+    let (imports_tx, imports) = mpsc::channel::<ImportReport>(MESH_EVENTS_MAX);
     // The hub is a destination the operator named (mesh.hub or the signed hub directory), so
     // no SSRF guard; but no redirect either, which would take the node elsewhere.
     let hub_client = reqwest::Client::builder()
@@ -575,7 +595,7 @@ pub async fn run(
         .no_proxy()
         .build()
         .context("building the hub client")?;
-    let (hub_tx, hub_events) = mpsc::unbounded_channel::<HubEvent>();
+    let (hub_tx, hub_events) = mpsc::channel::<HubEvent>(MESH_EVENTS_MAX);
     let follower = tokio::spawn(follow_hub(
         state.clone(),
         hub_client.clone(),
@@ -601,9 +621,9 @@ pub async fn run(
         stop,
         listening: Vec::new(),
         addr_file: addr_file.clone(),
-        bootstrap_tick: tokio::time::interval(Duration::from_secs(30)),
+        bootstrap_tick: tokio::time::interval(BOOTSTRAP_INTERVAL),
         metrics_due: true,
-        metrics_tick: tokio::time::interval(Duration::from_secs(1)),
+        metrics_tick: tokio::time::interval(METRICS_INTERVAL),
         pending: std::collections::VecDeque::new(),
     };
     sync::driver::drive(&mut engine, &mut transport).await;
@@ -636,13 +656,13 @@ struct MeshTransport {
     local: PeerId,
     config: SyncConfig,
     outbound: HashMap<OutboundRequestId, (PeerId, u64)>,
-    imports_tx: mpsc::UnboundedSender<ImportReport>,
-    imports: mpsc::UnboundedReceiver<ImportReport>,
+    imports_tx: mpsc::Sender<ImportReport>,
+    imports: mpsc::Receiver<ImportReport>,
     hub_client: reqwest::Client,
-    hub_tx: mpsc::UnboundedSender<HubEvent>,
-    hub_events: mpsc::UnboundedReceiver<HubEvent>,
+    hub_tx: mpsc::Sender<HubEvent>,
+    hub_events: mpsc::Receiver<HubEvent>,
     hub_up: bool,
-    commands: mpsc::UnboundedReceiver<MeshCommand>,
+    commands: mpsc::Receiver<MeshCommand>,
     stop: tokio::sync::watch::Receiver<bool>,
     listening: Vec<Multiaddr>,
     addr_file: std::path::PathBuf,
@@ -920,7 +940,7 @@ impl sync::driver::Transport<Source> for MeshTransport {
                             .map_err(|e| e.to_string())
                     }
                     .await;
-                    let _ = tx.send(HubEvent::Answer(id, result));
+                    let _ = tx.send(HubEvent::Answer(id, result)).await;
                 });
                 Ok(())
             }
@@ -1004,7 +1024,7 @@ impl sync::driver::Transport<Source> for MeshTransport {
                     tracing::warn!(%publisher, %commit, %error, "mirrored snapshot refused");
                 }
             }
-            let _ = tx.send(ImportReport {
+            let _ = tx.blocking_send(ImportReport {
                 publisher,
                 commit,
                 result,

@@ -195,7 +195,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut mesh_task = None;
     if config.mesh.enabled {
-        let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mesh_tx, mesh_rx) = tokio::sync::mpsc::channel(mesh::MESH_COMMANDS_MAX);
         let _ = state.mesh.set(mesh_tx);
         let mesh_state = state.clone();
         let mesh_data = data.to_path_buf();

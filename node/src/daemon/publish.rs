@@ -240,10 +240,8 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         json!({ "publisher": did, "seq": seq, "commit": commit_cid.to_string() }),
     );
     tracing::info!(agent = %agent_id, seq, commit = %commit_cid, "published");
-    if let Some(mesh) = state.mesh.get()
-        && let Ok(Some(block)) = state.store.get(&commit_cid)
-    {
-        let _ = mesh.send(super::mesh::MeshCommand::Announce(block.to_vec()));
+    if let Ok(Some(block)) = state.store.get(&commit_cid) {
+        state.tell_mesh(super::mesh::MeshCommand::Announce(block.to_vec()));
     }
     Ok((commit_cid, seq, existed))
 }
