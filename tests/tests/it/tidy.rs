@@ -156,6 +156,24 @@ fn only_the_drivers_read_the_wall_clock() {
     );
 }
 
+#[test]
+fn library_apis_return_typed_errors_not_strings() {
+    let mut files = Vec::new();
+    for dir in ["registry/src", "governance/src", "node/sync/src", "hub/src"] {
+        files.extend(rust_files(dir));
+    }
+    let found: Vec<String> = offences(&files, &[", String>"])
+        .into_iter()
+        .filter(|f| f.contains("pub fn") || f.contains("pub async fn"))
+        .filter(|f| f.contains("-> Result<"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "a public library function returns `Result<_, String>`; give it an error type whose variants tests can match:\n{}",
+        found.join("\n")
+    );
+}
+
 /// The `meridian-*` crates a crate's Cargo.toml depends on (any dependency table).
 fn meridian_dependencies(manifest: &str) -> Vec<String> {
     let text = std::fs::read_to_string(workspace().join(manifest))
@@ -231,13 +249,14 @@ fn the_checks_see_what_they_forbid() {
     let file = dir.path().join("planted.rs");
     std::fs::write(
         &file,
-        "// tokio in a comment is fine\nuse tokio::net::TcpStream;\nlet now = std::time::SystemTime::now();\nuse crate::cli::Report;\n",
+        "// tokio in a comment is fine\nuse tokio::net::TcpStream;\nlet now = std::time::SystemTime::now();\nuse crate::cli::Report;\npub fn f() -> Result<(), String> {}\n",
     )
     .unwrap();
     let files = vec![file];
     assert_eq!(offences(&files, IO).len(), 2);
     assert_eq!(offences(&files, &["crate::cli"]).len(), 1);
     assert_eq!(offences(&files, &["SystemTime::now"]).len(), 1);
+    assert_eq!(offences(&files, &[", String>"]).len(), 1);
     assert_eq!(
         meridian_dependencies("node/Cargo.toml"),
         [
