@@ -195,169 +195,29 @@ pub struct AgentCard {
 impl AgentCard {
     /// Parses and validates card JSON, reporting every problem found.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        if text.len() > CARD_BYTES_MAX {
-            return Err(ManifestError::InvalidCard {
-                problems: vec![format!(
-                    "card is {} bytes, over the limit of {CARD_BYTES_MAX}",
-                    text.len()
-                )],
-            });
-        }
-        let json = JsonView::parse(text).map_err(|error| ManifestError::InvalidCard {
-            problems: vec![format!("not valid json: {error}")],
-        })?;
-        if !json.is_object() {
-            return Err(ManifestError::InvalidCard {
-                problems: vec!["card is not a json object".into()],
-            });
-        }
-        let object = &json;
-        let mut problems = Vec::new();
-        let text_field = |field: &str, problems: &mut Vec<String>, required: bool| -> String {
-            match object.get(field) {
-                Some(JsonView::String(s)) => s.to_string(),
-                None if !required => String::new(),
-                None => {
-                    problems.push(format!("`{field}` is missing"));
-                    String::new()
-                }
-                Some(_) => {
-                    problems.push(format!("`{field}` is not a string"));
-                    String::new()
-                }
-            }
+        let invalid = |problem: String| ManifestError::InvalidCard {
+            problems: vec![problem],
         };
-        let name = text_field("name", &mut problems, true);
+        if text.len() > CARD_BYTES_MAX {
+            return Err(invalid(format!(
+                "card is {} bytes, over the limit of {CARD_BYTES_MAX}",
+                text.len()
+            )));
+        }
+        let object =
+            JsonView::parse(text).map_err(|error| invalid(format!("not valid json: {error}")))?;
+        if !object.is_object() {
+            return Err(invalid("card is not a json object".into()));
+        }
+        let mut problems = Vec::new();
+        let name = text_field(&object, "name", &mut problems, true);
         if object.get("name").is_some() && name.trim().is_empty() {
             problems.push("`name` is empty".into());
         }
-        let description = text_field("description", &mut problems, false);
-        let version = text_field("version", &mut problems, false);
-        let string_list =
-            |field: &str, value: Option<&JsonView<'_>>, problems: &mut Vec<String>| match value {
-                None => Vec::new(),
-                Some(JsonView::Array(items)) => items
-                    .iter()
-                    .filter_map(|item| match item.as_str() {
-                        Some(s) => Some(s.to_owned()),
-                        None => {
-                            problems.push(format!("`{field}` holds a non-string"));
-                            None
-                        }
-                    })
-                    .collect(),
-                Some(_) => {
-                    problems.push(format!("`{field}` is not an array"));
-                    Vec::new()
-                }
-            };
-
-        let mut interfaces = Vec::new();
-        let card_version;
-        if let Some(list) = object.get("supportedInterfaces") {
-            card_version = "1.0".to_owned();
-            match list.as_array() {
-                Some(items) if !items.is_empty() => {
-                    for (index, item) in items.iter().enumerate() {
-                        let url = item.get("url").and_then(|u| u.as_str());
-                        let binding = item
-                            .get("protocolBinding")
-                            .and_then(|b| b.as_str())
-                            .unwrap_or("JSONRPC");
-                        match url {
-                            Some(url) => interfaces.push(AgentInterface {
-                                url: url.to_owned(),
-                                protocol_binding: binding.to_owned(),
-                            }),
-                            None => problems.push(format!(
-                                "`supportedInterfaces[{index}].url` is missing or not a string"
-                            )),
-                        }
-                    }
-                }
-                _ => problems.push("`supportedInterfaces` must be a non-empty array".into()),
-            }
-        } else if let Some(url) = object.get("url") {
-            // A2A v0.3: `url` + `preferredTransport`, then `additionalInterfaces`.
-            card_version = "0.3".to_owned();
-            match url.as_str() {
-                Some(url) => interfaces.push(AgentInterface {
-                    url: url.to_owned(),
-                    protocol_binding: object
-                        .get("preferredTransport")
-                        .and_then(|t| t.as_str())
-                        .unwrap_or("JSONRPC")
-                        .to_owned(),
-                }),
-                None => problems.push("`url` is not a string".into()),
-            }
-            if let Some(extra) = object
-                .get("additionalInterfaces")
-                .and_then(|a| a.as_array())
-            {
-                for item in extra {
-                    if let Some(url) = item.get("url").and_then(|u| u.as_str())
-                        && !interfaces.iter().any(|i| i.url == url)
-                    {
-                        interfaces.push(AgentInterface {
-                            url: url.to_owned(),
-                            protocol_binding: item
-                                .get("transport")
-                                .and_then(|t| t.as_str())
-                                .unwrap_or("JSONRPC")
-                                .to_owned(),
-                        });
-                    }
-                }
-            }
-        } else {
-            card_version = String::new();
-            problems.push(
-                "card has neither `supportedInterfaces` (A2A 1.0) nor `url` (A2A 0.3)".into(),
-            );
-        }
-        for interface in &interfaces {
-            if !(interface.url.starts_with("https://") || interface.url.starts_with("http://")) {
-                problems.push(format!("interface url `{}` is not http(s)", interface.url));
-            }
-        }
-
-        let mut skills = Vec::new();
-        match object.get("skills") {
-            None => {}
-            Some(JsonView::Array(items)) => {
-                for (index, skill) in items.iter().enumerate() {
-                    if !skill.is_object() {
-                        problems.push(format!("`skills[{index}]` is not an object"));
-                        continue;
-                    }
-                    let id = skill.get("id").and_then(|i| i.as_str());
-                    if id.is_none() {
-                        problems.push(format!("`skills[{index}].id` is missing or not a string"));
-                    }
-                    skills.push(AgentSkill {
-                        id: id.unwrap_or_default().to_owned(),
-                        name: skill
-                            .get("name")
-                            .and_then(|n| n.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        tags: string_list("skills[].tags", skill.get("tags"), &mut problems),
-                        input_modes: string_list(
-                            "skills[].inputModes",
-                            skill.get("inputModes"),
-                            &mut problems,
-                        ),
-                        output_modes: string_list(
-                            "skills[].outputModes",
-                            skill.get("outputModes"),
-                            &mut problems,
-                        ),
-                    });
-                }
-            }
-            Some(_) => problems.push("`skills` is not an array".into()),
-        }
+        let description = text_field(&object, "description", &mut problems, false);
+        let version = text_field(&object, "version", &mut problems, false);
+        let (card_version, interfaces) = card_interfaces(&object, &mut problems);
+        let skills = card_skills(&object, &mut problems);
         let default_input_modes = string_list(
             "defaultInputModes",
             object.get("defaultInputModes"),
@@ -368,21 +228,7 @@ impl AgentCard {
             object.get("defaultOutputModes"),
             &mut problems,
         );
-        let explicit_name = match object.get("agent_id") {
-            None => None,
-            Some(JsonView::String(id)) => {
-                // Either `name` or `org/name`; the org part is checked against the envelope.
-                let agent = id.rsplit('/').next().unwrap_or(id).to_owned();
-                if let Err(problem) = check_name("agent name", &agent) {
-                    problems.push(format!("`agent_id`: {problem}"));
-                }
-                Some(id.to_string())
-            }
-            Some(_) => {
-                problems.push("`agent_id` is not a string".into());
-                None
-            }
-        };
+        let explicit_name = card_agent_id(&object, &mut problems);
         if !problems.is_empty() {
             return Err(ManifestError::InvalidCard { problems });
         }
@@ -416,6 +262,193 @@ impl AgentCard {
         };
         check_name("agent name", &agent)?;
         Ok(format!("{org}/{agent}"))
+    }
+}
+
+/// A card's text field; a problem when it is not a string, or missing and `required`.
+fn text_field(
+    object: &JsonView<'_>,
+    field: &str,
+    problems: &mut Vec<String>,
+    required: bool,
+) -> String {
+    match object.get(field) {
+        Some(JsonView::String(s)) => s.to_string(),
+        None if !required => String::new(),
+        None => {
+            problems.push(format!("`{field}` is missing"));
+            String::new()
+        }
+        Some(_) => {
+            problems.push(format!("`{field}` is not a string"));
+            String::new()
+        }
+    }
+}
+
+/// A card's list of strings (absent: empty); a problem for anything else.
+fn string_list(
+    field: &str,
+    value: Option<&JsonView<'_>>,
+    problems: &mut Vec<String>,
+) -> Vec<String> {
+    match value {
+        None => Vec::new(),
+        Some(JsonView::Array(items)) => items
+            .iter()
+            .filter_map(|item| match item.as_str() {
+                Some(s) => Some(s.to_owned()),
+                None => {
+                    problems.push(format!("`{field}` holds a non-string"));
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            problems.push(format!("`{field}` is not an array"));
+            Vec::new()
+        }
+    }
+}
+
+/// The A2A version a card follows and its interfaces: `supportedInterfaces` (1.0), or `url`,
+/// `preferredTransport` and `additionalInterfaces` (0.3); every URL must be http(s).
+fn card_interfaces(
+    object: &JsonView<'_>,
+    problems: &mut Vec<String>,
+) -> (String, Vec<AgentInterface>) {
+    let mut interfaces = Vec::new();
+    let card_version;
+    if let Some(list) = object.get("supportedInterfaces") {
+        card_version = "1.0".to_owned();
+        match list.as_array() {
+            Some(items) if !items.is_empty() => {
+                for (index, item) in items.iter().enumerate() {
+                    let url = item.get("url").and_then(|u| u.as_str());
+                    let binding = item
+                        .get("protocolBinding")
+                        .and_then(|b| b.as_str())
+                        .unwrap_or("JSONRPC");
+                    match url {
+                        Some(url) => interfaces.push(AgentInterface {
+                            url: url.to_owned(),
+                            protocol_binding: binding.to_owned(),
+                        }),
+                        None => problems.push(format!(
+                            "`supportedInterfaces[{index}].url` is missing or not a string"
+                        )),
+                    }
+                }
+            }
+            _ => problems.push("`supportedInterfaces` must be a non-empty array".into()),
+        }
+    } else if let Some(url) = object.get("url") {
+        card_version = "0.3".to_owned();
+        v03_interfaces(object, url, &mut interfaces, problems);
+    } else {
+        card_version = String::new();
+        problems
+            .push("card has neither `supportedInterfaces` (A2A 1.0) nor `url` (A2A 0.3)".into());
+    }
+    for interface in &interfaces {
+        if !(interface.url.starts_with("https://") || interface.url.starts_with("http://")) {
+            problems.push(format!("interface url `{}` is not http(s)", interface.url));
+        }
+    }
+    (card_version, interfaces)
+}
+
+/// A2A v0.3 interfaces: `url` + `preferredTransport`, then `additionalInterfaces`.
+fn v03_interfaces(
+    object: &JsonView<'_>,
+    url: &JsonView<'_>,
+    interfaces: &mut Vec<AgentInterface>,
+    problems: &mut Vec<String>,
+) {
+    match url.as_str() {
+        Some(url) => interfaces.push(AgentInterface {
+            url: url.to_owned(),
+            protocol_binding: object
+                .get("preferredTransport")
+                .and_then(|t| t.as_str())
+                .unwrap_or("JSONRPC")
+                .to_owned(),
+        }),
+        None => problems.push("`url` is not a string".into()),
+    }
+    let Some(extra) = object
+        .get("additionalInterfaces")
+        .and_then(|a| a.as_array())
+    else {
+        return;
+    };
+    for item in extra {
+        if let Some(url) = item.get("url").and_then(|u| u.as_str())
+            && !interfaces.iter().any(|i| i.url == url)
+        {
+            interfaces.push(AgentInterface {
+                url: url.to_owned(),
+                protocol_binding: item
+                    .get("transport")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("JSONRPC")
+                    .to_owned(),
+            });
+        }
+    }
+}
+
+/// A card's skills, each with an id; a problem for each that is not an object or has none.
+fn card_skills(object: &JsonView<'_>, problems: &mut Vec<String>) -> Vec<AgentSkill> {
+    let items = match object.get("skills") {
+        None => return Vec::new(),
+        Some(JsonView::Array(items)) => items,
+        Some(_) => {
+            problems.push("`skills` is not an array".into());
+            return Vec::new();
+        }
+    };
+    let mut skills = Vec::new();
+    for (index, skill) in items.iter().enumerate() {
+        if !skill.is_object() {
+            problems.push(format!("`skills[{index}]` is not an object"));
+            continue;
+        }
+        let id = skill.get("id").and_then(|i| i.as_str());
+        if id.is_none() {
+            problems.push(format!("`skills[{index}].id` is missing or not a string"));
+        }
+        skills.push(AgentSkill {
+            id: id.unwrap_or_default().to_owned(),
+            name: skill
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            tags: string_list("skills[].tags", skill.get("tags"), problems),
+            input_modes: string_list("skills[].inputModes", skill.get("inputModes"), problems),
+            output_modes: string_list("skills[].outputModes", skill.get("outputModes"), problems),
+        });
+    }
+    skills
+}
+
+/// A card's own `agent_id` (`name` or `org/name`; the org part is checked against the
+/// envelope later), if it has one.
+fn card_agent_id(object: &JsonView<'_>, problems: &mut Vec<String>) -> Option<String> {
+    match object.get("agent_id") {
+        None => None,
+        Some(JsonView::String(id)) => {
+            let agent = id.rsplit('/').next().unwrap_or(id).to_owned();
+            if let Err(problem) = check_name("agent name", &agent) {
+                problems.push(format!("`agent_id`: {problem}"));
+            }
+            Some(id.to_string())
+        }
+        Some(_) => {
+            problems.push("`agent_id` is not a string".into());
+            None
+        }
     }
 }
 
