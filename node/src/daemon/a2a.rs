@@ -178,26 +178,67 @@ pub async fn call(
 ) -> Result<Response, ApiError> {
     let client = client.map(|axum::Extension(axum::extract::ConnectInfo(address))| address);
     let (manifest, publisher) = manifest_of(&state, &org, &agent)?;
-    // An agent of another region is called through this region's hub, when there is one.
+    let (hub, url) = destination(&state, &manifest, &org, &agent)?;
+    let caller = caller(&state, &headers, client)?;
+    let permit = match admit(&state, &caller, &org, &agent)? {
+        Ok(permit) => permit,
+        Err(refusal) => return Ok(refusal),
+    };
+    let target = Target {
+        org: &org,
+        agent: &agent,
+        publisher: &publisher,
+        region: &manifest.body.region,
+    };
+    let request = outgoing(&state, hub.is_some(), &url, target, &caller, &headers, body);
+    let upstream = send(&state, request, &url).await?;
+    count(
+        &state,
+        if hub.is_some() {
+            "relayed"
+        } else {
+            "forwarded"
+        },
+    );
+    Ok(stream_back(&state, upstream, permit))
+}
+
+/// Where a call goes: the agent's JSON-RPC endpoint (SSRF-checked when it is an IP literal), or
+/// for an agent of another region this region's hub's relay, when there is one.
+fn destination(
+    state: &NodeState,
+    manifest: &Manifest,
+    org: &str,
+    agent: &str,
+) -> Result<(Option<String>, reqwest::Url), ApiError> {
     let hub = (manifest.body.region != state.config.node.region)
-        .then(|| super::mesh::hub_url(&state))
+        .then(|| super::mesh::hub_url(state))
         .flatten();
     let url = match &hub {
         Some(hub) => reqwest::Url::parse(&format!("{hub}/v1/relay/{org}/{agent}"))
             .map_err(|e| ApiError::internal(format!("mesh.hub: {e}")))?,
         None => {
-            let url = jsonrpc_endpoint(&manifest)?;
+            let url = jsonrpc_endpoint(manifest)?;
             if let Err(refused) = check_literal_host(&url, state.config.a2a.allow_private) {
-                count(&state, "refused");
+                count(state, "refused");
                 return Err(refused);
             }
             url
         }
     };
-    let caller = caller(&state, &headers, client)?;
-    let rate = rate_for(&state, &caller);
-    // One bucket per caller and agent: a caller hammering one agent does not use up its rate
-    // toward the others.
+    Ok((hub, url))
+}
+
+/// The caller's rate (one bucket per caller and agent: a caller hammering one agent does not
+/// use up its rate toward the others) and a slot among the calls in flight: the permit, or
+/// the 429 or 503 answer.
+fn admit(
+    state: &NodeState,
+    caller: &str,
+    org: &str,
+    agent: &str,
+) -> Result<Result<tokio::sync::OwnedSemaphorePermit, Response>, ApiError> {
+    let rate = rate_for(state, caller);
     let bucket = format!("{caller} {org}/{agent}");
     let decision = {
         let proxy = &state.proxy;
@@ -209,7 +250,7 @@ pub async fn call(
             .check(&bucket, rate, now)
     };
     if let Decision::Wait(wait) = decision {
-        count(&state, "rate_limited");
+        count(state, "rate_limited");
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -220,10 +261,10 @@ pub async fn call(
         if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        return Ok(response);
+        return Ok(Err(response));
     }
     let Ok(permit) = state.proxy.slots.clone().try_acquire_owned() else {
-        count(&state, "busy");
+        count(state, "busy");
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -233,19 +274,42 @@ pub async fn call(
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Ok(response);
+        return Ok(Err(response));
     };
+    Ok(Ok(permit))
+}
 
-    let mut request = if hub.is_some() {
+/// The agent a call is for, as the hub's relay needs it named.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    org: &'a str,
+    agent: &'a str,
+    publisher: &'a str,
+    region: &'a str,
+}
+
+/// The request to the agent, or to the hub's relay with the publisher, the region and (for an
+/// authenticated caller) this node's signed caller claim; the caller's end-to-end headers pass,
+/// hop-by-hop and `Meridian-*` ones do not.
+fn outgoing(
+    state: &NodeState,
+    via_hub: bool,
+    url: &reqwest::Url,
+    target: Target<'_>,
+    caller: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> reqwest::RequestBuilder {
+    let mut request = if via_hub {
         let mut request = state
             .proxy
             .hub_client
             .post(url.clone())
-            .header(meridian_hub::daemon::http::PUBLISHER_HEADER, &publisher)
             .header(
-                meridian_hub::daemon::http::REGION_HEADER,
-                &manifest.body.region,
-            );
+                meridian_hub::daemon::http::PUBLISHER_HEADER,
+                target.publisher,
+            )
+            .header(meridian_hub::daemon::http::REGION_HEADER, target.region);
         if let Some(caller_org) = caller.strip_prefix("org:") {
             // The hub honours the organisation only with this node's signed claim.
             let claim = meridian_sync::claims::CallerClaim {
@@ -255,10 +319,10 @@ pub async fn call(
             };
             let message = meridian_sync::claims::caller_claim_message(
                 &claim,
-                &org,
-                &agent,
-                &publisher,
-                &manifest.body.region,
+                target.org,
+                target.agent,
+                target.publisher,
+                target.region,
                 &body,
             );
             let signature = state.publisher.sign(&message);
@@ -270,7 +334,7 @@ pub async fn call(
     } else {
         state.proxy.client.post(url.clone()).body(body)
     };
-    for (name, value) in &headers {
+    for (name, value) in headers {
         let lower = name.as_str();
         // `Meridian-*` headers are this hop's (the caller token, and the publisher, region and
         // caller organisation told to the hub above): a caller must not be able to set them.
@@ -282,21 +346,31 @@ pub async fn call(
         }
         request = request.header(name, value);
     }
+    request
+}
+
+/// Sends the call, within `a2a.timeout_secs` to the first byte: 504 past it, 403 when the
+/// agent's name resolves to a refused address, 502 when it cannot be reached.
+async fn send(
+    state: &NodeState,
+    request: reqwest::RequestBuilder,
+    url: &reqwest::Url,
+) -> Result<reqwest::Response, ApiError> {
     let timeout = Duration::from_secs(state.config.a2a.timeout_secs);
-    let upstream = match tokio::time::timeout(timeout, request.send()).await {
+    match tokio::time::timeout(timeout, request.send()).await {
         Err(_) => {
-            count(&state, "timeout");
-            return Err(error(
+            count(state, "timeout");
+            Err(error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "agent_timeout",
                 format!("the agent did not answer within {} s", timeout.as_secs()),
-            ));
+            ))
         }
         Ok(Err(failure)) => {
             let described = format!("{failure:?}");
             let refused =
                 described.contains("private address") || described.contains("metadata address");
-            count(&state, if refused { "refused" } else { "unreachable" });
+            count(state, if refused { "refused" } else { "unreachable" });
             if refused {
                 return Err(error(
                     StatusCode::FORBIDDEN,
@@ -306,22 +380,26 @@ pub async fn call(
                     ),
                 ));
             }
-            return Err(error(
+            Err(error(
                 StatusCode::BAD_GATEWAY,
                 "agent_unreachable",
                 format!("could not reach the agent at {url}: {failure}"),
-            ));
+            ))
         }
-        Ok(Ok(response)) => response,
-    };
-    count(
-        &state,
-        if hub.is_some() {
-            "relayed"
-        } else {
-            "forwarded"
-        },
-    );
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// The agent's answer as the caller's: status and end-to-end headers as they came, the body
+/// streamed through as it arrives (SSE stays unbuffered). The permit is held until the stream
+/// ends, so long streams count against the concurrency bound; the stream ends after
+/// `a2a.stream_timeout_secs` in all, or `a2a.stream_idle_timeout_secs` without a byte from the
+/// agent, so a silent or endless agent cannot hold a slot for ever.
+fn stream_back(
+    state: &Arc<NodeState>,
+    upstream: reqwest::Response,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out_headers = HeaderMap::new();
@@ -336,10 +414,6 @@ pub async fn call(
             out_headers.append(name, value);
         }
     }
-    // Stream the body through as it arrives (SSE stays unbuffered); the permit is held until the
-    // stream ends, so long streams count against the concurrency bound.
-    // The stream ends after a2a.stream_timeout_secs in all, or a2a.stream_idle_timeout_secs
-    // without a byte from the agent: a silent or endless agent cannot hold a slot for ever.
     let stream = bounded_stream(
         upstream.bytes_stream(),
         Duration::from_secs(state.config.a2a.stream_timeout_secs),
@@ -354,7 +428,7 @@ pub async fn call(
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
-    Ok(response)
+    response
 }
 
 /// An agent's streamed answer, cut off at `total` after it started or after `idle` without a
