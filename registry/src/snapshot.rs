@@ -255,7 +255,7 @@ pub struct BuildReport {
 }
 
 /// Builds the next snapshot for one organisation's cards.
-pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildError> {
+pub fn build(mut input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildError> {
     if let Some(previous) = input.previous
         && previous.commit.body.publisher != input.node_key.public()
     {
@@ -266,7 +266,7 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
     }
     // Validate every card and find duplicates before signing anything.
     let mut bodies: BTreeMap<String, (String, ManifestBody)> = BTreeMap::new();
-    for card in input.cards {
+    for card in std::mem::take(&mut input.cards) {
         let body = ManifestBody::from_card(&card.json, input.org, input.region, input.now)
             .map_err(|error| BuildError::Card {
                 source_name: card.source_name.clone(),
@@ -286,33 +286,9 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
     let mut blocks: HashMap<Cid, Arc<[u8]>> =
         input.previous.map(|p| p.blocks.clone()).unwrap_or_default();
     let mut report = BuildReport::default();
-    let org_prefix = format!("{}/", input.org);
     let org_did = input.org_key.did();
 
-    // Agents of this org that the cards no longer list are removed by a signed removal
-    // (tombstone), so a copy of an older manifest elsewhere cannot bring them back. A removal
-    // already in the tree stays as it is.
-    for (key, cid) in tree.prefix(org_prefix.as_bytes()) {
-        let key_text = String::from_utf8_lossy(&key).into_owned();
-        if bodies.contains_key(&key_text) {
-            continue;
-        }
-        let previous = blocks.get(&cid).and_then(|b| Manifest::decode(b).ok());
-        if previous.as_ref().is_some_and(Manifest::is_removal) {
-            continue;
-        }
-        let since = previous.map_or(input.now, |m| m.body.updated_at.max(input.now));
-        let tombstone = ManifestBody::tombstone(&key_text, input.region, since)
-            .map_err(|error| BuildError::Card {
-                source_name: key_text.clone(),
-                error,
-            })?
-            .sign(input.org_key);
-        let (cid, block) = tombstone.to_block_and_cid();
-        blocks.insert(cid, block.into());
-        tree.insert(&key, cid);
-        report.removed += 1;
-    }
+    remove_dropped(&input, &bodies, &mut tree, &mut blocks, &mut report)?;
     for (agent_id, (_, mut body)) in bodies {
         let existing = tree.get(agent_id.as_bytes());
         if let Some(existing) = existing
@@ -389,6 +365,41 @@ pub fn build(input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), BuildErro
         },
         report,
     ))
+}
+
+/// Agents of this org that the cards no longer list are removed by a signed removal
+/// (tombstone), so a copy of an older manifest elsewhere cannot bring them back. A removal
+/// already in the tree stays as it is.
+fn remove_dropped(
+    input: &BuildInput<'_>,
+    bodies: &BTreeMap<String, (String, ManifestBody)>,
+    tree: &mut RegistryTree,
+    blocks: &mut HashMap<Cid, Arc<[u8]>>,
+    report: &mut BuildReport,
+) -> Result<(), BuildError> {
+    let org_prefix = format!("{}/", input.org);
+    for (key, cid) in tree.prefix(org_prefix.as_bytes()) {
+        let key_text = String::from_utf8_lossy(&key).into_owned();
+        if bodies.contains_key(&key_text) {
+            continue;
+        }
+        let previous = blocks.get(&cid).and_then(|b| Manifest::decode(b).ok());
+        if previous.as_ref().is_some_and(Manifest::is_removal) {
+            continue;
+        }
+        let since = previous.map_or(input.now, |m| m.body.updated_at.max(input.now));
+        let tombstone = ManifestBody::tombstone(&key_text, input.region, since)
+            .map_err(|error| BuildError::Card {
+                source_name: key_text.clone(),
+                error,
+            })?
+            .sign(input.org_key);
+        let (cid, block) = tombstone.to_block_and_cid();
+        blocks.insert(cid, block.into());
+        tree.insert(&key, cid);
+        report.removed += 1;
+    }
+    Ok(())
 }
 
 /// Whether an existing manifest block already says what `body` says, signed by `signer_did`.

@@ -123,42 +123,7 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
     let old_tree = own.as_ref().map(|h| h.tree.clone()).unwrap_or_default();
     let mut tree = old_tree.clone();
     let mut blocks: Vec<(Cid, Arc<[u8]>)> = Vec::new();
-    let (agent_id, existed) = match &change {
-        Change::Put(manifest) => {
-            let (cid, block) = manifest.to_block_and_cid();
-            if let Some(current) = tree.get(manifest.body.agent_id.as_bytes())
-                && current != cid
-            {
-                stale_check(state, &current, manifest)?;
-            }
-            blocks.push((cid, block.into()));
-            let existed = tree
-                .insert(manifest.body.agent_id.as_bytes(), cid)
-                .is_some();
-            // The same bound every importer applies: a registry its peers would refuse is not built.
-            let max = meridian_registry::car::Limits::DEFAULT.agents_max;
-            if tree.len() > max {
-                return Err(unprocessable(
-                    "too_many_agents",
-                    format!(
-                        "this node already publishes {max} agents, the most a snapshot may hold"
-                    ),
-                ));
-            }
-            (manifest.body.agent_id.clone(), existed)
-        }
-        Change::Refresh => (String::new(), false),
-        Change::Delete(agent_id) => {
-            if tree.remove(agent_id.as_bytes()).is_none() {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_agent",
-                    format!("this node does not publish `{agent_id}`"),
-                ));
-            }
-            (agent_id.clone(), true)
-        }
-    };
+    let (agent_id, existed) = change_tree(state, &mut tree, &mut blocks, &change)?;
     let refresh = matches!(change, Change::Refresh);
     if refresh && own.is_none() {
         return Err(ApiError::new(
@@ -244,6 +209,52 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         state.tell_mesh(super::mesh::MeshCommand::Announce(block.to_vec()));
     }
     Ok((commit_cid, seq, existed))
+}
+
+/// Applies `change` to `tree`, adding the new manifest's block to `blocks`; returns the agent
+/// and whether it was listed before.
+fn change_tree(
+    state: &NodeState,
+    tree: &mut RegistryTree,
+    blocks: &mut Vec<(Cid, Arc<[u8]>)>,
+    change: &Change,
+) -> Result<(String, bool), ApiError> {
+    match change {
+        Change::Put(manifest) => {
+            let (cid, block) = manifest.to_block_and_cid();
+            if let Some(current) = tree.get(manifest.body.agent_id.as_bytes())
+                && current != cid
+            {
+                stale_check(state, &current, manifest)?;
+            }
+            blocks.push((cid, block.into()));
+            let existed = tree
+                .insert(manifest.body.agent_id.as_bytes(), cid)
+                .is_some();
+            // The same bound every importer applies: a registry its peers would refuse is not built.
+            let max = meridian_registry::car::Limits::DEFAULT.agents_max;
+            if tree.len() > max {
+                return Err(unprocessable(
+                    "too_many_agents",
+                    format!(
+                        "this node already publishes {max} agents, the most a snapshot may hold"
+                    ),
+                ));
+            }
+            Ok((manifest.body.agent_id.clone(), existed))
+        }
+        Change::Refresh => Ok((String::new(), false)),
+        Change::Delete(agent_id) => {
+            if tree.remove(agent_id.as_bytes()).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("this node does not publish `{agent_id}`"),
+                ));
+            }
+            Ok((agent_id.clone(), true))
+        }
+    }
 }
 
 /// Refuses to replace the agent's current entry (`current`, a manifest or removal in the node's

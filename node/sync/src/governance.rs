@@ -105,6 +105,128 @@ impl Inner {
         }
     }
 
+    /// The stored key-log proofs that verify under `trust`, and the key-set documents still
+    /// waiting for theirs.
+    fn load_key_log(&mut self, dir: &Path, trust: &KeyLogTrust) {
+        for path in files_with(&dir.join(KEY_PROOFS_DIR), "proof") {
+            let proof = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| KeyLogProof::parse(&t).ok());
+            match proof.map(|p| (p.verify(trust), p.document)) {
+                Some((Ok(_), document)) => {
+                    self.proven.insert(document);
+                }
+                _ => {
+                    tracing::warn!(file = %path.display(), "ignoring a stored key-log proof that does not verify")
+                }
+            }
+        }
+        for path in cbor_files(&dir.join(UNLOGGED_DIR)) {
+            if let Ok(block) = std::fs::read(&path) {
+                self.unlogged.push(block);
+            }
+        }
+    }
+
+    /// The configured root, walked forward through the newer versions received earlier
+    /// (oldest first), and fresh at `now`.
+    fn load_root(
+        &mut self,
+        dir: &Path,
+        root_file: &Path,
+        now: i64,
+    ) -> Result<TrustedRoot, GovernanceError> {
+        let load = |what: &dyn std::fmt::Display| {
+            GovernanceError::Load(format!(
+                "config governance.root: {}: {what}",
+                root_file.display()
+            ))
+        };
+        let bytes = std::fs::read(root_file).map_err(|e| load(&e))?;
+        let root = RootDocument::decode(&bytes).map_err(|e| load(&e))?;
+        let mut trusted = TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
+            .map_err(|e| load(&e))?;
+        self.root_history.push(trusted.current().to_block());
+        let mut newer: Vec<RootDocument> = cbor_files(&dir.join("roots"))
+            .iter()
+            .filter_map(|p| {
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| RootDocument::decode(&b).ok())
+            })
+            .filter(|r| r.body.version > trusted.current().body.version)
+            .collect();
+        newer.sort_by_key(|r| r.body.version);
+        for next in newer {
+            let version = next.body.version;
+            let block = next.to_block();
+            match trusted.update(next) {
+                Ok(()) => self.remember_root(block),
+                Err(error) => tracing::warn!(version, %error, "ignoring a stored root version"),
+            }
+        }
+        trusted
+            .check_fresh(now, ExpiryCheck::Enforce)
+            .map_err(|e| load(&e))?;
+        Ok(trusted)
+    }
+
+    /// The stored policies, attestations and key rotations (in the order they were applied),
+    /// each checked again under `trusted`; with the key log required, key-set documents
+    /// without a proof are held until it comes.
+    fn load_documents(&mut self, dir: &Path, trusted: &TrustedRoot, key_log: bool, now: i64) {
+        for path in cbor_files(&dir.join("policy")) {
+            if let Some(bundle) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| PolicyBundle::decode(&b).ok())
+                && let Err(error) = self.policy.offer(bundle, trusted, now)
+            {
+                tracing::warn!(file = %path.display(), %error, "ignoring a stored policy");
+            }
+        }
+        // Rotations were kept in the order they were applied (file names count up).
+        for folder in ["attestations", "rotations"] {
+            for path in cbor_files(&dir.join(folder)) {
+                let Ok(block) = std::fs::read(&path) else {
+                    continue;
+                };
+                if key_log && needs_key_log_proof(&block, &self.proven) {
+                    // Trusted before the key log was required: held until proven.
+                    self.unlogged.push(block);
+                    continue;
+                }
+                let applied = if let Ok(attestation) = Attestation::decode(&block) {
+                    self.attestations
+                        .add(attestation, trusted, now)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                } else if let Ok(rotation) = KeyRotation::decode(&block) {
+                    self.attestations
+                        .apply_rotation(&rotation, now)
+                        .map_err(|e| e.to_string())
+                } else {
+                    Ok(())
+                };
+                if let Err(error) = applied {
+                    tracing::warn!(file = %path.display(), %error, "ignoring a stored governance document");
+                }
+            }
+        }
+    }
+
+    /// The registration requests waiting for review that still verify.
+    fn load_registrations(&mut self, dir: &Path) {
+        for path in cbor_files(&dir.join("registrations")) {
+            if let Some(registration) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| Registration::decode_and_verify(&b).ok())
+            {
+                self.registrations
+                    .insert(registration.document.id().to_string(), registration);
+            }
+        }
+    }
+
     /// Records a root version just trusted, dropping the oldest past [`ROOT_HISTORY_MAX`].
     fn remember_root(&mut self, block: Vec<u8>) {
         self.root_history.push(block);
@@ -153,114 +275,14 @@ impl Governance {
         let dir = data.join(GOVERNANCE_DIR);
         let mut inner = Inner::empty();
         if let Some(trust) = &key_log {
-            for path in files_with(&dir.join(KEY_PROOFS_DIR), "proof") {
-                let proof = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| KeyLogProof::parse(&t).ok());
-                match proof.map(|p| (p.verify(trust), p.document)) {
-                    Some((Ok(_), document)) => {
-                        inner.proven.insert(document);
-                    }
-                    _ => {
-                        tracing::warn!(file = %path.display(), "ignoring a stored key-log proof that does not verify")
-                    }
-                }
-            }
-            for path in cbor_files(&dir.join(UNLOGGED_DIR)) {
-                if let Ok(block) = std::fs::read(&path) {
-                    inner.unlogged.push(block);
-                }
-            }
+            inner.load_key_log(&dir, trust);
         }
-        let needs_proof = |inner: &Inner, block: &[u8]| {
-            key_log.is_some() && needs_key_log_proof(block, &inner.proven)
-        };
         if let Some(root_file) = root_file {
-            let load = |what: &dyn std::fmt::Display| {
-                GovernanceError::Load(format!(
-                    "config governance.root: {}: {what}",
-                    root_file.display()
-                ))
-            };
-            let bytes = std::fs::read(root_file).map_err(|e| load(&e))?;
-            let root = RootDocument::decode(&bytes).map_err(|e| load(&e))?;
-            let mut trusted =
-                TrustedRoot::bootstrap(root, now, ExpiryCheck::AllowExpiredForRecovery)
-                    .map_err(|e| load(&e))?;
-            inner.root_history.push(trusted.current().to_block());
-            // Newer versions received earlier, oldest first.
-            let mut newer: Vec<RootDocument> = cbor_files(&dir.join("roots"))
-                .iter()
-                .filter_map(|p| {
-                    std::fs::read(p)
-                        .ok()
-                        .and_then(|b| RootDocument::decode(&b).ok())
-                })
-                .filter(|r| r.body.version > trusted.current().body.version)
-                .collect();
-            newer.sort_by_key(|r| r.body.version);
-            for next in newer {
-                let version = next.body.version;
-                let block = next.to_block();
-                match trusted.update(next) {
-                    Ok(()) => inner.remember_root(block),
-                    Err(error) => tracing::warn!(version, %error, "ignoring a stored root version"),
-                }
-            }
-            trusted
-                .check_fresh(now, ExpiryCheck::Enforce)
-                .map_err(|e| load(&e))?;
-            for path in cbor_files(&dir.join("policy")) {
-                if let Some(bundle) = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| PolicyBundle::decode(&b).ok())
-                    && let Err(error) = inner.policy.offer(bundle, &trusted, now)
-                {
-                    tracing::warn!(file = %path.display(), %error, "ignoring a stored policy");
-                }
-            }
-            for path in cbor_files(&dir.join("attestations")) {
-                let Ok(block) = std::fs::read(&path) else {
-                    continue;
-                };
-                if needs_proof(&inner, &block) {
-                    // Trusted before the key log was required: held until proven.
-                    inner.unlogged.push(block);
-                    continue;
-                }
-                if let Ok(attestation) = Attestation::decode(&block)
-                    && let Err(error) = inner.attestations.add(attestation, &trusted, now)
-                {
-                    tracing::warn!(file = %path.display(), %error, "ignoring a stored attestation");
-                }
-            }
-            // Rotations were kept in the order they were applied (file names count up).
-            for path in cbor_files(&dir.join("rotations")) {
-                let Ok(block) = std::fs::read(&path) else {
-                    continue;
-                };
-                if needs_proof(&inner, &block) {
-                    inner.unlogged.push(block);
-                    continue;
-                }
-                if let Ok(rotation) = KeyRotation::decode(&block)
-                    && let Err(error) = inner.attestations.apply_rotation(&rotation, now)
-                {
-                    tracing::warn!(file = %path.display(), %error, "ignoring a stored key rotation");
-                }
-            }
+            let trusted = inner.load_root(&dir, root_file, now)?;
+            inner.load_documents(&dir, &trusted, key_log.is_some(), now);
             inner.root = Some(trusted);
         }
-        for path in cbor_files(&dir.join("registrations")) {
-            if let Some(registration) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| Registration::decode_and_verify(&b).ok())
-            {
-                inner
-                    .registrations
-                    .insert(registration.document.id().to_string(), registration);
-            }
-        }
+        inner.load_registrations(&dir);
         Ok(Self {
             dir,
             inner: RwLock::new(inner),
