@@ -512,7 +512,20 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
             },
             now,
         ),
-        Command::Hub(HubCommand::Init { data, region }) => {
+        Command::Hub(command) => run_hub_command(command),
+        Command::Node(command) => run_node_command(command, now),
+        Command::Gov(command) => crate::gov_cli::run_gov(command, now),
+        Command::Org(command) => crate::gov_cli::run_org(command, now),
+        Command::Attest(command) => crate::gov_cli::run_attest(command, now),
+        Command::Policy(command) => crate::gov_cli::run_policy(command, now),
+        Command::Checkpoint(command) => crate::gov_cli::run_checkpoint(command, now),
+    }
+}
+
+/// Runs `meridian hub …`.
+fn run_hub_command(command: &HubCommand) -> Result<Report> {
+    match command {
+        HubCommand::Init { data, region } => {
             let did = meridian_hub::daemon::init(data, region.as_deref())?;
             Ok(Report {
                 text: format!(
@@ -524,13 +537,13 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "data": data, "did": did }),
             })
         }
-        Command::Hub(HubCommand::Govern { data, files }) => hub_govern(data, files),
-        Command::Hub(HubCommand::Run {
+        HubCommand::Govern { data, files } => hub_govern(data, files),
+        HubCommand::Run {
             data,
             config,
             listen,
             trunk_listen,
-        }) => {
+        } => {
             crate::daemon::run_hub(meridian_hub::daemon::HubRunOptions {
                 data: data.clone(),
                 config: config.clone(),
@@ -542,7 +555,13 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "stopped": true }),
             })
         }
-        Command::Node(NodeCommand::Init { data }) => {
+    }
+}
+
+/// Runs `meridian node …`.
+fn run_node_command(command: &NodeCommand, now: i64) -> Result<Report> {
+    match command {
+        NodeCommand::Init { data } => {
             let did = crate::daemon::init(data)?;
             Ok(Report {
                 text: format!(
@@ -554,11 +573,30 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "data": data, "did": did }),
             })
         }
-        Command::Node(NodeCommand::Token(TokenCommand::Create {
+        NodeCommand::Names(command) => run_names(command, now),
+        NodeCommand::Run { data, config, http } => {
+            crate::daemon::run(crate::daemon::RunOptions {
+                data: data.clone(),
+                config: config.clone(),
+                http: http.clone(),
+            })?;
+            Ok(Report {
+                text: "node stopped".into(),
+                json: json!({ "stopped": true }),
+            })
+        }
+        NodeCommand::Token(command) => run_token(command, now),
+    }
+}
+
+/// Runs `meridian node token …`.
+fn run_token(command: &TokenCommand, now: i64) -> Result<Report> {
+    match command {
+        TokenCommand::Create {
             org,
             admin: _,
             data,
-        })) => {
+        } => {
             let (token, record) = crate::daemon::tokens::create(data, org.as_deref(), now)?;
             let holder = if record.admin {
                 "admin".to_owned()
@@ -573,7 +611,7 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!({ "token": token, "id": record.id, "org": org, "admin": record.admin }),
             })
         }
-        Command::Node(NodeCommand::Token(TokenCommand::List { data })) => {
+        TokenCommand::List { data } => {
             let records = crate::daemon::tokens::list(data)?;
             let mut lines = vec![format!(
                 "{:<12}  {:<16}  {:<34}  state",
@@ -602,30 +640,13 @@ pub fn run(cli: &Cli, now: i64) -> Result<Report> {
                 json: json!(records.iter().map(|r| json!({ "id": r.id, "org": r.org, "admin": r.admin, "created_at": r.created_at, "revoked": r.revoked })).collect::<Vec<_>>()),
             })
         }
-        Command::Node(NodeCommand::Token(TokenCommand::Revoke { id, data })) => {
+        TokenCommand::Revoke { id, data } => {
             let record = crate::daemon::tokens::revoke(data, id)?;
             Ok(Report {
                 text: format!("revoked token {} of `{}`", record.id, record.org),
                 json: json!({ "id": record.id, "org": record.org, "revoked": true }),
             })
         }
-        Command::Node(NodeCommand::Names(command)) => run_names(command, now),
-        Command::Node(NodeCommand::Run { data, config, http }) => {
-            crate::daemon::run(crate::daemon::RunOptions {
-                data: data.clone(),
-                config: config.clone(),
-                http: http.clone(),
-            })?;
-            Ok(Report {
-                text: "node stopped".into(),
-                json: json!({ "stopped": true }),
-            })
-        }
-        Command::Gov(command) => crate::gov_cli::run_gov(command, now),
-        Command::Org(command) => crate::gov_cli::run_org(command, now),
-        Command::Attest(command) => crate::gov_cli::run_attest(command, now),
-        Command::Policy(command) => crate::gov_cli::run_policy(command, now),
-        Command::Checkpoint(command) => crate::gov_cli::run_checkpoint(command, now),
     }
 }
 

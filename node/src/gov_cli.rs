@@ -1542,6 +1542,155 @@ fn monitor(log: &Path, documents: &Path, roots: &[PathBuf], org: &str, now: i64)
     })
 }
 
+/// Appends a snapshot's head, or a key-set document, to a checkpoint log.
+fn checkpoint_append(
+    log: &Path,
+    snapshot: Option<&Path>,
+    document: Option<&Path>,
+) -> Result<Report> {
+    let (leaf, what) = match (snapshot, document) {
+        (Some(snapshot), _) => {
+            let file = fs::File::open(snapshot)
+                .with_context(|| format!("opening {}", snapshot.display()))?;
+            let (snap, _) = meridian_registry::snapshot::open(
+                std::io::BufReader::new(file),
+                &Default::default(),
+            )
+            .with_context(|| format!("snapshot {}", snapshot.display()))?;
+            let leaf = head_leaf(
+                &snap.commit.body.publisher,
+                snap.commit.body.seq,
+                &snap.commit_cid,
+            );
+            let what = format!(
+                "head seq {} of {}",
+                snap.commit.body.seq, snap.commit.body.publisher
+            );
+            (leaf, what)
+        }
+        (None, Some(document)) => {
+            let (id, org) = key_document(document)?;
+            (key_event_leaf(&id), format!("key document {id} of `{org}`"))
+        }
+        (None, None) => bail!("give --snapshot or --document"),
+    };
+    let mut merkle = read_log(log)?;
+    let index = merkle.append(&leaf);
+    let hash = merkle
+        .leaf(index)
+        .ok_or_else(|| anyhow!("appended leaf missing"))?;
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    use std::io::Write as _;
+    writeln!(file, "{}", hex(&hash)).with_context(|| format!("appending to {}", log.display()))?;
+    file.sync_all()?;
+    Ok(Report {
+        text: format!(
+            "appended {what} as leaf {index}; log size {}",
+            merkle.size()
+        ),
+        json: json!({ "index": index, "size": merkle.size(), "leaf": hex(&hash) }),
+    })
+}
+
+/// Co-signs a checkpoint as a witness, if it is consistent with the last one this witness signed.
+fn checkpoint_cosign(
+    note: &Path,
+    name: &str,
+    key: &Path,
+    log_key: &str,
+    state: &Path,
+    proof: Option<&Path>,
+    now: i64,
+) -> Result<Report> {
+    let text = fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
+    let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
+    let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
+    let proof_hashes: Vec<Hash> = match proof {
+        None => Vec::new(),
+        Some(path) => fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .map(|line| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(line)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| anyhow!("{}: `{line}` is not a base64 hash", path.display()))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut witness = Witness::new(
+        name,
+        load_key(key)?,
+        &checkpoint.origin,
+        public_key_arg(log_key)?,
+        read_witness_state(state)?,
+    );
+    let timestamp = u64::try_from(now).unwrap_or(0);
+    let cosigned = witness
+        .cosign(&parsed, &proof_hashes, timestamp)
+        .map_err(|e| rejected(e, note))?;
+    write(note, cosigned.to_text().as_bytes())?;
+    write(state, checkpoint.body().as_bytes())?;
+    Ok(Report {
+        text: format!("co-signed checkpoint of size {} as {name}", checkpoint.size),
+        json: json!({ "note": note, "size": checkpoint.size, "witness": name }),
+    })
+}
+
+/// Verifies a checkpoint's log signature and its witness threshold.
+fn checkpoint_verify(
+    note: &Path,
+    log_key: &str,
+    witnesses: &[String],
+    witness_threshold: usize,
+) -> Result<Report> {
+    let text = fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
+    let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
+    let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
+    parsed
+        .verify(&checkpoint.origin, &public_key_arg(log_key)?)
+        .map_err(|e| rejected(e, note))?;
+    let mut cosigned = Vec::new();
+    for witness in witnesses {
+        let (name, did) = witness
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--witness `{witness}` must be NAME=DID"))?;
+        if parsed
+            .verify_cosignature(name, &public_key_arg(did)?)
+            .is_ok()
+        {
+            cosigned.push(name.to_owned());
+        }
+    }
+    if cosigned.len() < witness_threshold {
+        return Err(rejected(
+            format!(
+                "{} of the required {witness_threshold} witness cosignatures",
+                cosigned.len()
+            ),
+            note,
+        ));
+    }
+    Ok(Report {
+        text: format!(
+            "ok: checkpoint {} size {} signed by the log, co-signed by {}",
+            checkpoint.origin,
+            checkpoint.size,
+            if cosigned.is_empty() {
+                "no witness".to_owned()
+            } else {
+                cosigned.join(", ")
+            }
+        ),
+        json: json!({ "ok": true, "origin": checkpoint.origin, "size": checkpoint.size, "root": b64(&checkpoint.root), "witnesses": cosigned }),
+    })
+}
+
 /// Runs `meridian checkpoint …`.
 pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
     match command {
@@ -1549,55 +1698,7 @@ pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
             log,
             snapshot,
             document,
-        } => {
-            let (leaf, what) = match (snapshot, document) {
-                (Some(snapshot), _) => {
-                    let file = fs::File::open(snapshot)
-                        .with_context(|| format!("opening {}", snapshot.display()))?;
-                    let (snap, _) = meridian_registry::snapshot::open(
-                        std::io::BufReader::new(file),
-                        &Default::default(),
-                    )
-                    .with_context(|| format!("snapshot {}", snapshot.display()))?;
-                    let leaf = head_leaf(
-                        &snap.commit.body.publisher,
-                        snap.commit.body.seq,
-                        &snap.commit_cid,
-                    );
-                    let what = format!(
-                        "head seq {} of {}",
-                        snap.commit.body.seq, snap.commit.body.publisher
-                    );
-                    (leaf, what)
-                }
-                (None, Some(document)) => {
-                    let (id, org) = key_document(document)?;
-                    (key_event_leaf(&id), format!("key document {id} of `{org}`"))
-                }
-                (None, None) => bail!("give --snapshot or --document"),
-            };
-            let mut merkle = read_log(log)?;
-            let index = merkle.append(&leaf);
-            let hash = merkle
-                .leaf(index)
-                .ok_or_else(|| anyhow!("appended leaf missing"))?;
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .with_context(|| format!("opening {}", log.display()))?;
-            use std::io::Write as _;
-            writeln!(file, "{}", hex(&hash))
-                .with_context(|| format!("appending to {}", log.display()))?;
-            file.sync_all()?;
-            Ok(Report {
-                text: format!(
-                    "appended {what} as leaf {index}; log size {}",
-                    merkle.size()
-                ),
-                json: json!({ "index": index, "size": merkle.size(), "leaf": hex(&hash) }),
-            })
-        }
+        } => checkpoint_append(log, snapshot.as_deref(), document.as_deref()),
         CheckpointCommand::Sign {
             log,
             origin,
@@ -1629,93 +1730,13 @@ pub fn run_checkpoint(command: &CheckpointCommand, now: i64) -> Result<Report> {
             log_key,
             state,
             proof,
-        } => {
-            let text =
-                fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
-            let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
-            let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
-            let proof_hashes: Vec<Hash> = match proof {
-                None => Vec::new(),
-                Some(path) => fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .lines()
-                    .map(|line| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(line)
-                            .ok()
-                            .and_then(|b| b.try_into().ok())
-                            .ok_or_else(|| {
-                                anyhow!("{}: `{line}` is not a base64 hash", path.display())
-                            })
-                    })
-                    .collect::<Result<_>>()?,
-            };
-            let mut witness = Witness::new(
-                name,
-                load_key(key)?,
-                &checkpoint.origin,
-                public_key_arg(log_key)?,
-                read_witness_state(state)?,
-            );
-            let timestamp = u64::try_from(now).unwrap_or(0);
-            let cosigned = witness
-                .cosign(&parsed, &proof_hashes, timestamp)
-                .map_err(|e| rejected(e, note))?;
-            write(note, cosigned.to_text().as_bytes())?;
-            write(state, checkpoint.body().as_bytes())?;
-            Ok(Report {
-                text: format!("co-signed checkpoint of size {} as {name}", checkpoint.size),
-                json: json!({ "note": note, "size": checkpoint.size, "witness": name }),
-            })
-        }
+        } => checkpoint_cosign(note, name, key, log_key, state, proof.as_deref(), now),
         CheckpointCommand::Verify {
             note,
             log_key,
             witnesses,
             witness_threshold,
-        } => {
-            let text =
-                fs::read_to_string(note).with_context(|| format!("reading {}", note.display()))?;
-            let parsed = SignedNote::parse(&text).map_err(|e| rejected(e, note))?;
-            let checkpoint = Checkpoint::parse_body(&parsed.body).map_err(|e| rejected(e, note))?;
-            parsed
-                .verify(&checkpoint.origin, &public_key_arg(log_key)?)
-                .map_err(|e| rejected(e, note))?;
-            let mut cosigned = Vec::new();
-            for witness in witnesses {
-                let (name, did) = witness
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("--witness `{witness}` must be NAME=DID"))?;
-                if parsed
-                    .verify_cosignature(name, &public_key_arg(did)?)
-                    .is_ok()
-                {
-                    cosigned.push(name.to_owned());
-                }
-            }
-            if cosigned.len() < *witness_threshold {
-                return Err(rejected(
-                    format!(
-                        "{} of the required {witness_threshold} witness cosignatures",
-                        cosigned.len()
-                    ),
-                    note,
-                ));
-            }
-            Ok(Report {
-                text: format!(
-                    "ok: checkpoint {} size {} signed by the log, co-signed by {}",
-                    checkpoint.origin,
-                    checkpoint.size,
-                    if cosigned.is_empty() {
-                        "no witness".to_owned()
-                    } else {
-                        cosigned.join(", ")
-                    }
-                ),
-                json: json!({ "ok": true, "origin": checkpoint.origin, "size": checkpoint.size, "root": b64(&checkpoint.root), "witnesses": cosigned }),
-            })
-        }
+        } => checkpoint_verify(note, log_key, witnesses, *witness_threshold),
         CheckpointCommand::ProveDocument {
             log,
             document,
