@@ -1,11 +1,12 @@
 //! A Meridian regional hub: caches snapshot blocks, mirrors heads and governance policy, and
 //! relays and rate-limits cross-region federation and A2A calls.
 //!
-//! Sits between `governance` and `node` in the crate graph. The decisions are sans-IO cores that
-//! the simulations drive too: [`cache`] (verified, size-bounded LRU with miss collapsing),
-//! [`heads`] (newest verified head per publisher), [`policy`] (verified governance mirror),
-//! [`ratelimit`] (GCRA) and [`breaker`] (circuit breaker per upstream). [`wire`] is the sync
-//! protocol's message format, which hubs speak with their region's nodes as the node mesh does.
+//! Sits between `sync` (the federation protocol) and `node` in the crate graph. The decisions are
+//! sans-IO cores that the simulations drive too: [`cache`] (verified, size-bounded LRU with miss
+//! collapsing), [`heads`] (newest verified head per publisher), [`policy`] (verified governance
+//! mirror), [`routing`] (where a cache miss is fetched), [`ratelimit`] (GCRA) and [`breaker`]
+//! (circuit breaker per upstream). [`wire`] is the sync protocol's message format (from
+//! `meridian-sync`), which hubs speak with their region's nodes as the node mesh does.
 //! The drivers are [`trunk`] (QUIC between hubs, certificates pinned to hub keys) and
 //! [`daemon`] (`meridian hub run`: the HTTP API, persistence, relay and metrics); [`egress`] is
 //! how the hub reaches nodes and agents (HTTP in production, simulated sockets in the
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod relay;
+pub mod routing;
 pub mod serve;
 pub mod trunk;
 /// The sync protocol's messages, from the protocol crate (`meridian-sync`).

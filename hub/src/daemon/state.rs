@@ -25,6 +25,7 @@ use crate::heads::{HeadMirror, Offered, Upstream};
 use crate::metrics::Metrics;
 use crate::policy::{DocOutcome, PolicyMirror};
 use crate::ratelimit::{Decision, Limiter, Rate};
+use crate::routing::{Route, Router, Routes};
 use crate::trunk::{AllowedKeys, Trunk, TrunkPeer};
 use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response};
 
@@ -35,11 +36,6 @@ pub const HEADS_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Most CIDs one sync request may ask for.
 pub const BLOCKS_PER_REQUEST_MAX: usize = crate::wire::REQUEST_BLOCKS_MAX;
-/// Most CID-to-publisher hints kept for routing cache misses.
-const HINTS_MAX: usize = 2_000_000;
-/// Most nodes asked for blocks of unknown origin, before the other regions' hubs: bounds how
-/// much upstream traffic one request for random CIDs can cause.
-const FALLBACK_NODES_MAX: usize = 2;
 /// Most delta answers kept.
 const DELTAS_KEPT: usize = 64;
 /// Whether a gateway URL a node vouches for is one the hub will call: `http` or `https`, a
@@ -65,8 +61,6 @@ use meridian_sync::claims::source_message;
 type Blocks = Vec<(Cid, Arc<[u8]>)>;
 /// Askers waiting for a delta being fetched, by (from, to).
 type DeltaWaiters = HashMap<(Cid, Cid), Vec<tokio::sync::oneshot::Sender<()>>>;
-/// Upstreams to try in turn (with the publisher whose blocks they serve), and the CIDs to ask.
-type Route = (Vec<(Upstream, Option<String>)>, Vec<Cid>);
 
 struct CacheSlot {
     cache: BlockCache,
@@ -90,7 +84,8 @@ pub struct Hub {
     cache: Mutex<CacheSlot>,
     heads: Mutex<HeadMirror>,
     policy: Option<RwLock<PolicyMirror>>,
-    hints: Mutex<HashMap<Cid, String>>,
+    /// Which publisher each hinted block belongs to (routing of cache misses).
+    router: Mutex<Router>,
     deltas: Mutex<Vec<((Cid, Cid), Blocks)>>,
     /// Deltas being fetched upstream, with the askers waiting for them (dropping the senders
     /// wakes them).
@@ -275,7 +270,7 @@ impl Hub {
                 config.hub.clock_skew_secs,
             )),
             policy,
-            hints: Mutex::new(HashMap::new()),
+            router: Mutex::new(Router::new()),
             deltas: Mutex::new(Vec::new()),
             deltas_inflight: Mutex::new(HashMap::new()),
             limiter: Mutex::new(Limiter::new()),
@@ -478,13 +473,8 @@ impl Hub {
     }
 
     fn hint(&self, publisher: &str, cids: impl IntoIterator<Item = Cid>) {
-        if let Ok(mut hints) = self.hints.lock() {
-            if hints.len() > HINTS_MAX {
-                hints.clear();
-            }
-            for cid in cids {
-                hints.insert(cid, publisher.to_owned());
-            }
+        if let Ok(mut router) = self.router.lock() {
+            router.hint(publisher, cids);
         }
     }
 
@@ -546,54 +536,15 @@ impl Hub {
         }
     }
 
-    /// Groups CIDs by the upstream of the publisher they belong to (as hinted); the CIDs whose
-    /// upstream is unknown are returned with the upstreams to try for them in turn: every node
-    /// that vouched for its blocks, then every other region's hub.
+    /// Where to fetch `cids` from ([`Router::route`] over the mirrored heads and the trunk's
+    /// regions).
     fn route(&self, cids: Vec<Cid>) -> (Vec<Route>, Route) {
-        let publishers: Vec<Option<String>> = match self.hints.lock() {
-            Ok(hints) => cids.iter().map(|c| hints.get(c).cloned()).collect(),
-            Err(_) => vec![None; cids.len()],
-        };
-        let Ok(heads) = self.heads.lock() else {
+        let (Ok(router), Ok(heads)) = (self.router.lock(), self.heads.lock()) else {
             return (Vec::new(), (Vec::new(), cids));
         };
-        let mut groups: BTreeMap<String, Route> = BTreeMap::new();
-        let mut unrouted = Vec::new();
-        for (cid, publisher) in cids.into_iter().zip(publishers) {
-            match publisher.and_then(|p| heads.get(&p)) {
-                Some(head) if head.upstream != Upstream::Unknown => {
-                    groups
-                        .entry(encode_upstream(&head.upstream))
-                        .or_insert_with(|| {
-                            (
-                                vec![(head.upstream.clone(), Some(head.publisher.clone()))],
-                                Vec::new(),
-                            )
-                        })
-                        .1
-                        .push(cid);
-                }
-                _ => unrouted.push(cid),
-            }
-        }
-        let mut fallbacks: Vec<(Upstream, Option<String>)> = Vec::new();
-        if !unrouted.is_empty() {
-            for head in heads.all((self.clock)()) {
-                if let Upstream::Node(_) = head.upstream
-                    && !fallbacks.iter().any(|(u, _)| *u == head.upstream)
-                {
-                    fallbacks.push((head.upstream.clone(), Some(head.publisher.clone())));
-                }
-            }
-            fallbacks.truncate(FALLBACK_NODES_MAX);
-            fallbacks.extend(
-                self.trunk
-                    .regions()
-                    .into_iter()
-                    .map(|r| (Upstream::Hub(r), None)),
-            );
-        }
-        (groups.into_values().collect(), (fallbacks, unrouted))
+        let Routes { known, unknown } =
+            router.route(cids, &heads, &self.trunk.regions(), (self.clock)());
+        (known, unknown)
     }
 
     /// Blocks by CID: from the cache, else fetched upstream (one fetch per CID however many
