@@ -4,7 +4,8 @@
 //! Sits between `sync` (the federation protocol) and `node` in the crate graph. The decisions are
 //! sans-IO cores that the simulations drive too: [`cache`] (verified, size-bounded LRU with miss
 //! collapsing), [`heads`] (newest verified head per publisher), [`policy`] (verified governance
-//! mirror), [`routing`] (where a cache miss is fetched), [`ratelimit`] (GCRA) and [`breaker`]
+//! mirror), [`routing`] (where a cache miss is fetched), [`deltas`] (one upstream fetch per delta however
+//! many nodes ask), [`ratelimit`] (GCRA) and [`breaker`]
 //! (circuit breaker per upstream). [`wire`] is the sync protocol's message format (from
 //! `meridian-sync`), which hubs speak with their region's nodes as the node mesh does.
 //! The drivers are [`trunk`] (QUIC between hubs, certificates pinned to hub keys) and
@@ -16,6 +17,7 @@ pub mod apidoc;
 pub mod breaker;
 pub mod cache;
 pub mod daemon;
+pub mod deltas;
 pub mod egress;
 pub mod heads;
 pub mod metrics;

@@ -20,6 +20,7 @@ use super::config::HubConfig;
 use super::store::{HubStore, SledHubStore, StoreError, StoredHead};
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::cache::{BlockCache, Lookup, Miss};
+use crate::deltas::{Ask, DeltaBoard};
 use crate::egress::{AgentAnswer, Egress, HttpEgress};
 use crate::heads::{HeadMirror, Offered, Upstream};
 use crate::metrics::Metrics;
@@ -36,8 +37,6 @@ pub const HEADS_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Most CIDs one sync request may ask for.
 pub const BLOCKS_PER_REQUEST_MAX: usize = crate::wire::REQUEST_BLOCKS_MAX;
-/// Most delta answers kept.
-const DELTAS_KEPT: usize = 64;
 /// Whether a gateway URL a node vouches for is one the hub will call: `http` or `https`, a
 /// host, no user name or password, no query and no fragment (the hub appends `/api/v1/sync`;
 /// a query would swallow that and point the hub at any path), at most 512 bytes.
@@ -59,8 +58,6 @@ use meridian_sync::claims::source_message;
 
 /// Blocks with their CIDs, as one delta answer.
 type Blocks = Vec<(Cid, Arc<[u8]>)>;
-/// Askers waiting for a delta being fetched, by (from, to).
-type DeltaWaiters = HashMap<(Cid, Cid), Vec<tokio::sync::oneshot::Sender<()>>>;
 
 struct CacheSlot {
     cache: BlockCache,
@@ -86,10 +83,9 @@ pub struct Hub {
     policy: Option<RwLock<PolicyMirror>>,
     /// Which publisher each hinted block belongs to (routing of cache misses).
     router: Mutex<Router>,
-    deltas: Mutex<Vec<((Cid, Cid), Blocks)>>,
-    /// Deltas being fetched upstream, with the askers waiting for them (dropping the senders
-    /// wakes them).
-    deltas_inflight: Mutex<DeltaWaiters>,
+    /// Kept deltas and the fetches in flight; a waiting ask holds a oneshot receiver, woken
+    /// when its sender is dropped.
+    deltas: Mutex<DeltaBoard<tokio::sync::oneshot::Sender<()>>>,
     limiter: Mutex<Limiter>,
     breakers: Mutex<BTreeMap<String, Breaker>>,
     /// One permit per relayed call in progress (`relay.concurrent_max`).
@@ -271,8 +267,7 @@ impl Hub {
             )),
             policy,
             router: Mutex::new(Router::new()),
-            deltas: Mutex::new(Vec::new()),
-            deltas_inflight: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(DeltaBoard::new()),
             limiter: Mutex::new(Limiter::new()),
             breakers: Mutex::new(BTreeMap::new()),
             relays: Arc::new(tokio::sync::Semaphore::new(config.relay.concurrent_max)),
@@ -844,51 +839,45 @@ impl Hub {
         }
     }
 
-    fn cached_delta(&self, from: Cid, to: Cid) -> Option<Blocks> {
-        let deltas = self.deltas.lock().ok()?;
-        deltas
-            .iter()
-            .find(|(key, _)| *key == (from, to))
-            .map(|(_, blocks)| blocks.clone())
+    fn kept_delta(&self, from: Cid, to: Cid) -> Option<Blocks> {
+        self.deltas.lock().ok()?.kept(from, to)
     }
 
-    /// A delta between two commits of a mirrored publisher: from the delta cache, else asked
-    /// upstream once however many ask at once (the region's nodes all ask for the same delta
+    /// A delta between two commits of a mirrored publisher: kept, else asked upstream once
+    /// however many ask at once ([`DeltaBoard`]: the region's nodes all ask for the same delta
     /// when a head arrives: one cross-region transfer, not one per node).
     async fn delta(&self, from: Cid, to: Cid) -> Response {
-        if let Some(blocks) = self.cached_delta(from, to) {
-            return Response::Blocks(blocks);
-        }
-        let wait = match self.deltas_inflight.lock() {
-            Ok(mut inflight) => match inflight.get_mut(&(from, to)) {
-                Some(waiters) => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    waiters.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    inflight.insert((from, to), Vec::new());
-                    None
-                }
-            },
-            Err(_) => None,
+        let mut receiver = None;
+        let ask = match self.deltas.lock() {
+            Ok(mut board) => board.ask(from, to, || {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                receiver = Some(rx);
+                tx
+            }),
+            Err(_) => return Response::Refused("hub state lock poisoned".into()),
         };
-        if let Some(rx) = wait {
-            let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
-            let _ = tokio::time::timeout(timeout, rx).await;
-            return match self.cached_delta(from, to) {
-                Some(blocks) => Response::Blocks(blocks),
-                None => Response::Refused(format!(
-                    "the delta {from} -> {to} could not be fetched upstream"
-                )),
-            };
+        match ask {
+            Ask::Kept(blocks) => return Response::Blocks(blocks),
+            Ask::Wait => {
+                if let Some(rx) = receiver {
+                    let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
+                    let _ = tokio::time::timeout(timeout, rx).await;
+                }
+                return match self.kept_delta(from, to) {
+                    Some(blocks) => Response::Blocks(blocks),
+                    None => Response::Refused(format!(
+                        "the delta {from} -> {to} could not be fetched upstream"
+                    )),
+                };
+            }
+            Ask::Fetch => {}
         }
         // Whatever happens to this fetch (even this future being dropped), the waiters wake.
         struct Inflight<'a>(&'a Hub, (Cid, Cid));
         impl Drop for Inflight<'_> {
             fn drop(&mut self) {
-                if let Ok(mut inflight) = self.0.deltas_inflight.lock() {
-                    inflight.remove(&self.1);
+                if let Ok(mut board) = self.0.deltas.lock() {
+                    board.failed(self.1.0, self.1.1);
                 }
             }
         }
@@ -913,11 +902,9 @@ impl Hub {
                     }
                     kept.push((cid, block));
                 }
-                if let Ok(mut deltas) = self.deltas.lock() {
-                    if deltas.len() >= DELTAS_KEPT {
-                        deltas.remove(0);
-                    }
-                    deltas.push(((from, to), kept.clone()));
+                if let Ok(mut board) = self.deltas.lock() {
+                    // Dropping the woken senders wakes the waiting asks.
+                    board.fetched(from, to, kept.clone());
                 }
                 Response::Blocks(kept)
             }
