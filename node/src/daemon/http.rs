@@ -608,33 +608,14 @@ async fn sync_request(
         per_second,
         burst: per_second.saturating_mul(2),
     };
-    let since_start = state.started.elapsed();
-    let admitted = match state.sync_budget.lock() {
-        Ok(mut limiter) => limiter.admit(&client, budget, since_start),
-        Err(_) => return ApiError::internal("sync budget lock poisoned").into_response(),
-    };
-    if let meridian_hub::ratelimit::Decision::Wait(wait) = admitted {
-        state
-            .metrics
-            .count("meridian_sync_requests_refused_total{reason=\"budget\"}", 1);
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "sync_budget",
-            format!("{client} used its answer budget (http.sync_bytes_per_client_per_second); retry in {seconds} s"),
-        )
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+    if let Some(refusal) = sync_budget_refusal(&state, &client, budget) {
+        return refusal;
     }
     // Blocks and deltas come from the store alone: answered on the blocking pool, off the
     // mesh's event loop, so a client asking for large deltas cannot stall the mesh. Only a
     // heads request needs the sync engine. A malformed request is refused here.
     use meridian_hub::wire::{MESSAGE_BYTES_MAX, Request as WireRequest, Response as WireResponse};
-    let request = match WireRequest::decode(&body, MESSAGE_BYTES_MAX) {
-        Ok(request) => request,
+    let answer = match WireRequest::decode(&body, MESSAGE_BYTES_MAX) {
         Err(error) => {
             state
                 .metrics
@@ -642,49 +623,96 @@ async fn sync_request(
             let answer = WireResponse::Refused(format!("bad request: {error}")).encode();
             return ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response();
         }
+        Ok(WireRequest::Heads) => engine_answer(&state, &body).await,
+        Ok(request) => store_answer(&state, request).await,
     };
-    if !matches!(request, WireRequest::Heads) {
-        let task_state = state.clone();
-        let answered = tokio::task::spawn_blocking(move || {
-            let config = crate::sync::SyncConfig::default();
-            match request {
-                WireRequest::Blocks(cids) => {
-                    crate::sync::engine::blocks_answer(&task_state.store, &config, &cids)
-                }
-                WireRequest::Delta { from, to } => {
-                    match crate::sync::engine::delta_blocks(&task_state.store, &config, from, to) {
-                        Ok(blocks) => WireResponse::Blocks(blocks),
-                        Err(why) => WireResponse::Refused(why),
-                    }
-                }
-                WireRequest::Heads => WireResponse::Refused("heads go to the engine".into()),
+    match answer {
+        Ok(answer) => {
+            if let Ok(mut limiter) = state.sync_budget.lock() {
+                limiter.charge(
+                    &client,
+                    budget,
+                    answer.len() as u64,
+                    state.started.elapsed(),
+                );
             }
-        })
-        .await;
-        let answer = match answered {
-            Ok(answer) => answer.encode(),
-            Err(error) => return ApiError::internal(error).into_response(),
-        };
-        state
-            .metrics
-            .count("meridian_sync_gateway_answers_total{kind=\"store\"}", 1);
-        if let Ok(mut limiter) = state.sync_budget.lock() {
-            limiter.charge(
-                &client,
-                budget,
-                answer.len() as u64,
-                state.started.elapsed(),
-            );
+            ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()
         }
-        return ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response();
+        Err(refusal) => refusal,
     }
+}
+
+/// 429 with `Retry-After` when `client` has used its budget of sync answer bytes.
+fn sync_budget_refusal(
+    state: &NodeState,
+    client: &str,
+    budget: meridian_hub::ratelimit::Rate,
+) -> Option<Response> {
+    let admitted = match state.sync_budget.lock() {
+        Ok(mut limiter) => limiter.admit(client, budget, state.started.elapsed()),
+        Err(_) => return Some(ApiError::internal("sync budget lock poisoned").into_response()),
+    };
+    let meridian_hub::ratelimit::Decision::Wait(wait) = admitted else {
+        return None;
+    };
+    state
+        .metrics
+        .count("meridian_sync_requests_refused_total{reason=\"budget\"}", 1);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "sync_budget",
+        format!("{client} used its answer budget (http.sync_bytes_per_client_per_second); retry in {seconds} s"),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    Some(response)
+}
+
+/// A blocks or delta request, answered from the store on the blocking pool.
+async fn store_answer(
+    state: &Arc<NodeState>,
+    request: meridian_hub::wire::Request,
+) -> Result<Vec<u8>, Response> {
+    use meridian_hub::wire::{Request as WireRequest, Response as WireResponse};
+    let task_state = state.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        let config = crate::sync::SyncConfig::default();
+        match request {
+            WireRequest::Blocks(cids) => {
+                crate::sync::engine::blocks_answer(&task_state.store, &config, &cids)
+            }
+            WireRequest::Delta { from, to } => {
+                match crate::sync::engine::delta_blocks(&task_state.store, &config, from, to) {
+                    Ok(blocks) => WireResponse::Blocks(blocks),
+                    Err(why) => WireResponse::Refused(why),
+                }
+            }
+            WireRequest::Heads => WireResponse::Refused("heads go to the engine".into()),
+        }
+    })
+    .await;
+    let answer = answered
+        .map_err(|error| ApiError::internal(error).into_response())?
+        .encode();
+    state
+        .metrics
+        .count("meridian_sync_gateway_answers_total{kind=\"store\"}", 1);
+    Ok(answer)
+}
+
+/// A heads request, answered by the sync engine through the mesh's queue (503 when the mesh
+/// is off, stopped, or has too much queued).
+async fn engine_answer(state: &NodeState, body: &[u8]) -> Result<Vec<u8>, Response> {
+    let mesh_off = |message: &'static str| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "mesh_off", message).into_response()
+    };
     let Some(mesh) = state.mesh.get() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mesh_off",
+        return Err(mesh_off(
             "the sync engine runs with the peer mesh (mesh.enabled)",
-        )
-        .into_response();
+        ));
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
     let command = super::mesh::MeshCommand::Serve {
@@ -703,31 +731,13 @@ async fn sync_request(
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return Err(response);
         }
         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "mesh_off",
-                "the peer mesh stopped",
-            )
-            .into_response();
+            return Err(mesh_off("the peer mesh stopped"));
         }
     }
-    match answer.await {
-        Ok(bytes) => {
-            if let Ok(mut limiter) = state.sync_budget.lock() {
-                limiter.charge(&client, budget, bytes.len() as u64, state.started.elapsed());
-            }
-            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-        }
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mesh_off",
-            "the peer mesh stopped",
-        )
-        .into_response(),
-    }
+    answer.await.map_err(|_| mesh_off("the peer mesh stopped"))
 }
 
 /// Liveness.
