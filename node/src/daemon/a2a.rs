@@ -252,29 +252,21 @@ fn admit(
     if let Decision::Wait(wait) = decision {
         count(state, "rate_limited");
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = error(
+        return Ok(Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("{caller} is over its rate; retry in {seconds} s"),
         )
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return Ok(Err(response));
+        .retry_after(seconds)));
     }
     let Ok(permit) = state.proxy.slots.clone().try_acquire_owned() else {
         count(state, "busy");
-        let mut response = error(
+        return Ok(Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             "too many A2A calls in flight; retry shortly",
         )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Ok(Err(response));
+        .retry_after(1)));
     };
     Ok(Ok(permit))
 }

@@ -133,17 +133,12 @@ pub async fn stream(
         state
             .metrics
             .count("meridian_events_subscribers_refused_total", 1);
-        let mut response = ApiError::new(
+        return Ok(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "too_many_subscribers",
             format!("{subscribers_max} clients follow the event stream, the most this node takes (http.sse_subscribers_max); retry later"),
         )
-        .into_response();
-        response.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("5"),
-        );
-        return Ok(response);
+        .retry_after(5));
     }
     // Subscribe before reading the history, so nothing falls between the two.
     let receiver = state.events.live.subscribe();

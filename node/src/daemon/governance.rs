@@ -433,17 +433,12 @@ pub async fn post_registration(
     {
         Ok(id) => id,
         Err(error @ GovernanceError::RegistrationsFull(_)) => {
-            let mut response = ApiError::new(
+            return Ok(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "registrations_full",
                 error.to_string(),
             )
-            .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("3600"),
-            );
-            return Ok(response);
+            .retry_after(3600));
         }
         Err(error) => return Err(error.into()),
     };

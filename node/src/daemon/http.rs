@@ -418,6 +418,16 @@ impl ApiError {
         }
     }
 
+    /// The error's answer with `Retry-After: seconds` (at least 1): a 429 or 503 the client
+    /// may retry.
+    pub fn retry_after(self, seconds: u64) -> Response {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        response
+    }
+
     /// A 500, logged.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
@@ -659,16 +669,14 @@ fn sync_budget_refusal(
         .metrics
         .count("meridian_sync_requests_refused_total{reason=\"budget\"}", 1);
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "sync_budget",
-        format!("{client} used its answer budget (http.sync_bytes_per_client_per_second); retry in {seconds} s"),
+    Some(
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "sync_budget",
+            format!("{client} used its answer budget (http.sync_bytes_per_client_per_second); retry in {seconds} s"),
+        )
+        .retry_after(seconds),
     )
-    .into_response();
-    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    Some(response)
 }
 
 /// A blocks or delta request, answered from the store on the blocking pool.
@@ -722,16 +730,12 @@ async fn engine_answer(state: &NodeState, body: &[u8]) -> Result<Vec<u8>, Respon
     match mesh.try_send(command) {
         Ok(()) => {}
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-            let mut response = ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "sync_busy",
                 "the sync engine has too much queued; try again shortly",
             )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Err(response);
+            .retry_after(1));
         }
         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
             return Err(mesh_off("the peer mesh stopped"));
