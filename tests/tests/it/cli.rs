@@ -53,3 +53,28 @@ fn a_mistyped_environment_variable_is_named() {
         "{said}"
     );
 }
+
+#[test]
+fn output_to_a_reader_that_went_away_is_not_a_crash() {
+    // `meridian node token create ... | head -n 1`, as the first-federation runbook does: the
+    // reader may close before the second line is written. That is exit 0, not a panic.
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(dir.path(), &["node", "init", "--data", "n"]);
+    for _ in 0..5 {
+        let mut child = std::process::Command::new(meridian_bin())
+            .args(["node", "token", "create", "--admin", "--data", "n"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
