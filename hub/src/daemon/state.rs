@@ -182,6 +182,14 @@ pub enum GossipError {
     Poisoned,
 }
 
+/// What taking in a gossiped head did.
+enum HeadOutcome {
+    /// Kept (true when it is a new head), or nothing new.
+    Kept(bool),
+    /// It conflicts with the held head of its seq: this proof was kept.
+    Equivocation(Vec<u8>),
+}
+
 /// What a hub is made of besides its way out: see [`Hub::assemble`].
 pub struct HubParts {
     /// The configuration in force.
@@ -935,105 +943,127 @@ impl Hub {
         let now = (self.clock)();
         let local = !matches!(upstream, Upstream::Hub(_));
         let new = match &message {
-            Gossip::Head(block) => {
-                if let Err(why) = self.admit_head(block, local, source, now) {
-                    self.metrics
-                        .count("meridian_hub_heads_total{outcome=\"not_admitted\"}", 1);
-                    return Err(why);
-                }
-                let offered = self.heads.lock().map_err(|_| GossipError::Poisoned)?.offer(
-                    block,
-                    upstream.clone(),
-                    now,
-                );
-                // The mirror has checked the block; what is kept needs its publisher.
-                let commit = || {
-                    meridian_registry::commit::Commit::decode(block).map_err(GossipError::Commit)
-                };
-                match offered {
-                    Ok(Offered::New) => {
-                        let commit = commit()?;
-                        let publisher = commit.body.publisher.to_did();
-                        self.hint(&publisher, [commit.body.data]);
-                        self.persist_head(&publisher, &upstream, b'H', block);
-                        self.metrics
-                            .count("meridian_hub_heads_total{outcome=\"new\"}", 1);
-                        true
+            Gossip::Head(block) => match self.gossiped_head(block, upstream, local, source, now)? {
+                HeadOutcome::Kept(new) => new,
+                // A proof is announced and forwarded as itself, not as the head that made it.
+                HeadOutcome::Equivocation(proof) => {
+                    self.notify();
+                    if local {
+                        self.forward(&Gossip::Equivocation(proof).encode()).await;
                     }
-                    Ok(Offered::SourceLearnt) => {
-                        let publisher = commit()?.body.publisher.to_did();
-                        self.persist_head(&publisher, &upstream, b'H', block);
-                        false
-                    }
-                    Ok(Offered::Duplicate | Offered::Stale) => false,
-                    Ok(Offered::Equivocation(proof)) => {
-                        self.persist_head(
-                            &format!("{}#proof", commit()?.body.publisher.to_did()),
-                            &Upstream::Unknown,
-                            b'E',
-                            &proof,
-                        );
-                        self.metrics.count("meridian_hub_equivocations_total", 1);
-                        self.notify();
-                        if local {
-                            self.forward(&Gossip::Equivocation(proof).encode()).await;
-                        }
-                        return Ok(true);
-                    }
-                    Err(error) => {
-                        self.metrics
-                            .count("meridian_hub_heads_total{outcome=\"refused\"}", 1);
-                        return Err(GossipError::Head(error));
-                    }
+                    return Ok(true);
                 }
-            }
-            Gossip::Governance(block) => {
-                let Some(policy) = &self.policy else {
-                    return Err(GossipError::NoGovernance);
-                };
-                let outcome = policy
-                    .write()
-                    .map_err(|_| GossipError::Poisoned)?
-                    .offer(block, now)
-                    .map_err(GossipError::Document)?;
-                if outcome == DocOutcome::New {
-                    // Kept in arrival order, which is the order to apply them in.
-                    self.store.put_governance(block).map_err(|error| {
-                        self.store_failed("keeping a governance document", &error);
-                        GossipError::Store(error)
-                    })?;
-                    self.apply_directory();
-                }
-                outcome == DocOutcome::New
-            }
-            Gossip::Equivocation(block) => {
-                let new = self
-                    .heads
-                    .lock()
-                    .map_err(|_| GossipError::Poisoned)?
-                    .offer_equivocation(block)
-                    .map_err(GossipError::Proof)?;
-                if new {
-                    let publisher = meridian_registry::commit::EquivocationProof::decode(block)
-                        .ok()
-                        .and_then(|p| p.verify().ok())
-                        .map(|(k, _)| k.to_did())
-                        .unwrap_or_default();
-                    self.persist_head(
-                        &format!("{publisher}#proof"),
-                        &Upstream::Unknown,
-                        b'E',
-                        block,
-                    );
-                }
-                new
-            }
+            },
+            Gossip::Governance(block) => self.gossiped_document(block, now)?,
+            Gossip::Equivocation(block) => self.gossiped_proof(block)?,
         };
         if new {
             self.notify();
             if local {
                 self.forward(bytes).await;
             }
+        }
+        Ok(new)
+    }
+
+    /// A gossiped head: admitted, mirrored and kept when new or when it tells where the
+    /// publisher's blocks are.
+    fn gossiped_head(
+        &self,
+        block: &[u8],
+        upstream: Upstream,
+        local: bool,
+        source: &str,
+        now: i64,
+    ) -> Result<HeadOutcome, GossipError> {
+        if let Err(why) = self.admit_head(block, local, source, now) {
+            self.metrics
+                .count("meridian_hub_heads_total{outcome=\"not_admitted\"}", 1);
+            return Err(why);
+        }
+        let offered = self.heads.lock().map_err(|_| GossipError::Poisoned)?.offer(
+            block,
+            upstream.clone(),
+            now,
+        );
+        // The mirror has checked the block; what is kept needs its publisher.
+        let commit =
+            || meridian_registry::commit::Commit::decode(block).map_err(GossipError::Commit);
+        match offered {
+            Ok(Offered::New) => {
+                let commit = commit()?;
+                let publisher = commit.body.publisher.to_did();
+                self.hint(&publisher, [commit.body.data]);
+                self.persist_head(&publisher, &upstream, b'H', block);
+                self.metrics
+                    .count("meridian_hub_heads_total{outcome=\"new\"}", 1);
+                Ok(HeadOutcome::Kept(true))
+            }
+            Ok(Offered::SourceLearnt) => {
+                let publisher = commit()?.body.publisher.to_did();
+                self.persist_head(&publisher, &upstream, b'H', block);
+                Ok(HeadOutcome::Kept(false))
+            }
+            Ok(Offered::Duplicate | Offered::Stale) => Ok(HeadOutcome::Kept(false)),
+            Ok(Offered::Equivocation(proof)) => {
+                self.persist_head(
+                    &format!("{}#proof", commit()?.body.publisher.to_did()),
+                    &Upstream::Unknown,
+                    b'E',
+                    &proof,
+                );
+                self.metrics.count("meridian_hub_equivocations_total", 1);
+                Ok(HeadOutcome::Equivocation(proof))
+            }
+            Err(error) => {
+                self.metrics
+                    .count("meridian_hub_heads_total{outcome=\"refused\"}", 1);
+                Err(GossipError::Head(error))
+            }
+        }
+    }
+
+    /// A gossiped governance document, verified by the policy mirror and kept when new.
+    fn gossiped_document(&self, block: &[u8], now: i64) -> Result<bool, GossipError> {
+        let Some(policy) = &self.policy else {
+            return Err(GossipError::NoGovernance);
+        };
+        let outcome = policy
+            .write()
+            .map_err(|_| GossipError::Poisoned)?
+            .offer(block, now)
+            .map_err(GossipError::Document)?;
+        if outcome == DocOutcome::New {
+            // Kept in arrival order, which is the order to apply them in.
+            self.store.put_governance(block).map_err(|error| {
+                self.store_failed("keeping a governance document", &error);
+                GossipError::Store(error)
+            })?;
+            self.apply_directory();
+        }
+        Ok(outcome == DocOutcome::New)
+    }
+
+    /// A gossiped equivocation proof, verified and kept when new.
+    fn gossiped_proof(&self, block: &[u8]) -> Result<bool, GossipError> {
+        let new = self
+            .heads
+            .lock()
+            .map_err(|_| GossipError::Poisoned)?
+            .offer_equivocation(block)
+            .map_err(GossipError::Proof)?;
+        if new {
+            let publisher = meridian_registry::commit::EquivocationProof::decode(block)
+                .ok()
+                .and_then(|p| p.verify().ok())
+                .map(|(k, _)| k.to_did())
+                .unwrap_or_default();
+            self.persist_head(
+                &format!("{publisher}#proof"),
+                &Upstream::Unknown,
+                b'E',
+                block,
+            );
         }
         Ok(new)
     }
