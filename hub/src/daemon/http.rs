@@ -298,52 +298,14 @@ async fn relay(
             "Meridian-Publisher and Meridian-Region are required",
         );
     };
-    let caller_org = text(CALLER_ORG_HEADER).and_then(|caller_org| {
-        let claim = meridian_sync::claims::CallerClaim {
-            caller_org,
-            node: text(CALLER_NODE_HEADER).unwrap_or_default(),
-            time: text(CALLER_TIME_HEADER)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_default(),
-        };
-        let checked = text(CALLER_SIG_HEADER)
-            .and_then(|sig| base64::engine::general_purpose::STANDARD.decode(sig).ok())
-            .filter(|_| !claim.node.is_empty())
-            .ok_or_else(|| "no signed claim from a node".to_owned())
-            .and_then(|sig| {
-                meridian_sync::claims::verify_caller_claim(
-                    &claim,
-                    &sig,
-                    &org,
-                    &agent,
-                    &publisher,
-                    &region,
-                    &body,
-                    (hub.clock)(),
-                )
-                .map_err(|e| e.to_string())
-            })
-            .and_then(|()| {
-                if hub.trusts_node(&claim.node) {
-                    Ok(())
-                } else {
-                    Err(format!("node {} is not trusted here", claim.node))
-                }
-            });
-        match checked {
-            Ok(()) => {
-                hub.metrics
-                    .count("meridian_hub_caller_claims_total{outcome=\"trusted\"}", 1);
-                Some(claim.caller_org)
-            }
-            Err(why) => {
-                hub.metrics
-                    .count("meridian_hub_caller_claims_total{outcome=\"refused\"}", 1);
-                tracing::info!(%why, "caller claim refused: the call is rated as anonymous");
-                None
-            }
-        }
-    });
+    let target = ClaimTarget {
+        org: &org,
+        agent: &agent,
+        publisher: &publisher,
+        region: &region,
+        body: &body,
+    };
+    let caller_org = trusted_caller(&hub, &headers, target);
     let scope = caller_org
         .as_deref()
         .map_or_else(|| "org:anonymous".to_owned(), |o| format!("org:{o}"));
@@ -356,24 +318,8 @@ async fn relay(
     };
     let forwarded = relay_headers(&headers);
     if region == hub.config.hub.region {
-        let manifest = match hub.resolve_agent(&publisher, &org, &agent).await {
-            Ok(manifest) => manifest,
-            Err(refused) => return refusal(refused),
-        };
-        return match hub.call_agent(&manifest, &forwarded, body.to_vec()).await {
-            Ok(answer) => {
-                // The place is held until the answer has streamed out.
-                let stream = answer.body.map(move |chunk| {
-                    let _held = &permit;
-                    chunk.map_err(std::io::Error::other)
-                });
-                response_from(answer.status, &answer.headers, Body::from_stream(stream))
-            }
-            Err(refused) => refusal(refused),
-        };
+        return call_here(&hub, &publisher, &org, &agent, &forwarded, body, permit).await;
     }
-    let name = format!("hub:{region}");
-    let started = Instant::now();
     let head = RelayHead {
         org,
         agent,
@@ -381,7 +327,112 @@ async fn relay(
         caller_org,
         headers: forwarded,
     };
-    let result = hub.trunk.relay(&region, &head, &body).await;
+    relay_to_region(&hub, &region, &head, &body, permit).await
+}
+
+/// The call a relayed request names, for checking its caller claim.
+#[derive(Clone, Copy)]
+struct ClaimTarget<'a> {
+    org: &'a str,
+    agent: &'a str,
+    publisher: &'a str,
+    region: &'a str,
+    body: &'a [u8],
+}
+
+/// The calling organisation, when the request carries a caller claim signed by a node this hub
+/// trusts (counted either way); `None` rates the call as anonymous.
+fn trusted_caller(hub: &Hub, headers: &HeaderMap, target: ClaimTarget<'_>) -> Option<String> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let claim = meridian_sync::claims::CallerClaim {
+        caller_org: text(CALLER_ORG_HEADER)?,
+        node: text(CALLER_NODE_HEADER).unwrap_or_default(),
+        time: text(CALLER_TIME_HEADER)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default(),
+    };
+    let checked = text(CALLER_SIG_HEADER)
+        .and_then(|sig| base64::engine::general_purpose::STANDARD.decode(sig).ok())
+        .filter(|_| !claim.node.is_empty())
+        .ok_or_else(|| "no signed claim from a node".to_owned())
+        .and_then(|sig| {
+            meridian_sync::claims::verify_caller_claim(
+                &claim,
+                &sig,
+                target.org,
+                target.agent,
+                target.publisher,
+                target.region,
+                target.body,
+                (hub.clock)(),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .and_then(|()| {
+            if hub.trusts_node(&claim.node) {
+                Ok(())
+            } else {
+                Err(format!("node {} is not trusted here", claim.node))
+            }
+        });
+    match checked {
+        Ok(()) => {
+            hub.metrics
+                .count("meridian_hub_caller_claims_total{outcome=\"trusted\"}", 1);
+            Some(claim.caller_org)
+        }
+        Err(why) => {
+            hub.metrics
+                .count("meridian_hub_caller_claims_total{outcome=\"refused\"}", 1);
+            tracing::info!(%why, "caller claim refused: the call is rated as anonymous");
+            None
+        }
+    }
+}
+
+/// Calls an agent of this hub's region (its manifest found in the publisher's verified tree);
+/// the relay's place is held until the answer has streamed out.
+async fn call_here(
+    hub: &Hub,
+    publisher: &str,
+    org: &str,
+    agent: &str,
+    forwarded: &[(String, String)],
+    body: Bytes,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
+    let manifest = match hub.resolve_agent(publisher, org, agent).await {
+        Ok(manifest) => manifest,
+        Err(refused) => return refusal(refused),
+    };
+    match hub.call_agent(&manifest, forwarded, body.to_vec()).await {
+        Ok(answer) => {
+            let stream = answer.body.map(move |chunk| {
+                let _held = &permit;
+                chunk.map_err(std::io::Error::other)
+            });
+            response_from(answer.status, &answer.headers, Body::from_stream(stream))
+        }
+        Err(refused) => refusal(refused),
+    }
+}
+
+/// Relays a call over the trunk to the hub of `region`; the place is held (inside the
+/// stream's state) until the answer has streamed out.
+async fn relay_to_region(
+    hub: &Hub,
+    region: &str,
+    head: &RelayHead,
+    body: &Bytes,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
+    let started = Instant::now();
+    let result = hub.trunk.relay(region, head, body).await;
     hub.metrics.observe(
         "meridian_hub_upstream_seconds{kind=\"relay\"}",
         started.elapsed(),
@@ -390,7 +441,6 @@ async fn relay(
         Ok((answer, recv)) => {
             hub.metrics
                 .count("meridian_hub_cross_region_bytes_total", body.len() as u64);
-            // The place is held (inside the stream's state) until the answer has streamed out.
             let stream =
                 futures_util::stream::unfold((recv, permit), |(mut recv, permit)| async move {
                     match recv.read_chunk(64 * 1024, true).await {
@@ -406,7 +456,7 @@ async fn relay(
         Err(why) => error(
             StatusCode::BAD_GATEWAY,
             "hub_unreachable",
-            format!("{name}: {why}"),
+            format!("hub:{region}: {why}"),
         ),
     }
 }
