@@ -286,3 +286,20 @@ fn a_forked_memory_store_is_independent() {
     assert_eq!(store.head("did:key:a").unwrap().unwrap().seq, 1);
     assert_eq!(fork.head("did:key:a").unwrap().unwrap().seq, 2);
 }
+
+#[test]
+fn a_store_held_open_elsewhere_is_named_as_in_use_and_opens_once_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = SledStore::open(dir.path()).unwrap();
+    // A second handle waits a moment for the lock, then says who holds it.
+    match SledStore::open(dir.path()) {
+        Err(error @ meridian_registry::store::StoreError::Locked(_)) => {
+            assert!(error.to_string().contains("in use"), "{error}");
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("the store opened twice"),
+    }
+    // Released (as when `node init` hands over to `node run` in one process), it opens.
+    drop(held);
+    SledStore::open(dir.path()).unwrap();
+}
