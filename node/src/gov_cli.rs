@@ -797,6 +797,115 @@ pub fn run_gov(command: &GovCommand, now: i64) -> Result<Report> {
     }
 }
 
+/// Checks a registration request and writes its `org.rejected` attestation (unsigned).
+fn org_reject(request: &Path, reason: &str, out: &Path, now: i64) -> Result<Report> {
+    let registration =
+        Registration::decode_and_verify(&read(request)?).map_err(|e| rejected(e, request))?;
+    let claims = [
+        ("reason".to_owned(), Value::Text(reason.to_owned())),
+        (
+            "registration".to_owned(),
+            Value::Link(registration.document.id()),
+        ),
+    ]
+    .into();
+    let attestation = Attestation::new(
+        Subject::Org(registration.org.clone()),
+        "org.rejected",
+        claims,
+        now,
+        now + 365 * 86_400,
+    )
+    .map_err(|e| Rejected(e.to_string()))?;
+    write(out, &attestation.to_block())?;
+    Ok(Report {
+        text: format!(
+            "wrote the rejection of `{}` to {}",
+            registration.org,
+            out.display()
+        ),
+        json: json!({ "out": out, "org": registration.org, "id": attestation.id().to_string() }),
+    })
+}
+
+/// Writes an organisation's key rotation, signed by a current key and every added one.
+fn org_rotate_key(
+    org: &str,
+    current_key: &Path,
+    current_set: &[String],
+    add_keys: &[PathBuf],
+    remove_keys: &[String],
+    out: &Path,
+    now: i64,
+) -> Result<Report> {
+    let current = load_key(current_key)?;
+    let added = add_keys
+        .iter()
+        .map(|p| load_key(p))
+        .collect::<Result<Vec<_>>>()?;
+    let removed = remove_keys
+        .iter()
+        .map(|k| public_key_arg(k))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&_> = added.iter().collect();
+    let mut set = current_set
+        .iter()
+        .map(|k| public_key_arg(k))
+        .collect::<Result<Vec<_>>>()?;
+    if set.is_empty() {
+        set.push(current.public());
+    }
+    if !set.contains(&current.public()) {
+        bail!("--current-key {} is not in --current-set", current.did());
+    }
+    let rotation = KeyRotation::create(org, &set, &[&current], &refs, &removed, now)
+        .map_err(|e| Rejected(e.to_string()))?;
+    write(out, &rotation.to_block())?;
+    Ok(Report {
+        text: format!(
+            "wrote key rotation for `{org}` ({} added, {} removed) to {}",
+            added.len(),
+            removed.len(),
+            out.display()
+        ),
+        json: json!({ "out": out, "org": org, "id": rotation.document.id().to_string() }),
+    })
+}
+
+/// Writes the `key.revoked` attestation of an organisation key (unsigned).
+fn org_revoke_key(
+    org: &str,
+    key: &str,
+    revoked_at: Option<i64>,
+    expires_in: i64,
+    out: &Path,
+    now: i64,
+) -> Result<Report> {
+    let key = public_key_arg(key)?;
+    let at = revoked_at.unwrap_or(now);
+    let claims = [
+        ("org".to_owned(), Value::Text(org.to_owned())),
+        ("revoked_at".to_owned(), Value::Integer(i128::from(at))),
+    ]
+    .into();
+    let attestation = Attestation::new(
+        Subject::Key(key),
+        KIND_KEY_REVOKED,
+        claims,
+        now,
+        now + expires_in,
+    )
+    .map_err(|e| Rejected(e.to_string()))?;
+    write(out, &attestation.to_block())?;
+    Ok(Report {
+        text: format!(
+            "wrote the revocation of {key} (from {at}) to {} (unsigned: attest admins sign it)",
+            out.display()
+        ),
+        json: json!({ "out": out, "key": key.to_did(), "revoked_at": at, "id": attestation.id().to_string() }),
+    })
+}
+
 /// Runs `meridian org …`.
 pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
     match command {
@@ -855,35 +964,7 @@ pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
             request,
             reason,
             out,
-        } => {
-            let registration = Registration::decode_and_verify(&read(request)?)
-                .map_err(|e| rejected(e, request))?;
-            let claims = [
-                ("reason".to_owned(), Value::Text(reason.clone())),
-                (
-                    "registration".to_owned(),
-                    Value::Link(registration.document.id()),
-                ),
-            ]
-            .into();
-            let attestation = Attestation::new(
-                Subject::Org(registration.org.clone()),
-                "org.rejected",
-                claims,
-                now,
-                now + 365 * 86_400,
-            )
-            .map_err(|e| Rejected(e.to_string()))?;
-            write(out, &attestation.to_block())?;
-            Ok(Report {
-                text: format!(
-                    "wrote the rejection of `{}` to {}",
-                    registration.org,
-                    out.display()
-                ),
-                json: json!({ "out": out, "org": registration.org, "id": attestation.id().to_string() }),
-            })
-        }
+        } => org_reject(request, reason, out, now),
         OrgCommand::RotateKey {
             org,
             current_key,
@@ -891,71 +972,22 @@ pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
             add_keys,
             remove_keys,
             out,
-        } => {
-            let current = load_key(current_key)?;
-            let added = add_keys
-                .iter()
-                .map(|p| load_key(p))
-                .collect::<Result<Vec<_>>>()?;
-            let removed = remove_keys
-                .iter()
-                .map(|k| public_key_arg(k))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&_> = added.iter().collect();
-            let mut set = current_set
-                .iter()
-                .map(|k| public_key_arg(k))
-                .collect::<Result<Vec<_>>>()?;
-            if set.is_empty() {
-                set.push(current.public());
-            }
-            if !set.contains(&current.public()) {
-                bail!("--current-key {} is not in --current-set", current.did());
-            }
-            let rotation = KeyRotation::create(org, &set, &[&current], &refs, &removed, now)
-                .map_err(|e| Rejected(e.to_string()))?;
-            write(out, &rotation.to_block())?;
-            Ok(Report {
-                text: format!(
-                    "wrote key rotation for `{org}` ({} added, {} removed) to {}",
-                    added.len(),
-                    removed.len(),
-                    out.display()
-                ),
-                json: json!({ "out": out, "org": org, "id": rotation.document.id().to_string() }),
-            })
-        }
+        } => org_rotate_key(
+            org,
+            current_key,
+            current_set,
+            add_keys,
+            remove_keys,
+            out,
+            now,
+        ),
         OrgCommand::RevokeKey {
             org,
             key,
             revoked_at,
             expires_in,
             out,
-        } => {
-            let key = public_key_arg(key)?;
-            let at = revoked_at.unwrap_or(now);
-            let claims = [
-                ("org".to_owned(), Value::Text(org.clone())),
-                ("revoked_at".to_owned(), Value::Integer(i128::from(at))),
-            ]
-            .into();
-            let attestation = Attestation::new(
-                Subject::Key(key),
-                KIND_KEY_REVOKED,
-                claims,
-                now,
-                now + expires_in,
-            )
-            .map_err(|e| Rejected(e.to_string()))?;
-            write(out, &attestation.to_block())?;
-            Ok(Report {
-                text: format!(
-                    "wrote the revocation of {key} (from {at}) to {} (unsigned: attest admins sign it)",
-                    out.display()
-                ),
-                json: json!({ "out": out, "key": key.to_did(), "revoked_at": at, "id": attestation.id().to_string() }),
-            })
-        }
+        } => org_revoke_key(org, key, *revoked_at, *expires_in, out, now),
     }
 }
 
