@@ -777,12 +777,8 @@ pub fn read_cards(path: &Path) -> Result<Vec<CardInput>> {
         fs::metadata(path).with_context(|| format!("reading cards from {}", path.display()))?;
     let mut cards = Vec::new();
     if metadata.is_dir() {
-        let mut files: Vec<PathBuf> = fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
+        let files = meridian_registry::files::list_with_extension(path, "json")
+            .with_context(|| format!("listing {}", path.display()))?;
         for file in files {
             let json = fs::read_to_string(&file)
                 .with_context(|| format!("reading card {}", file.display()))?;

@@ -1259,20 +1259,14 @@ fn org_keys(org: &str, data: &Path) -> Result<Report> {
             dir.display()
         );
     }
+    // A folder not made yet holds nothing.
     let files = |folder: &str, extension: &str| -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = fs::read_dir(dir.join(folder))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == extension))
-                    .collect()
-            })
-            .unwrap_or_default();
-        found.sort();
-        found
+        meridian_registry::files::list_with_extension(&dir.join(folder), extension)
+            .unwrap_or_default()
     };
     let mut positions = std::collections::HashMap::new();
-    for path in files("key-proofs", "proof") {
+    use meridian_sync::governance::{KEY_PROOFS_DIR, UNLOGGED_DIR};
+    for path in files(KEY_PROOFS_DIR, "proof") {
         if let Some(proof) = fs::read_to_string(&path)
             .ok()
             .and_then(|t| KeyLogProof::parse(&t).ok())
@@ -1285,7 +1279,7 @@ fn org_keys(org: &str, data: &Path) -> Result<Report> {
     for (folder, state) in [
         ("attestations", "in force"),
         ("rotations", "in force"),
-        ("unlogged", "awaiting its key-log proof"),
+        (UNLOGGED_DIR, "awaiting its key-log proof"),
     ] {
         for path in files(folder, "cbor") {
             let block = read(&path)?;
@@ -1842,12 +1836,8 @@ pub fn accept_snapshot(
     let root = trusted_root(&args.roots, now, ExpiryCheck::Enforce)?;
     let mut files: Vec<PathBuf> = Vec::new();
     if let Some(dir) = &args.attestations {
-        files = fs::read_dir(dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "cbor"))
-            .collect();
-        files.sort();
+        files = meridian_registry::files::list_with_extension(dir, "cbor")
+            .with_context(|| format!("listing {}", dir.display()))?;
     }
     let blocks: Vec<Vec<u8>> = files.iter().map(|p| read(p)).collect::<Result<_>>()?;
     let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();

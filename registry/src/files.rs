@@ -6,6 +6,20 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+/// The files of `dir` whose name ends in `.extension`, sorted by path: how node and CLI find
+/// the documents they keep (card directories, governance folders).
+pub fn list_with_extension(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == extension) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// `path` with `.tmp` appended to its file name.
 pub fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -65,6 +79,21 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_listed_by_extension_in_order_and_a_missing_folder_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        for name in ["b.cbor", "a.cbor", "c.json", "d.cbor.tmp"] {
+            fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let listed = list_with_extension(dir.path(), "cbor").expect("list");
+        assert_eq!(
+            listed,
+            [dir.path().join("a.cbor"), dir.path().join("b.cbor")]
+        );
+        let missing = list_with_extension(&dir.path().join("nope"), "cbor").unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn a_secret_is_written_0600_through_a_fresh_temporary() {

@@ -754,14 +754,14 @@ async fn call_through_hub(
         time: sim_unix(),
     };
     let agent_region = format!("region-{}", job.agent_region);
-    let signature = node.sign(&meridian_sync::claims::caller_claim_message(
-        &claim,
+    let target = meridian_sync::claims::CallTarget {
         org,
         agent,
-        &job.publisher,
-        &agent_region,
+        publisher: &job.publisher,
+        region: &agent_region,
         body,
-    ));
+    };
+    let signature = node.sign(&meridian_sync::claims::caller_claim_message(&claim, target));
     let mut request = hyper::Request::post(format!("/v1/relay/{org}/{agent}"))
         .header("host", hub_host(region))
         .header("content-type", "application/json")

@@ -298,7 +298,7 @@ async fn relay(
             "Meridian-Publisher and Meridian-Region are required",
         );
     };
-    let target = ClaimTarget {
+    let target = meridian_sync::claims::CallTarget {
         org: &org,
         agent: &agent,
         publisher: &publisher,
@@ -330,19 +330,13 @@ async fn relay(
     relay_to_region(&hub, &region, &head, &body, permit).await
 }
 
-/// The call a relayed request names, for checking its caller claim.
-#[derive(Clone, Copy)]
-struct ClaimTarget<'a> {
-    org: &'a str,
-    agent: &'a str,
-    publisher: &'a str,
-    region: &'a str,
-    body: &'a [u8],
-}
-
 /// The calling organisation, when the request carries a caller claim signed by a node this hub
 /// trusts (counted either way); `None` rates the call as anonymous.
-fn trusted_caller(hub: &Hub, headers: &HeaderMap, target: ClaimTarget<'_>) -> Option<String> {
+fn trusted_caller(
+    hub: &Hub,
+    headers: &HeaderMap,
+    target: meridian_sync::claims::CallTarget<'_>,
+) -> Option<String> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -361,17 +355,8 @@ fn trusted_caller(hub: &Hub, headers: &HeaderMap, target: ClaimTarget<'_>) -> Op
         .filter(|_| !claim.node.is_empty())
         .ok_or_else(|| "no signed claim from a node".to_owned())
         .and_then(|sig| {
-            meridian_sync::claims::verify_caller_claim(
-                &claim,
-                &sig,
-                target.org,
-                target.agent,
-                target.publisher,
-                target.region,
-                target.body,
-                (hub.clock)(),
-            )
-            .map_err(|e| e.to_string())
+            meridian_sync::claims::verify_caller_claim(&claim, &sig, target, (hub.clock)())
+                .map_err(|e| e.to_string())
         })
         .and_then(|()| {
             if hub.trusts_node(&claim.node) {

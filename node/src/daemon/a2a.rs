@@ -189,8 +189,18 @@ pub async fn call(
         agent: &agent,
         publisher: &publisher,
         region: &manifest.body.region,
+        body: &body,
     };
-    let request = outgoing(&state, hub.is_some(), &url, target, &caller, &headers, body);
+    // `Bytes` clones share the buffer: the body is not copied.
+    let request = outgoing(
+        &state,
+        hub.is_some(),
+        &url,
+        target,
+        &caller,
+        &headers,
+        body.clone(),
+    );
     let upstream = send(&state, request, &url).await?;
     count(
         &state,
@@ -271,17 +281,10 @@ fn admit(
     Ok(Ok(permit))
 }
 
-/// The agent a call is for, as the hub's relay needs it named.
-#[derive(Clone, Copy)]
-struct Target<'a> {
-    org: &'a str,
-    agent: &'a str,
-    publisher: &'a str,
-    region: &'a str,
-}
+use meridian_sync::claims::CallTarget as Target;
 
 /// The request to the agent, or to the hub's relay with the publisher, the region and (for an
-/// authenticated caller) this node's signed caller claim; the caller's end-to-end headers pass,
+/// authenticated caller) this node's signed caller claim over `target` (whose body is `body`); the caller's end-to-end headers pass,
 /// hop-by-hop and `Meridian-*` ones do not.
 fn outgoing(
     state: &NodeState,
@@ -309,14 +312,7 @@ fn outgoing(
                 node: state.node_did.clone(),
                 time: (state.clock)(),
             };
-            let message = meridian_sync::claims::caller_claim_message(
-                &claim,
-                target.org,
-                target.agent,
-                target.publisher,
-                target.region,
-                &body,
-            );
+            let message = meridian_sync::claims::caller_claim_message(&claim, target);
             let signature = state.publisher.sign(&message);
             for (name, value) in meridian_sync::claims::caller_claim_headers(&claim, &signature) {
                 request = request.header(name, value);

@@ -78,16 +78,32 @@ pub enum ClaimError {
     Signature(meridian_registry::keys::KeyError),
 }
 
+/// The relayed call a caller claim is bound to: the agent, the node whose snapshot lists it,
+/// its region and the request body.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTarget<'a> {
+    /// The agent's organisation.
+    pub org: &'a str,
+    /// The agent's name.
+    pub agent: &'a str,
+    /// The did:key of the node listing the agent.
+    pub publisher: &'a str,
+    /// The agent's region.
+    pub region: &'a str,
+    /// The request body.
+    pub body: &'a [u8],
+}
+
 /// The bytes a node signs for a caller claim: the claim, the call's target and a hash of its
 /// body, under a domain string of their own.
-pub fn caller_claim_message(
-    claim: &CallerClaim,
-    org: &str,
-    agent: &str,
-    publisher: &str,
-    region: &str,
-    body: &[u8],
-) -> Vec<u8> {
+pub fn caller_claim_message(claim: &CallerClaim, target: CallTarget<'_>) -> Vec<u8> {
+    let CallTarget {
+        org,
+        agent,
+        publisher,
+        region,
+        body,
+    } = target;
     format!(
         "meridian relay caller v1\n{}\n{}\n{}\n{org}/{agent}\n{publisher}\n{region}\n{}",
         claim.caller_org,
@@ -100,15 +116,10 @@ pub fn caller_claim_message(
 
 /// Checks a caller claim's signature (by the node key it names) and its time against `now`.
 /// Whether the hub trusts that node is the caller's decision.
-#[allow(clippy::too_many_arguments)]
 pub fn verify_caller_claim(
     claim: &CallerClaim,
     signature: &[u8],
-    org: &str,
-    agent: &str,
-    publisher: &str,
-    region: &str,
-    body: &[u8],
+    target: CallTarget<'_>,
     now: i64,
 ) -> Result<(), ClaimError> {
     if (claim.time - now).abs() > CALLER_CLAIM_SKEW_SECS {
@@ -126,11 +137,8 @@ pub fn verify_caller_claim(
     let signature: [u8; 64] = signature
         .try_into()
         .map_err(|_| ClaimError::SignatureLength(signature.len()))?;
-    key.verify(
-        &caller_claim_message(claim, org, agent, publisher, region, body),
-        &signature,
-    )
-    .map_err(ClaimError::Signature)
+    key.verify(&caller_claim_message(claim, target), &signature)
+        .map_err(ClaimError::Signature)
 }
 
 /// The request headers that carry a signed caller claim to a hub's relay.
@@ -153,6 +161,16 @@ pub fn caller_claim_headers(
 mod tests {
     use super::*;
 
+    fn call<'a>(agent: &'a str, body: &'a [u8]) -> CallTarget<'a> {
+        CallTarget {
+            org: "acme",
+            agent,
+            publisher: "did:p",
+            region: "eu",
+            body,
+        }
+    }
+
     #[test]
     fn caller_claims_bind_node_call_body_and_time() {
         let node = meridian_registry::keys::Keypair::from_secret(&[4; 32]);
@@ -163,13 +181,11 @@ mod tests {
         };
         let body = br#"{"jsonrpc":"2.0"}"#;
         let sign = |claim: &CallerClaim, key: &meridian_registry::keys::Keypair| {
-            key.sign(&caller_claim_message(
-                claim, "acme", "echo", "did:p", "eu", body,
-            ))
+            key.sign(&caller_claim_message(claim, call("echo", body)))
         };
         let signature = sign(&claim, &node);
         let check = |claim: &CallerClaim, sig: &[u8], agent: &str, body: &[u8], now: i64| {
-            verify_caller_claim(claim, sig, "acme", agent, "did:p", "eu", body, now)
+            verify_caller_claim(claim, sig, call(agent, body), now)
         };
         assert_eq!(
             check(&claim, &signature, "echo", body, claim.time + 30),

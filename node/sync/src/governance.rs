@@ -245,17 +245,9 @@ pub struct Governance {
     key_log: Option<KeyLogTrust>,
 }
 
+/// The `.cbor` documents of a governance folder (none when the folder does not exist yet).
 fn cbor_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "cbor"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    files_with(dir, "cbor")
 }
 
 impl Governance {
@@ -719,9 +711,9 @@ impl GovernanceRead<'_> {
 }
 
 /// Where key-log proofs are kept under the governance directory.
-const KEY_PROOFS_DIR: &str = "key-proofs";
+pub const KEY_PROOFS_DIR: &str = "key-proofs";
 /// Where key-set documents wait for their proof.
-const UNLOGGED_DIR: &str = "unlogged";
+pub const UNLOGGED_DIR: &str = "unlogged";
 
 /// Whether `block` is a key-set document that adds trust (an `org.verified` attestation or
 /// a key rotation) without a proof in `proven`. A `key.revoked` only takes trust away, so it
@@ -747,17 +739,9 @@ fn applicable(inner: &Inner, block: &[u8], now: i64) -> bool {
     }
 }
 
+/// The files of a governance folder with `extension` (none when it does not exist yet).
 fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == extension))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    meridian_registry::files::list_with_extension(dir, extension).unwrap_or_default()
 }
 
 #[cfg(test)]
