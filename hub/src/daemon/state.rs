@@ -1721,6 +1721,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_agent_its_organisation_removed_is_not_relayed_to() {
+        let key = Keypair::from_secret(&[3; 32]);
+        let (first, _) = chain(&key);
+        // The organisation drops agent 7: the next snapshot holds its signed removal.
+        let second = snapshot::build(BuildInput {
+            node_key: &key,
+            org_key: &key,
+            org: "acme",
+            region: "eu",
+            cards: (0..50).filter(|i| *i != 7).map(|i| card(i, "s")).collect(),
+            previous: Some(&first),
+            now: NOW - 5,
+            expires_in_secs: 86_400,
+            limits: Limits::DEFAULT,
+        })
+        .unwrap()
+        .0;
+        let blocks: Blocks = second
+            .blocks
+            .iter()
+            .map(|(cid, block)| (*cid, Arc::from(block.as_ref())))
+            .collect();
+        let node = Arc::new(FakeNode {
+            blocks,
+            tamper: false,
+            calls: AtomicUsize::new(0),
+        });
+        let hub = hub_with(node, &second).await;
+        let refused = hub
+            .resolve_agent(&key.did(), "acme", "agent-7")
+            .await
+            .unwrap_err();
+        assert_eq!((refused.status, refused.code), (410, "agent_removed"));
+        assert!(
+            hub.resolve_agent(&key.did(), "acme", "agent-8")
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
     async fn concurrent_asks_for_one_delta_make_one_upstream_fetch() {
         let (blocks, node, hub, request) = setup(false).await;
         let asks = (0..8).map(|_| {
