@@ -1,7 +1,7 @@
 //! How a hub reaches what is not another hub: the sync endpoints of its region's nodes and the
 //! A2A endpoints of its region's agents.
 //!
-//! The hub's decisions ([`crate::daemon::state::Hub`]) call through the [`Egress`] trait, so
+//! The hub's driver ([`crate::daemon::state::Hub`]) calls through the [`Egress`] trait, so
 //! one hub logic runs in production over HTTP ([`HttpEgress`], reqwest with the SSRF guard) and
 //! in the deterministic simulations over simulated sockets. Hubs reach each other over the
 //! [`crate::trunk`], which is QUIC in both.
@@ -34,6 +34,54 @@ impl std::fmt::Debug for AgentAnswer {
     }
 }
 
+/// Why a call to a node or an agent got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EgressError {
+    /// The URL does not parse.
+    #[error("{url}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The SSRF guard refuses the URL's address.
+    #[error("{url}: {why} (relay.allow_private, egress.allow_cidrs)")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// Why the guard refuses it.
+        why: String,
+    },
+    /// It could not be reached, or the exchange broke off before an answer.
+    #[error("{url}: {reason}")]
+    Unreachable {
+        /// The URL (or the simulated host).
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A node answered a sync request with an HTTP error status.
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+}
+
+impl EgressError {
+    /// An unreachable target, with what happened.
+    pub fn unreachable(url: &str, reason: impl std::fmt::Display) -> Self {
+        Self::Unreachable {
+            url: url.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// The hub's way out to nodes and agents.
 pub trait Egress: Send + Sync + 'static {
     /// Sends a sync wire request to the node whose gateway is at `gateway` (a URL the node
@@ -42,7 +90,7 @@ pub trait Egress: Send + Sync + 'static {
         &'a self,
         gateway: &'a str,
         request: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<u8>, EgressError>>;
 
     /// POSTs an A2A call to an agent's JSON-RPC endpoint `url` with these headers and body.
     /// An error means the agent was not reached (or its answer broke off before its head).
@@ -51,7 +99,7 @@ pub trait Egress: Send + Sync + 'static {
         url: &'a str,
         headers: &'a [(String, String)],
         body: Vec<u8>,
-    ) -> BoxFuture<'a, Result<AgentAnswer, String>>;
+    ) -> BoxFuture<'a, Result<AgentAnswer, EgressError>>;
 }
 
 /// Production egress: HTTP to nodes' gateways (`POST {gateway}/api/v1/sync`) and to agents'
@@ -77,28 +125,43 @@ impl HttpEgress {
     }
 }
 
+impl HttpEgress {
+    /// `url` parsed, if the SSRF guard lets the hub call it.
+    fn guarded(&self, url: &str) -> Result<reqwest::Url, EgressError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| EgressError::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        match self.guard.url_refusal(&parsed) {
+            Some(why) => Err(EgressError::Refused {
+                url: url.to_owned(),
+                why: why.to_string(),
+            }),
+            None => Ok(parsed),
+        }
+    }
+}
+
 impl Egress for HttpEgress {
     fn node_sync<'a>(
         &'a self,
         gateway: &'a str,
         request: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<u8>, EgressError>> {
         Box::pin(async move {
             let url = format!("{}/api/v1/sync", gateway.trim_end_matches('/'));
-            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
-            if let Some(why) = self.guard.url_refusal(&parsed) {
-                return Err(format!(
-                    "{url}: {why} (relay.allow_private, egress.allow_cidrs)"
-                ));
-            }
+            let parsed = self.guarded(&url)?;
             match self.nodes.post(parsed).body(request).send().await {
                 Ok(response) if response.status().is_success() => {
                     crate::relay::read_limited(response, MESSAGE_BYTES_MAX)
                         .await
-                        .map_err(|e| format!("{url}: {e}"))
+                        .map_err(|e| EgressError::unreachable(&url, e))
                 }
-                Ok(response) => Err(format!("{url}: HTTP {}", response.status())),
-                Err(error) => Err(format!("{url}: {error}")),
+                Ok(response) => Err(EgressError::Status {
+                    url,
+                    status: response.status().as_u16(),
+                }),
+                Err(error) => Err(EgressError::unreachable(&url, error)),
             }
         })
     }
@@ -108,19 +171,17 @@ impl Egress for HttpEgress {
         url: &'a str,
         headers: &'a [(String, String)],
         body: Vec<u8>,
-    ) -> BoxFuture<'a, Result<AgentAnswer, String>> {
+    ) -> BoxFuture<'a, Result<AgentAnswer, EgressError>> {
         Box::pin(async move {
-            let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-            if let Some(why) = self.guard.url_refusal(&parsed) {
-                return Err(format!(
-                    "{url}: {why} (relay.allow_private, egress.allow_cidrs)"
-                ));
-            }
+            let parsed = self.guarded(url)?;
             let mut request = self.agents.post(parsed).body(body);
             for (name, value) in headers {
                 request = request.header(name, value);
             }
-            let response = request.send().await.map_err(|error| error.to_string())?;
+            let response = request
+                .send()
+                .await
+                .map_err(|error| EgressError::unreachable(url, error))?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()

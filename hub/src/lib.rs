@@ -2,14 +2,16 @@
 //! relays and rate-limits cross-region federation and A2A calls.
 //!
 //! Sits between `sync` (the federation protocol) and `node` in the crate graph. The decisions are
-//! sans-IO cores that the simulations drive too: [`cache`] (verified, size-bounded LRU with miss
+//! one sans-IO state machine, [`machine`] (`handle(now, input)` / `poll() -> output`, tested
+//! without sockets), built from cores: [`cache`] (verified, size-bounded LRU with miss
 //! collapsing), [`heads`] (newest verified head per publisher), [`policy`] (verified governance
 //! mirror), [`routing`] (where a cache miss is fetched), [`deltas`] (one upstream fetch per delta however
 //! many nodes ask), [`ratelimit`] (GCRA) and [`breaker`]
 //! (circuit breaker per upstream). [`wire`] is the sync protocol's message format (from
 //! `meridian-sync`), which hubs speak with their region's nodes as the node mesh does.
 //! The drivers are [`trunk`] (QUIC between hubs, certificates pinned to hub keys) and
-//! [`daemon`] (`meridian hub run`: the HTTP API, persistence, relay and metrics); [`egress`] is
+//! [`daemon`] (`meridian hub run`: the thin async driver of the machine, the HTTP API,
+//! persistence, relay and metrics); [`egress`] is
 //! how the hub reaches nodes and agents (HTTP in production, simulated sockets in the
 //! simulations).
 
@@ -20,6 +22,7 @@ pub mod daemon;
 pub mod deltas;
 pub mod egress;
 pub mod heads;
+pub mod machine;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

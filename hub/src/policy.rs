@@ -252,7 +252,7 @@ impl PolicyMirror {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use meridian_governance::attestation::{Attestation, KIND_NODE_VERIFIED, Subject};
@@ -266,12 +266,12 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
     const DAY: i64 = 86_400;
 
-    fn key(seed: u8) -> Keypair {
+    pub(crate) fn key(seed: u8) -> Keypair {
         Keypair::from_secret(&[seed; 32])
     }
 
     /// A mirror over a root whose every role is one key: root 1, attest 2, policy 3, witness 4.
-    fn mirror() -> PolicyMirror {
+    pub(crate) fn mirror() -> PolicyMirror {
         let role = |seed| KeySet {
             keys: vec![key(seed).public()],
             threshold: 1,
@@ -294,7 +294,8 @@ mod tests {
         PolicyMirror::new(&root.to_block(), NOW).expect("mirror")
     }
 
-    fn policy(version: u64, edit: impl FnOnce(&mut PolicyBody)) -> Vec<u8> {
+    /// A policy document of `version`, signed by the policy key, edited by `edit`.
+    pub(crate) fn policy(version: u64, edit: impl FnOnce(&mut PolicyBody)) -> Vec<u8> {
         let mut body = PolicyBody {
             version,
             issued_at: NOW - 10,

@@ -4,8 +4,8 @@
 //! vouched for them by signature, or another region's hub). A block with no usable hint is
 //! tried at a few vouched nodes and then at every other region's hub, in turn.
 //!
-//! No socket and no clock: the driver ([`crate::daemon::state::Hub`]) passes the heads, the
-//! trunk's regions and the time, and fetches what [`Router::route`] says.
+//! No socket and no clock: the hub machine ([`crate::machine::HubMachine`]) passes the heads, the
+//! trunk's regions and the time; the driver fetches what [`Router::route`] says.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -866,7 +866,7 @@ impl Transport<usize> for SimTransport {
         peer: &usize,
         id: u64,
         request: meridian_sync::wire::Request,
-    ) -> Result<(), String> {
+    ) -> Result<(), meridian_sync::driver::SendError> {
         let sent = self
             .links
             .get(peer)
@@ -874,7 +874,7 @@ impl Transport<usize> for SimTransport {
         if sent {
             Ok(())
         } else {
-            Err("not connected".into())
+            Err(meridian_sync::driver::SendError::NotConnected)
         }
     }
 

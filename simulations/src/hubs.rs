@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use meridian_hub::daemon::config::HubConfig;
 use meridian_hub::daemon::state::{Hub, HubParts};
-use meridian_hub::egress::{AgentAnswer, Egress};
+use meridian_hub::egress::{AgentAnswer, Egress, EgressError};
 use meridian_hub::heads::Upstream;
 use meridian_hub::wire::Gossip;
 use meridian_registry::keys::Keypair;
@@ -333,10 +333,12 @@ impl Egress for SimEgress {
         &'a self,
         gateway: &'a str,
         request: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<u8>, EgressError>> {
         Box::pin(async move {
-            let node =
-                node_of(gateway).ok_or_else(|| format!("{gateway}: not a simulated node"))?;
+            let node = node_of(gateway).ok_or_else(|| EgressError::BadUrl {
+                url: gateway.to_owned(),
+                reason: "not a simulated node".to_owned(),
+            })?;
             let id = self.next.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             lock(&self.pending).insert(id, tx);
@@ -353,10 +355,11 @@ impl Egress for SimEgress {
                 .get(&node)
                 .is_some_and(|(_, link)| link.send(Frame::Request(id, request)).is_ok());
             if !sent {
-                return Err(format!("{gateway}: not linked to this hub"));
+                return Err(EgressError::unreachable(gateway, "not linked to this hub"));
             }
-            rx.await
-                .map_err(|_| format!("{gateway}: the link closed before it answered"))
+            rx.await.map_err(|_| {
+                EgressError::unreachable(gateway, "the link closed before it answered")
+            })
         })
     }
 
@@ -365,13 +368,15 @@ impl Egress for SimEgress {
         url: &'a str,
         _headers: &'a [(String, String)],
         body: Vec<u8>,
-    ) -> BoxFuture<'a, Result<AgentAnswer, String>> {
+    ) -> BoxFuture<'a, Result<AgentAnswer, EgressError>> {
         Box::pin(async move {
             let address = SocketAddr::new(turmoil::lookup(agent_host(self.region)), AGENT_PORT);
             let mut stream = turmoil::net::TcpStream::connect(address)
                 .await
-                .map_err(|e| format!("{url}: {e}"))?;
-            let answer = echo_exchange(&mut stream, body).await?;
+                .map_err(|e| EgressError::unreachable(url, e))?;
+            let answer = echo_exchange(&mut stream, body)
+                .await
+                .map_err(|e| EgressError::unreachable(url, e))?;
             Ok(AgentAnswer {
                 status: 200,
                 headers: vec![("content-type".into(), "application/json".into())],

@@ -229,14 +229,13 @@ async fn gossip(
 /// The governance documents the hub mirrors, in the order to apply them.
 #[utoipa::path(get, path = "/v1/governance", tag = "governance", responses((status = 200, description = "{root, documents} (base64 blocks)"), (status = 404, description = "no governance root configured")))]
 async fn governance(State(hub): State<Arc<Hub>>) -> Response {
-    let Some(policy) = hub.policy() else {
+    let Some(root) = hub.governance_root() else {
         return error(
             StatusCode::NOT_FOUND,
             "governance_off",
             "this hub has no governance root",
         );
     };
-    let root = policy.read().map(|p| p.root_block()).unwrap_or_default();
     Json(json!({
         "root": b64(&root),
         "documents": hub.governance_documents().iter().map(|b| b64(b)).collect::<Vec<_>>(),

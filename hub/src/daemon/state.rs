@@ -1,9 +1,11 @@
-//! The running hub: its cores behind locks, its disk, its upstreams (the region's nodes over
-//! HTTP, other regions' hubs over the trunk) and the operations that combine them: answering a
-//! sync request from the cache, taking in gossip, and relaying an A2A call.
+//! The running hub: the thin async driver of the sans-IO [`HubMachine`]. It reads the clock,
+//! holds the machine behind one lock, and carries out what the machine decides: the disk
+//! ([`HubStore`]), the region's nodes over HTTP ([`Egress`]), the other regions' hubs over the
+//! trunk, the long-polls' wake-ups and the metrics. The decisions themselves (routing, delta
+//! collapse, gossip intake, relay admission through the acceptance rule) are the machine's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,22 +20,20 @@ use meridian_registry::mst::{self, LookupStep};
 
 use super::config::HubConfig;
 use super::store::{HubStore, SledHubStore, StoreError, StoredHead};
-use crate::breaker::{Breaker, BreakerConfig, BreakerState};
-use crate::cache::{BlockCache, Lookup, Miss};
-use crate::deltas::{Ask, DeltaBoard};
+use crate::breaker::{BreakerConfig, BreakerState};
 use crate::egress::{AgentAnswer, Egress, HttpEgress};
-use crate::heads::{HeadMirror, Offered, Upstream};
+use crate::heads::Upstream;
+use crate::machine::{
+    BlockPlan, DeltaPlan, HeadKind, HubMachine, Input, Now, Output, Refused, Settings, Waiter,
+};
 use crate::metrics::Metrics;
-use crate::policy::{DocOutcome, PolicyMirror};
-use crate::ratelimit::{Decision, Limiter, Rate};
-use crate::routing::{Route, Router, Routes};
-use crate::trunk::{AllowedKeys, Trunk, TrunkPeer};
-use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response};
+use crate::policy::PolicyMirror;
+use crate::ratelimit::Rate;
+use crate::routing::{Route, Routes};
+use crate::trunk::{AllowedKeys, Trunk, TrunkError, TrunkPeer};
+use crate::wire::{Gossip, MESSAGE_BYTES_MAX, Request, Response, WireError};
 
-/// Bytes of commit blocks one heads answer carries at most: a node reads at most 8 MiB of
-/// `/v1/heads`, which is JSON with every block in base64 (4/3 of its size) beside governance
-/// documents, so commits take at most half of it.
-pub const HEADS_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub use crate::machine::{HEADS_ANSWER_BYTES_MAX, RelayRefusal};
 
 /// Most CIDs one sync request may ask for.
 pub const BLOCKS_PER_REQUEST_MAX: usize = crate::wire::REQUEST_BLOCKS_MAX;
@@ -59,9 +59,29 @@ use meridian_sync::claims::source_message;
 /// Blocks with their CIDs, as one delta answer.
 type Blocks = Vec<(Cid, Arc<[u8]>)>;
 
-struct CacheSlot {
-    cache: BlockCache,
-    waiters: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+/// The machine and the requests waiting on it, under one lock (a waiter is registered in the
+/// same critical section that decided it waits, so no wake-up is missed).
+struct Core {
+    machine: HubMachine,
+    waiters: HashMap<Waiter, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Core {
+    /// Registers a waiting request; its receiver resolves when the machine wakes it.
+    fn wait(&mut self, waiter: Waiter) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.insert(waiter, tx);
+        rx
+    }
+}
+
+/// What the machine decided that is left to the caller once the lock is let go.
+#[derive(Default)]
+struct Effects {
+    /// Gossip to send to the other regions' hubs.
+    forward: Vec<Vec<u8>>,
+    /// A governance document the machine took in could not be kept on disk.
+    document_unkept: Option<StoreError>,
 }
 
 /// The hub.
@@ -78,16 +98,7 @@ pub struct Hub {
     pub trunk: Trunk,
     /// The hub keys the trunk accepts connections from.
     pub allowed: AllowedKeys,
-    cache: Mutex<CacheSlot>,
-    heads: Mutex<HeadMirror>,
-    policy: Option<RwLock<PolicyMirror>>,
-    /// Which publisher each hinted block belongs to (routing of cache misses).
-    router: Mutex<Router>,
-    /// Kept deltas and the fetches in flight; a waiting ask holds a oneshot receiver, woken
-    /// when its sender is dropped.
-    deltas: Mutex<DeltaBoard<tokio::sync::oneshot::Sender<()>>>,
-    limiter: Mutex<Limiter>,
-    breakers: Mutex<BTreeMap<String, Breaker>>,
+    core: Mutex<Core>,
     /// One permit per relayed call in progress (`relay.concurrent_max`).
     relays: Arc<tokio::sync::Semaphore>,
     store: Arc<dyn HubStore>,
@@ -99,8 +110,6 @@ pub struct Hub {
     pub clock: fn() -> i64,
     /// What the HTTP server counts (connections, refusals, timeouts), for `/metrics`.
     pub serve_counters: Arc<crate::serve::ServeCounters>,
-    /// New publishers each gossip source may still introduce (without governance).
-    new_publishers: Mutex<crate::heads::NewPublisherBudget>,
     started: Instant,
 }
 
@@ -122,72 +131,46 @@ fn decode_upstream(text: &str) -> Upstream {
     }
 }
 
-/// Why a relayed call did not reach the agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayRefusal {
-    /// The HTTP status to answer with.
-    pub status: u16,
-    /// A stable code.
-    pub code: &'static str,
-    /// What went wrong.
-    pub message: String,
-    /// For 429: seconds until a retry may succeed.
-    pub retry_after: Option<u64>,
-}
-
-impl RelayRefusal {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
 /// Why a gossip message was not taken in ([`Hub::gossip`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GossipError {
-    /// Not a gossip message in the wire format.
+    /// The hub refused it (malformed, not admitted, not verifying, over a budget...).
     #[error("{0}")]
-    Malformed(crate::wire::WireError),
-    /// The head's block is not a commit.
-    #[error("{0}")]
-    Commit(meridian_registry::commit::CommitError),
-    /// With governance: the signed policy does not admit the publishing node.
-    #[error("{0}")]
-    NodeNotAdmitted(crate::policy::NodeRefusal),
-    /// Without governance: the source has introduced as many publishers as it may.
-    #[error("{0}")]
-    Budget(crate::heads::BudgetRefusal),
-    /// The head does not verify, is expired, or the mirror is full.
-    #[error("{0}")]
-    Head(crate::heads::HeadError),
-    /// A governance document came to a hub without a trust root.
-    #[error("this hub has no governance root configured")]
-    NoGovernance,
-    /// The governance document was refused.
-    #[error("{0}")]
-    Document(crate::policy::MirrorError),
-    /// The equivocation proof was refused.
-    #[error("{0}")]
-    Proof(crate::heads::ProofRefusal),
-    /// The document could not be kept.
+    Refused(Refused),
+    /// A governance document was taken in but could not be kept on disk.
     #[error("storing the document: {0}")]
     Store(StoreError),
-    /// A lock was poisoned by a panic.
-    #[error("hub state lock poisoned")]
-    Poisoned,
 }
 
-/// What taking in a gossiped head did.
-enum HeadOutcome {
-    /// Kept (true when it is a new head), or nothing new.
-    Kept(bool),
-    /// It conflicts with the held head of its seq: this proof was kept.
-    Equivocation(Vec<u8>),
+/// Why a sync request to an upstream (a node of the region or another region's hub) got no
+/// answer ([`Hub::call_upstream`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// Its circuit breaker is open after repeated failures.
+    #[error("circuit open for {0}")]
+    CircuitOpen(String),
+    /// It did not answer in `hub.upstream_timeout_secs`.
+    #[error("{upstream} did not answer in {after:?}")]
+    Timeout {
+        /// Which upstream.
+        upstream: String,
+        /// How long the hub waited.
+        after: Duration,
+    },
+    /// The node could not be reached, or answered with an HTTP error.
+    #[error("{0}")]
+    Node(crate::egress::EgressError),
+    /// The other region's hub could not be reached over the trunk.
+    #[error("{0}")]
+    Trunk(TrunkError),
+    /// The head's blocks are nowhere known.
+    #[error("no upstream known")]
+    Unknown,
+    /// The answer is not a sync response.
+    #[error("bad answer: {0}")]
+    BadAnswer(WireError),
 }
 
 /// What a hub is made of besides its way out: see [`Hub::assemble`].
@@ -204,6 +187,34 @@ pub struct HubParts {
     pub allowed: AllowedKeys,
     /// The wall clock, unix seconds.
     pub clock: fn() -> i64,
+}
+
+/// The machine's settings from the hub's configuration.
+fn settings(config: &HubConfig) -> Settings {
+    Settings {
+        region: config.hub.region.clone(),
+        publishers_max: config.hub.publishers_max,
+        clock_skew_secs: config.hub.clock_skew_secs,
+        cache_bytes_max: config.hub.cache_bytes_max,
+        breaker: BreakerConfig {
+            failures_to_open: config.hub.breaker_failures.max(1),
+            open_for: Duration::from_secs(config.hub.breaker_open_secs),
+        },
+        default_rate: Rate {
+            per_second: config.relay.default_rps,
+            burst: config.relay.default_burst,
+        },
+        trusted_nodes: config
+            .relay
+            .trusted_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        new_publishers_per_minute: config.hub.new_publishers_per_source_per_minute,
+        publishers_per_source_max: config.hub.publishers_per_source_max,
+    }
 }
 
 impl Hub {
@@ -247,16 +258,16 @@ impl Hub {
             allowed,
             clock,
         } = parts;
-        let now = clock();
         let policy = if config.governance.root.is_empty() {
             None
         } else {
             let bytes = std::fs::read(&config.governance.root).with_context(|| {
                 format!("config governance.root: reading {}", config.governance.root)
             })?;
-            Some(RwLock::new(PolicyMirror::new(&bytes, now).map_err(
-                |e| anyhow::anyhow!("config governance.root: {e}"),
-            )?))
+            Some(
+                PolicyMirror::new(&bytes, clock())
+                    .map_err(|e| anyhow::anyhow!("config governance.root: {e}"))?,
+            )
         };
         let (changed, _) = tokio::sync::watch::channel(0);
         let hub = Self {
@@ -265,19 +276,10 @@ impl Hub {
             key,
             metrics: Metrics::default(),
             allowed,
-            cache: Mutex::new(CacheSlot {
-                cache: BlockCache::new(config.hub.cache_bytes_max),
+            core: Mutex::new(Core {
+                machine: HubMachine::new(settings(&config), policy),
                 waiters: HashMap::new(),
             }),
-            heads: Mutex::new(HeadMirror::new(
-                config.hub.publishers_max,
-                config.hub.clock_skew_secs,
-            )),
-            policy,
-            router: Mutex::new(Router::new()),
-            deltas: Mutex::new(DeltaBoard::new()),
-            limiter: Mutex::new(Limiter::new()),
-            breakers: Mutex::new(BTreeMap::new()),
             relays: Arc::new(tokio::sync::Semaphore::new(config.relay.concurrent_max)),
             store,
             egress,
@@ -285,66 +287,135 @@ impl Hub {
             changed,
             clock,
             serve_counters: Arc::default(),
-            new_publishers: Mutex::new(crate::heads::NewPublisherBudget::new(
-                config.hub.new_publishers_per_source_per_minute,
-                config.hub.publishers_per_source_max,
-            )),
             started: Instant::now(),
             config,
         };
-        hub.reload(now)?;
+        hub.reload()?;
         hub.apply_directory();
         Ok(hub)
     }
 
-    fn reload(&self, now: i64) -> Result<()> {
-        let mut loaded = 0u64;
-        {
-            let mut slot = self.lock_cache()?;
-            for (cid, block) in self.store.blocks()? {
-                if slot.cache.preload(&cid, block).is_ok() {
-                    loaded += 1;
-                } else {
-                    self.forget_block(&cid);
+    /// The time, for the machine: the wall clock and the time since the hub started.
+    fn now(&self) -> Now {
+        Now {
+            unix: (self.clock)(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// Runs `step` on the machine under its lock, then carries out what it decided: waiters
+    /// are woken, the disk written, metrics counted, long-polls woken. What needs awaiting
+    /// (gossip to forward) is returned with the step's value.
+    fn drive<T>(&self, step: impl FnOnce(&mut Core) -> T) -> (T, Effects) {
+        let (value, outputs, woken) = {
+            // The machine leaves its state whole between calls and does not panic on input;
+            // a lock poisoned by a panic elsewhere still guards a consistent machine.
+            let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+            let value = step(&mut core);
+            let mut outputs = Vec::new();
+            let mut woken = Vec::new();
+            while let Some(output) = core.machine.poll() {
+                match output {
+                    Output::Wake(waiter) => woken.extend(core.waiters.remove(&waiter)),
+                    other => outputs.push(other),
                 }
             }
-            for cid in slot.cache.take_evicted() {
-                self.forget_block(&cid);
+            (value, outputs, woken)
+        };
+        for sender in woken {
+            // A request that stopped waiting has dropped its receiver: nothing to wake.
+            let _ = sender.send(());
+        }
+        let effects = self.carry_out(outputs);
+        (value, effects)
+    }
+
+    /// Carries out the machine's outputs other than wake-ups.
+    fn carry_out(&self, outputs: Vec<Output>) -> Effects {
+        let mut effects = Effects::default();
+        for output in outputs {
+            match output {
+                Output::PersistHead {
+                    key,
+                    upstream,
+                    kind,
+                    block,
+                } => {
+                    let head = StoredHead {
+                        upstream: encode_upstream(&upstream),
+                        tag: kind.tag(),
+                        block,
+                    };
+                    if let Err(error) = self.store.put_head(&key, &head) {
+                        self.store_failed("keeping a head", &error);
+                    }
+                }
+                Output::PersistGovernance(block) => {
+                    if let Err(error) = self.store.put_governance(&block) {
+                        self.store_failed("keeping a governance document", &error);
+                        effects.document_unkept = Some(error);
+                    }
+                }
+                Output::PersistBlock { cid, block } => {
+                    if let Err(error) = self.store.put_block(&cid, &block) {
+                        self.store_failed("keeping a cached block", &error);
+                    }
+                }
+                Output::ForgetBlock(cid) => {
+                    if let Err(error) = self.store.forget_block(&cid) {
+                        self.store_failed("forgetting an evicted block", &error);
+                    }
+                }
+                Output::Forward(bytes) => effects.forward.push(bytes),
+                Output::Changed => self.changed.send_modify(|v| *v += 1),
+                Output::DirectoryChanged => self.apply_directory(),
+                Output::BreakerChanged { breaker, state } => self.breaker_changed(&breaker, state),
+                Output::Count { name, by } => self.metrics.count(name, by),
+                // Woken under the lock, in `drive`.
+                Output::Wake(_) => {}
             }
         }
-        for block in self.store.governance()? {
-            if let Some(policy) = &self.policy
-                && let Ok(mut policy) = policy.write()
-                && let Err(error) = policy.offer(&block, now)
-            {
-                tracing::warn!(%error, "ignoring a stored governance document");
+        effects
+    }
+
+    /// Puts back what the store holds: blocks (checked against their CIDs again), governance
+    /// documents in the order kept, then heads and proofs.
+    fn reload(&self) -> Result<()> {
+        let now = self.now();
+        let blocks = self.store.blocks()?;
+        let documents = self.store.governance()?;
+        let heads = self.store.heads()?;
+        let (loaded, _) = self.drive(|core| {
+            let mut loaded = 0u64;
+            for (cid, block) in blocks {
+                loaded += u64::from(core.machine.restore_block(&cid, block));
             }
-        }
-        let mut heads = self.lock_heads()?;
-        for stored in self.store.heads()? {
-            let upstream = decode_upstream(&stored.upstream);
-            // What no longer verifies (an expired head, say: nodes would refuse it anyway) is
-            // left out of the mirror.
-            let kept = match stored.tag {
-                b'E' => heads
-                    .offer_equivocation(&stored.block)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                b'H' => heads
-                    .offer(&stored.block, upstream, now)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                other => Err(format!("unknown entry kind {other}")),
-            };
-            if let Err(why) = kept {
-                tracing::debug!(%why, "a stored head left out");
+            for block in documents {
+                if let Err(error) = core.machine.restore_document(&block, now) {
+                    tracing::warn!(%error, "ignoring a stored governance document");
+                }
             }
-        }
-        tracing::info!(
-            blocks = loaded,
-            publishers = heads.len(),
-            "hub state reloaded"
-        );
+            for stored in heads {
+                let kind = match stored.tag {
+                    b'E' => HeadKind::Proof,
+                    b'H' => HeadKind::Head,
+                    other => {
+                        tracing::debug!(tag = other, "a stored head of unknown kind left out");
+                        continue;
+                    }
+                };
+                let upstream = decode_upstream(&stored.upstream);
+                if let Err(why) = core
+                    .machine
+                    .restore_head(kind, &stored.block, upstream, now)
+                {
+                    tracing::debug!(%why, "a stored head left out");
+                }
+            }
+            loaded
+        });
+        let publishers = self.drive(|core| core.machine.publishers()).0;
+        tracing::info!(blocks = loaded, publishers, "hub state reloaded");
         Ok(())
     }
 
@@ -356,27 +427,10 @@ impl Hub {
         tracing::error!(%error, what, "hub store write failed");
     }
 
-    fn lock_cache(&self) -> Result<std::sync::MutexGuard<'_, CacheSlot>> {
-        self.cache
-            .lock()
-            .map_err(|_| anyhow::anyhow!("cache lock poisoned"))
-    }
-
-    fn lock_heads(&self) -> Result<std::sync::MutexGuard<'_, HeadMirror>> {
-        self.heads
-            .lock()
-            .map_err(|_| anyhow::anyhow!("heads lock poisoned"))
-    }
-
     /// Flushes the store.
     pub fn flush(&self) -> Result<()> {
         self.store.flush()?;
         Ok(())
-    }
-
-    /// Seconds since the hub started, for the limiter and breakers.
-    fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// A receiver that sees the change counter grow whenever a head or governance document
@@ -385,37 +439,25 @@ impl Hub {
         self.changed.subscribe()
     }
 
-    fn notify(&self) {
-        self.changed.send_modify(|v| *v += 1);
-    }
-
     /// Sets the trunk's peers and the keys it accepts from the policy's hub directory and the
     /// `[trunk] peers` overrides (which win for their region).
     pub fn apply_directory(&self) {
         let mut peers: BTreeMap<String, TrunkPeer> = BTreeMap::new();
-        if let Some(policy) = &self.policy
-            && let Ok(policy) = policy.read()
-            && let Some(bundle) = policy.policy()
-        {
-            for hub in &bundle.body.hubs {
-                if hub.region == self.config.hub.region {
-                    continue;
+        for hub in self.drive(|core| core.machine.directory()).0 {
+            // The directory's address is the hub's trunk address ("host:port").
+            match hub.address.parse() {
+                Ok(addr) => {
+                    peers.insert(
+                        hub.region.clone(),
+                        TrunkPeer {
+                            region: hub.region,
+                            addr,
+                            key: hub.key,
+                        },
+                    );
                 }
-                // The directory's address is the hub's trunk address ("host:port").
-                match hub.address.parse() {
-                    Ok(addr) => {
-                        peers.insert(
-                            hub.region.clone(),
-                            TrunkPeer {
-                                region: hub.region.clone(),
-                                addr,
-                                key: hub.key,
-                            },
-                        );
-                    }
-                    Err(error) => {
-                        tracing::warn!(region = %hub.region, address = %hub.address, %error, "hub directory address is not host:port")
-                    }
+                Err(error) => {
+                    tracing::warn!(region = %hub.region, address = %hub.address, %error, "hub directory address is not host:port")
                 }
             }
         }
@@ -449,163 +491,91 @@ impl Hub {
             .find(|p| p.key == *key)
             .map(|p| p.region)
             .or_else(|| {
-                let policy = self.policy.as_ref()?.read().ok()?;
-                policy
-                    .policy()?
-                    .body
-                    .hubs
-                    .iter()
+                self.drive(|core| core.machine.directory())
+                    .0
+                    .into_iter()
                     .find(|h| h.key == *key)
-                    .map(|h| h.region.clone())
+                    .map(|h| h.region)
             })
             .filter(|r| regions.contains(r))
     }
 
     // ------------------------------------------------------------ blocks
 
-    fn forget_block(&self, cid: &Cid) {
-        if let Err(error) = self.store.forget_block(cid) {
-            self.store_failed("forgetting an evicted block", &error);
-        }
-    }
-
-    fn persist_block(&self, cid: &Cid, block: &[u8]) {
-        if let Err(error) = self.store.put_block(cid, block) {
-            self.store_failed("keeping a cached block", &error);
-        }
-    }
-
-    fn hint(&self, publisher: &str, cids: impl IntoIterator<Item = Cid>) {
-        if let Ok(mut router) = self.router.lock() {
-            router.hint(publisher, cids);
-        }
-    }
-
-    /// Records a block fetched upstream: checked against its CID, cached, persisted, its links
-    /// hinted to the same publisher; waiters woken.
-    fn store_fetched(&self, cid: &Cid, block: Arc<[u8]>, publisher: Option<&str>) -> bool {
-        let (result, woken, evicted, held) = match self.lock_cache() {
-            Ok(mut slot) => {
-                let held = slot.cache.contains(cid);
-                let (result, woken) = slot.cache.fetched(cid, block.clone());
-                let evicted = slot.cache.take_evicted();
-                let senders: Vec<_> = woken
-                    .iter()
-                    .filter_map(|id| slot.waiters.remove(id))
-                    .collect();
-                (result, senders, evicted, held)
-            }
-            Err(_) => return false,
+    /// Takes in a block fetched upstream; whether it checked against its CID (and may be
+    /// served).
+    fn take_fetched(&self, cid: &Cid, block: Arc<[u8]>, publisher: Option<&str>) -> bool {
+        let input = Input::Fetched {
+            cid: *cid,
+            block,
+            publisher: publisher.map(str::to_owned),
         };
-        for sender in woken {
-            let _ = sender.send(());
-        }
-        for gone in evicted {
-            self.forget_block(&gone);
-        }
-        match result {
-            Ok(()) if held => true,
-            Ok(()) => {
-                self.persist_block(cid, &block);
-                if let Some(publisher) = publisher
-                    && let Ok(links) = mst::node_links::<Blake3>(cid, block)
-                {
-                    self.hint(
-                        publisher,
-                        links
-                            .subtrees
-                            .into_iter()
-                            .chain(links.values.into_iter().map(|(_, v)| v)),
-                    );
-                }
-                true
-            }
+        let now = self.now();
+        match self.drive(|core| core.machine.handle(now, input)).0 {
+            Ok(_) => true,
             Err(error) => {
-                self.metrics.count("meridian_hub_blocks_rejected_total", 1);
                 tracing::warn!(%cid, %error, "upstream served a block that does not match its CID");
                 false
             }
         }
     }
 
-    fn fetch_failed(&self, cid: &Cid) {
-        if let Ok(mut slot) = self.lock_cache() {
-            let woken = slot.cache.fetch_failed(cid);
-            for id in woken {
-                if let Some(sender) = slot.waiters.remove(&id) {
-                    let _ = sender.send(());
-                }
-            }
-        }
-    }
-
-    /// Where to fetch `cids` from ([`Router::route`] over the mirrored heads and the trunk's
-    /// regions).
-    fn route(&self, cids: Vec<Cid>) -> (Vec<Route>, Route) {
-        let (Ok(router), Ok(heads)) = (self.router.lock(), self.heads.lock()) else {
-            return (Vec::new(), (Vec::new(), cids));
-        };
-        let Routes { known, unknown } =
-            router.route(cids, &heads, &self.trunk.regions(), (self.clock)());
-        (known, unknown)
-    }
-
     /// Blocks by CID: from the cache, else fetched upstream (one fetch per CID however many
     /// ask at once), each checked against its CID before it is cached or returned. Absent ones
     /// are left out.
     pub async fn blocks(&self, cids: &[Cid]) -> Vec<(Cid, Arc<[u8]>)> {
-        let mut found = Vec::new();
-        let mut to_fetch = Vec::new();
-        let mut waits = Vec::new();
-        if let Ok(mut slot) = self.lock_cache() {
-            for cid in cids {
-                match slot.cache.lookup(cid) {
-                    Lookup::Hit(block) => found.push((*cid, block)),
-                    Lookup::Miss(Miss::Fetch) => to_fetch.push(*cid),
-                    Lookup::Miss(Miss::Wait(id)) => {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        slot.waiters.insert(id, tx);
-                        waits.push((*cid, rx));
-                    }
-                    Lookup::Miss(Miss::Busy) => {}
-                }
-            }
+        let now = self.now();
+        let regions = self.trunk.regions();
+        let ((mut found, routes, waits), _) = self.drive(|core| {
+            let BlockPlan { found, fetch, wait } = core.machine.plan_blocks(cids);
+            let waits: Vec<_> = wait
+                .into_iter()
+                .map(|(cid, waiter)| (cid, core.wait(waiter)))
+                .collect();
+            let routes = core.machine.route(fetch, &regions, now);
+            (found, routes, waits)
+        });
+        let Routes { known, unknown } = routes;
+        for route in known.into_iter().chain([unknown]) {
+            found.extend(self.fetch_route(route).await);
         }
-        let (groups, unrouted) = self.route(to_fetch);
-        for (upstreams, mut remaining) in groups.into_iter().chain([unrouted]) {
-            for (upstream, publisher) in upstreams {
-                if remaining.is_empty() {
-                    break;
-                }
-                let got = self
-                    .fetch_from(&upstream, publisher.as_deref(), &remaining)
-                    .await;
-                remaining.retain(|cid| match got.iter().find(|(c, _)| c == cid) {
-                    Some((_, block)) => {
-                        found.push((*cid, block.clone()));
-                        false
-                    }
-                    None => true,
-                });
-            }
-            for cid in remaining {
-                self.fetch_failed(&cid);
-            }
-        }
+        let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
         for (cid, rx) in waits {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(self.config.hub.upstream_timeout_secs),
-                rx,
-            )
-            .await;
-            if let Some(block) = self
-                .lock_cache()
-                .ok()
-                .and_then(|mut s| s.cache.cached(&cid))
-            {
+            // Woken when the fetch ends either way, or given up on after the timeout.
+            let _ = tokio::time::timeout(timeout, rx).await;
+            if let Some(block) = self.drive(|core| core.machine.cached(&cid)).0 {
                 found.push((cid, block));
             }
         }
+        found
+    }
+
+    /// Fetches one route's blocks from its upstreams in turn; what none served is reported
+    /// failed (its waiters wake and find nothing).
+    async fn fetch_route(&self, (upstreams, mut remaining): Route) -> Blocks {
+        let mut found = Vec::new();
+        for (upstream, publisher) in upstreams {
+            if remaining.is_empty() {
+                break;
+            }
+            let got = self
+                .fetch_from(&upstream, publisher.as_deref(), &remaining)
+                .await;
+            remaining.retain(|cid| match got.iter().find(|(c, _)| c == cid) {
+                Some((_, block)) => {
+                    found.push((*cid, block.clone()));
+                    false
+                }
+                None => true,
+            });
+        }
+        let now = self.now();
+        self.drive(|core| {
+            for cid in remaining {
+                // Reporting a failure refuses nothing.
+                let _ = core.machine.handle(now, Input::FetchFailed(cid));
+            }
+        });
         found
     }
 
@@ -622,8 +592,7 @@ impl Hub {
             match self.call_upstream(upstream, &request).await {
                 Ok(Response::Blocks(blocks)) => {
                     for (cid, block) in blocks {
-                        if chunk.contains(&cid)
-                            && self.store_fetched(&cid, block.clone(), publisher)
+                        if chunk.contains(&cid) && self.take_fetched(&cid, block.clone(), publisher)
                         {
                             got.push((cid, block));
                         }
@@ -639,36 +608,18 @@ impl Hub {
     }
 
     fn breaker_allows(&self, name: &str) -> bool {
-        let Ok(mut breakers) = self.breakers.lock() else {
-            return true;
-        };
-        let config = BreakerConfig {
-            failures_to_open: self.config.hub.breaker_failures.max(1),
-            open_for: Duration::from_secs(self.config.hub.breaker_open_secs),
-        };
-        let breaker = breakers
-            .entry(name.to_owned())
-            .or_insert_with(|| Breaker::new(config));
-        let (allowed, change) = breaker.allow(self.elapsed());
-        if let Some(state) = change {
-            self.breaker_changed(name, state);
-        }
-        allowed
+        let now = self.now();
+        self.drive(|core| core.machine.breaker_allows(name, now)).0
     }
 
     fn breaker_report(&self, name: &str, ok: bool) {
-        let now = self.elapsed();
-        let change = self.breakers.lock().ok().and_then(|mut breakers| {
-            let breaker = breakers.get_mut(name)?;
-            if ok {
-                breaker.success()
-            } else {
-                breaker.failure(now)
-            }
-        });
-        if let Some(state) = change {
-            self.breaker_changed(name, state);
-        }
+        let now = self.now();
+        let input = Input::UpstreamEnded {
+            breaker: name.to_owned(),
+            ok,
+        };
+        // Reporting how a call ended refuses nothing.
+        let _ = self.drive(|core| core.machine.handle(now, input));
     }
 
     fn breaker_changed(&self, name: &str, state: BreakerState) {
@@ -696,29 +647,32 @@ impl Hub {
         &self,
         upstream: &Upstream,
         request: &Request,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, UpstreamError> {
         let name = encode_upstream(upstream);
         if !self.breaker_allows(&name) {
-            return Err(format!("circuit open for {name}"));
+            return Err(UpstreamError::CircuitOpen(name));
         }
         let started = Instant::now();
         let bytes = request.encode();
-        let result: Result<Vec<u8>, String> = match upstream {
+        let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
+        let timed_out = |upstream: String| UpstreamError::Timeout {
+            upstream,
+            after: timeout,
+        };
+        let result = match upstream {
             Upstream::Node(url) => {
-                let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
                 match tokio::time::timeout(timeout, self.egress.node_sync(url, bytes)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(format!("{url} did not answer in {timeout:?}")),
+                    Ok(result) => result.map_err(UpstreamError::Node),
+                    Err(_) => Err(timed_out(url.clone())),
                 }
             }
             Upstream::Hub(region) => {
-                let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
                 match tokio::time::timeout(timeout, self.trunk.sync(region, &bytes)).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("hub of {region} did not answer in {timeout:?}")),
+                    Ok(result) => result.map_err(UpstreamError::Trunk),
+                    Err(_) => Err(timed_out(format!("hub of {region}"))),
                 }
             }
-            Upstream::Unknown => Err("no upstream known".into()),
+            Upstream::Unknown => Err(UpstreamError::Unknown),
         };
         let kind = if matches!(upstream, Upstream::Hub(_)) {
             "hub"
@@ -738,7 +692,7 @@ impl Hub {
                 self.metrics
                     .count("meridian_hub_cross_region_bytes_total", bytes.len() as u64);
             }
-            Response::decode(&bytes, MESSAGE_BYTES_MAX).map_err(|e| e.to_string())
+            Response::decode(&bytes, MESSAGE_BYTES_MAX).map_err(UpstreamError::BadAnswer)
         });
         self.breaker_report(&name, decoded.is_ok());
         decoded
@@ -751,22 +705,17 @@ impl Hub {
             "meridian_hub_relays_in_progress",
             self.relays_in_progress() as u64,
         );
-        if let Ok(slot) = self.cache.lock() {
-            let stats = slot.cache.stats();
-            self.metrics
-                .set_gauge("meridian_hub_cache_hits", stats.hits);
-            self.metrics
-                .set_gauge("meridian_hub_cache_misses", stats.misses);
-            self.metrics
-                .set_gauge("meridian_hub_cache_bytes_served", stats.bytes_served);
-            self.metrics
-                .set_gauge("meridian_hub_cache_bytes", stats.bytes);
-            self.metrics
-                .set_gauge("meridian_hub_cache_blocks", stats.blocks);
-            self.metrics
-                .set_gauge("meridian_hub_cache_evicted", stats.evicted);
-            self.metrics
-                .set_gauge("meridian_hub_cache_rejected", stats.rejected);
+        let stats = self.drive(|core| core.machine.cache_stats()).0;
+        for (name, value) in [
+            ("meridian_hub_cache_hits", stats.hits),
+            ("meridian_hub_cache_misses", stats.misses),
+            ("meridian_hub_cache_bytes_served", stats.bytes_served),
+            ("meridian_hub_cache_bytes", stats.bytes),
+            ("meridian_hub_cache_blocks", stats.blocks),
+            ("meridian_hub_cache_evicted", stats.evicted),
+            ("meridian_hub_cache_rejected", stats.rejected),
+        ] {
+            self.metrics.set_gauge(name, value);
         }
     }
 
@@ -778,45 +727,21 @@ impl Hub {
     /// heads past it are left out, counted in `meridian_hub_heads_left_out`, and reach nodes
     /// by gossip instead.
     pub fn heads_response(&self) -> Response {
-        let now = (self.clock)();
-        let (commits, equivocations) = match self.heads.lock() {
-            Ok(heads) => {
-                let mut used = 0usize;
-                let mut commits = Vec::new();
-                let all = heads.all(now);
-                for head in &all {
-                    used += head.block.len();
-                    if used > HEADS_ANSWER_BYTES_MAX {
-                        break;
-                    }
-                    commits.push(head.block.to_vec());
-                }
-                self.metrics.set_gauge(
-                    "meridian_hub_heads_left_out",
-                    (all.len() - commits.len()) as u64,
-                );
-                (commits, heads.equivocations().cloned().collect())
-            }
-            Err(_) => (Vec::new(), Vec::new()),
-        };
-        Response::Heads {
-            commits,
-            governance: self.governance_documents(),
-            equivocations,
-        }
+        let now = self.now();
+        let (answer, left_out) = self.drive(|core| core.machine.heads_answer(now)).0;
+        self.metrics
+            .set_gauge("meridian_hub_heads_left_out", left_out as u64);
+        answer
     }
 
     /// The governance documents in order (empty without a policy mirror).
     pub fn governance_documents(&self) -> Vec<Vec<u8>> {
-        self.policy
-            .as_ref()
-            .and_then(|p| p.read().ok().map(|p| p.documents()))
-            .unwrap_or_default()
+        self.drive(|core| core.machine.governance_documents()).0
     }
 
-    /// The policy mirror, if governance is configured.
-    pub fn policy(&self) -> Option<&RwLock<PolicyMirror>> {
-        self.policy.as_ref()
+    /// The governance trust root's block, when the hub has a governance root.
+    pub fn governance_root(&self) -> Option<Vec<u8>> {
+        self.drive(|core| core.machine.root_block()).0
     }
 
     /// Answers a sync wire request (from a node over HTTP or a hub over the trunk).
@@ -847,77 +772,83 @@ impl Hub {
         }
     }
 
-    fn kept_delta(&self, from: Cid, to: Cid) -> Option<Blocks> {
-        self.deltas.lock().ok()?.kept(from, to)
-    }
-
     /// A delta between two commits of a mirrored publisher: kept, else asked upstream once
-    /// however many ask at once ([`DeltaBoard`]: the region's nodes all ask for the same delta
-    /// when a head arrives: one cross-region transfer, not one per node).
+    /// however many ask at once (the region's nodes all ask for the same delta when a head
+    /// arrives: one cross-region transfer, not one per node).
     async fn delta(&self, from: Cid, to: Cid) -> Response {
-        let mut receiver = None;
-        let ask = match self.deltas.lock() {
-            Ok(mut board) => board.ask(from, to, || {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                receiver = Some(rx);
-                tx
-            }),
-            Err(_) => return Response::Refused("hub state lock poisoned".into()),
-        };
-        match ask {
-            Ask::Kept(blocks) => return Response::Blocks(blocks),
-            Ask::Wait => {
-                if let Some(rx) = receiver {
+        let (plan, _) = self.drive(|core| {
+            let plan = core.machine.ask_delta(from, to);
+            let rx = match plan {
+                DeltaPlan::Wait(waiter) => Some(core.wait(waiter)),
+                _ => None,
+            };
+            (plan, rx)
+        });
+        let (upstream, publisher) = match plan {
+            (DeltaPlan::Kept(blocks), _) => return Response::Blocks(blocks),
+            (DeltaPlan::NotMirrored, _) => {
+                return Response::Refused(format!("commit {to} is not a head this hub mirrors"));
+            }
+            (DeltaPlan::Wait(_), rx) => {
+                if let Some(rx) = rx {
                     let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
                     let _ = tokio::time::timeout(timeout, rx).await;
                 }
-                return match self.kept_delta(from, to) {
+                return match self.drive(|core| core.machine.kept_delta(from, to)).0 {
                     Some(blocks) => Response::Blocks(blocks),
                     None => Response::Refused(format!(
                         "the delta {from} -> {to} could not be fetched upstream"
                     )),
                 };
             }
-            Ask::Fetch => {}
+            (
+                DeltaPlan::Fetch {
+                    upstream,
+                    publisher,
+                },
+                _,
+            ) => (upstream, publisher),
+        };
+        // Whatever happens to this fetch (even this future being dropped), the machine hears
+        // how it ended and the waiters wake.
+        struct Inflight<'a> {
+            hub: &'a Hub,
+            delta: (Cid, Cid),
+            blocks: Option<Blocks>,
         }
-        // Whatever happens to this fetch (even this future being dropped), the waiters wake.
-        struct Inflight<'a>(&'a Hub, (Cid, Cid));
         impl Drop for Inflight<'_> {
             fn drop(&mut self) {
-                if let Ok(mut board) = self.0.deltas.lock() {
-                    board.failed(self.1.0, self.1.1);
-                }
+                let (from, to) = self.delta;
+                let input = Input::DeltaEnded {
+                    from,
+                    to,
+                    blocks: self.blocks.take(),
+                };
+                let now = self.hub.now();
+                let _ = self.hub.drive(|core| core.machine.handle(now, input));
             }
         }
-        let _inflight = Inflight(self, (from, to));
-        let head = self.heads.lock().ok().and_then(|h| {
-            h.by_cid(&to)
-                .map(|h| (h.upstream.clone(), h.publisher.clone()))
-        });
-        let Some((upstream, publisher)) = head else {
-            return Response::Refused(format!("commit {to} is not a head this hub mirrors"));
+        let mut inflight = Inflight {
+            hub: self,
+            delta: (from, to),
+            blocks: None,
         };
         match self
             .call_upstream(&upstream, &Request::Delta { from, to })
             .await
         {
             Ok(Response::Blocks(blocks)) => {
-                let mut kept = Vec::with_capacity(blocks.len());
-                for (cid, block) in blocks {
+                for (cid, block) in &blocks {
                     // Every block is checked against its CID and cached (a held one is kept).
-                    if !self.store_fetched(&cid, block.clone(), Some(&publisher)) {
+                    if !self.take_fetched(cid, block.clone(), Some(&publisher)) {
                         return Response::Refused("upstream served a wrong block".into());
                     }
-                    kept.push((cid, block));
                 }
-                if let Ok(mut board) = self.deltas.lock() {
-                    // Dropping the woken senders wakes the waiting asks.
-                    board.fetched(from, to, kept.clone());
-                }
-                Response::Blocks(kept)
+                inflight.blocks = Some(blocks.clone());
+                Response::Blocks(blocks)
             }
             Ok(other) => other,
-            Err(error) => Response::Refused(error),
+            Err(error) => Response::Refused(error.to_string()),
         }
     }
 
@@ -938,145 +869,21 @@ impl Hub {
         upstream: Upstream,
         source: &str,
     ) -> Result<bool, GossipError> {
-        let message =
-            Gossip::decode(bytes, crate::wire::GOSSIP_BYTES_MAX).map_err(GossipError::Malformed)?;
-        let now = (self.clock)();
-        let local = !matches!(upstream, Upstream::Hub(_));
-        let new = match &message {
-            Gossip::Head(block) => match self.gossiped_head(block, upstream, local, source, now)? {
-                HeadOutcome::Kept(new) => new,
-                // A proof is announced and forwarded as itself, not as the head that made it.
-                HeadOutcome::Equivocation(proof) => {
-                    self.notify();
-                    if local {
-                        self.forward(&Gossip::Equivocation(proof).encode()).await;
-                    }
-                    return Ok(true);
-                }
-            },
-            Gossip::Governance(block) => self.gossiped_document(block, now)?,
-            Gossip::Equivocation(block) => self.gossiped_proof(block)?,
+        let now = self.now();
+        let input = Input::Gossip {
+            bytes: bytes.to_vec(),
+            upstream,
+            source: source.to_owned(),
         };
-        if new {
-            self.notify();
-            if local {
-                self.forward(bytes).await;
-            }
+        let (taken, effects) = self.drive(|core| core.machine.handle(now, input));
+        let new = taken.map_err(GossipError::Refused)?;
+        if let Some(error) = effects.document_unkept {
+            return Err(GossipError::Store(error));
+        }
+        for message in effects.forward {
+            self.forward(&message).await;
         }
         Ok(new)
-    }
-
-    /// A gossiped head: admitted, mirrored and kept when new or when it tells where the
-    /// publisher's blocks are.
-    fn gossiped_head(
-        &self,
-        block: &[u8],
-        upstream: Upstream,
-        local: bool,
-        source: &str,
-        now: i64,
-    ) -> Result<HeadOutcome, GossipError> {
-        if let Err(why) = self.admit_head(block, local, source, now) {
-            self.metrics
-                .count("meridian_hub_heads_total{outcome=\"not_admitted\"}", 1);
-            return Err(why);
-        }
-        let offered = self.heads.lock().map_err(|_| GossipError::Poisoned)?.offer(
-            block,
-            upstream.clone(),
-            now,
-        );
-        // The mirror has checked the block; what is kept needs its publisher.
-        let commit =
-            || meridian_registry::commit::Commit::decode(block).map_err(GossipError::Commit);
-        match offered {
-            Ok(Offered::New) => {
-                let commit = commit()?;
-                let publisher = commit.body.publisher.to_did();
-                self.hint(&publisher, [commit.body.data]);
-                self.persist_head(&publisher, &upstream, b'H', block);
-                self.metrics
-                    .count("meridian_hub_heads_total{outcome=\"new\"}", 1);
-                Ok(HeadOutcome::Kept(true))
-            }
-            Ok(Offered::SourceLearnt) => {
-                let publisher = commit()?.body.publisher.to_did();
-                self.persist_head(&publisher, &upstream, b'H', block);
-                Ok(HeadOutcome::Kept(false))
-            }
-            Ok(Offered::Duplicate | Offered::Stale) => Ok(HeadOutcome::Kept(false)),
-            Ok(Offered::Equivocation(proof)) => {
-                self.persist_head(
-                    &format!("{}#proof", commit()?.body.publisher.to_did()),
-                    &Upstream::Unknown,
-                    b'E',
-                    &proof,
-                );
-                self.metrics.count("meridian_hub_equivocations_total", 1);
-                Ok(HeadOutcome::Equivocation(proof))
-            }
-            Err(error) => {
-                self.metrics
-                    .count("meridian_hub_heads_total{outcome=\"refused\"}", 1);
-                Err(GossipError::Head(error))
-            }
-        }
-    }
-
-    /// A gossiped governance document, verified by the policy mirror and kept when new.
-    fn gossiped_document(&self, block: &[u8], now: i64) -> Result<bool, GossipError> {
-        let Some(policy) = &self.policy else {
-            return Err(GossipError::NoGovernance);
-        };
-        let outcome = policy
-            .write()
-            .map_err(|_| GossipError::Poisoned)?
-            .offer(block, now)
-            .map_err(GossipError::Document)?;
-        if outcome == DocOutcome::New {
-            // Kept in arrival order, which is the order to apply them in.
-            self.store.put_governance(block).map_err(|error| {
-                self.store_failed("keeping a governance document", &error);
-                GossipError::Store(error)
-            })?;
-            self.apply_directory();
-        }
-        Ok(outcome == DocOutcome::New)
-    }
-
-    /// A gossiped equivocation proof, verified and kept when new.
-    fn gossiped_proof(&self, block: &[u8]) -> Result<bool, GossipError> {
-        let new = self
-            .heads
-            .lock()
-            .map_err(|_| GossipError::Poisoned)?
-            .offer_equivocation(block)
-            .map_err(GossipError::Proof)?;
-        if new {
-            let publisher = meridian_registry::commit::EquivocationProof::decode(block)
-                .ok()
-                .and_then(|p| p.verify().ok())
-                .map(|(k, _)| k.to_did())
-                .unwrap_or_default();
-            self.persist_head(
-                &format!("{publisher}#proof"),
-                &Upstream::Unknown,
-                b'E',
-                block,
-            );
-        }
-        Ok(new)
-    }
-
-    fn persist_head(&self, key: &str, upstream: &Upstream, tag: u8, block: &[u8]) {
-        let head = StoredHead {
-            upstream: encode_upstream(upstream),
-            tag,
-            block: block.to_vec(),
-        };
-        if let Err(error) = self.store.put_head(key, &head) {
-            self.store_failed("keeping a head", &error);
-        }
     }
 
     /// Sends a gossip message to every other region's hub (concurrently, best effort).
@@ -1102,7 +909,6 @@ impl Hub {
         });
         futures_util::future::join_all(sends).await;
     }
-
     /// Checks a node's claim that its gateway at `url` serves the blocks of `commit_block`:
     /// the claim must be signed by the commit's publisher, and the URL must be a plain gateway
     /// URL ([`gateway_url_acceptable`]). Where it points is checked by the SSRF guard when the
@@ -1151,43 +957,6 @@ impl Hub {
                 })
             }
         }
-    }
-
-    /// Whether the hub keeps a head in `block`: with governance, only of a node the policy
-    /// admits ([`crate::policy::PolicyMirror::admits_node`]); without, a publisher it does not
-    /// mirror yet takes one from its source's budget of new publishers (heads relayed by other
-    /// hubs, which are pinned to the policy's directory, take none).
-    fn admit_head(
-        &self,
-        block: &[u8],
-        local: bool,
-        source: &str,
-        now: i64,
-    ) -> Result<(), GossipError> {
-        let commit =
-            meridian_registry::commit::Commit::decode(block).map_err(GossipError::Commit)?;
-        let publisher = commit.body.publisher.to_did();
-        if let Some(policy) = &self.policy {
-            return policy
-                .read()
-                .map_err(|_| GossipError::Poisoned)?
-                .admits_node(&publisher, now)
-                .map_err(GossipError::NodeNotAdmitted);
-        }
-        let known = self
-            .heads
-            .lock()
-            .map_err(|_| GossipError::Poisoned)?
-            .get(&publisher)
-            .is_some();
-        if known || !local {
-            return Ok(());
-        }
-        self.new_publishers
-            .lock()
-            .map_err(|_| GossipError::Poisoned)?
-            .take(source, now)
-            .map_err(GossipError::Budget)
     }
 
     /// Anti-entropy with the other regions' hubs: asks each for every head, governance
@@ -1244,32 +1013,15 @@ impl Hub {
     /// What the operator should know is probably wrong (also logged at start): a governance
     /// root without a policy in force, so the hub admits no heads and knows no other region.
     pub fn warnings(&self) -> Vec<String> {
-        let waiting = self
-            .policy
-            .as_ref()
-            .is_some_and(|policy| policy.read().is_ok_and(|policy| policy.policy().is_none()));
-        if waiting {
-            vec!["governance.root is set but no policy is in force yet: the hub admits no heads and has no hub directory until one arrives (a node it serves passes it on, or `meridian hub govern`)".to_owned()]
-        } else {
-            Vec::new()
-        }
+        self.drive(|core| core.machine.warnings()).0
     }
 
     /// Whether a node may name its callers' organisation: the signed policy admits it
     /// (`allow_node_keys` or a `node.verified` attestation) or the operator listed it in
     /// `relay.trusted_nodes`. Mirroring a node's head is not enough: anyone can push one.
     pub fn trusts_node(&self, did: &str) -> bool {
-        let now = (self.clock)();
-        self.config
-            .relay
-            .trusted_nodes
-            .split(',')
-            .any(|listed| listed.trim() == did)
-            || self.policy.as_ref().is_some_and(|policy| {
-                policy
-                    .read()
-                    .is_ok_and(|policy| policy.admits_node(did, now).is_ok())
-            })
+        let now = self.now();
+        self.drive(|core| core.machine.trusts_node(did, now)).0
     }
 
     /// Relayed calls in progress.
@@ -1280,83 +1032,8 @@ impl Hub {
     /// Applies the rate tier of `scope` (`org:ID` or `region:NAME`, from the policy or the
     /// default) and returns a refusal when it is over.
     pub fn rate_check(&self, scope: &str) -> Result<(), RelayRefusal> {
-        let default = Rate {
-            per_second: self.config.relay.default_rps,
-            burst: self.config.relay.default_burst,
-        };
-        let rate = self
-            .policy
-            .as_ref()
-            .and_then(|p| p.read().ok())
-            .and_then(|p| {
-                p.policy()?
-                    .body
-                    .rate_limits
-                    .iter()
-                    .find(|t| t.scope == scope)
-                    .map(|t| Rate {
-                        per_second: t.requests_per_second,
-                        burst: t.burst,
-                    })
-            })
-            .unwrap_or(default);
-        let decision = self
-            .limiter
-            .lock()
-            .map(|mut l| l.check(scope, rate, self.elapsed()))
-            .unwrap_or(Decision::Allow);
-        match decision {
-            Decision::Allow => {
-                self.metrics
-                    .count("meridian_hub_limiter_total{decision=\"allow\"}", 1);
-                Ok(())
-            }
-            Decision::Wait(wait) => {
-                self.metrics
-                    .count("meridian_hub_limiter_total{decision=\"limited\"}", 1);
-                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-                Err(RelayRefusal {
-                    retry_after: Some(seconds),
-                    ..RelayRefusal::new(
-                        429,
-                        "rate_limited",
-                        format!("{scope} is over its rate; retry in {seconds} s"),
-                    )
-                })
-            }
-        }
-    }
-
-    /// With governance, the acceptance rule over the mirrored attestations and policy: the
-    /// relay calls only agents a node would list (403 `not_accepted` with the reasons).
-    fn relay_acceptance(&self, manifest: &Manifest, publisher: &str) -> Result<(), RelayRefusal> {
-        let Some(policy) = &self.policy else {
-            return Ok(());
-        };
-        let publisher = meridian_registry::keys::PublicKey::from_did(publisher).map_err(|e| {
-            RelayRefusal::new(
-                400,
-                "bad_publisher",
-                format!("publisher `{publisher}`: {e}"),
-            )
-        })?;
-        let now = (self.clock)();
-        let verdict = policy
-            .read()
-            .map_err(|_| RelayRefusal::new(500, "internal", "policy lock poisoned"))?
-            .accepts(manifest, &publisher, now);
-        verdict.map_err(|reasons| {
-            self.metrics.count(
-                "meridian_hub_relays_refused_total{reason=\"not_accepted\"}",
-                1,
-            );
-            let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-            RelayRefusal::new(
-                403,
-                "not_accepted",
-                format!("governance refuses this agent: {}", reasons.join("; ")),
-            )
-        })
+        let now = self.now();
+        self.drive(|core| core.machine.rate_check(scope, now)).0
     }
 
     /// Finds an agent's manifest in its publisher's snapshot, reading tree nodes through the
@@ -1369,12 +1046,13 @@ impl Hub {
     ) -> Result<Manifest, RelayRefusal> {
         let not_found = |why: String| RelayRefusal::new(404, "unknown_agent", why);
         let data = self
-            .heads
-            .lock()
-            .ok()
-            .and_then(|h| h.get(publisher).map(|h| h.data))
+            .drive(|core| {
+                let data = core.machine.head_data(publisher)?;
+                core.machine.hint(publisher, [data]);
+                Some(data)
+            })
+            .0
             .ok_or_else(|| not_found(format!("this hub mirrors no head of {publisher}")))?;
-        self.hint(publisher, [data]);
         let key = format!("{org}/{agent}");
         let mut at = data;
         for _ in 0..64 {
@@ -1414,7 +1092,9 @@ impl Hub {
                             "manifest names another agent",
                         ));
                     }
-                    self.relay_acceptance(&manifest, publisher)?;
+                    let now = self.now();
+                    self.drive(|core| core.machine.relay_acceptance(&manifest, publisher, now))
+                        .0?;
                     if manifest.is_removal() {
                         return Err(RelayRefusal::new(
                             410,
@@ -1536,7 +1216,7 @@ mod tests {
             &'a self,
             _gateway: &'a str,
             _request: Vec<u8>,
-        ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        ) -> BoxFuture<'a, Result<Vec<u8>, crate::egress::EgressError>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1562,8 +1242,13 @@ mod tests {
             _url: &'a str,
             _headers: &'a [(String, String)],
             _body: Vec<u8>,
-        ) -> BoxFuture<'a, Result<AgentAnswer, String>> {
-            Box::pin(async { Err("no agents here".to_owned()) })
+        ) -> BoxFuture<'a, Result<AgentAnswer, crate::egress::EgressError>> {
+            Box::pin(async {
+                Err(crate::egress::EgressError::unreachable(
+                    _url,
+                    "no agents here",
+                ))
+            })
         }
     }
 

@@ -695,7 +695,7 @@ async fn store_answer(
             WireRequest::Delta { from, to } => {
                 match crate::sync::engine::delta_blocks(&task_state.store, &config, from, to) {
                     Ok(blocks) => WireResponse::Blocks(blocks),
-                    Err(why) => WireResponse::Refused(why),
+                    Err(why) => WireResponse::Refused(why.to_string()),
                 }
             }
             WireRequest::Heads => WireResponse::Refused("heads go to the engine".into()),

@@ -906,7 +906,7 @@ impl sync::driver::Transport<Source> for MeshTransport {
         peer: &Source,
         id: u64,
         request: sync::wire::Request,
-    ) -> Result<(), String> {
+    ) -> Result<(), sync::driver::SendError> {
         match peer {
             Source::Peer(peer) => {
                 let rid = self
@@ -944,7 +944,7 @@ impl sync::driver::Transport<Source> for MeshTransport {
                 });
                 Ok(())
             }
-            Source::Gateway => Err("not a fetch source".into()),
+            Source::Gateway => Err(sync::driver::SendError::NotAFetchSource),
         }
     }
 

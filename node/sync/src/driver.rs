@@ -23,6 +23,19 @@ use meridian_registry::snapshot::CarContents;
 use crate::engine::{Engine, ImportReport, Now, Offense, Output, PeerInfo, Verdict};
 use crate::wire::{Gossip, Request};
 
+/// Why a transport could not send a request ([`Transport::request`]); the engine hears it at
+/// once as a failed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// There is no connection to the peer.
+    #[error("not connected to the peer")]
+    NotConnected,
+    /// The peer is not one blocks are fetched from.
+    #[error("not a fetch source")]
+    NotAFetchSource,
+}
+
 /// What a transport tells the driver.
 #[derive(Debug)]
 pub enum Event<P, G, R> {
@@ -99,7 +112,7 @@ pub trait Transport<P> {
 
     /// Sends `request` to `peer`, answering later with [`Event::Response`] and `id`; `Err`
     /// when it cannot be sent (the engine hears at once).
-    fn request(&mut self, peer: &P, id: u64, request: Request) -> Result<(), String>;
+    fn request(&mut self, peer: &P, id: u64, request: Request) -> Result<(), SendError>;
 
     /// Publishes `gossip` to the peers.
     fn broadcast(&mut self, gossip: Gossip);
@@ -239,7 +252,7 @@ fn apply_outputs<P, T>(
         match output {
             Output::Request { peer, id, request } => {
                 if let Err(why) = transport.request(&peer, id, request) {
-                    engine.on_response(&peer, id, Err(why), transport.now());
+                    engine.on_response(&peer, id, Err(why.to_string()), transport.now());
                 }
             }
             Output::Broadcast(gossip) => transport.broadcast(gossip),

@@ -1021,14 +1021,14 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                         blocks.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
                     Response::Blocks(blocks.to_vec())
                 }
-                Err(why) => Response::Refused(why),
+                Err(why) => Response::Refused(why.to_string()),
             },
         }
     }
 
     /// What a holder of commit `from` lacks to reach commit `to`, both in our store
     /// ([`delta_blocks`]), through a small cache: every peer asks for the same one.
-    fn delta(&mut self, from: Cid, to: Cid) -> Result<DeltaBlocks, String> {
+    fn delta(&mut self, from: Cid, to: Cid) -> Result<DeltaBlocks, DeltaError> {
         if let Some((_, blocks)) = self.deltas.iter().find(|(key, _)| *key == (from, to)) {
             return Ok(blocks.clone());
         }
@@ -2022,6 +2022,36 @@ pub fn blocks_answer(store: &dyn BlockStore, config: &SyncConfig, cids: &[Cid]) 
     Response::Blocks(blocks)
 }
 
+/// Why a delta cannot be answered ([`delta_blocks`]); the peer is told why and fetches blocks
+/// one by one instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeltaError {
+    /// The store failed to read.
+    #[error("{0}")]
+    Store(#[from] meridian_registry::store::StoreError),
+    /// A commit or manifest of the delta is not held here.
+    #[error("{what} {cid} is not held here")]
+    NotHeld {
+        /// `commit` or `manifest`.
+        what: &'static str,
+        /// Its CID.
+        cid: Cid,
+    },
+    /// A held commit does not decode.
+    #[error("{0}")]
+    Commit(meridian_registry::commit::CommitError),
+    /// `to` is not a later commit of `from`'s publisher.
+    #[error("not a successor of the same publisher")]
+    NotSuccessor,
+    /// A registry tree of the two commits does not load.
+    #[error("{0}")]
+    Tree(mst::LoadError),
+    /// The delta is larger than one message.
+    #[error("the delta is larger than one message; fetch blocks instead")]
+    TooLarge,
+}
+
 /// Every block a holder of commit `from` lacks to reach commit `to` (both in `store`, one
 /// publisher, `to` newer): the new commit, the tree nodes on changed paths and the changed
 /// manifests, or why not (more than one message holds, not successors, missing blocks).
@@ -2031,25 +2061,25 @@ pub fn delta_blocks(
     config: &SyncConfig,
     from: Cid,
     to: Cid,
-) -> Result<Vec<meridian_registry::car::SharedBlock>, String> {
-    let commit = |cid: &Cid| -> Result<(Arc<[u8]>, Commit), String> {
-        let block = store
-            .get(cid)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("commit {cid} is not held here"))?;
-        let commit = Commit::decode(&block).map_err(|e| e.to_string())?;
+) -> Result<Vec<meridian_registry::car::SharedBlock>, DeltaError> {
+    let commit = |cid: &Cid| -> Result<(Arc<[u8]>, Commit), DeltaError> {
+        let block = store.get(cid)?.ok_or(DeltaError::NotHeld {
+            what: "commit",
+            cid: *cid,
+        })?;
+        let commit = Commit::decode(&block).map_err(DeltaError::Commit)?;
         Ok((block, commit))
     };
     let (_, old) = commit(&from)?;
     let (new_block, new) = commit(&to)?;
     if old.body.publisher != new.body.publisher || old.body.seq >= new.body.seq {
-        return Err("not a successor of the same publisher".into());
+        return Err(DeltaError::NotSuccessor);
     }
     let mut get = |cid: &Cid| store.get(cid).ok().flatten();
     let limits = config.limits;
     let load = |root: &Cid, get: &mut dyn FnMut(&Cid) -> Option<Arc<[u8]>>| {
         snapshot::RegistryTree::load_with_depth(root, limits.agents_max, limits.tree_depth_max, get)
-            .map_err(|e| e.to_string())
+            .map_err(DeltaError::Tree)
     };
     let old_tree = load(&old.body.data, &mut get)?;
     let new_tree = load(&new.body.data, &mut get)?;
@@ -2064,16 +2094,16 @@ pub fn delta_blocks(
         .chain(diff.changed.iter().map(|(_, _, cid)| *cid));
     let mut all: Vec<(Cid, Arc<[u8]>)> = diff.new_nodes;
     for cid in manifests {
-        let block = store
-            .get(&cid)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("manifest {cid} is not held here"))?;
+        let block = store.get(&cid)?.ok_or(DeltaError::NotHeld {
+            what: "manifest",
+            cid,
+        })?;
         all.push((cid, block));
     }
     for (cid, block) in all {
         used += block.len() + 64;
         if used > budget {
-            return Err("the delta is larger than one message; fetch blocks instead".into());
+            return Err(DeltaError::TooLarge);
         }
         blocks.push((cid, block));
     }
