@@ -942,49 +942,12 @@ fn snapshot_verify(
     let acceptance = if governance.roots.is_empty() {
         None
     } else {
-        // Manifests come from the file, or (for a delta) from the older snapshot.
-        let mut blocks: std::collections::HashMap<Cid, std::sync::Arc<[u8]>> =
-            contents.blocks.iter().cloned().collect();
-        for (_, cid) in verified.tree.entries() {
-            if !blocks.contains_key(&cid)
-                && let Some(block) = base.get(&cid)?
-            {
-                blocks.insert(cid, block);
-            }
-        }
-        let snapshot = Snapshot {
-            commit: verified.commit.clone(),
-            commit_cid: verified.commit_cid,
-            tree: verified.tree.clone(),
-            blocks,
-        };
+        let snapshot = verified_with_manifests(&contents, &verified, &base)?;
         Some(crate::gov_cli::accept_snapshot(governance, &snapshot, now)?)
     };
     if let Some(acceptance) = acceptance {
-        let accepted = acceptance["accepted"].as_array().map_or(0, Vec::len);
-        let mut text = format!(
-            "ok: {} verified (seq {}, {agents} agents); governance (root version {}): {accepted} accepted, {} rejected",
-            path.display(),
-            verified.commit.body.seq,
-            acceptance["root_version"],
-            agents - accepted
-        );
-        if let Some(rejected) = acceptance["rejected"].as_object() {
-            for (agent, reasons) in rejected {
-                let reasons: Vec<&str> = reasons
-                    .as_array()
-                    .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
-                    .unwrap_or_default();
-                text.push_str(&format!("\n  rejected {agent}: {}", reasons.join("; ")));
-            }
-        }
-        if let Some(skipped) = acceptance["skipped_documents"].as_array() {
-            for skip in skipped {
-                text.push_str(&format!("\n  ignored {}: {}", skip["file"], skip["reason"]));
-            }
-        }
         return Ok(Report {
-            text,
+            text: acceptance_text(path, verified.commit.body.seq, agents, &acceptance),
             json: json!({
                 "ok": true,
                 "root": verified.commit_cid.to_string(),
@@ -1023,6 +986,57 @@ fn snapshot_verify(
             "seconds": seconds,
         }),
     })
+}
+
+/// A verified snapshot with every manifest its tree lists: from the file, or (for a delta)
+/// from the older snapshot in `base`.
+fn verified_with_manifests(
+    contents: &snapshot::CarContents,
+    verified: &snapshot::VerifiedSnapshot,
+    base: &MemoryStore,
+) -> Result<Snapshot> {
+    let mut blocks: std::collections::HashMap<Cid, std::sync::Arc<[u8]>> =
+        contents.blocks.iter().cloned().collect();
+    for (_, cid) in verified.tree.entries() {
+        if !blocks.contains_key(&cid)
+            && let Some(block) = base.get(&cid)?
+        {
+            blocks.insert(cid, block);
+        }
+    }
+    Ok(Snapshot {
+        commit: verified.commit.clone(),
+        commit_cid: verified.commit_cid,
+        tree: verified.tree.clone(),
+        blocks,
+    })
+}
+
+/// What `snapshot verify` with governance says: the counts, then each rejected agent with
+/// its reasons and each governance document it ignored.
+fn acceptance_text(path: &Path, seq: u64, agents: usize, acceptance: &serde_json::Value) -> String {
+    let accepted = acceptance["accepted"].as_array().map_or(0, Vec::len);
+    let mut text = format!(
+        "ok: {} verified (seq {seq}, {agents} agents); governance (root version {}): {accepted} accepted, {} rejected",
+        path.display(),
+        acceptance["root_version"],
+        agents.saturating_sub(accepted)
+    );
+    if let Some(rejected) = acceptance["rejected"].as_object() {
+        for (agent, reasons) in rejected {
+            let reasons: Vec<&str> = reasons
+                .as_array()
+                .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            text.push_str(&format!("\n  rejected {agent}: {}", reasons.join("; ")));
+        }
+    }
+    if let Some(skipped) = acceptance["skipped_documents"].as_array() {
+        for skip in skipped {
+            text.push_str(&format!("\n  ignored {}: {}", skip["file"], skip["reason"]));
+        }
+    }
+    text
 }
 
 fn snapshot_inspect(path: &Path) -> Result<Report> {

@@ -450,60 +450,76 @@ impl<'a> StrictReader<'a> {
             }
             Header::Map(Some(count)) => {
                 Self::check_minimal(count as u64, used, offset)?;
-                self.check_depth(depth, offset)?;
-                self.check_count(count.saturating_mul(2), offset)?;
-                let mut entries: Vec<(&'a str, ValueRef<'a>)> =
-                    Vec::with_capacity(count.min(PREALLOCATED_ITEMS_MAX));
-                for _ in 0..count {
-                    let (key_header, key_offset, key_used) = self.pull()?;
-                    let key = match key_header {
-                        Header::Text(Some(len)) => {
-                            Self::check_minimal(len as u64, key_used, key_offset)?;
-                            self.read_text(len, key_offset)?
-                        }
-                        Header::Text(None) => {
-                            return Err(DecodeError::IndefiniteLength { offset: key_offset });
-                        }
-                        _ => return Err(DecodeError::NonTextKey { offset: key_offset }),
-                    };
-                    if let Some((previous, _)) = entries.last()
-                        && canonical_key_order(previous, key) != std::cmp::Ordering::Less
-                    {
-                        return Err(DecodeError::KeyOrder {
-                            key: key.to_owned(),
-                            offset: key_offset,
-                        });
-                    }
-                    let value = self.read_value(depth + 1)?;
-                    entries.push((key, value));
-                }
-                Ok(ValueRef::Map(entries))
+                self.read_map(count, depth, offset)
             }
             Header::Tag(tag) => {
                 Self::check_minimal(tag, used, offset)?;
                 if tag != TAG_CID {
                     return Err(DecodeError::UnsupportedTag { tag, offset });
                 }
-                let (inner, inner_offset, inner_used) = self.pull()?;
-                let len = match inner {
-                    Header::Bytes(Some(len)) => len,
-                    _ => {
-                        return Err(DecodeError::InvalidLink {
-                            offset: inner_offset,
-                            reason: "tag 42 must wrap a byte string".into(),
-                        });
-                    }
-                };
-                Self::check_minimal(len as u64, inner_used, inner_offset)?;
-                let body = self.read_body(len, inner_offset)?;
-                parse_link(body)
-                    .map(ValueRef::Link)
-                    .map_err(|reason| DecodeError::InvalidLink {
-                        offset: inner_offset,
-                        reason,
-                    })
+                self.read_link()
             }
         }
+    }
+
+    /// The `count` entries of a map at `offset`: text keys, each in canonical order after the
+    /// one before, and their values.
+    fn read_map(
+        &mut self,
+        count: usize,
+        depth: usize,
+        offset: usize,
+    ) -> Result<ValueRef<'a>, DecodeError> {
+        self.check_depth(depth, offset)?;
+        self.check_count(count.saturating_mul(2), offset)?;
+        let mut entries: Vec<(&'a str, ValueRef<'a>)> =
+            Vec::with_capacity(count.min(PREALLOCATED_ITEMS_MAX));
+        for _ in 0..count {
+            let (key_header, key_offset, key_used) = self.pull()?;
+            let key = match key_header {
+                Header::Text(Some(len)) => {
+                    Self::check_minimal(len as u64, key_used, key_offset)?;
+                    self.read_text(len, key_offset)?
+                }
+                Header::Text(None) => {
+                    return Err(DecodeError::IndefiniteLength { offset: key_offset });
+                }
+                _ => return Err(DecodeError::NonTextKey { offset: key_offset }),
+            };
+            if let Some((previous, _)) = entries.last()
+                && canonical_key_order(previous, key) != std::cmp::Ordering::Less
+            {
+                return Err(DecodeError::KeyOrder {
+                    key: key.to_owned(),
+                    offset: key_offset,
+                });
+            }
+            let value = self.read_value(depth + 1)?;
+            entries.push((key, value));
+        }
+        Ok(ValueRef::Map(entries))
+    }
+
+    /// The byte string inside a tag 42, as a CID link.
+    fn read_link(&mut self) -> Result<ValueRef<'a>, DecodeError> {
+        let (inner, inner_offset, inner_used) = self.pull()?;
+        let len = match inner {
+            Header::Bytes(Some(len)) => len,
+            _ => {
+                return Err(DecodeError::InvalidLink {
+                    offset: inner_offset,
+                    reason: "tag 42 must wrap a byte string".into(),
+                });
+            }
+        };
+        Self::check_minimal(len as u64, inner_used, inner_offset)?;
+        let body = self.read_body(len, inner_offset)?;
+        parse_link(body)
+            .map(ValueRef::Link)
+            .map_err(|reason| DecodeError::InvalidLink {
+                offset: inner_offset,
+                reason,
+            })
     }
 
     fn check_depth(&self, depth: usize, offset: usize) -> Result<(), DecodeError> {

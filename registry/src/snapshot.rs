@@ -264,23 +264,7 @@ pub fn build(mut input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), Build
             current: input.node_key.did(),
         });
     }
-    // Validate every card and find duplicates before signing anything.
-    let mut bodies: BTreeMap<String, (String, ManifestBody)> = BTreeMap::new();
-    for card in std::mem::take(&mut input.cards) {
-        let body = ManifestBody::from_card(&card.json, input.org, input.region, input.now)
-            .map_err(|error| BuildError::Card {
-                source_name: card.source_name.clone(),
-                error,
-            })?;
-        if let Some((first, _)) = bodies.get(&body.agent_id) {
-            return Err(BuildError::Duplicate {
-                agent_id: body.agent_id.clone(),
-                first: first.clone(),
-                second: card.source_name,
-            });
-        }
-        bodies.insert(body.agent_id.clone(), (card.source_name, body));
-    }
+    let bodies = card_bodies(&mut input)?;
 
     let mut tree = input.previous.map(|p| p.tree.clone()).unwrap_or_default();
     let mut blocks: HashMap<Cid, Arc<[u8]>> =
@@ -338,17 +322,7 @@ pub fn build(mut input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), Build
     .sign(input.node_key)?;
     let (commit_cid, commit_block) = commit.to_block_and_cid();
 
-    // Keep exactly the blocks the new snapshot reaches.
-    let mut reachable: HashMap<Cid, Arc<[u8]>> = HashMap::with_capacity(tree.len() * 2);
-    reachable.insert(commit_cid, commit_block.into());
-    for (cid, block) in tree.blocks() {
-        reachable.insert(cid, block);
-    }
-    for (_, cid) in tree.entries() {
-        if let Some(block) = blocks.get(&cid) {
-            reachable.insert(cid, block.clone());
-        }
-    }
+    let reachable = reachable_blocks(&tree, &blocks, commit_cid, commit_block.into());
     report.new_blocks = match input.previous {
         Some(previous) => reachable
             .keys()
@@ -365,6 +339,51 @@ pub fn build(mut input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), Build
         },
         report,
     ))
+}
+
+/// Every card as a manifest body by agent id, with the file it came from; validated, and
+/// duplicates refused, before anything is signed.
+fn card_bodies(
+    input: &mut BuildInput<'_>,
+) -> Result<BTreeMap<String, (String, ManifestBody)>, BuildError> {
+    let mut bodies: BTreeMap<String, (String, ManifestBody)> = BTreeMap::new();
+    for card in std::mem::take(&mut input.cards) {
+        let body = ManifestBody::from_card(&card.json, input.org, input.region, input.now)
+            .map_err(|error| BuildError::Card {
+                source_name: card.source_name.clone(),
+                error,
+            })?;
+        if let Some((first, _)) = bodies.get(&body.agent_id) {
+            return Err(BuildError::Duplicate {
+                agent_id: body.agent_id.clone(),
+                first: first.clone(),
+                second: card.source_name,
+            });
+        }
+        bodies.insert(body.agent_id.clone(), (card.source_name, body));
+    }
+    Ok(bodies)
+}
+
+/// Exactly the blocks a new snapshot reaches: its commit, its tree's nodes and the manifests
+/// the tree lists (from `blocks`).
+fn reachable_blocks(
+    tree: &RegistryTree,
+    blocks: &HashMap<Cid, Arc<[u8]>>,
+    commit_cid: Cid,
+    commit_block: Arc<[u8]>,
+) -> HashMap<Cid, Arc<[u8]>> {
+    let mut reachable: HashMap<Cid, Arc<[u8]>> = HashMap::with_capacity(tree.len() * 2);
+    reachable.insert(commit_cid, commit_block);
+    for (cid, block) in tree.blocks() {
+        reachable.insert(cid, block);
+    }
+    for (_, cid) in tree.entries() {
+        if let Some(block) = blocks.get(&cid) {
+            reachable.insert(cid, block.clone());
+        }
+    }
+    reachable
 }
 
 /// Agents of this org that the cards no longer list are removed by a signed removal
@@ -998,29 +1017,16 @@ fn load_and_verify_manifests(
                 if entry_failure.is_some() {
                     return;
                 }
-                let block = match car_blocks.reference(&cid) {
-                    Some(block) => block,
-                    None => match base.is_verified(&cid) {
-                        Ok(true) => {
-                            reused += 1;
-                            return;
-                        }
-                        Ok(false) => match base.get(&cid) {
-                            Ok(Some(block)) => block,
-                            Ok(None) => {
-                                entry_failure = Some(SnapshotError::MissingBlock { cid });
-                                return;
-                            }
-                            Err(error) => {
-                                entry_failure = Some(error.into());
-                                return;
-                            }
-                        },
-                        Err(error) => {
-                            entry_failure = Some(error.into());
-                            return;
-                        }
-                    },
+                let block = match manifest_to_verify(car_blocks, base, cid) {
+                    Ok(Some(block)) => block,
+                    Ok(None) => {
+                        reused += 1;
+                        return;
+                    }
+                    Err(error) => {
+                        entry_failure = Some(error);
+                        return;
+                    }
                 };
                 verified.push(cid);
                 batch.push((key.clone(), cid, block));
@@ -1034,26 +1040,7 @@ fn load_and_verify_manifests(
             dispatch(batches, batch);
         }
         drop(sender);
-        let mut manifest_failure = local_failure;
-        for worker in workers {
-            let failure = worker.join().unwrap_or_else(|_| {
-                // A verifier thread cannot panic on any input; if one did, the batches it took
-                // are unchecked, so the snapshot is refused.
-                Some((
-                    0,
-                    SnapshotError::BadSignature {
-                        what: "manifest batch (verifier thread failed)".into(),
-                    },
-                ))
-            });
-            if let Some((index, error)) = failure
-                && manifest_failure
-                    .as_ref()
-                    .is_none_or(|(first, _)| index < *first)
-            {
-                manifest_failure = Some((index, error));
-            }
-        }
+        let manifest_failure = first_failure(workers, local_failure);
         if let Some(error) = store_failure {
             return Err(error.into());
         }
@@ -1070,6 +1057,52 @@ fn load_and_verify_manifests(
             reused,
         })
     })
+}
+
+/// The block of a manifest the tree lists, to verify: from the CAR, else from the store when
+/// the store has not verified it before; `None` when the store holds it verified already.
+fn manifest_to_verify(
+    car_blocks: &CarBlocks,
+    base: &dyn BlockStore,
+    cid: Cid,
+) -> Result<Option<Arc<[u8]>>, SnapshotError> {
+    if let Some(block) = car_blocks.reference(&cid) {
+        return Ok(Some(block));
+    }
+    if base.is_verified(&cid)? {
+        return Ok(None);
+    }
+    match base.get(&cid)? {
+        Some(block) => Ok(Some(block)),
+        None => Err(SnapshotError::MissingBlock { cid }),
+    }
+}
+
+/// Waits for the verifier threads and returns the failure of the lowest batch index among
+/// theirs and this thread's (`local`), so the error reported does not depend on scheduling.
+fn first_failure(
+    workers: Vec<std::thread::ScopedJoinHandle<'_, Option<(usize, SnapshotError)>>>,
+    local: Option<(usize, SnapshotError)>,
+) -> Option<(usize, SnapshotError)> {
+    let mut first = local;
+    for worker in workers {
+        let failure = worker.join().unwrap_or_else(|_| {
+            // A verifier thread cannot panic on any input; if one did, the batches it took
+            // are unchecked, so the snapshot is refused.
+            Some((
+                0,
+                SnapshotError::BadSignature {
+                    what: "manifest batch (verifier thread failed)".into(),
+                },
+            ))
+        });
+        if let Some((index, error)) = failure
+            && first.as_ref().is_none_or(|(lowest, _)| index < *lowest)
+        {
+            first = Some((index, error));
+        }
+    }
+    first
 }
 
 /// A verifier thread: takes batches until the queue closes and returns its first failure (by

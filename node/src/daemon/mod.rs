@@ -170,6 +170,45 @@ pub fn open(data: &Path, config: &NodeConfig) -> Result<(Arc<http::NodeState>, K
     Ok((state, key))
 }
 
+/// Keeps the node's own head from expiring while it runs: re-signs it when due, checked
+/// every minute.
+async fn refresh_head(state: Arc<http::NodeState>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        let state = state.clone();
+        match tokio::task::spawn_blocking(move || publish::refresh_if_due(&state)).await {
+            Ok(Err(error)) => tracing::warn!(?error, "could not re-sign the node's head"),
+            Err(error) => tracing::warn!(%error, "head refresh task failed"),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The operator rebinds a name by editing DATA/name-pins.json (`meridian node names pin`):
+/// looks for a change every [`NAME_PINS_POLL`] and rebuilds the view when there is one.
+async fn watch_name_pins(state: Arc<http::NodeState>) {
+    let mut ticks = tokio::time::interval(NAME_PINS_POLL);
+    loop {
+        ticks.tick().await;
+        let state = state.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
+            if state.names.reload_pins_if_changed()? {
+                state.reindex_all()?;
+                return Ok(true);
+            }
+            Ok(false)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(true)) => tracing::info!("name pins changed: federated view rebuilt"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(?error, "could not apply the name pins"),
+            Err(error) => tracing::warn!(%error, "name pins task failed"),
+        }
+    }
+}
+
 /// Serves the node (gateway, peer mesh, head refresh) until `stop` resolves, then drains
 /// in-flight requests for at most `http.shutdown_grace_secs` and flushes the store.
 /// `meridian node run` passes SIGINT/SIGTERM; `meridian demo` runs several nodes in one process.
@@ -209,44 +248,8 @@ pub async fn serve(
         }));
     }
     let app = http::router(state.clone());
-    // Keep the node's own head from expiring while it runs.
-    let refresher = state.clone();
-    let refresh_task = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            ticks.tick().await;
-            let state = refresher.clone();
-            match tokio::task::spawn_blocking(move || publish::refresh_if_due(&state)).await {
-                Ok(Err(error)) => tracing::warn!(?error, "could not re-sign the node's head"),
-                Err(error) => tracing::warn!(%error, "head refresh task failed"),
-                Ok(Ok(_)) => {}
-            }
-        }
-    });
-    // The operator rebinds a name by editing DATA/name-pins.json (`meridian node names pin`):
-    // look for a change every NAME_PINS_POLL and rebuild the view when there is one.
-    let names_state = state.clone();
-    let names_task = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(NAME_PINS_POLL);
-        loop {
-            ticks.tick().await;
-            let state = names_state.clone();
-            let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
-                if state.names.reload_pins_if_changed()? {
-                    state.reindex_all()?;
-                    return Ok(true);
-                }
-                Ok(false)
-            })
-            .await;
-            match outcome {
-                Ok(Ok(true)) => tracing::info!("name pins changed: federated view rebuilt"),
-                Ok(Ok(false)) => {}
-                Ok(Err(error)) => tracing::warn!(?error, "could not apply the name pins"),
-                Err(error) => tracing::warn!(%error, "name pins task failed"),
-            }
-        }
-    });
+    let refresh_task = tokio::spawn(refresh_head(state.clone()));
+    let names_task = tokio::spawn(watch_name_pins(state.clone()));
     let grace = Duration::from_secs(config.http.shutdown_grace_secs);
     meridian_hub::serve::serve(
         listener,

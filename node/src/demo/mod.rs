@@ -292,60 +292,11 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
         ),
     );
 
-    // A call from us-east to the eu-west echo agent: node -> hub -> trunk -> hub -> agent.
-    let caller = nodes
-        .iter()
-        .find(|n| n.region == "us-east")
-        .context("no us-east node")?;
-    let call_url = format!("{}/a2a/acme/echo", caller.url);
-    let started = Instant::now();
-    let answer = call(&client, &call_url).await?;
-    steps.record(
-        "a2a: us-east -> eu-west echo, first call",
-        started,
-        format!(
-            "through hub us-east and hub eu-west: {}",
-            short(&answer, 60)
-        ),
-    );
-    let started = Instant::now();
-    let mut relayed = Vec::with_capacity(CALLS_MEASURED);
-    for _ in 0..CALLS_MEASURED {
-        let one = Instant::now();
-        call(&client, &call_url).await?;
-        relayed.push(one.elapsed().as_secs_f64() * 1000.0);
-    }
-    let mut direct = Vec::with_capacity(CALLS_MEASURED);
-    for _ in 0..CALLS_MEASURED {
-        let one = Instant::now();
-        call(&client, &echo).await?;
-        direct.push(one.elapsed().as_secs_f64() * 1000.0);
-    }
-    let (relayed_median, direct_median) = (median(&mut relayed), median(&mut direct));
-    let relayed_count = metric(
-        &client,
-        &caller.url,
-        "meridian_a2a_calls_total{outcome=\"relayed\"}",
-    )
-    .await?;
-    let far_hub = hubs
-        .iter()
-        .find(|h| h.region == "eu-west")
-        .context("no eu-west hub")?;
-    let far_hub_relayed = metric(&client, &far_hub.url, "meridian_hub_relayed_total").await?;
-    if relayed_count < (CALLS_MEASURED + 1) as f64 || far_hub_relayed < (CALLS_MEASURED + 1) as f64
-    {
-        bail!(
-            "the calls did not go through the hubs: the us-east node relayed {relayed_count}, the eu-west hub {far_hub_relayed}"
-        );
-    }
-    steps.record(
-        "a2a: warm trunk, median of 20 calls",
-        started,
-        format!(
-            "{relayed_median:.2} ms through the hubs, {direct_median:.2} ms straight to the agent"
-        ),
-    );
+    let CallFigures {
+        relayed_median,
+        direct_median,
+        relayed_count,
+    } = measure_calls(&client, &nodes, &hubs, &echo, &mut steps).await?;
 
     // One agent changes in ap-south; measure how it reaches every node.
     let bytes_before = cross_region_bytes(&client, &hubs).await?;
@@ -403,21 +354,7 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
         "data directories are in {}; try `meridian demo --keep-running` and curl a node's /api/v1/agents",
         dir.display()
     ));
-    let regions: Vec<Value> = DEMO_REGIONS
-        .iter()
-        .map(|(region, org)| {
-            json!({
-                "region": region,
-                "org": org,
-                "hub": hubs.iter().find(|h| h.region == *region).map(|h| json!({
-                    "did": h.key.did(), "url": h.url, "trunk": h.trunk,
-                })),
-                "nodes": nodes.iter().filter(|n| n.region == *region).map(|n| json!({
-                    "name": n.name, "did": n.did, "url": n.url,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let regions = regions_json(&hubs, &nodes);
     Ok(Report {
         text,
         json: json!({
@@ -439,6 +376,105 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
             "steps": steps.0.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
         }),
     })
+}
+
+/// What the demo measured of A2A calls.
+struct CallFigures {
+    /// Median milliseconds of a call through both regions' hubs.
+    relayed_median: f64,
+    /// Median milliseconds of a call straight to the agent.
+    direct_median: f64,
+    /// Calls the caller's node counted as relayed.
+    relayed_count: f64,
+}
+
+/// Calls the eu-west echo agent from a us-east node (node -> hub -> trunk -> hub -> agent):
+/// once cold, then [`CALLS_MEASURED`] times warm and as many times straight to the agent,
+/// and checks from the metrics that the calls went through the hubs.
+async fn measure_calls(
+    client: &reqwest::Client,
+    nodes: &[DemoNode],
+    hubs: &[DemoHub],
+    echo: &str,
+    steps: &mut Steps,
+) -> Result<CallFigures> {
+    let caller = nodes
+        .iter()
+        .find(|n| n.region == "us-east")
+        .context("no us-east node")?;
+    let call_url = format!("{}/a2a/acme/echo", caller.url);
+    let started = Instant::now();
+    let answer = call(client, &call_url).await?;
+    steps.record(
+        "a2a: us-east -> eu-west echo, first call",
+        started,
+        format!(
+            "through hub us-east and hub eu-west: {}",
+            short(&answer, 60)
+        ),
+    );
+    let started = Instant::now();
+    let mut relayed = Vec::with_capacity(CALLS_MEASURED);
+    for _ in 0..CALLS_MEASURED {
+        let one = Instant::now();
+        call(client, &call_url).await?;
+        relayed.push(one.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut direct = Vec::with_capacity(CALLS_MEASURED);
+    for _ in 0..CALLS_MEASURED {
+        let one = Instant::now();
+        call(client, echo).await?;
+        direct.push(one.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (relayed_median, direct_median) = (median(&mut relayed), median(&mut direct));
+    let relayed_count = metric(
+        client,
+        &caller.url,
+        "meridian_a2a_calls_total{outcome=\"relayed\"}",
+    )
+    .await?;
+    let far_hub = hubs
+        .iter()
+        .find(|h| h.region == "eu-west")
+        .context("no eu-west hub")?;
+    let far_hub_relayed = metric(client, &far_hub.url, "meridian_hub_relayed_total").await?;
+    if relayed_count < (CALLS_MEASURED + 1) as f64 || far_hub_relayed < (CALLS_MEASURED + 1) as f64
+    {
+        bail!(
+            "the calls did not go through the hubs: the us-east node relayed {relayed_count}, the eu-west hub {far_hub_relayed}"
+        );
+    }
+    steps.record(
+        "a2a: warm trunk, median of 20 calls",
+        started,
+        format!(
+            "{relayed_median:.2} ms through the hubs, {direct_median:.2} ms straight to the agent"
+        ),
+    );
+    Ok(CallFigures {
+        relayed_median,
+        direct_median,
+        relayed_count,
+    })
+}
+
+/// Each region's organisation, hub and nodes, for the demo's JSON report.
+fn regions_json(hubs: &[DemoHub], nodes: &[DemoNode]) -> Vec<Value> {
+    DEMO_REGIONS
+        .iter()
+        .map(|(region, org)| {
+            json!({
+                "region": region,
+                "org": org,
+                "hub": hubs.iter().find(|h| h.region == *region).map(|h| json!({
+                    "did": h.key.did(), "url": h.url, "trunk": h.trunk,
+                })),
+                "nodes": nodes.iter().filter(|n| n.region == *region).map(|n| json!({
+                    "name": n.name, "did": n.did, "url": n.url,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
 
 /// Keys, the root document (written to `DIR/governance/root.1.cbor`) and one verified

@@ -1728,43 +1728,9 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
     /// Sends block requests while there is work, sources and room.
     fn pump(&mut self, now: Now) {
         self.last_ms = self.last_ms.max(now.ms);
-        // A sync that no peer can serve, however long it waits (its sources gone or banned,
-        // every other peer known to lack its blocks), while a newer head of the same publisher waits: fetch the newer one,
-        // which peers announced and so hold. Without this the newer head waits forever.
-        let stalled: Vec<String> = self
-            .publishers
-            .iter()
-            .filter(|(_, s)| s.queued.is_some())
-            .filter_map(|(name, s)| s.pending.as_ref().map(|p| (name, p)))
-            .filter(|(_, p)| !p.importing && p.inflight == 0 && !self.servable(p, now))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for publisher in stalled {
-            self.abandon(&publisher, false, now);
-        }
+        self.abandon_stalled(now);
         let publishers: Vec<String> = self.publishers.keys().cloned().collect();
-        // Past the memory cap only the sync holding the most asks on: it only grows, so it
-        // keeps the lead until it is imported and its bytes are let go. A sync that no peer
-        // can serve (all sources gone; busy ones still count) does not take the lead, so it
-        // cannot stall the rest.
-        let held: u64 = self
-            .publishers
-            .values()
-            .filter_map(|s| s.pending.as_ref())
-            .map(|p| p.bytes)
-            .sum();
-        let favoured = (held >= self.config.held_bytes_max)
-            .then(|| {
-                self.publishers
-                    .iter()
-                    .filter_map(|(name, s)| s.pending.as_ref().map(|p| (p, name)))
-                    .filter(|(p, _)| p.importing || p.inflight > 0 || self.servable(p, now))
-                    .map(|(p, name)| (p.bytes, name))
-                    .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
-                    .map(|(_, name)| name.clone())
-            })
-            .flatten();
-        self.stats.held_bytes = held;
+        let favoured = self.favoured_sync(now);
         self.stats.syncs_waiting_memory = 0;
         for publisher in publishers {
             if favoured.as_ref().is_some_and(|f| *f != publisher) {
@@ -1780,64 +1746,118 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
                 }
                 continue;
             }
-            loop {
-                if self.requests.len() >= self.config.requests_total {
-                    return;
-                }
-                let Some(pending) = self
-                    .publishers
-                    .get(&publisher)
-                    .and_then(|s| s.pending.as_ref())
-                else {
-                    break;
-                };
-                let delta_from = match pending.delta {
-                    DeltaState::Wanted(from) => Some(from),
-                    DeltaState::Asked(_) => break,
-                    DeltaState::Done => None,
-                };
-                if (delta_from.is_none() && pending.want.is_empty())
-                    || pending.importing
-                    || pending.not_before > now.ms
-                {
-                    break;
-                }
-                let Some(peer) = self.choose_source(pending, now) else {
-                    break;
-                };
-                if let Some(from) = delta_from {
-                    let to = pending.head.cid;
-                    if let Some(pending) = pending_mut(&mut self.publishers, &publisher) {
-                        pending.delta = DeltaState::Asked(from);
-                        pending.inflight += 1;
-                    }
-                    self.send(
-                        peer,
-                        Some(publisher.clone()),
-                        Request::Delta { from, to },
-                        Vec::new(),
-                        now,
-                    );
-                    break;
-                }
-                let Some(pending) = pending_mut(&mut self.publishers, &publisher) else {
-                    break;
-                };
-                let n = pending
-                    .want
-                    .len()
-                    .min(self.config.blocks_per_request.max(1));
-                let cids: Vec<Cid> = pending.want.drain(..n).collect();
-                pending.inflight += 1;
-                self.send(
-                    peer,
-                    Some(publisher.clone()),
-                    Request::Blocks(cids.clone()),
-                    cids,
-                    now,
-                );
+            if !self.ask_for(&publisher, now) {
+                return;
             }
         }
+    }
+
+    /// Abandons the syncs no peer can serve while a newer head of their publisher waits.
+    fn abandon_stalled(&mut self, now: Now) {
+        // A sync that no peer can serve, however long it waits (its sources gone or banned,
+        // every other peer known to lack its blocks), while a newer head of the same publisher waits: fetch the newer one,
+        // which peers announced and so hold. Without this the newer head waits forever.
+        let stalled: Vec<String> = self
+            .publishers
+            .iter()
+            .filter(|(_, s)| s.queued.is_some())
+            .filter_map(|(name, s)| s.pending.as_ref().map(|p| (name, p)))
+            .filter(|(_, p)| !p.importing && p.inflight == 0 && !self.servable(p, now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for publisher in stalled {
+            self.abandon(&publisher, false, now);
+        }
+    }
+
+    /// The one sync allowed to ask on when the syncs hold more than `held_bytes_max` (none
+    /// when under it); records the bytes held.
+    fn favoured_sync(&mut self, now: Now) -> Option<String> {
+        // Past the memory cap only the sync holding the most asks on: it only grows, so it
+        // keeps the lead until it is imported and its bytes are let go. A sync that no peer
+        // can serve (all sources gone; busy ones still count) does not take the lead, so it
+        // cannot stall the rest.
+        let held: u64 = self
+            .publishers
+            .values()
+            .filter_map(|s| s.pending.as_ref())
+            .map(|p| p.bytes)
+            .sum();
+        self.stats.held_bytes = held;
+        (held >= self.config.held_bytes_max)
+            .then(|| {
+                self.publishers
+                    .iter()
+                    .filter_map(|(name, s)| s.pending.as_ref().map(|p| (p, name)))
+                    .filter(|(p, _)| p.importing || p.inflight > 0 || self.servable(p, now))
+                    .map(|(p, name)| (p.bytes, name))
+                    .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+                    .map(|(_, name)| name.clone())
+            })
+            .flatten()
+    }
+
+    /// Sends `publisher`'s sync the requests it may make now (a delta, else batches of
+    /// blocks); false when the engine's request budget is spent.
+    fn ask_for(&mut self, publisher: &str, now: Now) -> bool {
+        loop {
+            if self.requests.len() >= self.config.requests_total {
+                return false;
+            }
+            let Some(pending) = self
+                .publishers
+                .get(publisher)
+                .and_then(|s| s.pending.as_ref())
+            else {
+                break;
+            };
+            let delta_from = match pending.delta {
+                DeltaState::Wanted(from) => Some(from),
+                DeltaState::Asked(_) => break,
+                DeltaState::Done => None,
+            };
+            if (delta_from.is_none() && pending.want.is_empty())
+                || pending.importing
+                || pending.not_before > now.ms
+            {
+                break;
+            }
+            let Some(peer) = self.choose_source(pending, now) else {
+                break;
+            };
+            if let Some(from) = delta_from {
+                let to = pending.head.cid;
+                if let Some(pending) = pending_mut(&mut self.publishers, publisher) {
+                    pending.delta = DeltaState::Asked(from);
+                    pending.inflight += 1;
+                }
+                self.send(
+                    peer,
+                    Some(publisher.to_owned()),
+                    Request::Delta { from, to },
+                    Vec::new(),
+                    now,
+                );
+                break;
+            }
+            let Some(pending) = pending_mut(&mut self.publishers, publisher) else {
+                break;
+            };
+            let n = pending
+                .want
+                .len()
+                .min(self.config.blocks_per_request.max(1));
+            let cids: Vec<Cid> = pending.want.drain(..n).collect();
+            pending.inflight += 1;
+            self.send(
+                peer,
+                Some(publisher.to_owned()),
+                Request::Blocks(cids.clone()),
+                cids,
+                now,
+            );
+        }
+        true
     }
 
     /// Whether `peer` could be asked for the pending head's blocks, busy or not: connected, not
