@@ -46,36 +46,13 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let scenarios: Vec<&str> = if args.scenario == "all" {
-        SCENARIOS.to_vec()
-    } else if let Some(known) = SCENARIOS.iter().find(|s| **s == args.scenario) {
-        vec![*known]
-    } else {
-        eprintln!(
-            "error: unknown scenario `{}`; known: {}, or all",
-            args.scenario,
-            SCENARIOS.join(", ")
-        );
-        return std::process::ExitCode::from(2);
+    let all_runs = match selected_runs(&args) {
+        Ok(runs) => runs,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
     };
-    let seeds: Vec<u64> = match (args.seed, args.seeds) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(n)) => match args.first_seed.checked_add(n.saturating_sub(1)) {
-            Some(last) => (args.first_seed..=last).collect(),
-            None => {
-                eprintln!(
-                    "error: --first-seed {} plus --seeds {n} overflows",
-                    args.first_seed
-                );
-                return std::process::ExitCode::from(2);
-            }
-        },
-        (None, None) => vec![1],
-    };
-    let all_runs: Vec<(&'static str, u64)> = scenarios
-        .iter()
-        .flat_map(|s| seeds.iter().map(move |seed| (*s, *seed)))
-        .collect();
     let mut recorded = match &args.results {
         None => results::Recorded::default(),
         Some(path) => match results::read(path) {
@@ -115,9 +92,6 @@ fn main() -> std::process::ExitCode {
             }
         }
     };
-    let appender = std::sync::Mutex::new(appender);
-    let append_error: std::sync::Mutex<Option<ResultsError>> = std::sync::Mutex::new(None);
-    let stop = AtomicBool::new(false);
     let jobs = if args.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -125,6 +99,53 @@ fn main() -> std::process::ExitCode {
     }
     .min(runs.len().max(1));
     let started = Instant::now();
+    let (new_reports, append_error, mut appender) = run_all(&runs, jobs, appender, args.json);
+    let session_secs = started.elapsed().as_secs_f64();
+    let new_runs = new_reports.len();
+    if let Some(error) = append_error {
+        eprintln!("error: {error}; stopped after {new_runs} new runs");
+        return std::process::ExitCode::from(2);
+    }
+    if let Some(Err(error)) = appender.as_mut().map(|a| a.session(session_secs, new_runs)) {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::from(2);
+    }
+    // Every run asked for, in order: those recorded before and those made now.
+    let mut made: BTreeMap<(&'static str, u64), Report> = new_reports
+        .into_iter()
+        .map(|report| ((report.scenario, report.seed), report))
+        .collect();
+    let reports: Vec<Report> = all_runs
+        .iter()
+        .filter_map(|run| made.remove(run).or_else(|| recorded.runs.remove(run)))
+        .collect();
+    let wall_secs = recorded.wall_secs + session_secs;
+    if let Some(dir) = &args.report {
+        if let Err(error) = meridian_simulations::report::write(dir, &reports, wall_secs) {
+            eprintln!("error: writing the report to {}: {error}", dir.display());
+            return std::process::ExitCode::from(2);
+        }
+        eprintln!("report written to {}", dir.display());
+    }
+    verdict(
+        &reports,
+        wall_secs,
+        args.results.is_some().then_some((new_runs, session_secs)),
+    )
+}
+
+/// Runs `runs` on `jobs` threads, recording each in `appender` as it ends and printing the
+/// reports in run order; stops taking runs when one cannot be recorded. Returns the reports
+/// made, the recording error if any, and the appender.
+fn run_all(
+    runs: &[(&'static str, u64)],
+    jobs: usize,
+    appender: Option<Appender>,
+    json: bool,
+) -> (Vec<Report>, Option<ResultsError>, Option<Appender>) {
+    let appender = std::sync::Mutex::new(appender);
+    let append_error: std::sync::Mutex<Option<ResultsError>> = std::sync::Mutex::new(None);
+    let stop = AtomicBool::new(false);
     let next = AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Report>>> =
         std::sync::Mutex::new((0..runs.len()).map(|_| None).collect());
@@ -165,7 +186,7 @@ fn main() -> std::process::ExitCode {
                         Err(poisoned) => poisoned.into_inner(),
                     };
                     while let Some(Some(report)) = results.get(*printed) {
-                        if args.json {
+                        if json {
                             println!("{}", report.to_json());
                         } else {
                             println!("{}", report.line());
@@ -183,43 +204,26 @@ fn main() -> std::process::ExitCode {
         Ok(results) => results.into_iter().flatten().collect(),
         Err(poisoned) => poisoned.into_inner().into_iter().flatten().collect(),
     };
-    let session_secs = started.elapsed().as_secs_f64();
-    let new_runs = new_reports.len();
     let append_error = match append_error.into_inner() {
         Ok(error) => error,
         Err(poisoned) => poisoned.into_inner(),
     };
-    if let Some(error) = append_error {
-        eprintln!("error: {error}; stopped after {new_runs} new runs");
-        return std::process::ExitCode::from(2);
-    }
-    let mut appender = match appender.into_inner() {
+    let appender = match appender.into_inner() {
         Ok(appender) => appender,
         Err(poisoned) => poisoned.into_inner(),
     };
-    if let Some(Err(error)) = appender.as_mut().map(|a| a.session(session_secs, new_runs)) {
-        eprintln!("error: {error}");
-        return std::process::ExitCode::from(2);
-    }
-    // Every run asked for, in order: those recorded before and those made now.
-    let mut made: BTreeMap<(&'static str, u64), Report> = new_reports
-        .into_iter()
-        .map(|report| ((report.scenario, report.seed), report))
-        .collect();
-    let reports: Vec<Report> = all_runs
-        .iter()
-        .filter_map(|run| made.remove(run).or_else(|| recorded.runs.remove(run)))
-        .collect();
-    let wall_secs = recorded.wall_secs + session_secs;
-    if let Some(dir) = &args.report {
-        if let Err(error) = meridian_simulations::report::write(dir, &reports, wall_secs) {
-            eprintln!("error: writing the report to {}: {error}", dir.display());
-            return std::process::ExitCode::from(2);
-        }
-        eprintln!("report written to {}", dir.display());
-    }
+    (new_reports, append_error, appender)
+}
+
+/// Says how many runs failed (with `session`: the runs and seconds of this session, when
+/// results are recorded across sessions) and how to replay each failure.
+fn verdict(
+    reports: &[Report],
+    wall_secs: f64,
+    session: Option<(usize, f64)>,
+) -> std::process::ExitCode {
     let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed()).collect();
-    if args.results.is_some() {
+    if let Some((new_runs, session_secs)) = session {
         eprintln!(
             "{} runs in {wall_secs:.1} s wall-clock in all ({new_runs} now, in {session_secs:.1} s), {} failed",
             reports.len(),
@@ -243,4 +247,36 @@ fn main() -> std::process::ExitCode {
         );
     }
     std::process::ExitCode::FAILURE
+}
+
+/// The runs the arguments ask for: each scenario named (or all) at each seed, in that order.
+fn selected_runs(args: &Args) -> Result<Vec<(&'static str, u64)>, String> {
+    let scenarios: Vec<&'static str> = if args.scenario == "all" {
+        SCENARIOS.to_vec()
+    } else if let Some(known) = SCENARIOS.iter().find(|s| **s == args.scenario) {
+        vec![*known]
+    } else {
+        return Err(format!(
+            "unknown scenario `{}`; known: {}, or all",
+            args.scenario,
+            SCENARIOS.join(", ")
+        ));
+    };
+    let seeds: Vec<u64> = match (args.seed, args.seeds) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(n)) => match args.first_seed.checked_add(n.saturating_sub(1)) {
+            Some(last) => (args.first_seed..=last).collect(),
+            None => {
+                return Err(format!(
+                    "--first-seed {} plus --seeds {n} overflows",
+                    args.first_seed
+                ));
+            }
+        },
+        (None, None) => vec![1],
+    };
+    Ok(scenarios
+        .iter()
+        .flat_map(|s| seeds.iter().map(move |seed| (*s, *seed)))
+        .collect())
 }

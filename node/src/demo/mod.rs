@@ -339,21 +339,14 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
         format!("refused: {}", short(&refusal, 70)),
     );
 
-    let total: f64 = steps.0.iter().map(|s| s.millis).sum();
-    let mut text = format!("\n{:<44} {:>12}\n", "step", "time");
-    for step in &steps.0 {
-        text.push_str(&format!("{:<44} {:>9.1} ms\n", step.what, step.millis));
-    }
-    text.push_str(&format!("{:<44} {total:>9.1} ms\n\n", "total"));
-    text.push_str(&format!(
-        "converged in {converge_ms:.0} ms; a cross-region call takes {relayed_median:.2} ms through warm hubs; \
-         one change reached all {} nodes in {change_ms:.0} ms\n",
-        nodes.len()
-    ));
-    text.push_str(&format!(
-        "data directories are in {}; try `meridian demo --keep-running` and curl a node's /api/v1/agents",
-        dir.display()
-    ));
+    let text = summary(
+        &steps,
+        &dir,
+        nodes.len(),
+        converge_ms,
+        relayed_median,
+        change_ms,
+    );
     let regions = regions_json(&hubs, &nodes);
     Ok(Report {
         text,
@@ -376,6 +369,33 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
             "steps": steps.0.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
         }),
     })
+}
+
+/// The demo's closing table and its headline figures.
+fn summary(
+    steps: &Steps,
+    dir: &Path,
+    nodes: usize,
+    converge_ms: f64,
+    relayed_median: f64,
+    change_ms: f64,
+) -> String {
+    let total: f64 = steps.0.iter().map(|s| s.millis).sum();
+    let mut text = format!("\n{:<44} {:>12}\n", "step", "time");
+    for step in &steps.0 {
+        text.push_str(&format!("{:<44} {:>9.1} ms\n", step.what, step.millis));
+    }
+    text.push_str(&format!("{:<44} {total:>9.1} ms\n\n", "total"));
+    text.push_str(&format!(
+        "converged in {converge_ms:.0} ms; a cross-region call takes {relayed_median:.2} ms through warm hubs; \
+         one change reached all {} nodes in {change_ms:.0} ms\n",
+        nodes
+    ));
+    text.push_str(&format!(
+        "data directories are in {}; try `meridian demo --keep-running` and curl a node's /api/v1/agents",
+        dir.display()
+    ));
+    text
 }
 
 /// What the demo measured of A2A calls.

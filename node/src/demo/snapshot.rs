@@ -73,24 +73,7 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
 
     // Publisher: one node hosting two organisations; each org's cards are one build.
     let started = Instant::now();
-    let mut published: Option<Snapshot> = None;
-    for ((org, region), org_key) in orgs.iter().zip(&org_keys) {
-        let (next, _) = snapshot::build(BuildInput {
-            node_key: &node_key,
-            org_key,
-            org,
-            region,
-            cards: org_cards(org, None),
-            previous: published.as_ref(),
-            now,
-            expires_in_secs: 7 * 86_400,
-            limits: Limits::DEFAULT,
-        })?;
-        published = Some(next);
-    }
-    let Some(first) = published else {
-        bail!("no snapshot was built");
-    };
+    let first = build_first(&node_key, &orgs, &org_keys, now)?;
     let first_path = dir.join("snapshot-1.car");
     let first_car = first.write_car(Vec::new())?;
     fs::write(&first_path, &first_car)?;
@@ -173,40 +156,7 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
         ),
     );
 
-    // Attacks the mirror refuses.
-    let started = Instant::now();
-    let mut tampered = first_car.clone();
-    let index = tampered.len() - 100;
-    tampered[index] ^= 0x01;
-    let refused_tamper = match snapshot::read_car(&tampered[..], Limits::DEFAULT) {
-        Err(error) => error.to_string(),
-        Ok(contents) => match snapshot::import(&mirror, &contents, options.clone()) {
-            Err(error) => error.to_string(),
-            Ok(_) => bail!("a tampered snapshot was accepted"),
-        },
-    };
-    timed(
-        "attack: one flipped bit",
-        started,
-        format!("refused: {}", short_error(&refused_tamper)),
-    );
-    let started = Instant::now();
-    let contents = snapshot::read_car(&first_car[..], Limits::DEFAULT)?;
-    let refused_rollback = match snapshot::import(&mirror, &contents, options) {
-        Err(error) => error.to_string(),
-        Ok(_) => bail!("a rolled-back snapshot was accepted"),
-    };
-    timed(
-        "attack: replay the older snapshot",
-        started,
-        format!("refused: {refused_rollback}"),
-    );
-    let after = mirror
-        .head(&node_key.did())?
-        .context("mirror lost its head")?;
-    if after.commit != second.commit_cid {
-        bail!("the mirror's head moved after refused imports");
-    }
+    refuse_attacks(&mirror, &first_car, options, &node_key, &second, &mut timed)?;
 
     let total: f64 = steps.iter().map(|s| s.millis).sum();
     let mut text = format!("\n{:<50} {:>10}\n", "step", "time");
@@ -231,6 +181,77 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
             "steps": steps.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
         }),
     })
+}
+
+/// The first snapshot: one node hosting two organisations, each org's cards one build.
+fn build_first(
+    node_key: &Keypair,
+    orgs: &[(&str, &str)],
+    org_keys: &[Keypair],
+    now: i64,
+) -> Result<Snapshot> {
+    let mut published: Option<Snapshot> = None;
+    for ((org, region), org_key) in orgs.iter().zip(org_keys) {
+        let (next, _) = snapshot::build(BuildInput {
+            node_key,
+            org_key,
+            org,
+            region,
+            cards: org_cards(org, None),
+            previous: published.as_ref(),
+            now,
+            expires_in_secs: 7 * 86_400,
+            limits: Limits::DEFAULT,
+        })?;
+        published = Some(next);
+    }
+    published.context("no snapshot was built")
+}
+
+/// The attacks the mirror refuses (one flipped bit, a replay of the older snapshot), each
+/// timed; and the mirror's head stays at `second`.
+fn refuse_attacks(
+    mirror: &SledStore,
+    first_car: &[u8],
+    options: VerifyOptions,
+    node_key: &Keypair,
+    second: &Snapshot,
+    timed: &mut impl FnMut(&str, Instant, String),
+) -> Result<()> {
+    let started = Instant::now();
+    let mut tampered = first_car.to_vec();
+    let index = tampered.len() - 100;
+    tampered[index] ^= 0x01;
+    let refused_tamper = match snapshot::read_car(&tampered[..], Limits::DEFAULT) {
+        Err(error) => error.to_string(),
+        Ok(contents) => match snapshot::import(mirror, &contents, options.clone()) {
+            Err(error) => error.to_string(),
+            Ok(_) => bail!("a tampered snapshot was accepted"),
+        },
+    };
+    timed(
+        "attack: one flipped bit",
+        started,
+        format!("refused: {}", short_error(&refused_tamper)),
+    );
+    let started = Instant::now();
+    let contents = snapshot::read_car(first_car, Limits::DEFAULT)?;
+    let refused_rollback = match snapshot::import(mirror, &contents, options) {
+        Err(error) => error.to_string(),
+        Ok(_) => bail!("a rolled-back snapshot was accepted"),
+    };
+    timed(
+        "attack: replay the older snapshot",
+        started,
+        format!("refused: {refused_rollback}"),
+    );
+    let after = mirror
+        .head(&node_key.did())?
+        .context("mirror lost its head")?;
+    if after.commit != second.commit_cid {
+        bail!("the mirror's head moved after refused imports");
+    }
+    Ok(())
 }
 
 fn short(text: &str) -> String {
