@@ -948,11 +948,7 @@ fn load_and_verify_manifests(
     base: &dyn BlockStore,
     options: &VerifyOptions,
 ) -> Result<LoadedTree, SnapshotError> {
-    let threads = if options.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        options.threads
-    };
+    let threads = verifier_threads(options.threads);
     let parallel = threads > 1 && car_blocks.len() > SIGNATURE_BATCH;
     let progress = options.progress.as_deref();
     let (sender, receiver) =
@@ -1001,18 +997,7 @@ fn load_and_verify_manifests(
             &commit.body.data,
             options.limits.agents_max,
             options.limits.tree_depth_max,
-            &mut |cid| {
-                if let Some(block) = car_blocks.reference(cid) {
-                    return Some(block);
-                }
-                match base.get(cid) {
-                    Ok(block) => block,
-                    Err(error) => {
-                        store_failure = Some(error);
-                        None
-                    }
-                }
-            },
+            &mut |cid| tree_block(car_blocks, base, cid, &mut store_failure),
             &mut |key, cid| {
                 if entry_failure.is_some() {
                     return;
@@ -1045,18 +1030,44 @@ fn load_and_verify_manifests(
             return Err(error.into());
         }
         let tree = tree.map_err(SnapshotError::from_tree)?;
-        if let Some(error) = entry_failure {
-            return Err(error);
+        match (entry_failure, manifest_failure) {
+            (Some(error), _) | (None, Some((_, error))) => Err(error),
+            (None, None) => Ok(LoadedTree {
+                tree,
+                verified,
+                reused,
+            }),
         }
-        if let Some((_, error)) = manifest_failure {
-            return Err(error);
-        }
-        Ok(LoadedTree {
-            tree,
-            verified,
-            reused,
-        })
     })
+}
+
+/// Threads to verify signatures on: `configured`, or one per core when 0.
+fn verifier_threads(configured: usize) -> usize {
+    if configured == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        configured
+    }
+}
+
+/// A tree node, from the CAR else from the store; a store failure is kept in `failure` (the
+/// tree walk then reports the node missing, and the caller reports the failure).
+fn tree_block(
+    car_blocks: &CarBlocks,
+    base: &dyn BlockStore,
+    cid: &Cid,
+    failure: &mut Option<crate::store::StoreError>,
+) -> Option<Arc<[u8]>> {
+    if let Some(block) = car_blocks.reference(cid) {
+        return Some(block);
+    }
+    match base.get(cid) {
+        Ok(block) => block,
+        Err(error) => {
+            *failure = Some(error);
+            None
+        }
+    }
 }
 
 /// The block of a manifest the tree lists, to verify: from the CAR, else from the store when

@@ -267,6 +267,47 @@ fn connected_without(specs: &[crate::federation::NodeSpec], gone: &[usize]) -> b
 const CHURN_JOINERS: usize = 3;
 const CHURN_LEAVERS: usize = 3;
 
+/// Schedules the churn: newcomers are down from the start and come up during it; leavers go
+/// down for good; every 250 ms from 2 s to 8 s a random other node that is up may crash and
+/// restart. Returns when each newcomer joined, and the crashes scheduled.
+fn schedule_node_churn(
+    rng: &mut Rng,
+    n: usize,
+    joiners: &[usize],
+    leavers: &[usize],
+    schedule: &mut Vec<Scheduled>,
+) -> (Vec<(usize, u64)>, u32) {
+    // Newcomers are down from the start and come up during the churn; leavers go down for
+    // good. Neither takes part in the crash-and-restart cycle.
+    let mut up_again_at = vec![0u64; n];
+    let mut joined_at = Vec::new();
+    for &node in joiners {
+        let join = 2_500 + rng.below(5_000) as u64;
+        schedule.push(at(0, Action::Crash(node)));
+        schedule.push(at(join, Action::Restart(node)));
+        joined_at.push((node, join));
+        up_again_at[node] = u64::MAX;
+    }
+    for &node in leavers {
+        schedule.push(at(2_000 + rng.below(6_000) as u64, Action::Crash(node)));
+        up_again_at[node] = u64::MAX;
+    }
+    let mut crashes = 0;
+    let mut t = 2_000;
+    while t < 8_000 {
+        let node = 1 + rng.below(n - 1);
+        if up_again_at[node] <= t {
+            let back = t + 200 + rng.below(1_500) as u64;
+            schedule.push(at(t, Action::Crash(node)));
+            schedule.push(at(back, Action::Restart(node)));
+            up_again_at[node] = back + 1;
+            crashes += 1;
+        }
+        t += 250;
+    }
+    (joined_at, crashes)
+}
+
 /// "churn": for six seconds a node crashes every quarter second and restarts 0.2 to 1.7 s
 /// later (stores survive, engines do not), three nodes join the federation with empty stores
 /// and three leave it for good (never cutting the rest in two), while the publisher changes
@@ -313,34 +354,7 @@ pub fn churn(seed: u64) -> Report {
             Action::Publish(0, Box::new(chain[3].clone())),
         ),
     ];
-    // Newcomers are down from the start and come up during the churn; leavers go down for
-    // good. Neither takes part in the crash-and-restart cycle.
-    let mut up_again_at = vec![0u64; n];
-    let mut joined_at = Vec::new();
-    for &node in &joiners {
-        let join = 2_500 + rng.below(5_000) as u64;
-        schedule.push(at(0, Action::Crash(node)));
-        schedule.push(at(join, Action::Restart(node)));
-        joined_at.push((node, join));
-        up_again_at[node] = u64::MAX;
-    }
-    for &node in &leavers {
-        schedule.push(at(2_000 + rng.below(6_000) as u64, Action::Crash(node)));
-        up_again_at[node] = u64::MAX;
-    }
-    let mut crashes = 0;
-    let mut t = 2_000;
-    while t < 8_000 {
-        let node = 1 + rng.below(n - 1);
-        if up_again_at[node] <= t {
-            let back = t + 200 + rng.below(1_500) as u64;
-            schedule.push(at(t, Action::Crash(node)));
-            schedule.push(at(back, Action::Restart(node)));
-            up_again_at[node] = back + 1;
-            crashes += 1;
-        }
-        t += 250;
-    }
+    let (joined_at, crashes) = schedule_node_churn(&mut rng, n, &joiners, &leavers, &mut schedule);
     let last = chain[3].commit_cid;
     let staying = world.honest_staying();
     let outcome = runner::run(
@@ -556,102 +570,62 @@ fn governance_checks(world: &World, honest: &[usize], documents: &[(&str, Cid)])
     failures
 }
 
-/// "swarm": a random mix, drawn from the seed, of everything above: cuts of regions and
-/// nodes (both ways or one way), crashes and restarts, message loss, duplicated and reordered
-/// messages, latency spikes between regions, up to two tampering nodes, (on half the seeds)
-/// the liar and the equivocating publisher, and (on half the seeds) governance documents
-/// issued during the faults, while the publisher changes its registry three times.
-pub fn swarm(seed: u64) -> Report {
-    const SCENARIO: &str = "swarm";
-    const FAULTS_END_MS: u64 = 9_000;
-    let mut rng = Rng::new(seed);
-    let topology = Topology {
-        nodes: 30,
-        ..Topology::default()
-    };
-    let n = topology.nodes;
-    let n_tamperers = rng.below(3);
-    let with_liars = rng.below(2) == 1;
-    let bad = pick_nodes(&mut rng, n_tamperers + if with_liars { 2 } else { 0 }, n);
-    let tamperers: Vec<usize> = bad[..n_tamperers].to_vec();
-    // With liars: two more nodes, wire-honest, one gossiping lies, one equivocating.
-    let liars = with_liars.then(|| (bad[n_tamperers], bad[n_tamperers + 1]));
-    let chain = registry_chain(&publisher_key(), FAULT_AGENTS, 3);
-    let behaviour = |i: usize| {
-        if tamperers.contains(&i) {
-            Behaviour::TamperResponses
-        } else if liars.is_some_and(|(liar, equivocator)| i == liar || i == equivocator) {
-            Behaviour::Liar
-        } else {
-            Behaviour::Honest
-        }
-    };
-    // On half the seeds, governance is in motion too: admins hand a policy, a root rotation
-    // and a policy under the new root to nodes that stay up, at random times during the
-    // faults, and every honest node must end up holding all three.
-    let governance = if rng.below(2) == 1 {
-        match crate::governance::swarm_governance(n) {
-            Ok(governance) => Some(governance),
-            Err(error) => return failed_to_start(SCENARIO, seed, error),
-        }
-    } else {
-        None
-    };
-    let world = match world_with_governance(
-        &topology,
-        &mut rng,
-        &chain[0],
-        behaviour,
-        governance.as_ref().map(|g| g.nodes.clone()),
-    ) {
-        Ok(world) => world,
-        Err(error) => return failed_to_start(SCENARIO, seed, error),
-    };
+/// Schedules the governance documents in motion: each at a random time during the faults,
+/// handed to a random well-behaved node (after the documents it builds on). Returns the
+/// issuing nodes and the documents every honest node must end up holding.
+fn schedule_governance(
+    rng: &mut Rng,
+    governance: &crate::governance::SwarmGovernance,
+    n: usize,
+    bad: &[usize],
+    schedule: &mut Vec<Scheduled>,
+) -> (Vec<usize>, Vec<(&'static str, Cid)>) {
     let mut issuers = Vec::new();
     let mut documents = Vec::new();
-    let mut schedule = Vec::new();
-    if let Some(governance) = &governance {
-        let mut issue_at = 2_000;
-        for (k, (name, block, must_hold)) in governance.in_motion.iter().enumerate() {
-            issue_at += rng.below(2_000) as u64;
-            let issuer = loop {
-                let node = rng.below(n);
-                if !bad.contains(&node) {
-                    break node;
-                }
-            };
-            issuers.push(issuer);
-            if *must_hold {
-                documents.push((*name, meridian_registry::ids::dag_cbor_cid(block)));
+    let mut issue_at = 2_000;
+    for (k, (name, block, must_hold)) in governance.in_motion.iter().enumerate() {
+        issue_at += rng.below(2_000) as u64;
+        let issuer = loop {
+            let node = rng.below(n);
+            if !bad.contains(&node) {
+                break node;
             }
-            // Like an admin's tool, hand the node the documents this one builds on first (the
-            // node knows them already, or learns them now): a policy signed under root v2 is
-            // refused by a node that has not heard of root v2 yet. Same-time actions apply in
-            // order.
-            for (_, earlier, _) in &governance.in_motion[..k] {
-                schedule.push(at(issue_at, Action::Governance(issuer, earlier.clone())));
-            }
-            schedule.push(at(issue_at, Action::Governance(issuer, block.clone())));
-            issue_at += 500;
+        };
+        issuers.push(issuer);
+        if *must_hold {
+            documents.push((*name, meridian_registry::ids::dag_cbor_cid(block)));
         }
+        // Like an admin's tool, hand the node the documents this one builds on first (the
+        // node knows them already, or learns them now): a policy signed under root v2 is
+        // refused by a node that has not heard of root v2 yet. Same-time actions apply in
+        // order.
+        for (_, earlier, _) in &governance.in_motion[..k] {
+            schedule.push(at(issue_at, Action::Governance(issuer, earlier.clone())));
+        }
+        schedule.push(at(issue_at, Action::Governance(issuer, block.clone())));
+        issue_at += 500;
     }
-    schedule.extend([
-        at(2_500, Action::Publish(0, Box::new(chain[1].clone()))),
-        at(5_000, Action::Publish(0, Box::new(chain[2].clone()))),
-        at(7_500, Action::Publish(0, Box::new(chain[3].clone()))),
-    ]);
-    let mut legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
-    if let Some((liar, equivocator)) = liars {
-        let (actions, cids) = misbehaviour(liar, equivocator, &chain, 2_000);
-        schedule.extend(actions);
-        legit.extend(cids);
-    }
+    (issuers, documents)
+}
+
+/// Draws four to eight faults from `rng` between 2 s and `faults_end_ms`: region cuts (both
+/// ways or one way), single-node cuts, crashes (never of a misbehaving node or an issuer),
+/// message loss, duplication and delay, latency spikes. Returns their kinds, in order.
+fn draw_faults(
+    rng: &mut Rng,
+    topology: &Topology,
+    bad: &[usize],
+    issuers: &[usize],
+    schedule: &mut Vec<Scheduled>,
+    faults_end_ms: u64,
+) -> Vec<&'static str> {
+    let n = topology.nodes;
     let mut kinds = Vec::new();
     let mut down_until = vec![0u64; n];
     for _ in 0..4 + rng.below(5) {
         let start = 2_000 + rng.below(6_000) as u64;
         let length = 300 + rng.below(2_500) as u64;
-        let end = (start + length).min(FAULTS_END_MS);
+        let end = (start + length).min(faults_end_ms);
         match rng.below(7) {
             0 | 1 => {
                 let region = 1 + rng.below(topology.regions - 1);
@@ -717,6 +691,92 @@ pub fn swarm(seed: u64) -> Report {
             }
         }
     }
+    kinds
+}
+
+/// The swarm's world, and on half the seeds the governance documents in motion.
+fn swarm_world(
+    rng: &mut Rng,
+    topology: &Topology,
+    first: &Snapshot,
+    behaviour: impl Fn(usize) -> Behaviour,
+) -> Result<(Option<crate::governance::SwarmGovernance>, Arc<World>), String> {
+    // On half the seeds, governance is in motion too: admins hand a policy, a root rotation
+    // and a policy under the new root to nodes that stay up, at random times during the
+    // faults, and every honest node must end up holding all three.
+    let governance = if rng.below(2) == 1 {
+        Some(crate::governance::swarm_governance(topology.nodes)?)
+    } else {
+        None
+    };
+    let world = world_with_governance(
+        topology,
+        rng,
+        first,
+        behaviour,
+        governance.as_ref().map(|g| g.nodes.clone()),
+    )?;
+    Ok((governance, world))
+}
+
+/// "swarm": a random mix, drawn from the seed, of everything above: cuts of regions and
+/// nodes (both ways or one way), crashes and restarts, message loss, duplicated and reordered
+/// messages, latency spikes between regions, up to two tampering nodes, (on half the seeds)
+/// the liar and the equivocating publisher, and (on half the seeds) governance documents
+/// issued during the faults, while the publisher changes its registry three times.
+pub fn swarm(seed: u64) -> Report {
+    const SCENARIO: &str = "swarm";
+    const FAULTS_END_MS: u64 = 9_000;
+    let mut rng = Rng::new(seed);
+    let topology = Topology {
+        nodes: 30,
+        ..Topology::default()
+    };
+    let n = topology.nodes;
+    let n_tamperers = rng.below(3);
+    let with_liars = rng.below(2) == 1;
+    let bad = pick_nodes(&mut rng, n_tamperers + if with_liars { 2 } else { 0 }, n);
+    let tamperers: Vec<usize> = bad[..n_tamperers].to_vec();
+    // With liars: two more nodes, wire-honest, one gossiping lies, one equivocating.
+    let liars = with_liars.then(|| (bad[n_tamperers], bad[n_tamperers + 1]));
+    let chain = registry_chain(&publisher_key(), FAULT_AGENTS, 3);
+    let behaviour = |i: usize| {
+        if tamperers.contains(&i) {
+            Behaviour::TamperResponses
+        } else if liars.is_some_and(|(liar, equivocator)| i == liar || i == equivocator) {
+            Behaviour::Liar
+        } else {
+            Behaviour::Honest
+        }
+    };
+    let (governance, world) = match swarm_world(&mut rng, &topology, &chain[0], behaviour) {
+        Ok(built) => built,
+        Err(error) => return failed_to_start(SCENARIO, seed, error),
+    };
+    let mut schedule = Vec::new();
+    let (issuers, documents) = match &governance {
+        Some(governance) => schedule_governance(&mut rng, governance, n, &bad, &mut schedule),
+        None => (Vec::new(), Vec::new()),
+    };
+    schedule.extend([
+        at(2_500, Action::Publish(0, Box::new(chain[1].clone()))),
+        at(5_000, Action::Publish(0, Box::new(chain[2].clone()))),
+        at(7_500, Action::Publish(0, Box::new(chain[3].clone()))),
+    ]);
+    let mut legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
+    if let Some((liar, equivocator)) = liars {
+        let (actions, cids) = misbehaviour(liar, equivocator, &chain, 2_000);
+        schedule.extend(actions);
+        legit.extend(cids);
+    }
+    let kinds = draw_faults(
+        &mut rng,
+        &topology,
+        &bad,
+        &issuers,
+        &mut schedule,
+        FAULTS_END_MS,
+    );
     let last = chain[3].commit_cid;
     let honest = world.honest();
     let equivocator_did = equivocator_key().did();

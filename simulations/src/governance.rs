@@ -216,6 +216,148 @@ pub(crate) fn on_root_v2(governance: &Governance) -> bool {
     governance.root_version() == Some(2)
 }
 
+/// The governance run's schedule: each issued document handed, at its time, to a random node
+/// other than `[sleeper, skewed, far]` (nodes with true clocks that stay up); `sleeper` down
+/// from 2.5 s to 5.5 s, so it catches up when it restarts; then the denied publisher's next
+/// head (`denied_head`), which must go nowhere.
+fn governance_schedule(
+    rng: &mut Rng,
+    issued: &[Issued],
+    n: usize,
+    kept_out: [usize; 3],
+    denied_head: &meridian_registry::snapshot::Snapshot,
+) -> Vec<Scheduled> {
+    let sleeper = kept_out[0];
+    // `sleeper` is down while the documents spread and catches up when it restarts; the
+    // admins hand documents to nodes with true clocks that stay up.
+    let issuer = |rng: &mut Rng| loop {
+        let node = rng.below(n);
+        if !kept_out.contains(&node) {
+            return node;
+        }
+    };
+    let mut schedule: Vec<Scheduled> = issued
+        .iter()
+        .map(|(_, at_ms, block)| Scheduled {
+            at_ms: *at_ms,
+            action: Action::Governance(issuer(rng), block.clone()),
+        })
+        .collect();
+    schedule.push(Scheduled {
+        at_ms: 2_500,
+        action: Action::Crash(sleeper),
+    });
+    schedule.push(Scheduled {
+        at_ms: 5_500,
+        action: Action::Restart(sleeper),
+    });
+    // After the denial has spread, the publisher's next head must go nowhere.
+    schedule.push(Scheduled {
+        at_ms: 7_000,
+        action: Action::Publish(0, Box::new(denied_head.clone())),
+    });
+    schedule.push(Scheduled {
+        at_ms: 9_000,
+        action: Action::Wait,
+    });
+    schedule
+}
+
+/// A governance document the admins issue: its name, when (ms) and its block.
+type Issued = (&'static str, u64, Vec<u8>);
+
+/// How the issued documents spread: for each, the time it took to reach the last node that
+/// stayed up (`*_ms` figures); a failure for a node that never applied one, for the node
+/// whose clock is past the documents' expiry (`far`) taking one, and for a node mirroring
+/// the denied publisher's new head.
+fn spread(
+    world: &World,
+    issued: &[Issued],
+    far: usize,
+    sleeper: usize,
+    denied_head: &Cid,
+    failures: &mut Vec<String>,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let mut figures = Vec::new();
+    world.observe(|o| {
+        for ((name, at_ms, block), key) in issued.iter().zip([
+            "policy_v1_ms",
+            "revocation_ms",
+            "root_v2_ms",
+            "policy_v2_ms",
+            "root_v3_ms",
+        ]) {
+            let document = cid(block);
+            let mut latest = None;
+            for (i, applied) in o.governance_applied.iter().enumerate() {
+                if i == far {
+                    if applied.contains_key(&document) {
+                        failures.push(format!(
+                            "node {i}, whose clock is past its expiry, took the {name}"
+                        ));
+                    }
+                    continue;
+                }
+                match applied.get(&document) {
+                    Some(&t) if i != sleeper => latest = latest.max(Some(t.saturating_sub(*at_ms))),
+                    Some(_) => {}
+                    None => failures.push(format!("node {i} never applied the {name}")),
+                }
+            }
+            figures.push((key, json!(latest)));
+        }
+        for (i, imported) in o.imported.iter().enumerate().skip(1) {
+            if imported.contains_key(denied_head) {
+                failures.push(format!(
+                    "node {i} mirrored a head of a publisher the policy denies"
+                ));
+            }
+        }
+    });
+    figures
+}
+
+/// What every node but `far` must hold at the end: no trust in the denied publisher, no
+/// acceptance of the revoked organisation's agents (`first` holds one), root version 3.
+fn node_checks(
+    world: &World,
+    far: usize,
+    first: &meridian_registry::snapshot::Snapshot,
+    now: i64,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let manifest = first
+        .blocks
+        .values()
+        .find_map(|block| Manifest::decode(block).ok());
+    let publisher = publisher_key().did();
+    for (i, governance) in world.governance.iter().enumerate() {
+        let Some(governance) = governance else {
+            continue;
+        };
+        if i == far {
+            continue;
+        }
+        if governance.publisher_allowed(&publisher) {
+            failures.push(format!("node {i} still mirrors the denied publisher"));
+        }
+        if let Some(manifest) = &manifest
+            && governance.accept(manifest, &publisher, now + 10).is_ok()
+        {
+            failures.push(format!(
+                "node {i} still accepts agents of the revoked organisation"
+            ));
+        }
+        if governance.root_version() != Some(3) {
+            failures.push(format!(
+                "node {i} is on root version {:?}, not 3",
+                governance.root_version()
+            ));
+        }
+    }
+    failures
+}
+
 /// "governance": see the module documentation. Figures: the time for each document to reach
 /// every node (`*_ms`; the revocation's target is 1 s).
 pub fn governance(seed: u64) -> Report {
@@ -253,14 +395,6 @@ pub fn governance(seed: u64) -> Report {
         Ok(world) => world,
         Err(error) => return crate::faults::failed_to_start(SCENARIO, seed, error),
     };
-    // `sleeper` is down while the documents spread and catches up when it restarts; the
-    // admins hand documents to nodes with true clocks that stay up.
-    let issuer = |rng: &mut Rng| loop {
-        let node = rng.below(n);
-        if ![sleeper, skewed, far].contains(&node) {
-            return node;
-        }
-    };
     let issued = [
         ("policy_v1", 2_000, docs.policy_v1.clone()),
         ("revocation", 3_000, docs.revocation.clone()),
@@ -268,30 +402,7 @@ pub fn governance(seed: u64) -> Report {
         ("policy_v2", 5_000, docs.policy_v2.clone()),
         ("root_v3", 5_200, docs.root_v3.clone()),
     ];
-    let mut schedule: Vec<Scheduled> = issued
-        .iter()
-        .map(|(_, at_ms, block)| Scheduled {
-            at_ms: *at_ms,
-            action: Action::Governance(issuer(&mut rng), block.clone()),
-        })
-        .collect();
-    schedule.push(Scheduled {
-        at_ms: 2_500,
-        action: Action::Crash(sleeper),
-    });
-    schedule.push(Scheduled {
-        at_ms: 5_500,
-        action: Action::Restart(sleeper),
-    });
-    // After the denial has spread, the publisher's next head must go nowhere.
-    schedule.push(Scheduled {
-        at_ms: 7_000,
-        action: Action::Publish(0, Box::new(chain[1].clone())),
-    });
-    schedule.push(Scheduled {
-        at_ms: 9_000,
-        action: Action::Wait,
-    });
+    let schedule = governance_schedule(&mut rng, &issued, n, [sleeper, skewed, far], &chain[1]);
     let cids: Vec<Cid> = issued.iter().map(|(_, _, block)| cid(block)).collect();
     let outcome = runner::run(&world, &topology, seed, schedule, 30_000, |w| {
         w.observe(|o| {
@@ -308,71 +419,15 @@ pub fn governance(seed: u64) -> Report {
     if outcome.done_ms.is_none() {
         failures.push("the documents did not reach every node within 30 s".into());
     }
-    let mut figures = Vec::new();
-    world.observe(|o| {
-        for ((name, at_ms, block), key) in issued.iter().zip([
-            "policy_v1_ms",
-            "revocation_ms",
-            "root_v2_ms",
-            "policy_v2_ms",
-            "root_v3_ms",
-        ]) {
-            let document = cid(block);
-            let mut latest = None;
-            for (i, applied) in o.governance_applied.iter().enumerate() {
-                if i == far {
-                    if applied.contains_key(&document) {
-                        failures.push(format!(
-                            "node {i}, whose clock is past its expiry, took the {name}"
-                        ));
-                    }
-                    continue;
-                }
-                match applied.get(&document) {
-                    Some(&t) if i != sleeper => latest = latest.max(Some(t.saturating_sub(*at_ms))),
-                    Some(_) => {}
-                    None => failures.push(format!("node {i} never applied the {name}")),
-                }
-            }
-            figures.push((key, json!(latest)));
-        }
-        for (i, imported) in o.imported.iter().enumerate().skip(1) {
-            if imported.contains_key(&chain[1].commit_cid) {
-                failures.push(format!(
-                    "node {i} mirrored a head of a publisher the policy denies"
-                ));
-            }
-        }
-    });
-    let manifest = chain[0]
-        .blocks
-        .values()
-        .find_map(|block| Manifest::decode(block).ok());
-    let publisher = publisher_key().did();
-    for (i, governance) in world.governance.iter().enumerate() {
-        let Some(governance) = governance else {
-            continue;
-        };
-        if i == far {
-            continue;
-        }
-        if governance.publisher_allowed(&publisher) {
-            failures.push(format!("node {i} still mirrors the denied publisher"));
-        }
-        if let Some(manifest) = &manifest
-            && governance.accept(manifest, &publisher, now + 10).is_ok()
-        {
-            failures.push(format!(
-                "node {i} still accepts agents of the revoked organisation"
-            ));
-        }
-        if governance.root_version() != Some(3) {
-            failures.push(format!(
-                "node {i} is on root version {:?}, not 3",
-                governance.root_version()
-            ));
-        }
-    }
+    let mut figures = spread(
+        &world,
+        &issued,
+        far,
+        sleeper,
+        &chain[1].commit_cid,
+        &mut failures,
+    );
+    failures.extend(node_checks(&world, far, &chain[0], now));
     figures.push(("sleeper", json!(sleeper)));
     figures.push(("skewed", json!(skewed)));
     figures.push(("far_skewed", json!(far)));

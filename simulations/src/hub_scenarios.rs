@@ -184,6 +184,67 @@ fn counters(world: &World) -> Counters {
     })
 }
 
+/// The latency run's schedule: change 1 warms the trunks and caches, change 2 at
+/// `measured_at` is measured; from `calls_at`, each far region's caller warms the agent path
+/// with one call, then makes [`LATENCY_CALLS`] calls 600 ms apart.
+fn latency_schedule(
+    topology: &Topology,
+    chain: &[Snapshot],
+    route: Route,
+    measured_at: u64,
+    calls_at: u64,
+) -> Vec<Scheduled> {
+    let mut schedule = vec![
+        at(2_000, Action::Publish(0, Box::new(chain[1].clone()))),
+        at(measured_at, Action::Publish(0, Box::new(chain[2].clone()))),
+    ];
+    for from in 1..topology.regions {
+        schedule.push(at(
+            calls_at - 600,
+            call(from, route, "caller", format!("warm-{from}")),
+        ));
+        for k in 0..LATENCY_CALLS {
+            schedule.push(at(
+                calls_at + 600 * k as u64,
+                call(from, route, "caller", format!("call-{from}-{k}")),
+            ));
+        }
+    }
+    schedule
+}
+
+/// The traffic of the measured change: the counters' growth between `before` and `after`.
+fn measured_traffic(
+    variant: &mut Variant,
+    before: &std::sync::Mutex<Option<Counters>>,
+    after: &std::sync::Mutex<Option<Counters>>,
+) {
+    let (before, after) = (
+        before
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .unwrap_or_default(),
+        after
+            .lock()
+            .ok()
+            .and_then(|a| a.clone())
+            .unwrap_or_default(),
+    );
+    variant.cross_region_bytes = after
+        .cross_region_bytes
+        .saturating_sub(before.cross_region_bytes);
+    variant.trunk_fetches = after.trunk_fetches.saturating_sub(before.trunk_fetches);
+    variant.bytes_per_node_max = after
+        .bytes_in
+        .iter()
+        .zip(before.bytes_in.iter().chain(std::iter::repeat(&0)))
+        .skip(1)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .max()
+        .unwrap_or(0);
+}
+
 fn latency_variant(seed: u64, chain: &[Snapshot], hubs: bool) -> Variant {
     let name = if hubs { "with hubs" } else { "without hubs" };
     let topology = Topology {
@@ -207,22 +268,7 @@ fn latency_variant(seed: u64, chain: &[Snapshot], hubs: bool) -> Variant {
     // one call from each far region warms the agent path, and the measured calls follow.
     let measured_at = 5_000;
     let calls_at = 9_000;
-    let mut schedule = vec![
-        at(2_000, Action::Publish(0, Box::new(chain[1].clone()))),
-        at(measured_at, Action::Publish(0, Box::new(chain[2].clone()))),
-    ];
-    for from in 1..topology.regions {
-        schedule.push(at(
-            calls_at - 600,
-            call(from, route, "caller", format!("warm-{from}")),
-        ));
-        for k in 0..LATENCY_CALLS {
-            schedule.push(at(
-                calls_at + 600 * k as u64,
-                call(from, route, "caller", format!("call-{from}-{k}")),
-            ));
-        }
-    }
+    let schedule = latency_schedule(&topology, chain, route, measured_at, calls_at);
     let expected = (topology.regions - 1) * (LATENCY_CALLS + 1);
     let commit = chain[2].commit_cid;
     let everyone: Vec<usize> = (0..topology.nodes).collect();
@@ -275,30 +321,7 @@ fn latency_variant(seed: u64, chain: &[Snapshot], hubs: bool) -> Variant {
     {
         variant.failures.push(format!("{name}: {failure}"));
     }
-    let (before, after) = (
-        before
-            .lock()
-            .ok()
-            .and_then(|b| b.clone())
-            .unwrap_or_default(),
-        after
-            .lock()
-            .ok()
-            .and_then(|a| a.clone())
-            .unwrap_or_default(),
-    );
-    variant.cross_region_bytes = after
-        .cross_region_bytes
-        .saturating_sub(before.cross_region_bytes);
-    variant.trunk_fetches = after.trunk_fetches.saturating_sub(before.trunk_fetches);
-    variant.bytes_per_node_max = after
-        .bytes_in
-        .iter()
-        .zip(before.bytes_in.iter().chain(std::iter::repeat(&0)))
-        .skip(1)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .max()
-        .unwrap_or(0);
+    measured_traffic(&mut variant, &before, &after);
     let mut times = world.observe(|o| {
         let start = o.imported[0].get(&commit).copied();
         o.imported
@@ -425,6 +448,87 @@ fn hub_holds_head(slot: &crate::hubs::HubSlot, commit: &Cid) -> bool {
     })
 }
 
+/// Schedules each hub's fate (restart, late first start, or leaving for good) and four node
+/// crashes and restarts, at times drawn from `rng`.
+fn schedule_churn(rng: &mut Rng, fates: &[HubFate], n: usize, schedule: &mut Vec<Scheduled>) {
+    for (region, fate) in fates.iter().enumerate() {
+        let down = 1_500 + rng.below(6_500) as u64;
+        let up = down + 300 + rng.below(2_000) as u64;
+        match fate {
+            HubFate::Restarts => {
+                schedule.push(at(down, Action::CrashHub(region)));
+                schedule.push(at(up, Action::RestartHub(region)));
+            }
+            // Down before its software first runs: the hub starts for the first time later,
+            // with the empty store a new hub has: between the first change and a while after
+            // the last (8 s), so in some runs everything was published before it could be
+            // reached, and only anti-entropy with the other hubs (and its nodes handing it
+            // their heads) brings it the last head.
+            HubFate::Joins => {
+                schedule.push(at(0, Action::CrashHub(region)));
+                schedule.push(at(
+                    1_000 + rng.below(8_500) as u64,
+                    Action::RestartHub(region),
+                ));
+            }
+            HubFate::Leaves => schedule.push(at(down, Action::CrashHub(region))),
+        }
+    }
+    for node in crate::faults::pick_nodes(rng, 4, n) {
+        let down = 2_000 + rng.below(6_000) as u64;
+        schedule.push(at(down, Action::Crash(node)));
+        schedule.push(at(
+            down + 200 + rng.below(1_500) as u64,
+            Action::Restart(node),
+        ));
+    }
+}
+
+/// What hub churn must leave: the lying hub (if any) caught, every hub's store verified,
+/// each hub started as often as its fate says, a hub that joined late holding the last head.
+/// Returns the hub blocks checked.
+fn hub_churn_checks(
+    world: &World,
+    liar: Option<usize>,
+    fates: &[HubFate],
+    last: &Cid,
+    failures: &mut Vec<String>,
+) -> u64 {
+    if let Some(region) = liar {
+        let hub = world.hub_peer(region);
+        let caught = world.observe(|o| {
+            o.penalties.iter().any(|p| {
+                p.iter()
+                    .any(|(peer, offense)| *peer == hub && LIES.contains(offense))
+            })
+        });
+        if !caught {
+            failures.push(format!("nobody caught the lying hub of region {region}"));
+        }
+    }
+    let (checked, problems) = check_hub_stores(world);
+    failures.extend(problems);
+    let starts = world.observe(|o| o.hub_starts.clone());
+    for (region, fate) in fates.iter().enumerate() {
+        let expected = match fate {
+            HubFate::Restarts => 2,
+            HubFate::Joins | HubFate::Leaves => 1,
+        };
+        if starts.get(region) != Some(&expected) {
+            failures.push(format!(
+                "the hub of region {region} ({fate:?}) started {:?} times, {expected} expected",
+                starts.get(region)
+            ));
+        }
+        if *fate == HubFate::Joins && !hub_holds_head(&world.hubs[region], last) {
+            failures.push(format!(
+                "the hub that joined region {region} does not hold the last head"
+            ));
+        }
+    }
+    checked
+}
+
 /// "hub-churn": 30 nodes in 3 regions, each region with a hub, nodes also linked across
 /// regions (the mesh the nodes fall back to). The publisher publishes four changes while each
 /// hub, by a draw from the seed, crashes and restarts once (its store survives, so it comes
@@ -476,37 +580,7 @@ pub fn hub_churn(seed: u64) -> Report {
         Action::TrunkFaults(0.02, std::time::Duration::from_millis(40)),
     ));
     let fates = HubFate::draw(&mut rng, topology.regions, liar);
-    for (region, fate) in fates.iter().enumerate() {
-        let down = 1_500 + rng.below(6_500) as u64;
-        let up = down + 300 + rng.below(2_000) as u64;
-        match fate {
-            HubFate::Restarts => {
-                schedule.push(at(down, Action::CrashHub(region)));
-                schedule.push(at(up, Action::RestartHub(region)));
-            }
-            // Down before its software first runs: the hub starts for the first time later,
-            // with the empty store a new hub has: between the first change and a while after
-            // the last (8 s), so in some runs everything was published before it could be
-            // reached, and only anti-entropy with the other hubs (and its nodes handing it
-            // their heads) brings it the last head.
-            HubFate::Joins => {
-                schedule.push(at(0, Action::CrashHub(region)));
-                schedule.push(at(
-                    1_000 + rng.below(8_500) as u64,
-                    Action::RestartHub(region),
-                ));
-            }
-            HubFate::Leaves => schedule.push(at(down, Action::CrashHub(region))),
-        }
-    }
-    for node in crate::faults::pick_nodes(&mut rng, 4, n) {
-        let down = 2_000 + rng.below(6_000) as u64;
-        schedule.push(at(down, Action::Crash(node)));
-        schedule.push(at(
-            down + 200 + rng.below(1_500) as u64,
-            Action::Restart(node),
-        ));
-    }
+    schedule_churn(&mut rng, &fates, n, &mut schedule);
     let last = chain[4].commit_cid;
     let everyone: Vec<usize> = (0..n).collect();
     let outcome = runner::run(
@@ -531,38 +605,7 @@ pub fn hub_churn(seed: u64) -> Report {
     let legit: Vec<Cid> = chain.iter().map(|s| s.commit_cid).collect();
     let mut failures = common_checks(&world, &outcome, &chain[4], &legit);
     failures.extend(lies_about_hubs(&world));
-    if let Some(region) = liar {
-        let hub = world.hub_peer(region);
-        let caught = world.observe(|o| {
-            o.penalties.iter().any(|p| {
-                p.iter()
-                    .any(|(peer, offense)| *peer == hub && LIES.contains(offense))
-            })
-        });
-        if !caught {
-            failures.push(format!("nobody caught the lying hub of region {region}"));
-        }
-    }
-    let (checked, problems) = check_hub_stores(&world);
-    failures.extend(problems);
-    let starts = world.observe(|o| o.hub_starts.clone());
-    for (region, fate) in fates.iter().enumerate() {
-        let expected = match fate {
-            HubFate::Restarts => 2,
-            HubFate::Joins | HubFate::Leaves => 1,
-        };
-        if starts.get(region) != Some(&expected) {
-            failures.push(format!(
-                "the hub of region {region} ({fate:?}) started {:?} times, {expected} expected",
-                starts.get(region)
-            ));
-        }
-        if *fate == HubFate::Joins && !hub_holds_head(&world.hubs[region], &last) {
-            failures.push(format!(
-                "the hub that joined region {region} does not hold the last head"
-            ));
-        }
-    }
+    let checked = hub_churn_checks(&world, liar, &fates, &last, &mut failures);
     let count = |wanted: HubFate| fates.iter().filter(|f| **f == wanted).count();
     let hub_restarts = count(HubFate::Restarts);
     report(
@@ -605,6 +648,45 @@ pub const RATE_PER_SECOND: u32 = 20;
 pub const RATE_BURST: u32 = 10;
 /// Calls the greedy org makes in one second.
 pub const GREEDY_CALLS: usize = 200;
+
+/// What the limiter must do: every polite call answered, every greedy call answered or
+/// refused with 429 and a Retry-After, greedy limited, and never more of its calls through in
+/// its one-second burst than GCRA allows. Returns greedy's calls through and refused.
+fn limiter_checks(
+    greedy: &[CallOutcome],
+    polite_calls: &[CallOutcome],
+    failures: &mut Vec<String>,
+) -> (usize, usize) {
+    let greedy_ok = greedy.iter().filter(|c| c.status == 200).count();
+    let greedy_limited = greedy.iter().filter(|c| c.status == 429).count();
+    for c in polite_calls {
+        if c.status != 200 {
+            failures.push(format!(
+                "a polite org's call answered {} ({:?})",
+                c.status, c.error
+            ));
+        }
+    }
+    for c in greedy {
+        match c.status {
+            200 => {}
+            429 if c.retry_after.is_some_and(|s| s >= 1) => {}
+            429 => failures.push("a 429 without Retry-After".into()),
+            other => failures.push(format!("a greedy call answered {other} ({:?})", c.error)),
+        }
+    }
+    // GCRA over the burst's one second: the burst, plus one per 1/rate, plus one for the edge.
+    let allowed = RATE_BURST as usize + RATE_PER_SECOND as usize + 1;
+    if greedy_ok > allowed {
+        failures.push(format!(
+            "greedy got {greedy_ok} calls through in one second; its limit allows {allowed}"
+        ));
+    }
+    if greedy_limited == 0 {
+        failures.push("greedy was never limited".into());
+    }
+    (greedy_ok, greedy_limited)
+}
 
 /// "rate-limit": a hub per region, 6 nodes, the relay limited to 20 calls/s with a burst of
 /// 10 per org and per calling region. Org `greedy` in region 2 fires 200 calls at region 0's
@@ -661,34 +743,7 @@ pub fn rate_limit(seed: u64) -> Report {
     }
     let greedy = calls(&world, "greedy-");
     let polite_calls = calls(&world, "polite-");
-    let greedy_ok = greedy.iter().filter(|c| c.status == 200).count();
-    let greedy_limited = greedy.iter().filter(|c| c.status == 429).count();
-    for c in &polite_calls {
-        if c.status != 200 {
-            failures.push(format!(
-                "a polite org's call answered {} ({:?})",
-                c.status, c.error
-            ));
-        }
-    }
-    for c in &greedy {
-        match c.status {
-            200 => {}
-            429 if c.retry_after.is_some_and(|s| s >= 1) => {}
-            429 => failures.push("a 429 without Retry-After".into()),
-            other => failures.push(format!("a greedy call answered {other} ({:?})", c.error)),
-        }
-    }
-    // GCRA over the burst's one second: the burst, plus one per 1/rate, plus one for the edge.
-    let allowed = RATE_BURST as usize + RATE_PER_SECOND as usize + 1;
-    if greedy_ok > allowed {
-        failures.push(format!(
-            "greedy got {greedy_ok} calls through in one second; its limit allows {allowed}"
-        ));
-    }
-    if greedy_limited == 0 {
-        failures.push("greedy was never limited".into());
-    }
+    let (greedy_ok, greedy_limited) = limiter_checks(&greedy, &polite_calls, &mut failures);
     let polite_ms: Vec<u64> = polite_calls.iter().map(|c| c.ms).collect();
     let limited_ms: Vec<u64> = greedy
         .iter()

@@ -497,6 +497,47 @@ fn serve_link(
     });
 }
 
+/// Starts what the hub daemon runs beside its links to nodes: anti-entropy, the trunk's
+/// accept loop and the HTTP API.
+async fn spawn_hub_services(hub: &Arc<Hub>, endpoint: quinn::Endpoint) -> turmoil::Result {
+    // Anti-entropy with the other regions' hubs, as the daemon runs it: at start, then every
+    // hub.anti_entropy_secs of simulated time.
+    {
+        let hub = hub.clone();
+        let period = std::time::Duration::from_secs(hub.config.hub.anti_entropy_secs);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                hub.anti_entropy().await;
+            }
+        });
+    }
+
+    {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    if let Ok(connection) = incoming.await {
+                        meridian_hub::daemon::http::serve_trunk_connection(hub, connection).await;
+                    }
+                });
+            }
+        });
+    }
+    {
+        let listener =
+            turmoil::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), HUB_HTTP_PORT)).await?;
+        let router = meridian_hub::daemon::http::router(hub.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(SimListener(listener), router).await;
+        });
+    }
+    Ok(())
+}
+
 /// The software of region `region`'s hub host: the trunk, the HTTP API and the node links,
 /// until the host stops. Its store survives a crash; everything else starts again.
 pub async fn run_hub(region: usize, world: Arc<World>) -> turmoil::Result {
@@ -548,41 +589,7 @@ pub async fn run_hub(region: usize, world: Arc<World>) -> turmoil::Result {
         egress.clone(),
     )?);
     world.observe(|o| o.hubs[region] = Some(hub.clone()));
-    // Anti-entropy with the other regions' hubs, as the daemon runs it: at start, then every
-    // hub.anti_entropy_secs of simulated time.
-    {
-        let hub = hub.clone();
-        let period = std::time::Duration::from_secs(hub.config.hub.anti_entropy_secs);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            loop {
-                ticks.tick().await;
-                hub.anti_entropy().await;
-            }
-        });
-    }
-
-    {
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                let hub = hub.clone();
-                tokio::spawn(async move {
-                    if let Ok(connection) = incoming.await {
-                        meridian_hub::daemon::http::serve_trunk_connection(hub, connection).await;
-                    }
-                });
-            }
-        });
-    }
-    {
-        let listener =
-            turmoil::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), HUB_HTTP_PORT)).await?;
-        let router = meridian_hub::daemon::http::router(hub.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(SimListener(listener), router).await;
-        });
-    }
+    spawn_hub_services(&hub, endpoint).await?;
     let listener =
         turmoil::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), HUB_LINK_PORT)).await?;
     let peer_id = world.hub_peer(region) as u32;

@@ -143,6 +143,80 @@ pub fn run(
     run_observed(world, topology, seed, schedule, deadline_ms, |w, _| done(w))
 }
 
+/// Carries out one scheduled action on the simulation (crashes are counted in `outcome`).
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    world: &Arc<World>,
+    topology: &Topology,
+    action: Action,
+    outcome: &mut Outcome,
+) {
+    match action {
+        Action::Publish(node, snapshot) => {
+            world.command(node, Command::Publish(snapshot));
+        }
+        Action::Inject(node, bytes) => {
+            world.command(node, Command::Inject(bytes));
+        }
+        Action::Partition(a, b) => {
+            for (x, y) in pairs(&a, &b) {
+                sim.partition(x, y);
+            }
+        }
+        Action::PartitionOneway(a, b) => {
+            for (x, y) in pairs(&a, &b) {
+                sim.partition_oneway(x, y);
+            }
+        }
+        Action::Repair(a, b) => {
+            for (x, y) in pairs(&a, &b) {
+                sim.repair(x.clone(), y.clone());
+                sim.repair_oneway(x.clone(), y.clone());
+                sim.repair_oneway(y, x);
+            }
+        }
+        Action::Crash(node) => {
+            outcome.crashes += 1;
+            world.observe(|o| o.commands[node] = None);
+            sim.crash(host_name(node));
+        }
+        Action::Restart(node) => sim.bounce(host_name(node)),
+        Action::CrashHub(region) => {
+            outcome.crashes += 1;
+            world.observe(|o| {
+                if let Some(hub) = o.hubs.get_mut(region).and_then(Option::take) {
+                    o.hub_cross_region_bytes_retired += crate::hubs::hub_cross_region_bytes(&hub);
+                }
+            });
+            sim.crash(crate::hubs::hub_host(region));
+        }
+        Action::RestartHub(region) => sim.bounce(crate::hubs::hub_host(region)),
+        Action::FailRate(rate) => sim.set_fail_rate(rate),
+        Action::MessageFaults(faults) => world.observe(|o| o.set_message_faults(faults)),
+        Action::LatencySpike(extra) => {
+            topology.set_latencies(sim, topology.intra, topology.inter + extra);
+        }
+        Action::Governance(node, block) => {
+            world.command(node, Command::Governance(block));
+        }
+        Action::TrunkFaults(loss, jitter) => {
+            for a in 0..world.hubs.len() {
+                for b in a + 1..world.hubs.len() {
+                    let (x, y) = (crate::hubs::hub_host(a), crate::hubs::hub_host(b));
+                    sim.set_link_fail_rate(x.as_str(), y.as_str(), loss);
+                    sim.set_link_max_message_latency(x, y, topology.inter + jitter);
+                }
+            }
+        }
+        Action::Call(region, job) => world.observe(|o| {
+            if let Some(Some(caller)) = o.callers.get(region) {
+                let _ = caller.send(job);
+            }
+        }),
+        Action::Wait => {}
+    }
+}
+
 /// [`run`], with `done` also told the simulated millisecond, so it can watch (and record)
 /// the world as the run goes, not only decide when it is over.
 pub fn run_observed(
@@ -166,71 +240,7 @@ pub fn run_observed(
         let now = sim.elapsed().as_millis() as u64;
         while let Some(next) = schedule.next_if(|s| s.at_ms <= now) {
             outcome.last_action_ms = now;
-            match next.action {
-                Action::Publish(node, snapshot) => {
-                    world.command(node, Command::Publish(snapshot));
-                }
-                Action::Inject(node, bytes) => {
-                    world.command(node, Command::Inject(bytes));
-                }
-                Action::Partition(a, b) => {
-                    for (x, y) in pairs(&a, &b) {
-                        sim.partition(x, y);
-                    }
-                }
-                Action::PartitionOneway(a, b) => {
-                    for (x, y) in pairs(&a, &b) {
-                        sim.partition_oneway(x, y);
-                    }
-                }
-                Action::Repair(a, b) => {
-                    for (x, y) in pairs(&a, &b) {
-                        sim.repair(x.clone(), y.clone());
-                        sim.repair_oneway(x.clone(), y.clone());
-                        sim.repair_oneway(y, x);
-                    }
-                }
-                Action::Crash(node) => {
-                    outcome.crashes += 1;
-                    world.observe(|o| o.commands[node] = None);
-                    sim.crash(host_name(node));
-                }
-                Action::Restart(node) => sim.bounce(host_name(node)),
-                Action::CrashHub(region) => {
-                    outcome.crashes += 1;
-                    world.observe(|o| {
-                        if let Some(hub) = o.hubs.get_mut(region).and_then(Option::take) {
-                            o.hub_cross_region_bytes_retired +=
-                                crate::hubs::hub_cross_region_bytes(&hub);
-                        }
-                    });
-                    sim.crash(crate::hubs::hub_host(region));
-                }
-                Action::RestartHub(region) => sim.bounce(crate::hubs::hub_host(region)),
-                Action::FailRate(rate) => sim.set_fail_rate(rate),
-                Action::MessageFaults(faults) => world.observe(|o| o.set_message_faults(faults)),
-                Action::LatencySpike(extra) => {
-                    topology.set_latencies(&sim, topology.intra, topology.inter + extra);
-                }
-                Action::Governance(node, block) => {
-                    world.command(node, Command::Governance(block));
-                }
-                Action::TrunkFaults(loss, jitter) => {
-                    for a in 0..world.hubs.len() {
-                        for b in a + 1..world.hubs.len() {
-                            let (x, y) = (crate::hubs::hub_host(a), crate::hubs::hub_host(b));
-                            sim.set_link_fail_rate(x.as_str(), y.as_str(), loss);
-                            sim.set_link_max_message_latency(x, y, topology.inter + jitter);
-                        }
-                    }
-                }
-                Action::Call(region, job) => world.observe(|o| {
-                    if let Some(Some(caller)) = o.callers.get(region) {
-                        let _ = caller.send(job);
-                    }
-                }),
-                Action::Wait => {}
-            }
+            apply(&mut sim, world, topology, next.action, &mut outcome);
         }
         let finished = done(world, now);
         if schedule.peek().is_none() && finished {

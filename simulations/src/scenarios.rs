@@ -321,42 +321,14 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
     let mut sim = crate::runner::simulation(&world, topology, seed, Duration::from_secs(60));
 
     let outcome: Arc<Mutex<Option<(u64, u64)>>> = Arc::new(Mutex::new(None));
-    type Counters = (Vec<u64>, Vec<u64>, Vec<u64>);
     let bytes_before: Arc<Mutex<Counters>> = Arc::new(Mutex::new(Default::default()));
-    {
-        let world = world.clone();
-        let outcome = outcome.clone();
-        let bytes_before = bytes_before.clone();
-        let second = second.clone();
-        sim.client("scenario", async move {
-            // Let the mesh form and the first head exchanges finish.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            if let Ok(mut slot) = bytes_before.lock() {
-                *slot = world.observe(|o| {
-                    (
-                        o.bytes_in.clone(),
-                        o.bytes_answers.clone(),
-                        o.bytes_requests.clone(),
-                    )
-                });
-            }
-            let start = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let commit = second.commit_cid;
-            world.command(0, Command::Publish(Box::new(second)));
-            let deadline = start + 20_000;
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let now = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-                let done = world.observe(|o| o.imported.iter().all(|m| m.contains_key(&commit)));
-                if done || now > deadline {
-                    if let Ok(mut slot) = outcome.lock() {
-                        *slot = Some((start, now));
-                    }
-                    return Ok(());
-                }
-            }
-        });
-    }
+    publish_and_watch(
+        &mut sim,
+        world.clone(),
+        second.clone(),
+        outcome.clone(),
+        bytes_before.clone(),
+    );
     if let Err(error) = sim.run() {
         failures.push(format!("simulation error: {error}"));
     }
@@ -364,8 +336,95 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
     let mut figures = BTreeMap::new();
     let start = outcome.lock().ok().and_then(|o| *o).map(|(s, _)| s);
     let commit = second.commit_cid;
-    let publisher = publisher_key().did();
+    failures.extend(holds_the_new_snapshot(&world, second));
     let mut times = Vec::new();
+    world.observe(|o| {
+        for (i, offenses) in o.offenses.iter().enumerate() {
+            if !offenses.is_empty() {
+                failures.push(format!("node {i} blamed honest peers: {offenses:?}"));
+            }
+        }
+        if let Some(start) = start {
+            times.extend(
+                o.imported
+                    .iter()
+                    .skip(1)
+                    .filter_map(|imported| imported.get(&commit))
+                    .map(|at| at.saturating_sub(start)),
+            );
+        }
+        let before = bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
+        byte_figures(o, &before, &mut figures);
+    });
+    figures.insert(
+        "converge_ms",
+        json!(times.iter().max().copied().unwrap_or(0)),
+    );
+    figures.insert("head_ms_median", json!(median(&mut times.clone())));
+    figures.insert(
+        "inter_region_rtt_ms",
+        json!(2 * topology.inter.as_millis() as u64),
+    );
+    figures.insert("nodes", json!(n));
+    figures.insert("agents", json!(params.agents));
+    figures.insert("commit_bytes", json!(second.commit.to_block().len()));
+    Report {
+        scenario: "publish-converge",
+        seed,
+        failures,
+        figures,
+    }
+}
+
+/// The scenario's client: once the mesh has formed (2 s), records every node's byte counters
+/// in `bytes_before`, publishes `second` on node 0, and records in `outcome` when it did and
+/// when every node had imported it (or 20 s passed).
+fn publish_and_watch(
+    sim: &mut turmoil::Sim<'_>,
+    world: Arc<World>,
+    second: Snapshot,
+    outcome: Arc<Mutex<Option<(u64, u64)>>>,
+    bytes_before: Arc<Mutex<Counters>>,
+) {
+    sim.client("scenario", async move {
+        // Let the mesh form and the first head exchanges finish.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Ok(mut slot) = bytes_before.lock() {
+            *slot = world.observe(|o| {
+                (
+                    o.bytes_in.clone(),
+                    o.bytes_answers.clone(),
+                    o.bytes_requests.clone(),
+                )
+            });
+        }
+        let start = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+        let commit = second.commit_cid;
+        world.command(0, Command::Publish(Box::new(second)));
+        let deadline = start + 20_000;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let now = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+            let done = world.observe(|o| o.imported.iter().all(|m| m.contains_key(&commit)));
+            if done || now > deadline {
+                if let Ok(mut slot) = outcome.lock() {
+                    *slot = Some((start, now));
+                }
+                return Ok(());
+            }
+        }
+    });
+}
+
+/// Bytes each node had received, answered with and been asked for, by node.
+type Counters = (Vec<u64>, Vec<u64>, Vec<u64>);
+
+/// Whether every node holds the new head and every block of its snapshot (the store holds
+/// only verified blocks); a failure for each that does not.
+fn holds_the_new_snapshot(world: &World, second: &Snapshot) -> Vec<String> {
+    let publisher = publisher_key().did();
+    let commit = second.commit_cid;
+    let mut failures = Vec::new();
     for (i, store) in world.stores.iter().enumerate() {
         match store.head(&publisher) {
             Ok(Some(head)) if head.commit == commit => {}
@@ -385,75 +444,52 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
             ));
         }
     }
-    world.observe(|o| {
-        for (i, offenses) in o.offenses.iter().enumerate() {
-            if !offenses.is_empty() {
-                failures.push(format!("node {i} blamed honest peers: {offenses:?}"));
-            }
-        }
-        if let Some(start) = start {
-            times.extend(
-                o.imported
-                    .iter()
-                    .skip(1)
-                    .filter_map(|imported| imported.get(&commit))
-                    .map(|at| at.saturating_sub(start)),
-            );
-        }
-        let (before, answers_before, requests_before) =
-            bytes_before.lock().map(|b| b.clone()).unwrap_or_default();
-        let since = |now: &[u64], before: &[u64]| -> Vec<u64> {
-            now.iter()
-                .enumerate()
-                .skip(1)
-                .map(|(i, b)| b.saturating_sub(before.get(i).copied().unwrap_or(0)))
-                .collect()
-        };
-        // Everything a node received (gossip, answers, the requests of peers it served); what
-        // it received for its own copy of the change (all but those requests); and the
-        // answers to its own requests alone: what it fetched.
-        let all = since(&o.bytes_in, &before);
-        let served = since(&o.bytes_requests, &requests_before);
-        let own: Vec<u64> = all
-            .iter()
-            .zip(&served)
-            .map(|(all, served)| all - served)
-            .collect();
-        for (key_max, key_median, mut bytes) in [
-            ("bytes_per_node_max", "bytes_per_node_median", all),
-            ("own_bytes_per_node_max", "own_bytes_per_node_median", own),
-            (
-                "request_bytes_per_node_max",
-                "request_bytes_per_node_median",
-                served,
-            ),
-            (
-                "answer_bytes_per_node_max",
-                "answer_bytes_per_node_median",
-                since(&o.bytes_answers, &answers_before),
-            ),
-        ] {
-            figures.insert(key_max, json!(bytes.iter().max().copied().unwrap_or(0)));
-            figures.insert(key_median, json!(median(&mut bytes)));
-        }
-    });
-    figures.insert(
-        "converge_ms",
-        json!(times.iter().max().copied().unwrap_or(0)),
-    );
-    figures.insert("head_ms_median", json!(median(&mut times.clone())));
-    figures.insert(
-        "inter_region_rtt_ms",
-        json!(2 * topology.inter.as_millis() as u64),
-    );
-    figures.insert("nodes", json!(n));
-    figures.insert("agents", json!(params.agents));
-    figures.insert("commit_bytes", json!(second.commit.to_block().len()));
-    Report {
-        scenario: "publish-converge",
-        seed,
-        failures,
-        figures,
+    failures
+}
+
+/// The bytes figures since `before` (max and median per node): everything a node received
+/// (gossip, answers, the requests of peers it served); what it received for its own copy of
+/// the change (all but those requests); the requests it served; the answers to its own
+/// requests alone (what it fetched).
+fn byte_figures(
+    o: &crate::federation::Observed,
+    before: &Counters,
+    figures: &mut BTreeMap<&'static str, serde_json::Value>,
+) {
+    let (before, answers_before, requests_before) = before;
+    let since = |now: &[u64], before: &[u64]| -> Vec<u64> {
+        now.iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, b)| b.saturating_sub(before.get(i).copied().unwrap_or(0)))
+            .collect()
+    };
+    // Everything a node received (gossip, answers, the requests of peers it served); what
+    // it received for its own copy of the change (all but those requests); and the
+    // answers to its own requests alone: what it fetched.
+    let all = since(&o.bytes_in, before);
+    let served = since(&o.bytes_requests, requests_before);
+    let own: Vec<u64> = all
+        .iter()
+        .zip(&served)
+        .map(|(all, served)| all - served)
+        .collect();
+    for (key_max, key_median, mut bytes) in [
+        ("bytes_per_node_max", "bytes_per_node_median", all),
+        ("own_bytes_per_node_max", "own_bytes_per_node_median", own),
+        (
+            "request_bytes_per_node_max",
+            "request_bytes_per_node_median",
+            served,
+        ),
+        (
+            "answer_bytes_per_node_max",
+            "answer_bytes_per_node_median",
+            since(&o.bytes_answers, answers_before),
+        ),
+    ] {
+        figures.insert(key_max, json!(bytes.iter().max().copied().unwrap_or(0)));
+        figures.insert(key_median, json!(median(&mut bytes)));
     }
 }
 

@@ -194,11 +194,7 @@ struct Governance {
 }
 
 async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> Result<Report> {
-    let dir = options.data.join("demo");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = fresh_dir(&options.data)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -210,87 +206,23 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
         dir.display()
     );
 
-    let started = Instant::now();
-    let governance = governance(&dir, now)?;
-    steps.record(
-        "governance: root v1, 3 organisations verified",
-        started,
-        format!(
-            "root, attest, policy and witness roles; {}",
-            DEMO_REGIONS.map(|(_, org)| org).join(", ")
-        ),
-    );
-
-    let started = Instant::now();
-    let hubs = start_hubs(&dir, &governance, federation).await?;
-    let nodes = start_nodes(&dir, &governance, &hubs, now, federation).await?;
-    steps.record(
-        "start: 3 hubs and 6 nodes",
-        started,
-        format!(
-            "hubs {}",
-            hubs.iter()
-                .map(|h| format!("{} {}", h.region, h.url))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    );
-
-    let started = Instant::now();
-    let policy = policy(&governance, &hubs, &nodes, now)?;
-    distribute_governance(&client, &governance, &policy, &nodes, &hubs).await?;
-    wait_for_trunks(&client, &hubs, federation).await?;
-    steps.record(
-        "governance: policy with the hub directory",
-        started,
-        format!(
-            "on {} nodes and {} hubs; trunks pinned to the directory's keys",
-            nodes.len(),
-            hubs.len()
-        ),
-    );
+    let (governance, hubs, nodes) =
+        start_federation(&client, &dir, now, federation, &mut steps).await?;
 
     let echo = start_echo_agent(federation).await?;
-    let started = Instant::now();
-    let published = publish_all(
+    let expected_agents = publish_step(
         &client,
         &dir,
         &governance,
-        &nodes,
-        &echo,
+        (&nodes, &echo),
         options.agents_per_org,
         now,
+        &mut steps,
     )
     .await?;
-    let expected_agents = published.len();
-    let publish_ms = started.elapsed().as_secs_f64() * 1000.0;
-    steps.record(
-        "publish: sample agents and an echo agent",
-        started,
-        format!(
-            "{expected_agents} agents, each signed by its organisation ({:.0} publishes/s)",
-            expected_agents as f64 / (publish_ms / 1000.0).max(1e-9)
-        ),
-    );
 
-    let started = Instant::now();
-    let own_heads = own_heads(&client, &nodes).await?;
-    wait_until(
-        federation,
-        "every node to hold every head and agent",
-        || converged(&client, &nodes, &own_heads, expected_agents),
-    )
-    .await?;
-    let converge_ms = started.elapsed().as_secs_f64() * 1000.0;
-    steps.record(
-        "converge: every node sees every agent",
-        started,
-        format!(
-            "{} nodes x {expected_agents} agents, {} publishers' heads agree",
-            nodes.len(),
-            own_heads.len()
-        ),
-    );
+    let converge_ms =
+        converge_step(&client, &nodes, expected_agents, federation, &mut steps).await?;
 
     let CallFigures {
         relayed_median,
@@ -298,37 +230,16 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
         relayed_count,
     } = measure_calls(&client, &nodes, &hubs, &echo, &mut steps).await?;
 
-    // One agent changes in ap-south; measure how it reaches every node.
-    let bytes_before = cross_region_bytes(&client, &hubs).await?;
-    let publisher = nodes
-        .iter()
-        .find(|n| n.region == "ap-south")
-        .context("no ap-south node")?;
-    let started = Instant::now();
-    let changed = publish_one(
+    let (change_ms, change_bytes) = measure_change(
         &client,
         &dir,
-        publisher,
         &governance,
-        "initech",
-        "ap-south",
-        &sample_card("initech", 7, "translate").json,
-        now + 1,
+        (&nodes, &hubs),
+        now,
+        federation,
+        &mut steps,
     )
     .await?;
-    wait_until(federation, "the change to reach every node", || {
-        everyone_sees(&client, &nodes, &changed, "translate")
-    })
-    .await?;
-    let change_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let change_bytes = cross_region_bytes(&client, &hubs).await? - bytes_before;
-    steps.record(
-        "change: one ap-south agent updated",
-        started,
-        format!(
-            "{changed} on every node; {change_bytes:.0} bytes crossed regions (all hubs, both ways)"
-        ),
-    );
 
     // A manifest signed by a key acme never registered is refused, and nothing changes.
     let started = Instant::now();
@@ -369,6 +280,167 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
             "steps": steps.0.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
         }),
     })
+}
+
+/// Publishes every organisation's sample agents and the echo agent at `echo` through the
+/// nodes, timed in `steps`; returns how many agents were published.
+async fn publish_step(
+    client: &reqwest::Client,
+    dir: &Path,
+    governance: &Governance,
+    (nodes, echo): (&[DemoNode], &str),
+    agents_per_org: usize,
+    now: i64,
+    steps: &mut Steps,
+) -> Result<usize> {
+    let started = Instant::now();
+    let published = publish_all(client, dir, governance, nodes, echo, agents_per_org, now).await?;
+    let expected_agents = published.len();
+    let publish_ms = started.elapsed().as_secs_f64() * 1000.0;
+    steps.record(
+        "publish: sample agents and an echo agent",
+        started,
+        format!(
+            "{expected_agents} agents, each signed by its organisation ({:.0} publishes/s)",
+            expected_agents as f64 / (publish_ms / 1000.0).max(1e-9)
+        ),
+    );
+    Ok(expected_agents)
+}
+
+/// Waits until every node holds every publisher's head and all `expected_agents` agents;
+/// returns how long it took, timed in `steps`.
+async fn converge_step(
+    client: &reqwest::Client,
+    nodes: &[DemoNode],
+    expected_agents: usize,
+    federation: &mut Federation,
+    steps: &mut Steps,
+) -> Result<f64> {
+    let started = Instant::now();
+    let own_heads = own_heads(client, nodes).await?;
+    wait_until(
+        federation,
+        "every node to hold every head and agent",
+        || converged(client, nodes, &own_heads, expected_agents),
+    )
+    .await?;
+    let converge_ms = started.elapsed().as_secs_f64() * 1000.0;
+    steps.record(
+        "converge: every node sees every agent",
+        started,
+        format!(
+            "{} nodes x {expected_agents} agents, {} publishers' heads agree",
+            nodes.len(),
+            own_heads.len()
+        ),
+    );
+    Ok(converge_ms)
+}
+
+/// `DATA/demo`, emptied (a previous demo's files removed) and created.
+fn fresh_dir(data: &Path) -> Result<PathBuf> {
+    let dir = data.join("demo");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// One agent changes in ap-south: how long until every node sees it, and how many bytes
+/// crossed regions for it (all hubs, both ways).
+async fn measure_change(
+    client: &reqwest::Client,
+    dir: &Path,
+    governance: &Governance,
+    (nodes, hubs): (&[DemoNode], &[DemoHub]),
+    now: i64,
+    federation: &mut Federation,
+    steps: &mut Steps,
+) -> Result<(f64, f64)> {
+    let bytes_before = cross_region_bytes(client, hubs).await?;
+    let publisher = nodes
+        .iter()
+        .find(|n| n.region == "ap-south")
+        .context("no ap-south node")?;
+    let started = Instant::now();
+    let changed = publish_one(
+        client,
+        dir,
+        publisher,
+        governance,
+        "initech",
+        "ap-south",
+        &sample_card("initech", 7, "translate").json,
+        now + 1,
+    )
+    .await?;
+    wait_until(federation, "the change to reach every node", || {
+        everyone_sees(client, nodes, &changed, "translate")
+    })
+    .await?;
+    let change_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let change_bytes = cross_region_bytes(client, hubs).await? - bytes_before;
+    steps.record(
+        "change: one ap-south agent updated",
+        started,
+        format!(
+            "{changed} on every node; {change_bytes:.0} bytes crossed regions (all hubs, both ways)"
+        ),
+    );
+    Ok((change_ms, change_bytes))
+}
+
+/// Governance (root, verified organisations), the hubs and nodes of every region, and the
+/// policy with the hub directory on all of them, trunks up: each step timed in `steps`.
+async fn start_federation(
+    client: &reqwest::Client,
+    dir: &Path,
+    now: i64,
+    federation: &mut Federation,
+    steps: &mut Steps,
+) -> Result<(Governance, Vec<DemoHub>, Vec<DemoNode>)> {
+    let started = Instant::now();
+    let governance = governance(dir, now)?;
+    steps.record(
+        "governance: root v1, 3 organisations verified",
+        started,
+        format!(
+            "root, attest, policy and witness roles; {}",
+            DEMO_REGIONS.map(|(_, org)| org).join(", ")
+        ),
+    );
+
+    let started = Instant::now();
+    let hubs = start_hubs(dir, &governance, federation).await?;
+    let nodes = start_nodes(dir, &governance, &hubs, now, federation).await?;
+    steps.record(
+        "start: 3 hubs and 6 nodes",
+        started,
+        format!(
+            "hubs {}",
+            hubs.iter()
+                .map(|h| format!("{} {}", h.region, h.url))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+
+    let started = Instant::now();
+    let policy = policy(&governance, &hubs, &nodes, now)?;
+    distribute_governance(client, &governance, &policy, &nodes, &hubs).await?;
+    wait_for_trunks(client, &hubs, federation).await?;
+    steps.record(
+        "governance: policy with the hub directory",
+        started,
+        format!(
+            "on {} nodes and {} hubs; trunks pinned to the directory's keys",
+            nodes.len(),
+            hubs.len()
+        ),
+    );
+    Ok((governance, hubs, nodes))
 }
 
 /// The demo's closing table and its headline figures.

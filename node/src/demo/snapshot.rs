@@ -110,16 +110,61 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
         ),
     );
 
-    // One agent changes: only the path to it and its manifest are new.
+    let (second, report, delta) = change_one(
+        &node_key,
+        (&org_keys[0], orgs[0]),
+        &first,
+        now + 1,
+        &dir,
+        &mut timed,
+    )?;
+
+    import_delta(
+        &mirror,
+        &delta,
+        options.clone(),
+        &node_key,
+        &second,
+        &mut timed,
+    )?;
+
+    refuse_attacks(&mirror, &first_car, options, &node_key, &second, &mut timed)?;
+
+    let text = summary(&steps, &dir, &first_path);
+    Ok(Report {
+        text,
+        json: json!({
+            "dir": dir,
+            "publisher": node_key.did(),
+            "agents": first.tree.len(),
+            "snapshot_bytes": first_car.len(),
+            "delta_bytes": delta.len(),
+            "new_blocks_for_one_change": report.new_blocks,
+            "steps": steps.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
+        }),
+    })
+}
+
+/// One agent of `org` changes at `now`: only the path to it and its manifest are new. Builds
+/// the second snapshot, writes it and the delta from `first` to `dir`, timed; returns the
+/// snapshot, the build report and the delta's bytes.
+fn change_one(
+    node_key: &Keypair,
+    (org_key, (org, region)): (&Keypair, (&str, &str)),
+    first: &Snapshot,
+    now: i64,
+    dir: &Path,
+    timed: &mut impl FnMut(&str, Instant, String),
+) -> Result<(Snapshot, snapshot::BuildReport, Vec<u8>)> {
     let started = Instant::now();
     let (second, report) = snapshot::build(BuildInput {
-        node_key: &node_key,
-        org_key: &org_keys[0],
-        org: orgs[0].0,
-        region: orgs[0].1,
-        cards: org_cards(orgs[0].0, Some(42)),
-        previous: Some(&first),
-        now: now + 1,
+        node_key,
+        org_key,
+        org,
+        region,
+        cards: org_cards(org, Some(42)),
+        previous: Some(first),
+        now,
         expires_in_secs: 7 * 86_400,
         limits: Limits::DEFAULT,
     })?;
@@ -137,10 +182,37 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
             delta.len()
         ),
     );
+    Ok((second, report, delta))
+}
 
+/// The demo's closing table.
+fn summary(steps: &[Step], dir: &Path, first_path: &Path) -> String {
+    let total: f64 = steps.iter().map(|s| s.millis).sum();
+    let mut text = format!("\n{:<50} {:>10}\n", "step", "time");
+    for step in steps {
+        text.push_str(&format!("{:<50} {:>7.1} ms\n", step.what, step.millis));
+    }
+    text.push_str(&format!(
+        "{:<50} {total:>7.1} ms\nfiles are in {}; try `meridian snapshot inspect {}`",
+        "total",
+        dir.display(),
+        first_path.display()
+    ));
+    text
+}
+
+/// The mirror verifies and imports the delta to `second`, timed.
+fn import_delta(
+    mirror: &SledStore,
+    delta: &[u8],
+    options: VerifyOptions,
+    node_key: &Keypair,
+    second: &Snapshot,
+    timed: &mut impl FnMut(&str, Instant, String),
+) -> Result<()> {
     let started = Instant::now();
-    let contents = snapshot::read_car(&delta[..], Limits::DEFAULT)?;
-    let verified = snapshot::import(&mirror, &contents, options.clone())?;
+    let contents = snapshot::read_car(delta, Limits::DEFAULT)?;
+    let verified = snapshot::import(mirror, &contents, options)?;
     let head = mirror
         .head(&node_key.did())?
         .context("mirror has no head after import")?;
@@ -155,32 +227,7 @@ pub fn run(data: &Path, now: i64) -> Result<Report> {
             head.commit == second.commit_cid
         ),
     );
-
-    refuse_attacks(&mirror, &first_car, options, &node_key, &second, &mut timed)?;
-
-    let total: f64 = steps.iter().map(|s| s.millis).sum();
-    let mut text = format!("\n{:<50} {:>10}\n", "step", "time");
-    for step in &steps {
-        text.push_str(&format!("{:<50} {:>7.1} ms\n", step.what, step.millis));
-    }
-    text.push_str(&format!(
-        "{:<50} {total:>7.1} ms\nfiles are in {}; try `meridian snapshot inspect {}`",
-        "total",
-        dir.display(),
-        first_path.display()
-    ));
-    Ok(Report {
-        text,
-        json: json!({
-            "dir": dir,
-            "publisher": node_key.did(),
-            "agents": first.tree.len(),
-            "snapshot_bytes": first_car.len(),
-            "delta_bytes": delta.len(),
-            "new_blocks_for_one_change": report.new_blocks,
-            "steps": steps.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
-        }),
-    })
+    Ok(())
 }
 
 /// The first snapshot: one node hosting two organisations, each org's cards one build.

@@ -308,6 +308,90 @@ fn the_crate_graph_points_one_way() {
     );
 }
 
+/// Most lines a function outside tests may take, signature to closing brace.
+const FUNCTION_LINES_MAX: usize = 100;
+
+/// The functions in `text` (before its test module) longer than [`FUNCTION_LINES_MAX`]: their
+/// first line, name and length. A function runs from its `fn` line to the first line after it
+/// that closes a brace at the `fn` line's indentation.
+fn long_functions(text: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|line| line.trim() != "#[cfg(test)]")
+        .collect();
+    let mut found = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        let code = line.trim_start();
+        let indent = line.len() - code.len();
+        let name = [
+            "pub fn ",
+            "pub async fn ",
+            "pub(crate) fn ",
+            "pub(crate) async fn ",
+            "fn ",
+            "async fn ",
+            "const fn ",
+            "pub const fn ",
+        ]
+        .iter()
+        .find_map(|prefix| code.strip_prefix(prefix))
+        .and_then(|rest| rest.split(['(', '<']).next());
+        let Some(name) = name else {
+            index += 1;
+            continue;
+        };
+        let close = format!("{}}}", " ".repeat(indent));
+        let end = lines[index + 1..]
+            .iter()
+            .position(|l| l.starts_with(&close) && l.len() - l.trim_start().len() == indent);
+        match end {
+            // A declaration without a body (`fn f();`) ends on its own line.
+            _ if code.ends_with(';') => index += 1,
+            Some(offset) => {
+                let length = offset + 2;
+                if length > FUNCTION_LINES_MAX {
+                    found.push((index + 1, name.to_owned(), length));
+                }
+                index += offset + 2;
+            }
+            None => index += 1,
+        }
+    }
+    found
+}
+
+#[test]
+fn functions_are_short_enough_to_hold_in_mind() {
+    let mut found = Vec::new();
+    for dir in [
+        "registry/src",
+        "governance/src",
+        "node/src",
+        "node/sync/src",
+        "hub/src",
+        "simulations/src",
+        "bindings/python/src",
+    ] {
+        for file in rust_files(dir) {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let path = file.strip_prefix(workspace()).unwrap_or(&file);
+            for (line, name, length) in long_functions(&text) {
+                found.push(format!(
+                    "{}:{line}: {name} is {length} lines",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "split these into functions that each do one thing (at most {FUNCTION_LINES_MAX} lines):\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn the_checks_see_what_they_forbid() {
     // The rules above pass only if they can fail: each finds its offence in a planted file.
@@ -328,6 +412,16 @@ fn the_checks_see_what_they_forbid() {
     let planted = "pub fn f() -> Result<(), String> {}\npub async fn g(\n    a: u8,\n) -> Result<\n    Vec<u8>,\n    String,\n> {}\ntrait T {\n    fn h<'a>(&'a self) -> BoxFuture<'a, Result<u8, String>>;\n}\nfn private() -> Result<(), String> {}\npub fn arg(r: Result<(), String>) -> u8 {}\n";
     let lines: Vec<usize> = string_errors(planted).into_iter().map(|(l, _)| l).collect();
     assert_eq!(lines, [1, 2, 9]);
+    // A long function is found, with its length; a short one, a body-less declaration and
+    // anything in the test module are not.
+    let long_body = "    let x = 1;\n".repeat(FUNCTION_LINES_MAX);
+    let planted = format!(
+        "fn short() {{\n}}\ntrait T {{\n    fn declared();\n}}\npub fn long(\n    a: u8,\n) {{\n{long_body}}}\n#[cfg(test)]\nfn long_test() {{\n{long_body}}}\n"
+    );
+    assert_eq!(
+        long_functions(&planted),
+        [(6, "long".to_owned(), FUNCTION_LINES_MAX + 4)]
+    );
     assert_eq!(
         meridian_dependencies("node/Cargo.toml"),
         [
