@@ -1222,3 +1222,80 @@ pub async fn search(
     let (page, next) = index.search(&query);
     Ok(Json(json!({ "agents": page, "next_cursor": next })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::NodeConfig;
+    use crate::daemon::mesh::{MESH_COMMANDS_MAX, MeshCommand};
+    use meridian_registry::keys::Keypair;
+
+    fn clock() -> i64 {
+        1_800_000_000
+    }
+
+    fn state(dir: &std::path::Path) -> NodeState {
+        let store = meridian_registry::store::SledStore::open(&dir.join("store")).unwrap();
+        let key = Keypair::from_secret(&[7; 32]);
+        NodeState::new(store, NodeConfig::default(), key, dir, clock).unwrap()
+    }
+
+    /// The status, error code and Retry-After of a refusal.
+    async fn refusal(response: Response) -> (StatusCode, String, Option<String>) {
+        let status = response.status();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        (status, code.to_owned(), retry)
+    }
+
+    #[tokio::test]
+    async fn a_full_mesh_queue_drops_announcements_counted_and_refuses_sync_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        // Without a mesh the engine cannot answer.
+        let off = engine_answer(&state, b"request").await.unwrap_err();
+        let (status, code, _) = refusal(off).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "mesh_off")
+        );
+        // A mesh that has stopped taking commands: its queue fills.
+        let (tx, rx) = tokio::sync::mpsc::channel(MESH_COMMANDS_MAX);
+        state.mesh.set(tx).unwrap();
+        for _ in 0..MESH_COMMANDS_MAX {
+            assert!(state.tell_mesh(MeshCommand::Announce(vec![1])));
+        }
+        assert!(!state.tell_mesh(MeshCommand::Announce(vec![2])));
+        assert_eq!(
+            state
+                .metrics
+                .counter("meridian_mesh_commands_dropped_total"),
+            1
+        );
+        let busy = engine_answer(&state, b"request").await.unwrap_err();
+        assert_eq!(
+            refusal(busy).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sync_busy".to_owned(),
+                Some("1".to_owned())
+            )
+        );
+        // The mesh gone: the engine is off, not busy.
+        drop(rx);
+        let gone = engine_answer(&state, b"request").await.unwrap_err();
+        let (status, code, _) = refusal(gone).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "mesh_off")
+        );
+    }
+}
