@@ -232,6 +232,22 @@ impl AttestationBody {
                     "a revocation needs a cid subject".into(),
                 ));
             }
+            crate::domain::KIND_ORG_DOMAIN => {
+                if !matches!(self.subject, Subject::Org(_)) {
+                    return Err(DocumentError::Invalid(
+                        "org.domain needs an org subject".into(),
+                    ));
+                }
+                match self.claims.get("domain") {
+                    Some(Value::Text(domain)) => crate::domain::check_domain(domain)
+                        .map_err(|e| DocumentError::Invalid(format!("org.domain: {e}")))?,
+                    _ => {
+                        return Err(DocumentError::Invalid(
+                            "org.domain needs a text `domain` claim".into(),
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -786,6 +802,37 @@ impl AttestationSet {
             })
             .max()
             .unwrap_or(1)
+    }
+
+    /// The organisation's current key set with its threshold (as its rotations and a domain
+    /// proof must be signed), when it is verified at `now`.
+    pub fn org_key_set(&self, org: &str, now: i64) -> Option<KeySet> {
+        let OrgStatus::Verified { keys } = self.org_status(org, now) else {
+            return None;
+        };
+        let threshold = self.org_threshold(org, now).clamp(1, keys.len().max(1));
+        Some(KeySet { keys, threshold })
+    }
+
+    /// The domain `org` is bound to at `now`: from its newest unrevoked, unexpired
+    /// `org.domain` attestation, while the organisation is verified. `None` when it has none.
+    pub fn org_domain(&self, org: &str, now: i64) -> Option<String> {
+        if !matches!(self.org_status(org, now), OrgStatus::Verified { .. }) {
+            return None;
+        }
+        let subject = Subject::Org(org.to_owned());
+        self.about(&subject)
+            .filter(|(a, revoked)| {
+                !revoked
+                    && a.body.kind == crate::domain::KIND_ORG_DOMAIN
+                    && a.body.issued_at <= now
+                    && now < a.body.expires_at
+            })
+            .max_by_key(|(a, _)| a.body.issued_at)
+            .and_then(|(a, _)| match a.body.claims.get("domain") {
+                Some(Value::Text(domain)) => Some(domain.clone()),
+                _ => None,
+            })
     }
 
     /// Whether the attestation `id` has been revoked.

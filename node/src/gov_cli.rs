@@ -19,6 +19,7 @@ use meridian_governance::checkpoint::{
     Checkpoint, Hash, MerkleLog, SignedNote, Witness, head_leaf, verify_inclusion,
 };
 use meridian_governance::document::{KeySet, SignedDocument};
+use meridian_governance::domain::DomainProof;
 use meridian_governance::keylog::{KeyChainAudit, KeyLogProof, key_event_leaf};
 use meridian_governance::policy::{HubEntry, PolicyBody, PolicyBundle, RateTier};
 use meridian_governance::root::{
@@ -232,6 +233,60 @@ pub enum OrgCommand {
         #[arg(long = "remove-key")]
         remove_keys: Vec<String>,
         /// Where to write the rotation.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the proof that the organisation controls a domain, to serve at
+    /// `https://DOMAIN/.well-known/meridian-org.json`: its id, its current key set and an
+    /// expiry, signed by the keys given (at least the organisation's threshold of its set).
+    /// Then an admin checks it with `meridian org verify-domain`.
+    ///
+    /// Example: meridian org bind-domain --org acme --domain acme.example --key acme.key --out meridian-org.json
+    BindDomain {
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// The domain (lowercase; punycode for other scripts).
+        #[arg(long)]
+        domain: String,
+        /// A key file of the organisation's current set to sign with (repeat for each).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The organisation's whole current key set (did:key or key file, repeat for each).
+        /// Default: the --key keys.
+        #[arg(long = "current-set")]
+        current_set: Vec<String>,
+        /// How long the proof holds (at most 366d; serve a new one before it ends).
+        #[arg(long, default_value = "90d", value_parser = parse_duration_secs)]
+        expires_in: i64,
+        /// Where to write the proof file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fetch an organisation's domain proof over HTTPS, check it against the organisation's
+    /// current keys (from its org.verified attestation and rotations), and write the
+    /// `org.domain` attestation (unsigned: attest admins sign it with `gov sign`).
+    ///
+    /// Example: meridian org verify-domain acme acme.example --root root.1.cbor --attestations ./attestations --out acme.domain.cbor
+    VerifyDomain {
+        /// The organisation.
+        org: String,
+        /// The domain.
+        domain: String,
+        /// Trust root (repeat for newer versions, in order).
+        #[arg(long = "root", required = true)]
+        roots: Vec<PathBuf>,
+        /// Directory of attestation and key-rotation documents (*.cbor) holding the
+        /// organisation's verification.
+        #[arg(long, required = true)]
+        attestations: PathBuf,
+        /// Reach DOMAIN at this address instead of through DNS (DOMAIN=IP:PORT, repeat).
+        #[arg(long = "resolve", value_parser = crate::daemon::domains::parse_resolve)]
+        resolve: Vec<(String, std::net::SocketAddr)>,
+        /// An extra trusted root certificate, PEM (repeat), beside the platform's.
+        #[arg(long = "ca-cert")]
+        ca_certs: Vec<PathBuf>,
+        /// Where to write the attestation.
         #[arg(long)]
         out: PathBuf,
     },
@@ -922,44 +977,12 @@ pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
             contact,
             keys,
             out,
-        } => {
-            let keys = keys
-                .iter()
-                .map(|p| load_key(p))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&_> = keys.iter().collect();
-            let request = Registration::create(org, domain, contact, &refs)
-                .map_err(|e| Rejected(e.to_string()))?;
-            write(out, &request.to_block())?;
-            Ok(Report {
-                text: format!(
-                    "wrote registration request for `{org}` to {}",
-                    out.display()
-                ),
-                json: json!({ "out": out, "org": org, "id": request.document.id().to_string() }),
-            })
-        }
+        } => org_request(org, domain, contact, keys, out),
         OrgCommand::Approve {
             request,
             expires_in,
             out,
-        } => {
-            let registration = Registration::decode_and_verify(&read(request)?)
-                .map_err(|e| rejected(e, request))?;
-            let attestation = registration
-                .approve(now, now + expires_in)
-                .map_err(|e| Rejected(e.to_string()))?;
-            write(out, &attestation.to_block())?;
-            Ok(Report {
-                text: format!(
-                    "request by `{}` ({}) checked; wrote its org.verified attestation to {} (unsigned: attest admins sign it)",
-                    registration.org,
-                    registration.domain,
-                    out.display()
-                ),
-                json: json!({ "out": out, "org": registration.org, "id": attestation.id().to_string() }),
-            })
-        }
+        } => org_approve(request, *expires_in, out, now),
         OrgCommand::Reject {
             request,
             reason,
@@ -988,7 +1011,181 @@ pub fn run_org(command: &OrgCommand, now: i64) -> Result<Report> {
             expires_in,
             out,
         } => org_revoke_key(org, key, *revoked_at, *expires_in, out, now),
+        OrgCommand::BindDomain {
+            org,
+            domain,
+            keys,
+            current_set,
+            expires_in,
+            out,
+        } => org_bind_domain(org, domain, keys, current_set, *expires_in, out, now),
+        OrgCommand::VerifyDomain {
+            org,
+            domain,
+            roots,
+            attestations,
+            resolve,
+            ca_certs,
+            out,
+        } => {
+            let fetch = crate::daemon::domains::DomainFetch {
+                resolve: resolve.clone(),
+                extra_roots_pem: ca_certs.iter().map(|p| read(p)).collect::<Result<_>>()?,
+                timeout: crate::daemon::domains::DOMAIN_FETCH_TIMEOUT,
+            };
+            org_verify_domain(
+                org,
+                domain,
+                (roots.as_slice(), attestations.as_path()),
+                &fetch,
+                out,
+                now,
+            )
+        }
     }
+}
+
+/// Writes a registration request signed by every key it lists.
+fn org_request(
+    org: &str,
+    domain: &str,
+    contact: &str,
+    keys: &[PathBuf],
+    out: &Path,
+) -> Result<Report> {
+    let keys = keys
+        .iter()
+        .map(|p| load_key(p))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&_> = keys.iter().collect();
+    let request =
+        Registration::create(org, domain, contact, &refs).map_err(|e| Rejected(e.to_string()))?;
+    write(out, &request.to_block())?;
+    Ok(Report {
+        text: format!(
+            "wrote registration request for `{org}` to {}",
+            out.display()
+        ),
+        json: json!({ "out": out, "org": org, "id": request.document.id().to_string() }),
+    })
+}
+
+/// Checks a registration request and writes the `org.verified` attestation approving it.
+fn org_approve(request: &Path, expires_in: i64, out: &Path, now: i64) -> Result<Report> {
+    let registration =
+        Registration::decode_and_verify(&read(request)?).map_err(|e| rejected(e, request))?;
+    let attestation = registration
+        .approve(now, now + expires_in)
+        .map_err(|e| Rejected(e.to_string()))?;
+    write(out, &attestation.to_block())?;
+    Ok(Report {
+        text: format!(
+            "request by `{}` ({}) checked; wrote its org.verified attestation to {} (unsigned: attest admins sign it)",
+            registration.org,
+            registration.domain,
+            out.display()
+        ),
+        json: json!({ "out": out, "org": registration.org, "id": attestation.id().to_string() }),
+    })
+}
+
+/// Writes an organisation's domain proof file, signed by `keys`.
+fn org_bind_domain(
+    org: &str,
+    domain: &str,
+    keys: &[PathBuf],
+    current_set: &[String],
+    expires_in: i64,
+    out: &Path,
+    now: i64,
+) -> Result<Report> {
+    let signers = keys
+        .iter()
+        .map(|p| load_key(p))
+        .collect::<Result<Vec<_>>>()?;
+    let set: Vec<PublicKey> = if current_set.is_empty() {
+        signers.iter().map(|k| k.public()).collect()
+    } else {
+        current_set
+            .iter()
+            .map(|k| public_key_arg(k))
+            .collect::<Result<_>>()?
+    };
+    let refs: Vec<&_> = signers.iter().collect();
+    let proof = DomainProof::create(org, domain, &set, &refs, now, now + expires_in)
+        .map_err(|e| Rejected(e.to_string()))?;
+    write(out, proof.to_json().as_bytes())?;
+    Ok(Report {
+        text: format!(
+            "wrote the proof that `{org}` controls {domain} to {}; serve it at {} until {}, then ask an admin to run `meridian org verify-domain {org} {domain}`",
+            out.display(),
+            crate::daemon::domains::proof_url(domain),
+            crate::command::utc(proof.expires_at),
+        ),
+        json: json!({
+            "out": out,
+            "org": org,
+            "domain": domain,
+            "url": crate::daemon::domains::proof_url(domain),
+            "expires_at": proof.expires_at,
+            "id": proof.document.id().to_string(),
+        }),
+    })
+}
+
+/// Fetches and checks an organisation's domain proof and writes its `org.domain`
+/// attestation (unsigned).
+fn org_verify_domain(
+    org: &str,
+    domain: &str,
+    (roots, attestations): (&[PathBuf], &Path),
+    fetch: &crate::daemon::domains::DomainFetch,
+    out: &Path,
+    now: i64,
+) -> Result<Report> {
+    let root = trusted_root(roots, now, ExpiryCheck::Enforce)?;
+    let files = meridian_registry::files::list_with_extension(attestations, "cbor")
+        .with_context(|| format!("listing {}", attestations.display()))?;
+    let blocks: Vec<Vec<u8>> = files.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    let (set, _) = AttestationSet::from_documents(&refs, &root, now);
+    let current = set.org_key_set(org, now).ok_or_else(|| {
+        Rejected(format!(
+            "`{org}` is not verified in {} (an org.verified attestation signed by the attest role is needed first)",
+            attestations.display()
+        ))
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bytes = runtime
+        .block_on(crate::daemon::domains::fetch_proof(domain, fetch))
+        .map_err(|e| Rejected(e.to_string()))?;
+    let url = crate::daemon::domains::proof_url(domain);
+    let proof = DomainProof::from_json(&bytes).map_err(|e| Rejected(format!("{url}: {e}")))?;
+    proof
+        .verify(domain, org, &current, now)
+        .map_err(|e| Rejected(format!("{url}: {e}")))?;
+    let attestation = proof
+        .attestation(now)
+        .map_err(|e| Rejected(e.to_string()))?;
+    write(out, &attestation.to_block())?;
+    Ok(Report {
+        text: format!(
+            "{url} proves that `{org}` controls {domain} (signed by its current keys, valid until {}); wrote its org.domain attestation to {} (unsigned: attest admins sign it)",
+            crate::command::utc(proof.expires_at),
+            out.display()
+        ),
+        json: json!({
+            "out": out,
+            "org": org,
+            "domain": domain,
+            "expires_at": proof.expires_at,
+            "proof": proof.document.id().to_string(),
+            "id": attestation.id().to_string(),
+        }),
+    })
 }
 
 fn parse_subject(text: &str) -> Result<Subject> {

@@ -13,6 +13,7 @@
 //! - [`commit`]: signed snapshot commits and equivocation proofs;
 //! - [`car`]: streaming CAR v1 reading and writing with limits;
 //! - [`store`]: block stores (memory and sled) with atomic batches;
+//! - [`time`]: unix seconds to and from ISO 8601 text;
 //! - [`snapshot`]: build, verify, delta, export and import.
 
 pub mod car;
@@ -27,5 +28,6 @@ pub mod mst;
 pub mod samples;
 pub mod snapshot;
 pub mod store;
+pub mod time;
 
 pub use cid::Cid;

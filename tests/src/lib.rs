@@ -621,3 +621,141 @@ pub fn node_did(node: &Daemon) -> String {
         .expect("/ready names the node")
         .to_owned()
 }
+
+/// One answer an [`HttpsSite`] gives for a path.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The status.
+    pub status: u16,
+    /// Extra headers (`Location`, say).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A website on loopback serving HTTPS for one domain, with a certificate issued by a test
+/// certificate authority of its own (give its PEM, [`HttpsSite::ca_pem`], as an extra trusted
+/// root): what an organisation's domain looks like to Meridian in tests, reached through a
+/// resolver override. It answers pages set with [`HttpsSite::serve`] (404 otherwise) and
+/// counts the requests it took.
+pub struct HttpsSite {
+    address: SocketAddr,
+    ca_pem: String,
+    pages: Arc<std::sync::Mutex<std::collections::HashMap<String, Page>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl HttpsSite {
+    /// A site for `domain` on 127.0.0.1 (a new test CA and certificate every time).
+    pub fn start(domain: &str) -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Meridian test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let leaf_key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec![domain.to_owned()])
+            .expect("params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("certificate");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .expect("server certificate");
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let pages: Arc<std::sync::Mutex<std::collections::HashMap<String, Page>>> = Arc::default();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (pages.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (config, served, counted) = (config.clone(), served.clone(), counted.clone());
+                std::thread::spawn(move || {
+                    let _ = answer_tls(stream, config, &served, &counted);
+                });
+            }
+        });
+        Self {
+            address,
+            ca_pem: ca.pem(),
+            pages,
+            requests,
+        }
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Its CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Answers `path` with `page` from now on.
+    pub fn serve(&self, path: &str, page: Page) {
+        self.pages
+            .lock()
+            .expect("pages")
+            .insert(path.to_owned(), page);
+    }
+
+    /// Requests it has answered.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves one TLS connection: reads one request head and answers it from `pages`.
+fn answer_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    pages: &std::sync::Mutex<std::collections::HashMap<String, Page>>,
+    requests: &AtomicUsize,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let connection = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        if tls.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    requests.fetch_add(1, Ordering::SeqCst);
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let page = pages.lock().expect("pages").get(&path).cloned();
+    let page = page.unwrap_or(Page {
+        status: 404,
+        headers: Vec::new(),
+        body: b"not found".to_vec(),
+    });
+    let mut answer = format!(
+        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        page.status,
+        page.body.len()
+    );
+    for (name, value) in &page.headers {
+        answer.push_str(&format!("{name}: {value}\r\n"));
+    }
+    answer.push_str("\r\n");
+    tls.write_all(answer.as_bytes())?;
+    tls.write_all(&page.body)?;
+    tls.flush()?;
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    Ok(())
+}

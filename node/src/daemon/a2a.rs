@@ -462,7 +462,7 @@ fn bounded_stream(
 /// address (loopback included). A node bound to every interface with neither setting names
 /// none: a Host header is the client's to choose, so taking it would let any client make the
 /// card point wherever it likes.
-fn card_base(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn card_base(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
     let http = &state.config.http;
     if !http.public_url.is_empty() {
         return Ok(http.public_url.trim_end_matches('/').to_owned());

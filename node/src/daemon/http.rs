@@ -501,6 +501,11 @@ pub fn api_router(
         ))
         .routes(call)
         .routes(routes!(super::a2a::card))
+        .routes(routes!(super::ard::search))
+        .routes(routes!(super::ard::explore))
+        .routes(routes!(super::ard::list))
+        .routes(routes!(super::ard::retrieve))
+        .routes(routes!(super::ard::well_known))
 }
 
 /// The gateway's router.
@@ -517,6 +522,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), read_guard))
+        .layer(middleware::from_fn(super::ard::cors))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(meridian_hub::serve::json_errors))
         .layer(middleware::from_fn({
@@ -533,11 +539,24 @@ pub fn router(state: Arc<NodeState>) -> Router {
 /// With `http.read_auth`, registry reads need a valid token (writes check their own).
 async fn read_guard(State(state): State<Arc<NodeState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
+    // ARD's search and explore are reads made with POST.
+    let ard = path.starts_with("/ard/") || path == "/.well-known/ard.json";
     let open = !state.config.http.read_auth
-        || request.method() != axum::http::Method::GET
-        || !path.starts_with("/api/");
+        || request.method() == axum::http::Method::OPTIONS
+        || (!ard && (request.method() != axum::http::Method::GET || !path.starts_with("/api/")));
     if open {
         return next.run(request).await;
+    }
+    if ard {
+        let token = super::tokens::bearer(request.headers()).map(str::to_owned);
+        return match token.map(|t| state.tokens.lookup(&t)) {
+            Some(Ok(Some(_))) => next.run(request).await,
+            Some(Err(error)) => super::ard::ArdError::internal_error(error).into_response(),
+            _ => super::ard::ArdError::unauthenticated(
+                "this node requires `Authorization: Bearer <token>` to read (http.read_auth)",
+            )
+            .into_response(),
+        };
     }
     let token = super::tokens::bearer(request.headers()).map(str::to_owned);
     match token.map(|t| state.tokens.lookup(&t)) {
@@ -1096,6 +1115,11 @@ struct Provenance<'a> {
     seq: u64,
     commit: Option<&'a str>,
     attestations: Vec<String>,
+    /// The organisation's domain, when an `org.domain` attestation binds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    /// The agent's ARD identifier, or why it has none.
+    ard: serde_json::Value,
 }
 
 #[derive(serde::Serialize)]
@@ -1137,6 +1161,7 @@ pub async fn agent(
 ) -> ApiResult<Response> {
     let agent_id = format!("{org}/{name}");
     let attestations = state.governance.org_attestations(&org);
+    let domain = state.governance.org_domain(&org, (state.clock)());
     // Everything comes from the index: a lookup reads no block and decodes nothing.
     let body = {
         let index = state
@@ -1165,6 +1190,16 @@ pub async fn agent(
                 seq: record.seq,
                 commit: record.commit.as_deref(),
                 attestations,
+                ard: match &domain {
+                    Some(domain) => {
+                        json!({ "identifier": format!("urn:air:{domain}:{org}:{name}") })
+                    }
+                    None => json!({
+                        "identifier": null,
+                        "why": "its organisation has no verified domain (an org.domain attestation, `meridian org verify-domain`): ARD identifiers are anchored to one",
+                    }),
+                },
+                domain,
             },
         };
         serde_json::to_vec(&view).map_err(ApiError::internal)?

@@ -155,6 +155,14 @@ impl AgentRecord {
     }
 }
 
+/// Words too common in requests to say what is wanted ("find me an agent for ..."), left out
+/// of relevance unless a query has nothing else.
+pub const STOP_WORDS: &[&str] = &[
+    "a", "agent", "agents", "an", "and", "any", "are", "can", "do", "find", "for", "from", "get",
+    "help", "i", "in", "is", "it", "me", "my", "need", "of", "on", "or", "please", "some", "that",
+    "the", "this", "to", "want", "what", "which", "with",
+];
+
 /// Lowercase alphanumeric words of `text`, without repeats. Repeats are dropped before any is
 /// lowercased (a description repeats most of its words), and a word already in lowercase
 /// ASCII is not copied until it is known to be new.
@@ -480,6 +488,63 @@ impl AgentIndex {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Every agent, in agent id order.
+    pub fn iter(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.records.values()
+    }
+
+    /// How relevant each agent is to `text`, by agent id: agents matching at least one of
+    /// its words, each with a score from 1 to 100 (the share of the query's weight it
+    /// matches: rare words weigh more, a word in the name counts half as much again) and the
+    /// BM25 score to rank by. Words in [`STOP_WORDS`] are left out unless nothing else is left.
+    pub fn relevance(&self, text: &str) -> std::collections::HashMap<&str, (u8, f64)> {
+        const K1: f64 = 1.2;
+        const B: f64 = 0.75;
+        const NAME_BOOST: f64 = 1.5;
+        let mut terms = words(text);
+        if terms.iter().any(|t| !STOP_WORDS.contains(&t.as_str())) {
+            terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));
+        }
+        let total = self.records.len().max(1) as f64;
+        let average = self.records.values().map(|r| r.words.len()).sum::<usize>() as f64 / total;
+        let mut scores: std::collections::HashMap<&str, (f64, f64)> =
+            std::collections::HashMap::new();
+        let mut weight_all = 0.0;
+        for term in &terms {
+            let Some(set) = self.postings.get(&format!("w:{term}")) else {
+                // A word no agent has still counts against every agent's share.
+                weight_all += (1.0 + total / 0.5).ln() * NAME_BOOST;
+                continue;
+            };
+            let n = set.len() as f64;
+            let idf = (1.0 + (total - n + 0.5) / (n + 0.5)).ln();
+            weight_all += idf * NAME_BOOST;
+            for id in set {
+                let Some(record) = self.records.get(&**id) else {
+                    continue;
+                };
+                let length = record.words.len() as f64;
+                let mut bm25 =
+                    idf * (K1 + 1.0) / (1.0 + K1 * (1.0 - B + B * length / average.max(1.0)));
+                let mut share = idf;
+                if words(&record.name).iter().any(|w| w == term) {
+                    bm25 *= NAME_BOOST;
+                    share *= NAME_BOOST;
+                }
+                let entry = scores.entry(&**id).or_default();
+                entry.0 += share;
+                entry.1 += bm25;
+            }
+        }
+        scores
+            .into_iter()
+            .map(|(id, (share, bm25))| {
+                let score = (100.0 * share / weight_all.max(f64::MIN_POSITIVE)).round();
+                (id, (score.clamp(1.0, 100.0) as u8, bm25))
+            })
+            .collect()
     }
 
     /// One page of results and, if more follow, the cursor for the next page.

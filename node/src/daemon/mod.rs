@@ -3,7 +3,9 @@
 //! `meridian-registry`.
 
 pub mod a2a;
+pub mod ard;
 pub mod config;
+pub mod domains;
 pub mod events;
 pub mod governance;
 pub mod http;

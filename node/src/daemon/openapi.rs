@@ -61,7 +61,14 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     axum::Json(document())
 }
 
-const TAGS: [&str; 5] = ["operations", "agents", "registry", "governance", "a2a"];
+const TAGS: [&str; 6] = [
+    "operations",
+    "agents",
+    "registry",
+    "governance",
+    "a2a",
+    "ard",
+];
 
 /// The reference page, rendered from the document.
 pub fn markdown() -> String {
@@ -70,7 +77,7 @@ pub fn markdown() -> String {
         &doc,
         meridian_hub::apidoc::Page {
             title: "Meridian node API reference",
-            intro: "Rendered from the OpenAPI document the node serves at `GET /openapi.json`, which is generated\nfrom the handlers' own annotations; regenerate with\n`MERIDIAN_BLESS=1 cargo test -p meridian-node api_reference`.\n\nErrors are JSON: `{\"error\": {\"code\", \"message\", \"details\"}}`. Every response carries `x-request-id`.",
+            intro: "Rendered from the OpenAPI document the node serves at `GET /openapi.json`, which is generated\nfrom the handlers' own annotations; regenerate with\n`MERIDIAN_BLESS=1 cargo test -p meridian-node api_reference`.\n\nErrors are JSON, in the shape of the protocol a route speaks: the ARD routes (`/ard/v1/**`,\n`/.well-known/ard.json`) in ARD's envelope `{\"errorCode\", \"message\"}` (`INVALID_ARGUMENT`,\n`UNAUTHENTICATED`, `NOT_FOUND`, `INTERNAL_ERROR`); everything else, the A2A proxy's own refusals\nincluded for now, in `{\"error\": {\"code\", \"message\", \"details\"}}` (an agent's own answers pass\nthrough the proxy unchanged). Every response carries `x-request-id`. The public\nreads (ARD, `/api/v1/agents/**`, agent cards) send CORS headers for every origin.\n\nThe ARD Registry API (Agentic Resource Discovery v0.91): an agent is an ARD entry, with the\nidentifier `urn:air:DOMAIN:ORG:AGENT`, once its organisation is bound to DOMAIN by an `org.domain`\nattestation; other agents have none, and `GET /api/v1/agents/{org}/{agent}` says why in\n`provenance.ard`. Search ranks by BM25 over the agents' words (name words weigh more) and scores\neach result 1-100 by the share of the query's weight it matches; `federation` `auto` is `none`\n(this node's view already holds the whole verified federation) and `referrals` names this\nregistry.",
             tags: &TAGS,
             access: &[
                 ("orgToken", "organisation token"),

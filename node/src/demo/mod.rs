@@ -339,7 +339,7 @@ async fn converge_step(
 }
 
 /// `DATA/demo`, emptied (a previous demo's files removed) and created.
-fn fresh_dir(data: &Path) -> Result<PathBuf> {
+pub(crate) fn fresh_dir(data: &Path) -> Result<PathBuf> {
     let dir = data.join("demo");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;

@@ -44,11 +44,7 @@ struct Step {
 
 /// Runs the demo under `data/demo` and reports what happened.
 pub fn run(data: &Path, now: i64) -> Result<Report> {
-    let dir = data.join("demo");
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = super::fresh_dir(data)?;
     let mut steps: Vec<Step> = Vec::new();
     let mut timed = |what: &str, started: Instant, result: String| {
         let millis = started.elapsed().as_secs_f64() * 1000.0;

@@ -427,8 +427,14 @@ impl Governance {
         Some((tier.requests_per_second, tier.burst))
     }
 
-    /// Ids of the unrevoked attestations about an organisation.
-    pub fn org_attestations(&self, org: &str) -> Vec<String> {
+    /// The domain an organisation is bound to at `now` (its `org.domain` attestation, while
+    /// it is verified), or `None`.
+    pub fn org_domain(&self, org: &str, now: i64) -> Option<String> {
+        self.inner.read().ok()?.attestations.org_domain(org, now)
+    }
+
+    /// The unrevoked attestations about an organisation: (kind, id).
+    pub fn org_attestation_kinds(&self, org: &str) -> Vec<(String, String)> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();
         };
@@ -437,7 +443,15 @@ impl Governance {
             .attestations
             .about(&subject)
             .filter(|(_, revoked)| !revoked)
-            .map(|(a, _)| a.id().to_string())
+            .map(|(a, _)| (a.body.kind.clone(), a.id().to_string()))
+            .collect()
+    }
+
+    /// Ids of the unrevoked attestations about an organisation.
+    pub fn org_attestations(&self, org: &str) -> Vec<String> {
+        self.org_attestation_kinds(org)
+            .into_iter()
+            .map(|(_, id)| id)
             .collect()
     }
 

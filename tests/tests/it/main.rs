@@ -3,8 +3,10 @@
 
 mod agent;
 mod anti_entropy;
+mod ard;
 mod attacks;
 mod cli;
+mod domains;
 mod fuzz_regressions;
 mod governance_flow;
 mod runbooks;
