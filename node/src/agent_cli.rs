@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use clap::Subcommand;
 use meridian_registry::manifest::ManifestBody;
@@ -73,6 +73,63 @@ pub enum AgentCommand {
         #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Search the agents a node serves: every word must appear in an agent's name,
+    /// description, id or skills; with --relevance, agents matching any word come best first,
+    /// each with a score.
+    ///
+    /// Example: meridian agent search book a flight --relevance --node http://127.0.0.1:7700
+    Search {
+        /// Words to look for.
+        words: Vec<String>,
+        /// The node's URL.
+        #[arg(long)]
+        node: String,
+        /// Only agents with this skill id.
+        #[arg(long)]
+        skill: Option<String>,
+        /// Only agents with this skill tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only this organisation's agents.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only agents served from this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Most agents shown.
+        #[arg(long, default_value = "20")]
+        limit: usize,
+        /// Rank by relevance to any of the words.
+        #[arg(long)]
+        relevance: bool,
+    },
+    /// Show one agent as a node serves it: its card, who published it, its provenance and its
+    /// ARD identifier (or why it has none).
+    ///
+    /// Example: meridian agent show acme/echo --node http://127.0.0.1:7700
+    Show {
+        /// The agent, `org/name`.
+        agent: String,
+        /// The node's URL.
+        #[arg(long)]
+        node: String,
+    },
+    /// Send an agent a text message through a node's A2A proxy and print its answer's text (the
+    /// A2A version, v1.0 or v0.3, is the one the agent's card declares).
+    ///
+    /// Example: meridian agent call acme/echo "hello" --node http://127.0.0.1:7700
+    Call {
+        /// The agent, `org/name`.
+        agent: String,
+        /// The message.
+        message: String,
+        /// The node's URL.
+        #[arg(long)]
+        node: String,
+        /// Your organisation's caller token on that node, for its rate tier.
+        #[arg(long, env = "MERIDIAN_CALLER_TOKEN", hide_env_values = true)]
+        caller_token: Option<String>,
+    },
 }
 
 /// What a manifest is made of.
@@ -118,6 +175,57 @@ fn publish_body(block: &[u8]) -> serde_json::Value {
     json!({ "manifest": base64::engine::general_purpose::STANDARD.encode(block) })
 }
 
+/// `meridian agent remove`: signs the agent's removal and sends it to the node (`node` and its
+/// token) or writes the DELETE body to `out`.
+fn remove(
+    agent: &str,
+    region: &str,
+    org_key: &meridian_registry::keys::Keypair,
+    updated_at: i64,
+    out: Option<&Path>,
+    node: Option<(&str, &str)>,
+) -> Result<Report> {
+    let removal = ManifestBody::tombstone(agent, region, updated_at)
+        .map_err(|e| Rejected(format!("agent `{agent}`: {e}")))?
+        .sign(org_key);
+    let (cid, block) = removal.to_block_and_cid();
+    let body = publish_body(&block);
+    let removed_at = removal.body.updated_at;
+    match (out, node) {
+        (Some(out), _) => {
+            crate::data::write_file(out, format!("{body}\n").as_bytes())?;
+            Ok(Report {
+                text: format!(
+                    "wrote the signed removal of {agent} ({cid}, as of {removed_at}) to {}: send it with DELETE /api/v1/agents/{agent}",
+                    out.display()
+                ),
+                json: json!({ "agent_id": agent, "removal": cid.to_string(), "removed_at": removed_at, "out": out }),
+            })
+        }
+        (None, Some((node, token))) => {
+            let url = format!("{}/api/v1/agents/{agent}", node.trim_end_matches('/'));
+            let answer = send(
+                reqwest::Method::DELETE,
+                &url,
+                token,
+                body.to_string(),
+                &format!("the removal of {agent}"),
+            )?;
+            Ok(Report {
+                text: format!(
+                    "removed {agent} as of {removed_at} ({cid}) on {node}: seq {}",
+                    answer["seq"]
+                ),
+                json: answer,
+            })
+        }
+        _ => Err(Rejected(
+            "give --out FILE, or --node URL with --token (or MERIDIAN_TOKEN)".into(),
+        )
+        .into()),
+    }
+}
+
 /// Sends `body` to the node with the organisation's token and returns its JSON answer; a
 /// refusal is an error naming the node's reason (a 4xx is the caller's to fix).
 fn send(
@@ -127,39 +235,14 @@ fn send(
     body: String,
     what: &str,
 ) -> Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (status, answer) = runtime.block_on(async {
-        let response = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?
-            .request(method, url)
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("reaching {url}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        anyhow::Ok((status, text))
-    })?;
-    let answer: serde_json::Value =
-        serde_json::from_str(&answer).unwrap_or_else(|_| json!({ "body": answer }));
-    if !status.is_success() {
-        let message = answer["error"]["message"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_owned);
-        let error = anyhow!("{url} refused {what}: HTTP {status}: {message}");
-        return Err(if status.is_client_error() {
-            Rejected(format!("{error:#}")).into()
-        } else {
-            error
-        });
-    }
-    Ok(answer)
+    let authorization = format!("Bearer {token}");
+    crate::agent_read::request_json(
+        method,
+        url,
+        &[("authorization", authorization.as_str())],
+        Some(body),
+        what,
+    )
 }
 
 /// Runs `meridian agent …`.
@@ -214,46 +297,49 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
             out,
             node,
             token,
+        } => remove(
+            agent,
+            region,
+            &load_key(org_key)?,
+            updated_at.unwrap_or(now),
+            out.as_deref(),
+            node.as_deref().zip(token.as_deref()),
+        ),
+        AgentCommand::Search {
+            words,
+            node,
+            skill,
+            tag,
+            org,
+            region,
+            limit,
+            relevance,
         } => {
-            let removal = ManifestBody::tombstone(agent, region, updated_at.unwrap_or(now))
-                .map_err(|e| Rejected(format!("agent `{agent}`: {e}")))?
-                .sign(&load_key(org_key)?);
-            let (cid, block) = removal.to_block_and_cid();
-            let body = publish_body(&block);
-            let removed_at = removal.body.updated_at;
-            match (out, node, token) {
-                (Some(out), _, _) => {
-                    crate::data::write_file(out, format!("{body}\n").as_bytes())?;
-                    Ok(Report {
-                        text: format!(
-                            "wrote the signed removal of {agent} ({cid}, as of {removed_at}) to {}: send it with DELETE /api/v1/agents/{agent}",
-                            out.display()
-                        ),
-                        json: json!({ "agent_id": agent, "removal": cid.to_string(), "removed_at": removed_at, "out": out }),
-                    })
-                }
-                (None, Some(node), Some(token)) => {
-                    let url = format!("{}/api/v1/agents/{agent}", node.trim_end_matches('/'));
-                    let answer = send(
-                        reqwest::Method::DELETE,
-                        &url,
-                        token,
-                        body.to_string(),
-                        &format!("the removal of {agent}"),
-                    )?;
-                    Ok(Report {
-                        text: format!(
-                            "removed {agent} as of {removed_at} ({cid}) on {node}: seq {}",
-                            answer["seq"]
-                        ),
-                        json: answer,
-                    })
-                }
-                _ => Err(Rejected(
-                    "give --out FILE, or --node URL with --token (or MERIDIAN_TOKEN)".into(),
-                )
-                .into()),
-            }
+            let filters = [
+                ("skill", skill),
+                ("tag", tag),
+                ("org", org),
+                ("region", region),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_deref()?)))
+            .collect();
+            crate::agent_read::search(
+                node,
+                &crate::agent_read::SearchArgs {
+                    words,
+                    filters,
+                    limit: *limit,
+                    relevance: *relevance,
+                },
+            )
         }
+        AgentCommand::Show { agent, node } => crate::agent_read::show(node, agent),
+        AgentCommand::Call {
+            agent,
+            message,
+            node,
+            caller_token,
+        } => crate::agent_read::call(node, agent, message, caller_token.as_deref(), now),
     }
 }

@@ -7,6 +7,7 @@
 //! daemon through `daemon::wall_clock`), and passes it down.
 
 pub mod agent_cli;
+pub mod agent_read;
 pub mod cli;
 pub mod command;
 pub mod daemon;

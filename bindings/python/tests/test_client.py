@@ -27,6 +27,15 @@ def test_publish_search_get_and_errors(node):
     found = client.search(skill="translate")
     assert [a["agent_id"] for a in found["agents"]] == ["acme/helper"]
     assert [a["agent_id"] for a in client.search_all(org="acme")] == ["acme/helper"]
+    # Ranked: any word of q, best first, with a score; the default order needs every word.
+    publish(client, key, "Speaker", "speak")
+    ranked = client.search("please translate or speak", sort="relevance")["agents"]
+    assert {a["agent_id"] for a in ranked} == {"acme/helper", "acme/speaker"}
+    assert all(1 <= a["score"] <= 100 for a in ranked)
+    assert client.search("translate speak")["agents"] == []
+    with pytest.raises(meridian.NodeError) as unsorted:
+        client.search("x", sort="newest")
+    assert unsorted.value.status == 400
     with pytest.raises(meridian.NodeError) as unknown:
         client.get("acme/nobody")
     assert unknown.value.status == 404

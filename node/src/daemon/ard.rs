@@ -553,6 +553,7 @@ fn ranked<'r>(
 pub async fn search(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Bytes,
 ) -> Result<Response, ArdError> {
     let request = body_json(&body)?;
@@ -582,7 +583,27 @@ pub async fn search(
     let base = base_url(&state, &headers)?;
     let source = format!("{base}{ARD_BASE}");
     let mut orgs = Orgs::new(&state);
-    let (results, total) = {
+    let federation_state = &state.ard;
+    let upstream = if federation == "auto" && !federation_state.upstreams.is_empty() {
+        let who = client.map_or_else(
+            || "unknown".to_owned(),
+            |axum::Extension(axum::extract::ConnectInfo(address))| address.ip().to_string(),
+        );
+        if federation_state.admit(&who, state.started.elapsed()) {
+            federation_state
+                .ask(query, offset + size, &state.metrics)
+                .await
+        } else {
+            state.metrics.count(
+                "meridian_ard_upstream_searches_total{outcome=\"limited\"}",
+                1,
+            );
+            Vec::new()
+        }
+    } else {
+        Vec::new()
+    };
+    let (page, total) = {
         let index = state
             .index
             .read()
@@ -590,40 +611,94 @@ pub async fn search(
         let scores = index.relevance(text);
         let candidates = candidates(index.iter(), &mut orgs);
         let matched = ranked(candidates, Some(text), &filter, &mut orgs, &scores);
-        let total = matched.len();
-        let page: Vec<Value> = matched
-            .iter()
+        // Only the page's entries are built; the rest are an identifier and a score.
+        let merged = merge(&matched, upstream);
+        let total = merged.len();
+        let page: Vec<Value> = merged
+            .into_iter()
             .skip(offset)
             .take(size)
-            .map(|(candidate, score, _)| {
-                let full = entry(candidate, &mut orgs, &base);
-                json!({
-                    "identifier": full["identifier"],
-                    "displayName": full["displayName"],
-                    "type": full["type"],
-                    "url": full["url"],
-                    "description": full["description"],
-                    "capabilities": full["capabilities"],
-                    "score": score,
-                    "source": source,
-                })
+            .map(|result| match result {
+                Merged::Here(at) => {
+                    let (candidate, score, _) = &matched[at];
+                    search_result(candidate, *score, &mut orgs, &base, &source)
+                }
+                Merged::Upstream(result) => result,
             })
             .collect();
         (page, total)
     };
-    let mut answer = json!({ "results": results });
+    let mut answer = json!({ "results": page });
     if offset + size < total {
         answer["pageToken"] = json!(encode_token(offset + size));
     }
-    // Without upstream registries configured, `auto` is `none` (§5.4); `referrals` names the
-    // registry itself so a client knows where the results came from.
+    // `auto` with no upstreams is `none` (§5.4): this node's view already holds the whole
+    // verified federation. `referrals` names the configured upstreams.
     if federation == "referrals" {
-        answer["referrals"] = json!([registry_entry(&state, &base)]);
+        answer["referrals"] = Value::Array(federation_state.referrals());
     }
     Ok(axum::Json(answer).into_response())
 }
 
-/// The registry itself as an ARD entry (in the well-known manifest and in referrals).
+/// One search result: the selection terms of the entry, its score and this registry as its
+/// source.
+fn search_result(
+    candidate: &Candidate<'_>,
+    score: u8,
+    orgs: &mut Orgs<'_>,
+    base: &str,
+    source: &str,
+) -> Value {
+    let full = entry(candidate, orgs, base);
+    json!({
+        "identifier": full["identifier"],
+        "displayName": full["displayName"],
+        "type": full["type"],
+        "url": full["url"],
+        "description": full["description"],
+        "capabilities": full["capabilities"],
+        "score": score,
+        "source": source,
+    })
+}
+
+/// A merged search result: one of this registry's matches (by position) or an upstream's.
+enum Merged {
+    Here(usize),
+    Upstream(Value),
+}
+
+/// Merges upstream results into this registry's matches by identifier (this registry's entry
+/// wins: it is verified here), ordered by score, this registry's first among equals.
+fn merge(matched: &[(Candidate<'_>, u8, f64)], upstream: Vec<Value>) -> Vec<Merged> {
+    let mut seen: std::collections::HashSet<String> = matched
+        .iter()
+        .map(|(candidate, _, _)| candidate.identifier.to_string())
+        .collect();
+    let mut merged: Vec<(u64, Merged)> = (0..matched.len())
+        .map(|at| (u64::from(matched[at].1), Merged::Here(at)))
+        .collect();
+    if upstream.is_empty() {
+        // Already in rank order.
+        return merged.into_iter().map(|(_, m)| m).collect();
+    }
+    for result in upstream {
+        let Some(id) = result["identifier"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        if seen.insert(id) {
+            merged.push((
+                result["score"].as_u64().unwrap_or(0),
+                Merged::Upstream(result),
+            ));
+        }
+    }
+    // A stable sort keeps this registry's results ahead of upstream ones of the same score.
+    merged.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
+    merged.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The registry itself as an ARD entry (in the well-known manifest).
 fn registry_entry(state: &NodeState, base: &str) -> Value {
     let host = base
         .split("://")
@@ -653,6 +728,146 @@ fn ard_host(host: &str) -> String {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         format!("{}.invalid", label.trim_matches('-'))
+    }
+}
+
+// ---------------------------------------------------------------- federation
+
+/// Most bytes read of one upstream's search answer.
+pub const UPSTREAM_ANSWER_BYTES_MAX: usize = 1024 * 1024;
+
+/// The ARD API's federation with other registries (`[ard]`): the upstreams' API bases, a
+/// client behind the SSRF guard, the time budget of a federated search, and how many
+/// federated searches each client may start.
+pub struct Federation {
+    upstreams: Vec<String>,
+    client: reqwest::Client,
+    guard: meridian_hub::relay::EgressGuard,
+    budget: std::time::Duration,
+    rate: meridian_hub::ratelimit::Rate,
+    limiter: std::sync::Mutex<meridian_hub::ratelimit::Limiter>,
+}
+
+impl Federation {
+    /// From the `[ard]` settings.
+    pub fn new(config: &super::config::ArdSection) -> anyhow::Result<Self> {
+        let guard = meridian_hub::relay::EgressGuard {
+            allow_private: config.allow_private,
+            allow_cidrs: Vec::new(),
+        };
+        let budget = std::time::Duration::from_millis(config.federation_budget_ms);
+        Ok(Self {
+            upstreams: config.upstream_urls()?,
+            client: guard.client(budget)?,
+            guard,
+            budget,
+            rate: meridian_hub::ratelimit::Rate {
+                per_second: config.federation_rps,
+                burst: config.federation_burst,
+            },
+            limiter: std::sync::Mutex::new(meridian_hub::ratelimit::Limiter::new()),
+        })
+    }
+
+    /// The upstreams as ARD registry referrals.
+    fn referrals(&self) -> Vec<Value> {
+        self.upstreams
+            .iter()
+            .map(|url| {
+                let host = reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                json!({
+                    "identifier": format!("urn:air:{}:registry:upstream", ard_host(&host)),
+                    "displayName": format!("ARD registry at {url}"),
+                    "type": REGISTRY_TYPE,
+                    "url": format!("{url}/search"),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `client` may start another federated search now.
+    fn admit(&self, client: &str, since_start: std::time::Duration) -> bool {
+        self.limiter.lock().is_ok_and(|mut limiter| {
+            limiter.check(client, self.rate, since_start)
+                == meridian_hub::ratelimit::Decision::Allow
+        })
+    }
+
+    /// Asks every upstream the same query (with federation `none`, so nothing loops) within
+    /// the budget; returns each answer's results, marked with their source. An upstream that
+    /// fails, refuses, is slow or is refused by the SSRF guard costs only its own results.
+    async fn ask(
+        &self,
+        query: &Value,
+        size: usize,
+        metrics: &meridian_hub::metrics::Metrics,
+    ) -> Vec<Value> {
+        let request = json!({ "query": query, "federation": "none", "pageSize": size });
+        let asks = self.upstreams.iter().map(|url| {
+            let request = &request;
+            async move {
+                let outcome = tokio::time::timeout(self.budget, self.ask_one(url, request)).await;
+                let (label, results) = match outcome {
+                    Ok(Ok(results)) => ("ok", results),
+                    Ok(Err(error)) => {
+                        tracing::debug!(upstream = %url, %error, "ARD upstream failed");
+                        ("failed", Vec::new())
+                    }
+                    Err(_) => ("timeout", Vec::new()),
+                };
+                metrics.count(
+                    &format!("meridian_ard_upstream_searches_total{{outcome=\"{label}\"}}"),
+                    1,
+                );
+                results
+            }
+        });
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn ask_one(&self, url: &str, request: &Value) -> Result<Vec<Value>, String> {
+        let target = reqwest::Url::parse(&format!("{url}/search")).map_err(|e| e.to_string())?;
+        if let Some(why) = self.guard.url_refusal(&target) {
+            return Err(format!("{why} (ard.allow_private)"));
+        }
+        let response = self
+            .client
+            .post(target)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(request.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let body = meridian_hub::relay::read_limited(response, UPSTREAM_ANSWER_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let results = answer["results"]
+            .as_array()
+            .ok_or("the answer has no `results`")?;
+        Ok(results
+            .iter()
+            .filter(|r| r["identifier"].is_string())
+            .map(|r| {
+                let mut result = r.clone();
+                if !result["source"].is_string() {
+                    result["source"] = json!(url);
+                }
+                let score = result["score"].as_u64().unwrap_or(0).min(100);
+                result["score"] = json!(score);
+                result
+            })
+            .collect())
     }
 }
 

@@ -59,6 +59,21 @@ stream_idle_timeout_secs = 300
 default_rps = 20
 default_burst = 40
 
+[ard]
+# Other ARD registries (their API bases, e.g. "https://registry.example/ard/v1", comma-separated)
+# that POST /ard/v1/search asks in `auto` federation mode and names in `referrals` mode.
+# Empty: this node's own view answers (it already holds the whole verified federation).
+upstreams = ""
+# How long a federated search waits for the upstreams, in milliseconds; a slow or failing
+# upstream costs its results, never the answer.
+federation_budget_ms = 1000
+# Federated searches each client may start per second, and the burst; past them a client's
+# searches answer from this node's view alone.
+federation_rps = 5
+federation_burst = 10
+# Let federated searches reach private, loopback and link-local addresses (off: SSRF protection).
+allow_private = false
+
 [governance]
 # The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). When set, an
 # agent enters this node's federated view only if the acceptance rule accepts it. Empty: off.
@@ -280,6 +295,53 @@ impl Default for A2aSection {
     }
 }
 
+/// `[ard]`: the ARD Registry API's federation with other registries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArdSection {
+    /// Other ARD registries' API bases, comma-separated.
+    pub upstreams: String,
+    /// How long a federated search waits for the upstreams, in milliseconds.
+    pub federation_budget_ms: u64,
+    /// Federated searches per client per second.
+    pub federation_rps: u32,
+    /// Their burst.
+    pub federation_burst: u32,
+    /// Whether federated searches may reach private addresses.
+    pub allow_private: bool,
+}
+
+impl Default for ArdSection {
+    fn default() -> Self {
+        Self {
+            upstreams: String::new(),
+            federation_budget_ms: 1000,
+            federation_rps: 5,
+            federation_burst: 10,
+            allow_private: false,
+        }
+    }
+}
+
+impl ArdSection {
+    /// The upstream API bases, each an http(s) URL without a trailing slash.
+    pub fn upstream_urls(&self) -> Result<Vec<String>> {
+        self.upstreams
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                let parsed = reqwest::Url::parse(u)
+                    .map_err(|e| anyhow::anyhow!("config ard.upstreams: `{u}`: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                    bail!("config ard.upstreams: `{u}` is not an http:// or https:// URL");
+                }
+                Ok(u.trim_end_matches('/').to_owned())
+            })
+            .collect()
+    }
+}
+
 /// `[governance]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -370,6 +432,8 @@ pub struct NodeConfig {
     pub http: HttpSection,
     /// `[a2a]`
     pub a2a: A2aSection,
+    /// `[ard]`
+    pub ard: ArdSection,
     /// `[governance]`
     pub governance: GovernanceSection,
     /// `[log]`
@@ -384,7 +448,7 @@ impl NodeConfig {
         let config: NodeConfig = meridian_hub::daemon::config::load_layered(
             file,
             env,
-            &["node", "http", "log", "governance", "a2a", "mesh"],
+            &["node", "http", "log", "governance", "a2a", "ard", "mesh"],
         )?;
         config.validate()?;
         Ok(config)
@@ -419,6 +483,13 @@ impl NodeConfig {
             bail!(
                 "config http.sse_subscribers_max and http.sync_bytes_per_client_per_second must be above 0"
             );
+        }
+        self.ard.upstream_urls()?;
+        if self.ard.federation_budget_ms == 0 || self.ard.federation_budget_ms > 60_000 {
+            bail!("config ard.federation_budget_ms must be between 1 and 60000");
+        }
+        if self.ard.federation_rps == 0 || self.ard.federation_burst == 0 {
+            bail!("config ard.federation_rps and ard.federation_burst must be above 0");
         }
         let a2a = &self.a2a;
         if a2a.stream_timeout_secs == 0 || a2a.stream_idle_timeout_secs == 0 {

@@ -64,6 +64,8 @@ pub struct NodeState {
     pub serve_counters: Arc<meridian_hub::serve::ServeCounters>,
     /// Bytes of sync answers charged per client address (`POST /api/v1/sync`).
     pub sync_budget: std::sync::Mutex<meridian_hub::ratelimit::Limiter>,
+    /// The ARD API's federation with other registries (`[ard]`).
+    pub ard: super::ard::Federation,
     /// When the state was made: the monotonic origin of the rate limiters' time.
     pub started: Instant,
     next_request: AtomicU64,
@@ -80,6 +82,7 @@ impl NodeState {
     ) -> anyhow::Result<Self> {
         let node_did = key.did();
         let config_a2a = config.a2a.clone();
+        let config_ard = config.ard.clone();
         let own = super::publish::load_own(&store, &node_did)?;
         let root_file = Some(config.governance.root.as_str())
             .filter(|r| !r.is_empty())
@@ -107,6 +110,7 @@ impl NodeState {
             gateway_addr: std::sync::OnceLock::new(),
             serve_counters: Arc::default(),
             sync_budget: std::sync::Mutex::new(meridian_hub::ratelimit::Limiter::new()),
+            ard: super::ard::Federation::new(&config_ard)?,
             started: Instant::now(),
             next_request: AtomicU64::new(1),
         };
@@ -1220,10 +1224,12 @@ pub struct SearchParams {
     output_mode: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
+    sort: Option<String>,
 }
 
-/// Search the federated view (stable order, cursor pagination).
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query or limit", body = ErrorBody)))]
+/// Search the federated view (stable order, cursor pagination; `sort=relevance` ranks by
+/// relevance to `q` instead, each agent with its `score`).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more), each agent with a score 1-100; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit or sort", body = ErrorBody)))]
 pub async fn search(
     State(state): State<Arc<NodeState>>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
@@ -1239,22 +1245,100 @@ pub async fn search(
             format!("limit must be between 1 and {page_max}"),
         ));
     }
+    let relevance = match params.sort.as_deref() {
+        None => false,
+        Some("relevance") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_sort",
+                format!("sort `{other}`: the one order besides the default is `relevance`"),
+            ));
+        }
+    };
+    let ranked_text = if relevance {
+        let text = params.q.clone().filter(|q| !q.trim().is_empty());
+        Some(text.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "sort=relevance ranks by relevance to q: give q",
+            )
+        })?)
+    } else {
+        None
+    };
     let query = SearchQuery {
-        text: params.q,
+        text: if relevance { None } else { params.q },
         skill: params.skill,
         tag: params.tag,
         org: params.org,
         region: params.region,
         input_mode: params.input_mode,
         output_mode: params.output_mode,
-        after: params.cursor,
-        limit,
+        after: if relevance {
+            None
+        } else {
+            params.cursor.clone()
+        },
+        limit: if relevance { usize::MAX } else { limit },
     };
     let index = state
         .index
         .read()
         .map_err(|_| ApiError::internal("index lock poisoned"))?;
-    let (page, next) = index.search(&query);
+    let Some(text) = ranked_text else {
+        let (page, next) = index.search(&query);
+        return Ok(Json(json!({ "agents": page, "next_cursor": next })));
+    };
+    ranked_search(&index, &query, &text, params.cursor.as_deref(), limit)
+}
+
+/// `sort=relevance`: the agents `query` filters to that match any word of `text`, best first,
+/// each with its score; the cursor is the offset of the next page.
+fn ranked_search(
+    index: &AgentIndex,
+    query: &SearchQuery,
+    text: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> ApiResult<Json<Value>> {
+    let offset = match cursor {
+        None => 0,
+        Some(cursor) => cursor
+            .strip_prefix('@')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_cursor",
+                    "this cursor is not from a sort=relevance page",
+                )
+            })?,
+    };
+    let scores = index.relevance(text);
+    let (filtered, _) = index.search(query);
+    let mut ranked: Vec<(&AgentRecord, (u8, f64))> = filtered
+        .into_iter()
+        .filter_map(|record| Some((record, *scores.get(record.agent_id.as_str())?)))
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.1.1
+            .partial_cmp(&a.1.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.agent_id.cmp(&b.0.agent_id))
+    });
+    let page: Vec<Value> = ranked
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(record, (score, _))| {
+            let mut agent = serde_json::to_value(record).unwrap_or_default();
+            agent["score"] = json!(score);
+            agent
+        })
+        .collect();
+    let next = (offset + limit < ranked.len()).then(|| format!("@{}", offset + limit));
     Ok(Json(json!({ "agents": page, "next_cursor": next })))
 }
 

@@ -208,6 +208,7 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
 
     let (governance, hubs, nodes) =
         start_federation(&client, &dir, now, federation, &mut steps).await?;
+    announce_urls(&dir, &hubs, &nodes)?;
 
     let echo = start_echo_agent(federation).await?;
     let expected_agents = publish_step(
@@ -336,6 +337,52 @@ async fn converge_step(
         ),
     );
     Ok(converge_ms)
+}
+
+/// Prints every node's and hub's HTTP and ARD base URLs as soon as the federation is up, and
+/// writes them to `DIR/urls.json` (`{"nodes": [{name, region, http, ard}], "hubs": [{name,
+/// region, http}]}`), so a client can be pointed at any of them while the demo runs.
+fn announce_urls(dir: &Path, hubs: &[DemoHub], nodes: &[DemoNode]) -> Result<()> {
+    let urls = urls_json(hubs, nodes);
+    let path = dir.join("urls.json");
+    crate::data::write_file(&path, format!("{urls:#}\n").as_bytes())?;
+    eprintln!("  the federation is up (URLs in {}):", path.display());
+    for node in nodes {
+        eprintln!(
+            "    node {:<12} {:<9} {}   ARD {}{}",
+            node.name,
+            node.region,
+            node.url,
+            node.url,
+            crate::daemon::ard::ARD_BASE
+        );
+    }
+    for hub in hubs {
+        eprintln!(
+            "    hub  {:<12} {:<9} {}",
+            format!("hub-{}", hub.region),
+            hub.region,
+            hub.url
+        );
+    }
+    Ok(())
+}
+
+/// The URLs of [`announce_urls`], as JSON.
+fn urls_json(hubs: &[DemoHub], nodes: &[DemoNode]) -> Value {
+    json!({
+        "nodes": nodes.iter().map(|n| json!({
+            "name": n.name,
+            "region": n.region,
+            "http": n.url,
+            "ard": format!("{}{}", n.url, crate::daemon::ard::ARD_BASE),
+        })).collect::<Vec<_>>(),
+        "hubs": hubs.iter().map(|h| json!({
+            "name": format!("hub-{}", h.region),
+            "region": h.region,
+            "http": h.url,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// `DATA/demo`, emptied (a previous demo's files removed) and created.

@@ -287,3 +287,69 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
     );
     assert!(limited.stop().success());
 }
+
+#[test]
+fn people_search_show_and_call_agents_from_the_command_line() {
+    let agent = start_echo_agent();
+    let (_guard, dir) = workspace(0);
+    let dir = dir.as_path();
+    std::fs::write(dir.join("cards/echo.json"), echo_card(&agent)).unwrap();
+    std::fs::write(dir.join("cards/planner.json"), card("Planner", "plan")).unwrap();
+    build(dir, "s.car", None);
+    let car = std::fs::read(dir.join("s.car")).unwrap();
+    let node = Node::start(dir, "open", &[("MERIDIAN_A2A_ALLOW_PRIVATE", "true")]);
+    assert_eq!(node.import(&car).0, 200);
+    let url = format!("http://{}", node.address);
+
+    let found = json(dir, &["agent", "search", "echoes", "--node", &url]);
+    assert_eq!(found["agents"][0]["agent_id"], "acme/echo", "{found}");
+    let ranked = json(
+        dir,
+        &[
+            "agent",
+            "search",
+            "plan",
+            "or",
+            "echoes",
+            "--relevance",
+            "--node",
+            &url,
+        ],
+    );
+    assert_eq!(ranked["agents"].as_array().unwrap().len(), 2, "{ranked}");
+    assert!(ranked["agents"][0]["score"].as_u64().is_some());
+    let text = String::from_utf8(
+        meridian(dir, &["agent", "search", "nothing-like-it", "--node", &url]).stdout,
+    )
+    .unwrap();
+    assert!(text.contains("no agent matches"), "{text}");
+
+    let shown =
+        String::from_utf8(meridian(dir, &["agent", "show", "acme/echo", "--node", &url]).stdout)
+            .unwrap();
+    assert!(shown.contains("acme/echo: Echo 1.0.0"), "{shown}");
+    assert!(shown.contains("ARD identifier: none"), "{shown}");
+    let unknown = expect(dir, &["agent", "show", "acme/nobody", "--node", &url], 1);
+    assert!(unknown.contains("404"), "{unknown}");
+    assert!(expect(dir, &["agent", "show", "not-an-id", "--node", &url], 1).contains("ORG/NAME"));
+
+    // The card says v1.0: the call is SendMessage, and the echo comes back as the answer.
+    let called = json(
+        dir,
+        &["agent", "call", "acme/echo", "hello there", "--node", &url],
+    );
+    assert_eq!(called["result"]["method"], "SendMessage", "{called}");
+    assert_eq!(
+        called["result"]["params"]["message"]["parts"][0]["text"],
+        "hello there"
+    );
+    let printed = String::from_utf8(
+        meridian(
+            dir,
+            &["agent", "call", "acme/echo", "hello there", "--node", &url],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(printed.trim(), "hello there");
+}

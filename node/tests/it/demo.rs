@@ -35,6 +35,18 @@ fn the_demo_federation_converges_calls_across_regions_and_refuses_a_forgery() {
     let demo = dir.join("data/demo");
     assert!(demo.join("governance/root.1.cbor").exists());
     assert!(demo.join("node-us-east-2/node.key").exists());
+    // Every node's and hub's URLs, written as soon as the federation was up.
+    let urls: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("urls.json")).unwrap()).unwrap();
+    let nodes = urls["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6, "{urls:#}");
+    for node in nodes {
+        let http = node["http"].as_str().unwrap();
+        assert!(http.starts_with("http://127.0.0.1:"), "{node}");
+        assert_eq!(node["ard"], format!("{http}/ard/v1"));
+        assert!(node["name"].is_string() && node["region"].is_string());
+    }
+    assert_eq!(urls["hubs"].as_array().unwrap().len(), 3, "{urls:#}");
     expect(
         dir,
         &["gov", "verify", "data/demo/governance/root.1.cbor"],

@@ -190,15 +190,44 @@ fn agents_become_ard_entries_once_their_organisation_is_bound_to_a_domain() {
     assert_eq!(second["results"].as_array().unwrap().len(), 1);
     assert!(second.get("pageToken").is_none());
 
-    // Referrals name this registry.
+    // Meridian's own search ranks the same way when asked; without `sort` it keeps its
+    // documented filters and order (every word must appear).
+    let ranked = node
+        .get("/api/v1/agents?q=find%20me%20a%20flight%20booking%20agent&sort=relevance")
+        .json();
+    assert_eq!(ranked["agents"][0]["agent_id"], "acme/flights", "{ranked}");
+    assert!(ranked["agents"][0]["score"].as_u64().unwrap() >= 1);
+    let strict = node.get("/api/v1/agents?q=flight%20booking").json();
+    assert_eq!(strict["agents"], serde_json::json!([]));
+    let page = node
+        .get("/api/v1/agents?q=fares%20weather%20repeats&sort=relevance&limit=2")
+        .json();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let rest = node
+        .get(&format!(
+            "/api/v1/agents?q=fares%20weather%20repeats&sort=relevance&limit=2&cursor={cursor}"
+        ))
+        .json();
+    assert_eq!(rest["agents"].as_array().unwrap().len(), 1);
+    for (path, code) in [
+        ("/api/v1/agents?sort=relevance", "bad_query"),
+        ("/api/v1/agents?q=x&sort=newest", "bad_sort"),
+        (
+            "/api/v1/agents?q=x&sort=relevance&cursor=acme%2Fecho",
+            "bad_cursor",
+        ),
+    ] {
+        let refused = node.get(path);
+        assert_eq!(refused.status, 400, "{path}");
+        assert_eq!(refused.json()["error"]["code"], code, "{path}");
+    }
+
+    // The node knows no other registry: referrals are an empty list.
     let referred = search(
         &node,
         serde_json::json!({"query": {"text": "weather"}, "federation": "referrals"}),
     );
-    assert_eq!(
-        referred["referrals"][0]["type"],
-        "application/ai-registry+json"
-    );
+    assert_eq!(referred["referrals"], serde_json::json!([]));
 }
 
 #[test]
@@ -357,5 +386,71 @@ fn retrieve_list_explore_and_the_well_known_manifest_follow_the_spec() {
     assert_eq!(
         node.get("/metrics").header("access-control-allow-origin"),
         None
+    );
+}
+
+#[test]
+fn a_node_federates_search_with_upstream_registries_within_its_guard_and_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (upstream, admin) = node_with_acme(dir);
+    post_attestation(&upstream, &admin, dir, "acme.domain.cbor");
+    // A second registry that knows acme's agents only through its upstreams: the first node,
+    // and one that takes connections and never answers.
+    let silent = Tripwire::start();
+    let upstreams = format!("{}/ard/v1,http://{}/ard/v1", upstream.url(), silent.address);
+    let env = [
+        ("MERIDIAN_ARD_UPSTREAMS", upstreams.as_str()),
+        ("MERIDIAN_ARD_ALLOW_PRIVATE", "true"),
+        ("MERIDIAN_ARD_FEDERATION_BUDGET_MS", "1500"),
+    ];
+    let node = Daemon::node(dir, "b", &env);
+    let query = serde_json::json!({"query": {"text": "book a flight"}});
+    // `none` asks nobody.
+    let mut alone = query.clone();
+    alone["federation"] = serde_json::json!("none");
+    assert_eq!(search(&node, alone)["results"], serde_json::json!([]));
+    assert_eq!(silent.hits(), 0);
+    // `auto` (the default) asks both; the silent one costs only its own results.
+    let started = std::time::Instant::now();
+    let merged = search(&node, query.clone());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let results = merged["results"].as_array().unwrap();
+    assert_eq!(results[0]["identifier"], FLIGHTS_ID, "{merged}");
+    assert!(
+        results[0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with(&upstream.url()),
+        "{merged}"
+    );
+    assert!(silent.hits() >= 1);
+    assert_eq!(
+        node.metric("meridian_ard_upstream_searches_total{outcome=\"ok\"}"),
+        1.0
+    );
+    let slow_or_failed = node.metric("meridian_ard_upstream_searches_total{outcome=\"timeout\"}")
+        + node.metric("meridian_ard_upstream_searches_total{outcome=\"failed\"}");
+    assert_eq!(slow_or_failed, 1.0);
+    // `referrals` names both upstreams.
+    let mut referred = query.clone();
+    referred["federation"] = serde_json::json!("referrals");
+    let referrals = search(&node, referred)["referrals"].clone();
+    assert_eq!(referrals.as_array().unwrap().len(), 2, "{referrals}");
+    assert_eq!(
+        referrals[0]["url"],
+        format!("{}/ard/v1/search", upstream.url())
+    );
+    node.stop();
+
+    // Without ard.allow_private the guard refuses a loopback upstream: nothing is sent.
+    let guarded = Tripwire::start();
+    let upstreams = format!("http://{}/ard/v1", guarded.address);
+    let node = Daemon::node(dir, "c", &[("MERIDIAN_ARD_UPSTREAMS", upstreams.as_str())]);
+    assert_eq!(search(&node, query)["results"], serde_json::json!([]));
+    assert_eq!(guarded.hits(), 0);
+    assert_eq!(
+        node.metric("meridian_ard_upstream_searches_total{outcome=\"failed\"}"),
+        1.0
     );
 }

@@ -113,6 +113,7 @@ fn nothing_below_the_command_line_imports_it() {
         "crate::cli",
         "crate::gov_cli",
         "crate::agent_cli",
+        "crate::agent_read",
         "crate::demo",
     ];
     let mut below = rust_files("node/src/daemon");
@@ -126,6 +127,7 @@ fn nothing_below_the_command_line_imports_it() {
     let mut commands_below_cli = rust_files("node/src/demo");
     commands_below_cli.push(workspace().join("node/src/gov_cli.rs"));
     commands_below_cli.push(workspace().join("node/src/agent_cli.rs"));
+    commands_below_cli.push(workspace().join("node/src/agent_read.rs"));
     found.extend(offences(
         &commands_below_cli,
         &["crate::cli::", "crate::cli;"],

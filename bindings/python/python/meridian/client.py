@@ -129,10 +129,15 @@ class NodeClient:
         region: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        sort: str | None = None,
     ) -> dict[str, Any]:
-        """One page of ``GET /api/v1/agents``: ``{"agents": [...], "next_cursor": ...}``."""
+        """One page of ``GET /api/v1/agents``: ``{"agents": [...], "next_cursor": ...}``.
+
+        ``sort="relevance"`` ranks the agents matching any word of ``q`` by relevance, each with
+        a ``score`` from 1 to 100; without it every word of ``q`` must appear and the order is
+        by agent id."""
         query = {"q": q, "skill": skill, "tag": tag, "org": org, "region": region,
-                 "limit": limit, "cursor": cursor}
+                 "limit": limit, "cursor": cursor, "sort": sort}
         return self._json("GET", "/api/v1/agents", query=query)
 
     def search_all(self, q: str | None = None, **filters: Any) -> Iterator[dict[str, Any]]:
