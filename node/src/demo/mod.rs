@@ -14,6 +14,7 @@
 //! `DIR/demo`; only the processes are shared. `--snapshot` runs the older offline snapshot round
 //! trip instead ([`snapshot`]).
 
+mod domains;
 pub mod snapshot;
 
 use meridian_registry::samples::sample_card;
@@ -189,6 +190,7 @@ struct DemoHub {
 struct Governance {
     root_path: PathBuf,
     policy_key: Keypair,
+    attest_key: Keypair,
     org_keys: BTreeMap<&'static str, Keypair>,
     attestations: Vec<Attestation>,
 }
@@ -224,6 +226,7 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
 
     let converge_ms =
         converge_step(&client, &nodes, expected_agents, federation, &mut steps).await?;
+    let ard = ard_example(&client, &nodes, &mut steps).await?;
 
     let CallFigures {
         relayed_median,
@@ -277,6 +280,7 @@ async fn demo(options: &DemoOptions, now: i64, federation: &mut Federation) -> R
                 "change_cross_region_bytes": change_bytes,
             },
             "relayed_calls": relayed_count,
+            "ard_example": ard,
             "forged_manifest_refusal": refusal,
             "steps": steps.0.iter().map(|s| json!({"what": s.what, "result": s.result, "ms": s.millis})).collect::<Vec<_>>(),
         }),
@@ -347,22 +351,19 @@ fn announce_urls(dir: &Path, hubs: &[DemoHub], nodes: &[DemoNode]) -> Result<()>
     let path = dir.join("urls.json");
     crate::data::write_file(&path, format!("{urls:#}\n").as_bytes())?;
     eprintln!("  the federation is up (URLs in {}):", path.display());
-    for node in nodes {
+    for node in &urls["nodes"].as_array().cloned().unwrap_or_default() {
         eprintln!(
-            "    node {:<12} {:<9} {}   ARD {}{}",
-            node.name,
-            node.region,
-            node.url,
-            node.url,
-            crate::daemon::ard::ARD_BASE
+            "    {:<18} {}   ARD {}",
+            node["name"].as_str().unwrap_or("?"),
+            node["http"].as_str().unwrap_or("?"),
+            node["ard"].as_str().unwrap_or("?")
         );
     }
-    for hub in hubs {
+    for hub in &urls["hubs"].as_array().cloned().unwrap_or_default() {
         eprintln!(
-            "    hub  {:<12} {:<9} {}",
-            format!("hub-{}", hub.region),
-            hub.region,
-            hub.url
+            "    {:<18} {}",
+            hub["name"].as_str().unwrap_or("?"),
+            hub["http"].as_str().unwrap_or("?")
         );
     }
     Ok(())
@@ -378,11 +379,45 @@ fn urls_json(hubs: &[DemoHub], nodes: &[DemoNode]) -> Value {
             "ard": format!("{}{}", n.url, crate::daemon::ard::ARD_BASE),
         })).collect::<Vec<_>>(),
         "hubs": hubs.iter().map(|h| json!({
-            "name": format!("hub-{}", h.region),
+            "name": format!("hub {}", h.region),
             "region": h.region,
             "http": h.url,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Searches one node as an ARD registry for the echo agent: the organisations are bound to
+/// their domains, so their agents are ARD entries any ARD client can find.
+async fn ard_example(
+    client: &reqwest::Client,
+    nodes: &[DemoNode],
+    steps: &mut Steps,
+) -> Result<Value> {
+    let node = nodes.first().context("no node")?;
+    let base = format!("{}{}", node.url, crate::daemon::ard::ARD_BASE);
+    let started = Instant::now();
+    let text = client
+        .post(format!("{base}/search"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(json!({ "query": { "text": "echo" }, "pageSize": 1 }).to_string())
+        .send()
+        .await
+        .context("the ARD search")?
+        .text()
+        .await
+        .context("the ARD search's answer")?;
+    let answer: Value = serde_json::from_str(&text)
+        .with_context(|| format!("the ARD search's answer is not JSON: {text}"))?;
+    let first = &answer["results"][0];
+    let identifier = first["identifier"]
+        .as_str()
+        .with_context(|| format!("the ARD search found no echo agent: {answer}"))?;
+    steps.record(
+        "ard: search a node as an ARD registry",
+        started,
+        format!("`echo` -> {identifier} (score {})", first["score"]),
+    );
+    Ok(json!({ "url": base, "query": "echo", "identifier": identifier, "score": first["score"] }))
 }
 
 /// `DATA/demo`, emptied (a previous demo's files removed) and created.
@@ -449,13 +484,26 @@ async fn start_federation(
     steps: &mut Steps,
 ) -> Result<(Governance, Vec<DemoHub>, Vec<DemoNode>)> {
     let started = Instant::now();
-    let governance = governance(dir, now)?;
+    let mut governance = governance(dir, now)?;
     steps.record(
         "governance: root v1, 3 organisations verified",
         started,
         format!(
             "root, attest, policy and witness roles; {}",
             DEMO_REGIONS.map(|(_, org)| org).join(", ")
+        ),
+    );
+    let started = Instant::now();
+    let bound = domains::bind(&governance.org_keys, &governance.attest_key, now).await?;
+    governance.attestations.extend(bound);
+    steps.record(
+        "domains: each organisation proves its domain",
+        started,
+        format!(
+            "proofs fetched over HTTPS (loopback, demo CA) and attested: {}",
+            DEMO_REGIONS
+                .map(|(_, org)| domains::demo_domain(org))
+                .join(", ")
         ),
     );
 
@@ -667,6 +715,7 @@ fn governance(dir: &Path, now: i64) -> Result<Governance> {
     Ok(Governance {
         root_path,
         policy_key,
+        attest_key,
         org_keys,
         attestations,
     })

@@ -29,6 +29,13 @@ fn the_demo_federation_converges_calls_across_regions_and_refuses_a_forgery() {
     let figures = &report["figures"];
     assert!(figures["converge_ms"].as_f64().unwrap() > 0.0);
     assert!(figures["change_cross_region_bytes"].as_f64().unwrap() > 0.0);
+    // Each organisation proved its domain over HTTPS, so a node answers as an ARD registry.
+    let ard = &report["ard_example"];
+    assert_eq!(
+        ard["identifier"], "urn:air:acme.example:acme:echo",
+        "{report:#}"
+    );
+    assert!(ard["url"].as_str().unwrap().ends_with("/ard/v1"));
     let refusal = report["forged_manifest_refusal"].as_str().unwrap();
     assert!(refusal.starts_with("422"), "{refusal}");
     // The demo leaves its governance documents and data directories for inspection.
