@@ -1,7 +1,8 @@
 //! Search over the federated view: 100,000 agents of about 1 KiB, the workload.
 //!
 //! Run with `cargo bench -p meridian-node --bench search`. The index is built in-process from
-//! signed manifests exactly as the gateway builds it; each case is one `GET /api/v1/agents` query.
+//! signed manifests exactly as the gateway builds it; each case is one `GET /api/v1/agents` query,
+//! and the `relevance_*` cases the scoring of ARD search and `sort=relevance`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -60,6 +61,14 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("search_100k");
     for (name, q) in &cases {
         group.bench_function(*name, |b| b.iter(|| index.search(q).0.len()));
+    }
+    // Relevance (ARD search and `sort=relevance`): every agent matching any word is scored.
+    for (name, text) in [
+        ("relevance_rare", "translate questions for me"),
+        ("relevance_common", "topic answers"),
+        ("relevance_none", "nothing-matches-this"),
+    ] {
+        group.bench_function(name, |b| b.iter(|| index.relevance(text).len()));
     }
     group.finish();
 }

@@ -609,7 +609,8 @@ pub async fn search(
             .read()
             .map_err(|_| ArdError::internal("index lock poisoned"))?;
         let scores = index.relevance(text);
-        let candidates = candidates(index.iter(), &mut orgs);
+        // Only agents the text matches can be results.
+        let candidates = candidates(scores.keys().filter_map(|id| index.get(id)), &mut orgs);
         let matched = ranked(candidates, Some(text), &filter, &mut orgs, &scores);
         // Only the page's entries are built; the rest are an identifier and a score.
         let merged = merge(&matched, upstream);

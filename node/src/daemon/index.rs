@@ -155,6 +155,73 @@ impl AgentRecord {
     }
 }
 
+/// BM25's term-frequency saturation.
+const RELEVANCE_K1: f64 = 1.2;
+/// BM25's length normalisation.
+const RELEVANCE_B: f64 = 0.75;
+/// How much more a word in an agent's name weighs.
+const RELEVANCE_NAME_BOOST: f64 = 1.5;
+/// Most indexed words one query prefix stands for.
+pub const PREFIX_EXPANSIONS_MAX: usize = 50;
+
+/// Inverse document frequency of a word `n` of `total` agents have (BM25's).
+fn idf(total: f64, n: f64) -> f64 {
+    (1.0 + (total - n + 0.5) / (n + 0.5)).ln()
+}
+
+/// Every string one edit (a letter deleted, replaced, inserted, or two neighbours swapped) from
+/// `word`, over lowercase ASCII letters and digits.
+fn one_edit(word: &str) -> Vec<String> {
+    const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz0123456789";
+    let chars: Vec<char> = word.chars().collect();
+    let mut out = Vec::new();
+    for at in 0..=chars.len() {
+        if at < chars.len() {
+            let mut deleted = chars.clone();
+            deleted.remove(at);
+            out.push(deleted.iter().collect());
+            if at + 1 < chars.len() {
+                let mut swapped = chars.clone();
+                swapped.swap(at, at + 1);
+                out.push(swapped.iter().collect());
+            }
+        }
+        for letter in ALPHABET.chars() {
+            if at < chars.len() {
+                let mut replaced = chars.clone();
+                replaced[at] = letter;
+                out.push(replaced.iter().collect());
+            }
+            let mut inserted = chars.clone();
+            inserted.insert(at, letter);
+            out.push(inserted.iter().collect());
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The lowercase words of `text` in the order they appear (repeats kept).
+fn words_in_order(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether `text` has `word` (lowercase) as a whole word, case-insensitively, without
+/// allocating for ASCII text.
+fn has_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric()).any(|w| {
+        if w.is_ascii() {
+            w.eq_ignore_ascii_case(word)
+        } else {
+            w.to_lowercase() == word
+        }
+    })
+}
+
 /// Words too common in requests to say what is wanted ("find me an agent for ..."), left out
 /// of relevance unless a query has nothing else.
 pub const STOP_WORDS: &[&str] = &[
@@ -233,6 +300,10 @@ pub struct AgentIndex {
     /// The commit of each publisher's snapshot that the index reflects, so a new head can be
     /// taken in by its difference from this one.
     indexed: std::collections::HashMap<String, Cid>,
+    /// Words of all records together (their average length weighs relevance).
+    word_count: usize,
+    /// Every indexed word, with how many agents have it (typo and prefix matching).
+    vocabulary: BTreeMap<String, usize>,
 }
 
 impl AgentIndex {
@@ -443,11 +514,29 @@ impl AgentIndex {
                 postings.insert(term.to_owned(), [id.clone()].into());
             }
         });
+        self.word_count += record.words.len();
+        for word in &record.words {
+            match self.vocabulary.get_mut(word) {
+                Some(count) => *count += 1,
+                None => {
+                    self.vocabulary.insert(word.clone(), 1);
+                }
+            }
+        }
         self.records.insert(id, record);
     }
 
     fn remove_record(&mut self, agent_id: &str) -> Option<AgentRecord> {
         let record = self.records.remove(agent_id)?;
+        self.word_count -= record.words.len();
+        for word in &record.words {
+            if let Some(count) = self.vocabulary.get_mut(word) {
+                *count -= 1;
+                if *count == 0 {
+                    self.vocabulary.remove(word);
+                }
+            }
+        }
         let postings = &mut self.postings;
         record.for_each_term(|term| {
             if let Some(set) = postings.get_mut(term) {
@@ -498,42 +587,70 @@ impl AgentIndex {
     /// How relevant each agent is to `text`, by agent id: agents matching at least one of
     /// its words, each with a score from 1 to 100 (the share of the query's weight it
     /// matches: rare words weigh more, a word in the name counts half as much again) and the
-    /// BM25 score to rank by. Words in [`STOP_WORDS`] are left out unless nothing else is left.
+    /// BM25 score to rank by. Words in [`STOP_WORDS`], and words more than half the agents
+    /// have, are left out unless nothing else is left. A word of five letters or more also matches words one edit away (a typo), and the
+    /// query's last word of three letters or more also matches words it begins (a word still
+    /// being typed), each at half weight.
     pub fn relevance(&self, text: &str) -> std::collections::HashMap<&str, (u8, f64)> {
-        const K1: f64 = 1.2;
-        const B: f64 = 0.75;
-        const NAME_BOOST: f64 = 1.5;
         let mut terms = words(text);
         if terms.iter().any(|t| !STOP_WORDS.contains(&t.as_str())) {
             terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));
         }
+        // `words` sorts its output; the word typed last is the last in `text`.
+        let last = words_in_order(text).pop();
+        // Words more than half the agents have say next to nothing (BM25 gives them almost no
+        // weight) and would make every agent a candidate: left out when a rarer word remains.
+        let df = |term: &str| {
+            self.postings
+                .get(&format!("w:{term}"))
+                .map_or(0, std::collections::BTreeSet::len)
+        };
+        let half = self.records.len() / 2;
+        if terms.iter().any(|t| df(t) <= half) {
+            terms.retain(|t| df(t) <= half);
+        }
         let total = self.records.len().max(1) as f64;
-        let average = self.records.values().map(|r| r.words.len()).sum::<usize>() as f64 / total;
+        let average = (self.word_count as f64 / total).max(1.0);
         let mut scores: std::collections::HashMap<&str, (f64, f64)> =
             std::collections::HashMap::new();
         let mut weight_all = 0.0;
         for term in &terms {
-            let Some(set) = self.postings.get(&format!("w:{term}")) else {
-                // A word no agent has still counts against every agent's share.
-                weight_all += (1.0 + total / 0.5).ln() * NAME_BOOST;
-                continue;
-            };
-            let n = set.len() as f64;
-            let idf = (1.0 + (total - n + 0.5) / (n + 0.5)).ln();
-            weight_all += idf * NAME_BOOST;
-            for id in set {
-                let Some(record) = self.records.get(&**id) else {
+            let variants = self.variants(term, last.as_deref() == Some(term.as_str()));
+            // The term's full weight, as if it matched exactly (a word no agent has still
+            // counts against every agent's share).
+            let exact_n = self
+                .postings
+                .get(&format!("w:{term}"))
+                .map_or(0.0, |set| set.len() as f64);
+            weight_all += idf(total, exact_n) * RELEVANCE_NAME_BOOST;
+            let mut best: std::collections::HashMap<&str, (f64, f64)> =
+                std::collections::HashMap::new();
+            for (word, weight) in variants {
+                let Some(set) = self.postings.get(&format!("w:{word}")) else {
                     continue;
                 };
-                let length = record.words.len() as f64;
-                let mut bm25 =
-                    idf * (K1 + 1.0) / (1.0 + K1 * (1.0 - B + B * length / average.max(1.0)));
-                let mut share = idf;
-                if words(&record.name).iter().any(|w| w == term) {
-                    bm25 *= NAME_BOOST;
-                    share *= NAME_BOOST;
+                let idf = idf(total, set.len() as f64) * weight;
+                for id in set {
+                    let Some(record) = self.records.get(&**id) else {
+                        continue;
+                    };
+                    let length = record.words.len() as f64;
+                    let mut bm25 = idf * (RELEVANCE_K1 + 1.0)
+                        / (1.0
+                            + RELEVANCE_K1 * (1.0 - RELEVANCE_B + RELEVANCE_B * length / average));
+                    let mut share = idf;
+                    if has_word(&record.name, &word) {
+                        bm25 *= RELEVANCE_NAME_BOOST;
+                        share *= RELEVANCE_NAME_BOOST;
+                    }
+                    let entry = best.entry(&**id).or_default();
+                    if bm25 > entry.1 {
+                        *entry = (share, bm25);
+                    }
                 }
-                let entry = scores.entry(&**id).or_default();
+            }
+            for (id, (share, bm25)) in best {
+                let entry = scores.entry(id).or_default();
                 entry.0 += share;
                 entry.1 += bm25;
             }
@@ -541,10 +658,37 @@ impl AgentIndex {
         scores
             .into_iter()
             .map(|(id, (share, bm25))| {
-                let score = (100.0 * share / weight_all.max(f64::MIN_POSITIVE)).round();
+                let score = (100.0 * share / f64::max(weight_all, f64::MIN_POSITIVE)).round();
                 (id, (score.clamp(1.0, 100.0) as u8, bm25))
             })
             .collect()
+    }
+
+    /// The indexed words a query word stands for, with their weight: itself (1); for five
+    /// letters or more, the words one edit away (½); when it is the query's last word of
+    /// three letters or more, the words it begins (½, at most [`PREFIX_EXPANSIONS_MAX`]).
+    fn variants(&self, term: &str, last: bool) -> Vec<(String, f64)> {
+        let mut variants: Vec<(String, f64)> = vec![(term.to_owned(), 1.0)];
+        let letters = term.chars().count();
+        if letters >= 5 {
+            for near in one_edit(term) {
+                if near != term && self.vocabulary.contains_key(&near) {
+                    variants.push((near, 0.5));
+                }
+            }
+        }
+        if last && letters >= 3 {
+            let longer = self
+                .vocabulary
+                .range::<str, _>((std::ops::Bound::Excluded(term), std::ops::Bound::Unbounded))
+                .take_while(|(word, _)| word.starts_with(term))
+                .take(PREFIX_EXPANSIONS_MAX)
+                .map(|(word, _)| (word.clone(), 0.5));
+            variants.extend(longer);
+        }
+        variants.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        variants.dedup_by(|a, b| a.0 == b.0);
+        variants
     }
 
     /// One page of results and, if more follow, the cursor for the next page.
@@ -807,5 +951,49 @@ mod tests {
         index.remove("acme/echo", "replayer");
         assert!(index.removal("acme/echo").is_none());
         assert_eq!(index.removals_len(), 0);
+    }
+
+    #[test]
+    fn relevance_ranks_exact_words_first_and_forgives_a_typo_or_an_unfinished_word() {
+        fn ranked(index: &AgentIndex, text: &str) -> Vec<(String, u8)> {
+            let mut ranked: Vec<(&str, (u8, f64))> = index.relevance(text).into_iter().collect();
+            ranked.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+            ranked
+                .into_iter()
+                .map(|(id, (score, _))| (id.to_owned(), score))
+                .collect()
+        }
+        let mut index = AgentIndex::new();
+        for (name, skill, description) in [
+            (
+                "Translator",
+                "translate",
+                "translates documents between languages",
+            ),
+            ("Flights", "book-flight", "books flights and finds fares"),
+            ("Weather", "forecast", "weather forecasts for any city"),
+        ] {
+            index.upsert(record("acme", name, skill, description));
+        }
+        // Stop words are left out; a name word weighs more.
+        let exact = ranked(&index, "find me a flight booking agent for weather");
+        assert_eq!(exact.len(), 2, "{exact:?}");
+        assert_eq!(exact[0].0, "acme/weather");
+        // A typo (two letters swapped) still finds the translator, at a lower score.
+        let typo = ranked(&index, "tarnslates");
+        assert_eq!(typo.first().map(|t| t.0.as_str()), Some("acme/translator"));
+        assert!(typo[0].1 < 100, "{typo:?}");
+        assert!(ranked(&index, "translates")[0].1 > typo[0].1);
+        // The last word still being typed completes to the words it begins.
+        assert_eq!(ranked(&index, "forec")[0].0, "acme/weather");
+        assert!(ranked(&index, "fo").is_empty(), "too short to complete");
+        assert!(ranked(&index, "zzzzzz").is_empty());
+        // Removing an agent takes its words out of the vocabulary.
+        index.replace_publisher(
+            "p1",
+            &meridian_registry::ids::dag_cbor_cid(b"c"),
+            Vec::new(),
+        );
+        assert!(ranked(&index, "forec").is_empty());
     }
 }
