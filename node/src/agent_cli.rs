@@ -135,9 +135,14 @@ pub enum AgentCommand {
 /// What a manifest is made of.
 #[derive(Debug, clap::Args)]
 pub struct ManifestArgs {
-    /// The A2A agent card (JSON, v1.0 or v0.3).
+    /// The A2A agent card (JSON, v1.0 or v0.3): a file, or an http(s) URL fetched through the
+    /// SSRF guard (no redirect, at most 64 KiB), such as the agent's
+    /// `/.well-known/agent-card.json`.
     #[arg(long, required = true)]
     card: PathBuf,
+    /// Let a --card URL reach private, loopback and link-local addresses.
+    #[arg(long)]
+    allow_private: bool,
     /// The organisation (a-z, 0-9, inner -).
     #[arg(long, required = true)]
     org: String,
@@ -154,7 +159,7 @@ pub struct ManifestArgs {
 
 /// The signed manifest block, its agent id and its CID.
 fn sign(args: &ManifestArgs, now: i64) -> Result<(Vec<u8>, String, String)> {
-    let card = read_card(&args.card)?;
+    let card = read_card(&args.card, args.allow_private)?;
     let body = ManifestBody::from_card(
         &card,
         &args.org,
@@ -167,8 +172,54 @@ fn sign(args: &ManifestArgs, now: i64) -> Result<(Vec<u8>, String, String)> {
     Ok((block, manifest.body.agent_id, cid.to_string()))
 }
 
-fn read_card(path: &Path) -> Result<String> {
+/// The card's text: read from a file, or fetched when `path` is an http(s) URL.
+fn read_card(path: &Path, allow_private: bool) -> Result<String> {
+    let text = path.to_string_lossy();
+    if text.starts_with("http://") || text.starts_with("https://") {
+        return fetch_card(&text, allow_private);
+    }
     std::fs::read_to_string(path).with_context(|| format!("reading card {}", path.display()))
+}
+
+/// Fetches a card over HTTP(S) through the SSRF guard: no redirect, a private or loopback
+/// address refused unless `allow_private`, at most [`CARD_BYTES_MAX`] bytes, in 30 s.
+fn fetch_card(url: &str, allow_private: bool) -> Result<String> {
+    use meridian_registry::manifest::CARD_BYTES_MAX;
+    let parsed = reqwest::Url::parse(url).map_err(|e| Rejected(format!("--card {url}: {e}")))?;
+    let guard = meridian_hub::relay::EgressGuard {
+        allow_private,
+        allow_cidrs: Vec::new(),
+    };
+    if let Some(why) = guard.url_refusal(&parsed) {
+        return Err(Rejected(format!("--card {url}: {why} (--allow-private to fetch it)")).into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bytes = runtime.block_on(async {
+        let client = guard
+            .client(std::time::Duration::from_secs(10))
+            .context("building the HTTP client")?;
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            client.get(parsed).send(),
+        )
+        .await
+        .map_err(|_| Rejected(format!("--card {url}: no answer in 30 s")))?
+        .map_err(|e| Rejected(format!("--card {url}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(Rejected(format!(
+                "--card {url}: HTTP {} (a redirect is not followed)",
+                response.status()
+            ))
+            .into());
+        }
+        meridian_hub::relay::read_limited(response, CARD_BYTES_MAX)
+            .await
+            .map_err(|e| anyhow::Error::from(Rejected(format!("--card {url}: {e}"))))
+    })?;
+    String::from_utf8(bytes).map_err(|_| Rejected(format!("--card {url}: not UTF-8 text")).into())
 }
 
 fn publish_body(block: &[u8]) -> serde_json::Value {

@@ -94,3 +94,84 @@ fn an_agent_card_is_signed_and_published_from_the_command_line() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
 }
+
+/// Serves `body` as `GET /card.json` (and 404 for anything else) on loopback; returns its
+/// address and the number of requests it answered.
+fn card_site(
+    body: String,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = [0u8; 2048];
+            let n = stream.read(&mut head).unwrap_or(0);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let found = String::from_utf8_lossy(&head[..n]).starts_with("GET /card.json ");
+            let (status, body) = if found {
+                ("200 OK", body.as_str())
+            } else {
+                ("404 Not Found", "")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (address, served)
+}
+
+#[test]
+fn a_card_is_fetched_from_its_url_through_the_ssrf_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    run_ok(dir, &["keys", "generate", "--out", "acme.key"]);
+    let (address, served) = card_site(card("echo", "https://acme.example/echo"));
+    let url = format!("http://{address}/card.json");
+    let sign = |card: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "agent",
+            "sign",
+            "--card",
+            card,
+            "--org",
+            "acme",
+            "--region",
+            "local",
+            "--org-key",
+            "acme.key",
+        ];
+        args.extend_from_slice(extra);
+        meridian(dir, &args)
+    };
+    // The guard refuses a loopback address unless told otherwise: nothing is sent.
+    let refused = sign(&url, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("--allow-private"));
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Allowed: the card is fetched and signed like a file.
+    let signed = sign(&url, &["--allow-private"]);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&signed.stdout).unwrap();
+    assert_eq!(said["agent_id"], "acme/echo");
+    // A missing card is an error naming the status.
+    let missing = sign(
+        &format!("http://{address}/nothing.json"),
+        &["--allow-private"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("HTTP 404"));
+}
