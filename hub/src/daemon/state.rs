@@ -84,6 +84,20 @@ struct Effects {
     document_unkept: Option<StoreError>,
 }
 
+/// The blocks one request is fetching. Whatever happens to the request, even its future
+/// being dropped when the client goes away, the fetches it did not finish are reported
+/// failed, so the next ask for those blocks fetches again instead of waiting on nobody.
+struct Fetching<'a> {
+    hub: &'a Hub,
+    unfinished: Vec<Cid>,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.hub.fetches_failed(&self.unfinished);
+    }
+}
+
 /// The hub.
 pub struct Hub {
     /// The configuration in force.
@@ -526,18 +540,23 @@ impl Hub {
     pub async fn blocks(&self, cids: &[Cid]) -> Vec<(Cid, Arc<[u8]>)> {
         let now = self.now();
         let regions = self.trunk.regions();
-        let ((mut found, routes, waits), _) = self.drive(|core| {
+        let ((mut found, routes, waits, fetching), _) = self.drive(|core| {
             let BlockPlan { found, fetch, wait } = core.machine.plan_blocks(cids);
             let waits: Vec<_> = wait
                 .into_iter()
                 .map(|(cid, waiter)| (cid, core.wait(waiter)))
                 .collect();
+            let fetching = fetch.clone();
             let routes = core.machine.route(fetch, &regions, now);
-            (found, routes, waits)
+            (found, routes, waits, fetching)
         });
+        let mut fetching = Fetching {
+            hub: self,
+            unfinished: fetching,
+        };
         let Routes { known, unknown } = routes;
         for route in known.into_iter().chain([unknown]) {
-            found.extend(self.fetch_route(route).await);
+            found.extend(self.fetch_route(route, &mut fetching.unfinished).await);
         }
         let timeout = Duration::from_secs(self.config.hub.upstream_timeout_secs);
         for (cid, rx) in waits {
@@ -551,8 +570,13 @@ impl Hub {
     }
 
     /// Fetches one route's blocks from its upstreams in turn; what none served is reported
-    /// failed (its waiters wake and find nothing).
-    async fn fetch_route(&self, (upstreams, mut remaining): Route) -> Blocks {
+    /// failed (its waiters wake and find nothing). Each block that ends either way leaves
+    /// `unfinished`.
+    async fn fetch_route(
+        &self,
+        (upstreams, mut remaining): Route,
+        unfinished: &mut Vec<Cid>,
+    ) -> Blocks {
         let mut found = Vec::new();
         for (upstream, publisher) in upstreams {
             if remaining.is_empty() {
@@ -569,14 +593,23 @@ impl Hub {
                 None => true,
             });
         }
+        self.fetches_failed(&remaining);
+        unfinished.retain(|cid| !found.iter().any(|(c, _)| c == cid) && !remaining.contains(cid));
+        found
+    }
+
+    /// Tells the machine that the fetches of `cids` this request made ended without them.
+    fn fetches_failed(&self, cids: &[Cid]) {
+        if cids.is_empty() {
+            return;
+        }
         let now = self.now();
         self.drive(|core| {
-            for cid in remaining {
+            for cid in cids {
                 // Reporting a failure refuses nothing.
-                let _ = core.machine.handle(now, Input::FetchFailed(cid));
+                let _ = core.machine.handle(now, Input::FetchFailed(*cid));
             }
         });
-        found
     }
 
     /// Asks one upstream for blocks; returns those that matched their CIDs (and caches them).
@@ -1444,6 +1477,27 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn a_fetch_abandoned_midway_leaves_no_block_stuck_in_flight() {
+        let key = Keypair::from_secret(&[4; 32]);
+        let (first, second) = chain(&key);
+        let blocks = delta_blocks(&first, &second);
+        let node = Arc::new(FakeNode {
+            blocks: blocks.clone(),
+            tamper: false,
+            calls: AtomicUsize::new(0),
+        });
+        let hub = hub_with(node.clone(), &second).await;
+        let cid = blocks[0].0;
+        // A client goes away while the hub fetches for it: its request's future is dropped.
+        let abandoned = tokio::time::timeout(Duration::from_millis(10), hub.blocks(&[cid])).await;
+        assert!(abandoned.is_err(), "the fake node answers after 50 ms");
+        // The next ask fetches again instead of waiting on a fetch nobody is making.
+        let got = hub.blocks(&[cid]).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(node.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
