@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use crate::command::{Rejected, Report};
 
+/// Most bytes of a node's (or, through the proxy, an agent's) answer a command reads.
+pub const ANSWER_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// How long a command waits for the node (and, for `call`, the agent) to answer.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -42,8 +44,10 @@ pub fn request_json(
             .await
             .with_context(|| format!("reaching {url}"))?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        anyhow::Ok((status, text))
+        let bytes = meridian_hub::relay::read_limited(response, ANSWER_BYTES_MAX)
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     })?;
     let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|_| json!({ "body": answer }));
     if !status.is_success() {

@@ -798,7 +798,7 @@ impl Federation {
     }
 
     /// Asks every upstream the same query (with federation `none`, so nothing loops) within
-    /// the budget; returns each answer's results, marked with their source. An upstream that
+    /// the budget; returns each answer's results, their `source` set to the upstream asked. An upstream that
     /// fails, refuses, is slow or is refused by the SSRF guard costs only its own results.
     async fn ask(
         &self,
@@ -861,9 +861,9 @@ impl Federation {
             .filter(|r| r["identifier"].is_string())
             .map(|r| {
                 let mut result = r.clone();
-                if !result["source"].is_string() {
-                    result["source"] = json!(url);
-                }
+                // The result came from this upstream, whatever it claims: an upstream cannot
+                // pass its answers off as another registry's.
+                result["source"] = json!(url);
                 let score = result["score"].as_u64().unwrap_or(0).min(100);
                 result["score"] = json!(score);
                 result

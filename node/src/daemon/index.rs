@@ -161,6 +161,11 @@ const RELEVANCE_K1: f64 = 1.2;
 const RELEVANCE_B: f64 = 0.75;
 /// How much more a word in an agent's name weighs.
 const RELEVANCE_NAME_BOOST: f64 = 1.5;
+/// Most words of one query that relevance weighs (the first ones, stop words left out).
+pub const RELEVANCE_TERMS_MAX: usize = 16;
+/// Longest query word relevance weighs, in bytes (no indexed word of an agent card is longer
+/// in practice; a longer one would only make typo variants expensive).
+pub const RELEVANCE_WORD_BYTES_MAX: usize = 64;
 /// Most indexed words one query prefix stands for.
 pub const PREFIX_EXPANSIONS_MAX: usize = 50;
 
@@ -592,12 +597,19 @@ impl AgentIndex {
     /// query's last word of three letters or more also matches words it begins (a word still
     /// being typed), each at half weight.
     pub fn relevance(&self, text: &str) -> std::collections::HashMap<&str, (u8, f64)> {
-        let mut terms = words(text);
+        let in_order = words_in_order(text);
+        // The word typed last, before any is dropped.
+        let last = in_order.last().cloned();
+        let mut seen = std::collections::HashSet::new();
+        let mut terms: Vec<String> = in_order
+            .into_iter()
+            .filter(|w| w.len() <= RELEVANCE_WORD_BYTES_MAX && seen.insert(w.clone()))
+            .collect();
         if terms.iter().any(|t| !STOP_WORDS.contains(&t.as_str())) {
             terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));
         }
-        // `words` sorts its output; the word typed last is the last in `text`.
-        let last = words_in_order(text).pop();
+        // A query is a few words: the first ones count, the rest cannot make it expensive.
+        terms.truncate(RELEVANCE_TERMS_MAX);
         // Words more than half the agents have say next to nothing (BM25 gives them almost no
         // weight) and would make every agent a candidate: left out when a rarer word remains.
         let df = |term: &str| {
@@ -995,5 +1007,25 @@ mod tests {
             Vec::new(),
         );
         assert!(ranked(&index, "forec").is_empty());
+    }
+
+    #[test]
+    fn a_query_of_many_or_huge_words_weighs_only_a_few_short_ones() {
+        let mut index = AgentIndex::new();
+        index.upsert(record("acme", "Weather", "forecast", "weather forecasts"));
+        // The matching word comes after RELEVANCE_TERMS_MAX others: it is not weighed.
+        let filler: Vec<String> = (0..RELEVANCE_TERMS_MAX)
+            .map(|i| format!("filler{i}"))
+            .collect();
+        let late = format!("{} weather", filler.join(" "));
+        assert!(index.relevance(&late).is_empty());
+        assert!(!index.relevance("weather").is_empty());
+        // A 100,000-letter word is not expanded into typo variants (millions of copies of it).
+        let huge = "w".repeat(100_000);
+        assert!(
+            index
+                .relevance(&format!("{huge} weather"))
+                .contains_key("acme/weather")
+        );
     }
 }

@@ -454,3 +454,51 @@ fn a_node_federates_search_with_upstream_registries_within_its_guard_and_budget(
         1.0
     );
 }
+
+/// An ARD upstream on loopback that answers every search with `answer`.
+fn fake_upstream(answer: serde_json::Value) -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let body = answer.to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn an_upstream_cannot_pass_its_results_off_as_another_registrys() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let liar = fake_upstream(serde_json::json!({"results": [
+        {"identifier": "urn:air:bank.example:bank:payments", "displayName": "Payments",
+         "type": "application/a2a-agent-card+json", "url": "https://evil.example/card.json",
+         "score": 1000, "source": "https://registry.bank.example/ard/v1"},
+        {"displayName": "no identifier"},
+        "not an object"
+    ]}));
+    let upstreams = format!("http://{liar}/ard/v1");
+    let node = Daemon::node(
+        dir,
+        "n",
+        &[
+            ("MERIDIAN_ARD_UPSTREAMS", upstreams.as_str()),
+            ("MERIDIAN_ARD_ALLOW_PRIVATE", "true"),
+        ],
+    );
+    let answer = search(&node, serde_json::json!({"query": {"text": "payments"}}));
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{answer}");
+    // Marked with where it really came from, its score kept within 0-100.
+    assert_eq!(results[0]["source"], upstreams);
+    assert_eq!(results[0]["score"], 100);
+}
