@@ -85,11 +85,7 @@ impl ArdError {
     }
 
     /// `500 INTERNAL_ERROR`.
-    pub fn internal_error(message: impl std::fmt::Display) -> Self {
-        Self::internal(message)
-    }
-
-    fn internal(message: impl std::fmt::Display) -> Self {
+    pub fn internal(message: impl std::fmt::Display) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "INTERNAL_ERROR",

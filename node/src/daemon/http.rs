@@ -551,27 +551,18 @@ async fn read_guard(State(state): State<Arc<NodeState>>, request: Request, next:
     if open {
         return next.run(request).await;
     }
-    if ard {
-        let token = super::tokens::bearer(request.headers()).map(str::to_owned);
-        return match token.map(|t| state.tokens.lookup(&t)) {
-            Some(Ok(Some(_))) => next.run(request).await,
-            Some(Err(error)) => super::ard::ArdError::internal_error(error).into_response(),
-            _ => super::ard::ArdError::unauthenticated(
-                "this node requires `Authorization: Bearer <token>` to read (http.read_auth)",
-            )
-            .into_response(),
-        };
-    }
+    const NEEDS_TOKEN: &str =
+        "this node requires `Authorization: Bearer <token>` to read (http.read_auth)";
     let token = super::tokens::bearer(request.headers()).map(str::to_owned);
-    match token.map(|t| state.tokens.lookup(&t)) {
-        Some(Ok(Some(_))) => next.run(request).await,
-        Some(Err(error)) => ApiError::internal(error).into_response(),
-        _ => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this node requires `Authorization: Bearer <token>` to read (http.read_auth)",
-        )
-        .into_response(),
+    // Refusals in the shape of the protocol the route speaks.
+    match (token.map(|t| state.tokens.lookup(&t)), ard) {
+        (Some(Ok(Some(_))), _) => next.run(request).await,
+        (Some(Err(error)), true) => super::ard::ArdError::internal(error).into_response(),
+        (Some(Err(error)), false) => ApiError::internal(error).into_response(),
+        (_, true) => super::ard::ArdError::unauthenticated(NEEDS_TOKEN).into_response(),
+        (_, false) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", NEEDS_TOKEN).into_response()
+        }
     }
 }
 

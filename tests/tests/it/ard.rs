@@ -502,3 +502,36 @@ fn an_upstream_cannot_pass_its_results_off_as_another_registrys() {
     assert_eq!(results[0]["source"], upstreams);
     assert_eq!(results[0]["score"], 100);
 }
+
+#[test]
+fn with_read_auth_the_ard_routes_need_a_token_and_refuse_in_ards_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let node = Daemon::node(dir, "n", &[("MERIDIAN_HTTP_READ_AUTH", "true")]);
+    let refused = post_json(
+        &node,
+        "/ard/v1/search",
+        serde_json::json!({"query": {"text": "x"}}),
+    );
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["errorCode"], "UNAUTHENTICATED");
+    let refused = node.get("/api/v1/agents");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"]["code"], "unauthorized");
+    // A browser's preflight needs no token.
+    assert_eq!(
+        node.request("OPTIONS", "/ard/v1/search", &[], b"").status,
+        204
+    );
+    let admin = admin_token(dir, "n");
+    let allowed = node.request(
+        "POST",
+        "/ard/v1/search",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {admin}")),
+        ],
+        br#"{"query":{"text":"x"}}"#,
+    );
+    assert_eq!(allowed.status, 200, "{:?}", allowed.json());
+}
