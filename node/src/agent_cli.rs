@@ -2,7 +2,8 @@
 //! publish it; sign an agent's removal and send it. The manifest is the card, the
 //! organisation, the region and `updated_at`, signed by an organisation key over the canonical
 //! DAG-CBOR encoding of every manifest field but `sig` (the `signer` included). A removal is the
-//! same envelope with an empty card and `removed: true`.
+//! same envelope with an empty card and `removed: true`; a deprecation, the agent's current
+//! manifest signed again with `deprecated: true` (and `superseded_by`).
 
 use std::path::{Path, PathBuf};
 
@@ -44,12 +45,49 @@ pub enum AgentCommand {
         #[arg(long, env = "MERIDIAN_TOKEN", hide_env_values = true, required = true)]
         token: String,
     },
+    /// Deprecate an agent: it stays listed and answering, but ranks below every active agent,
+    /// can be filtered out (`status=active`), and points callers to its successor. The agent's
+    /// current manifest is read from the node and checked (its block, CID and organisation
+    /// signature), then signed again, deprecated, with a later `updated_at`; it travels to every
+    /// mirror and hub like any new version. Publishing a new version undoes it.
+    ///
+    /// Example: meridian agent deprecate acme/echo --superseded-by acme/echo-2 --org-key acme.key --node http://127.0.0.1:7700 --token mrd_...
+    Deprecate {
+        /// The agent, `org/name`.
+        agent: String,
+        /// The agent that replaces it, `org/name` (any organisation's).
+        #[arg(long)]
+        superseded_by: Option<String>,
+        /// The organisation key file that signs the deprecation.
+        #[arg(long, required = true)]
+        org_key: PathBuf,
+        /// Unix seconds of the deprecation (default: now, and always after the current
+        /// manifest's `updated_at`).
+        #[arg(long)]
+        updated_at: Option<i64>,
+        /// The node that publishes the agent: its manifest is read from here, and the
+        /// deprecation sent here.
+        #[arg(long, required = true)]
+        node: String,
+        /// Write the publish body here instead of sending it.
+        #[arg(long, conflicts_with = "token")]
+        out: Option<PathBuf>,
+        /// The organisation's publish token.
+        #[arg(
+            long,
+            env = "MERIDIAN_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "out"
+        )]
+        token: Option<String>,
+    },
     /// Withdraw an agent everywhere: sign its removal with an organisation key and send it to
     /// the node that publishes it (`DELETE /api/v1/agents/ORG/NAME`), or write the body to
     /// --out. The removal beats every manifest of the agent dated at or before it, on every
     /// node, whoever lists a copy; publishing the agent again needs a later `updated_at`.
     ///
     /// Example: meridian agent remove acme/echo --region eu-west --org-key acme.key --node http://127.0.0.1:7700 --token mrd_...
+    #[command(visible_alias = "unpublish")]
     Remove {
         /// The agent, `org/name`.
         agent: String,
@@ -99,6 +137,9 @@ pub enum AgentCommand {
         /// Most agents shown.
         #[arg(long, default_value = "20")]
         limit: usize,
+        /// Only agents in this life-cycle state: `active` or `deprecated`.
+        #[arg(long, value_parser = ["active", "deprecated"])]
+        status: Option<String>,
         /// Rank by relevance to any of the words.
         #[arg(long)]
         relevance: bool,
@@ -277,6 +318,107 @@ fn remove(
     }
 }
 
+/// What `meridian agent deprecate` does.
+struct Deprecation<'a> {
+    agent: &'a str,
+    superseded_by: Option<&'a str>,
+    org_key: meridian_registry::keys::Keypair,
+    updated_at: Option<i64>,
+    node: &'a str,
+    out: Option<&'a Path>,
+    token: Option<&'a str>,
+}
+
+/// The manifest `node` serves for `agent`, checked: its block hashes to the CID the node
+/// names, decodes, is signed by its signer, and is the agent's (not a removal).
+fn current_manifest(node: &str, agent: &str) -> Result<meridian_registry::manifest::Manifest> {
+    use meridian_registry::manifest::Manifest;
+    let base = node.trim_end_matches('/');
+    let view = crate::agent_read::request_json(
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/agents/{agent}"),
+        &[],
+        None,
+        &format!("the lookup of {agent}"),
+    )?;
+    let cid_text = view["manifest"]["cid"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{node} answered for {agent} without a manifest CID"))?;
+    let cid: meridian_registry::Cid = cid_text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{node} named manifest `{cid_text}`: {e}"))?;
+    let block = crate::agent_read::request_bytes(
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/blocks/{cid}"),
+        &[],
+        None,
+        &format!("the manifest block of {agent}"),
+    )?;
+    if meridian_registry::ids::dag_cbor_cid(&block) != cid {
+        anyhow::bail!("{node} sent a block for {cid} that does not hash to it: not signing it");
+    }
+    let manifest = Manifest::decode(&block)
+        .map_err(|e| anyhow::anyhow!("{node}'s manifest of {agent}: {e}"))?;
+    manifest
+        .verify_signature()
+        .map_err(|e| anyhow::anyhow!("{node}'s manifest of {agent} has a bad signature: {e}"))?;
+    if manifest.body.agent_id != agent || manifest.is_removal() {
+        anyhow::bail!(
+            "{node} answered for {agent} with a manifest of something else: not signing it"
+        );
+    }
+    Ok(manifest)
+}
+
+/// `meridian agent deprecate`: the agent's current manifest, read from the node and checked,
+/// signed again as deprecated and sent to the node (or written to `out`).
+fn deprecate(args: &Deprecation<'_>, now: i64) -> Result<Report> {
+    let agent = args.agent;
+    let current = current_manifest(args.node, agent)?;
+    let mut body = current.body.clone();
+    body.updated_at = args
+        .updated_at
+        .unwrap_or_else(|| now.max(current.body.updated_at + 1));
+    body.deprecation = None;
+    let manifest = body
+        .deprecate(args.superseded_by)
+        .map_err(|e| Rejected(format!("deprecating {agent}: {e}")))?
+        .sign(&args.org_key);
+    let (cid, block) = manifest.to_block_and_cid();
+    let publish = publish_body(&block);
+    let successor = args
+        .superseded_by
+        .map_or_else(String::new, |s| format!(", superseded by {s}"));
+    if let Some(out) = args.out {
+        crate::data::write_file(out, format!("{publish}\n").as_bytes())?;
+        return Ok(Report {
+            text: format!(
+                "wrote the deprecation of {agent}{successor} ({cid}) to {}: send it with POST /api/v1/agents",
+                out.display()
+            ),
+            json: json!({ "agent_id": agent, "manifest": cid.to_string(), "out": out }),
+        });
+    }
+    let token = args
+        .token
+        .ok_or_else(|| Rejected("give --token (or MERIDIAN_TOKEN), or --out FILE".into()))?;
+    let url = format!("{}/api/v1/agents", args.node.trim_end_matches('/'));
+    let answer = send(
+        reqwest::Method::POST,
+        &url,
+        token,
+        publish.to_string(),
+        &format!("the deprecation of {agent}"),
+    )?;
+    Ok(Report {
+        text: format!(
+            "deprecated {agent}{successor} as of {} ({cid}) on {}: seq {}",
+            manifest.body.updated_at, args.node, answer["seq"]
+        ),
+        json: answer,
+    })
+}
+
 /// Sends `body` to the node with the organisation's token and returns its JSON answer; a
 /// refusal is an error naming the node's reason (a 4xx is the caller's to fix).
 fn send(
@@ -296,50 +438,56 @@ fn send(
     )
 }
 
+/// `meridian agent sign`: the publish body, printed or written to `out`.
+fn sign_command(manifest: &ManifestArgs, out: Option<&Path>, now: i64) -> Result<Report> {
+    let (block, agent_id, cid) = sign(manifest, now)?;
+    let body = publish_body(&block);
+    let text = body.to_string();
+    if let Some(out) = out {
+        crate::data::write_file(out, format!("{text}\n").as_bytes())?;
+        return Ok(Report {
+            text: format!(
+                "wrote the publish body of {agent_id} ({cid}) to {}",
+                out.display()
+            ),
+            json: json!({ "agent_id": agent_id, "manifest": cid, "out": out }),
+        });
+    }
+    Ok(Report {
+        text,
+        json: json!({ "agent_id": agent_id, "manifest": cid, "body": body }),
+    })
+}
+
+/// `meridian agent publish`: the manifest signed here and sent to the node.
+fn publish_command(manifest: &ManifestArgs, node: &str, token: &str, now: i64) -> Result<Report> {
+    let (block, agent_id, cid) = sign(manifest, now)?;
+    let url = format!("{}/api/v1/agents", node.trim_end_matches('/'));
+    let answer = send(
+        reqwest::Method::POST,
+        &url,
+        token,
+        publish_body(&block).to_string(),
+        &agent_id,
+    )?;
+    Ok(Report {
+        text: format!(
+            "published {agent_id} ({cid}) on {node}: seq {}",
+            answer["seq"]
+        ),
+        json: answer,
+    })
+}
+
 /// Runs `meridian agent …`.
 pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
     match command {
-        AgentCommand::Sign { manifest, out } => {
-            let (block, agent_id, cid) = sign(manifest, now)?;
-            let body = publish_body(&block);
-            let text = body.to_string();
-            if let Some(out) = out {
-                crate::data::write_file(out, format!("{text}\n").as_bytes())?;
-                return Ok(Report {
-                    text: format!(
-                        "wrote the publish body of {agent_id} ({cid}) to {}",
-                        out.display()
-                    ),
-                    json: json!({ "agent_id": agent_id, "manifest": cid, "out": out }),
-                });
-            }
-            Ok(Report {
-                text,
-                json: json!({ "agent_id": agent_id, "manifest": cid, "body": body }),
-            })
-        }
+        AgentCommand::Sign { manifest, out } => sign_command(manifest, out.as_deref(), now),
         AgentCommand::Publish {
             manifest,
             node,
             token,
-        } => {
-            let (block, agent_id, cid) = sign(manifest, now)?;
-            let url = format!("{}/api/v1/agents", node.trim_end_matches('/'));
-            let answer = send(
-                reqwest::Method::POST,
-                &url,
-                token,
-                publish_body(&block).to_string(),
-                &agent_id,
-            )?;
-            Ok(Report {
-                text: format!(
-                    "published {agent_id} ({cid}) on {node}: seq {}",
-                    answer["seq"]
-                ),
-                json: answer,
-            })
-        }
+        } => publish_command(manifest, node, token, now),
         AgentCommand::Remove {
             agent,
             region,
@@ -356,6 +504,26 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
             out.as_deref(),
             node.as_deref().zip(token.as_deref()),
         ),
+        AgentCommand::Deprecate {
+            agent,
+            superseded_by,
+            org_key,
+            updated_at,
+            node,
+            out,
+            token,
+        } => deprecate(
+            &Deprecation {
+                agent,
+                superseded_by: superseded_by.as_deref(),
+                org_key: load_key(org_key)?,
+                updated_at: *updated_at,
+                node,
+                out: out.as_deref(),
+                token: token.as_deref(),
+            },
+            now,
+        ),
         AgentCommand::Search {
             words,
             node,
@@ -364,6 +532,7 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
             org,
             region,
             limit,
+            status,
             relevance,
         } => {
             let filters = [
@@ -371,6 +540,7 @@ pub fn run(command: &AgentCommand, now: i64) -> Result<Report> {
                 ("tag", tag),
                 ("org", org),
                 ("region", region),
+                ("status", status),
             ]
             .into_iter()
             .filter_map(|(name, value)| Some((name, value.as_deref()?)))

@@ -21,11 +21,26 @@ pub fn request_json(
     body: Option<String>,
     what: &str,
 ) -> Result<Value> {
+    let bytes = request_bytes(method, url, headers, body, what)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(serde_json::from_str(&text).unwrap_or_else(|_| json!({ "body": text })))
+}
+
+/// Sends one request to a node and returns its answer's bytes (at most
+/// [`ANSWER_BYTES_MAX`]); a refusal is an error naming the node's reason, as for
+/// [`request_json`].
+pub fn request_bytes(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+    what: &str,
+) -> Result<Vec<u8>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (status, answer) = runtime.block_on(async {
+    let (status, bytes) = runtime.block_on(async {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(ANSWER_TIMEOUT)
@@ -47,10 +62,11 @@ pub fn request_json(
         let bytes = meridian_hub::relay::read_limited(response, ANSWER_BYTES_MAX)
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
-        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        anyhow::Ok((status, bytes))
     })?;
-    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|_| json!({ "body": answer }));
     if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes);
+        let answer: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "body": text }));
         let message = answer["error"]["message"]
             .as_str()
             .map_or_else(|| answer.to_string(), str::to_owned);
@@ -61,7 +77,7 @@ pub fn request_json(
             error
         });
     }
-    Ok(answer)
+    Ok(bytes)
 }
 
 /// What to search for.
@@ -69,7 +85,7 @@ pub fn request_json(
 pub struct SearchArgs<'a> {
     /// Words.
     pub words: &'a [String],
-    /// Filters: `skill`, `tag`, `org`, `region`.
+    /// Filters: `skill`, `tag`, `org`, `region`, `status`.
     pub filters: Vec<(&'static str, &'a str)>,
     /// Page size.
     pub limit: usize,
@@ -101,8 +117,12 @@ pub fn search(node: &str, args: &SearchArgs<'_>) -> Result<Report> {
         let score = agent["score"]
             .as_u64()
             .map_or_else(String::new, |s| format!("  [{s}]"));
+        let status = match agent["status"].as_str() {
+            Some("deprecated") => "  (deprecated)",
+            _ => "",
+        };
         text.push_str(&format!(
-            "{:<32} {:<24} {:<10}{score}  {}\n",
+            "{:<32} {:<24} {:<10}{score}{status}  {}\n",
             agent["agent_id"].as_str().unwrap_or("?"),
             agent["name"].as_str().unwrap_or(""),
             agent["region"].as_str().unwrap_or(""),
@@ -144,8 +164,15 @@ pub fn show(node: &str, agent: &str) -> Result<Report> {
         },
         str::to_owned,
     );
+    let status = match (answer["status"].as_str(), answer["superseded_by"].as_str()) {
+        (Some("deprecated"), Some(successor)) => {
+            format!("\n  DEPRECATED by its organisation: use {successor}")
+        }
+        (Some("deprecated"), None) => "\n  DEPRECATED by its organisation".to_owned(),
+        _ => String::new(),
+    };
     let text = format!(
-        "{agent}: {} {}\n  {}\n  skills: {}\n  region {}, published by {} (seq {}, commit {})\n  manifest {} signed by {}\n  ARD identifier: {ard}\n  call it: meridian agent call {agent} TEXT --node {node}",
+        "{agent}: {} {}{status}\n  {}\n  skills: {}\n  region {}, published by {} (seq {}, commit {})\n  manifest {} signed by {}\n  ARD identifier: {ard}\n  call it: meridian agent call {agent} TEXT --node {node}",
         card["name"].as_str().unwrap_or("?"),
         card["version"].as_str().unwrap_or(""),
         card["description"].as_str().unwrap_or(""),

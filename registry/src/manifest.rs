@@ -471,6 +471,40 @@ pub struct ManifestBody {
     /// replayed. Encoded as `removed: true`, and absent from ordinary manifests (whose blocks
     /// are unchanged by its introduction).
     pub removed: bool,
+    /// Set when the organisation deprecated the agent: it still answers and is still listed,
+    /// but ranks below active agents and points callers to its successor, when it names one.
+    /// Encoded as `deprecated: true` (and `superseded_by` with a successor), absent from
+    /// active manifests, whose blocks are unchanged by its introduction.
+    pub deprecation: Option<Deprecation>,
+}
+
+/// An agent's deprecation, signed into its manifest by the organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Deprecation {
+    /// The agent that replaces it (`{org}/{name}`, any organisation's), when there is one.
+    pub superseded_by: Option<String>,
+}
+
+/// Where an agent is in its life, as its newest signed manifest says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Published and current.
+    Active,
+    /// Still published and answering, but withdrawn from new use by its organisation.
+    Deprecated,
+    /// Withdrawn: a signed removal (tombstone) stands in its place.
+    Removed,
+}
+
+impl Lifecycle {
+    /// The state's name in the API: `active`, `deprecated` or `removed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Deprecated => "deprecated",
+            Lifecycle::Removed => "removed",
+        }
+    }
 }
 
 /// A signed agent manifest and its block.
@@ -501,7 +535,35 @@ impl ManifestBody {
             updated_at,
             card: card.to_owned(),
             removed: false,
+            deprecation: None,
         })
+    }
+
+    /// This body, deprecated by its organisation (pointing to `superseded_by` when given).
+    /// A removal cannot be deprecated, and an agent cannot succeed itself.
+    pub fn deprecate(mut self, superseded_by: Option<&str>) -> Result<Self, ManifestError> {
+        if self.removed {
+            return Err(ManifestError::Invalid(format!(
+                "`{}` is a removal: only a published agent can be deprecated",
+                self.agent_id
+            )));
+        }
+        if let Some(successor) = superseded_by {
+            check_successor(&self.agent_id, successor)?;
+        }
+        self.deprecation = Some(Deprecation {
+            superseded_by: superseded_by.map(str::to_owned),
+        });
+        Ok(self)
+    }
+
+    /// Where the agent is in its life, as this body says.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match (self.removed, &self.deprecation) {
+            (true, _) => Lifecycle::Removed,
+            (false, Some(_)) => Lifecycle::Deprecated,
+            (false, None) => Lifecycle::Active,
+        }
     }
 
     /// The body of a signed removal of `agent_id` (`{org}/{name}`) as of `updated_at`.
@@ -514,6 +576,7 @@ impl ManifestBody {
             updated_at,
             card: String::new(),
             removed: true,
+            deprecation: None,
         })
     }
 
@@ -529,6 +592,12 @@ impl ManifestBody {
         ];
         if self.removed {
             fields.push(("removed", Value::Bool(true)));
+        }
+        if let Some(deprecation) = &self.deprecation {
+            fields.push(("deprecated", Value::Bool(true)));
+            if let Some(successor) = &deprecation.superseded_by {
+                fields.push(("superseded_by", Value::Text(successor.clone())));
+            }
         }
         fields
     }
@@ -555,6 +624,18 @@ pub fn split_agent_id(agent_id: &str) -> Result<(&str, &str), ManifestError> {
     Ok((org, name))
 }
 
+/// Checks a successor's agent id: well formed, and not the deprecated agent itself.
+fn check_successor(agent_id: &str, successor: &str) -> Result<(), ManifestError> {
+    split_agent_id(successor)
+        .map_err(|e| ManifestError::Invalid(format!("`superseded_by`: {e}")))?;
+    if successor == agent_id {
+        return Err(ManifestError::Invalid(format!(
+            "`superseded_by` names `{agent_id}` itself"
+        )));
+    }
+    Ok(())
+}
+
 fn signing_bytes(body: &ManifestBody, signer: &PublicKey) -> Vec<u8> {
     let map = body
         .fields(signer)
@@ -574,6 +655,8 @@ pub(crate) struct ManifestFields<'a> {
     pub(crate) updated_at: i64,
     pub(crate) card: &'a str,
     pub(crate) removed: bool,
+    pub(crate) deprecated: bool,
+    pub(crate) superseded_by: Option<&'a str>,
     pub(crate) signer: PublicKey,
     pub(crate) sig: [u8; 64],
 }
@@ -620,6 +703,7 @@ impl<'a> ManifestFields<'a> {
                 ));
             }
         };
+        let (deprecated, superseded_by) = Self::decode_deprecation(&mut reader, removed)?;
         reader.finish()?;
         check_name("org", org)?;
         let card = if removed {
@@ -652,10 +736,52 @@ impl<'a> ManifestFields<'a> {
             updated_at,
             card: card_text,
             removed,
+            deprecated,
+            superseded_by,
             signer,
             sig,
         };
+        if let Some(successor) = superseded_by {
+            check_successor(agent_id, successor)?;
+        }
         Ok((fields, card))
+    }
+
+    /// Reads `deprecated` (present only as `true`) and `superseded_by` (only with it), and
+    /// refuses them on a removal.
+    fn decode_deprecation(
+        reader: &mut cbor::MapRefReader<'a>,
+        removed: bool,
+    ) -> Result<(bool, Option<&'a str>), ManifestError> {
+        let deprecated = match reader.take_optional("deprecated") {
+            None => false,
+            Some(cbor::ValueRef::Bool(true)) => true,
+            Some(_) => {
+                return Err(ManifestError::Invalid(
+                    "`deprecated` must be `true` when present".into(),
+                ));
+            }
+        };
+        let superseded_by = match reader.take_optional("superseded_by") {
+            None => None,
+            Some(cbor::ValueRef::Text(successor)) if deprecated => Some(successor),
+            Some(cbor::ValueRef::Text(_)) => {
+                return Err(ManifestError::Invalid(
+                    "`superseded_by` without `deprecated`".into(),
+                ));
+            }
+            Some(_) => {
+                return Err(ManifestError::Invalid(
+                    "`superseded_by` is not a string".into(),
+                ));
+            }
+        };
+        if removed && deprecated {
+            return Err(ManifestError::Invalid(
+                "a removal cannot also be deprecated".into(),
+            ));
+        }
+        Ok((deprecated, superseded_by))
     }
 
     /// The owned manifest.
@@ -668,6 +794,9 @@ impl<'a> ManifestFields<'a> {
                 updated_at: self.updated_at,
                 card: self.card.to_owned(),
                 removed: self.removed,
+                deprecation: self.deprecated.then(|| Deprecation {
+                    superseded_by: self.superseded_by.map(str::to_owned),
+                }),
             },
             signer: self.signer,
             sig: self.sig,
@@ -677,8 +806,8 @@ impl<'a> ManifestFields<'a> {
     /// The signed bytes, cut from `block` (the block these fields were decoded from) instead
     /// of encoded again. In canonical key order (length first, then bytewise) the top-level map
     /// starts with `org` and then `sig`, so the signed map is the block with its header's count
-    /// lowered by one and the 70-byte `sig` entry removed (8 entries in a manifest, 9 in a
-    /// removal). Falls back to encoding the fields again if the block does not have that layout.
+    /// lowered by one and the 70-byte `sig` entry removed (8 entries in a manifest, one more
+    /// for each of `removed`, `deprecated` and `superseded_by` present). Falls back to encoding the fields again if the block does not have that layout.
     pub(crate) fn signing_bytes(&self, block: &[u8]) -> Vec<u8> {
         // Header of the org value: 1 byte below 24 bytes of text, 2 bytes otherwise (names are
         // at most 64 bytes).
@@ -686,7 +815,8 @@ impl<'a> ManifestFields<'a> {
         let sig_start = 1 + 4 + org_header + self.org.len();
         let sig_len = 4 + 2 + 64;
         let expected_entry: &[u8] = &[0x63, b's', b'i', b'g', 0x58, 0x40];
-        let header = if self.removed { 0xa9 } else { 0xa8 };
+        let optional = [self.removed, self.deprecated, self.superseded_by.is_some()];
+        let header = 0xa8 + optional.iter().filter(|present| **present).count() as u8;
         if block.first() != Some(&header)
             || block.get(sig_start..sig_start + expected_entry.len()) != Some(expected_entry)
             || block.len() < sig_start + sig_len
@@ -767,6 +897,11 @@ impl Manifest {
     /// Whether this is a signed removal (tombstone).
     pub fn is_removal(&self) -> bool {
         self.body.removed
+    }
+
+    /// Where the agent is in its life, as this manifest says.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.body.lifecycle()
     }
 }
 
@@ -850,6 +985,28 @@ mod tests {
         assert!(manifest.verify_signature().is_err());
     }
 
+    /// A manifest block's top-level map.
+    type Fields = std::collections::BTreeMap<String, Value>;
+
+    /// `block` with its map edited, encoded canonically again and decoded.
+    fn reencoded(block: &[u8], edit: &dyn Fn(&mut Fields)) -> Result<Manifest, ManifestError> {
+        let Value::Map(mut map) = cbor::decode(block).unwrap() else {
+            unreachable!()
+        };
+        edit(&mut map);
+        Manifest::decode(&cbor::encode(&Value::Map(map)))
+    }
+
+    /// Asserts `result` is `ManifestError::Invalid` with a message containing `needle`.
+    fn expect_invalid<T: std::fmt::Debug>(result: Result<T, ManifestError>, needle: &str) {
+        match result {
+            Err(ManifestError::Invalid(message)) => {
+                assert!(message.contains(needle), "{message}")
+            }
+            other => panic!("expected Invalid({needle}), got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_removal_is_signed_without_a_card_and_checked_on_decode() {
         let key = Keypair::from_secret(&[9; 32]);
@@ -877,19 +1034,8 @@ mod tests {
         flipped.body.card = V1.into();
         assert!(flipped.verify_signature().is_err());
 
-        let reencode = |edit: &dyn Fn(&mut std::collections::BTreeMap<String, Value>)| {
-            let Value::Map(mut map) = cbor::decode(&block).unwrap() else {
-                unreachable!()
-            };
-            edit(&mut map);
-            Manifest::decode(&cbor::encode(&Value::Map(map)))
-        };
-        let invalid = |result: Result<Manifest, ManifestError>, needle: &str| match result {
-            Err(ManifestError::Invalid(message)) => {
-                assert!(message.contains(needle), "{message}")
-            }
-            other => panic!("expected Invalid({needle}), got {other:?}"),
-        };
+        let reencode = |edit: &dyn Fn(&mut Fields)| reencoded(&block, edit);
+        let invalid = expect_invalid::<Manifest>;
         invalid(
             reencode(&|m| {
                 m.insert("removed".into(), Value::Bool(false));
@@ -921,6 +1067,84 @@ mod tests {
             ManifestBody::tombstone("no-slash", "eu", 1),
             Err(ManifestError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_deprecation_is_signed_into_the_manifest_and_checked_on_decode() {
+        let key = Keypair::from_secret(&[9; 32]);
+        let body = ManifestBody::from_card(V1, "acme", "eu-west", 2).unwrap();
+        assert_eq!(body.lifecycle(), Lifecycle::Active);
+        for (successor, entries) in [(None, 0xa9), (Some("globex/planner-2"), 0xaa)] {
+            let deprecated = body.clone().deprecate(successor).unwrap().sign(&key);
+            assert_eq!(deprecated.lifecycle(), Lifecycle::Deprecated);
+            let block = deprecated.to_block();
+            assert_eq!(
+                block[0], entries,
+                "`deprecated` and `superseded_by` are encoded"
+            );
+            let (decoded, card) = Manifest::decode_with_card(&block, &mut KeyCache::new()).unwrap();
+            assert_eq!(decoded, deprecated);
+            assert!(card.is_some(), "a deprecated agent keeps its card");
+            decoded.verify_signature().unwrap();
+            let (fields, _) = ManifestFields::decode(&block, &mut KeyCache::new()).unwrap();
+            assert_eq!(fields.signing_bytes(&block), deprecated.signing_bytes());
+            // Undoing the deprecation, or changing the successor, breaks the signature.
+            let mut undone = deprecated.clone();
+            undone.body.deprecation = None;
+            assert!(undone.verify_signature().is_err());
+            let mut redirected = deprecated.clone();
+            redirected.body.deprecation = Some(Deprecation {
+                superseded_by: Some("mallory/trap".into()),
+            });
+            assert!(redirected.verify_signature().is_err());
+        }
+        let invalid = expect_invalid::<ManifestBody>;
+        invalid(
+            body.clone().deprecate(Some("acme/travel-planner")),
+            "itself",
+        );
+        invalid(body.clone().deprecate(Some("no-slash")), "superseded_by");
+        let removal = ManifestBody::tombstone("acme/travel-planner", "eu", 3).unwrap();
+        invalid(removal.deprecate(None), "only a published agent");
+
+        let block = body.deprecate(None).unwrap().sign(&key).to_block();
+        let reencode = |edit: &dyn Fn(&mut Fields)| reencoded(&block, edit);
+        let refused = expect_invalid::<Manifest>;
+        refused(
+            reencode(&|m| {
+                m.insert("deprecated".into(), Value::Bool(false));
+            }),
+            "`deprecated` must be `true`",
+        );
+        refused(
+            reencode(&|m| {
+                m.remove("deprecated");
+                m.insert("superseded_by".into(), Value::Text("acme/next".into()));
+            }),
+            "without `deprecated`",
+        );
+        refused(
+            reencode(&|m| {
+                m.insert("superseded_by".into(), Value::Integer(7));
+            }),
+            "not a string",
+        );
+        refused(
+            reencode(&|m| {
+                m.insert(
+                    "superseded_by".into(),
+                    Value::Text("acme/travel-planner".into()),
+                );
+            }),
+            "itself",
+        );
+        refused(
+            reencode(&|m| {
+                m.insert("removed".into(), Value::Bool(true));
+                m.insert("card".into(), Value::Text(String::new()));
+            }),
+            "cannot also be deprecated",
+        );
     }
 
     #[test]

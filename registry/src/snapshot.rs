@@ -307,38 +307,90 @@ pub fn build(mut input: BuildInput<'_>) -> Result<(Snapshot, BuildReport), Build
         });
     }
 
-    let (seq, prev) = match input.previous {
+    let snapshot = commit_tree(
+        input.node_key,
+        input.previous,
+        tree,
+        &blocks,
+        input.now,
+        input.expires_in_secs,
+    )?;
+    report.new_blocks = match input.previous {
+        Some(previous) => snapshot
+            .blocks
+            .keys()
+            .filter(|cid| !previous.blocks.contains_key(cid))
+            .count(),
+        None => snapshot.blocks.len(),
+    };
+    Ok((snapshot, report))
+}
+
+/// Signs the commit over `tree` that follows `previous` (or starts the history), and gathers
+/// exactly the blocks it reaches from `blocks`.
+fn commit_tree(
+    node_key: &Keypair,
+    previous: Option<&Snapshot>,
+    tree: RegistryTree,
+    blocks: &HashMap<Cid, Arc<[u8]>>,
+    now: i64,
+    expires_in_secs: i64,
+) -> Result<Snapshot, BuildError> {
+    let (seq, prev) = match previous {
         Some(previous) => (previous.commit.body.seq + 1, Some(previous.commit_cid)),
         None => (1, None),
     };
     let commit = CommitBody {
-        publisher: input.node_key.public(),
+        publisher: node_key.public(),
         seq,
         data: tree.root_cid(),
         prev,
-        created_at: input.now,
-        expires_at: input.now.saturating_add(input.expires_in_secs.max(1)),
+        created_at: now,
+        expires_at: now.saturating_add(expires_in_secs.max(1)),
     }
-    .sign(input.node_key)?;
+    .sign(node_key)?;
     let (commit_cid, commit_block) = commit.to_block_and_cid();
+    let reachable = reachable_blocks(&tree, blocks, commit_cid, commit_block.into());
+    Ok(Snapshot {
+        commit,
+        commit_cid,
+        tree,
+        blocks: reachable,
+    })
+}
 
-    let reachable = reachable_blocks(&tree, &blocks, commit_cid, commit_block.into());
-    report.new_blocks = match input.previous {
-        Some(previous) => reachable
-            .keys()
-            .filter(|cid| !previous.blocks.contains_key(cid))
-            .count(),
-        None => reachable.len(),
-    };
-    Ok((
-        Snapshot {
-            commit,
-            commit_cid,
-            tree,
-            blocks: reachable,
-        },
-        report,
-    ))
+/// The snapshot after `previous` with each of `manifests` (already signed: a new version, a
+/// deprecation or a removal) in its agent's place, the rest unchanged: one publisher's
+/// change to a few agents, without rebuilding from cards. The caller checks that the
+/// manifests are the organisations' to publish, as a node's publish API does.
+pub fn amend(
+    previous: &Snapshot,
+    node_key: &Keypair,
+    manifests: &[Manifest],
+    now: i64,
+    expires_in_secs: i64,
+) -> Result<Snapshot, BuildError> {
+    if previous.commit.body.publisher != node_key.public() {
+        return Err(BuildError::OtherPublisher {
+            previous: previous.commit.body.publisher.to_did(),
+            current: node_key.did(),
+        });
+    }
+    let mut tree = previous.tree.clone();
+    let mut blocks = previous.blocks.clone();
+    for manifest in manifests {
+        let (cid, block) = manifest.to_block_and_cid();
+        blocks.insert(cid, block.into());
+        tree.insert(manifest.body.agent_id.as_bytes(), cid);
+    }
+    commit_tree(
+        node_key,
+        Some(previous),
+        tree,
+        &blocks,
+        now,
+        expires_in_secs,
+    )
 }
 
 /// Every card as a manifest body by agent id, with the file it came from; validated, and

@@ -208,19 +208,30 @@ pub fn publisher_key() -> Keypair {
 /// A registry of `agents` agents and its successor with agent 0 changed, built once per
 /// process and size (building is the slow part of a run).
 pub fn registry(agents: usize) -> Arc<(Snapshot, Snapshot)> {
-    type Pairs = BTreeMap<usize, Arc<(Snapshot, Snapshot)>>;
-    static CACHE: OnceLock<Mutex<Pairs>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    static CACHE: Pairs = OnceLock::new();
+    pair_once(&CACHE, agents, || {
+        let chain = registry_chain(&publisher_key(), agents, 1);
+        (chain[0].clone(), chain[1].clone())
+    })
+}
+
+/// Pairs of snapshots built once per process, by registry size.
+type Pairs = OnceLock<Mutex<BTreeMap<usize, Arc<(Snapshot, Snapshot)>>>>;
+
+/// The pair `cache` holds for `agents`, built by `build` the first time.
+fn pair_once(
+    cache: &'static Pairs,
+    agents: usize,
+    build: impl FnOnce() -> (Snapshot, Snapshot),
+) -> Arc<(Snapshot, Snapshot)> {
+    let cache = cache.get_or_init(|| Mutex::new(BTreeMap::new()));
     let mut cache = match cache.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
     cache
         .entry(agents)
-        .or_insert_with(|| {
-            let chain = registry_chain(&publisher_key(), agents, 1);
-            Arc::new((chain[0].clone(), chain[1].clone()))
-        })
+        .or_insert_with(|| Arc::new(build()))
         .clone()
 }
 
@@ -272,6 +283,19 @@ pub struct PublishConverge {
     pub topology: Topology,
     /// Agents in the publisher's registry.
     pub agents: usize,
+    /// What the publisher changes.
+    pub change: Change,
+}
+
+/// The one change "publish and converge" makes to agent 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Change {
+    /// A new version of its card (another skill).
+    #[default]
+    NewVersion,
+    /// Its organisation deprecates it, naming agent 1 as its successor: the same card,
+    /// signed again with `deprecated` and `superseded_by`.
+    Deprecate,
 }
 
 impl Default for PublishConverge {
@@ -279,9 +303,44 @@ impl Default for PublishConverge {
         Self {
             topology: Topology::default(),
             agents: 10_000,
+            change: Change::NewVersion,
         }
     }
 }
+
+/// A registry of `agents` agents and its successor in which agent 0 is deprecated in favour
+/// of agent 1, built once per process and size.
+pub fn deprecation(agents: usize) -> Arc<(Snapshot, Snapshot)> {
+    static CACHE: Pairs = OnceLock::new();
+    pair_once(&CACHE, agents, || {
+        let key = publisher_key();
+        let first = registry(agents).0.clone();
+        let current = first
+            .manifest(DEPRECATED_AGENT)
+            .unwrap_or_else(|| panic!("{DEPRECATED_AGENT} is not in the registry"))
+            .unwrap_or_else(|e| panic!("{DEPRECATED_AGENT}: {e}"));
+        let mut body = current.body.clone();
+        body.updated_at += 1;
+        let deprecated = body
+            .deprecate(Some(SUCCESSOR_AGENT))
+            .unwrap_or_else(|e| panic!("deprecating {DEPRECATED_AGENT}: {e}"))
+            .sign(&key);
+        let second = snapshot::amend(
+            &first,
+            &key,
+            &[deprecated],
+            crate::federation::EPOCH_UNIX - 59,
+            7 * 86_400,
+        )
+        .unwrap_or_else(|e| panic!("amending the registry: {e}"));
+        (first, second)
+    })
+}
+
+/// The agent [`Change::Deprecate`] deprecates, and its successor.
+pub const DEPRECATED_AGENT: &str = "sim/sim-agent-0";
+/// The successor [`Change::Deprecate`] names.
+pub const SUCCESSOR_AGENT: &str = "sim/sim-agent-1";
 
 fn median(values: &mut [u64]) -> u64 {
     values.sort_unstable();
@@ -298,7 +357,10 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
     let specs = topology.specs(&mut rng);
     let n = specs.len();
     let config = SyncConfig::default();
-    let snapshots = registry(params.agents);
+    let snapshots = match params.change {
+        Change::NewVersion => registry(params.agents),
+        Change::Deprecate => deprecation(params.agents),
+    };
     let (first, second) = (&snapshots.0, &snapshots.1);
     let mut failures = Vec::new();
     let base = MemoryStore::new();
@@ -337,6 +399,9 @@ pub fn publish_converge(seed: u64, params: &PublishConverge) -> Report {
     let start = outcome.lock().ok().and_then(|o| *o).map(|(s, _)| s);
     let commit = second.commit_cid;
     failures.extend(holds_the_new_snapshot(&world, second));
+    if params.change == Change::Deprecate {
+        failures.extend(serves_the_deprecation(&world, second));
+    }
     let mut times = Vec::new();
     world.observe(|o| {
         for (i, offenses) in o.offenses.iter().enumerate() {
@@ -442,6 +507,38 @@ fn holds_the_new_snapshot(world: &World, second: &Snapshot) -> Vec<String> {
             failures.push(format!(
                 "node {i} lacks {missing} blocks of the new snapshot"
             ));
+        }
+    }
+    failures
+}
+
+/// Whether every node's copy of the deprecated agent, read from its own store at the new
+/// head, is the organisation's signed deprecation naming its successor.
+fn serves_the_deprecation(world: &World, second: &Snapshot) -> Vec<String> {
+    let Some(cid) = second.tree.get(DEPRECATED_AGENT.as_bytes()) else {
+        return vec![format!("the new snapshot does not list {DEPRECATED_AGENT}")];
+    };
+    let mut failures = Vec::new();
+    for (i, store) in world.stores.iter().enumerate() {
+        let manifest = match store.get(&cid) {
+            Ok(Some(block)) => meridian_registry::manifest::Manifest::decode(&block),
+            other => {
+                failures.push(format!("node {i} lacks the deprecation {cid}: {other:?}"));
+                continue;
+            }
+        };
+        match manifest {
+            Ok(m)
+                if m.verify_signature().is_ok()
+                    && m.lifecycle() == meridian_registry::manifest::Lifecycle::Deprecated
+                    && m.body
+                        .deprecation
+                        .as_ref()
+                        .and_then(|d| d.superseded_by.as_deref())
+                        == Some(SUCCESSOR_AGENT) => {}
+            other => failures.push(format!(
+                "node {i} holds {other:?} for {DEPRECATED_AGENT}, not its signed deprecation"
+            )),
         }
     }
     failures

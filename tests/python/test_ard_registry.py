@@ -1,24 +1,17 @@
 """The ARD Registry API of a running Meridian node, tested from outside the Rust code with the
 standard library only, using the ARD v0.91 specification's own example requests.
 
-It starts `meridian demo --keep-running` (a federation on loopback whose organisations have
-proved their domains), reads the node URLs from `meridian-data/demo/urls.json`, and checks each
-endpoint's answers against the shapes the specification's OpenAPI document gives.
+The `registry` fixture (conftest.py) starts `meridian demo --keep-running` (a federation on
+loopback whose organisations have proved their domains) and reads the node URLs from
+`meridian-data/demo/urls.json`; each test checks an endpoint's answers against the shapes the
+specification's OpenAPI document gives.
 """
 
 import json
-import os
-import signal
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
-import pytest
-
-BIN = os.environ.get("MERIDIAN_BIN", "meridian")
 A2A = "application/a2a-agent-card+json"
 
 
@@ -33,36 +26,6 @@ def call(method, url, body=None, headers=None):
     except urllib.error.HTTPError as error:
         raw = error.read()
         return error.code, error.headers, json.loads(raw) if raw else None
-
-
-@pytest.fixture(scope="module")
-def registry():
-    work = tempfile.mkdtemp()
-    demo = subprocess.Popen(
-        [BIN, "demo", "--data", "data", "--agents", "3", "--keep-running"],
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.time() + 240
-        for line in demo.stderr:
-            if "keeps running" in line:
-                break
-            if time.time() > deadline:
-                pytest.fail("the demo did not come up in time")
-        else:
-            pytest.fail(f"the demo ended early with code {demo.wait()}")
-        with open(os.path.join(work, "data", "demo", "urls.json")) as f:
-            urls = json.load(f)
-        yield urls["nodes"][0]["ard"]
-    finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            demo.kill()
 
 
 def test_the_registry_announces_itself_at_the_well_known_path(registry):

@@ -759,3 +759,32 @@ fn answer_tls(
     let _ = tls.flush();
     Ok(())
 }
+
+/// A plain-HTTP site on 127.0.0.1 that answers each `(path, content type, body)` with 200 and
+/// anything else with 404, one request per connection: a node or registry that says exactly
+/// what a test makes it say (a lying one, say). Returns its base URL.
+pub fn fixed_site(pages: Vec<(String, &'static str, Vec<u8>)>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 8192];
+            let read = stream.read(&mut request).unwrap_or(0);
+            let head = String::from_utf8_lossy(&request[..read]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let page = pages.iter().find(|(p, _, _)| *p == path);
+            let (status, media, body) = match page {
+                Some((_, media, body)) => ("200 OK", *media, body.as_slice()),
+                None => ("404 Not Found", "text/plain", b"not found".as_slice()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: {media}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+        }
+    });
+    format!("http://{address}")
+}

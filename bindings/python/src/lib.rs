@@ -170,13 +170,25 @@ fn manifest_dict<'py>(
     dict.set_item("cid", cid.to_string())?;
     dict.set_item("card", &manifest.body.card)?;
     dict.set_item("removed", manifest.body.removed)?;
+    dict.set_item("status", manifest.lifecycle().as_str())?;
+    dict.set_item(
+        "superseded_by",
+        manifest
+            .body
+            .deprecation
+            .as_ref()
+            .and_then(|d| d.superseded_by.as_deref()),
+    )?;
     Ok(dict)
 }
 
 /// Builds a manifest from an A2A card (a dict or JSON text; v1.0 or v0.3), signs it with
 /// `key` and returns the manifest block (DAG-CBOR bytes), ready for `POST /api/v1/agents`.
+/// With `deprecated=True` (and optionally `superseded_by="org/name"`) the agent is signed as
+/// deprecated: still listed and answering, ranked after active agents.
 #[pyfunction]
-#[pyo3(signature = (card, org, region, key, updated_at))]
+#[pyo3(signature = (card, org, region, key, updated_at, *, deprecated = false, superseded_by = None))]
+#[allow(clippy::too_many_arguments)]
 fn sign_manifest<'py>(
     py: Python<'py>,
     card: &Bound<'py, PyAny>,
@@ -184,10 +196,52 @@ fn sign_manifest<'py>(
     region: &str,
     key: &Keypair,
     updated_at: i64,
+    deprecated: bool,
+    superseded_by: Option<&str>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let text = card_text(card)?;
-    let body = ManifestBody::from_card(&text, org, region, updated_at)
+    let mut body = ManifestBody::from_card(&text, org, region, updated_at)
         .map_err(|e| input_error(format!("card: {e}")))?;
+    if deprecated {
+        body = body
+            .deprecate(superseded_by)
+            .map_err(|e| input_error(format!("deprecation: {e}")))?;
+    } else if superseded_by.is_some() {
+        return Err(input_error("superseded_by needs deprecated=True"));
+    }
+    Ok(PyBytes::new(py, &body.sign(&key.inner).to_block()))
+}
+
+/// Signs the deprecation of the agent whose current manifest is `block` (as a node serves it
+/// at `/api/v1/blocks/{cid}`): the block is checked first (encoding, card, signature, not a
+/// removal), then the same card is signed again with `key` as deprecated, naming
+/// `superseded_by` (`org/name`) when given, as of `updated_at` (which must be after the
+/// current manifest's). Returns the block for `POST /api/v1/agents`.
+#[pyfunction]
+#[pyo3(signature = (block, key, updated_at, superseded_by = None))]
+fn sign_deprecation<'py>(
+    py: Python<'py>,
+    block: &[u8],
+    key: &Keypair,
+    updated_at: i64,
+    superseded_by: Option<&str>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let current = Manifest::decode(block).map_err(|e| input_error(format!("manifest: {e}")))?;
+    current
+        .verify_signature()
+        .map_err(|e| SignatureError::new_err(format!("manifest: {e}")))?;
+    if updated_at <= current.body.updated_at {
+        return Err(input_error(format!(
+            "updated_at {updated_at} is not after the current manifest's {}",
+            current.body.updated_at
+        )));
+    }
+    let mut body = current.body;
+    body.updated_at = updated_at;
+    body.deprecation = None;
+    let body = body
+        .deprecate(superseded_by)
+        .map_err(|e| input_error(format!("deprecation: {e}")))?;
     Ok(PyBytes::new(py, &body.sign(&key.inner).to_block()))
 }
 
@@ -210,8 +264,9 @@ fn sign_removal<'py>(
 }
 
 /// Checks a manifest block (hash-canonical encoding, card, signature) and returns what it
-/// says: `agent_id`, `org`, `region`, `updated_at`, `signer`, `cid`, `card` and `removed`
-/// (true for a signed removal, whose `card` is empty). Which keys may
+/// says: `agent_id`, `org`, `region`, `updated_at`, `signer`, `cid`, `card`, `removed`
+/// (true for a signed removal, whose `card` is empty), `status` (`active`, `deprecated` or
+/// `removed`) and `superseded_by` (a deprecated agent's successor, or `None`). Which keys may
 /// sign for an organisation is the acceptance rule's question (`Snapshot.accept`).
 #[pyfunction]
 fn verify_manifest<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Bound<'py, PyDict>> {
@@ -679,6 +734,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Snapshot>()?;
     module.add_function(wrap_pyfunction!(sign_manifest, module)?)?;
     module.add_function(wrap_pyfunction!(sign_removal, module)?)?;
+    module.add_function(wrap_pyfunction!(sign_deprecation, module)?)?;
     module.add_function(wrap_pyfunction!(verify_manifest, module)?)?;
     module.add_function(wrap_pyfunction!(verify_root_chain, module)?)?;
     module.add_function(wrap_pyfunction!(verify_attestation, module)?)?;

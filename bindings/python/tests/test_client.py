@@ -132,3 +132,42 @@ def test_the_async_client_does_the_same(node):
 
     event = asyncio.run(main())
     assert event is not None and "acme/async" in str(event.data)
+
+
+def test_an_organisation_deprecates_an_agent_that_stays_listed_but_ranks_last(node):
+    key = meridian.Keypair.generate()
+    client = meridian.NodeClient(node.url, token=node.token("acme"))
+    publish(client, key, "Echo", "echo")
+    publish(client, key, "Echo Next", "echo")
+    ranked = lambda: [a["agent_id"] for a in client.search("echo", sort="relevance")["agents"]]  # noqa: E731
+    assert ranked() == ["acme/echo", "acme/echo-next"]
+
+    # The current manifest, checked, signed again as deprecated and published.
+    answer = client.deprecate("acme/echo", key, superseded_by="acme/echo-next")
+    assert answer["agent_id"] == "acme/echo"
+    agent = client.get("acme/echo")
+    assert (agent["status"], agent["superseded_by"]) == ("deprecated", "acme/echo-next")
+    assert agent["updated_at"] == NOW + 1
+    assert ranked() == ["acme/echo-next", "acme/echo"]
+    assert [a["agent_id"] for a in client.search(status="active")["agents"]] == ["acme/echo-next"]
+    block, said = client.current_manifest("acme/echo")
+    assert (said["status"], said["superseded_by"]) == ("deprecated", "acme/echo-next")
+
+    # Offline: the same from a card, and the refusals.
+    offline = meridian.verify_manifest(
+        meridian.sign_manifest(card("Old"), "acme", "local", key, NOW, deprecated=True)
+    )
+    assert (offline["status"], offline["superseded_by"]) == ("deprecated", None)
+    with pytest.raises(meridian.InputError, match="deprecated=True"):
+        meridian.sign_manifest(card("Old"), "acme", "local", key, NOW, superseded_by="acme/x")
+    with pytest.raises(meridian.InputError, match="itself"):
+        meridian.sign_deprecation(block, key, NOW + 5, superseded_by="acme/echo")
+    with pytest.raises(meridian.InputError, match="not after"):
+        meridian.sign_deprecation(block, key, NOW + 1)
+    tampered = bytearray(block)
+    tampered[-1] ^= 1
+    with pytest.raises(meridian.MeridianError):
+        meridian.sign_deprecation(bytes(tampered), key, NOW + 5)
+    with pytest.raises(meridian.NodeError) as bad:
+        client.search(status="gone")
+    assert bad.value.status == 400

@@ -210,7 +210,29 @@ pub async fn call(
             "forwarded"
         },
     );
-    Ok(stream_back(&state, upstream, permit))
+    let mut response = stream_back(&state, upstream, permit);
+    mark_deprecated(&mut response, &manifest);
+    Ok(response)
+}
+
+/// On the answers about a deprecated agent (its card and its calls): `Deprecation` (RFC 9745,
+/// the date it was deprecated) and, when it names a successor, a `Link` to the successor's
+/// card through this node (`rel="successor-version"`), so a client learns to move on.
+fn mark_deprecated(response: &mut Response, manifest: &Manifest) {
+    let Some(deprecation) = &manifest.body.deprecation else {
+        return;
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = format!("@{}", manifest.body.updated_at).parse() {
+        headers.insert("deprecation", value);
+    }
+    if let Some(successor) = &deprecation.superseded_by
+        && let Ok(value) =
+            format!("</a2a/{successor}/.well-known/agent-card.json>; rel=\"successor-version\"")
+                .parse()
+    {
+        headers.append(axum::http::header::LINK, value);
+    }
 }
 
 /// Where a call goes: the agent's JSON-RPC endpoint (SSRF-checked when it is an IP literal), or
@@ -522,5 +544,7 @@ pub async fn card(
             card["url"] = Value::String(proxy_url);
         }
     }
-    Ok(axum::Json(card).into_response())
+    let mut response = axum::Json(card).into_response();
+    mark_deprecated(&mut response, &manifest);
+    Ok(response)
 }

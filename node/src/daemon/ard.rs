@@ -55,6 +55,7 @@ pub const FILTER_KEYS: &[&str] = &[
     "version",
     "region",
     "org",
+    "status",
     "trustManifest.attestations.type",
 ];
 
@@ -356,10 +357,31 @@ fn entry(candidate: &Candidate<'_>, orgs: &mut Orgs<'_>, base: &str) -> Value {
     if let Some(version) = card["version"].as_str().filter(|v| !v.is_empty()) {
         entry["version"] = json!(version);
     }
+    entry["status"] = json!(record.status);
+    if let Some(successor) = &record.superseded_by {
+        entry["supersededBy"] = json!(successor_identifier(successor, orgs));
+    }
     if !examples.is_empty() {
         entry["representativeQueries"] = Value::Array(examples);
     }
     entry
+}
+
+/// A successor's ARD identifier when its organisation is bound to a domain, its agent id
+/// (`org/name`) otherwise.
+fn successor_identifier(successor: &str, orgs: &mut Orgs<'_>) -> String {
+    let Some((org, agent)) = successor.split_once('/') else {
+        return successor.to_owned();
+    };
+    match orgs.domain(org) {
+        Some(domain) => Identifier {
+            domain,
+            org: org.to_owned(),
+            agent: agent.to_owned(),
+        }
+        .to_string(),
+        None => successor.to_owned(),
+    }
 }
 
 /// Every agent of the view that is an ARD entry, in agent id order.
@@ -440,6 +462,7 @@ fn values_of(candidate: &Candidate<'_>, key: &str, orgs: &mut Orgs<'_>) -> Vec<S
             .unwrap_or_default(),
         "region" => vec![record.region.clone()],
         "org" => vec![record.org.clone()],
+        "status" => vec![record.status.to_owned()],
         "trustManifest.attestations.type" => orgs
             .attestations(&record.org)
             .into_iter()
@@ -536,9 +559,10 @@ fn ranked<'r>(
             }
         })
         .collect();
+    // Deprecated entries after every active one, however well they match.
     matched.sort_by(|a, b| {
-        b.2.partial_cmp(&a.2)
-            .unwrap_or(std::cmp::Ordering::Equal)
+        (a.0.record.is_deprecated().cmp(&b.0.record.is_deprecated()))
+            .then(b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal))
             .then_with(|| a.0.record.agent_id.cmp(&b.0.record.agent_id))
     });
     matched
@@ -654,6 +678,7 @@ fn search_result(
         "url": full["url"],
         "description": full["description"],
         "capabilities": full["capabilities"],
+        "status": full["status"],
         "score": score,
         "source": source,
     })
@@ -666,18 +691,22 @@ enum Merged {
 }
 
 /// Merges upstream results into this registry's matches by identifier (this registry's entry
-/// wins: it is verified here), ordered by score, this registry's first among equals.
+/// wins: it is verified here), ordered by score, this registry's first among equals, and this
+/// registry's deprecated entries after every other.
 fn merge(matched: &[(Candidate<'_>, u8, f64)], upstream: Vec<Value>) -> Vec<Merged> {
     let mut seen: std::collections::HashSet<String> = matched
         .iter()
         .map(|(candidate, _, _)| candidate.identifier.to_string())
         .collect();
-    let mut merged: Vec<(u64, Merged)> = (0..matched.len())
-        .map(|at| (u64::from(matched[at].1), Merged::Here(at)))
+    let mut merged: Vec<(bool, u64, Merged)> = (0..matched.len())
+        .map(|at| {
+            let deprecated = matched[at].0.record.is_deprecated();
+            (deprecated, u64::from(matched[at].1), Merged::Here(at))
+        })
         .collect();
     if upstream.is_empty() {
         // Already in rank order.
-        return merged.into_iter().map(|(_, m)| m).collect();
+        return merged.into_iter().map(|(_, _, m)| m).collect();
     }
     for result in upstream {
         let Some(id) = result["identifier"].as_str().map(str::to_owned) else {
@@ -685,14 +714,15 @@ fn merge(matched: &[(Candidate<'_>, u8, f64)], upstream: Vec<Value>) -> Vec<Merg
         };
         if seen.insert(id) {
             merged.push((
+                false,
                 result["score"].as_u64().unwrap_or(0),
                 Merged::Upstream(result),
             ));
         }
     }
     // A stable sort keeps this registry's results ahead of upstream ones of the same score.
-    merged.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
-    merged.into_iter().map(|(_, m)| m).collect()
+    merged.sort_by_key(|(deprecated, score, _)| (*deprecated, std::cmp::Reverse(*score)));
+    merged.into_iter().map(|(_, _, m)| m).collect()
 }
 
 /// The registry itself as an ARD entry (in the well-known manifest).

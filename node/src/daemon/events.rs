@@ -32,7 +32,8 @@ const _: () = assert!(EVENTS_LIVE_BUFFER <= EVENTS_HISTORY_MAX);
 pub struct RegistryEvent {
     /// Monotonic id.
     pub id: u64,
-    /// `agent.added`, `agent.changed`, `agent.removed` or `head.accepted`.
+    /// `agent.added`, `agent.changed`, `agent.deprecated`, `agent.removed`, `head.accepted`, or one
+    /// of governance's kinds.
     pub kind: String,
     /// Details.
     pub data: Value,

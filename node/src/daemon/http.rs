@@ -1123,6 +1123,11 @@ struct AgentView<'a> {
     org: &'a str,
     region: &'a str,
     updated_at: i64,
+    /// `active` or `deprecated`.
+    status: &'a str,
+    /// A deprecated agent's successor, when its organisation named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    superseded_by: Option<&'a str>,
     card: &'a serde_json::value::RawValue,
     manifest: ManifestView<'a>,
     provenance: Provenance<'a>,
@@ -1175,6 +1180,8 @@ pub async fn agent(
             org: &record.org,
             region: &record.region,
             updated_at: record.updated_at,
+            status: record.status,
+            superseded_by: record.superseded_by.as_deref(),
             card,
             manifest: ManifestView {
                 cid: &record.manifest,
@@ -1213,6 +1220,7 @@ pub struct SearchParams {
     region: Option<String>,
     input_mode: Option<String>,
     output_mode: Option<String>,
+    status: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
     sort: Option<String>,
@@ -1220,7 +1228,7 @@ pub struct SearchParams {
 
 /// Search the federated view (stable order, cursor pagination; `sort=relevance` ranks by
 /// relevance to `q` instead, each agent with its `score`).
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more; a typo or an unfinished last word still matches, at half weight), each agent with a score 1-100; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit or sort", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("status" = Option<String>, Query, description = "life-cycle state: `active` or `deprecated`"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more; a typo or an unfinished last word still matches, at half weight), each agent with a score 1-100, deprecated agents after every active one; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit, status or sort", body = ErrorBody)))]
 pub async fn search(
     State(state): State<Arc<NodeState>>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
@@ -1247,6 +1255,17 @@ pub async fn search(
             ));
         }
     };
+    if let Some(status) = params.status.as_deref()
+        && !["active", "deprecated"].contains(&status)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "status `{status}`: an agent listed is `active` or `deprecated` (a removed one answers 410)"
+            ),
+        ));
+    }
     let ranked_text = if relevance {
         let text = params.q.clone().filter(|q| !q.trim().is_empty());
         Some(text.ok_or_else(|| {
@@ -1267,6 +1286,7 @@ pub async fn search(
         region: params.region,
         input_mode: params.input_mode,
         output_mode: params.output_mode,
+        status: params.status,
         after: if relevance {
             None
         } else {
@@ -1314,9 +1334,13 @@ fn ranked_search(
         .filter_map(|record| Some((record, *scores.get(record.agent_id.as_str())?)))
         .collect();
     ranked.sort_by(|a, b| {
-        b.1.1
-            .partial_cmp(&a.1.1)
-            .unwrap_or(std::cmp::Ordering::Equal)
+        // Deprecated agents after every active one, however well they match.
+        (a.0.is_deprecated().cmp(&b.0.is_deprecated()))
+            .then(
+                b.1.1
+                    .partial_cmp(&a.1.1)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
             .then_with(|| a.0.agent_id.cmp(&b.0.agent_id))
     });
     let page: Vec<Value> = ranked

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use meridian_registry::Cid;
-use meridian_registry::manifest::Manifest;
+use meridian_registry::manifest::{Lifecycle, Manifest};
 use serde::Serialize;
 
 /// One agent as search sees it.
@@ -37,6 +37,11 @@ pub struct AgentRecord {
     pub publisher: String,
     /// The publisher's snapshot seq that holds it.
     pub seq: u64,
+    /// `active`, or `deprecated` by its organisation (a removed agent has no record here).
+    pub status: &'static str,
+    /// The agent that replaces a deprecated one, when its organisation named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     /// Lowercase words of the id, name, description and skill ids, for text search.
     #[serde(skip)]
     words: Vec<String>,
@@ -83,6 +88,12 @@ impl AgentRecord {
             manifest: cid.to_string(),
             publisher: publisher.to_owned(),
             seq,
+            status: manifest.lifecycle().as_str(),
+            superseded_by: manifest
+                .body
+                .deprecation
+                .as_ref()
+                .and_then(|d| d.superseded_by.clone()),
             words: Vec::new(),
             card: serde_json::value::RawValue::from_string(manifest.body.card.clone()).ok(),
             signer: manifest.signer.to_did(),
@@ -120,6 +131,11 @@ impl AgentRecord {
         record
     }
 
+    /// Whether its organisation deprecated it.
+    pub fn is_deprecated(&self) -> bool {
+        self.status == Lifecycle::Deprecated.as_str()
+    }
+
     /// Sets the commit of the snapshot this record comes from.
     pub fn with_commit(mut self, commit: &Cid) -> Self {
         self.commit = Some(commit.to_string());
@@ -142,6 +158,7 @@ impl AgentRecord {
         }
         emit("o", &self.org);
         emit("r", &self.region);
+        emit("l", self.status);
         for (field, list) in [
             ("s", &self.skills),
             ("t", &self.tags),
@@ -278,6 +295,8 @@ pub struct Query {
     pub input_mode: Option<String>,
     /// An output media type.
     pub output_mode: Option<String>,
+    /// A life-cycle state: `active` or `deprecated`.
+    pub status: Option<String>,
     /// Return agents whose id sorts after this one (the previous page's `next_cursor`).
     pub after: Option<String>,
     /// Page size.
@@ -395,29 +414,40 @@ impl AgentIndex {
         self.changes(before)
     }
 
-    /// The served manifest of each agent id (deduplicated), to compare after a change.
-    fn served(&self, agent_ids: &[String]) -> BTreeMap<String, Option<String>> {
+    /// The served manifest of each agent id (deduplicated) and whether it is deprecated, to
+    /// compare after a change.
+    fn served(&self, agent_ids: &[String]) -> BTreeMap<String, Option<(String, bool)>> {
         agent_ids
             .iter()
             .map(|id| {
+                let served = self.records.get(id.as_str());
                 (
                     id.clone(),
-                    self.records.get(id.as_str()).map(|r| r.manifest.clone()),
+                    served.map(|r| (r.manifest.clone(), r.is_deprecated())),
                 )
             })
             .collect()
     }
 
-    /// What changed in the served view since `before` (from [`AgentIndex::served`]).
-    fn changes(&self, before: BTreeMap<String, Option<String>>) -> Vec<(&'static str, String)> {
+    /// What changed in the served view since `before` (from [`AgentIndex::served`]): an
+    /// agent added, removed, changed, or deprecated (changed into a deprecated manifest).
+    fn changes(
+        &self,
+        before: BTreeMap<String, Option<(String, bool)>>,
+    ) -> Vec<(&'static str, String)> {
         before
             .into_iter()
             .filter_map(|(agent_id, old)| {
-                let new = self.records.get(agent_id.as_str()).map(|r| &r.manifest);
-                let kind = match (old.as_ref(), new) {
+                let new = self.records.get(agent_id.as_str());
+                let kind = match (old, new) {
                     (None, Some(_)) => "agent.added",
                     (Some(_), None) => "agent.removed",
-                    (Some(old), Some(new)) if old != new => "agent.changed",
+                    (Some((old, false)), Some(new))
+                        if old != new.manifest && new.is_deprecated() =>
+                    {
+                        "agent.deprecated"
+                    }
+                    (Some((old, _)), Some(new)) if old != new.manifest => "agent.changed",
                     _ => return None,
                 };
                 Some((kind, agent_id))
@@ -716,6 +746,7 @@ impl AgentIndex {
             ("t", &query.tag),
             ("i", &query.input_mode),
             ("m", &query.output_mode),
+            ("l", &query.status),
         ] {
             if let Some(value) = value {
                 terms.push(format!("{prefix}:{value}"));
@@ -891,6 +922,57 @@ mod tests {
         let manifest = body.sign(&key);
         let cid = manifest.to_block_and_cid().0;
         AgentRecord::new(&manifest, &cid, publisher, 1)
+    }
+
+    #[test]
+    fn a_deprecation_is_its_own_change_and_a_status_to_filter_on() {
+        let commit = meridian_registry::ids::dag_cbor_cid(b"c");
+        let key = Keypair::from_secret(&[1; 32]);
+        let card = r#"{"name":"Echo","supportedInterfaces":[{"url":"https://x.example/a"}]}"#;
+        let body = ManifestBody::from_card(card, "acme", "eu", 100).unwrap();
+        let record = |body: ManifestBody| {
+            let manifest = body.sign(&key);
+            let cid = manifest.to_block_and_cid().0;
+            AgentRecord::new(&manifest, &cid, "origin", 1)
+        };
+        let mut index = AgentIndex::new();
+        index.replace_publisher("origin", &commit, vec![record(body.clone())]);
+        let status = |index: &AgentIndex, status: &str| {
+            index
+                .search(&Query {
+                    status: Some(status.into()),
+                    limit: 10,
+                    ..Query::default()
+                })
+                .0
+                .len()
+        };
+        assert_eq!(
+            (status(&index, "active"), status(&index, "deprecated")),
+            (1, 0)
+        );
+        let mut later = body.clone();
+        later.updated_at = 101;
+        let deprecated = record(later.deprecate(Some("acme/echo-2")).unwrap());
+        assert!(deprecated.is_deprecated());
+        let changes = index.replace_publisher("origin", &commit, vec![deprecated]);
+        assert_eq!(changes, [("agent.deprecated", "acme/echo".to_owned())]);
+        assert_eq!(
+            (status(&index, "active"), status(&index, "deprecated")),
+            (0, 1)
+        );
+        let shown = serde_json::to_value(index.get("acme/echo").unwrap()).unwrap();
+        assert_eq!(shown["status"], "deprecated");
+        assert_eq!(shown["superseded_by"], "acme/echo-2");
+        // A newer version brings it back: an ordinary change, active again.
+        let mut newer = body;
+        newer.updated_at = 102;
+        let changes = index.replace_publisher("origin", &commit, vec![record(newer)]);
+        assert_eq!(changes, [("agent.changed", "acme/echo".to_owned())]);
+        assert_eq!(
+            (status(&index, "active"), status(&index, "deprecated")),
+            (1, 0)
+        );
     }
 
     #[test]

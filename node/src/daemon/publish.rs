@@ -348,6 +348,27 @@ struct PublishRequest {
     signer: Option<String>,
     /// The signature, base64.
     sig: Option<String>,
+    /// Signed as deprecated (`true`; absent otherwise).
+    deprecated: Option<bool>,
+    /// A deprecated agent's successor, `org/name`.
+    superseded_by: Option<String>,
+}
+
+/// The deprecation a JSON publish request asks for, applied to `body`.
+fn with_deprecation(
+    request: &PublishRequest,
+    body: ManifestBody,
+) -> Result<ManifestBody, ApiError> {
+    match (request.deprecated, &request.superseded_by) {
+        (None | Some(false), None) => Ok(body),
+        (Some(true), successor) => body
+            .deprecate(successor.as_deref())
+            .map_err(|e| unprocessable("invalid_manifest", e.to_string())),
+        (_, Some(_)) => Err(unprocessable(
+            "invalid_manifest",
+            "`superseded_by` needs `deprecated: true`",
+        )),
+    }
 }
 
 fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -383,6 +404,7 @@ fn manifest_from_request(state: &NodeState, org: &str, body: &[u8]) -> Result<Ma
                 .unwrap_or_else(|| state.config.node.region.clone());
             let body = ManifestBody::from_card(card, org, &region, updated_at)
                 .map_err(|e| unprocessable("invalid_card", e.to_string()))?;
+            let body = with_deprecation(&request, body)?;
             let signer = PublicKey::from_did(signer)
                 .map_err(|e| unprocessable("bad_signer", e.to_string()))?;
             let sig: [u8; 64] = b64
@@ -573,7 +595,7 @@ async fn put_agent(
 }
 
 /// Publish a new or changed agent: a signed manifest, or the card with its signature.
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "Either {manifest: base64 of the signed manifest block} (what `meridian agent sign` prints), or {card, region, updated_at, signer, sig}: `card` the A2A card as a JSON string, `signer` an organisation key as did:key, and `sig` the base64 ed25519 signature by `signer` over the canonical DAG-CBOR map {$type: \"meridian.manifest.v1\", agent_id, org, region, updated_at, card, signer} (every manifest field but `sig`; map keys sorted by length, then bytewise; `agent_id` is `org/` plus the card name's slug)."), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 409, description = "the organisation name is bound to other keys on this node (`name_bound`), or the organisation removed the agent at or after this manifest's `updated_at` (`agent_removed`)", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("orgToken" = [])), params(("Idempotency-Key" = Option<String>, Header, description = "replays the answer of an earlier identical request")), request_body(content = String, content_type = "application/json", description = "Either {manifest: base64 of the signed manifest block} (what `meridian agent sign` prints), or {card, region, updated_at, signer, sig}: `card` the A2A card as a JSON string, `signer` an organisation key as did:key, and `sig` the base64 ed25519 signature by `signer` over the canonical DAG-CBOR map {$type: \"meridian.manifest.v1\", agent_id, org, region, updated_at, card, signer} (every manifest field but `sig`; map keys sorted by length, then bytewise; `agent_id` is `org/` plus the card name's slug). A deprecation (what `meridian agent deprecate` sends) is signed with `deprecated: true` and, optionally, `superseded_by: \"org/name\"` among those fields; in the second form, send them beside `card`."), responses((status = 201, description = "published", content_type = "application/json"), (status = 200, description = "updated, or unchanged", content_type = "application/json"), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "token of another organisation", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 409, description = "the organisation name is bound to other keys on this node (`name_bound`), or the organisation removed the agent at or after this manifest's `updated_at` (`agent_removed`)", body = ErrorBody), (status = 422, description = "invalid card, bad signature, refused by governance, idempotency conflict", body = ErrorBody)))]
 pub async fn create_agent(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,

@@ -535,3 +535,47 @@ fn with_read_auth_the_ard_routes_need_a_token_and_refuse_in_ards_shape() {
     );
     assert_eq!(allowed.status, 200, "{:?}", allowed.json());
 }
+
+/// A deprecated agent stays an ARD entry, says so (`status`, `supersededBy` as the successor's
+/// identifier), ranks after every active match and can be filtered out.
+#[test]
+fn a_deprecated_agent_says_so_in_ard_and_ranks_after_the_active_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (node, admin) = node_with_acme(dir);
+    post_attestation(&node, &admin, dir, "acme.domain.cbor");
+    let query = serde_json::json!({"query": {"text": "cheapest flights fares forecasts"}});
+    assert_eq!(ids(&search(&node, query.clone())["results"])[0], FLIGHTS_ID);
+
+    let token = org_token(dir, "n", "acme");
+    let node_url = node.url();
+    run_ok(
+        dir,
+        &[
+            "agent",
+            "deprecate",
+            "acme/flights",
+            "--superseded-by",
+            "acme/weather",
+            "--org-key",
+            "acme.key",
+            "--node",
+            &node_url,
+            "--token",
+            &token,
+        ],
+    );
+    let weather = "urn:air:acme.example:acme:weather";
+    let entry = node.get("/ard/v1/agents/urn%3Aair%3Aacme.example%3Aacme%3Aflights");
+    assert_eq!(entry.status, 200);
+    assert_eq!(entry.json()["status"], "deprecated");
+    assert_eq!(entry.json()["supersededBy"], weather);
+    let ranked = search(&node, query);
+    assert_eq!(ids(&ranked["results"]), [weather, FLIGHTS_ID], "{ranked}");
+    assert_eq!(ranked["results"][1]["status"], "deprecated");
+    let active = search(
+        &node,
+        serde_json::json!({"query": {"text": "flights", "filter": {"status": "active"}}}),
+    );
+    assert_eq!(active["results"], serde_json::json!([]));
+}

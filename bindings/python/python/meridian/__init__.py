@@ -38,6 +38,7 @@ from ._native import (
     Snapshot,
     VerificationError,
     WrongPublisherError,
+    sign_deprecation,
     sign_manifest,
     sign_removal,
     verify_attestation,
@@ -46,10 +47,13 @@ from ._native import (
     verify_policy,
     verify_root_chain,
 )
+from .ard import ArdClient, ArdError
 from .client import AsyncNodeClient, Event, NodeClient, NodeError
 
 __all__ = [
     "CAR_BYTES_MAX",
+    "ArdClient",
+    "ArdError",
     "AsyncNodeClient",
     "BrokenChainError",
     "EquivocationError",
@@ -71,6 +75,7 @@ __all__ = [
     "Snapshot",
     "VerificationError",
     "WrongPublisherError",
+    "sign_deprecation",
     "sign_manifest",
     "sign_removal",
     "verify_attestation",

@@ -89,6 +89,10 @@ class Agent(TypedDict):
     card: str
     removed: bool
     """True for a signed removal (tombstone); its ``card`` is empty."""
+    status: str
+    """``active``, ``deprecated`` or ``removed``."""
+    superseded_by: str | None
+    """A deprecated agent's successor (``org/name``), when its organisation named one."""
 
 class Inspection(TypedDict):
     """What ``Snapshot.inspect`` says."""
@@ -173,9 +177,23 @@ class Snapshot:
         """Runs the acceptance rule over every agent."""
 
 def sign_manifest(
-    card: str | Mapping[str, Any], org: str, region: str, key: Keypair, updated_at: int
+    card: str | Mapping[str, Any],
+    org: str,
+    region: str,
+    key: Keypair,
+    updated_at: int,
+    *,
+    deprecated: bool = False,
+    superseded_by: str | None = None,
 ) -> bytes:
-    """Builds and signs a manifest from an A2A card; returns the DAG-CBOR block."""
+    """Builds and signs a manifest from an A2A card (deprecated, naming its successor, when
+    asked); returns the DAG-CBOR block."""
+
+def sign_deprecation(
+    block: bytes, key: Keypair, updated_at: int, superseded_by: str | None = None
+) -> bytes:
+    """Checks an agent's current manifest block and signs it again, deprecated, as of
+    ``updated_at`` (after the current one); returns the block for ``NodeClient.publish``."""
 
 def sign_removal(agent_id: str, region: str, key: Keypair, updated_at: int) -> bytes:
     """Signs the removal of ``org/name`` as of ``updated_at``; returns the DAG-CBOR block for

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
-from ._native import MeridianError
+from ._native import MeridianError, verify_manifest
 
 #: Longest answer read into memory, in bytes (a snapshot export can be large; see
 #: ``max_bytes`` on :meth:`NodeClient.export_snapshot`).
@@ -127,6 +127,7 @@ class NodeClient:
         tag: str | None = None,
         org: str | None = None,
         region: str | None = None,
+        status: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
         sort: str | None = None,
@@ -134,10 +135,11 @@ class NodeClient:
         """One page of ``GET /api/v1/agents``: ``{"agents": [...], "next_cursor": ...}``.
 
         ``sort="relevance"`` ranks the agents matching any word of ``q`` by relevance, each with
-        a ``score`` from 1 to 100; without it every word of ``q`` must appear and the order is
-        by agent id."""
+        a ``score`` from 1 to 100 (deprecated agents after every active one); without it every
+        word of ``q`` must appear and the order is by agent id. ``status`` is ``"active"`` or
+        ``"deprecated"``."""
         query = {"q": q, "skill": skill, "tag": tag, "org": org, "region": region,
-                 "limit": limit, "cursor": cursor, "sort": sort}
+                 "status": status, "limit": limit, "cursor": cursor, "sort": sort}
         return self._json("GET", "/api/v1/agents", query=query)
 
     def search_all(self, q: str | None = None, **filters: Any) -> Iterator[dict[str, Any]]:
@@ -162,6 +164,45 @@ class NodeClient:
         (needs the organisation's token)."""
         body = json.dumps({"manifest": base64.b64encode(manifest).decode()}).encode()
         return self._json("POST", "/api/v1/agents", body=body, content_type="application/json")
+
+    def block(self, cid: str) -> bytes:
+        """``GET /api/v1/blocks/{cid}``: one block's bytes (check them against ``cid``)."""
+        _, _, data = self._request("GET", f"/api/v1/blocks/{_quote(cid)}")
+        return data
+
+    def current_manifest(self, agent_id: str) -> tuple[bytes, dict[str, Any]]:
+        """The manifest block the node serves for ``agent_id`` and what it says, checked: the
+        block must hash to the CID the node names and carry a valid signature
+        (:class:`meridian.HashMismatchError` or :class:`meridian.SignatureError` otherwise)."""
+        cid = self.get(agent_id)["manifest"]["cid"]
+        block = self.block(cid)
+        said = verify_manifest(block)
+        if said["cid"] != cid:
+            from ._native import HashMismatchError
+
+            raise HashMismatchError(f"the node sent a block for {cid} that hashes to {said['cid']}")
+        if said["agent_id"] != agent_id or said["removed"]:
+            raise MeridianError(f"the node answered for {agent_id} with {said['agent_id']}")
+        return block, said
+
+    def deprecate(
+        self,
+        agent_id: str,
+        key: Any,
+        *,
+        superseded_by: str | None = None,
+        updated_at: int | None = None,
+    ) -> dict[str, Any]:
+        """Deprecates ``agent_id`` (needs the organisation's token): its current manifest,
+        read from this node and checked (:meth:`current_manifest`), signed again with ``key``
+        (a :class:`meridian.Keypair` of the organisation) as deprecated, naming
+        ``superseded_by`` when given, and published. ``updated_at`` defaults to now, and always
+        to a time after the current manifest's."""
+        from ._native import sign_deprecation
+
+        block, said = self.current_manifest(agent_id)
+        at = updated_at if updated_at is not None else max(int(time.time()), said["updated_at"] + 1)
+        return self.publish(sign_deprecation(block, key, at, superseded_by))
 
     def delete(self, agent_id: str, removal: bytes | None = None) -> dict[str, Any] | None:
         """``DELETE /api/v1/agents/{org}/{agent}`` (needs the organisation's token).
@@ -297,6 +338,10 @@ class AsyncNodeClient:
     async def publish(self, manifest: bytes) -> dict[str, Any]:
         """``POST /api/v1/agents``."""
         return await asyncio.to_thread(self._sync.publish, manifest)
+
+    async def deprecate(self, agent_id: str, key: Any, **options: Any) -> dict[str, Any]:
+        """:meth:`NodeClient.deprecate`."""
+        return await asyncio.to_thread(self._sync.deprecate, agent_id, key, **options)
 
     async def delete(self, agent_id: str, removal: bytes | None = None) -> dict[str, Any] | None:
         """``DELETE /api/v1/agents/{org}/{agent}``, optionally with a signed removal."""
