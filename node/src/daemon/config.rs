@@ -16,6 +16,10 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Meridian node configuration. Every se
 [node]
 # The region this node serves its agents from (a-z, 0-9, inner -).
 region = "local"
+# How long a signed removal (tombstone) this node publishes is kept, in days: lookups answer
+# 410 meanwhile, and the removal hides every older copy of the agent on every node. Then it
+# is dropped and the agent is unknown (404). 0 keeps removals for ever.
+removal_retention_days = 365
 
 [http]
 # Address of the HTTP gateway. Port 0 picks a free port; the chosen address is logged
@@ -162,13 +166,32 @@ impl Default for MeshSection {
 pub struct NodeSection {
     /// The region this node serves its agents from.
     pub region: String,
+    /// How long this node keeps a signed removal (tombstone) it publishes, in days, answering
+    /// 410 for the agent; then it drops the removal from its registry and the agent is simply
+    /// unknown (404). While kept, a removal hides every older copy of the agent on every node;
+    /// once dropped, a publisher that still lists an old copy could serve it again. 0 keeps
+    /// removals for ever.
+    pub removal_retention_days: u64,
 }
+
+/// Default of `node.removal_retention_days`: a year.
+pub const REMOVAL_RETENTION_DAYS_DEFAULT: u64 = 365;
 
 impl Default for NodeSection {
     fn default() -> Self {
         Self {
             region: "local".into(),
+            removal_retention_days: REMOVAL_RETENTION_DAYS_DEFAULT,
         }
+    }
+}
+
+impl NodeSection {
+    /// How long a removal is kept, in seconds; `None` for ever.
+    pub fn removal_retention_secs(&self) -> Option<i64> {
+        (self.removal_retention_days > 0).then(|| {
+            i64::try_from(self.removal_retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX)
+        })
     }
 }
 
@@ -459,6 +482,12 @@ impl NodeConfig {
         self.listen_addr()?;
         meridian_registry::manifest::check_name("region", &self.node.region)
             .map_err(|problem| anyhow::anyhow!("config node.region: {problem}"))?;
+        if self.node.removal_retention_days > 36_500 {
+            bail!(
+                "config node.removal_retention_days is {}; at most 36500 (0 keeps removals for ever)",
+                self.node.removal_retention_days
+            );
+        }
         let hub = &self.mesh.hub;
         if !(hub.is_empty() || hub.starts_with("http://") || hub.starts_with("https://")) {
             bail!(

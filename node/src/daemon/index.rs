@@ -527,6 +527,19 @@ impl AgentIndex {
             .max_by_key(|r| r.updated_at)
     }
 
+    /// The signed removals `publisher` lists, dated before `before` (Unix seconds): the ones
+    /// whose retention has run out when `publisher` is this node.
+    pub fn removals_before(&self, publisher: &str, before: i64) -> Vec<String> {
+        let mut expired: Vec<String> = self
+            .removals
+            .iter()
+            .filter(|(_, by)| by.get(publisher).is_some_and(|r| r.updated_at < before))
+            .map(|(agent_id, _)| agent_id.clone())
+            .collect();
+        expired.sort();
+        expired
+    }
+
     /// Number of agents with a signed removal listed.
     pub fn removals_len(&self) -> usize {
         self.removals.len()

@@ -172,16 +172,20 @@ pub fn open(data: &Path, config: &NodeConfig) -> Result<(Arc<http::NodeState>, K
     Ok((state, key))
 }
 
-/// Keeps the node's own head from expiring while it runs: re-signs it when due, checked
-/// every minute.
+/// Keeps the node's own head from expiring while it runs (re-signs it when due) and drops
+/// the signed removals whose retention ran out; checked every minute.
 async fn refresh_head(state: Arc<http::NodeState>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(60));
     loop {
         ticks.tick().await;
         let state = state.clone();
-        match tokio::task::spawn_blocking(move || publish::refresh_if_due(&state)).await {
-            Ok(Err(error)) => tracing::warn!(?error, "could not re-sign the node's head"),
-            Err(error) => tracing::warn!(%error, "head refresh task failed"),
+        let upkeep = move || {
+            publish::refresh_if_due(&state)?;
+            publish::prune_removals_if_due(&state)
+        };
+        match tokio::task::spawn_blocking(upkeep).await {
+            Ok(Err(error)) => tracing::warn!(?error, "could not keep the node's head up"),
+            Err(error) => tracing::warn!(%error, "head upkeep task failed"),
             Ok(Ok(_)) => {}
         }
     }

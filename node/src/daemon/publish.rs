@@ -110,6 +110,9 @@ enum Change {
     Delete(String),
     /// Re-sign the same tree with a fresh validity window.
     Refresh,
+    /// Drop these agents' signed removals dated before the cutoff (Unix seconds): their
+    /// retention ran out. An agent whose entry is no longer such a removal is left alone.
+    Prune(Vec<String>, i64),
 }
 
 /// Applies one change: a new tree, a new signed commit, one atomic store batch, the index.
@@ -188,6 +191,15 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         }
         Change::Delete(_) => index.remove(&agent_id, &did),
         Change::Refresh => None,
+        Change::Prune(ref agents, _) => {
+            let own_tree = own.as_ref().map(|h| &h.tree);
+            for agent in agents {
+                if own_tree.is_some_and(|t| t.get(agent.as_bytes()).is_none()) {
+                    index.remove(agent, &did);
+                }
+            }
+            None
+        }
     };
     // The index took in the one change on top of the previous head: it now reflects this one.
     if prev.is_some() && index.indexed_commit(&did) == prev {
@@ -244,6 +256,23 @@ fn change_tree(
             Ok((manifest.body.agent_id.clone(), existed))
         }
         Change::Refresh => Ok((String::new(), false)),
+        Change::Prune(agents, cutoff) => {
+            let mut pruned = Vec::new();
+            for agent in agents {
+                let Some(current) = tree.get(agent.as_bytes()) else {
+                    continue;
+                };
+                let block = state.store.get(&current).map_err(ApiError::internal)?;
+                let expired = block
+                    .and_then(|b| Manifest::decode(&b).ok())
+                    .is_some_and(|m| m.is_removal() && m.body.updated_at < *cutoff);
+                if expired {
+                    tree.remove(agent.as_bytes());
+                    pruned.push(agent.as_str());
+                }
+            }
+            Ok((pruned.join(", "), !pruned.is_empty()))
+        }
         Change::Delete(agent_id) => {
             if tree.remove(agent_id.as_bytes()).is_none() {
                 return Err(ApiError::new(
@@ -312,6 +341,58 @@ pub fn refresh_if_due(state: &NodeState) -> Result<Option<u64>, ApiError> {
     let (_, seq, _) = apply(state, Change::Refresh)?;
     tracing::info!(seq, "re-signed the node's head before it expires");
     Ok(Some(seq))
+}
+
+/// Drops the signed removals this node publishes whose retention
+/// (`node.removal_retention_days`) has run out, in one new commit; their agents are then
+/// unknown (404) rather than removed (410). Returns the agents dropped.
+pub fn prune_removals_if_due(state: &NodeState) -> Result<Vec<String>, ApiError> {
+    let Some(retention) = state.config.node.removal_retention_secs() else {
+        return Ok(Vec::new());
+    };
+    let cutoff = (state.clock)().saturating_sub(retention);
+    let did = state.publisher.key.did();
+    let expired = state
+        .index
+        .read()
+        .map_err(|_| ApiError::internal("index lock poisoned"))?
+        .removals_before(&did, cutoff);
+    if expired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let before = own_lists(state, &expired)?;
+    let (_, seq, _) = apply(state, Change::Prune(expired.clone(), cutoff))?;
+    let after = own_lists(state, &expired)?;
+    let dropped: Vec<String> = expired
+        .into_iter()
+        .zip(before.into_iter().zip(after))
+        .filter(|(_, (was, is))| *was && !*is)
+        .map(|(agent, _)| agent)
+        .collect();
+    if !dropped.is_empty() {
+        state.metrics.count(
+            "meridian_removals_expired_total",
+            u64::try_from(dropped.len()).unwrap_or(u64::MAX),
+        );
+        tracing::info!(seq, agents = ?dropped, "dropped signed removals past node.removal_retention_days");
+    }
+    Ok(dropped)
+}
+
+/// Whether this node's own registry lists each of `agents`.
+fn own_lists(state: &NodeState, agents: &[String]) -> Result<Vec<bool>, ApiError> {
+    let own = state
+        .publisher
+        .own
+        .lock()
+        .map_err(|_| ApiError::internal("publish lock poisoned"))?;
+    Ok(agents
+        .iter()
+        .map(|agent| {
+            own.as_ref()
+                .is_some_and(|h| h.tree.get(agent.as_bytes()).is_some())
+        })
+        .collect())
 }
 
 /// The org a request's bearer token may write for.
@@ -700,5 +781,65 @@ mod tests {
         let own = load_own(&state.store, &state.node_did).unwrap().unwrap();
         assert_eq!(own.commit.body.expires_at, clock() + COMMIT_VALID_SECS);
         assert_eq!(own.tree.len(), 1);
+    }
+
+    static LATER: AtomicI64 = AtomicI64::new(1_800_000_000);
+
+    fn later() -> i64 {
+        LATER.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_removal_is_kept_for_its_retention_then_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = meridian_registry::store::SledStore::open(&dir.path().join("store")).unwrap();
+        let key = Keypair::from_secret(&[7; 32]);
+        let mut config = NodeConfig::default();
+        config.node.removal_retention_days = 1;
+        let state = NodeState::new(store, config, key, dir.path(), later).unwrap();
+        let org = Keypair::from_secret(&[8; 32]);
+        let t = later();
+        let put = |name: &str, at: i64| {
+            let card = format!(
+                r#"{{"name":"{name}","supportedInterfaces":[{{"url":"https://a.example/x"}}]}}"#
+            );
+            let body = ManifestBody::from_card(&card, "acme", "local", at).unwrap();
+            apply(&state, Change::Put(Box::new(body.sign(&org)))).unwrap();
+        };
+        let remove = |agent: &str, at: i64| {
+            let body = ManifestBody::tombstone(agent, "local", at).unwrap();
+            apply(&state, Change::Put(Box::new(body.sign(&org)))).unwrap();
+        };
+        put("gone", t);
+        put("kept", t);
+        put("back", t);
+        remove("acme/gone", t + 1);
+        remove("acme/back", t + 1);
+        put("back", t + 2);
+        let gone = |state: &NodeState| state.index.read().unwrap().removal("acme/gone").is_some();
+        assert!(gone(&state));
+        LATER.fetch_add(3_600, Ordering::SeqCst);
+        assert!(
+            prune_removals_if_due(&state).unwrap().is_empty(),
+            "within a day: kept (410)"
+        );
+        LATER.fetch_add(86_400, Ordering::SeqCst);
+        assert_eq!(prune_removals_if_due(&state).unwrap(), ["acme/gone"]);
+        assert!(
+            !gone(&state),
+            "past its retention: unknown (404), not removed (410)"
+        );
+        assert_eq!(state.metrics.counter("meridian_removals_expired_total"), 1);
+        let own = load_own(&state.store, &state.node_did).unwrap().unwrap();
+        assert!(own.tree.get(b"acme/gone").is_none());
+        assert!(own.tree.get(b"acme/kept").is_some() && own.tree.get(b"acme/back").is_some());
+        let seq = own.commit.body.seq;
+        assert!(prune_removals_if_due(&state).unwrap().is_empty());
+        // A prune naming an agent that is listed (not a removal) leaves it alone, and makes
+        // no commit.
+        apply(&state, Change::Prune(vec!["acme/kept".into()], i64::MAX)).unwrap();
+        let own = load_own(&state.store, &state.node_did).unwrap().unwrap();
+        assert_eq!(own.commit.body.seq, seq);
+        assert!(own.tree.get(b"acme/kept").is_some());
     }
 }
