@@ -8,8 +8,11 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+
+#[path = "common/load.rs"]
+mod load;
+
+use load::{CLIENTS, SECONDS, load};
 
 use meridian_node::daemon::config::NodeConfig;
 use meridian_node::daemon::http::{NodeState, router};
@@ -19,43 +22,9 @@ use meridian_registry::snapshot::{self, BuildInput, CardInput, VerifyOptions};
 use meridian_registry::store::SledStore;
 
 const AGENTS: usize = 10_000;
-const CLIENTS: usize = 64;
-const SECONDS: u64 = 5;
 
 fn clock() -> i64 {
     1_800_000_100
-}
-
-async fn load(base: String, paths: Arc<Vec<String>>) -> f64 {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap();
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(SECONDS);
-    let mut tasks = Vec::new();
-    for worker in 0..CLIENTS {
-        let (client, done, base, paths) =
-            (client.clone(), done.clone(), base.clone(), paths.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = worker;
-            while Instant::now() < deadline {
-                let response = client
-                    .get(format!("{base}{}", paths[i % paths.len()]))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success());
-                let _ = response.bytes().await.unwrap();
-                done.fetch_add(1, Ordering::Relaxed);
-                i += CLIENTS;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / SECONDS as f64
 }
 
 fn main() {

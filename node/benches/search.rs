@@ -2,26 +2,22 @@
 //!
 //! Run with `cargo bench -p meridian-node --bench search`. The index is built in-process from
 //! signed manifests exactly as the gateway builds it; each case is one `GET /api/v1/agents` query,
-//! and the `relevance_*` cases the scoring of ARD search and `sort=relevance`.
+//! and the `ranked_*` cases the top 10 of ARD search and `sort=relevance`. Before them it prints
+//! how long the full index took, its ranked part's size in RAM, the latency percentiles of a mix
+//! of 10,000 queries (one to three words from the cards, one in ten misspelt), and how long a
+//! one-agent change takes to become searchable.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use meridian_node::daemon::index::{AgentIndex, AgentRecord, Query};
+use meridian_node::daemon::ranking::RankFilter;
 use meridian_registry::keys::Keypair;
 use meridian_registry::manifest::ManifestBody;
 
-fn card(i: usize) -> String {
-    let description = format!("Agent {i} answers questions about topic {i}. ").repeat(12);
-    let skill = if i.is_multiple_of(1000) {
-        "translate"
-    } else {
-        "search"
-    };
-    format!(
-        r#"{{"name":"Agent {i}","description":"{description}","version":"1.0.{i}","supportedInterfaces":[{{"url":"https://agents.example/a2a/{i}","protocolBinding":"JSONRPC"}}],"skills":[{{"id":"{skill}","name":"{skill}","tags":["{skill}","t{}"],"inputModes":["text/plain"],"outputModes":["text/plain"]}}],"defaultInputModes":["text/plain"],"defaultOutputModes":["text/plain"]}}"#,
-        i % 100
-    )
-}
+#[path = "common/mix.rs"]
+mod mix;
+
+use mix::card;
 
 fn benches(c: &mut Criterion) {
     let key = Keypair::from_secret(&[3; 32]);
@@ -40,10 +36,13 @@ fn benches(c: &mut Criterion) {
     let started = std::time::Instant::now();
     index.replace_publisher("did:key:publisher", &commit, records);
     eprintln!(
-        "posting sets and vocabulary of 100,000 agents built in {:?}",
-        started.elapsed()
+        "posting sets and ranked index of 100,000 agents built in {:?}; ranked index {} MiB in RAM",
+        started.elapsed(),
+        index.ranked_bytes() / (1024 * 1024)
     );
     assert_eq!(index.len(), 100_000);
+    query_mix(&index);
+    one_change(&mut index, &key);
     let query = |edit: &dyn Fn(&mut Query)| {
         let mut q = Query {
             limit: 50,
@@ -67,15 +66,60 @@ fn benches(c: &mut Criterion) {
     for (name, q) in &cases {
         group.bench_function(*name, |b| b.iter(|| index.search(q).0.len()));
     }
-    // Relevance (ARD search and `sort=relevance`): every agent matching any word is scored.
+    // Ranked (ARD search and `sort=relevance`): the best 10.
+    let none = RankFilter::default();
     for (name, text) in [
-        ("relevance_rare", "translate questions for me"),
-        ("relevance_common", "topic answers"),
-        ("relevance_none", "nothing-matches-this"),
+        ("ranked_rare", "translate questions for me"),
+        ("ranked_common", "topic answers"),
+        ("ranked_typo", "qeustions topic"),
+        ("ranked_none", "nothing-matches-this"),
     ] {
-        group.bench_function(name, |b| b.iter(|| index.relevance(text).len()));
+        group.bench_function(name, |b| {
+            b.iter(|| index.rank(text, &none, 0, 10).unwrap().hits.len())
+        });
     }
     group.finish();
+}
+
+/// Latency percentiles of the query mix, top 10 each.
+fn query_mix(index: &AgentIndex) {
+    let queries = mix::queries(10_000, 100_000);
+    let none = RankFilter::default();
+    let mut times: Vec<std::time::Duration> = queries
+        .iter()
+        .map(|q| {
+            let started = std::time::Instant::now();
+            std::hint::black_box(index.rank(q, &none, 0, 10).unwrap().hits.len());
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    eprintln!(
+        "query mix (10,000 queries of 1-3 words, 10% misspelt), top 10: p50 {:?}, p99 {:?}, max {:?}",
+        at(50),
+        at(99),
+        times[times.len() - 1]
+    );
+}
+
+/// How long one changed agent takes to become searchable: taken in and committed, then found.
+fn one_change(index: &mut AgentIndex, key: &Keypair) {
+    let card = card(12_345).replacen("about", "about zeppelin", 1);
+    let manifest = ManifestBody::from_card(&card, "org-45", "eu-west", 2)
+        .unwrap()
+        .sign(key);
+    let (cid, _) = manifest.to_block_and_cid();
+    let started = std::time::Instant::now();
+    index.upsert(AgentRecord::new(&manifest, &cid, "did:key:publisher", 2));
+    let found = index
+        .rank("zeppelin", &RankFilter::default(), 0, 10)
+        .unwrap();
+    eprintln!(
+        "one changed agent searchable after {:?} ({} found)",
+        started.elapsed(),
+        found.total
+    );
 }
 
 criterion_group!(search, benches);

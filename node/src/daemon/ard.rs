@@ -26,7 +26,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::http::NodeState;
-use super::index::AgentRecord;
+use super::index::{AgentIndex, AgentRecord};
+use super::ranking::{FilterField, RANKED_DEPTH_MAX, RankFilter};
 
 /// Where the ARD API is served.
 pub const ARD_BASE: &str = "/ard/v1";
@@ -282,6 +283,9 @@ impl<'a> Orgs<'a> {
             .clone()
     }
 }
+
+/// A ranked entry of this registry and its score (0-100).
+type Scored<'r> = (Candidate<'r>, u8);
 
 /// An agent of the view as an ARD entry: its identifier and the record.
 struct Candidate<'r> {
@@ -539,33 +543,90 @@ fn decode_token(token: Option<&str>) -> Result<usize, ArdError> {
 
 // ---------------------------------------------------------------- search
 
-/// The matched set of a query, ranked: each candidate with its score (0-100). With text,
-/// candidates the text does not match at all are left out.
-fn ranked<'r>(
+/// The candidates that pass `filter` and, when given, are in `matching` (the agents a text
+/// matches), in agent id order.
+fn filtered<'r>(
     candidates: Vec<Candidate<'r>>,
-    text: Option<&str>,
+    matching: Option<&std::collections::HashSet<Arc<str>>>,
     filter: &Filter,
     orgs: &mut Orgs<'_>,
-    scores: &HashMap<&str, (u8, f64)>,
-) -> Vec<(Candidate<'r>, u8, f64)> {
-    let mut matched: Vec<(Candidate<'r>, u8, f64)> = candidates
+) -> Vec<Candidate<'r>> {
+    candidates
         .into_iter()
+        .filter(|c| matching.is_none_or(|set| set.contains(c.record.agent_id.as_str())))
         .filter(|c| matches(c, filter, orgs))
-        .filter_map(|c| match text {
-            None => Some((c, 100, 0.0)),
-            Some(_) => {
-                let (score, raw) = *scores.get(c.record.agent_id.as_str())?;
-                Some((c, score, raw))
-            }
+        .collect()
+}
+
+/// The ranked index's filter for an ARD filter: the organisations that can be entries (bound
+/// to a domain, and of the publisher domains and attestation types asked for), and the
+/// record fields asked for; `None` when no entry of this registry can match (a `type` other
+/// than an A2A card's).
+fn rank_filter(index: &AgentIndex, filter: &Filter, orgs: &mut Orgs<'_>) -> Option<RankFilter> {
+    if let Some(types) = filter.get("type")
+        && !types.iter().any(|t| t == A2A_CARD_TYPE)
+    {
+        return None;
+    }
+    let allowed: Vec<String> = index
+        .orgs()
+        .filter(|org| {
+            let Some(domain) = orgs.domain(org) else {
+                return false;
+            };
+            let publisher_ok = filter.get("publisher").is_none_or(|p| p.contains(&domain));
+            let attested_ok = filter
+                .get("trustManifest.attestations.type")
+                .is_none_or(|kinds| {
+                    orgs.attestations(org)
+                        .iter()
+                        .any(|(kind, _)| kinds.contains(kind))
+                });
+            publisher_ok && attested_ok
+        })
+        .map(str::to_owned)
+        .collect();
+    let mut ranked = RankFilter::default();
+    ranked.any(FilterField::Org, allowed);
+    for (key, field) in [
+        ("org", FilterField::Org),
+        ("region", FilterField::Region),
+        ("tags", FilterField::Tag),
+        ("capabilities", FilterField::Skill),
+        ("status", FilterField::Status),
+        ("version", FilterField::Version),
+    ] {
+        if let Some(values) = filter.get(key) {
+            ranked.any(field, values.clone());
+        }
+    }
+    Some(ranked)
+}
+
+/// This registry's best entries for `text` and `filter`, the first `depth` of them, each with
+/// its score; and how many match in all.
+fn ranked_entries<'r>(
+    index: &'r AgentIndex,
+    text: &str,
+    filter: &Filter,
+    depth: usize,
+    orgs: &mut Orgs<'_>,
+) -> Result<(Vec<Scored<'r>>, usize), ArdError> {
+    let Some(ranked_filter) = rank_filter(index, filter, orgs) else {
+        return Ok((Vec::new(), 0));
+    };
+    let ranked = index
+        .rank(text, &ranked_filter, 0, depth)
+        .map_err(|e| ArdError::internal(e.to_string()))?;
+    let matched = ranked
+        .hits
+        .iter()
+        .filter_map(|(record, score)| {
+            let candidate = candidates(std::iter::once(*record), orgs).pop()?;
+            Some((candidate, *score))
         })
         .collect();
-    // Deprecated entries after every active one, however well they match.
-    matched.sort_by(|a, b| {
-        (a.0.record.is_deprecated().cmp(&b.0.record.is_deprecated()))
-            .then(b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal))
-            .then_with(|| a.0.record.agent_id.cmp(&b.0.record.agent_id))
-    });
-    matched
+    Ok((matched, ranked.total))
 }
 
 /// `POST /ard/v1/search`: entries ranked by relevance to `query.text`, filtered, paged.
@@ -628,20 +689,24 @@ pub async fn search(
             .index
             .read()
             .map_err(|_| ArdError::internal("index lock poisoned"))?;
-        let scores = index.relevance(text);
-        // Only agents the text matches can be results.
-        let candidates = candidates(scores.keys().filter_map(|id| index.get(id)), &mut orgs);
-        let matched = ranked(candidates, Some(text), &filter, &mut orgs, &scores);
+        if offset.saturating_add(size) > RANKED_DEPTH_MAX {
+            return Err(ArdError::invalid(format!(
+                "search pages reach the best {RANKED_DEPTH_MAX} entries; narrow the query"
+            )));
+        }
+        let (matched, here_total) =
+            ranked_entries(&index, text, &filter, offset + size, &mut orgs)?;
         // Only the page's entries are built; the rest are an identifier and a score.
+        let here = matched.len();
         let merged = merge(&matched, upstream);
-        let total = merged.len();
+        let total = here_total + (merged.len() - here);
         let page: Vec<Value> = merged
             .into_iter()
             .skip(offset)
             .take(size)
             .map(|result| match result {
                 Merged::Here(at) => {
-                    let (candidate, score, _) = &matched[at];
+                    let (candidate, score) = &matched[at];
                     search_result(candidate, *score, &mut orgs, &base, &source)
                 }
                 Merged::Upstream(result) => result,
@@ -693,10 +758,10 @@ enum Merged {
 /// Merges upstream results into this registry's matches by identifier (this registry's entry
 /// wins: it is verified here), ordered by score, this registry's first among equals, and this
 /// registry's deprecated entries after every other.
-fn merge(matched: &[(Candidate<'_>, u8, f64)], upstream: Vec<Value>) -> Vec<Merged> {
+fn merge(matched: &[Scored<'_>], upstream: Vec<Value>) -> Vec<Merged> {
     let mut seen: std::collections::HashSet<String> = matched
         .iter()
-        .map(|(candidate, _, _)| candidate.identifier.to_string())
+        .map(|(candidate, _)| candidate.identifier.to_string())
         .collect();
     let mut merged: Vec<(bool, u64, Merged)> = (0..matched.len())
         .map(|at| {
@@ -947,12 +1012,15 @@ pub async fn explore(
             .index
             .read()
             .map_err(|_| ArdError::internal("index lock poisoned"))?;
-        let scores = text.map(|t| index.relevance(t)).unwrap_or_default();
+        let matching = text
+            .map(|t| index.matching(t))
+            .transpose()
+            .map_err(|e| ArdError::internal(e.to_string()))?;
         let candidates = candidates(index.iter(), &mut orgs);
-        let matched = ranked(candidates, text, &filter, &mut orgs, &scores);
+        let matched = filtered(candidates, matching.as_ref(), &filter, &mut orgs);
         for (field, limit, min_count) in asked {
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-            for (candidate, _, _) in &matched {
+            for candidate in &matched {
                 let mut values = values_of(candidate, &field, &mut orgs);
                 values.sort();
                 values.dedup();

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 use super::config::NodeConfig;
 use super::index::{AgentIndex, AgentRecord, Query as SearchQuery};
 use super::metrics::Metrics;
+use super::ranking::{FilterField, RANKED_DEPTH_MAX, RankFilter};
 
 /// The media type of CAR files.
 pub const CAR_MEDIA_TYPE: &str = "application/vnd.ipld.car";
@@ -1327,33 +1328,40 @@ fn ranked_search(
                 )
             })?,
     };
-    let scores = index.relevance(text);
-    let (filtered, _) = index.search(query);
-    let mut ranked: Vec<(&AgentRecord, (u8, f64))> = filtered
-        .into_iter()
-        .filter_map(|record| Some((record, *scores.get(record.agent_id.as_str())?)))
-        .collect();
-    ranked.sort_by(|a, b| {
-        // Deprecated agents after every active one, however well they match.
-        (a.0.is_deprecated().cmp(&b.0.is_deprecated()))
-            .then(
-                b.1.1
-                    .partial_cmp(&a.1.1)
-                    .unwrap_or(std::cmp::Ordering::Equal),
-            )
-            .then_with(|| a.0.agent_id.cmp(&b.0.agent_id))
-    });
+    if offset.saturating_add(limit) > RANKED_DEPTH_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_cursor",
+            format!("ranked pages reach the best {RANKED_DEPTH_MAX} agents; narrow the query"),
+        ));
+    }
+    let mut filter = RankFilter::default();
+    for (field, value) in [
+        (FilterField::Org, &query.org),
+        (FilterField::Region, &query.region),
+        (FilterField::Skill, &query.skill),
+        (FilterField::Tag, &query.tag),
+        (FilterField::InputMode, &query.input_mode),
+        (FilterField::OutputMode, &query.output_mode),
+        (FilterField::Status, &query.status),
+    ] {
+        if let Some(value) = value {
+            filter.any(field, vec![value.clone()]);
+        }
+    }
+    let ranked = index
+        .rank(text, &filter, offset, limit)
+        .map_err(ApiError::internal)?;
     let page: Vec<Value> = ranked
+        .hits
         .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(record, (score, _))| {
+        .map(|(record, score)| {
             let mut agent = serde_json::to_value(record).unwrap_or_default();
             agent["score"] = json!(score);
             agent
         })
         .collect();
-    let next = (offset + limit < ranked.len()).then(|| format!("@{}", offset + limit));
+    let next = (offset + limit < ranked.total).then(|| format!("@{}", offset + limit));
     Ok(Json(json!({ "agents": page, "next_cursor": next })))
 }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use meridian_registry::Cid;
 use meridian_registry::manifest::{Lifecycle, Manifest};
+
+use super::ranking::{NAME_BOOST, RankError, RankFilter, RankIndex, Weighed, WordCounts};
 use serde::Serialize;
 
 /// One agent as search sees it.
@@ -42,6 +44,9 @@ pub struct AgentRecord {
     /// The agent that replaces a deprecated one, when its organisation named one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The card's `version` (empty when it has none).
+    #[serde(skip)]
+    pub version: String,
     /// Lowercase words of the id, name, description and skill ids, for text search.
     #[serde(skip)]
     words: Vec<String>,
@@ -94,6 +99,7 @@ impl AgentRecord {
                 .deprecation
                 .as_ref()
                 .and_then(|d| d.superseded_by.clone()),
+            version: String::new(),
             words: Vec::new(),
             card: serde_json::value::RawValue::from_string(manifest.body.card.clone()).ok(),
             signer: manifest.signer.to_did(),
@@ -103,6 +109,7 @@ impl AgentRecord {
         if let Some(card) = card {
             record.name = card.name;
             record.description = card.description;
+            record.version = card.version;
             record.input_modes = card.default_input_modes;
             record.output_modes = card.default_output_modes;
             for skill in card.skills {
@@ -129,6 +136,12 @@ impl AgentRecord {
         );
         record.words = words(&text);
         record
+    }
+
+    /// The lowercase words search finds it by (id, name, description, skill ids), sorted,
+    /// without repeats.
+    pub fn indexed_words(&self) -> &[String] {
+        &self.words
     }
 
     /// Whether its organisation deprecated it.
@@ -172,60 +185,40 @@ impl AgentRecord {
     }
 }
 
-/// BM25's term-frequency saturation.
-const RELEVANCE_K1: f64 = 1.2;
-/// BM25's length normalisation.
-const RELEVANCE_B: f64 = 0.75;
-/// How much more a word in an agent's name weighs.
-const RELEVANCE_NAME_BOOST: f64 = 1.5;
-/// Most words of one query that relevance weighs (the first ones, stop words left out).
-pub const RELEVANCE_TERMS_MAX: usize = 16;
-/// Longest query word relevance weighs, in bytes (no indexed word of an agent card is longer
-/// in practice; a longer one would only make typo variants expensive).
-pub const RELEVANCE_WORD_BYTES_MAX: usize = 64;
-/// Most indexed words one query prefix stands for.
-pub const PREFIX_EXPANSIONS_MAX: usize = 50;
-
-/// Inverse document frequency of a word `n` of `total` agents have (BM25's).
-fn idf(total: f64, n: f64) -> f64 {
-    (1.0 + (total - n + 0.5) / (n + 0.5)).ln()
-}
-
-/// Every string one edit (a letter deleted, replaced, inserted, or two neighbours swapped) from
-/// `word`, over lowercase ASCII letters and digits.
-fn one_edit(word: &str) -> Vec<String> {
-    const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz0123456789";
-    let chars: Vec<char> = word.chars().collect();
-    let mut out = Vec::new();
-    for at in 0..=chars.len() {
-        if at < chars.len() {
-            let mut deleted = chars.clone();
-            deleted.remove(at);
-            out.push(deleted.iter().collect());
-            if at + 1 < chars.len() {
-                let mut swapped = chars.clone();
-                swapped.swap(at, at + 1);
-                out.push(swapped.iter().collect());
-            }
-        }
-        for letter in ALPHABET.chars() {
-            if at < chars.len() {
-                let mut replaced = chars.clone();
-                replaced[at] = letter;
-                out.push(replaced.iter().collect());
-            }
-            let mut inserted = chars.clone();
-            inserted.insert(at, letter);
-            out.push(inserted.iter().collect());
-        }
+/// Whether `a` and `b` are one edit apart: a letter deleted, inserted or replaced, or two
+/// neighbours swapped.
+fn one_edit_apart(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let (short, long) = if a.len() <= b.len() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    if long.len() - short.len() > 1 {
+        return false;
     }
-    out.sort_unstable();
-    out.dedup();
-    out
+    let start = short
+        .iter()
+        .zip(long.iter())
+        .take_while(|(x, y)| x == y)
+        .count();
+    if short.len() == long.len() {
+        if start == short.len() {
+            return false;
+        }
+        let rest = start + 1;
+        let replaced = short[rest..] == long[rest..];
+        let swapped = rest < short.len()
+            && short[start] == long[rest]
+            && short[rest] == long[start]
+            && short[rest + 1..] == long[rest + 1..];
+        return replaced || swapped;
+    }
+    short[start..] == long[start + 1..]
 }
 
 /// The lowercase words of `text` in the order they appear (repeats kept).
-fn words_in_order(text: &str) -> Vec<String> {
+pub(crate) fn words_in_order(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
@@ -277,6 +270,58 @@ pub fn words(text: &str) -> Vec<String> {
     words
 }
 
+impl WordCounts for AgentIndex {
+    fn agents(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    fn with_word(&self, word: &str) -> u64 {
+        self.postings
+            .get(&format!("w:{word}"))
+            .map_or(0, |set| set.len() as u64)
+    }
+}
+
+/// A page of ranked agents: each with its score from 1 to 100, and how many match in all.
+#[derive(Debug, Clone)]
+pub struct Ranked<'a> {
+    /// The page, best first.
+    pub hits: Vec<(&'a AgentRecord, u8)>,
+    /// Agents matching the query and filter in all.
+    pub total: usize,
+}
+
+/// The share of the query's weight `record` matches, from 1 to 100: each word's idf, half as
+/// much again in the name, half for a typo or (the last word) a word it begins.
+fn share_score(record: &AgentRecord, terms: &[Weighed], weight_all: f64) -> u8 {
+    let words = record.indexed_words();
+    let mut share = 0.0;
+    for term in terms {
+        let exact = words.binary_search(&term.word).is_ok()
+            || record.tags.iter().any(|t| has_word(t, &term.word));
+        if exact {
+            let boost = if has_word(&record.name, &term.word) {
+                f64::from(NAME_BOOST)
+            } else {
+                1.0
+            };
+            share += term.idf * boost;
+            continue;
+        }
+        let letters = term.word.chars().count();
+        let variant = !term.known
+            && words.iter().any(|w| {
+                (letters >= 5 && one_edit_apart(w, &term.word))
+                    || (term.last && letters >= 3 && w.starts_with(term.word.as_str()))
+            });
+        if variant {
+            share += term.idf * 0.5;
+        }
+    }
+    let score = (100.0 * share / f64::max(weight_all, f64::MIN_POSITIVE)).round();
+    score.clamp(1.0, 100.0) as u8
+}
+
 /// A search: every given field must match.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -311,7 +356,7 @@ pub struct Query {
 /// beats every manifest with an older or equal `updated_at`, whoever lists either; between
 /// manifests the newest `updated_at` wins; a publisher's newer commit replaces what that
 /// publisher listed before.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct AgentIndex {
     records: BTreeMap<Arc<str>, AgentRecord>,
     /// Signed removals by agent id, and by the publisher that lists each.
@@ -324,10 +369,12 @@ pub struct AgentIndex {
     /// The commit of each publisher's snapshot that the index reflects, so a new head can be
     /// taken in by its difference from this one.
     indexed: std::collections::HashMap<String, Cid>,
-    /// Words of all records together (their average length weighs relevance).
-    word_count: usize,
-    /// Every indexed word, with how many agents have it (typo and prefix matching).
-    vocabulary: BTreeMap<String, usize>,
+    /// The same agents, ranked by relevance to a query.
+    rank: RankIndex,
+    /// How many agents each organisation has.
+    orgs: BTreeMap<String, usize>,
+    /// Whether the last ranked-index update failed (logged once until one succeeds).
+    rank_failed: bool,
 }
 
 impl AgentIndex {
@@ -431,10 +478,13 @@ impl AgentIndex {
 
     /// What changed in the served view since `before` (from [`AgentIndex::served`]): an
     /// agent added, removed, changed, or deprecated (changed into a deprecated manifest).
+    /// Every public change ends here, so this is also where the ranked index commits.
     fn changes(
-        &self,
+        &mut self,
         before: BTreeMap<String, Option<(String, bool)>>,
     ) -> Vec<(&'static str, String)> {
+        let committed = self.rank.commit();
+        self.note_rank(committed);
         before
             .into_iter()
             .filter_map(|(agent_id, old)| {
@@ -562,29 +612,14 @@ impl AgentIndex {
                 postings.insert(term.to_owned(), [id.clone()].into());
             }
         });
-        self.word_count += record.words.len();
-        for word in &record.words {
-            match self.vocabulary.get_mut(word) {
-                Some(count) => *count += 1,
-                None => {
-                    self.vocabulary.insert(word.clone(), 1);
-                }
-            }
-        }
+        let ranked = self.rank.upsert(&record);
+        self.note_rank(ranked);
+        *self.orgs.entry(record.org.clone()).or_default() += 1;
         self.records.insert(id, record);
     }
 
     fn remove_record(&mut self, agent_id: &str) -> Option<AgentRecord> {
         let record = self.records.remove(agent_id)?;
-        self.word_count -= record.words.len();
-        for word in &record.words {
-            if let Some(count) = self.vocabulary.get_mut(word) {
-                *count -= 1;
-                if *count == 0 {
-                    self.vocabulary.remove(word);
-                }
-            }
-        }
         let postings = &mut self.postings;
         record.for_each_term(|term| {
             if let Some(set) = postings.get_mut(term) {
@@ -594,7 +629,28 @@ impl AgentIndex {
                 }
             }
         });
+        let ranked = self.rank.remove(agent_id);
+        self.note_rank(ranked);
+        if let Some(count) = self.orgs.get_mut(&record.org) {
+            *count -= 1;
+            if *count == 0 {
+                self.orgs.remove(&record.org);
+            }
+        }
         Some(record)
+    }
+
+    /// Logs a failed ranked-index update (once, until one succeeds again): the view itself is
+    /// unaffected, and ranked search answers with the error.
+    fn note_rank(&mut self, outcome: Result<(), RankError>) {
+        match outcome {
+            Ok(()) => self.rank_failed = false,
+            Err(error) if !self.rank_failed => {
+                tracing::error!(%error, "the ranked search index could not take a change");
+                self.rank_failed = true;
+            }
+            Err(_) => {}
+        }
     }
 
     /// Takes in one accepted agent or removal of its publisher (the node's own publish),
@@ -632,118 +688,54 @@ impl AgentIndex {
         self.records.values()
     }
 
-    /// How relevant each agent is to `text`, by agent id: agents matching at least one of
-    /// its words, each with a score from 1 to 100 (the share of the query's weight it
-    /// matches: rare words weigh more, a word in the name counts half as much again) and the
-    /// BM25 score to rank by. Words in [`STOP_WORDS`], and words more than half the agents
-    /// have, are left out unless nothing else is left. A word of five letters or more also matches words one edit away (a typo), and the
-    /// query's last word of three letters or more also matches words it begins (a word still
-    /// being typed), each at half weight.
-    pub fn relevance(&self, text: &str) -> std::collections::HashMap<&str, (u8, f64)> {
-        let in_order = words_in_order(text);
-        // The word typed last, before any is dropped.
-        let last = in_order.last().cloned();
-        let mut seen = std::collections::HashSet::new();
-        let mut terms: Vec<String> = in_order
-            .into_iter()
-            .filter(|w| w.len() <= RELEVANCE_WORD_BYTES_MAX && seen.insert(w.clone()))
-            .collect();
-        if terms.iter().any(|t| !STOP_WORDS.contains(&t.as_str())) {
-            terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));
-        }
-        // A query is a few words: the first ones count, the rest cannot make it expensive.
-        terms.truncate(RELEVANCE_TERMS_MAX);
-        // Words more than half the agents have say next to nothing (BM25 gives them almost no
-        // weight) and would make every agent a candidate: left out when a rarer word remains.
-        let df = |term: &str| {
-            self.postings
-                .get(&format!("w:{term}"))
-                .map_or(0, std::collections::BTreeSet::len)
-        };
-        let half = self.records.len() / 2;
-        if terms.iter().any(|t| df(t) <= half) {
-            terms.retain(|t| df(t) <= half);
-        }
-        let total = self.records.len().max(1) as f64;
-        let average = (self.word_count as f64 / total).max(1.0);
-        let mut scores: std::collections::HashMap<&str, (f64, f64)> =
-            std::collections::HashMap::new();
-        let mut weight_all = 0.0;
-        for term in &terms {
-            let variants = self.variants(term, last.as_deref() == Some(term.as_str()));
-            // The term's full weight, as if it matched exactly (a word no agent has still
-            // counts against every agent's share).
-            let exact_n = self
-                .postings
-                .get(&format!("w:{term}"))
-                .map_or(0.0, |set| set.len() as f64);
-            weight_all += idf(total, exact_n) * RELEVANCE_NAME_BOOST;
-            let mut best: std::collections::HashMap<&str, (f64, f64)> =
-                std::collections::HashMap::new();
-            for (word, weight) in variants {
-                let Some(set) = self.postings.get(&format!("w:{word}")) else {
-                    continue;
-                };
-                let idf = idf(total, set.len() as f64) * weight;
-                for id in set {
-                    let Some(record) = self.records.get(&**id) else {
-                        continue;
-                    };
-                    let length = record.words.len() as f64;
-                    let mut bm25 = idf * (RELEVANCE_K1 + 1.0)
-                        / (1.0
-                            + RELEVANCE_K1 * (1.0 - RELEVANCE_B + RELEVANCE_B * length / average));
-                    let mut share = idf;
-                    if has_word(&record.name, &word) {
-                        bm25 *= RELEVANCE_NAME_BOOST;
-                        share *= RELEVANCE_NAME_BOOST;
-                    }
-                    let entry = best.entry(&**id).or_default();
-                    if bm25 > entry.1 {
-                        *entry = (share, bm25);
-                    }
-                }
-            }
-            for (id, (share, bm25)) in best {
-                let entry = scores.entry(id).or_default();
-                entry.0 += share;
-                entry.1 += bm25;
-            }
-        }
-        scores
-            .into_iter()
-            .map(|(id, (share, bm25))| {
-                let score = (100.0 * share / f64::max(weight_all, f64::MIN_POSITIVE)).round();
-                (id, (score.clamp(1.0, 100.0) as u8, bm25))
+    /// The agents ranked best for `text` that pass `filter`, from the `offset`-th, at most
+    /// `limit`, each with a score from 1 to 100 (the share of the query's weight it matches:
+    /// rarer words weigh more, a word in the name half as much again, a typo or an unfinished
+    /// last word half), and how many match in all. What a query means is written in
+    /// [`super::ranking`].
+    pub fn rank(
+        &self,
+        text: &str,
+        filter: &RankFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Ranked<'_>, RankError> {
+        let top = self
+            .rank
+            .top(text, filter, offset.saturating_add(limit), self)?;
+        let weight_all: f64 = top
+            .terms
+            .iter()
+            .map(|t| t.idf * f64::from(NAME_BOOST))
+            .sum();
+        let hits = top
+            .hits
+            .iter()
+            .skip(offset)
+            .filter_map(|(id, _)| {
+                let record = self.records.get(&**id)?;
+                Some((record, share_score(record, &top.terms, weight_all)))
             })
-            .collect()
+            .collect();
+        Ok(Ranked {
+            hits,
+            total: top.total,
+        })
     }
 
-    /// The indexed words a query word stands for, with their weight: itself (1); for five
-    /// letters or more, the words one edit away (½); when it is the query's last word of
-    /// three letters or more, the words it begins (½, at most [`PREFIX_EXPANSIONS_MAX`]).
-    fn variants(&self, term: &str, last: bool) -> Vec<(String, f64)> {
-        let mut variants: Vec<(String, f64)> = vec![(term.to_owned(), 1.0)];
-        let letters = term.chars().count();
-        if letters >= 5 {
-            for near in one_edit(term) {
-                if near != term && self.vocabulary.contains_key(&near) {
-                    variants.push((near, 0.5));
-                }
-            }
-        }
-        if last && letters >= 3 {
-            let longer = self
-                .vocabulary
-                .range::<str, _>((std::ops::Bound::Excluded(term), std::ops::Bound::Unbounded))
-                .take_while(|(word, _)| word.starts_with(term))
-                .take(PREFIX_EXPANSIONS_MAX)
-                .map(|(word, _)| (word.clone(), 0.5));
-            variants.extend(longer);
-        }
-        variants.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        variants.dedup_by(|a, b| a.0 == b.0);
-        variants
+    /// Every agent `text` matches, by agent id (what ARD explore counts facets over).
+    pub fn matching(&self, text: &str) -> Result<std::collections::HashSet<Arc<str>>, RankError> {
+        self.rank.matching(text, self)
+    }
+
+    /// The organisations with at least one agent, in order.
+    pub fn orgs(&self) -> impl Iterator<Item = &str> {
+        self.orgs.keys().map(String::as_str)
+    }
+
+    /// The ranked index's size in RAM, in bytes.
+    pub fn ranked_bytes(&self) -> u64 {
+        self.rank.bytes()
     }
 
     /// One page of results and, if more follow, the cursor for the next page.
@@ -810,6 +802,7 @@ impl AgentIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::ranking::{FilterField, RELEVANCE_TERMS_MAX};
     use meridian_registry::keys::Keypair;
     use meridian_registry::manifest::ManifestBody;
 
@@ -1060,16 +1053,18 @@ mod tests {
         assert_eq!(index.removals_len(), 0);
     }
 
+    fn ranked(index: &AgentIndex, text: &str) -> Vec<(String, u8)> {
+        index
+            .rank(text, &RankFilter::default(), 0, 100)
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|(record, score)| (record.agent_id.clone(), score))
+            .collect()
+    }
+
     #[test]
     fn relevance_ranks_exact_words_first_and_forgives_a_typo_or_an_unfinished_word() {
-        fn ranked(index: &AgentIndex, text: &str) -> Vec<(String, u8)> {
-            let mut ranked: Vec<(&str, (u8, f64))> = index.relevance(text).into_iter().collect();
-            ranked.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-            ranked
-                .into_iter()
-                .map(|(id, (score, _))| (id.to_owned(), score))
-                .collect()
-        }
         let mut index = AgentIndex::new();
         for (name, skill, description) in [
             (
@@ -1095,7 +1090,7 @@ mod tests {
         assert_eq!(ranked(&index, "forec")[0].0, "acme/weather");
         assert!(ranked(&index, "fo").is_empty(), "too short to complete");
         assert!(ranked(&index, "zzzzzz").is_empty());
-        // Removing an agent takes its words out of the vocabulary.
+        // Removing an agent takes its words out of the ranked index.
         index.replace_publisher(
             "p1",
             &meridian_registry::ids::dag_cbor_cid(b"c"),
@@ -1113,14 +1108,66 @@ mod tests {
             .map(|i| format!("filler{i}"))
             .collect();
         let late = format!("{} weather", filler.join(" "));
-        assert!(index.relevance(&late).is_empty());
-        assert!(!index.relevance("weather").is_empty());
-        // A 100,000-letter word is not expanded into typo variants (millions of copies of it).
+        assert!(ranked(&index, &late).is_empty());
+        assert!(!ranked(&index, "weather").is_empty());
+        // A 100,000-letter word is not made into a typo automaton; the rest of the query works.
         let huge = "w".repeat(100_000);
-        assert!(
-            index
-                .relevance(&format!("{huge} weather"))
-                .contains_key("acme/weather")
+        assert_eq!(
+            ranked(&index, &format!("{huge} weather"))[0].0,
+            "acme/weather"
         );
+    }
+
+    #[test]
+    fn ranked_pages_filter_count_and_put_deprecated_agents_last() {
+        let mut index = AgentIndex::new();
+        for i in 0..30 {
+            index.upsert(record(
+                "acme",
+                &format!("Echo {i}"),
+                "echo",
+                "repeats what it hears",
+            ));
+        }
+        index.upsert(record("globex", "Echo", "echo", "repeats what it hears"));
+        // The exact name ranks first; pages follow on without overlap, and count all matches.
+        let first = index.rank("echo", &RankFilter::default(), 0, 10).unwrap();
+        assert_eq!(first.total, 31);
+        assert_eq!(first.hits[0].0.agent_id, "globex/echo");
+        let second = index.rank("echo", &RankFilter::default(), 10, 10).unwrap();
+        let seen: std::collections::HashSet<&str> = first
+            .hits
+            .iter()
+            .chain(&second.hits)
+            .map(|(r, _)| r.agent_id.as_str())
+            .collect();
+        assert_eq!(seen.len(), 20);
+        // Filters must all hold, each by any of its values; an empty one matches nothing.
+        let mut only_globex = RankFilter::default();
+        only_globex.any(FilterField::Org, vec!["globex".into()]);
+        let found = index.rank("echo", &only_globex, 0, 10).unwrap();
+        assert_eq!(
+            (found.total, found.hits[0].0.agent_id.as_str()),
+            (1, "globex/echo")
+        );
+        let mut none = RankFilter::default();
+        none.any(FilterField::Org, Vec::new());
+        assert_eq!(index.rank("echo", &none, 0, 10).unwrap().total, 0);
+        // Deprecated, the best match goes after every active one.
+        let key = Keypair::from_secret(&[5; 32]);
+        let card = r#"{"name":"Echo","description":"repeats what it hears","supportedInterfaces":[{"url":"https://x.example/a"}],"skills":[{"id":"echo","name":"echo"}]}"#;
+        let manifest = ManifestBody::from_card(card, "globex", "eu", 2)
+            .unwrap()
+            .deprecate(None)
+            .unwrap()
+            .sign(&key);
+        let cid = manifest.to_block_and_cid().0;
+        index.upsert(AgentRecord::new(&manifest, &cid, "p1", 2));
+        let all = index.rank("echo", &RankFilter::default(), 0, 100).unwrap();
+        assert_eq!(all.total, 31);
+        assert_eq!(all.hits.last().unwrap().0.agent_id, "globex/echo");
+        let mut deprecated = RankFilter::default();
+        deprecated.any(FilterField::Status, vec!["deprecated".into()]);
+        assert_eq!(index.rank("echo", &deprecated, 0, 10).unwrap().total, 1);
     }
 }

@@ -15,6 +15,7 @@ pub mod names;
 pub use meridian_hub::metrics;
 pub mod openapi;
 pub mod publish;
+pub mod ranking;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};

@@ -180,32 +180,17 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         cid: commit_cid,
         tree,
     });
-    let mut index = state
-        .index
-        .write()
-        .map_err(|_| ApiError::internal("index lock poisoned"))?;
-    let event = match change {
-        Change::Put(manifest) => {
-            let cid = manifest.to_block_and_cid().0;
-            index.upsert(AgentRecord::new(&manifest, &cid, &did, seq).with_commit(&commit_cid))
-        }
-        Change::Delete(_) => index.remove(&agent_id, &did),
-        Change::Refresh => None,
-        Change::Prune(ref agents, _) => {
-            let own_tree = own.as_ref().map(|h| &h.tree);
-            for agent in agents {
-                if own_tree.is_some_and(|t| t.get(agent.as_bytes()).is_none()) {
-                    index.remove(agent, &did);
-                }
-            }
-            None
-        }
-    };
-    // The index took in the one change on top of the previous head: it now reflects this one.
-    if prev.is_some() && index.indexed_commit(&did) == prev {
-        index.set_indexed_commit(&did, commit_cid);
-    }
-    drop(index);
+    let event = index_change(
+        state,
+        change,
+        &agent_id,
+        &did,
+        (seq, prev, commit_cid),
+        |agent| {
+            own.as_ref()
+                .is_some_and(|h| h.tree.get(agent.as_bytes()).is_some())
+        },
+    )?;
     if let Some(kind) = event {
         state.events.emit(
             kind,
@@ -221,6 +206,43 @@ fn apply(state: &NodeState, change: Change) -> Result<(Cid, u64, bool), ApiError
         state.tell_mesh(super::mesh::MeshCommand::Announce(block.to_vec()));
     }
     Ok((commit_cid, seq, existed))
+}
+
+/// Takes one applied change into the search index (`listed` says whether the node's new tree
+/// still lists an agent); returns the event it makes, if any. `head` is the new seq, the
+/// previous commit and the new one.
+fn index_change(
+    state: &NodeState,
+    change: Change,
+    agent_id: &str,
+    did: &str,
+    head: (u64, Option<Cid>, Cid),
+    listed: impl Fn(&str) -> bool,
+) -> Result<Option<&'static str>, ApiError> {
+    let (seq, prev, commit_cid) = head;
+    let mut index = state
+        .index
+        .write()
+        .map_err(|_| ApiError::internal("index lock poisoned"))?;
+    let event = match change {
+        Change::Put(manifest) => {
+            let cid = manifest.to_block_and_cid().0;
+            index.upsert(AgentRecord::new(&manifest, &cid, did, seq).with_commit(&commit_cid))
+        }
+        Change::Delete(_) => index.remove(agent_id, did),
+        Change::Refresh => None,
+        Change::Prune(agents, _) => {
+            for agent in agents.iter().filter(|a| !listed(a)) {
+                index.remove(agent, did);
+            }
+            None
+        }
+    };
+    // The index took in the one change on top of the previous head: it now reflects this one.
+    if prev.is_some() && index.indexed_commit(did) == prev {
+        index.set_indexed_commit(did, commit_cid);
+    }
+    Ok(event)
 }
 
 /// Applies `change` to `tree`, adding the new manifest's block to `blocks`; returns the agent
