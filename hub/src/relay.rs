@@ -194,6 +194,14 @@ impl EgressGuard {
         self.refusal(ip)
     }
 
+    /// A DNS resolver for reqwest that refuses the names this guard refuses (a private,
+    /// loopback or link-local address unless allowed): for clients built elsewhere.
+    pub fn resolver(&self) -> Arc<dyn reqwest::dns::Resolve> {
+        Arc::new(GuardedResolver {
+            guard: self.clone(),
+        })
+    }
+
     /// An HTTP client that applies the guard to every name it resolves, follows no redirect
     /// (a redirect would lead it past the guard) and takes no proxy from the environment.
     /// Literal IPs in URLs are not resolved: check them with [`EgressGuard::url_refusal`].

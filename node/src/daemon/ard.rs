@@ -270,7 +270,7 @@ impl<'a> Orgs<'a> {
         let (state, now) = (self.state, self.now);
         self.domains
             .entry(org.to_owned())
-            .or_insert_with(|| state.governance.org_domain(org, now))
+            .or_insert_with(|| state.org_domain(org, now))
             .clone()
     }
 

@@ -78,6 +78,18 @@ federation_burst = 10
 # Let federated searches reach private, loopback and link-local addresses (off: SSRF protection).
 allow_private = false
 
+[domains]
+# With governance off this node checks an organisation's domain proof itself
+# (POST /api/v1/names/ORG/domain), fetching https://DOMAIN/.well-known/meridian-org.json.
+# Domains reached at a fixed address instead of through DNS, comma-separated DOMAIN=IP:PORT
+# (like curl's --resolve).
+resolve = ""
+# PEM files of extra trusted root certificates, comma-separated (added to the platform's).
+extra_roots = ""
+# How often a bound domain's proof is fetched and checked again, in seconds; also this long
+# before the proof expires. A failed check keeps the binding until the proof expires.
+recheck_secs = 86400
+
 [governance]
 # The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). When set, an
 # agent enters this node's federated view only if the acceptance rule accepts it. Empty: off.
@@ -318,6 +330,67 @@ impl Default for A2aSection {
     }
 }
 
+/// `[domains]`: how this node reaches organisations' domains to check their proofs itself
+/// (governance off; with governance on an admin checks them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DomainsSection {
+    /// Domains reached at a fixed address instead of through DNS, comma-separated
+    /// `DOMAIN=IP:PORT` (like curl's `--resolve`).
+    pub resolve: String,
+    /// PEM files of extra trusted root certificates, comma-separated.
+    pub extra_roots: String,
+    /// How often a bound domain's proof is fetched and checked again, in seconds (also: this
+    /// long before it expires).
+    pub recheck_secs: u64,
+}
+
+/// Default of `domains.recheck_secs`: a day.
+pub const DOMAIN_RECHECK_SECS_DEFAULT: u64 = 86_400;
+
+impl Default for DomainsSection {
+    fn default() -> Self {
+        Self {
+            resolve: String::new(),
+            extra_roots: String::new(),
+            recheck_secs: DOMAIN_RECHECK_SECS_DEFAULT,
+        }
+    }
+}
+
+impl DomainsSection {
+    /// The fetch settings: the resolver overrides parsed and the extra roots read.
+    pub fn fetch(&self) -> Result<super::domains::DomainFetch> {
+        let resolve = split_list(&self.resolve)
+            .map(|entry| {
+                super::domains::parse_resolve(entry)
+                    .map_err(|problem| anyhow::anyhow!("config domains.resolve: {problem}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let extra_roots_pem = split_list(&self.extra_roots)
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("config domains.extra_roots: reading `{path}`: {e}")
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(super::domains::DomainFetch {
+            resolve,
+            extra_roots_pem,
+            timeout: std::time::Duration::ZERO,
+            egress: Some(meridian_hub::relay::EgressGuard {
+                allow_private: false,
+                allow_cidrs: Vec::new(),
+            }),
+        })
+    }
+}
+
+/// The non-empty, trimmed entries of a comma-separated setting.
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|e| !e.is_empty())
+}
+
 /// `[ard]`: the ARD Registry API's federation with other registries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -457,6 +530,8 @@ pub struct NodeConfig {
     pub a2a: A2aSection,
     /// `[ard]`
     pub ard: ArdSection,
+    /// `[domains]`
+    pub domains: DomainsSection,
     /// `[governance]`
     pub governance: GovernanceSection,
     /// `[log]`
@@ -471,7 +546,16 @@ impl NodeConfig {
         let config: NodeConfig = meridian_hub::daemon::config::load_layered(
             file,
             env,
-            &["node", "http", "log", "governance", "a2a", "ard", "mesh"],
+            &[
+                "node",
+                "http",
+                "log",
+                "governance",
+                "a2a",
+                "ard",
+                "domains",
+                "mesh",
+            ],
         )?;
         config.validate()?;
         Ok(config)
@@ -514,6 +598,10 @@ impl NodeConfig {
             );
         }
         self.ard.upstream_urls()?;
+        self.domains.fetch()?;
+        if self.domains.recheck_secs == 0 {
+            bail!("config domains.recheck_secs must be above 0");
+        }
         if self.ard.federation_budget_ms == 0 || self.ard.federation_budget_ms > 60_000 {
             bail!("config ard.federation_budget_ms must be between 1 and 60000");
         }

@@ -7,9 +7,17 @@
 //! tests) and extra trusted root certificates (PEM), merged with the platform's.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+
 use meridian_governance::domain::{DOMAIN_PROOF_BYTES_MAX, DOMAIN_PROOF_PATH, check_domain};
+
+use super::http::{ApiError, NodeState};
+use super::openapi::ErrorBody;
 
 /// How long a proof fetch may take by default.
 pub const DOMAIN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +31,9 @@ pub struct DomainFetch {
     pub extra_roots_pem: Vec<Vec<u8>>,
     /// How long the whole fetch may take ([`DOMAIN_FETCH_TIMEOUT`] when zero).
     pub timeout: Duration,
+    /// When set, names resolved through DNS (not the overrides) must pass this guard: a node
+    /// asked over its API to check a domain does not reach private addresses.
+    pub egress: Option<meridian_hub::relay::EgressGuard>,
 }
 
 /// Why a proof could not be fetched.
@@ -104,6 +115,9 @@ pub async fn fetch_proof(domain: &str, options: &DomainFetch) -> Result<Vec<u8>,
         .no_proxy()
         .timeout(timeout)
         .tls_certs_merge(roots);
+    if let Some(guard) = &options.egress {
+        builder = builder.dns_resolver(guard.resolver());
+    }
     for (name, address) in &options.resolve {
         builder = builder.resolve(name, *address);
     }
@@ -178,5 +192,140 @@ mod tests {
             fetch_proof("acme.example", &options).await,
             Err(FetchError::BadRoot(_))
         ));
+    }
+}
+
+/// What `POST /api/v1/names/{org}/domain` takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindDomainRequest {
+    /// The domain whose proof names the organisation.
+    pub domain: String,
+}
+
+/// Fetches `domain`'s proof and checks it for `org` on this node (governance off): the
+/// outcome of a bind or a re-check.
+async fn fetch_and_bind(
+    state: &NodeState,
+    org: &str,
+    domain: &str,
+) -> Result<super::names::DomainBinding, ApiError> {
+    use meridian_governance::domain::DomainProof;
+    let bytes = fetch_proof(domain, &state.domain_fetch)
+        .await
+        .map_err(|e| match e {
+            FetchError::Domain(why) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_domain", why.to_string())
+            }
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "domain_unreachable",
+                other.to_string(),
+            ),
+        })?;
+    let proof = DomainProof::from_json(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_domain_proof",
+            format!("{}: {e}", proof_url(domain)),
+        )
+    })?;
+    state
+        .names
+        .bind_domain(org, domain, &proof, (state.clock)())
+        .map_err(|e| match e {
+            super::names::DomainBindError::OtherKeys { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "name_bound", e.to_string())
+            }
+            super::names::DomainBindError::Proof(why) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_domain_proof",
+                format!("{}: {why}", proof_url(domain)),
+            ),
+            super::names::DomainBindError::Store(error) => ApiError::internal(error),
+        })
+}
+
+/// Binds an organisation to a domain on this node (governance off): the node fetches
+/// `https://DOMAIN/.well-known/meridian-org.json` itself and checks that it names the
+/// organisation and exactly the keys its name is bound to here, signed by them (a free name is
+/// bound to the proof's keys, all of which must sign). The organisation's agents then have ARD
+/// identifiers `urn:air:DOMAIN:ORG:AGENT`; the node checks the proof again every
+/// `domains.recheck_secs` and before it expires.
+#[utoipa::path(post, path = "/api/v1/names/{org}/domain", tag = "registry", security(("orgToken" = []), ("adminToken" = [])), params(("org" = String, Path, description = "organisation id")), request_body(content = String, content_type = "application/json", description = "{\"domain\": \"acme.example\"}"), responses((status = 200, description = "bound: {org, domain, keys, expires_at, checked_at}", content_type = "application/json"), (status = 400, description = "not a domain, or bad JSON", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "another organisation's token", body = ErrorBody), (status = 409, description = "governance is on (an admin verifies domains), or the proof lists other keys than the name is bound to (`name_bound`: rotate first)", body = ErrorBody), (status = 422, description = "the proof does not hold: wrong organisation or domain, expired, bad signatures (`bad_domain_proof`)", body = ErrorBody), (status = 502, description = "the domain did not serve a proof: unreachable, a private address, a redirect, not 200 (`domain_unreachable`)", body = ErrorBody)))]
+pub async fn bind_domain(
+    State(state): State<Arc<NodeState>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if super::governance::require_admin(&state, &headers).is_err() {
+        let token_org = super::publish::authorise(&state, &headers)?;
+        if token_org != org {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("your token speaks for `{token_org}`, not for `{org}`"),
+            ));
+        }
+    }
+    if state.governance.enabled() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "governance_on",
+            "with governance on an admin checks domains (`meridian org verify-domain`) and the org.domain attestation binds them",
+        ));
+    }
+    let request: BindDomainRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?;
+    let binding = fetch_and_bind(&state, &org, &request.domain).await?;
+    state
+        .metrics
+        .count("meridian_domain_checks_total{outcome=\"bound\"}", 1);
+    state.events.emit(
+        "name.domain",
+        serde_json::json!({ "org": org, "domain": binding.domain, "expires_at": binding.expires_at }),
+    );
+    tracing::info!(%org, domain = %binding.domain, expires_at = binding.expires_at, "organisation bound to its domain");
+    Ok(Json(serde_json::json!({
+        "org": org,
+        "domain": binding.domain,
+        "keys": binding.keys,
+        "expires_at": binding.expires_at,
+        "checked_at": binding.checked_at,
+    })))
+}
+
+/// Checks again every domain binding that is due (governance off), renewing it from the
+/// domain's current proof; a binding whose check fails lapses when its proof expires.
+/// Counted in `meridian_domain_checks_total{outcome}`.
+pub async fn recheck_domains(state: Arc<NodeState>, poll: Duration) {
+    let mut ticks = tokio::time::interval(poll);
+    loop {
+        ticks.tick().await;
+        if state.governance.enabled() {
+            continue;
+        }
+        let now = (state.clock)();
+        let recheck = i64::try_from(state.config.domains.recheck_secs).unwrap_or(i64::MAX);
+        for (org, domain) in state.names.domains_due(now, recheck) {
+            let outcome = match fetch_and_bind(&state, &org, &domain).await {
+                Ok(_) => "renewed",
+                Err(error) => {
+                    tracing::warn!(%org, %domain, error = %error.message(), "domain check failed");
+                    match state.names.lapse_domain(&org, (state.clock)()) {
+                        Ok(true) => {
+                            tracing::warn!(%org, %domain, "domain binding lapsed: its proof expired");
+                            "lapsed"
+                        }
+                        _ => "failed",
+                    }
+                }
+            };
+            state.metrics.count(
+                &format!("meridian_domain_checks_total{{outcome=\"{outcome}\"}}"),
+                1,
+            );
+        }
     }
 }

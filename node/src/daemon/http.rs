@@ -67,6 +67,8 @@ pub struct NodeState {
     pub sync_budget: std::sync::Mutex<meridian_hub::ratelimit::Limiter>,
     /// The ARD API's federation with other registries (`[ard]`).
     pub ard: super::ard::Federation,
+    /// How this node reaches organisations' domains (`[domains]`).
+    pub domain_fetch: super::domains::DomainFetch,
     /// When the state was made: the monotonic origin of the rate limiters' time.
     pub started: Instant,
     next_request: AtomicU64,
@@ -84,6 +86,7 @@ impl NodeState {
         let node_did = key.did();
         let config_a2a = config.a2a.clone();
         let config_ard = config.ard.clone();
+        let config_domains = config.domains.fetch()?;
         let own = super::publish::load_own(&store, &node_did)?;
         let root_file = Some(config.governance.root.as_str())
             .filter(|r| !r.is_empty())
@@ -112,11 +115,22 @@ impl NodeState {
             serve_counters: Arc::default(),
             sync_budget: std::sync::Mutex::new(meridian_hub::ratelimit::Limiter::new()),
             ard: super::ard::Federation::new(&config_ard)?,
+            domain_fetch: config_domains,
             started: Instant::now(),
             next_request: AtomicU64::new(1),
         };
         state.reindex_all()?;
         Ok(state)
+    }
+
+    /// The domain `org` is bound to at `now`: with governance, by its `org.domain`
+    /// attestation; without, by a proof this node checked itself.
+    pub fn org_domain(&self, org: &str, now: i64) -> Option<String> {
+        if self.governance.enabled() {
+            self.governance.org_domain(org, now)
+        } else {
+            self.names.domain(org, now)
+        }
     }
 
     /// Queues a command for the peer mesh, if it runs. When the queue is full the command is
@@ -476,6 +490,7 @@ pub fn api_router(
         .routes(routes!(super::openapi::serve))
         .routes(routes!(heads))
         .routes(routes!(names))
+        .routes(routes!(super::domains::bind_domain))
         .routes(routes!(export_snapshot))
         .routes(import)
         .routes(routes!(block))
@@ -839,8 +854,8 @@ pub async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Organisation names bound to keys on this node, and the conflicting claims held as evidence
-/// (never served). Empty bindings with governance on: the acceptance rule decides then.
+/// Organisation names bound to keys on this node, the conflicting claims held as evidence
+/// (never served), and the domains this node checked itself. Empty bindings with governance on: the acceptance rule decides then.
 #[utoipa::path(get, path = "/api/v1/names", tag = "registry", responses((status = 200, description = "bindings and held claims", content_type = "application/json")))]
 pub async fn names(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>> {
     let (bindings, held) = state.names.snapshot().map_err(ApiError::internal)?;
@@ -848,6 +863,7 @@ pub async fn names(State(state): State<Arc<NodeState>>) -> ApiResult<Json<Value>
         "governance": state.governance.enabled(),
         "bindings": bindings,
         "held": held,
+        "domains": state.names.domains(),
     })))
 }
 
@@ -1162,7 +1178,7 @@ pub async fn agent(
 ) -> ApiResult<Response> {
     let agent_id = format!("{org}/{name}");
     let attestations = state.governance.org_attestations(&org);
-    let domain = state.governance.org_domain(&org, (state.clock)());
+    let domain = state.org_domain(&org, (state.clock)());
     // Everything comes from the index: a lookup reads no block and decodes nothing.
     let body = {
         let index = state

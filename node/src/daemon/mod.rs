@@ -257,6 +257,10 @@ pub async fn serve(
     let app = http::router(state.clone());
     let refresh_task = tokio::spawn(refresh_head(state.clone()));
     let names_task = tokio::spawn(watch_name_pins(state.clone()));
+    let domains_task = tokio::spawn(domains::recheck_domains(
+        state.clone(),
+        Duration::from_secs(config.domains.recheck_secs.clamp(1, 60)),
+    ));
     let grace = Duration::from_secs(config.http.shutdown_grace_secs);
     meridian_hub::serve::serve(
         listener,
@@ -276,6 +280,7 @@ pub async fn serve(
     .await;
     refresh_task.abort();
     names_task.abort();
+    domains_task.abort();
     if let Some(task) = mesh_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }

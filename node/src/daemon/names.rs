@@ -68,6 +68,44 @@ pub struct NamesFile {
     pub bindings: BTreeMap<String, Binding>,
     /// Held claims, oldest first.
     pub held: Vec<HeldClaim>,
+    /// Domains this node checked itself, by organisation (governance off).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, DomainBinding>,
+}
+
+/// A domain an organisation proved it controls, checked by this node (governance off): the
+/// proof served at `https://DOMAIN/.well-known/meridian-org.json` named the organisation and
+/// exactly the keys its name is bound to here, signed by them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainBinding {
+    /// The domain.
+    pub domain: String,
+    /// The organisation's keys the proof listed; the binding holds only while the name is
+    /// bound to exactly these (a rotation suspends it until the next check).
+    pub keys: BTreeSet<String>,
+    /// Unix seconds the proof expires; the binding lapses then unless a check renews it.
+    pub expires_at: i64,
+    /// Unix seconds of the last successful check.
+    pub checked_at: i64,
+}
+
+/// Why a domain could not be bound to an organisation on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainBindError {
+    /// The proof lists other keys than those the name is bound to here.
+    #[error(
+        "the proof lists other keys than the ones `{org}` is bound to on this node: a domain does not rebind a name; rotate the keys first (a rotation signed by the bound keys), then serve a proof by the new ones"
+    )]
+    OtherKeys {
+        /// The organisation.
+        org: String,
+    },
+    /// The proof does not hold (wrong domain or organisation, expired, bad signatures).
+    #[error("{0}")]
+    Proof(#[from] meridian_governance::domain::DomainError),
+    /// The bindings could not be read or written.
+    #[error("{0:#}")]
+    Store(#[from] anyhow::Error),
 }
 
 /// The operator's decisions (`DATA/name-pins.json`): organisation to key set.
@@ -383,6 +421,11 @@ impl Names {
             how: "rotation".to_owned(),
         };
         inner.learned.bindings.insert(org.clone(), binding.clone());
+        // A domain proved by the old keys is suspended until a proof by the new ones is
+        // checked: check at once.
+        if let Some(domain) = inner.learned.domains.get_mut(org.as_str()) {
+            domain.checked_at = 0;
+        }
         // Claims by the newly added keys are no conflict any more; the rebuild holds again
         // what still is one.
         inner.learned.held.retain(|h| h.org != *org);
@@ -390,6 +433,135 @@ impl Names {
         drop(inner);
         self.flush()?;
         Ok(binding)
+    }
+
+    /// Checks `proof` (fetched from `domain`) for `org` against the keys the name is bound to
+    /// (a free name is bound to the proof's keys, every one of which must have signed) and
+    /// records the domain. A domain names one organisation: another organisation's binding to
+    /// it is dropped (the domain now serves this one's proof).
+    pub fn bind_domain(
+        &self,
+        org: &str,
+        domain: &str,
+        proof: &meridian_governance::domain::DomainProof,
+        now: i64,
+    ) -> Result<DomainBinding, DomainBindError> {
+        use meridian_governance::document::KeySet;
+        let mut inner = self.lock()?;
+        let proof_keys: BTreeSet<String> = proof.keys.iter().map(|k| k.to_did()).collect();
+        let bound = inner
+            .pins
+            .get(org)
+            .or_else(|| inner.learned.bindings.get(org))
+            .map(|b| b.keys.clone());
+        let current = match &bound {
+            Some(keys) if *keys != proof_keys => {
+                return Err(DomainBindError::OtherKeys {
+                    org: org.to_owned(),
+                });
+            }
+            Some(_) => KeySet {
+                keys: proof.keys.clone(),
+                threshold: 1,
+            },
+            // A free name: every key the proof lists must have signed it.
+            None => KeySet {
+                keys: proof.keys.clone(),
+                threshold: proof.keys.len(),
+            },
+        };
+        proof.verify(domain, org, &current, now)?;
+        if bound.is_none() {
+            if proof_keys.len() > BINDING_KEYS_MAX {
+                return Err(anyhow!(
+                    "the proof lists {} keys; a binding lists at most {BINDING_KEYS_MAX}",
+                    proof_keys.len()
+                )
+                .into());
+            }
+            inner.learned.bindings.insert(
+                org.to_owned(),
+                Binding {
+                    keys: proof_keys.clone(),
+                    bound_at: now,
+                    how: "domain".to_owned(),
+                },
+            );
+        }
+        let binding = DomainBinding {
+            domain: domain.to_owned(),
+            keys: proof_keys,
+            expires_at: proof.expires_at,
+            checked_at: now,
+        };
+        inner
+            .learned
+            .domains
+            .retain(|other, b| other == org || b.domain != domain);
+        inner
+            .learned
+            .domains
+            .insert(org.to_owned(), binding.clone());
+        inner.dirty = true;
+        drop(inner);
+        self.flush()?;
+        Ok(binding)
+    }
+
+    /// The domain `org` is bound to at `now`: its proof unexpired, and the name still bound to
+    /// the keys the proof listed.
+    pub fn domain(&self, org: &str, now: i64) -> Option<String> {
+        let inner = self.lock().ok()?;
+        let binding = inner.learned.domains.get(org)?;
+        let keys = inner
+            .pins
+            .get(org)
+            .or_else(|| inner.learned.bindings.get(org))
+            .map(|b| &b.keys)?;
+        (binding.expires_at > now && *keys == binding.keys).then(|| binding.domain.clone())
+    }
+
+    /// The domains due a check at `now`: last checked `recheck_secs` ago or more, or whose
+    /// proof expires within `recheck_secs`.
+    pub fn domains_due(&self, now: i64, recheck_secs: i64) -> Vec<(String, String)> {
+        let Ok(inner) = self.lock() else {
+            return Vec::new();
+        };
+        inner
+            .learned
+            .domains
+            .iter()
+            .filter(|(_, b)| {
+                b.checked_at.saturating_add(recheck_secs) <= now
+                    || b.expires_at.saturating_sub(recheck_secs) <= now
+            })
+            .map(|(org, b)| (org.clone(), b.domain.clone()))
+            .collect()
+    }
+
+    /// Drops `org`'s domain binding if its proof has expired at `now` (a failed check keeps it
+    /// until then); true when it did.
+    pub fn lapse_domain(&self, org: &str, now: i64) -> Result<bool> {
+        let mut inner = self.lock()?;
+        let expired = inner
+            .learned
+            .domains
+            .get(org)
+            .is_some_and(|b| b.expires_at <= now);
+        if expired {
+            inner.learned.domains.remove(org);
+            inner.dirty = true;
+            drop(inner);
+            self.flush()?;
+        }
+        Ok(expired)
+    }
+
+    /// Every domain binding, by organisation.
+    pub fn domains(&self) -> BTreeMap<String, DomainBinding> {
+        self.lock()
+            .map(|inner| inner.learned.domains.clone())
+            .unwrap_or_default()
     }
 
     /// Bindings in force (pins over learned) and held claims.
@@ -626,5 +798,69 @@ mod tests {
         }
         assert_eq!(names.snapshot().unwrap().1.len(), HELD_CLAIMS_MAX);
         assert_eq!(names.counters().1, 5);
+    }
+
+    #[test]
+    fn a_domain_binds_only_the_keys_the_name_is_bound_to_and_lapses_when_its_proof_expires() {
+        use meridian_governance::domain::DomainProof;
+        use meridian_registry::keys::Keypair;
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::load(dir.path()).unwrap();
+        let (acme, thief, other) = (
+            Keypair::from_secret(&[1; 32]),
+            Keypair::from_secret(&[2; 32]),
+            Keypair::from_secret(&[3; 32]),
+        );
+        let proof = |org: &str, keys: &[&Keypair], signers: &[&Keypair], expires: i64| {
+            let public: Vec<_> = keys.iter().map(|k| k.public()).collect();
+            DomainProof::create(org, "acme.example", &public, signers, 100, expires).unwrap()
+        };
+        // A free name: every listed key must sign; then the name is bound to them.
+        let half = proof("acme", &[&acme, &other], &[&acme], 1_000);
+        assert!(matches!(
+            names.bind_domain("acme", "acme.example", &half, 200),
+            Err(DomainBindError::Proof(_))
+        ));
+        assert!(names.domain("acme", 200).is_none());
+        names.bind_local("acme", &acme.did(), 150).unwrap();
+        // Bound to acme's key: a proof by another key does not rebind it.
+        let stolen = proof("acme", &[&thief], &[&thief], 1_000);
+        assert!(matches!(
+            names.bind_domain("acme", "acme.example", &stolen, 200),
+            Err(DomainBindError::OtherKeys { .. })
+        ));
+        let good = proof("acme", &[&acme], &[&acme], 1_000);
+        names
+            .bind_domain("acme", "acme.example", &good, 200)
+            .unwrap();
+        assert_eq!(names.domain("acme", 200).as_deref(), Some("acme.example"));
+        // Written to names.json: a restart keeps it.
+        let reloaded = Names::load(dir.path()).unwrap();
+        assert_eq!(
+            reloaded.domain("acme", 200).as_deref(),
+            Some("acme.example")
+        );
+        // Due for a check after recheck_secs, or that long before it expires.
+        assert!(names.domains_due(250, 100).is_empty());
+        assert_eq!(names.domains_due(300, 100).len(), 1);
+        assert_eq!(names.domains_due(901, 100).len(), 1);
+        // A failed check keeps it until the proof expires; then it lapses.
+        assert!(!names.lapse_domain("acme", 999).unwrap());
+        assert!(
+            names.domain("acme", 1_000).is_none(),
+            "expired proofs bind nothing"
+        );
+        assert!(names.lapse_domain("acme", 1_000).unwrap());
+        assert!(names.domains().is_empty());
+        // One domain, one organisation: the domain now serving globex's proof moves to it.
+        names
+            .bind_domain("acme", "acme.example", &good, 200)
+            .unwrap();
+        let globex = proof("globex", &[&other], &[&other], 1_000);
+        names
+            .bind_domain("globex", "acme.example", &globex, 300)
+            .unwrap();
+        assert!(names.domain("acme", 300).is_none());
+        assert_eq!(names.domain("globex", 300).as_deref(), Some("acme.example"));
     }
 }

@@ -418,7 +418,7 @@ fn own_lists(state: &NodeState, agents: &[String]) -> Result<Vec<bool>, ApiError
 }
 
 /// The org a request's bearer token may write for.
-fn authorise(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn authorise(state: &NodeState, headers: &HeaderMap) -> Result<String, ApiError> {
     let unauthorised =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let value = headers

@@ -50,6 +50,7 @@ pub async fn bind(
         resolve: domains.iter().map(|d| (d.clone(), address)).collect(),
         extra_roots_pem: vec![ca_pem.into_bytes()],
         timeout: std::time::Duration::from_secs(10),
+        egress: None,
     };
     let mut attestations = Vec::new();
     for (org, key) in org_keys {

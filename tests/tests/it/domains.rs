@@ -249,3 +249,145 @@ fn a_site_that_is_not_trusted_redirects_or_lacks_the_file_is_refused() {
     ));
     assert!(text.contains("not verified"), "{text}");
 }
+
+/// Without governance the node checks a proof itself (`POST /api/v1/names/ORG/domain`): only a
+/// proof by the keys the name is bound to binds the domain (a domain does not rebind a name),
+/// the binding gives the organisation's agents ARD identifiers, and the node keeps checking it:
+/// renewed while the proof is served, kept through a failed check, lapsed when it expires.
+#[test]
+fn without_governance_a_node_checks_the_proof_itself_and_keeps_checking_it() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    run_ok(dir, &["keys", "generate", "--out", "acme.key"]);
+    run_ok(dir, &["keys", "generate", "--out", "thief.key"]);
+    bind_domain(
+        dir,
+        DOMAIN,
+        "acme.key",
+        &["--expires-in", "12s"],
+        "acme-proof.json",
+    );
+    bind_domain(dir, DOMAIN, "thief.key", &[], "thief-proof.json");
+    let site = HttpsSite::start(DOMAIN);
+    std::fs::write(dir.join("ca.pem"), site.ca_pem()).unwrap();
+    let resolve = format!("{DOMAIN}={}", site.address());
+    let roots = dir.join("ca.pem").display().to_string();
+    let node = Daemon::node(
+        dir,
+        "n",
+        &[
+            ("MERIDIAN_DOMAINS_RESOLVE", resolve.as_str()),
+            ("MERIDIAN_DOMAINS_EXTRA_ROOTS", roots.as_str()),
+            ("MERIDIAN_DOMAINS_RECHECK_SECS", "1"),
+        ],
+    );
+    let token = org_token(dir, "n", "acme");
+    let acme = key_file(dir, "acme.key");
+    let echo = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        "https://agents.example/echo",
+        now(),
+        &acme,
+    );
+    assert_eq!(
+        publish(&node, &token, &echo).status,
+        201,
+        "binds acme to its key"
+    );
+    let ask = |token: Option<&str>, domain: &str| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        let body = serde_json::json!({ "domain": domain }).to_string();
+        node.request(
+            "POST",
+            "/api/v1/names/acme/domain",
+            &headers,
+            body.as_bytes(),
+        )
+    };
+    let code = |answer: &Answer| {
+        answer.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+
+    // Nothing served yet; no token; another organisation's token; not a domain.
+    let missing = ask(Some(&token), DOMAIN);
+    assert_eq!(
+        (missing.status, code(&missing).as_str()),
+        (502, "domain_unreachable")
+    );
+    assert_eq!(ask(None, DOMAIN).status, 401);
+    let globex = org_token(dir, "n", "globex");
+    assert_eq!(ask(Some(&globex), DOMAIN).status, 403);
+    let bad = ask(Some(&token), "localhost");
+    assert_eq!((bad.status, code(&bad).as_str()), (400, "bad_domain"));
+    // A thief who controls the web server serves a proof by its own key: refused, the name
+    // stays bound to acme's key.
+    serve_file(&site, dir, "thief-proof.json");
+    let stolen = ask(Some(&token), DOMAIN);
+    assert_eq!((stolen.status, code(&stolen).as_str()), (409, "name_bound"));
+    assert!(
+        stolen.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rotate")
+    );
+    let agent = node.get("/api/v1/agents/acme/echo").json();
+    assert!(agent["provenance"]["ard"]["identifier"].is_null());
+
+    // acme's own proof binds the domain: the agent gets its ARD identifier.
+    serve_file(&site, dir, "acme-proof.json");
+    let bound = ask(Some(&token), DOMAIN);
+    assert_eq!(bound.status, 200, "{:?}", bound.json());
+    assert_eq!(bound.json()["domain"], DOMAIN);
+    let identifier = "urn:air:acme.example:acme:echo";
+    let agent = node.get("/api/v1/agents/acme/echo").json();
+    assert_eq!(agent["provenance"]["ard"]["identifier"], identifier);
+    assert_eq!(
+        node.get("/ard/v1/agents/urn%3Aair%3Aacme.example%3Aacme%3Aecho")
+            .status,
+        200
+    );
+    assert_eq!(
+        node.get("/api/v1/names").json()["domains"]["acme"]["domain"],
+        DOMAIN
+    );
+
+    // Checked again while served (renewed), then kept through failed checks until the proof
+    // expires, then lapsed.
+    node.wait_for("a renewal", Duration::from_secs(15), || {
+        (node.metric("meridian_domain_checks_total{outcome=\"renewed\"}") >= 1.0).then_some(())
+    });
+    site.serve(
+        PROOF_PATH,
+        Page {
+            status: 404,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    );
+    node.wait_for("a failed check", Duration::from_secs(15), || {
+        (node.metric("meridian_domain_checks_total{outcome=\"failed\"}") >= 1.0).then_some(())
+    });
+    node.wait_for("the lapse", Duration::from_secs(30), || {
+        (node.metric("meridian_domain_checks_total{outcome=\"lapsed\"}") >= 1.0).then_some(())
+    });
+    let agent = node.get("/api/v1/agents/acme/echo").json();
+    assert!(
+        agent["provenance"]["ard"]["identifier"].is_null(),
+        "{agent}"
+    );
+    assert!(
+        node.get("/api/v1/names").json()["domains"]
+            .get("acme")
+            .is_none()
+    );
+}
