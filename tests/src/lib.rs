@@ -622,7 +622,8 @@ pub fn node_did(node: &Daemon) -> String {
         .to_owned()
 }
 
-/// One answer an [`HttpsSite`] gives for a path.
+/// One answer an [`HttpsSite`] gives for a path. A 200 page with an `ETag` header answers a
+/// request whose `If-None-Match` names that tag with 304 and no body.
 #[derive(Debug, Clone)]
 pub struct Page {
     /// The status.
@@ -738,11 +739,27 @@ fn answer_tls(
     let head = String::from_utf8_lossy(&head);
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let page = pages.lock().expect("pages").get(&path).cloned();
-    let page = page.unwrap_or(Page {
+    let mut page = page.unwrap_or(Page {
         status: 404,
         headers: Vec::new(),
         body: b"not found".to_vec(),
     });
+    // A page with an ETag answers a request that names it with 304 and no body.
+    let etag = page
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
+        .map(|(_, value)| value.clone());
+    let asked = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("if-none-match")
+            .then(|| value.trim().to_owned())
+    });
+    if page.status == 200 && etag.is_some() && etag == asked {
+        page.status = 304;
+        page.body.clear();
+    }
     let mut answer = format!(
         "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
         page.status,

@@ -90,6 +90,20 @@ extra_roots = ""
 # before the proof expires. A failed check keeps the binding until the proof expires.
 recheck_secs = 86400
 
+[ingest]
+# Publish an organisation's agents from its own site: the node polls these https:// URLs on the
+# organisation's bound domain (comma-separated; ARD manifests such as
+# https://acme.example/.well-known/ard.json, or A2A cards such as
+# https://acme.example/.well-known/agent-card.json), publishes new and changed cards signed
+# with the organisation's key, and unpublishes the agents a source no longer lists.
+# Empty: off. Each source's last result: GET /api/v1/ingest.
+sources = ""
+# The organisation, and its key file (which signs what is taken in).
+org = ""
+org_key = ""
+# How often each source is polled, in seconds (requests are conditional: ETag, Last-Modified).
+interval_secs = 300
+
 [governance]
 # The trust root file (a root document, e.g. root.1.cbor from `meridian gov init`). When set, an
 # agent enters this node's federated view only if the acceptance rule accepts it. Empty: off.
@@ -391,6 +405,64 @@ fn split_list(text: &str) -> impl Iterator<Item = &str> {
     text.split(',').map(str::trim).filter(|e| !e.is_empty())
 }
 
+/// `[ingest]`: publish an organisation's agents from its own site (ARD §5.2), with its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// The organisation whose agents are taken in (it must be bound to a domain).
+    pub org: String,
+    /// The organisation's key file, which signs what is taken in.
+    pub org_key: String,
+    /// `https://` URLs on the organisation's domain, comma-separated: ARD manifests
+    /// (`/.well-known/ard.json`) or A2A cards (`/.well-known/agent-card.json`). Empty: off.
+    pub sources: String,
+    /// How often each source is polled, in seconds.
+    pub interval_secs: u64,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            org: String::new(),
+            org_key: String::new(),
+            sources: String::new(),
+            interval_secs: 300,
+        }
+    }
+}
+
+impl IngestSection {
+    /// The source URLs.
+    pub fn source_urls(&self) -> Vec<String> {
+        split_list(&self.sources).map(str::to_owned).collect()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let sources = self.source_urls();
+        if sources.is_empty() {
+            return Ok(());
+        }
+        meridian_registry::manifest::check_name("org", &self.org)
+            .map_err(|problem| anyhow::anyhow!("config ingest.org: {problem}"))?;
+        if self.org_key.is_empty() {
+            bail!(
+                "config ingest.org_key: the organisation's key file is needed to sign what is taken in"
+            );
+        }
+        for source in sources {
+            let url = reqwest::Url::parse(&source)
+                .map_err(|e| anyhow::anyhow!("config ingest.sources: `{source}`: {e}"))?;
+            if url.scheme() != "https" {
+                bail!("config ingest.sources: `{source}` is not an https:// URL");
+            }
+        }
+        if self.interval_secs == 0 {
+            bail!("config ingest.interval_secs must be above 0");
+        }
+        Ok(())
+    }
+}
+
 /// `[ard]`: the ARD Registry API's federation with other registries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -532,6 +604,8 @@ pub struct NodeConfig {
     pub ard: ArdSection,
     /// `[domains]`
     pub domains: DomainsSection,
+    /// `[ingest]`
+    pub ingest: IngestSection,
     /// `[governance]`
     pub governance: GovernanceSection,
     /// `[log]`
@@ -554,6 +628,7 @@ impl NodeConfig {
                 "a2a",
                 "ard",
                 "domains",
+                "ingest",
                 "mesh",
             ],
         )?;
@@ -599,6 +674,7 @@ impl NodeConfig {
         }
         self.ard.upstream_urls()?;
         self.domains.fetch()?;
+        self.ingest.validate()?;
         if self.domains.recheck_secs == 0 {
             bail!("config domains.recheck_secs must be above 0");
         }

@@ -92,38 +92,46 @@ pub fn proof_url(domain: &str) -> String {
     format!("https://{domain}{DOMAIN_PROOF_PATH}")
 }
 
+impl DomainFetch {
+    /// An HTTPS-only client with these settings: no redirect, no proxy, the resolver
+    /// overrides, the extra roots, the egress guard, the timeout.
+    pub fn client(&self) -> Result<reqwest::Client, FetchError> {
+        let timeout = if self.timeout.is_zero() {
+            DOMAIN_FETCH_TIMEOUT
+        } else {
+            self.timeout
+        };
+        let mut roots = Vec::new();
+        for pem in &self.extra_roots_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| FetchError::BadRoot(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(FetchError::BadRoot("no certificate in the PEM file".into()));
+            }
+            roots.extend(certificates);
+        }
+        let mut builder = reqwest::Client::builder()
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(timeout)
+            .tls_certs_merge(roots);
+        if let Some(guard) = &self.egress {
+            builder = builder.dns_resolver(guard.resolver());
+        }
+        for (name, address) in &self.resolve {
+            builder = builder.resolve(name, *address);
+        }
+        builder
+            .build()
+            .map_err(|e| FetchError::Client(e.to_string()))
+    }
+}
+
 /// Fetches `domain`'s proof file (its bytes; checking them is the caller's job).
 pub async fn fetch_proof(domain: &str, options: &DomainFetch) -> Result<Vec<u8>, FetchError> {
     check_domain(domain).map_err(FetchError::Domain)?;
-    let timeout = if options.timeout.is_zero() {
-        DOMAIN_FETCH_TIMEOUT
-    } else {
-        options.timeout
-    };
-    let mut roots = Vec::new();
-    for pem in &options.extra_roots_pem {
-        let certificates = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| FetchError::BadRoot(e.to_string()))?;
-        if certificates.is_empty() {
-            return Err(FetchError::BadRoot("no certificate in the PEM file".into()));
-        }
-        roots.extend(certificates);
-    }
-    let mut builder = reqwest::Client::builder()
-        .https_only(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(timeout)
-        .tls_certs_merge(roots);
-    if let Some(guard) = &options.egress {
-        builder = builder.dns_resolver(guard.resolver());
-    }
-    for (name, address) in &options.resolve {
-        builder = builder.resolve(name, *address);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| FetchError::Client(e.to_string()))?;
+    let client = options.client()?;
     let url = proof_url(domain);
     let response = client
         .get(&url)
@@ -146,7 +154,7 @@ pub async fn fetch_proof(domain: &str, options: &DomainFetch) -> Result<Vec<u8>,
 }
 
 /// An error with its causes, so "error sending request" says why (a certificate, a refusal).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

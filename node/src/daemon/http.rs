@@ -69,6 +69,10 @@ pub struct NodeState {
     pub ard: super::ard::Federation,
     /// How this node reaches organisations' domains (`[domains]`).
     pub domain_fetch: super::domains::DomainFetch,
+    /// Ingestion from the organisation's own site (`[ingest]`).
+    pub ingest: super::ingest::Ingest,
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
     /// When the state was made: the monotonic origin of the rate limiters' time.
     pub started: Instant,
     next_request: AtomicU64,
@@ -116,6 +120,8 @@ impl NodeState {
             sync_budget: std::sync::Mutex::new(meridian_hub::ratelimit::Limiter::new()),
             ard: super::ard::Federation::new(&config_ard)?,
             domain_fetch: config_domains,
+            ingest: super::ingest::Ingest::load(data)?,
+            data_dir: data.to_owned(),
             started: Instant::now(),
             next_request: AtomicU64::new(1),
         };
@@ -491,6 +497,7 @@ pub fn api_router(
         .routes(routes!(heads))
         .routes(routes!(names))
         .routes(routes!(super::domains::bind_domain))
+        .routes(routes!(super::ingest::status))
         .routes(routes!(export_snapshot))
         .routes(import)
         .routes(routes!(block))

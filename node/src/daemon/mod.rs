@@ -10,6 +10,7 @@ pub mod events;
 pub mod governance;
 pub mod http;
 pub mod index;
+pub mod ingest;
 pub mod mesh;
 pub mod names;
 pub use meridian_hub::metrics;
@@ -94,7 +95,7 @@ pub fn load_config(options: &RunOptions) -> Result<NodeConfig> {
 /// Logs to stderr in `format` (`text` or `json`), at the verbosity `RUST_LOG` gives.
 pub(crate) fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -257,6 +258,7 @@ pub async fn serve(
     let app = http::router(state.clone());
     let refresh_task = tokio::spawn(refresh_head(state.clone()));
     let names_task = tokio::spawn(watch_name_pins(state.clone()));
+    let ingest_task = tokio::spawn(ingest::run(state.clone()));
     let domains_task = tokio::spawn(domains::recheck_domains(
         state.clone(),
         Duration::from_secs(config.domains.recheck_secs.clamp(1, 60)),
@@ -281,6 +283,7 @@ pub async fn serve(
     refresh_task.abort();
     names_task.abort();
     domains_task.abort();
+    ingest_task.abort();
     if let Some(task) = mesh_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }

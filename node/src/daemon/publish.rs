@@ -97,6 +97,12 @@ impl Publisher {
         }
     }
 
+    /// The CID this node's own registry lists under `agent_id` (a manifest or a removal).
+    pub fn own_entry(&self, agent_id: &str) -> Option<Cid> {
+        let own = self.own.lock().ok()?;
+        own.as_ref()?.tree.get(agent_id.as_bytes())
+    }
+
     /// The node's public key.
     pub fn public(&self) -> PublicKey {
         self.key.public()
@@ -680,21 +686,44 @@ async fn put_agent(
                     "this is a signed removal of `{}`: send it with DELETE /api/v1/agents/{}",
                     manifest.body.agent_id, manifest.body.agent_id)));
             }
-            admissible(&task_state, &manifest)?;
-            let hidden_by = task_state.index.read().map_err(|_| ApiError::internal("index lock poisoned"))?
-                .removal(&manifest.body.agent_id).map(|r| r.updated_at);
-            if let Some(removed_at) = hidden_by && removed_at >= manifest.body.updated_at {
-                return Err(removed_conflict(&manifest.body.agent_id, removed_at, manifest.body.updated_at));
-            }
             let agent_id = manifest.body.agent_id.clone();
             let manifest_cid = manifest.to_block_and_cid().0;
-            let (commit, seq, existed) = apply(&task_state, Change::Put(Box::new(manifest)))?;
+            let (commit, seq, existed) = publish_signed(&task_state, manifest)?;
             let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
             Ok((status, json!({ "agent_id": agent_id, "manifest": manifest_cid.to_string(), "commit": commit.to_string(), "seq": seq })))
         })
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Publishes a signed manifest (an agent, a new version, a deprecation, or a removal) as this
+/// node's own: refused as the federated view would refuse it, and a manifest the
+/// organisation's removal still hides refused too. Returns the commit, its seq and whether the
+/// agent was listed before.
+pub(crate) fn publish_signed(
+    state: &NodeState,
+    manifest: Manifest,
+) -> Result<(Cid, u64, bool), ApiError> {
+    admissible(state, &manifest)?;
+    if !manifest.is_removal() {
+        let hidden_by = state
+            .index
+            .read()
+            .map_err(|_| ApiError::internal("index lock poisoned"))?
+            .removal(&manifest.body.agent_id)
+            .map(|r| r.updated_at);
+        if let Some(removed_at) = hidden_by
+            && removed_at >= manifest.body.updated_at
+        {
+            return Err(removed_conflict(
+                &manifest.body.agent_id,
+                removed_at,
+                manifest.body.updated_at,
+            ));
+        }
+    }
+    apply(state, Change::Put(Box::new(manifest)))
 }
 
 /// Publish a new or changed agent: a signed manifest, or the card with its signature.
@@ -754,10 +783,9 @@ pub async fn delete_agent(
                     "the body must be a signed removal of `{agent_id}` (`meridian agent remove --out`), not {} of `{}`",
                     if removal.is_removal() { "a removal" } else { "a manifest" }, removal.body.agent_id)));
             }
-            admissible(&task_state, &removal)?;
             let removal_cid = removal.to_block_and_cid().0;
             let removed_at = removal.body.updated_at;
-            let (commit, seq, _) = apply(&task_state, Change::Put(Box::new(removal)))?;
+            let (commit, seq, _) = publish_signed(&task_state, removal)?;
             Ok((StatusCode::OK, json!({ "agent_id": agent_id, "deleted": true, "signed": true, "removal": removal_cid.to_string(), "removed_at": removed_at, "commit": commit.to_string(), "seq": seq })))
         })
     })

@@ -9,6 +9,7 @@ mod cli;
 mod domains;
 mod fuzz_regressions;
 mod governance_flow;
+mod ingest;
 mod lifecycle;
 mod runbooks;
 mod tidy;
