@@ -33,6 +33,8 @@ pub use meridian_hub::relay::is_private;
 /// The proxy's client, limiter and concurrency bound.
 pub struct Proxy {
     client: reqwest::Client,
+    /// Reverse proxies whose forwarding headers are believed (`a2a.trusted_proxies`).
+    trusted: Vec<meridian_hub::relay::Cidr>,
     /// For the region's hub, which the operator configured (so no SSRF guard).
     hub_client: reqwest::Client,
     limiter: Mutex<Limiter>,
@@ -49,6 +51,8 @@ impl Proxy {
         )?;
         Ok(Self {
             client,
+            trusted: meridian_hub::relay::parse_cidrs(&config.trusted_proxies)
+                .map_err(|e| anyhow::anyhow!("a2a.trusted_proxies: {e}"))?,
             hub_client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .pool_idle_timeout(meridian_hub::serve::CLIENT_POOL_IDLE)
@@ -168,49 +172,177 @@ fn count(state: &NodeState, outcome: &str) {
 }
 
 /// Forward one JSON-RPC call to the agent and stream its answer back (also with a trailing slash).
-#[utoipa::path(post, path = "/a2a/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name"), ("Meridian-Caller-Token" = Option<String>, Header, description = "the calling organisation's token, for its rate tier (not forwarded)")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer, streamed (any status passes through)", content_type = "application/json"), (status = 401, description = "bad caller token", body = ErrorBody), (status = 403, description = "private address refused", body = ErrorBody), (status = 404, description = "unknown agent", body = ErrorBody), (status = 413, description = "too large", body = ErrorBody), (status = 429, description = "rate limited (Retry-After)", body = ErrorBody), (status = 502, description = "agent unreachable", body = ErrorBody), (status = 503, description = "too many calls in flight (Retry-After)", body = ErrorBody), (status = 504, description = "agent timed out", body = ErrorBody)))]
+/// The proxy's own refusals come in JSON-RPC's shape for a JSON-RPC request: `{jsonrpc, id (the
+/// request's), error: {code: -32000 (-32600 for a body too large), message, data: {reason,
+/// httpStatus, retryAfterSeconds}}}`, with the HTTP status below and `Retry-After` on 429 and
+/// 503; for anything else, in Meridian's `{error: {code, message}}`.
+#[utoipa::path(post, path = "/a2a/{org}/{agent}", tag = "a2a", params(("org" = String, Path, description = "organisation id"), ("agent" = String, Path, description = "agent name"), ("Meridian-Caller-Token" = Option<String>, Header, description = "the calling organisation's token, for its rate tier (not forwarded)")), request_body(content = String, content_type = "application/json", description = "a JSON-RPC request"), responses((status = 200, description = "the agent's answer, streamed (any status passes through)", content_type = "application/json"), (status = 401, description = "bad caller token"), (status = 403, description = "private address refused"), (status = 404, description = "unknown agent"), (status = 410, description = "removed by its organisation"), (status = 413, description = "larger than a2a.body_bytes_max (JSON-RPC code -32600, id null)"), (status = 429, description = "over the caller's rate toward this agent (Retry-After)"), (status = 502, description = "agent unreachable"), (status = 503, description = "too many calls in flight (Retry-After)"), (status = 504, description = "agent timed out")))]
 pub async fn call(
     State(state): State<Arc<NodeState>>,
     Path((org, agent)): Path<(String, String)>,
     client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Response {
     let client = client.map(|axum::Extension(axum::extract::ConnectInfo(address))| address);
-    let (manifest, publisher) = manifest_of(&state, &org, &agent)?;
-    let (hub, url) = destination(&state, &manifest, &org, &agent)?;
-    let caller = caller(&state, &headers, client)?;
-    let permit = match admit(&state, &caller, &org, &agent)? {
-        Ok(permit) => permit,
-        Err(refusal) => return Ok(refusal),
+    match forward(&state, (&org, &agent), client, &headers, &body).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.answer(&body),
+    }
+}
+
+/// A refusal of the proxy itself (never an agent's answer): the error and, for a 429 or 503,
+/// how many seconds to wait.
+pub struct Refusal {
+    error: ApiError,
+    retry_after: Option<u64>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl Refusal {
+    /// The refusal in the shape of the caller's protocol: for a JSON-RPC request a JSON-RPC
+    /// error with the request's `id` ([`jsonrpc_refusal`]), otherwise Meridian's error shape;
+    /// the HTTP status kept, and `Retry-After` when the caller may retry.
+    pub fn answer(self, body: &[u8]) -> Response {
+        let request: Option<Value> = serde_json::from_slice(body).ok();
+        let id = request
+            .as_ref()
+            .filter(|r| r.get("jsonrpc").is_some())
+            .map(|r| r.get("id").cloned().unwrap_or(Value::Null));
+        let mut response = match id {
+            Some(id) => jsonrpc_refusal(
+                id,
+                self.error.status(),
+                self.error.code(),
+                self.error.message(),
+                self.retry_after,
+            ),
+            None => self.error.into_response(),
+        };
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+/// The JSON-RPC error answer of a proxy refusal, with HTTP `status`: code -32600 (Invalid
+/// Request) for a request too large, otherwise -32000 (a server error JSON-RPC leaves to the
+/// implementation: A2A defines none for a proxy's refusals), with `data.reason` (Meridian's
+/// code, upper case: `RATE_LIMITED`, `BUSY`, `UNKNOWN_AGENT`, ...), `data.httpStatus` and, when
+/// the caller may retry, `data.retryAfterSeconds`. A client reads a 429 or 503 as retryable
+/// from the status and `Retry-After`, whatever it makes of the body.
+pub fn jsonrpc_refusal(
+    id: Value,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response {
+    let rpc_code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        -32600
+    } else {
+        -32000
     };
+    let mut data =
+        serde_json::json!({ "reason": code.to_uppercase(), "httpStatus": status.as_u16() });
+    if let Some(seconds) = retry_after {
+        data["retryAfterSeconds"] = Value::from(seconds.max(1));
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": rpc_code, "message": message, "data": data },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Marks an answer that came from the agent (or the hub's relay): never reshaped.
+#[derive(Debug, Clone, Copy)]
+struct FromAgent;
+
+/// Middleware of the JSON-RPC endpoint: a refusal made before the handler ran (a body over
+/// `a2a.body_bytes_max` or one that broke off, answered by the extractor in plain text) comes
+/// back as a JSON-RPC error with a null `id` (the request could not be read), keeping its
+/// status. The agent's own answers pass unchanged.
+pub async fn shape_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = !response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if response.extensions().get::<FromAgent>().is_some()
+        || !(status.is_client_error() || status.is_server_error())
+        || !plain
+    {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "body_too_large",
+            "the request is larger than a2a.body_bytes_max",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("body_timeout", "the request body did not arrive in time"),
+        _ => ("bad_request", "the request could not be read"),
+    };
+    jsonrpc_refusal(Value::Null, status, code, message, None)
+}
+
+/// The call: the agent's manifest, where to send it, the caller's admission, the request
+/// forwarded and the answer streamed back; or the proxy's refusal.
+async fn forward(
+    state: &Arc<NodeState>,
+    (org, agent): (&str, &str),
+    client: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Refusal> {
+    let (manifest, publisher) = manifest_of(state, org, agent)?;
+    let (hub, url) = destination(state, &manifest, org, agent)?;
+    let caller = caller(state, headers, client)?;
+    let permit = admit(state, &caller, org, agent)?;
     let target = Target {
-        org: &org,
-        agent: &agent,
+        org,
+        agent,
         publisher: &publisher,
         region: &manifest.body.region,
-        body: &body,
+        body,
     };
     // `Bytes` clones share the buffer: the body is not copied.
     let request = outgoing(
-        &state,
+        state,
         hub.is_some(),
         &url,
         target,
-        &caller,
-        &headers,
+        (&caller, client),
+        headers,
         body.clone(),
     );
-    let upstream = send(&state, request, &url).await?;
+    let upstream = send(state, request, &url).await?;
     count(
-        &state,
+        state,
         if hub.is_some() {
             "relayed"
         } else {
             "forwarded"
         },
     );
-    let mut response = stream_back(&state, upstream, permit);
+    let mut response = stream_back(state, upstream, permit);
     mark_deprecated(&mut response, &manifest);
     Ok(response)
 }
@@ -269,7 +401,7 @@ fn admit(
     caller: &str,
     org: &str,
     agent: &str,
-) -> Result<Result<tokio::sync::OwnedSemaphorePermit, Response>, ApiError> {
+) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
     let rate = rate_for(state, caller);
     let bucket = format!("{caller} {org}/{agent}");
     let decision = {
@@ -284,23 +416,27 @@ fn admit(
     if let Decision::Wait(wait) = decision {
         count(state, "rate_limited");
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Ok(Err(error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("{caller} is over its rate; retry in {seconds} s"),
-        )
-        .retry_after(seconds)));
+        return Err(Refusal {
+            error: error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("{caller} is over its rate toward {org}/{agent}; retry in {seconds} s"),
+            ),
+            retry_after: Some(seconds),
+        });
     }
     let Ok(permit) = state.proxy.slots.clone().try_acquire_owned() else {
         count(state, "busy");
-        return Ok(Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many A2A calls in flight; retry shortly",
-        )
-        .retry_after(1)));
+        return Err(Refusal {
+            error: error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many A2A calls in flight; retry shortly",
+            ),
+            retry_after: Some(1),
+        });
     };
-    Ok(Ok(permit))
+    Ok(permit)
 }
 
 use meridian_sync::claims::CallTarget as Target;
@@ -313,7 +449,7 @@ fn outgoing(
     via_hub: bool,
     url: &reqwest::Url,
     target: Target<'_>,
-    caller: &str,
+    (caller, client): (&str, Option<std::net::SocketAddr>),
     headers: &HeaderMap,
     body: Bytes,
 ) -> reqwest::RequestBuilder {
@@ -344,19 +480,62 @@ fn outgoing(
     } else {
         state.proxy.client.post(url.clone()).body(body)
     };
+    let trusted = client.is_some_and(|c| state.proxy.trusted.iter().any(|r| r.contains(c.ip())));
     for (name, value) in headers {
         let lower = name.as_str();
         // `Meridian-*` headers are this hop's (the caller token, and the publisher, region and
         // caller organisation told to the hub above): a caller must not be able to set them.
+        // Forwarding headers are believed only from a trusted reverse proxy.
         if HOP_BY_HOP.contains(&lower)
             || lower == "content-length"
             || lower.starts_with("meridian-")
+            || (!trusted && FORWARDING_HEADERS.contains(&lower))
         {
             continue;
         }
         request = request.header(name, value);
     }
+    forwarded(request, client, headers)
+}
+
+/// The headers that say who a request came from and through which proxies.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Adds this hop to the forwarding headers: RFC 7239 `Forwarded` (`for` the caller's address,
+/// `host` it asked for, `proto`) and `X-Forwarded-For`, after any a trusted proxy sent.
+fn forwarded(
+    request: reqwest::RequestBuilder,
+    client: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+) -> reqwest::RequestBuilder {
+    let Some(client) = client else {
+        return request;
+    };
+    let ip = client.ip();
+    let node = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto=http");
+    if let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+        })
+    {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
     request
+        .header("forwarded", element)
+        .header("x-forwarded-for", ip.to_string())
 }
 
 /// Sends the call, within `a2a.timeout_secs` to the first byte: 504 past it, 403 when the
@@ -438,6 +617,7 @@ fn stream_back(
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
+    response.extensions_mut().insert(FromAgent);
     response
 }
 
@@ -509,6 +689,45 @@ pub(crate) fn card_base(state: &NodeState, headers: &HeaderMap) -> Result<String
     }
 }
 
+/// Whether an interface's binding (`protocolBinding` in v1.0, `transport` in v0.3) is one this
+/// proxy carries: JSON-RPC over HTTP (the default when none is named).
+fn carried(binding: Option<&str>) -> bool {
+    binding.is_none_or(|b| b.eq_ignore_ascii_case("JSONRPC"))
+}
+
+/// Rewrites a card so that no URL in it leads past the node: every interface this proxy
+/// carries (JSON-RPC) points at `proxy_url`, in both card versions and in a card that carries
+/// both forms (v1.0 `supportedInterfaces`; v0.3 `url` with `preferredTransport` and
+/// `additionalInterfaces`); interfaces it cannot carry (gRPC, HTTP+JSON) are left out, a v0.3
+/// card whose preferred transport is one of them prefers JSON-RPC through the node instead; and
+/// the agent's JWS `signatures`, which covered the card as published, not as served, are
+/// dropped (the signed original stays available from `GET /api/v1/agents/ORG/NAME`).
+pub fn rewrite_card(card: &mut Value, proxy_url: &str) {
+    let Some(object) = card.as_object_mut() else {
+        return;
+    };
+    let proxy = Value::String(proxy_url.to_owned());
+    // v1.0 names an interface's binding `protocolBinding`, v0.3 `transport`.
+    for (list, binding) in [
+        ("supportedInterfaces", "protocolBinding"),
+        ("additionalInterfaces", "transport"),
+    ] {
+        if let Some(interfaces) = object.get_mut(list).and_then(Value::as_array_mut) {
+            interfaces.retain(|i| carried(i.get(binding).and_then(Value::as_str)));
+            for interface in interfaces.iter_mut() {
+                interface["url"] = proxy.clone();
+            }
+        }
+    }
+    if object.contains_key("url") {
+        object.insert("url".into(), proxy);
+        if !carried(object.get("preferredTransport").and_then(Value::as_str)) {
+            object.insert("preferredTransport".into(), Value::String("JSONRPC".into()));
+        }
+    }
+    object.remove("signatures");
+}
+
 /// The agent's card, with its JSON-RPC interfaces pointing at this proxy.
 ///
 /// Otherwise clients would read the agent's own URL and bypass the node.
@@ -522,29 +741,103 @@ pub async fn card(
     let mut card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
     let base = card_base(&state, &headers)?;
     let proxy_url = format!("{base}/a2a/{org}/{agent}");
-    if let Some(interfaces) = card
-        .get_mut("supportedInterfaces")
-        .and_then(Value::as_array_mut)
-    {
-        for interface in interfaces {
-            let binding = interface
-                .get("protocolBinding")
-                .and_then(Value::as_str)
-                .unwrap_or("JSONRPC");
-            if binding.eq_ignore_ascii_case("JSONRPC") {
-                interface["url"] = Value::String(proxy_url.clone());
-            }
-        }
-    } else if card.get("url").is_some() {
-        let transport = card
-            .get("preferredTransport")
-            .and_then(Value::as_str)
-            .unwrap_or("JSONRPC");
-        if transport.eq_ignore_ascii_case("JSONRPC") {
-            card["url"] = Value::String(proxy_url);
-        }
-    }
+    rewrite_card(&mut card, &proxy_url);
     let mut response = axum::Json(card).into_response();
     mark_deprecated(&mut response, &manifest);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Every URL in a served card, wherever it sits.
+    fn urls(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    match inner {
+                        Value::String(s) if key == "url" => out.push(s.clone()),
+                        other => urls(other, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| urls(i, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_url_in_a_served_card_leads_past_the_node() {
+        let proxy = "https://node.example/a2a/acme/echo";
+        let v1 = json!({
+            "name": "Echo",
+            "supportedInterfaces": [
+                { "url": "https://agent.example/rpc", "protocolBinding": "JSONRPC" },
+                { "url": "https://agent.example/grpc", "protocolBinding": "GRPC" },
+                { "url": "https://agent.example/rest", "protocolBinding": "HTTP+JSON" },
+            ],
+            "signatures": [{ "protected": "x", "signature": "y" }],
+        });
+        let v03 = json!({
+            "name": "Echo",
+            "url": "https://agent.example/grpc",
+            "preferredTransport": "GRPC",
+            "additionalInterfaces": [
+                { "url": "https://agent.example/rpc", "transport": "JSONRPC" },
+                { "url": "https://agent.example/grpc", "transport": "GRPC" },
+            ],
+        });
+        let both = json!({
+            "name": "Echo",
+            "url": "https://agent.example/rpc",
+            "supportedInterfaces": [{ "url": "https://agent.example/rpc" }],
+        });
+        for mut card in [v1, v03, both] {
+            rewrite_card(&mut card, proxy);
+            let mut found = Vec::new();
+            urls(&card, &mut found);
+            assert!(!found.is_empty(), "{card}");
+            assert!(found.iter().all(|u| u == proxy), "{card}");
+            assert!(
+                card.get("signatures").is_none(),
+                "the agent's signatures covered another card"
+            );
+            if let Some(preferred) = card.get("preferredTransport") {
+                assert_eq!(preferred, "JSONRPC", "{card}");
+            }
+        }
+    }
+
+    /// A buffered answer's JSON body.
+    fn body_json(response: Response) -> Value {
+        let bytes = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
+            response.into_body(),
+            1 << 16,
+        ))
+        .unwrap()
+        .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_refusal_speaks_json_rpc_to_a_json_rpc_request() {
+        let refusal = || Refusal {
+            error: error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down"),
+            retry_after: Some(2),
+        };
+        let request = br#"{"jsonrpc":"2.0","id":"req-9","method":"SendMessage"}"#;
+        let answer = refusal().answer(request);
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(answer.headers()[header::RETRY_AFTER], "2");
+        let body = body_json(answer);
+        assert_eq!(body["id"], "req-9");
+        assert_eq!(body["error"]["code"], -32000);
+        assert_eq!(body["error"]["data"]["reason"], "RATE_LIMITED");
+        assert_eq!(body["error"]["data"]["retryAfterSeconds"], 2);
+        // Anything else gets Meridian's shape.
+        let plain = refusal().answer(b"not json");
+        assert_eq!(body_json(plain)["error"]["code"], "rate_limited");
+    }
 }

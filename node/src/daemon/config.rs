@@ -47,6 +47,10 @@ allowed_hosts = ""
 [a2a]
 # Let the proxy reach private, loopback and link-local addresses (off: SSRF protection).
 allow_private = false
+# Reverse proxies in front of this node (comma-separated CIDRs such as 10.0.0.0/8): only their
+# Forwarded and X-Forwarded-* headers pass on to agents; anyone else's are dropped. Either way
+# the node adds its own (RFC 7239 Forwarded: for, host, proto; and X-Forwarded-For).
+trusted_proxies = ""
 # Largest JSON-RPC request forwarded, in bytes.
 body_bytes_max = 1048576
 # How long to wait for an agent to start answering, in seconds.
@@ -59,9 +63,11 @@ concurrency_max = 256
 # seconds without a byte from the agent.
 stream_timeout_secs = 3600
 stream_idle_timeout_secs = 300
-# Rate for callers without a tier in the policy bundle: requests per second and burst.
-default_rps = 20
-default_burst = 40
+# Rate for callers without a tier in the policy bundle: requests per second and burst, in one
+# bucket per caller (its organisation with a caller token, else its client address) and agent:
+# enough for one client running an A2A conformance suite against one agent.
+default_rps = 50
+default_burst = 100
 
 [ard]
 # Other ARD registries (their API bases, e.g. "https://registry.example/ard/v1", comma-separated)
@@ -310,6 +316,10 @@ impl Default for LogSection {
 pub struct A2aSection {
     /// Whether the proxy may reach private addresses.
     pub allow_private: bool,
+    /// Address ranges of reverse proxies in front of this node, comma-separated CIDRs: only
+    /// from them are a caller's `Forwarded` and `X-Forwarded-*` headers passed on (and added
+    /// to); from anyone else they are dropped and the node's own stand alone.
+    pub trusted_proxies: String,
     /// Largest request forwarded, in bytes.
     pub body_bytes_max: usize,
     /// Wait for the agent's answer to start, in seconds.
@@ -332,14 +342,15 @@ impl Default for A2aSection {
     fn default() -> Self {
         Self {
             allow_private: false,
+            trusted_proxies: String::new(),
             body_bytes_max: 1024 * 1024,
             timeout_secs: 30,
             connect_timeout_secs: 10,
             concurrency_max: 256,
             stream_timeout_secs: 3600,
             stream_idle_timeout_secs: 300,
-            default_rps: 20,
-            default_burst: 40,
+            default_rps: 50,
+            default_burst: 100,
         }
     }
 }
@@ -685,6 +696,8 @@ impl NodeConfig {
             bail!("config ard.federation_rps and ard.federation_burst must be above 0");
         }
         let a2a = &self.a2a;
+        meridian_hub::relay::parse_cidrs(&a2a.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("config a2a.trusted_proxies: {e}"))?;
         if a2a.stream_timeout_secs == 0 || a2a.stream_idle_timeout_secs == 0 {
             bail!(
                 "config a2a.stream_timeout_secs and a2a.stream_idle_timeout_secs must be above 0"

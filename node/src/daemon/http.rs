@@ -433,6 +433,16 @@ impl ApiError {
         &self.message
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code (`rate_limited`, `unknown_agent`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// An error with a status, a stable code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -488,7 +498,12 @@ pub fn api_router(
         import.layer(DefaultBodyLimit::max(import_limit)),
     );
     let (schemas, paths, call) = routes!(super::a2a::call);
-    let call = (schemas, paths, call.layer(DefaultBodyLimit::max(a2a_limit)));
+    let call = (
+        schemas,
+        paths,
+        call.layer(DefaultBodyLimit::max(a2a_limit))
+            .layer(middleware::from_fn(super::a2a::shape_refusals)),
+    );
     utoipa_axum::router::OpenApiRouter::with_openapi(super::openapi::base())
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -545,7 +560,9 @@ pub fn router(state: Arc<NodeState>) -> Router {
         // The same call with a trailing slash (A2A clients use both forms).
         .route(
             "/a2a/{org}/{agent}/",
-            post(super::a2a::call).layer(DefaultBodyLimit::max(a2a_limit)),
+            post(super::a2a::call)
+                .layer(DefaultBodyLimit::max(a2a_limit))
+                .layer(middleware::from_fn(super::a2a::shape_refusals)),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), read_guard))

@@ -51,6 +51,14 @@ fn serve(mut stream: TcpStream) {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
+    let seen_all = |name: &str| {
+        let values: Vec<&str> = headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        values.join(", ")
+    };
     if method == "message/stream" || method == "SendStreamingMessage" {
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\na2a-version: 1.0\r\ntransfer-encoding: chunked\r\n\r\n");
         for i in 0..3 {
@@ -74,6 +82,8 @@ fn serve(mut stream: TcpStream) {
             "saw_a2a_version": seen("a2a-version"),
             "saw_authorization": seen("authorization"),
             "saw_caller_token": seen("meridian-caller-token"),
+            "saw_forwarded": seen_all("forwarded"),
+            "saw_x_forwarded_for": seen_all("x-forwarded-for"),
         }
     })
     .to_string();
@@ -165,6 +175,9 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
         ("a2a-version", "1.0"),
         ("authorization", "Bearer agent-secret"),
         ("meridian-caller-token", caller.as_str()),
+        // A caller cannot pass itself off as someone else to the agent.
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-for", "6.6.6.6"),
     ];
 
     // A call: same answer as from the agent, end-to-end headers through, our token stripped.
@@ -177,6 +190,12 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
     assert_eq!(answer["result"]["saw_a2a_version"], "1.0");
     assert_eq!(answer["result"]["saw_authorization"], "Bearer agent-secret");
     assert!(answer["result"]["saw_caller_token"].is_null());
+    let host = node.address.to_string();
+    assert_eq!(
+        answer["result"]["saw_forwarded"],
+        format!("for=127.0.0.1;proto=http;host=\"{host}\"")
+    );
+    assert_eq!(answer["result"]["saw_x_forwarded_for"], "127.0.0.1");
     assert!(
         response_headers
             .iter()
@@ -206,22 +225,28 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
         format!("http://{}/a2a/acme/echo", node.address)
     );
 
-    // Edges: unknown agent, oversized body, bad caller token.
+    // Edges: unknown agent, oversized body, bad caller token; the proxy's refusals of a
+    // JSON-RPC request are JSON-RPC errors with its id (null when it could not be read).
+    let (status, _, body) = node.request("POST", "/a2a/acme/nobody", &headers, &rpc("SendMessage"));
+    assert_eq!(status, 404);
+    let refusal: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
-        node.request("POST", "/a2a/acme/nobody", &headers, &rpc("SendMessage"))
-            .0,
-        404
+        (refusal["jsonrpc"].as_str(), refusal["id"].as_i64()),
+        (Some("2.0"), Some(7))
     );
-    assert_eq!(
-        node.request(
-            "POST",
-            "/a2a/acme/echo",
-            &headers,
-            &vec![b' '; 2 * 1024 * 1024]
-        )
-        .0,
-        413
+    assert_eq!(refusal["error"]["code"], -32000);
+    assert_eq!(refusal["error"]["data"]["reason"], "UNKNOWN_AGENT");
+    let (status, _, body) = node.request(
+        "POST",
+        "/a2a/acme/echo",
+        &headers,
+        &vec![b' '; 2 * 1024 * 1024],
     );
+    assert_eq!(status, 413);
+    let refusal: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(refusal["id"].is_null(), "{refusal}");
+    assert_eq!(refusal["error"]["code"], -32600);
+    assert_eq!(refusal["error"]["data"]["reason"], "BODY_TOO_LARGE");
     assert_eq!(
         node.request(
             "POST",
@@ -255,27 +280,46 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
             ("MERIDIAN_A2A_ALLOW_PRIVATE", "true"),
             ("MERIDIAN_A2A_DEFAULT_RPS", "1"),
             ("MERIDIAN_A2A_DEFAULT_BURST", "1"),
+            ("MERIDIAN_A2A_TRUSTED_PROXIES", "127.0.0.0/8"),
         ],
     );
     assert_eq!(limited.import(&car).0, 200);
-    assert_eq!(
-        limited
-            .request(
-                "POST",
-                "/a2a/acme/echo",
-                &[("content-type", "application/json")],
-                &rpc("SendMessage")
-            )
-            .0,
-        200
+    // From a trusted reverse proxy, its forwarding headers pass, with this hop after them.
+    let (status, _, body) = limited.request(
+        "POST",
+        "/a2a/acme/echo",
+        &[
+            ("content-type", "application/json"),
+            ("forwarded", "for=198.51.100.7"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ],
+        &rpc("SendMessage"),
     );
-    let (status, headers, _) = limited.request(
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let forwarded = answer["result"]["saw_forwarded"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        forwarded.starts_with("for=198.51.100.7, for=127.0.0.1;proto=http"),
+        "{forwarded}"
+    );
+    assert_eq!(
+        answer["result"]["saw_x_forwarded_for"],
+        "198.51.100.7, 127.0.0.1"
+    );
+    let (status, headers, body) = limited.request(
         "POST",
         "/a2a/acme/echo",
         &[("content-type", "application/json")],
         &rpc("SendMessage"),
     );
     assert_eq!(status, 429);
+    let refusal: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(refusal["id"], 7);
+    assert_eq!(refusal["error"]["data"]["reason"], "RATE_LIMITED");
+    assert_eq!(refusal["error"]["data"]["retryAfterSeconds"], 1);
     assert!(
         headers.iter().any(|(k, v)| k == "retry-after" && v == "1"),
         "{headers:?}"
