@@ -439,6 +439,17 @@ fn admit(
     Ok(permit)
 }
 
+/// Admits a call to the node's own agent (`POST /a2a`) under the caller's rate, like a call to
+/// any agent (its bucket names `meridian/node`).
+pub(crate) fn admit_node_agent(
+    state: &NodeState,
+    headers: &HeaderMap,
+    client: Option<std::net::SocketAddr>,
+) -> Result<(), Refusal> {
+    let caller = caller(state, headers, client)?;
+    admit(state, &caller, "meridian", "node").map(drop)
+}
+
 use meridian_sync::claims::CallTarget as Target;
 
 /// The request to the agent, or to the hub's relay with the publisher, the region and (for an

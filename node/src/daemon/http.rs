@@ -71,6 +71,8 @@ pub struct NodeState {
     pub domain_fetch: super::domains::DomainFetch,
     /// Ingestion from the organisation's own site (`[ingest]`).
     pub ingest: super::ingest::Ingest,
+    /// The tasks the node's own A2A agent answered.
+    pub node_agent: super::agent::Tasks,
     /// The data directory.
     pub data_dir: std::path::PathBuf,
     /// When the state was made: the monotonic origin of the rate limiters' time.
@@ -121,6 +123,7 @@ impl NodeState {
             ard: super::ard::Federation::new(&config_ard)?,
             domain_fetch: config_domains,
             ingest: super::ingest::Ingest::load(data)?,
+            node_agent: super::agent::Tasks::default(),
             data_dir: data.to_owned(),
             started: Instant::now(),
             next_request: AtomicU64::new(1),
@@ -504,6 +507,14 @@ pub fn api_router(
         call.layer(DefaultBodyLimit::max(a2a_limit))
             .layer(middleware::from_fn(super::a2a::shape_refusals)),
     );
+    let (schemas, paths, own_agent) = routes!(super::agent::rpc);
+    let own_agent = (
+        schemas,
+        paths,
+        own_agent
+            .layer(DefaultBodyLimit::max(a2a_limit))
+            .layer(middleware::from_fn(super::a2a::shape_refusals)),
+    );
     utoipa_axum::router::OpenApiRouter::with_openapi(super::openapi::base())
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -543,6 +554,8 @@ pub fn api_router(
         ))
         .routes(call)
         .routes(routes!(super::a2a::card))
+        .routes(own_agent)
+        .routes(routes!(super::agent::card))
         .routes(routes!(super::ard::search))
         .routes(routes!(super::ard::explore))
         .routes(routes!(super::ard::list))

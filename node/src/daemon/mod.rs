@@ -3,6 +3,7 @@
 //! `meridian-registry`.
 
 pub mod a2a;
+pub mod agent;
 pub mod ard;
 pub mod config;
 pub mod domains;

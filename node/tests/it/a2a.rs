@@ -397,3 +397,164 @@ fn people_search_show_and_call_agents_from_the_command_line() {
     .unwrap();
     assert_eq!(printed.trim(), "hello there");
 }
+
+/// POSTs a JSON-RPC request to the node's own agent; the answer's JSON.
+fn ask(node: &Node, body: serde_json::Value) -> serde_json::Value {
+    let (status, _, answer) = node.request(
+        "POST",
+        "/a2a",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    serde_json::from_slice(&answer).unwrap()
+}
+
+#[test]
+fn the_node_is_an_a2a_agent_that_finds_and_explains_agents() {
+    let agent = start_echo_agent();
+    let (_guard, dir) = workspace(0);
+    let dir = dir.as_path();
+    std::fs::write(dir.join("cards/echo.json"), echo_card(&agent)).unwrap();
+    build(dir, "s.car", None);
+    let car = std::fs::read(dir.join("s.car")).unwrap();
+    let node = Node::start(dir, "own", &[]);
+    assert_eq!(node.import(&car).0, 200);
+    let base = format!("http://{}", node.address);
+
+    // Its card, at the host root where A2A clients look.
+    let (status, card) = node.get_json("/.well-known/agent-card.json");
+    assert_eq!(status, 200);
+    assert_eq!(card["supportedInterfaces"][0]["url"], format!("{base}/a2a"));
+    assert_eq!(card["url"], format!("{base}/a2a"));
+    let skills: Vec<&str> = card["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(skills, ["find-agents", "explain-agent"]);
+
+    // v1.0: a completed task whose answer lists the match with its proxy URL and provenance.
+    let found = ask(
+        &node,
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": "q1", "method": "SendMessage",
+            "params": { "message": { "messageId": "m1", "role": "ROLE_USER", "parts": [{ "text": "echo" }] } },
+        }),
+    );
+    assert_eq!(found["id"], "q1");
+    let task = &found["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{found}");
+    let answer = &task["status"]["message"];
+    assert_eq!(answer["role"], "ROLE_AGENT");
+    let data = &answer["parts"][1]["data"];
+    assert_eq!(data["matches"][0]["agentId"], "acme/echo", "{data}");
+    assert_eq!(data["matches"][0]["rank"], 1);
+    assert_eq!(
+        data["matches"][0]["proxyUrl"],
+        format!("{base}/a2a/acme/echo")
+    );
+    assert!(
+        data["matches"][0]["provenance"]["publisher"]
+            .as_str()
+            .unwrap()
+            .starts_with("did:key:")
+    );
+    assert!(
+        answer["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("acme/echo")
+    );
+
+    // Read again, and not cancellable once completed; an unknown task is not found.
+    let task_id = task["id"].as_str().unwrap();
+    let again = ask(
+        &node,
+        serde_json::json!({ "jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": { "id": task_id } }),
+    );
+    assert_eq!(again["result"]["id"], task_id);
+    let cancel = ask(
+        &node,
+        serde_json::json!({ "jsonrpc": "2.0", "id": 3, "method": "tasks/cancel", "params": { "id": task_id } }),
+    );
+    assert_eq!(cancel["error"]["code"], -32002);
+    let unknown = ask(
+        &node,
+        serde_json::json!({ "jsonrpc": "2.0", "id": 4, "method": "tasks/get", "params": { "id": "nope" } }),
+    );
+    assert_eq!(unknown["error"]["code"], -32001);
+
+    // v0.3: `kind` discriminators and lowercase states; explain with a data part.
+    let explained = ask(
+        &node,
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": 5, "method": "message/send",
+            "params": { "message": { "kind": "message", "messageId": "m2", "role": "user", "parts": [
+                { "kind": "data", "data": { "skill": "explain-agent", "agent": "acme/echo" } } ] } },
+        }),
+    );
+    let result = &explained["result"];
+    assert_eq!(
+        (result["kind"].as_str(), result["status"]["state"].as_str()),
+        (Some("task"), Some("completed"))
+    );
+    let parts = &result["status"]["message"]["parts"];
+    assert_eq!(parts[0]["kind"], "text");
+    assert!(
+        parts[0]["text"].as_str().unwrap().contains("is active"),
+        "{parts}"
+    );
+    assert_eq!(parts[1]["data"]["status"], "active");
+    assert_eq!(parts[1]["data"]["known"], true);
+
+    // Streaming: the task, its artifact, then its completion, event by event.
+    let (status, headers, body) = node.request(
+        "POST",
+        "/a2a",
+        &[("content-type", "application/json")],
+        serde_json::json!({ "jsonrpc": "2.0", "id": 6, "method": "SendStreamingMessage",
+            "params": { "message": { "messageId": "m3", "role": "ROLE_USER", "parts": [{ "text": "echo" }] } } })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"))
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&body)
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[0]["result"]["task"]["status"]["state"],
+        "TASK_STATE_WORKING"
+    );
+    assert_eq!(events[2]["result"]["statusUpdate"]["final"], true);
+
+    // What it does not do, in JSON-RPC's words.
+    let missing = ask(
+        &node,
+        serde_json::json!({ "jsonrpc": "2.0", "id": 7, "method": "tasks/resubscribe", "params": {} }),
+    );
+    assert_eq!(missing["error"]["code"], -32601);
+    let empty = ask(
+        &node,
+        serde_json::json!({ "jsonrpc": "2.0", "id": 8, "method": "SendMessage", "params": {} }),
+    );
+    assert_eq!(empty["error"]["code"], -32602);
+    let (_, _, garbage) = node.request(
+        "POST",
+        "/a2a",
+        &[("content-type", "application/json")],
+        b"{nope",
+    );
+    let garbage: serde_json::Value = serde_json::from_slice(&garbage).unwrap();
+    assert_eq!(garbage["error"]["code"], -32700);
+    assert!(node.stop().success());
+}
