@@ -975,25 +975,35 @@ async fn expect_success(response: reqwest::Response, what: &str) -> Result<Value
     Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// The echo agent: answers every JSON-RPC request with a message that repeats its method and
-/// text. Returns its URL.
+/// The echo agent: answers a message (A2A v1.0 `SendMessage`, or v0.3 `message/send`) with a
+/// message that repeats its method and text, in that version's shape; any other method is
+/// not found (-32601). Returns its URL.
 async fn start_echo_agent(federation: &mut Federation) -> Result<String> {
     use axum::Json;
     use axum::routing::post;
     async fn echo(Json(request): Json<Value>) -> Json<Value> {
+        let id = request.get("id").cloned().unwrap_or(Value::Null);
+        let method = request.get("method").and_then(Value::as_str).unwrap_or("?");
         let text = request
             .pointer("/params/message/parts/0/text")
             .and_then(Value::as_str)
             .unwrap_or("");
-        Json(json!({
-            "jsonrpc": "2.0",
-            "id": request.get("id").cloned().unwrap_or(Value::Null),
-            "result": {
-                "role": "ROLE_AGENT",
-                "messageId": "echo-1",
-                "parts": [{ "text": format!("echo ({}): {text}", request.get("method").and_then(Value::as_str).unwrap_or("?")) }],
-            },
-        }))
+        let said = format!("echo ({method}): {text}");
+        let result = match method {
+            "SendMessage" => json!({ "message": {
+                "role": "ROLE_AGENT", "messageId": "echo-1", "parts": [{ "text": said }],
+            } }),
+            "message/send" => json!({
+                "kind": "message", "role": "agent", "messageId": "echo-1",
+                "parts": [{ "kind": "text", "text": said }],
+            }),
+            other => {
+                return Json(json!({ "jsonrpc": "2.0", "id": id, "error": {
+                    "code": -32601, "message": format!("method `{other}` is not one this agent answers"),
+                } }));
+            }
+        };
+        Json(json!({ "jsonrpc": "2.0", "id": id, "result": result }))
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1299,7 +1309,7 @@ async fn call(client: &reqwest::Client, url: &str) -> Result<String> {
         .with_context(|| format!("calling {url}"))?;
     let answer = expect_success(response, &format!("calling {url}")).await?;
     answer
-        .pointer("/result/parts/0/text")
+        .pointer("/result/message/parts/0/text")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("{url} answered without an echo: {answer}"))
