@@ -35,6 +35,8 @@ pub struct Proxy {
     client: reqwest::Client,
     /// Reverse proxies whose forwarding headers are believed (`a2a.trusted_proxies`).
     trusted: Vec<meridian_hub::relay::Cidr>,
+    /// Decoded manifests by CID ([`MANIFEST_CACHE_MAX`]).
+    manifests: Mutex<std::collections::HashMap<String, Arc<Manifest>>>,
     /// For the region's hub, which the operator configured (so no SSRF guard).
     hub_client: reqwest::Client,
     limiter: Mutex<Limiter>,
@@ -53,6 +55,7 @@ impl Proxy {
             client,
             trusted: meridian_hub::relay::parse_cidrs(&config.trusted_proxies)
                 .map_err(|e| anyhow::anyhow!("a2a.trusted_proxies: {e}"))?,
+            manifests: Mutex::new(std::collections::HashMap::new()),
             hub_client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .pool_idle_timeout(meridian_hub::serve::CLIENT_POOL_IDLE)
@@ -70,29 +73,50 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
 }
 
 /// The manifest of an agent in the federated view, and the publisher that lists it.
-fn manifest_of(state: &NodeState, org: &str, agent: &str) -> Result<(Manifest, String), ApiError> {
+fn manifest_of(
+    state: &NodeState,
+    org: &str,
+    agent: &str,
+) -> Result<(Arc<Manifest>, String), ApiError> {
     let agent_id = format!("{org}/{agent}");
-    let record = {
+    let (cid_text, publisher) = {
         let index = state
             .index
             .read()
             .map_err(|_| ApiError::internal("index lock poisoned"))?;
-        index
+        let record = index
             .get(&agent_id)
-            .cloned()
-            .ok_or_else(|| super::http::unknown_agent(&index, &agent_id))?
+            .ok_or_else(|| super::http::unknown_agent(&index, &agent_id))?;
+        (record.manifest.clone(), record.publisher.clone())
     };
-    let cid = meridian_registry::ids::parse_cid(&record.manifest).map_err(ApiError::internal)?;
+    // A manifest is immutable under its CID: decoded once, then shared by every call.
+    if let Some(manifest) = state
+        .proxy
+        .manifests
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&cid_text).cloned())
+    {
+        return Ok((manifest, publisher));
+    }
+    let cid = meridian_registry::ids::parse_cid(&cid_text).map_err(ApiError::internal)?;
     let block = state
         .store
         .get(&cid)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal(format!("manifest {cid} missing")))?;
-    Ok((
-        Manifest::decode(&block).map_err(ApiError::internal)?,
-        record.publisher,
-    ))
+    let manifest = Arc::new(Manifest::decode(&block).map_err(ApiError::internal)?);
+    if let Ok(mut cache) = state.proxy.manifests.lock() {
+        if cache.len() >= MANIFEST_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(cid_text, manifest.clone());
+    }
+    Ok((manifest, publisher))
 }
+
+/// Decoded manifests the proxy keeps (by CID); past it the cache starts over.
+pub const MANIFEST_CACHE_MAX: usize = 4096;
 
 fn jsonrpc_endpoint(manifest: &Manifest) -> Result<reqwest::Url, ApiError> {
     meridian_hub::relay::jsonrpc_url(manifest).map_err(|why| {
@@ -236,6 +260,38 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The refusal as the HTTP+JSON binding has errors: RFC 9457 problem details
+    /// (`application/problem+json`: `type` about:blank, `title`, `status`, `detail`, and the
+    /// extensions `reason` and, when the caller may retry, `retryAfterSeconds`), with
+    /// `Retry-After`.
+    pub fn problem(self) -> Response {
+        let status = self.error.status();
+        let mut problem = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.error.message(),
+            "reason": self.error.code().to_uppercase(),
+        });
+        if let Some(seconds) = self.retry_after {
+            problem["retryAfterSeconds"] = Value::from(seconds.max(1));
+        }
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            problem.to_string(),
+        )
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
 /// The JSON-RPC error answer of a proxy refusal, with HTTP `status`: code -32600 (Invalid
 /// Request) for a request too large, otherwise -32000 (a server error JSON-RPC leaves to the
 /// implementation: A2A defines none for a proxy's refusals), with `data.reason` (Meridian's
@@ -342,6 +398,127 @@ async fn forward(
             "forwarded"
         },
     );
+    let mut response = stream_back(state, upstream, permit);
+    mark_deprecated(&mut response, &manifest);
+    Ok(response)
+}
+
+/// Whether this node calls the agent itself (its region, or no hub to relay through): the
+/// HTTP+JSON binding is carried only then, as the hubs relay JSON-RPC alone.
+fn reached_directly(state: &NodeState, manifest: &Manifest) -> bool {
+    manifest.body.region == state.config.node.region || super::mesh::hub_url(state).is_none()
+}
+
+/// The agent's HTTP+JSON (REST) endpoint, from its verified card: a v1.0 interface with
+/// `protocolBinding` HTTP+JSON, or a v0.3 one with that `transport` (or the card's `url` when
+/// that is its preferred transport).
+fn rest_endpoint(manifest: &Manifest) -> Option<reqwest::Url> {
+    let card: Value = serde_json::from_str(&manifest.body.card).ok()?;
+    let rest = |binding: Option<&Value>| {
+        binding
+            .and_then(Value::as_str)
+            .is_some_and(|b| b.eq_ignore_ascii_case("HTTP+JSON"))
+    };
+    let from_list = |list: &str, binding: &str| {
+        card.get(list)?
+            .as_array()?
+            .iter()
+            .find(|i| rest(i.get(binding)))?
+            .get("url")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let url = from_list("supportedInterfaces", "protocolBinding")
+        .or_else(|| from_list("additionalInterfaces", "transport"))
+        .or_else(|| {
+            rest(card.get("preferredTransport"))
+                .then(|| card.get("url")?.as_str().map(str::to_owned))
+                .flatten()
+        })?;
+    reqwest::Url::parse(&url)
+        .ok()
+        .filter(|u| u.scheme() == "http" || u.scheme() == "https")
+}
+
+/// Forward one call of the agent's HTTP+JSON (REST) binding: `METHOD /a2a/{org}/{agent}/rest/{path}`
+/// goes to the agent's REST endpoint + `/{path}` with the query, streamed back; for an agent this
+/// node reaches directly. Refusals are RFC 9457 problem details, as the binding has them.
+pub async fn rest(
+    State(state): State<Arc<NodeState>>,
+    Path((org, agent, path)): Path<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    method: axum::http::Method,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = client.map(|axum::Extension(axum::extract::ConnectInfo(address))| address);
+    let call = RestCall {
+        method: &method,
+        path: &path,
+        query: query.as_deref(),
+    };
+    match forward_rest(&state, (&org, &agent), call, client, &headers, &body).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.problem(),
+    }
+}
+
+/// One call of the HTTP+JSON binding: its method, path under the binding's base and query.
+struct RestCall<'a> {
+    method: &'a axum::http::Method,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+/// [`rest`]'s call: the agent's REST endpoint (same region, SSRF-checked), the caller's
+/// admission, the request forwarded and the answer streamed back.
+async fn forward_rest(
+    state: &Arc<NodeState>,
+    (org, agent): (&str, &str),
+    call: RestCall<'_>,
+    client: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Refusal> {
+    let (manifest, _) = manifest_of(state, org, agent)?;
+    let base = rest_endpoint(&manifest).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "no_rest_interface",
+            format!("{org}/{agent} declares no HTTP+JSON interface"),
+        )
+    })?;
+    if !reached_directly(state, &manifest) {
+        return Err(error(
+            StatusCode::BAD_GATEWAY,
+            "rest_not_carried",
+            "the HTTP+JSON binding is carried only to agents this node reaches directly (the hubs relay JSON-RPC between regions); use the JSON-RPC interface",
+        )
+        .into());
+    }
+    let mut url = base.clone();
+    url.set_path(&format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        call.path
+    ));
+    url.set_query(call.query);
+    if let Err(refused) = check_literal_host(&url, state.config.a2a.allow_private) {
+        count(state, "refused");
+        return Err(refused.into());
+    }
+    let caller = caller(state, headers, client)?;
+    let permit = admit(state, &caller, org, agent)?;
+    let method = reqwest::Method::from_bytes(call.method.as_str().as_bytes())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_method", e.to_string()))?;
+    let mut request = state.proxy.client.request(method, url.clone());
+    if !body.is_empty() {
+        request = request.body(body.clone());
+    }
+    let request = pass_headers(state, request, headers, client);
+    let upstream = send(state, request, &url).await?;
+    count(state, "forwarded");
     let mut response = stream_back(state, upstream, permit);
     mark_deprecated(&mut response, &manifest);
     Ok(response)
@@ -464,7 +641,7 @@ fn outgoing(
     headers: &HeaderMap,
     body: Bytes,
 ) -> reqwest::RequestBuilder {
-    let mut request = if via_hub {
+    let request = if via_hub {
         let mut request = state
             .proxy
             .hub_client
@@ -491,6 +668,17 @@ fn outgoing(
     } else {
         state.proxy.client.post(url.clone()).body(body)
     };
+    pass_headers(state, request, headers, client)
+}
+
+/// The caller's end-to-end headers onto `request`: hop-by-hop and `Meridian-*` ones left out,
+/// forwarding headers only from a trusted reverse proxy; then this hop's forwarding headers.
+fn pass_headers(
+    state: &NodeState,
+    mut request: reqwest::RequestBuilder,
+    headers: &HeaderMap,
+    client: Option<std::net::SocketAddr>,
+) -> reqwest::RequestBuilder {
     let trusted = client.is_some_and(|c| state.proxy.trusted.iter().any(|r| r.contains(c.ip())));
     for (name, value) in headers {
         let lower = name.as_str();
@@ -700,10 +888,20 @@ pub(crate) fn card_base(state: &NodeState, headers: &HeaderMap) -> Result<String
     }
 }
 
-/// Whether an interface's binding (`protocolBinding` in v1.0, `transport` in v0.3) is one this
-/// proxy carries: JSON-RPC over HTTP (the default when none is named).
-fn carried(binding: Option<&str>) -> bool {
-    binding.is_none_or(|b| b.eq_ignore_ascii_case("JSONRPC"))
+/// Where this proxy carries an interface of `binding` (`protocolBinding` in v1.0, `transport`
+/// in v0.3): JSON-RPC (the default when none is named) at `proxy_url`, HTTP+JSON at `rest_url`
+/// when the node carries it for this agent; `None` for what it does not carry (gRPC).
+fn carried<'u>(
+    binding: Option<&str>,
+    proxy_url: &'u str,
+    rest_url: Option<&'u str>,
+) -> Option<&'u str> {
+    match binding {
+        None => Some(proxy_url),
+        Some(b) if b.eq_ignore_ascii_case("JSONRPC") => Some(proxy_url),
+        Some(b) if b.eq_ignore_ascii_case("HTTP+JSON") => rest_url,
+        Some(_) => None,
+    }
 }
 
 /// Rewrites a card so that no URL in it leads past the node: every interface this proxy
@@ -713,7 +911,7 @@ fn carried(binding: Option<&str>) -> bool {
 /// card whose preferred transport is one of them prefers JSON-RPC through the node instead; and
 /// the agent's JWS `signatures`, which covered the card as published, not as served, are
 /// dropped (the signed original stays available from `GET /api/v1/agents/ORG/NAME`).
-pub fn rewrite_card(card: &mut Value, proxy_url: &str) {
+pub fn rewrite_card(card: &mut Value, proxy_url: &str, rest_url: Option<&str>) {
     let Some(object) = card.as_object_mut() else {
         return;
     };
@@ -724,16 +922,28 @@ pub fn rewrite_card(card: &mut Value, proxy_url: &str) {
         ("additionalInterfaces", "transport"),
     ] {
         if let Some(interfaces) = object.get_mut(list).and_then(Value::as_array_mut) {
-            interfaces.retain(|i| carried(i.get(binding).and_then(Value::as_str)));
-            for interface in interfaces.iter_mut() {
-                interface["url"] = proxy.clone();
-            }
+            interfaces.retain_mut(|interface| {
+                let binding = interface.get(binding).and_then(Value::as_str);
+                match carried(binding, proxy_url, rest_url) {
+                    Some(url) => {
+                        interface["url"] = Value::String(url.to_owned());
+                        true
+                    }
+                    None => false,
+                }
+            });
         }
     }
     if object.contains_key("url") {
-        object.insert("url".into(), proxy);
-        if !carried(object.get("preferredTransport").and_then(Value::as_str)) {
-            object.insert("preferredTransport".into(), Value::String("JSONRPC".into()));
+        let preferred = object.get("preferredTransport").and_then(Value::as_str);
+        match carried(preferred, proxy_url, rest_url) {
+            Some(url) => {
+                object.insert("url".into(), Value::String(url.to_owned()));
+            }
+            None => {
+                object.insert("url".into(), proxy);
+                object.insert("preferredTransport".into(), Value::String("JSONRPC".into()));
+            }
         }
     }
     object.remove("signatures");
@@ -752,7 +962,9 @@ pub async fn card(
     let mut card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
     let base = card_base(&state, &headers)?;
     let proxy_url = format!("{base}/a2a/{org}/{agent}");
-    rewrite_card(&mut card, &proxy_url);
+    let rest_url = (reached_directly(&state, &manifest) && rest_endpoint(&manifest).is_some())
+        .then(|| format!("{proxy_url}/rest"));
+    rewrite_card(&mut card, &proxy_url, rest_url.as_deref());
     let mut response = axum::Json(card).into_response();
     mark_deprecated(&mut response, &manifest);
     Ok(response)
@@ -806,7 +1018,7 @@ mod tests {
             "supportedInterfaces": [{ "url": "https://agent.example/rpc" }],
         });
         for mut card in [v1, v03, both] {
-            rewrite_card(&mut card, proxy);
+            rewrite_card(&mut card, proxy, None);
             let mut found = Vec::new();
             urls(&card, &mut found);
             assert!(!found.is_empty(), "{card}");

@@ -570,6 +570,16 @@ pub fn router(state: Arc<NodeState>) -> Router {
     let a2a_limit = state.config.a2a.body_bytes_max;
     let (documented, _) = api_router(import_limit, a2a_limit).split_for_parts();
     documented
+        // The HTTP+JSON (REST) binding of an agent of this region, under its proxy URL + /rest
+        // (described in the API reference's introduction).
+        .route(
+            "/a2a/{org}/{agent}/rest/{*path}",
+            axum::routing::get(super::a2a::rest)
+                .post(super::a2a::rest)
+                .delete(super::a2a::rest)
+                .put(super::a2a::rest)
+                .layer(DefaultBodyLimit::max(a2a_limit)),
+        )
         // The same call with a trailing slash (A2A clients use both forms).
         .route(
             "/a2a/{org}/{agent}/",

@@ -24,6 +24,7 @@ fn serve(mut stream: TcpStream) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut headers = Vec::new();
     let mut length = 0;
+    let mut request_line = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -32,6 +33,10 @@ fn serve(mut stream: TcpStream) {
         let line = line.trim_end().to_owned();
         if line.is_empty() {
             break;
+        }
+        if request_line.is_empty() {
+            request_line = line.clone();
+            continue;
         }
         if let Some((name, value)) = line.split_once(':') {
             let (name, value) = (name.trim().to_lowercase(), value.trim().to_owned());
@@ -43,6 +48,16 @@ fn serve(mut stream: TcpStream) {
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).unwrap();
+    // The HTTP+JSON binding, under /rest: says what it was asked.
+    let mut words = request_line.split_whitespace();
+    let (verb, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if target.starts_with("/rest/") {
+        let answer = serde_json::json!({ "verb": verb, "target": target, "body": String::from_utf8_lossy(&body) }).to_string();
+        let _ = stream.write_all(
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len()).as_bytes(),
+        );
+        return;
+    }
     let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let method = request["method"].as_str().unwrap_or("").to_owned();
     let seen = |name: &str| {
@@ -140,7 +155,7 @@ pub fn assert_streams_unbuffered(address: &str, path: &str) {
 
 pub fn echo_card(agent: &str) -> String {
     format!(
-        r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
+        r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}},{{"url":"http://{agent}/rest","protocolBinding":"HTTP+JSON"}},{{"url":"http://{agent}/grpc","protocolBinding":"GRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
     )
 }
 
@@ -217,12 +232,64 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
     // Streaming: SSE passes through unbuffered; the first event arrives long before the last.
     assert_streams_unbuffered(&node.address, "/a2a/acme/echo");
 
-    // The card points at the proxy.
+    // The card points at the proxy: JSON-RPC and HTTP+JSON through it, gRPC left out.
     let (status, card) = node.get_json("/a2a/acme/echo/.well-known/agent-card.json");
     assert_eq!(status, 200);
+    let proxy = format!("http://{}/a2a/acme/echo", node.address);
+    let interfaces: Vec<(String, String)> = card["supportedInterfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["protocolBinding"].as_str().unwrap().to_owned(),
+                i["url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(
-        card["supportedInterfaces"][0]["url"],
-        format!("http://{}/a2a/acme/echo", node.address)
+        interfaces,
+        [
+            ("JSONRPC".to_owned(), proxy.clone()),
+            ("HTTP+JSON".to_owned(), format!("{proxy}/rest"))
+        ]
+    );
+    // The HTTP+JSON binding through the proxy: paths, queries, methods and bodies as sent.
+    let (status, _, body) = node.request(
+        "POST",
+        "/a2a/acme/echo/rest/v1/message:send",
+        &headers,
+        b"{\"message\":{}}",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let saw: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (saw["verb"].as_str(), saw["target"].as_str()),
+        (Some("POST"), Some("/rest/v1/message:send"))
+    );
+    assert_eq!(saw["body"], "{\"message\":{}}");
+    let (status, _, body) = node.request(
+        "GET",
+        "/a2a/acme/echo/rest/v1/tasks/t-1?historyLength=2",
+        &headers,
+        b"",
+    );
+    assert_eq!(status, 200);
+    let saw: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(saw["target"], "/rest/v1/tasks/t-1?historyLength=2");
+    // A refusal on this binding is a problem document.
+    let (status, response_headers, body) =
+        node.request("GET", "/a2a/acme/nobody/rest/v1/tasks/t", &headers, b"");
+    assert_eq!(status, 404);
+    assert!(
+        response_headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/problem+json")
+    );
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (problem["status"].as_u64(), problem["reason"].as_str()),
+        (Some(404), Some("UNKNOWN_AGENT"))
     );
 
     // Edges: unknown agent, oversized body, bad caller token; the proxy's refusals of a
