@@ -910,7 +910,8 @@ fn carried<'u>(
 /// `additionalInterfaces`); interfaces it cannot carry (gRPC, HTTP+JSON) are left out, a v0.3
 /// card whose preferred transport is one of them prefers JSON-RPC through the node instead; and
 /// the agent's JWS `signatures`, which covered the card as published, not as served, are
-/// dropped (the signed original stays available from `GET /api/v1/agents/ORG/NAME`).
+/// dropped (the card handler then signs the served card with the node's key; the signed
+/// original stays available from `GET /api/v1/agents/ORG/NAME`).
 pub fn rewrite_card(card: &mut Value, proxy_url: &str, rest_url: Option<&str>) {
     let Some(object) = card.as_object_mut() else {
         return;
@@ -964,7 +965,12 @@ pub async fn card(
     let proxy_url = format!("{base}/a2a/{org}/{agent}");
     let rest_url = (reached_directly(&state, &manifest) && rest_endpoint(&manifest).is_some())
         .then(|| format!("{proxy_url}/rest"));
+    let signed = card.get("signatures").is_some();
     rewrite_card(&mut card, &proxy_url, rest_url.as_deref());
+    if signed {
+        // Served with the node's own signature over the card as served.
+        super::jws::sign_card(&state, &mut card, &base);
+    }
     let mut response = axum::Json(card).into_response();
     mark_deprecated(&mut response, &manifest);
     Ok(response)

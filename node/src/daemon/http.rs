@@ -556,6 +556,7 @@ pub fn api_router(
         .routes(routes!(super::a2a::card))
         .routes(own_agent)
         .routes(routes!(super::agent::card))
+        .routes(routes!(super::jws::jwks))
         .routes(routes!(super::ard::search))
         .routes(routes!(super::ard::explore))
         .routes(routes!(super::ard::list))

@@ -12,6 +12,7 @@ pub mod governance;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod jws;
 pub mod mesh;
 pub mod names;
 pub use meridian_hub::metrics;

@@ -155,7 +155,7 @@ pub fn assert_streams_unbuffered(address: &str, path: &str) {
 
 pub fn echo_card(agent: &str) -> String {
     format!(
-        r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}},{{"url":"http://{agent}/rest","protocolBinding":"HTTP+JSON"}},{{"url":"http://{agent}/grpc","protocolBinding":"GRPC"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
+        r#"{{"name":"Echo","description":"echoes","version":"1.0.0","supportedInterfaces":[{{"url":"http://{agent}/","protocolBinding":"JSONRPC"}},{{"url":"http://{agent}/rest","protocolBinding":"HTTP+JSON"}},{{"url":"http://{agent}/grpc","protocolBinding":"GRPC"}}],"signatures":[{{"protected":"eyJhbGciOiJFZERTQSJ9","signature":"c2lnbmVkIGJ5IGFjbWU"}}],"capabilities":{{"streaming":true}},"skills":[{{"id":"echo","name":"echo"}}]}}"#
     )
 }
 
@@ -253,6 +253,43 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
             ("JSONRPC".to_owned(), proxy.clone()),
             ("HTTP+JSON".to_owned(), format!("{proxy}/rest"))
         ]
+    );
+    // The agent signed its card; the card as served is signed by the node (JWS, EdDSA over the
+    // JCS form without `signatures`, kid its did:key), whose key is at /.well-known/jwks.json.
+    let signature = &card["signatures"][0];
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let protected: serde_json::Value = serde_json::from_slice(
+        &b64.decode(signature["protected"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(protected["alg"], "EdDSA");
+    let (_, jwks) = node.get_json("/.well-known/jwks.json");
+    assert_eq!(jwks["keys"][0]["kid"], protected["kid"]);
+    let key =
+        meridian_registry::keys::PublicKey::from_did(protected["kid"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        b64.encode(key.as_bytes()),
+        jwks["keys"][0]["x"].as_str().unwrap()
+    );
+    let sig: [u8; 64] = b64
+        .decode(signature["signature"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let input =
+        meridian_node::daemon::jws::signing_input(signature["protected"].as_str().unwrap(), &card);
+    key.verify(&input, &sig).unwrap();
+    let mut tampered = card.clone();
+    tampered["name"] = serde_json::json!("Evil");
+    let input = meridian_node::daemon::jws::signing_input(
+        signature["protected"].as_str().unwrap(),
+        &tampered,
+    );
+    assert!(
+        key.verify(&input, &sig).is_err(),
+        "the signature covers the served card"
     );
     // The HTTP+JSON binding through the proxy: paths, queries, methods and bodies as sent.
     let (status, _, body) = node.request(
