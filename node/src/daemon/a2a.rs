@@ -327,26 +327,21 @@ pub fn jsonrpc_refusal(
 #[derive(Debug, Clone, Copy)]
 struct FromAgent;
 
-/// Middleware of the JSON-RPC endpoint: a refusal made before the handler ran (a body over
-/// `a2a.body_bytes_max` or one that broke off, answered by the extractor in plain text) comes
-/// back as a JSON-RPC error with a null `id` (the request could not be read), keeping its
-/// status. The agent's own answers pass unchanged.
-pub async fn shape_refusals(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
+/// A refusal made before a proxy handler ran (a body over `a2a.body_bytes_max`, one that broke
+/// off, a method not routed), answered by axum in plain text: its status, code and message;
+/// `None` for anything else (the agent's own answers above all).
+fn refused_before_handler(response: &Response) -> Option<(StatusCode, &'static str, &'static str)> {
     let status = response.status();
-    let plain = !response
+    let json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.contains("json"));
     if response.extensions().get::<FromAgent>().is_some()
         || !(status.is_client_error() || status.is_server_error())
-        || !plain
+        || json
     {
-        return response;
+        return None;
     }
     let (code, message) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => (
@@ -354,9 +349,36 @@ pub async fn shape_refusals(
             "the request is larger than a2a.body_bytes_max",
         ),
         StatusCode::REQUEST_TIMEOUT => ("body_timeout", "the request body did not arrive in time"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not carried"),
         _ => ("bad_request", "the request could not be read"),
     };
-    jsonrpc_refusal(Value::Null, status, code, message, None)
+    Some((status, code, message))
+}
+
+/// Middleware of the JSON-RPC endpoints: a refusal made before the handler ran comes back as a
+/// JSON-RPC error with a null `id` (the request could not be read), keeping its status.
+pub async fn shape_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    match refused_before_handler(&response) {
+        Some((status, code, message)) => jsonrpc_refusal(Value::Null, status, code, message, None),
+        None => response,
+    }
+}
+
+/// Middleware of the HTTP+JSON binding's routes: a refusal made before the handler ran comes
+/// back as RFC 9457 problem details, keeping its status.
+pub async fn shape_problems(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    match refused_before_handler(&response) {
+        Some((status, code, message)) => Refusal::from(error(status, code, message)).problem(),
+        None => response,
+    }
 }
 
 /// The call: the agent's manifest, where to send it, the caller's admission, the request

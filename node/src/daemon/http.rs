@@ -579,7 +579,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 .post(super::a2a::rest)
                 .delete(super::a2a::rest)
                 .put(super::a2a::rest)
-                .layer(DefaultBodyLimit::max(a2a_limit)),
+                .layer(DefaultBodyLimit::max(a2a_limit))
+                .layer(middleware::from_fn(super::a2a::shape_problems)),
         )
         // The same call with a trailing slash (A2A clients use both forms).
         .route(

@@ -328,6 +328,18 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
         (problem["status"].as_u64(), problem["reason"].as_str()),
         (Some(404), Some("UNKNOWN_AGENT"))
     );
+    let (status, response_headers, _) = node.request(
+        "POST",
+        "/a2a/acme/echo/rest/v1/message:send",
+        &headers,
+        &vec![b' '; 2 * 1024 * 1024],
+    );
+    assert_eq!(status, 413);
+    assert!(
+        response_headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/problem+json")
+    );
 
     // Edges: unknown agent, oversized body, bad caller token; the proxy's refusals of a
     // JSON-RPC request are JSON-RPC errors with its id (null when it could not be read).
