@@ -75,6 +75,10 @@ pub struct PolicyBody {
     pub rate_limits: Vec<RateTier>,
     /// The hub directory.
     pub hubs: Vec<HubEntry>,
+    /// The federation's ARD registries (nodes' `…/ard/v1` bases), which a node's ARD search
+    /// names in `referrals` mode. Absent from the encoding when empty, so bundles signed before
+    /// the field existed keep their bytes and signatures.
+    pub registries: Vec<String>,
 }
 
 impl PolicyBody {
@@ -121,6 +125,9 @@ impl PolicyBody {
         if let (Value::Map(map), false) = (&mut body, self.allow_node_keys.is_empty()) {
             map.insert("allow_node_keys".into(), text_array(&self.allow_node_keys));
         }
+        if let (Value::Map(map), false) = (&mut body, self.registries.is_empty()) {
+            map.insert("registries".into(), text_array(&self.registries));
+        }
         body
     }
 
@@ -138,6 +145,9 @@ impl PolicyBody {
         };
         if let Some(list) = reader.take_optional("allow_node_keys") {
             body.allow_node_keys = text_list(list, "allow_node_keys")?;
+        }
+        if let Some(list) = reader.take_optional("registries") {
+            body.registries = text_list(list, "registries")?;
         }
         for tier in reader.array("rate_limits")? {
             let mut tier = MapReader::new(tier)?;
@@ -190,6 +200,15 @@ impl PolicyBody {
                 if PublicKey::from_did(did).is_err() {
                     problems.push(format!("`{field}`: `{did}` is not a did:key"));
                 }
+            }
+        }
+        for registry in &self.registries {
+            if !(registry.starts_with("https://") || registry.starts_with("http://"))
+                || registry.len() > 2048
+            {
+                problems.push(format!(
+                    "`registries`: `{registry}` is not an http(s) URL of an ARD registry's base"
+                ));
             }
         }
         for tier in &self.rate_limits {

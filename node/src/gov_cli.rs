@@ -1306,6 +1306,8 @@ struct PolicyToml {
     rate_limits: Vec<RateToml>,
     #[serde(default)]
     hubs: Vec<HubToml>,
+    #[serde(default)]
+    registries: Vec<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -1374,6 +1376,7 @@ pub fn run_policy(command: &PolicyCommand, now: i64) -> Result<Report> {
                     })
                     .collect(),
                 hubs,
+                registries: parsed.registries,
             };
             let mut bundle = PolicyBundle::new(body).map_err(|e| rejected(e, policy))?;
             let signer = load_key(key)?;

@@ -125,3 +125,14 @@ def test_list_with_the_appendix_a_filter(registry):
     assert len(answer["items"]) == 2 and answer["total"] >= 10 and "pageToken" in answer
     status, _, answer = call("GET", registry + "/agents?" + urllib.parse.urlencode({"filter": "owner = 'x'"}))
     assert status == 400 and answer["errorCode"] == "INVALID_ARGUMENT"
+
+
+def test_referrals_name_the_federations_other_registries_from_its_signed_policy(demo_urls, registry):
+    # ARD §5.4 `referrals`: this registry's results, and the other registries it knows; the
+    # demo's signed policy lists every node's ARD base.
+    status, _, answer = call("POST", registry + "/search", {"query": {"text": "echo"}, "federation": "referrals"})
+    assert status == 200
+    referred = {r["url"].removesuffix("/search") for r in answer["referrals"]}
+    others = {node["ard"] for node in demo_urls["nodes"]} - {registry}
+    assert referred == others, answer["referrals"]
+    assert all(r["type"] == "application/ai-registry+json" for r in answer["referrals"])

@@ -162,3 +162,41 @@ fn admitted_node_keys_are_optional_in_the_encoding_and_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_federations_registries_are_optional_in_the_encoding_and_checked() {
+    let admins = admins(0);
+    let root = trusted(&admins);
+    // Absent when empty: bundles signed before the field existed keep their bytes and ids.
+    let plain = policy(&admins, 1, &[]);
+    assert!(
+        !plain
+            .to_block()
+            .windows(b"registries".len())
+            .any(|w| w == b"registries")
+    );
+    let mut body = plain.body.clone();
+    body.version = 2;
+    body.registries = vec!["https://node-b.example/ard/v1".into()];
+    let mut bundle = PolicyBundle::new(body.clone()).unwrap();
+    bundle.sign(&admins.policy[0]);
+    let decoded = PolicyBundle::decode(&bundle.to_block()).unwrap();
+    decoded.verify(&root, NOW).unwrap();
+    assert_eq!(decoded.body.registries, body.registries);
+    // A registry changed in the signed bytes breaks the signature.
+    let mut block = bundle.to_block();
+    let at = block
+        .windows(b"node-b".len())
+        .position(|w| w == b"node-b")
+        .unwrap();
+    block[at..at + 6].copy_from_slice(b"evil-x");
+    let tampered = PolicyBundle::decode(&block);
+    assert!(tampered.is_err() || tampered.unwrap().verify(&root, NOW).is_err());
+    // Only http(s) URLs.
+    body.registries = vec!["ftp://node-c.example".into()];
+    let err = PolicyBundle::new(body).unwrap_err().to_string();
+    assert!(
+        err.contains("registries") && err.contains("ftp://"),
+        "{err}"
+    );
+}

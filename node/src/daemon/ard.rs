@@ -719,9 +719,12 @@ pub async fn search(
         answer["pageToken"] = json!(encode_token(offset + size));
     }
     // `auto` with no upstreams is `none` (§5.4): this node's view already holds the whole
-    // verified federation. `referrals` names the configured upstreams.
+    // verified federation. `referrals` names the configured upstreams and the federation's
+    // other registries the signed policy lists.
     if federation == "referrals" {
-        answer["referrals"] = Value::Array(federation_state.referrals());
+        let mut referrals = federation_state.referrals();
+        referrals.extend(policy_referrals(&state, &source));
+        answer["referrals"] = Value::Array(referrals);
     }
     Ok(axum::Json(answer).into_response())
 }
@@ -811,6 +814,37 @@ fn registry_entry(state: &NodeState, base: &str) -> Value {
 
 /// A host as an identifier's domain part: names as they are, an address as a `.invalid`
 /// name (an identifier needs a domain; the URL says where the registry is).
+/// The federation's ARD registries the signed policy lists, but this one (`own`), as
+/// referrals: each the ARD base of another Meridian node over the same verified federation.
+fn policy_referrals(state: &NodeState, own: &str) -> Vec<Value> {
+    state
+        .governance
+        .registries()
+        .into_iter()
+        .map(|base| base.trim_end_matches('/').to_owned())
+        .filter(|base| base != own.trim_end_matches('/'))
+        .map(|base| {
+            let display = format!("Meridian node at {base} (from the federation's signed policy)");
+            referral(&base, "meridian", display)
+        })
+        .collect()
+}
+
+/// A registry at the ARD base `base` as a referral: an identifier from its host and `kind`,
+/// its name, and its search URL.
+fn referral(base: &str, kind: &str, display: String) -> Value {
+    let host = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    json!({
+        "identifier": format!("urn:air:{}:registry:{kind}", ard_host(&host)),
+        "displayName": display,
+        "type": REGISTRY_TYPE,
+        "url": format!("{base}/search"),
+    })
+}
+
 fn ard_host(host: &str) -> String {
     if meridian_governance::domain::check_domain(host).is_ok() {
         host.to_owned()
@@ -865,18 +899,7 @@ impl Federation {
     fn referrals(&self) -> Vec<Value> {
         self.upstreams
             .iter()
-            .map(|url| {
-                let host = reqwest::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_default();
-                json!({
-                    "identifier": format!("urn:air:{}:registry:upstream", ard_host(&host)),
-                    "displayName": format!("ARD registry at {url}"),
-                    "type": REGISTRY_TYPE,
-                    "url": format!("{url}/search"),
-                })
-            })
+            .map(|url| referral(url, "upstream", format!("ARD registry at {url}")))
             .collect()
     }
 

@@ -748,6 +748,10 @@ fn policy(
             })
             .collect(),
         allow_node_keys: nodes.iter().map(|node| node.did.clone()).collect(),
+        registries: nodes
+            .iter()
+            .map(|node| format!("{}{}", node.url, crate::daemon::ard::ARD_BASE))
+            .collect(),
         ..PolicyBody::default()
     })?;
     bundle.sign(&governance.policy_key);

@@ -419,6 +419,15 @@ impl Governance {
         accept(view, manifest, &publisher, now)
     }
 
+    /// The federation's ARD registries the policy in force lists (empty without one).
+    pub fn registries(&self) -> Vec<String> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|inner| inner.policy.current().map(|p| p.body.registries.clone()))
+            .unwrap_or_default()
+    }
+
     /// The policy's rate tier for an organisation's calls, if governance sets one: requests
     /// per second and burst.
     pub fn org_rate(&self, org: &str) -> Option<(u32, u32)> {
