@@ -304,6 +304,87 @@ pub async fn bind_domain(
     })))
 }
 
+/// With governance on: fetches the proof of every organisation's attested domain and checks it
+/// against the organisation's current key set. A proof that contradicts the attestation (the
+/// domain now names another organisation or other keys, or its signatures fail) suspends the
+/// domain on this node until a check passes again; a domain that cannot be reached keeps it
+/// (the attestation's own expiry bounds it). Counted in `meridian_domain_checks_total`.
+async fn recheck_attested(state: &Arc<NodeState>) {
+    use meridian_governance::domain::DomainProof;
+    let now = (state.clock)();
+    let recheck = i64::try_from(state.config.domains.recheck_secs).unwrap_or(i64::MAX);
+    let due = attested_due(state, now, recheck);
+    for (org, domain) in due {
+        let verdict = match fetch_proof(&domain, &state.domain_fetch).await {
+            Err(error) => Err(Err(error.to_string())),
+            Ok(bytes) => {
+                let keys = state.governance.org_key_set(&org, now);
+                match (DomainProof::from_json(&bytes), keys) {
+                    (Ok(proof), Some(keys)) => proof
+                        .verify(&domain, &org, &keys, now)
+                        .map_err(|e| Ok(e.to_string())),
+                    (Err(e), _) => Err(Ok(e.to_string())),
+                    (_, None) => Err(Err("the organisation is not verified".to_owned())),
+                }
+            }
+        };
+        let outcome = settle_attested(state, &org, &domain, verdict);
+        state.metrics.count(
+            &format!("meridian_domain_checks_total{{outcome=\"{outcome}\"}}"),
+            1,
+        );
+    }
+}
+
+/// The organisations with an attested domain whose last check is `recheck` seconds old (or
+/// that were never checked), marking them checked now.
+fn attested_due(state: &NodeState, now: i64, recheck: i64) -> Vec<(String, String)> {
+    let orgs: Vec<String> = match state.index.read() {
+        Ok(index) => index.orgs().map(str::to_owned).collect(),
+        Err(_) => return Vec::new(),
+    };
+    let Ok(mut checked) = state.domains_checked.lock() else {
+        return Vec::new();
+    };
+    let due: Vec<(String, String)> = orgs
+        .into_iter()
+        .filter_map(|org| Some((org.clone(), state.governance.org_domain(&org, now)?)))
+        .filter(|(org, _)| checked.get(org).is_none_or(|at| now - *at >= recheck))
+        .collect();
+    for (org, _) in &due {
+        checked.insert(org.clone(), now);
+    }
+    due
+}
+
+/// Records a check's verdict: `Ok` renews, `Err(Ok(why))` (the proof contradicts) suspends,
+/// `Err(Err(why))` (nothing to judge) leaves the domain as it was. Returns the outcome.
+fn settle_attested(
+    state: &NodeState,
+    org: &str,
+    domain: &str,
+    verdict: Result<(), Result<String, String>>,
+) -> &'static str {
+    let Ok(mut suspended) = state.suspended_domains.lock() else {
+        return "failed";
+    };
+    match verdict {
+        Ok(()) => {
+            suspended.remove(org);
+            "renewed"
+        }
+        Err(Ok(why)) => {
+            tracing::warn!(%org, %domain, %why, "the domain's proof contradicts its org.domain attestation: suspended on this node");
+            suspended.insert(org.to_owned(), why);
+            "contradicted"
+        }
+        Err(Err(why)) => {
+            tracing::warn!(%org, %domain, %why, "domain check failed; the attestation stands");
+            "failed"
+        }
+    }
+}
+
 /// Checks again every domain binding that is due (governance off), renewing it from the
 /// domain's current proof; a binding whose check fails lapses when its proof expires.
 /// Counted in `meridian_domain_checks_total{outcome}`.
@@ -312,6 +393,7 @@ pub async fn recheck_domains(state: Arc<NodeState>, poll: Duration) {
     loop {
         ticks.tick().await;
         if state.governance.enabled() {
+            recheck_attested(&state).await;
             continue;
         }
         let now = (state.clock)();

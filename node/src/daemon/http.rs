@@ -69,6 +69,12 @@ pub struct NodeState {
     pub ard: super::ard::Federation,
     /// How this node reaches organisations' domains (`[domains]`).
     pub domain_fetch: super::domains::DomainFetch,
+    /// Organisations whose attested domain served a proof that contradicts the attestation
+    /// at the last check (governance on), with why: their domain is not used until a check
+    /// passes again.
+    pub suspended_domains: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// When each attested domain was last checked (governance on), by organisation.
+    pub domains_checked: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Ingestion from the organisation's own site (`[ingest]`).
     pub ingest: super::ingest::Ingest,
     /// The tasks the node's own A2A agent answered.
@@ -122,6 +128,8 @@ impl NodeState {
             sync_budget: std::sync::Mutex::new(meridian_hub::ratelimit::Limiter::new()),
             ard: super::ard::Federation::new(&config_ard)?,
             domain_fetch: config_domains,
+            suspended_domains: std::sync::Mutex::default(),
+            domains_checked: std::sync::Mutex::default(),
             ingest: super::ingest::Ingest::load(data)?,
             node_agent: super::agent::Tasks::default(),
             data_dir: data.to_owned(),
@@ -133,9 +141,17 @@ impl NodeState {
     }
 
     /// The domain `org` is bound to at `now`: with governance, by its `org.domain`
-    /// attestation; without, by a proof this node checked itself.
+    /// attestation (unless the domain's own proof contradicted it at this node's last check);
+    /// without, by a proof this node checked itself.
     pub fn org_domain(&self, org: &str, now: i64) -> Option<String> {
         if self.governance.enabled() {
+            let suspended = self
+                .suspended_domains
+                .lock()
+                .map_or(true, |s| s.contains_key(org));
+            if suspended {
+                return None;
+            }
             self.governance.org_domain(org, now)
         } else {
             self.names.domain(org, now)

@@ -442,6 +442,15 @@ impl Governance {
         self.inner.read().ok()?.attestations.org_domain(org, now)
     }
 
+    /// The organisation's current key set (and threshold) at `now`, while it is verified.
+    pub fn org_key_set(
+        &self,
+        org: &str,
+        now: i64,
+    ) -> Option<meridian_governance::document::KeySet> {
+        self.inner.read().ok()?.attestations.org_key_set(org, now)
+    }
+
     /// The unrevoked attestations about an organisation: (kind, id).
     pub fn org_attestation_kinds(&self, org: &str) -> Vec<(String, String)> {
         let Ok(inner) = self.inner.read() else {

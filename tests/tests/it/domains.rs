@@ -391,3 +391,104 @@ fn without_governance_a_node_checks_the_proof_itself_and_keeps_checking_it() {
             .is_none()
     );
 }
+
+/// With governance on the node still checks each attested domain's own proof: a proof that
+/// contradicts the attestation (the domain now serves other keys) suspends the domain's ARD
+/// identifiers on this node until a check passes again; a domain that does not answer leaves
+/// the attestation standing.
+#[test]
+fn with_governance_a_contradicting_proof_suspends_an_attested_domain() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let site = bound(dir);
+    assert!(verify_domain(dir, &site, true).status.success());
+    run_ok(
+        dir,
+        &[
+            "gov",
+            "sign",
+            "acme.domain.cbor",
+            "--key",
+            "attest.key",
+            "--root",
+            "root.cbor",
+        ],
+    );
+    run_ok(dir, &["keys", "generate", "--out", "thief.key"]);
+    bind_domain(dir, DOMAIN, "thief.key", &[], "thief-proof.json");
+    let root = dir.join("root.cbor").display().to_string();
+    let resolve = format!("{DOMAIN}={}", site.address());
+    let roots = dir.join("ca.pem").display().to_string();
+    let node = Daemon::node(
+        dir,
+        "g",
+        &[
+            ("MERIDIAN_GOVERNANCE_ROOT", root.as_str()),
+            ("MERIDIAN_DOMAINS_RESOLVE", resolve.as_str()),
+            ("MERIDIAN_DOMAINS_EXTRA_ROOTS", roots.as_str()),
+            ("MERIDIAN_DOMAINS_RECHECK_SECS", "1"),
+        ],
+    );
+    let admin = admin_token(dir, "g");
+    for file in ["att/acme.verified.cbor", "acme.domain.cbor"] {
+        let body = std::fs::read(dir.join(file)).unwrap();
+        let answer = post_as_admin(
+            &node,
+            &admin,
+            "/api/v1/attestations",
+            "application/vnd.ipld.dag-cbor",
+            &body,
+        );
+        assert_eq!(answer.status, 201, "{file}: {:?}", answer.json());
+    }
+    let token = org_token(dir, "g", "acme");
+    let acme = key_file(dir, "acme.key");
+    let echo = manifest_block(
+        "acme",
+        "echo",
+        "local",
+        "https://agents.example/echo",
+        now(),
+        &acme,
+    );
+    assert_eq!(publish(&node, &token, &echo).status, 201);
+    let identifier =
+        || node.get("/api/v1/agents/acme/echo").json()["provenance"]["ard"]["identifier"].clone();
+    let checks = |outcome: &str| {
+        node.metric(&format!(
+            "meridian_domain_checks_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    node.wait_for("a passing check", Duration::from_secs(15), || {
+        (checks("renewed") >= 1.0).then_some(())
+    });
+    assert_eq!(identifier(), "urn:air:acme.example:acme:echo");
+
+    // The domain changes hands: its proof now lists another key. Suspended here.
+    serve_file(&site, dir, "thief-proof.json");
+    node.wait_for("the contradiction", Duration::from_secs(15), || {
+        (checks("contradicted") >= 1.0).then_some(())
+    });
+    node.wait_for("the suspension", Duration::from_secs(5), || {
+        identifier().is_null().then_some(())
+    });
+    // The domain stops answering: nothing to judge, nothing changes.
+    site.serve(
+        PROOF_PATH,
+        Page {
+            status: 404,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    );
+    node.wait_for("a failed check", Duration::from_secs(15), || {
+        (checks("failed") >= 1.0).then_some(())
+    });
+    assert!(identifier().is_null());
+    // acme's own proof again: the identifier comes back.
+    serve_file(&site, dir, "meridian-org.json");
+    node.wait_for("the identifier back", Duration::from_secs(15), || {
+        (identifier() == "urn:air:acme.example:acme:echo").then_some(())
+    });
+}
