@@ -93,18 +93,7 @@ fn an_admin_checks_a_served_proof_and_issues_the_org_domain_attestation() {
     assert_eq!(site.requests(), 1);
     // The attestation is unsigned until an attest admin signs it; then it verifies under the
     // root and binds acme to its domain.
-    run_ok(
-        dir,
-        &[
-            "gov",
-            "sign",
-            "acme.domain.cbor",
-            "--key",
-            "attest.key",
-            "--root",
-            "root.cbor",
-        ],
-    );
+    sign_domain_attestation(dir);
     let block = std::fs::read(dir.join("acme.domain.cbor")).unwrap();
     let attestation = meridian_governance::attestation::Attestation::decode(&block).unwrap();
     assert_eq!(attestation.body.kind, "org.domain");
@@ -134,6 +123,22 @@ fn an_admin_checks_a_served_proof_and_issues_the_org_domain_attestation() {
     assert!(left_out.is_empty(), "{left_out:?}");
     assert_eq!(set.org_domain("acme", now()), Some(DOMAIN.to_owned()));
     assert_eq!(set.org_domain("globex", now()), None);
+}
+
+/// An attest admin signs `acme.domain.cbor` (what `org verify-domain` wrote).
+fn sign_domain_attestation(dir: &std::path::Path) {
+    run_ok(
+        dir,
+        &[
+            "gov",
+            "sign",
+            "acme.domain.cbor",
+            "--key",
+            "attest.key",
+            "--root",
+            "root.cbor",
+        ],
+    );
 }
 
 fn refusal_text(output: &std::process::Output) -> String {
@@ -403,18 +408,7 @@ fn with_governance_a_contradicting_proof_suspends_an_attested_domain() {
     let dir = dir.path();
     let site = bound(dir);
     assert!(verify_domain(dir, &site, true).status.success());
-    run_ok(
-        dir,
-        &[
-            "gov",
-            "sign",
-            "acme.domain.cbor",
-            "--key",
-            "attest.key",
-            "--root",
-            "root.cbor",
-        ],
-    );
+    sign_domain_attestation(dir);
     run_ok(dir, &["keys", "generate", "--out", "thief.key"]);
     bind_domain(dir, DOMAIN, "thief.key", &[], "thief-proof.json");
     let root = dir.join("root.cbor").display().to_string();
