@@ -587,6 +587,14 @@ pub fn router(state: Arc<NodeState>) -> Router {
     let a2a_limit = state.config.a2a.body_bytes_max;
     let (documented, _) = api_router(import_limit, a2a_limit).split_for_parts();
     documented
+        // The web console (HTML: outside the API reference).
+        .route("/console", axum::routing::get(super::console::redirect))
+        .route("/console/", axum::routing::get(super::console::index))
+        .route("/console/app.js", axum::routing::get(super::console::app))
+        .route(
+            "/console/style.css",
+            axum::routing::get(super::console::style),
+        )
         // The HTTP+JSON (REST) binding of an agent of this region, under its proxy URL + /rest
         // (described in the API reference's introduction).
         .route(

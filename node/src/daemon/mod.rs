@@ -6,6 +6,7 @@ pub mod a2a;
 pub mod agent;
 pub mod ard;
 pub mod config;
+pub mod console;
 pub mod domains;
 pub mod events;
 pub mod governance;

@@ -353,10 +353,11 @@ fn announce_urls(dir: &Path, hubs: &[DemoHub], nodes: &[DemoNode]) -> Result<()>
     eprintln!("  the federation is up (URLs in {}):", path.display());
     for node in &urls["nodes"].as_array().cloned().unwrap_or_default() {
         eprintln!(
-            "    {:<18} {}   ARD {}",
+            "    {:<18} {}   ARD {}   console {}",
             node["name"].as_str().unwrap_or("?"),
             node["http"].as_str().unwrap_or("?"),
-            node["ard"].as_str().unwrap_or("?")
+            node["ard"].as_str().unwrap_or("?"),
+            node["console"].as_str().unwrap_or("?")
         );
     }
     for hub in &urls["hubs"].as_array().cloned().unwrap_or_default() {
@@ -377,6 +378,7 @@ fn urls_json(hubs: &[DemoHub], nodes: &[DemoNode]) -> Value {
             "region": n.region,
             "http": n.url,
             "ard": format!("{}{}", n.url, crate::daemon::ard::ARD_BASE),
+            "console": format!("{}/console/", n.url),
         })).collect::<Vec<_>>(),
         "hubs": hubs.iter().map(|h| json!({
             "name": format!("hub {}", h.region),

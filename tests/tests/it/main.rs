@@ -6,6 +6,7 @@ mod anti_entropy;
 mod ard;
 mod attacks;
 mod cli;
+mod console;
 mod domains;
 mod fuzz_regressions;
 mod governance_flow;
