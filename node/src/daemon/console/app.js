@@ -28,7 +28,7 @@ async function api(path) {
 }
 
 function show(...nodes) {
-  view.replaceChildren(...nodes);
+  view.replaceChildren(...nodes.flat().filter((node) => node !== null && node !== undefined));
 }
 
 function failure(error) {

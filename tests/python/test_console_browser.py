@@ -1,0 +1,125 @@
+"""The web console in a real browser (Debian's Chromium, headless, through chromedriver and
+Selenium): search and open an agent, read its provenance, watch a deprecation arrive live on
+the federation page, with no error in the browser's console. Screenshots of each page go to
+`MERIDIAN_SCREENSHOTS` (default `target/console-screenshots`). Skipped where Chromium,
+chromedriver or Selenium is missing (`.ci/run` installs them)."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver")
+meridian = pytest.importorskip("meridian")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+BIN = os.environ.get("MERIDIAN_BIN", "meridian")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SHOTS = Path(os.environ.get("MERIDIAN_SCREENSHOTS", "target/console-screenshots"))
+NOW = int(time.time())
+
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip("Chromium and chromedriver are not installed", allow_module_level=True)
+
+
+def card(name, description, skill, examples):
+    return {
+        "name": name, "description": description, "version": "1.0.0",
+        "supportedInterfaces": [{"url": f"https://agents.example/{skill}", "protocolBinding": "JSONRPC"}],
+        "capabilities": {"streaming": True},
+        "skills": [{"id": skill, "name": skill.replace("-", " "), "tags": [skill], "examples": examples}],
+        "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
+    }
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """A node with two of acme's agents, and acme's key and token to change them."""
+    work = tmp_path_factory.mktemp("console")
+    subprocess.run([BIN, "node", "init", "--data", "n"], cwd=work, check=True, capture_output=True)
+    env = dict(os.environ, MERIDIAN_HTTP_LISTEN="127.0.0.1:0", MERIDIAN_MESH_ENABLED="false")
+    process = subprocess.Popen([BIN, "node", "run", "--data", "n"], cwd=work, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = work / "n" / "http.addr"
+    deadline = time.time() + 30
+    while not address.exists():
+        assert process.poll() is None and time.time() < deadline, "the node did not start"
+        time.sleep(0.05)
+    url = "http://" + address.read_text().strip()
+    token = json.loads(subprocess.run([BIN, "--json", "node", "token", "create", "--org", "acme", "--data", "n"],
+                                      cwd=work, check=True, capture_output=True, text=True).stdout)["token"]
+    key = meridian.Keypair.generate()
+    client = meridian.NodeClient(url, token=token)
+    for agent in (card("Flight Booker", "Books flights and finds the cheapest fares", "book-flight",
+                       ["book a flight to Tokyo"]),
+                  card("Echo", "Repeats what it is told", "echo", ["say hello"])):
+        client.publish(meridian.sign_manifest(agent, "acme", "local", key, NOW))
+    yield url, client, key
+    process.terminate()
+    process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, condition, seconds=15):
+    return WebDriverWait(driver, seconds).until(condition)
+
+
+def no_console_errors(driver):
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], severe
+
+
+def test_search_then_open_an_agent_and_read_its_provenance(node, browser):
+    url, _, key = node
+    browser.get(f"{url}/console/?q=flight")
+    first = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "ol.results li a")))
+    assert first.text == "Flight Booker"
+    # The search box is labelled, and the query stays in it (the page state is the URL).
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=q]").text == "Search agents"
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "flight"
+    browser.save_screenshot(str(SHOTS / "search.png"))
+    first.click()
+    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Flight Booker"))
+    assert "agent=acme%2Fflight-booker" in browser.current_url
+    page = browser.find_element(By.ID, "view").text
+    assert key.did in page, "the signing key is shown"
+    assert "meridian agent show acme/flight-booker" in page
+    assert "book a flight to Tokyo" in page, "the card's examples are rendered"
+    assert "null" not in page and "undefined" not in page, page
+    browser.save_screenshot(str(SHOTS / "agent.png"))
+    no_console_errors(browser)
+
+
+def test_a_change_arrives_live_on_the_federation_page(node, browser):
+    url, client, key = node
+    browser.get(f"{url}/console/?view=federation")
+    wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#heads tr")))
+    assert not browser.find_element(By.ID, "search").is_displayed(), "no search form here"
+    time.sleep(0.5)  # the event stream connects
+    client.deprecate("acme/echo", key)
+    event = wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, 'li[data-kind="agent.deprecated"]')))
+    assert "acme/echo" in event.text
+    browser.save_screenshot(str(SHOTS / "federation.png"))
+    # The agent's page now says so, and names no successor.
+    browser.get(f"{url}/console/?agent=acme/echo")
+    wait(browser, EC.text_to_be_present_in_element((By.ID, "view"), "Deprecated by its organisation"))
+    no_console_errors(browser)
