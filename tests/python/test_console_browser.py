@@ -96,7 +96,13 @@ def test_search_then_open_an_agent_and_read_its_provenance(node, browser):
     # The search box is labelled, and the query stays in it (the page state is the URL).
     assert browser.find_element(By.CSS_SELECTOR, "label[for=q]").text == "Search agents"
     assert browser.find_element(By.ID, "q").get_attribute("value") == "flight"
+    # Facets count the matches; a value refines the search, in the URL.
+    facet = browser.find_element(By.CSS_SELECTOR, "nav.facets a[href*='org=acme']")
+    assert facet.text == "acme (1)"
     browser.save_screenshot(str(SHOTS / "search.png"))
+    facet.click()
+    wait(browser, lambda d: "org=acme" in d.current_url)
+    first = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "ol.results li a")))
     first.click()
     wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Flight Booker"))
     assert "agent=acme%2Fflight-booker" in browser.current_url

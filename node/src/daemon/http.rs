@@ -1314,11 +1314,12 @@ pub struct SearchParams {
     cursor: Option<String>,
     limit: Option<usize>,
     sort: Option<String>,
+    facets: Option<String>,
 }
 
 /// Search the federated view (stable order, cursor pagination; `sort=relevance` ranks by
 /// relevance to `q` instead, each agent with its `score`).
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("status" = Option<String>, Query, description = "life-cycle state: `active` or `deprecated`"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more; a typo or an unfinished last word still matches, at half weight), each agent with a score 1-100, deprecated agents after every active one; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit, status or sort", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("status" = Option<String>, Query, description = "life-cycle state: `active` or `deprecated`"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("facets" = Option<String>, Query, description = "comma-separated fields to count the matching agents by, each value's count in `facets` (the ten most common): org, region, tag, skill, status"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more; a typo or an unfinished last word still matches, at half weight), each agent with a score 1-100, deprecated agents after every active one; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit, status or sort", body = ErrorBody)))]
 pub async fn search(
     State(state): State<Arc<NodeState>>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
@@ -1388,11 +1389,94 @@ pub async fn search(
         .index
         .read()
         .map_err(|_| ApiError::internal("index lock poisoned"))?;
-    let Some(text) = ranked_text else {
-        let (page, next) = index.search(&query);
-        return Ok(Json(json!({ "agents": page, "next_cursor": next })));
+    let mut answer = match &ranked_text {
+        None => {
+            let (page, next) = index.search(&query);
+            json!({ "agents": page, "next_cursor": next })
+        }
+        Some(text) => ranked_search(&index, &query, text, params.cursor.as_deref(), limit)?,
     };
-    ranked_search(&index, &query, &text, params.cursor.as_deref(), limit)
+    if let Some(fields) = params.facets.as_deref() {
+        answer["facets"] = facets(&index, &query, ranked_text.as_deref(), fields)?;
+    }
+    Ok(Json(answer))
+}
+
+/// The fields `?facets=` counts by.
+pub const FACET_FIELDS: &[&str] = &["org", "region", "tag", "skill", "status"];
+/// Values listed per facet, the most common first.
+const FACET_VALUES_MAX: usize = 10;
+
+/// How many of the agents a search matches (all of them, not one page) have each value of the
+/// asked `fields`: the ten most common values per field.
+fn facets(
+    index: &AgentIndex,
+    query: &SearchQuery,
+    text: Option<&str>,
+    fields: &str,
+) -> ApiResult<Value> {
+    let fields: Vec<&str> = fields
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    if let Some(bad) = fields.iter().find(|f| !FACET_FIELDS.contains(f)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("facet `{bad}`: count by {}", FACET_FIELDS.join(", ")),
+        ));
+    }
+    let matched: Vec<&AgentRecord> = match text {
+        Some(text) => {
+            let ids = index.matching(text).map_err(ApiError::internal)?;
+            let filters = SearchQuery {
+                text: None,
+                after: None,
+                limit: usize::MAX,
+                ..query.clone()
+            };
+            index
+                .search(&filters)
+                .0
+                .into_iter()
+                .filter(|r| ids.contains(r.agent_id.as_str()))
+                .collect()
+        }
+        None => {
+            let all = SearchQuery {
+                after: None,
+                limit: usize::MAX,
+                ..query.clone()
+            };
+            index.search(&all).0
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for field in fields {
+        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for record in &matched {
+            let values: Vec<&str> = match field {
+                "org" => vec![record.org.as_str()],
+                "region" => vec![record.region.as_str()],
+                "status" => vec![record.status],
+                "tag" => record.tags.iter().map(String::as_str).collect(),
+                _ => record.skills.iter().map(String::as_str).collect(),
+            };
+            for value in values {
+                *counts.entry(value).or_default() += 1;
+            }
+        }
+        let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts.truncate(FACET_VALUES_MAX);
+        let buckets: Vec<Value> = counts
+            .into_iter()
+            .map(|(value, count)| json!({ "value": value, "count": count }))
+            .collect();
+        out.insert(field.to_owned(), Value::Array(buckets));
+    }
+    Ok(Value::Object(out))
 }
 
 /// `sort=relevance`: the agents `query` filters to that match any word of `text`, best first,
@@ -1403,7 +1487,7 @@ fn ranked_search(
     text: &str,
     cursor: Option<&str>,
     limit: usize,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Value> {
     let offset = match cursor {
         None => 0,
         Some(cursor) => cursor
@@ -1451,7 +1535,7 @@ fn ranked_search(
         })
         .collect();
     let next = (offset + limit < ranked.total).then(|| format!("@{}", offset + limit));
-    Ok(Json(json!({ "agents": page, "next_cursor": next })))
+    Ok(json!({ "agents": page, "next_cursor": next }))
 }
 
 #[cfg(test)]

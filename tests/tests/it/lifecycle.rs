@@ -116,6 +116,19 @@ fn a_deprecation_travels_to_mirrors_ranks_the_agent_last_and_a_new_version_undoe
         ids(&mirror.get("/api/v1/agents?status=deprecated")),
         ["acme/echo"]
     );
+    // Facets count every match, not one page.
+    let counted = mirror.get("/api/v1/agents?q=echo&sort=relevance&limit=1&facets=status,org");
+    assert_eq!(counted.status, 200);
+    let facets = &counted.json()["facets"];
+    assert_eq!(
+        facets["status"],
+        serde_json::json!([{ "value": "active", "count": 1 }, { "value": "deprecated", "count": 1 }])
+    );
+    assert_eq!(
+        facets["org"],
+        serde_json::json!([{ "value": "acme", "count": 2 }])
+    );
+    assert_eq!(mirror.get("/api/v1/agents?facets=colour").status, 400);
     let bad = mirror.get("/api/v1/agents?status=gone");
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["code"], "bad_query");

@@ -48,17 +48,20 @@ async function searchPage() {
   const status = params.get("status") ?? "";
   document.getElementById("q").value = q;
   document.getElementById("status").value = status;
-  const query = new URLSearchParams({ limit: "20" });
+  const query = new URLSearchParams({ limit: "20", facets: "org,region,tag,status" });
   if (q.trim()) {
     query.set("q", q);
     query.set("sort", "relevance");
   }
-  if (status) query.set("status", status);
+  for (const name of ["status", "org", "region", "tag"]) {
+    if (params.get(name)) query.set(name, params.get(name));
+  }
   const page = await api(`/api/v1/agents?${query}`);
+  const refine = facetsAside(page.facets ?? {});
   const agents = page.agents ?? [];
   const heading = q.trim() ? `Agents matching “${q}”` : "Agents";
   if (agents.length === 0) {
-    show(el("h1", {}, heading), el("p", {}, "No agent matches."));
+    show(el("h1", {}, heading), refine, el("p", {}, "No agent matches."));
     return;
   }
   const items = agents.map((agent) =>
@@ -67,8 +70,24 @@ async function searchPage() {
       agent.score ? el("span", { class: "meta" }, ` score ${agent.score}`) : null,
       el("div", {}, agent.description ?? ""),
       el("div", { class: "meta" }, `${agent.agent_id} · ${agent.org} · ${agent.region} · published by ${agent.publisher} (seq ${agent.seq})`)));
-  show(el("h1", {}, heading), el("ol", { class: "results" }, items),
+  show(el("h1", {}, heading), refine, el("ol", { class: "results" }, items),
     page.next_cursor ? el("p", { class: "muted" }, "More agents match: refine the search.") : null);
+}
+
+// Counts of every match by organisation, region, tag and status; each value a link that adds
+// it to the search (and the one in force a link that takes it away).
+function facetsAside(facets) {
+  const groups = Object.entries(facets).map(([field, buckets]) => {
+    const chosen = params.get(field);
+    const links = buckets.map(({ value, count }) => {
+      const next = new URLSearchParams(params);
+      if (chosen === value) next.delete(field); else next.set(field, value);
+      const label = `${value} (${count})`;
+      return el("li", {}, el("a", { href: `/console/?${next}`, "aria-current": chosen === value ? "true" : null }, chosen === value ? `✕ ${label}` : label));
+    });
+    return el("div", { class: "facet" }, el("h2", {}, field), el("ul", {}, links));
+  });
+  return groups.length ? el("nav", { class: "facets", "aria-label": "Refine" }, groups) : null;
 }
 
 function cardSection(card) {
@@ -137,10 +156,12 @@ async function federationPage() {
     el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Publisher"), el("th", {}, "Seq"), el("th", {}, "Commit"))), el("tbody", { id: "heads" }, rows)),
     el("h2", {}, "Changes, live"), log);
   const events = new EventSource("/api/v1/events");
-  for (const kind of ["agent.added", "agent.changed", "agent.deprecated", "agent.removed", "head.accepted", "name.domain"]) {
+  const kinds = ["agent.added", "agent.changed", "agent.deprecated", "agent.removed", "head.accepted",
+    "attestation.added", "attestation.revoked", "policy.updated", "root.updated", "name.conflict", "name.domain"];
+  for (const kind of kinds) {
     events.addEventListener(kind, (event) => {
       const data = JSON.parse(event.data || "{}");
-      const what = data.agent_id ? agentLink(data.agent_id) : el("code", {}, data.publisher ?? "");
+      const what = data.agent_id ? agentLink(data.agent_id) : el("code", {}, data.publisher ?? data.org ?? data.id ?? data.version ?? "");
       log.prepend(el("li", { "data-kind": kind }, el("strong", {}, kind), " ", what, data.seq ? el("span", { class: "meta" }, ` seq ${data.seq}`) : null));
       while (log.children.length > 100) log.lastChild.remove();
     });
