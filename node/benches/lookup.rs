@@ -11,55 +11,22 @@ use std::sync::Arc;
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/node.rs"]
+mod node;
 
 use load::{CLIENTS, SECONDS, load};
 
 use meridian_node::daemon::config::NodeConfig;
-use meridian_node::daemon::http::{NodeState, router};
-use meridian_registry::car::Limits;
-use meridian_registry::keys::Keypair;
-use meridian_registry::snapshot::{self, BuildInput, CardInput, VerifyOptions};
-use meridian_registry::store::SledStore;
+use meridian_node::daemon::http::router;
 
 const AGENTS: usize = 10_000;
 
-fn clock() -> i64 {
-    1_800_000_100
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let (built, _) = snapshot::build(BuildInput {
-        node_key: &Keypair::from_secret(&[1; 32]),
-        org_key: &Keypair::from_secret(&[2; 32]),
-        org: "acme",
-        region: "eu-west",
-        cards: (0..AGENTS)
-            .map(|i| CardInput {
-                source_name: String::new(),
-                json: format!(r#"{{"name":"Agent {i}","description":"Agent {i} answers questions.","supportedInterfaces":[{{"url":"https://agents.example/{i}","protocolBinding":"JSONRPC"}}],"skills":[{{"id":"search","name":"search","tags":["search"]}}]}}"#),
-            })
-            .collect(),
-        previous: None,
-        now: clock() - 10,
-        expires_in_secs: 86_400,
-        limits: Limits::DEFAULT,
-    })
-    .unwrap();
-    let store = SledStore::open(&dir.path().join("store")).unwrap();
-    let contents =
-        snapshot::read_car(&built.write_car(Vec::new()).unwrap()[..], Limits::DEFAULT).unwrap();
-    snapshot::import(&store, &contents, VerifyOptions::default()).unwrap();
-    let state = Arc::new(
-        NodeState::new(
-            store,
-            NodeConfig::default(),
-            Keypair::from_secret(&[9; 32]),
-            dir.path(),
-            clock,
-        )
-        .unwrap(),
-    );
+    let cards = (0..AGENTS)
+        .map(|i| format!(r#"{{"name":"Agent {i}","description":"Agent {i} answers questions.","supportedInterfaces":[{{"url":"https://agents.example/{i}","protocolBinding":"JSONRPC"}}],"skills":[{{"id":"search","name":"search","tags":["search"]}}]}}"#))
+        .collect();
+    let state = node::node_over(dir.path(), cards, NodeConfig::default());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

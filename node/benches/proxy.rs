@@ -12,21 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/node.rs"]
+mod node;
+
 use meridian_node::daemon::config::NodeConfig;
 use meridian_node::daemon::http::{NodeState, router};
-use meridian_registry::car::Limits;
-use meridian_registry::keys::Keypair;
-use meridian_registry::snapshot::{self, BuildInput, CardInput, VerifyOptions};
-use meridian_registry::store::SledStore;
 
 const CALLS: usize = 2_000;
 const CLIENTS: usize = 64;
 const SECONDS: u64 = 5;
 const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"hi"}]}}}"#;
-
-fn clock() -> i64 {
-    1_800_000_100
-}
 
 /// The echo agent on its own thread and single-threaded runtime; its URL.
 fn start_agent() -> String {
@@ -57,31 +52,12 @@ fn node_state(dir: &std::path::Path, agent: &str) -> Arc<NodeState> {
     let card = format!(
         r#"{{"name":"Echo","description":"echo","supportedInterfaces":[{{"url":"{agent}","protocolBinding":"JSONRPC"}}],"skills":[]}}"#
     );
-    let (built, _) = snapshot::build(BuildInput {
-        node_key: &Keypair::from_secret(&[1; 32]),
-        org_key: &Keypair::from_secret(&[2; 32]),
-        org: "acme",
-        region: "local",
-        cards: vec![CardInput {
-            source_name: String::new(),
-            json: card,
-        }],
-        previous: None,
-        now: clock() - 10,
-        expires_in_secs: 86_400,
-        limits: Limits::DEFAULT,
-    })
-    .unwrap();
-    let store = SledStore::open(&dir.join("store")).unwrap();
-    let contents =
-        snapshot::read_car(&built.write_car(Vec::new()).unwrap()[..], Limits::DEFAULT).unwrap();
-    snapshot::import(&store, &contents, VerifyOptions::default()).unwrap();
     let mut config = NodeConfig::default();
     config.a2a.allow_private = true;
     // The benchmark measures the proxy, not the rate limiter's refusals.
     config.a2a.default_rps = 1_000_000;
     config.a2a.default_burst = 1_000_000;
-    Arc::new(NodeState::new(store, config, Keypair::from_secret(&[9; 32]), dir, clock).unwrap())
+    node::node_over(dir, vec![card], config)
 }
 
 /// One small JSON-RPC call to `url`, answered with success and read whole.

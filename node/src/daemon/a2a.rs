@@ -236,11 +236,17 @@ impl Refusal {
     /// error with the request's `id` ([`jsonrpc_refusal`]), otherwise Meridian's error shape;
     /// the HTTP status kept, and `Retry-After` when the caller may retry.
     pub fn answer(self, body: &[u8]) -> Response {
-        let request: Option<Value> = serde_json::from_slice(body).ok();
-        let id = request
-            .as_ref()
-            .filter(|r| r.get("jsonrpc").is_some())
-            .map(|r| r.get("id").cloned().unwrap_or(Value::Null));
+        /// The two members a refusal needs, the rest of the request skipped unread.
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            jsonrpc: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            id: Value,
+        }
+        let id = serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .filter(|request| request.jsonrpc.is_some())
+            .map(|request| request.id);
         let mut response = match id {
             Some(id) => jsonrpc_refusal(
                 id,

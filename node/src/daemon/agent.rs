@@ -7,7 +7,8 @@
 //! removed). This is the protocol wrapper ARD §5.3.6 allows: an orchestrator that speaks only
 //! A2A finds other agents through the node.
 //!
-//! Every answer is a completed task, kept in a bounded store ([`TASKS_MAX`], [`TASK_TTL_SECS`])
+//! Every answer is a completed task, kept in a bounded store ([`TASKS_MAX`], [`TASKS_BYTES_MAX`],
+//! [`TASK_TTL_SECS`])
 //! so `tasks/get` can read it again; a completed task cannot be cancelled.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +25,11 @@ use super::ranking::{FilterField, RankFilter};
 
 /// Most tasks kept for `tasks/get`; the oldest go first.
 pub const TASKS_MAX: usize = 10_000;
+/// Most bytes the kept tasks may hold together (requests and answers); the oldest go first,
+/// so large requests cannot make the store grow past it.
+pub const TASKS_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Longest `contextId` a request may name, in bytes.
+pub const CONTEXT_ID_BYTES_MAX: usize = 256;
 /// How long a task is kept, in seconds.
 pub const TASK_TTL_SECS: i64 = 3600;
 /// Most matches one "find agents" answer lists.
@@ -52,31 +58,61 @@ struct TaskRecord {
     created_at: i64,
 }
 
-/// The bounded task store.
+impl TaskRecord {
+    /// About how many bytes the task holds.
+    fn bytes(&self) -> usize {
+        let value_bytes = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+        self.id.len()
+            + self.context_id.len()
+            + self.request_text.len()
+            + self.answer_text.len()
+            + value_bytes(&self.request_data)
+            + value_bytes(&self.answer_data)
+    }
+}
+
+/// The tasks, oldest first with their sizes, and the bytes they hold together.
+#[derive(Debug, Default)]
+struct Kept {
+    tasks: BTreeMap<String, TaskRecord>,
+    order: VecDeque<(String, usize)>,
+    bytes: usize,
+}
+
+/// The bounded task store: at most [`TASKS_MAX`] tasks and [`TASKS_BYTES_MAX`] bytes.
 #[derive(Debug, Default)]
 pub struct Tasks {
-    tasks: Mutex<(BTreeMap<String, TaskRecord>, VecDeque<String>)>,
+    kept: Mutex<Kept>,
 }
 
 impl Tasks {
     fn insert(&self, task: TaskRecord) {
-        let Ok(mut guard) = self.tasks.lock() else {
+        let Ok(mut kept) = self.kept.lock() else {
             return;
         };
-        let (tasks, order) = &mut *guard;
-        order.push_back(task.id.clone());
-        tasks.insert(task.id.clone(), task);
-        while order.len() > TASKS_MAX {
-            if let Some(oldest) = order.pop_front() {
-                tasks.remove(&oldest);
-            }
+        let size = task.bytes();
+        kept.order.push_back((task.id.clone(), size));
+        kept.bytes += size;
+        kept.tasks.insert(task.id.clone(), task);
+        while kept.order.len() > TASKS_MAX || kept.bytes > TASKS_BYTES_MAX {
+            let Some((oldest, size)) = kept.order.pop_front() else {
+                break;
+            };
+            kept.bytes -= size;
+            kept.tasks.remove(&oldest);
         }
     }
 
+    /// How many tasks are kept, and the bytes they hold.
+    pub fn usage(&self) -> (usize, usize) {
+        self.kept
+            .lock()
+            .map_or((0, 0), |kept| (kept.tasks.len(), kept.bytes))
+    }
+
     fn get(&self, id: &str, now: i64) -> Option<TaskRecord> {
-        let guard = self.tasks.lock().ok()?;
-        guard
-            .0
+        let kept = self.kept.lock().ok()?;
+        kept.tasks
             .get(id)
             .filter(|t| now - t.created_at < TASK_TTL_SECS)
             .cloned()
@@ -304,10 +340,15 @@ fn answer(state: &NodeState, params: &Value, base: &str) -> Result<TaskRecord, R
         (_, Some(agent)) => explain(state, &agent),
         _ => find(state, &text, &data, base)?,
     };
-    let context_id = message
-        .get("contextId")
-        .and_then(Value::as_str)
-        .map_or_else(new_id, str::to_owned);
+    let context_id = match message.get("contextId").and_then(Value::as_str) {
+        Some(id) if id.len() > CONTEXT_ID_BYTES_MAX => {
+            return Err(RpcError::invalid_params(format!(
+                "`contextId` is longer than {CONTEXT_ID_BYTES_MAX} bytes"
+            )));
+        }
+        Some(id) => id.to_owned(),
+        None => new_id(),
+    };
     Ok(TaskRecord {
         id: new_id(),
         context_id,
@@ -653,4 +694,46 @@ fn stream(id: Value, task: &TaskRecord, flavour: Flavour) -> Response {
         Body::from(events),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: usize, payload: usize) -> TaskRecord {
+        TaskRecord {
+            id: format!("t{id}"),
+            context_id: "c".into(),
+            request_text: "x".repeat(payload),
+            request_data: Value::Null,
+            answer_text: String::new(),
+            answer_data: Value::Null,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn large_requests_cannot_grow_the_task_store_past_its_bytes() {
+        let tasks = Tasks::default();
+        // 100 requests of 1 MiB each: only the newest that fit in the budget are kept.
+        for id in 0..100 {
+            tasks.insert(task(id, 1024 * 1024));
+        }
+        let (count, bytes) = tasks.usage();
+        assert!(bytes <= TASKS_BYTES_MAX, "{bytes}");
+        assert!(count < 40 && count > 0, "{count}");
+        assert!(tasks.get("t99", 0).is_some());
+        assert!(tasks.get("t0", 0).is_none(), "the oldest went first");
+        // And by count, small ones.
+        for id in 100..100 + TASKS_MAX + 5 {
+            tasks.insert(task(id, 1));
+        }
+        assert_eq!(tasks.usage().0, TASKS_MAX);
+        // A task past its time is not read.
+        assert!(
+            tasks
+                .get(&format!("t{}", 100 + TASKS_MAX), TASK_TTL_SECS)
+                .is_none()
+        );
+    }
 }

@@ -460,10 +460,10 @@ fn values_of(candidate: &Candidate<'_>, key: &str, orgs: &mut Orgs<'_>) -> Vec<S
         "tags" => record.tags.clone(),
         "capabilities" => record.skills.clone(),
         "publisher" => vec![candidate.identifier.domain.clone()],
-        "version" => card_json(record)["version"]
-            .as_str()
-            .map(|v| vec![v.to_owned()])
-            .unwrap_or_default(),
+        "version" => Some(record.version.clone())
+            .filter(|v| !v.is_empty())
+            .into_iter()
+            .collect(),
         "region" => vec![record.region.clone()],
         "org" => vec![record.org.clone()],
         "status" => vec![record.status.to_owned()],

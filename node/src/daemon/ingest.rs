@@ -107,6 +107,26 @@ impl Ingest {
         })
     }
 
+    /// Forgets the validators of every URL that no source lists any more, so a site that
+    /// names new URLs on every poll cannot make them pile up.
+    fn prune_validators(&self, sources: &[String]) {
+        let Ok(memory) = self.memory.lock() else {
+            return;
+        };
+        let listed: std::collections::HashSet<&str> = sources
+            .iter()
+            .map(String::as_str)
+            .chain(
+                memory
+                    .values()
+                    .flat_map(|m| m.urls.iter().map(String::as_str)),
+            )
+            .collect();
+        if let Ok(mut validators) = self.validators.lock() {
+            validators.retain(|url, _| listed.contains(url.as_str()));
+        }
+    }
+
     fn save(&self, data: &std::path::Path) -> anyhow::Result<()> {
         let memory = self
             .memory
@@ -483,6 +503,7 @@ pub async fn run(state: Arc<NodeState>) {
             report.errors.truncate(ERRORS_KEPT);
             record(&state, report);
         }
+        state.ingest.prune_validators(&sources);
         if let Err(error) = state.ingest.save(&state.data_dir) {
             tracing::warn!(error = %format!("{error:#}"), "ingest: could not write {INGEST_FILE}");
         }
@@ -551,4 +572,40 @@ pub async fn status(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, 
         "interval_secs": config.interval_secs,
         "sources": sources,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators_of_urls_no_source_lists_are_forgotten() {
+        let ingest = Ingest::default();
+        let source = "https://acme.example/.well-known/ard.json".to_owned();
+        ingest.memory.lock().unwrap().insert(
+            source.clone(),
+            SourceMemory {
+                urls: vec!["https://acme.example/cards/echo.json".into()],
+                ..SourceMemory::default()
+            },
+        );
+        {
+            let mut validators = ingest.validators.lock().unwrap();
+            for url in [
+                source.as_str(),
+                "https://acme.example/cards/echo.json",
+                "https://acme.example/cards/gone-1.json",
+                "https://acme.example/cards/gone-2.json",
+            ] {
+                validators.insert(url.to_owned(), Validators::default());
+            }
+        }
+        ingest.prune_validators(std::slice::from_ref(&source));
+        let mut kept: Vec<String> = ingest.validators.lock().unwrap().keys().cloned().collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [source, "https://acme.example/cards/echo.json".to_owned()]
+        );
+    }
 }

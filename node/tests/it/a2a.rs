@@ -75,7 +75,8 @@ fn serve(mut stream: TcpStream) {
         values.join(", ")
     };
     if method == "message/stream" || method == "SendStreamingMessage" {
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\na2a-version: 1.0\r\ntransfer-encoding: chunked\r\n\r\n");
+        // It closes the connection after the stream, and says so: a client must not keep it.
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\na2a-version: 1.0\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
         for i in 0..3 {
             let event = format!(
                 "id: {i}\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"part\":{i}}}}}\n\n",
@@ -659,6 +660,16 @@ fn the_node_is_an_a2a_agent_that_finds_and_explains_agents() {
         serde_json::json!({ "jsonrpc": "2.0", "id": 7, "method": "tasks/resubscribe", "params": {} }),
     );
     assert_eq!(missing["error"]["code"], -32601);
+    let long_context = "c".repeat(300);
+    let refused = ask(
+        &node,
+        serde_json::json!({ "jsonrpc": "2.0", "id": 9, "method": "SendMessage",
+            "params": { "message": { "messageId": "m9", "role": "ROLE_USER", "contextId": long_context, "parts": [{ "text": "echo" }] } } }),
+    );
+    assert_eq!(
+        refused["error"]["code"], -32602,
+        "an oversized contextId is not stored"
+    );
     let empty = ask(
         &node,
         serde_json::json!({ "jsonrpc": "2.0", "id": 8, "method": "SendMessage", "params": {} }),
