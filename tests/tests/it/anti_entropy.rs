@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 use meridian_registry::keys::Keypair;
 use meridian_tests::*;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A UDP port on loopback, held until the returned socket is dropped (so no other process of
+/// the test run takes it meanwhile).
+fn reserve_udp_port() -> (u16, std::net::UdpSocket) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    (socket.local_addr().unwrap().port(), socket)
 }
 
 #[test]
@@ -26,7 +25,7 @@ fn what_was_published_before_a_trunk_came_up_crosses_it_afterwards() {
         dir,
         &["hub", "init", "--data", "hub-b", "--region", "us-east"],
     );
-    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let ((port_a, held_a), (port_b, held_b)) = (reserve_udp_port(), reserve_udp_port());
     let (did_a, did_b) = (did(dir, "hub-a/hub.key"), did(dir, "hub-b/hub.key"));
     let trunk_a = format!("127.0.0.1:{port_a}");
     let trunk_b = format!("127.0.0.1:{port_b}");
@@ -46,6 +45,7 @@ fn what_was_published_before_a_trunk_came_up_crosses_it_afterwards() {
         )
     };
     // Region eu-west publishes while us-east has no hub at all.
+    drop(held_a);
     let hub_a = hub("hub-a", "eu-west", &trunk_a, &peers_of_a);
     let hub_a_url = hub_a.url();
     let a = Daemon::node(
@@ -74,6 +74,9 @@ fn what_was_published_before_a_trunk_came_up_crosses_it_afterwards() {
     // us-east comes up afterwards: its hub learns a's head from hub a's trunk, and its node
     // fetches the agent through it.
     let started = Instant::now();
+    // Held until now: hub b starts seconds after its port was chosen, and other tests bind
+    // loopback ports meanwhile.
+    drop(held_b);
     let hub_b = hub("hub-b", "us-east", &trunk_b, &peers_of_b);
     let hub_b_url = hub_b.url();
     let b = Daemon::node(
