@@ -117,7 +117,20 @@ fn idle_connections_cannot_starve_the_node() {
     });
     assert_eq!(still_open, 0, "partial heads still held after the timeout");
     assert!(node.metric("meridian_http_connections_open") <= 1.0);
-    assert!(node.metric("meridian_http_connection_errors_total") >= admitted as f64 * 0.9);
+    // Every admitted flood connection ended in an error (the header-read timeout). The count
+    // admitted depends on timing (connections that time out during the flood free their
+    // places for later ones), so compare with what the node says it accepted; this test's own
+    // requests (ten /health, six /metrics) are the only connections that ended cleanly.
+    let accepted = node.metric("meridian_http_connections_accepted_total");
+    let errors = node.metric("meridian_http_connection_errors_total");
+    assert!(
+        accepted >= CONNECTIONS_MAX as f64 * 0.9,
+        "only {accepted} connections accepted"
+    );
+    assert!(
+        errors >= accepted - 25.0,
+        "{errors} of {accepted} accepted connections ended in an error"
+    );
     drop(streams);
     // And the node goes on serving.
     assert_eq!(node.get("/health").status, 200);
