@@ -10,12 +10,11 @@ use crate::daemon::{Node, b64};
 use crate::federation::{metric, org_token, publish, wait_for};
 use crate::json;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A UDP port on loopback, held until the returned socket is dropped (so no other process of
+/// the test run takes it between choosing and binding it).
+fn reserve_udp_port() -> (u16, std::net::UdpSocket) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    (socket.local_addr().unwrap().port(), socket)
 }
 
 /// A hub on loopback; `trusted_nodes` may name its callers' organisation.
@@ -63,7 +62,7 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let ((port_a, held_a), (port_b, held_b)) = (reserve_udp_port(), reserve_udp_port());
     let peers_of_a = format!("us-east={hub_b_did}@127.0.0.1:{port_b}");
     let peers_of_b = format!("eu-west={hub_a_did}@127.0.0.1:{port_a}");
     for data in ["a", "b"] {
@@ -75,7 +74,9 @@ fn two_regions_converge_and_call_each_other_through_their_hubs() {
         .as_str()
         .unwrap()
         .to_owned();
+    drop(held_a);
     let hub_a = start_hub(dir, "hub-a", "eu-west", port_a, &peers_of_a, "");
+    drop(held_b);
     let hub_b = start_hub(dir, "hub-b", "us-east", port_b, &peers_of_b, &node_b_did);
     let token_a = org_token(dir, "a", "acme");
     let url_a = format!("http://{}", hub_a.address);
