@@ -73,6 +73,11 @@ impl Breaker {
         self.state
     }
 
+    /// Failures in a row since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Whether a call may go now; `Some(new state)` when asking changed the state (an open
     /// breaker whose time is up lets this call through as the probe).
     pub fn allow(&mut self, now: Duration) -> (bool, Option<BreakerState>) {

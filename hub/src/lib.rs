@@ -13,11 +13,13 @@
 //! [`daemon`] (`meridian hub run`: the thin async driver of the machine, the HTTP API,
 //! persistence, relay and metrics); [`egress`] is
 //! how the hub reaches nodes and agents (HTTP in production, simulated sockets in the
-//! simulations).
+//! simulations). [`console`] is the web console's serving, shared with nodes, and the hub's
+//! own console page.
 
 pub mod apidoc;
 pub mod breaker;
 pub mod cache;
+pub mod console;
 pub mod daemon;
 pub mod deltas;
 pub mod egress;

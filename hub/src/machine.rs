@@ -311,8 +311,27 @@ pub struct HubMachine {
     next_delta_waiter: u64,
     limiter: Limiter,
     breakers: BTreeMap<String, Breaker>,
+    /// Relay refusals for rate, by scope (`org:ID`, `region:NAME`), for the stats page.
+    rate_refusals: BTreeMap<String, u64>,
     budget: NewPublisherBudget,
     outputs: VecDeque<Output>,
+}
+
+/// How many rate scopes [`HubMachine::rate_refusals`] names; refusals of further scopes are
+/// counted under `other` (so a caller inventing organisation names cannot grow the map).
+pub const RATE_REFUSAL_SCOPES_MAX: usize = 256;
+
+/// One circuit breaker as the stats page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerReport {
+    /// The upstream: `hub:REGION`, `node:URL` or `agent:HOST`.
+    pub upstream: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// Failures in a row.
+    pub failures: u32,
+    /// For an open breaker, how long until a probe may go.
+    pub open_for: Option<Duration>,
 }
 
 impl HubMachine {
@@ -327,6 +346,7 @@ impl HubMachine {
             next_delta_waiter: 1,
             limiter: Limiter::new(),
             breakers: BTreeMap::new(),
+            rate_refusals: BTreeMap::new(),
             budget: NewPublisherBudget::new(
                 settings.new_publishers_per_minute,
                 settings.publishers_per_source_max,
@@ -753,6 +773,14 @@ impl HubMachine {
             .unwrap_or_default()
     }
 
+    /// The version of the policy bundle in force: `None` without governance, `Some(0)` with a
+    /// root but no policy yet.
+    pub fn policy_version(&self) -> Option<u64> {
+        self.policy
+            .as_ref()
+            .map(|p| p.policy().map_or(0, |b| b.body.version))
+    }
+
     /// The trust root's block, when the hub has one.
     pub fn root_block(&self) -> Option<Vec<u8>> {
         self.policy.as_ref().map(PolicyMirror::root_block)
@@ -824,6 +852,10 @@ impl HubMachine {
             }
             Decision::Wait(wait) => {
                 self.count("meridian_hub_limiter_total{decision=\"limited\"}", 1);
+                let named = self.rate_refusals.contains_key(scope)
+                    || self.rate_refusals.len() < RATE_REFUSAL_SCOPES_MAX;
+                let key = if named { scope } else { "other" };
+                *self.rate_refusals.entry(key.to_owned()).or_default() += 1;
                 let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 Err(RelayRefusal {
                     retry_after: Some(seconds),
@@ -868,6 +900,31 @@ impl HubMachine {
                 format!("governance refuses this agent: {}", reasons.join("; ")),
             )
         })
+    }
+
+    /// Every upstream's circuit breaker, by name.
+    pub fn breakers(&self, now: Now) -> Vec<BreakerReport> {
+        self.breakers
+            .iter()
+            .map(|(upstream, breaker)| {
+                let state = breaker.state();
+                BreakerReport {
+                    upstream: upstream.clone(),
+                    state: state.as_str(),
+                    failures: breaker.failures(),
+                    open_for: match state {
+                        BreakerState::Open { until } => Some(until.saturating_sub(now.elapsed)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Relay calls refused for rate since start, by scope (at most
+    /// [`RATE_REFUSAL_SCOPES_MAX`] scopes, then `other`).
+    pub fn rate_refusals(&self) -> &BTreeMap<String, u64> {
+        &self.rate_refusals
     }
 
     /// Whether a call through the breaker `breaker` may be made now (an open breaker refuses

@@ -443,6 +443,25 @@ pub struct TrunkPeer {
     pub key: PublicKey,
 }
 
+/// The connection to one other region's hub, as [`Trunk::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkStatus {
+    /// Its region.
+    pub region: String,
+    /// Its trunk address.
+    pub addr: SocketAddr,
+    /// Its hub key, as a did:key.
+    pub key: String,
+    /// Whether a connection is up now.
+    pub connected: bool,
+    /// QUIC's smoothed round-trip time on the live connection.
+    pub rtt: Option<Duration>,
+    /// Failed connection attempts in a row.
+    pub failures: u32,
+    /// While backing off, how long until the next attempt.
+    pub retry_in: Option<Duration>,
+}
+
 #[derive(Debug)]
 struct Slot {
     peer: TrunkPeer,
@@ -520,6 +539,32 @@ impl Trunk {
             .lock()
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every other region's hub and the state of the connection to it, for the stats page.
+    pub fn status(&self) -> Vec<TrunkStatus> {
+        let Ok(slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        slots
+            .values()
+            .map(|slot| {
+                let live = slot
+                    .connection
+                    .as_ref()
+                    .filter(|c| c.close_reason().is_none());
+                TrunkStatus {
+                    region: slot.peer.region.clone(),
+                    addr: slot.peer.addr,
+                    key: slot.peer.key.to_did(),
+                    connected: live.is_some(),
+                    rtt: live.map(quinn::Connection::rtt),
+                    failures: slot.failures,
+                    retry_in: slot.next_try.map(|at| at.saturating_duration_since(now)),
+                }
+            })
+            .collect()
     }
 
     /// Whether the connection to a region is up now.

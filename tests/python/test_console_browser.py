@@ -6,27 +6,20 @@ chromedriver or Selenium is missing (`.ci/run` installs them)."""
 
 import json
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-webdriver = pytest.importorskip("selenium.webdriver")
+from browsing import SHOTS, no_console_errors, wait
+
+pytest.importorskip("selenium.webdriver")
 meridian = pytest.importorskip("meridian")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 BIN = os.environ.get("MERIDIAN_BIN", "meridian")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SHOTS = Path(os.environ.get("MERIDIAN_SCREENSHOTS", "target/console-screenshots"))
 NOW = int(time.time())
-
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip("Chromium and chromedriver are not installed", allow_module_level=True)
 
 
 def card(name, description, skill, examples):
@@ -66,28 +59,6 @@ def node(tmp_path_factory):
     process.wait(timeout=15)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def wait(driver, condition, seconds=15):
-    return WebDriverWait(driver, seconds).until(condition)
-
-
-def no_console_errors(driver):
-    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-    assert severe == [], severe
-
-
 def test_search_then_open_an_agent_and_read_its_provenance(node, browser):
     url, _, key = node
     browser.get(f"{url}/console/?q=flight")
@@ -124,7 +95,7 @@ def test_a_change_arrives_live_on_the_federation_page(node, browser):
     client.deprecate("acme/echo", key)
     event = wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, 'li[data-kind="agent.deprecated"]')))
     assert "acme/echo" in event.text
-    browser.save_screenshot(str(SHOTS / "federation.png"))
+    browser.save_screenshot(str(SHOTS / "live.png"))
     # The agent's page now says so, and names no successor.
     browser.get(f"{url}/console/?agent=acme/echo")
     wait(browser, EC.text_to_be_present_in_element((By.ID, "view"), "Deprecated by its organisation"))

@@ -89,6 +89,13 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// What the hub's console shows: trunks with round-trip times, the block cache, circuit
+/// breakers, rate-limit refusals by scope and relays in flight (figures since start).
+#[utoipa::path(get, path = "/v1/stats", tag = "operations", responses((status = 200, description = "`{region, did, uptime_secs, publishers, governed, policy_version, trunks: [{region, address, key, connected, rtt_ms, failures, retry_in_ms}], cache: {hits, misses, hit_rate, bytes, blocks, capacity_bytes, evicted, rejected, bytes_served}, breakers: [{upstream, state, failures, open_for_ms}], rate_refusals: {SCOPE: count}, relays: {in_flight, max}}`", content_type = "application/json")))]
+async fn stats(State(hub): State<Arc<Hub>>) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(hub.stats())).into_response()
+}
+
 /// A block by CID: immutable, so cacheable forever by anyone.
 #[utoipa::path(get, path = "/v1/blocks/{cid}", tag = "federation", params(("cid" = String, Path, description = "block CID")), responses((status = 200, description = "the block", content_type = "application/vnd.ipld.dag-cbor"), (status = 304, description = "not modified"), (status = 400, description = "bad CID"), (status = 404, description = "not found here or upstream")))]
 async fn block(
@@ -478,6 +485,7 @@ fn api(relay_limit: usize) -> utoipa_axum::router::OpenApiRouter<Arc<Hub>> {
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
+        .routes(routes!(stats))
         .routes(routes!(block))
         .routes(routes!(heads))
         .routes(routes!(sync))
@@ -530,6 +538,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 async move { Json(openapi.as_ref().clone()) }
             }),
         )
+        .merge(crate::console::hub_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(crate::wire::MESSAGE_BYTES_MAX))
         .layer(middleware::from_fn(crate::serve::json_errors))

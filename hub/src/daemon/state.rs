@@ -731,6 +731,65 @@ impl Hub {
         decoded
     }
 
+    /// What the hub's console shows (`GET /v1/stats`): the trunk to each other region with
+    /// its round-trip time, the block cache, the circuit breakers, rate-limit refusals by
+    /// scope and the relays in flight. Figures since start.
+    pub fn stats(&self) -> serde_json::Value {
+        let now = self.now();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (cache, breakers, refusals, publishers, policy_version) = self
+            .drive(|core| {
+                let m = &core.machine;
+                (
+                    m.cache_stats(),
+                    m.breakers(now),
+                    m.rate_refusals().clone(),
+                    m.publishers(),
+                    m.policy_version(),
+                )
+            })
+            .0;
+        let lookups = cache.hits + cache.misses;
+        let trunks: Vec<serde_json::Value> = self
+            .trunk
+            .status()
+            .into_iter()
+            .map(|t| {
+                serde_json::json!({
+                    "region": t.region, "address": t.addr.to_string(), "key": t.key,
+                    "connected": t.connected, "rtt_ms": t.rtt.map(ms),
+                    "failures": t.failures, "retry_in_ms": t.retry_in.map(ms),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "region": self.config.hub.region,
+            "did": self.did,
+            "uptime_secs": now.elapsed.as_secs(),
+            "publishers": publishers,
+            "governed": policy_version.is_some(),
+            "policy_version": policy_version,
+            "trunks": trunks,
+            "cache": {
+                "hits": cache.hits, "misses": cache.misses,
+                "hit_rate": (lookups > 0).then(|| cache.hits as f64 / lookups as f64),
+                "bytes": cache.bytes, "blocks": cache.blocks,
+                "capacity_bytes": self.config.hub.cache_bytes_max,
+                "evicted": cache.evicted, "rejected": cache.rejected,
+                "bytes_served": cache.bytes_served,
+            },
+            "breakers": breakers.iter().map(|b| serde_json::json!({
+                "upstream": b.upstream, "state": b.state, "failures": b.failures,
+                "open_for_ms": b.open_for.map(ms),
+            })).collect::<Vec<_>>(),
+            "rate_refusals": refusals,
+            "relays": {
+                "in_flight": self.relays_in_progress(),
+                "max": self.config.relay.concurrent_max,
+            },
+        })
+    }
+
     /// Copies the cache's statistics into the metrics' gauges (at scrape time: the hot path
     /// of serving a block does not pay for it).
     pub fn publish_cache_metrics(&self) {

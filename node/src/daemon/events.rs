@@ -33,7 +33,7 @@ pub struct RegistryEvent {
     /// Monotonic id.
     pub id: u64,
     /// `agent.added`, `agent.changed`, `agent.deprecated`, `agent.removed`, `head.accepted`, or one
-    /// of governance's kinds.
+    /// of governance's, names' or the mesh's kinds (listed on [`stream`]).
     pub kind: String,
     /// Details.
     pub data: Value,
@@ -108,7 +108,13 @@ pub struct EventParams {
     last_event_id: Option<u64>,
 }
 
-/// Server-Sent Events of registry changes; resume with Last-Event-ID.
+/// Server-Sent Events of registry changes; resume with Last-Event-ID. The event names:
+/// `agent.added`, `agent.changed`, `agent.deprecated`, `agent.removed`, `head.accepted`,
+/// `publisher.equivocated`; governance's `root.updated`, `policy.updated`,
+/// `attestation.added`, `attestation.revoked`, `org.keys_rotated` (whether an admin posted the
+/// document here or it arrived from a peer or the hub); names' `name.conflict`, `name.domain`;
+/// the mesh's `peer.connected`, `peer.disconnected`, `peer.banned` (the hub is the peer `hub`);
+/// and `history.truncated` when a resumed stream lost events.
 #[utoipa::path(get, path = "/api/v1/events", tag = "registry", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event"), ("last_event_id" = Option<u64>, Query, description = "the same, as a parameter")), responses((status = 200, description = "the stream", content_type = "text/event-stream"), (status = 400, description = "bad Last-Event-ID", body = ErrorBody), (status = 503, description = "http.sse_subscribers_max clients follow the stream already (Retry-After)", body = ErrorBody)))]
 pub async fn stream(
     State(state): State<Arc<NodeState>>,

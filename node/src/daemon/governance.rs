@@ -164,8 +164,9 @@ async fn reindex_all(state: &Arc<NodeState>) -> Result<(), ApiError> {
         .map_err(ApiError::internal)
 }
 
-/// The trusted root: version, expiry, roles and the document.
-#[utoipa::path(get, path = "/api/v1/governance/root", tag = "governance", responses((status = 200, description = "root", content_type = "application/json"), (status = 404, description = "governance off", body = ErrorBody)))]
+/// The trusted root: version, expiry, roles and the document, and the versions trusted before
+/// it with their thresholds.
+#[utoipa::path(get, path = "/api/v1/governance/root", tag = "governance", responses((status = 200, description = "`{version, created_at, expires_at, id, roles: {ROLE: {keys, threshold}}, history: [{version, id, created_at, expires_at, thresholds: {ROLE: \"T of N\"}}], block}`", content_type = "application/json"), (status = 404, description = "governance off", body = ErrorBody)))]
 pub async fn get_root(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let inner = state.governance.view()?;
     let root = inner.root().ok_or_else(not_configured)?;
@@ -176,11 +177,27 @@ pub async fn get_root(State(state): State<Arc<NodeState>>) -> Result<Json<Value>
         .iter()
         .map(|(name, set)| (name.as_str().to_owned(), json!({ "keys": set.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "threshold": set.threshold })))
         .collect();
+    let history: Vec<Value> = inner
+        .root_history()
+        .iter()
+        .filter_map(|block| RootDocument::decode(block).ok())
+        .map(|doc| {
+            let thresholds: serde_json::Map<String, Value> = doc
+                .body
+                .roles
+                .iter()
+                .map(|(name, set)| (name.as_str().to_owned(), json!(format!("{} of {}", set.threshold, set.keys.len()))))
+                .collect();
+            json!({ "version": doc.body.version, "id": doc.id().to_string(), "created_at": doc.body.created_at, "expires_at": doc.body.expires_at, "thresholds": thresholds })
+        })
+        .collect();
     Ok(Json(json!({
         "version": document.body.version,
+        "created_at": document.body.created_at,
         "expires_at": document.body.expires_at,
         "id": document.id().to_string(),
         "roles": roles,
+        "history": history,
         "block": b64(&document.to_block()),
     })))
 }
@@ -205,8 +222,9 @@ pub async fn post_root(
     Ok(Json(json!({ "version": version })))
 }
 
-/// The policy bundle in force.
-#[utoipa::path(get, path = "/api/v1/governance/policy", tag = "governance", responses((status = 200, description = "policy", content_type = "application/json"), (status = 404, description = "none, or governance off", body = ErrorBody)))]
+/// The policy bundle in force: allow and deny lists, rate tiers, the hub directory and the
+/// registries it names.
+#[utoipa::path(get, path = "/api/v1/governance/policy", tag = "governance", responses((status = 200, description = "`{version, issued_at, expires_at, id, allow_orgs, deny_orgs, deny_agents, deny_node_keys, allow_node_keys, rate_limits: [{scope, requests_per_second, burst}], hubs: [{region, address, key, http}], registries, block}`", content_type = "application/json"), (status = 404, description = "none, or governance off", body = ErrorBody)))]
 pub async fn get_policy(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let inner = state.governance.view()?;
     inner.root().ok_or_else(not_configured)?;
@@ -225,6 +243,11 @@ pub async fn get_policy(State(state): State<Arc<NodeState>>) -> Result<Json<Valu
         "deny_agents": policy.body.deny_agents,
         "deny_node_keys": policy.body.deny_node_keys,
         "allow_orgs": policy.body.allow_orgs,
+        "allow_node_keys": policy.body.allow_node_keys,
+        "issued_at": policy.body.issued_at,
+        "rate_limits": policy.body.rate_limits.iter().map(|t| json!({ "scope": t.scope, "requests_per_second": t.requests_per_second, "burst": t.burst })).collect::<Vec<_>>(),
+        "hubs": policy.body.hubs.iter().map(|h| json!({ "region": h.region, "address": h.address, "key": h.key.to_did(), "http": h.http })).collect::<Vec<_>>(),
+        "registries": policy.body.registries,
         "block": b64(&policy.to_block()),
     })))
 }
@@ -364,6 +387,34 @@ pub async fn post_attestation(
         .into_response())
 }
 
+/// The event a governance document that took effect is announced with, and its data, the same
+/// whether an admin posted it here or it arrived from a peer or the hub: `root.updated`,
+/// `policy.updated`, `attestation.revoked`, `attestation.added` or `org.keys_rotated`.
+pub fn document_event(block: &[u8]) -> Option<(&'static str, Value)> {
+    if let Ok(root) = RootDocument::decode(block) {
+        return Some(("root.updated", json!({ "version": root.body.version })));
+    }
+    if let Ok(policy) = PolicyBundle::decode(block) {
+        return Some(("policy.updated", json!({ "version": policy.body.version })));
+    }
+    if let Ok(attestation) = Attestation::decode(block) {
+        let id = attestation.id().to_string();
+        let kind = attestation.body.kind;
+        let event = if kind == KIND_REVOCATION {
+            "attestation.revoked"
+        } else {
+            "attestation.added"
+        };
+        return Some((event, json!({ "id": id, "type": kind })));
+    }
+    KeyRotation::decode(block).ok().map(|rotation| {
+        (
+            "org.keys_rotated",
+            json!({ "id": rotation.document.id().to_string(), "org": rotation.org }),
+        )
+    })
+}
+
 /// Query of `GET /api/v1/attestations`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -450,18 +501,159 @@ pub async fn post_registration(
         .into_response())
 }
 
-/// Registration requests received, for review.
-#[utoipa::path(get, path = "/api/v1/orgs/registrations", tag = "governance", security(("adminToken" = [])), responses((status = 200, description = "requests", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+/// Registration requests received, for review, each `pending`, `approved` or `rejected` by an
+/// attestation held here (`answer`: its id).
+#[utoipa::path(get, path = "/api/v1/orgs/registrations", tag = "governance", security(("adminToken" = [])), responses((status = 200, description = "`{registrations: [{id, org, domain, contact, keys, status, answer, block}]}`", content_type = "application/json"), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 pub async fn list_registrations(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers)?;
     let inner = state.governance.view()?;
+    let answers = registration_answers(&inner);
     let list: Vec<Value> = inner
         .registrations()
         .iter()
-        .map(|(id, r)| json!({ "id": id, "org": r.org, "domain": r.domain, "contact": r.contact, "keys": r.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "block": b64(&r.to_block()) }))
+        .map(|(id, r)| {
+            let (status, answer) = answers
+                .get(id.as_str())
+                .map_or(("pending", None), |(kind, answer)| (*kind, Some(answer)));
+            json!({ "id": id, "org": r.org, "domain": r.domain, "contact": r.contact, "keys": r.keys.iter().map(|k| k.to_did()).collect::<Vec<_>>(), "status": status, "answer": answer, "block": b64(&r.to_block()) })
+        })
         .collect();
     Ok(Json(json!({ "registrations": list })))
+}
+
+/// Registrations answered by an attestation held here, by registration id: `approved` (an
+/// unrevoked `org.verified` naming it) or `rejected`, with the answer's id.
+fn registration_answers(
+    inner: &meridian_sync::governance::GovernanceRead<'_>,
+) -> std::collections::HashMap<String, (&'static str, String)> {
+    use meridian_governance::attestation::KIND_ORG_VERIFIED;
+    use meridian_registry::cbor::Value as Cbor;
+    let mut answers = std::collections::HashMap::new();
+    for attestation in inner.attestations().all() {
+        let status = match attestation.body.kind.as_str() {
+            KIND_ORG_VERIFIED => "approved",
+            "org.rejected" => "rejected",
+            _ => continue,
+        };
+        let id = attestation.id();
+        if inner.attestations().is_revoked(&id) {
+            continue;
+        }
+        if let Some(Cbor::Link(registration)) = attestation.body.claims.get("registration") {
+            answers.insert(registration.to_string(), (status, id.to_string()));
+        }
+    }
+    answers
+}
+
+/// Query of the approval draft.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalQuery {
+    /// Days the approval stays valid (default 365, at most 3650).
+    expires_in_days: Option<u32>,
+}
+
+/// The longest approval the console drafts, in days.
+pub const APPROVAL_DAYS_MAX: u32 = 3650;
+
+/// The unsigned `org.verified` attestation approving a registration, as `meridian org approve`
+/// writes it: attest admins co-sign it offline (`meridian attest cosign`) and upload the result
+/// to `POST /api/v1/attestations`. The node signs nothing.
+#[utoipa::path(get, path = "/api/v1/orgs/registrations/{id}/approval", tag = "governance", security(("adminToken" = [])), params(("id" = String, Path, description = "the registration's id"), ("expires_in_days" = Option<u32>, Query, description = "days the approval stays valid (default 365, at most 3650)")), responses((status = 200, description = "the unsigned approval, to co-sign", content_type = "application/vnd.ipld.dag-cbor"), (status = 400, description = "bad expiry", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody), (status = 404, description = "no such registration, or governance off", body = ErrorBody)))]
+pub async fn draft_approval(
+    State(state): State<Arc<NodeState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(query): Query<ApprovalQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let days = query.expires_in_days.unwrap_or(365);
+    if days == 0 || days > APPROVAL_DAYS_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_expiry",
+            format!("expires_in_days must be 1 to {APPROVAL_DAYS_MAX}"),
+        ));
+    }
+    let inner = state.governance.view()?;
+    inner.root().ok_or_else(not_configured)?;
+    let registration = inner.registrations().get(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_registration",
+            format!("no registration request `{id}` is held here"),
+        )
+    })?;
+    let now = (state.clock)();
+    let approval = registration
+        .approve(now, now + i64::from(days) * 86_400)
+        .map_err(rejected)?;
+    let file = format!(
+        "attachment; filename=\"{}.verified.cbor\"",
+        registration.org
+    );
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.ipld.dag-cbor".to_owned(),
+            ),
+            (header::CONTENT_DISPOSITION, file),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        approval.to_block(),
+    )
+        .into_response())
+}
+
+/// Every organisation an attestation held here is about, with its status under the trust
+/// root (`verified`, `revoked`, `expired` or `unverified`), whether the policy in force denies
+/// it, its bound domain and current keys, and the attestations about it.
+#[utoipa::path(get, path = "/api/v1/governance/orgs", tag = "governance", responses((status = 200, description = "`{orgs: [{org, status, denied, domain, keys, verified_until, attestations: [{id, type, issued_at, expires_at, revoked}]}]}`", content_type = "application/json"), (status = 404, description = "governance off", body = ErrorBody)))]
+pub async fn list_orgs(State(state): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+    use meridian_governance::attestation::{KIND_ORG_VERIFIED, OrgStatus};
+    let inner = state.governance.view()?;
+    inner.root().ok_or_else(not_configured)?;
+    let now = (state.clock)();
+    let set = inner.attestations();
+    let orgs: std::collections::BTreeSet<&str> = set
+        .all()
+        .filter_map(|a| match &a.body.subject {
+            Subject::Org(org) => Some(org.as_str()),
+            _ => None,
+        })
+        .collect();
+    let policy = inner.policy();
+    let list: Vec<Value> = orgs
+        .into_iter()
+        .map(|org| {
+            let (status, keys) = match set.org_status(org, now) {
+                OrgStatus::Verified { keys } => ("verified", keys.iter().map(|k| k.to_did()).collect()),
+                OrgStatus::Revoked => ("revoked", Vec::new()),
+                OrgStatus::Expired => ("expired", Vec::new()),
+                OrgStatus::Unverified => ("unverified", Vec::new()),
+            };
+            let denied = policy.is_some_and(|p| {
+                p.body.deny_orgs.iter().any(|d| d == org)
+                    || (!p.body.allow_orgs.is_empty() && !p.body.allow_orgs.iter().any(|a| a == org))
+            });
+            let subject = Subject::Org(org.to_owned());
+            let mut attestations: Vec<Value> = set
+                .about(&subject)
+                .map(|(a, revoked)| json!({ "id": a.id().to_string(), "type": a.body.kind, "issued_at": a.body.issued_at, "expires_at": a.body.expires_at, "revoked": revoked }))
+                .collect();
+            attestations.sort_by_key(|a| a["issued_at"].as_i64());
+            let verified_until = set
+                .about(&subject)
+                .filter(|(a, revoked)| !revoked && a.body.kind == KIND_ORG_VERIFIED && a.body.expires_at > now)
+                .map(|(a, _)| a.body.expires_at)
+                .max();
+            json!({ "org": org, "status": status, "denied": denied, "domain": set.org_domain(org, now), "keys": keys, "verified_until": verified_until, "attestations": attestations })
+        })
+        .collect();
+    Ok(Json(json!({ "orgs": list })))
 }

@@ -79,6 +79,8 @@ pub struct NodeState {
     pub ingest: super::ingest::Ingest,
     /// The tasks the node's own A2A agent answered.
     pub node_agent: super::agent::Tasks,
+    /// Peers, lag, invalid messages and sync times, as the mesh last reported them.
+    pub federation: super::federation::FederationView,
     /// The data directory.
     pub data_dir: std::path::PathBuf,
     /// When the state was made: the monotonic origin of the rate limiters' time.
@@ -132,6 +134,7 @@ impl NodeState {
             domains_checked: std::sync::Mutex::default(),
             ingest: super::ingest::Ingest::load(data)?,
             node_agent: super::agent::Tasks::default(),
+            federation: super::federation::FederationView::default(),
             data_dir: data.to_owned(),
             started: Instant::now(),
             next_request: AtomicU64::new(1),
@@ -368,6 +371,7 @@ impl NodeState {
         for (kind, agent_id) in changes {
             self.events.emit(kind, serde_json::json!({ "agent_id": agent_id, "publisher": publisher, "seq": head.seq }));
         }
+        self.federation.accepted(publisher, now);
         self.events.emit(
             "head.accepted",
             serde_json::json!({ "publisher": publisher, "seq": head.seq, "commit": head.commit.to_string() }),
@@ -537,6 +541,7 @@ pub fn api_router(
         .routes(routes!(metrics))
         .routes(routes!(super::openapi::serve))
         .routes(routes!(heads))
+        .routes(routes!(super::federation::status))
         .routes(routes!(names))
         .routes(routes!(super::domains::bind_domain))
         .routes(routes!(super::ingest::status))
@@ -568,6 +573,8 @@ pub fn api_router(
             super::governance::list_registrations,
             super::governance::post_registration
         ))
+        .routes(routes!(super::governance::draft_approval))
+        .routes(routes!(super::governance::list_orgs))
         .routes(call)
         .routes(routes!(super::a2a::card))
         .routes(own_agent)
@@ -591,6 +598,10 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/console", axum::routing::get(super::console::redirect))
         .route("/console/", axum::routing::get(super::console::index))
         .route("/console/app.js", axum::routing::get(super::console::app))
+        .route(
+            "/console/common.js",
+            axum::routing::get(super::console::common),
+        )
         .route(
             "/console/style.css",
             axum::routing::get(super::console::style),
@@ -1199,7 +1210,10 @@ struct Provenance<'a> {
     publisher: &'a str,
     seq: u64,
     commit: Option<&'a str>,
+    /// Ids of the unrevoked attestations about the organisation.
     attestations: Vec<String>,
+    /// The same with their types (`org.verified`, `org.domain`...): who vouches, and for what.
+    vouched_by: Vec<serde_json::Value>,
     /// The organisation's domain, when an `org.domain` attestation binds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     domain: Option<String>,
@@ -1250,7 +1264,12 @@ pub async fn agent(
     Path((org, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let agent_id = format!("{org}/{name}");
-    let attestations = state.governance.org_attestations(&org);
+    let kinds = state.governance.org_attestation_kinds(&org);
+    let attestations = kinds.iter().map(|(_, id)| id.clone()).collect();
+    let vouched_by = kinds
+        .into_iter()
+        .map(|(kind, id)| json!({ "type": kind, "id": id }))
+        .collect();
     let domain = state.org_domain(&org, (state.clock)());
     // Everything comes from the index: a lookup reads no block and decodes nothing.
     let body = {
@@ -1282,6 +1301,7 @@ pub async fn agent(
                 seq: record.seq,
                 commit: record.commit.as_deref(),
                 attestations,
+                vouched_by,
                 ard: match &domain {
                     Some(domain) => {
                         json!({ "identifier": format!("urn:air:{domain}:{org}:{name}") })

@@ -492,7 +492,13 @@ struct NodeGovernance(Arc<NodeState>);
 
 impl sync::GovernanceHooks for NodeGovernance {
     fn offer(&mut self, block: &[u8], unix: i64) -> sync::GovernanceOutcome {
-        self.0.governance.offer_document(block, unix)
+        let outcome = self.0.governance.offer_document(block, unix);
+        if outcome == sync::GovernanceOutcome::New
+            && let Some((kind, data)) = super::governance::document_event(block)
+        {
+            self.0.events.emit(kind, data);
+        }
+        outcome
     }
     fn documents(&self) -> Vec<Vec<u8>> {
         self.0.governance.documents()
@@ -508,8 +514,9 @@ pub const LAG_SERIES_MAX: usize = 100;
 
 /// Copies the engine's figures into the node's metrics (once a second, not per event: the
 /// lag reads the store).
-fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
+fn publish_metrics(state: &NodeState, engine: &Engine<Source>, hub_up: bool, now: Now) {
     let stats = engine.stats();
+    report_federation(state, engine, hub_up, now);
     for (name, value) in [
         ("meridian_sync_peers", engine.peer_count() as u64),
         ("meridian_sync_blocks_fetched", stats.blocks_fetched),
@@ -539,6 +546,48 @@ fn publish_metrics(state: &NodeState, engine: &Engine<Source>) {
     state
         .metrics
         .set_gauge_family("meridian_sync_publisher_lag_seq", &series);
+}
+
+/// Hands the federation page what the engine knows now (see [`super::federation`]).
+fn report_federation(state: &NodeState, engine: &Engine<Source>, hub_up: bool, now: Now) {
+    let stats = engine.stats();
+    let peers = engine
+        .peer_reports(now)
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "peer": p.peer.to_string(),
+                "did": p.info.did,
+                "region": p.info.region,
+                "connected": p.connected,
+                "score": p.score,
+                "inflight": p.inflight,
+                "banned_for_secs": p.banned_for_ms.map(|ms| ms.div_ceil(1000)),
+            })
+        })
+        .collect();
+    let syncs = engine
+        .sync_times()
+        .map(|t| serde_json::json!({ "publisher": t.publisher, "seq": t.seq, "ms": t.ms, "at": t.at }))
+        .collect();
+    state.federation.set_report(super::federation::MeshReport {
+        at: now.unix,
+        peers,
+        seen: engine
+            .lag()
+            .into_iter()
+            .map(|(publisher, _, seen)| (publisher, seen))
+            .collect(),
+        invalid: stats
+            .offenses
+            .iter()
+            .map(|(offense, n)| ((*offense).to_owned(), *n))
+            .collect(),
+        bans_total: state.metrics.counter("meridian_sync_bans_total"),
+        imports: (stats.imports, stats.imports_failed, stats.syncs_abandoned),
+        syncs,
+        hub_up: hub_url(state).map(|_| hub_up),
+    });
 }
 
 /// Runs the mesh until `stop` fires: listens, dials the bootstrap peers, and drives the engine.
@@ -697,13 +746,23 @@ impl MeshTransport {
                     did: peer_did(&peer_id),
                     region: None,
                 };
+                self.state.events.emit(
+                    "peer.connected",
+                    serde_json::json!({ "peer": peer_id.to_string(), "did": info.did }),
+                );
                 Event::PeerUp(Source::Peer(peer_id), info)
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
-            } => Event::PeerDown(Source::Peer(peer_id)),
+            } => {
+                self.state.events.emit(
+                    "peer.disconnected",
+                    serde_json::json!({ "peer": peer_id.to_string(), "did": peer_did(&peer_id) }),
+                );
+                Event::PeerDown(Source::Peer(peer_id))
+            }
             SwarmEvent::Behaviour(MeshBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -816,6 +875,10 @@ impl MeshTransport {
                 self.hub_up = true;
                 let hub = hub_url(&state).unwrap_or_default();
                 tracing::info!(%hub, "hub reachable: syncing through it too");
+                state.events.emit(
+                    "peer.connected",
+                    serde_json::json!({ "peer": "hub", "url": hub }),
+                );
                 self.hand_heads_to_hub();
                 self.pending.push_back(heads);
                 let info = PeerInfo {
@@ -832,6 +895,10 @@ impl MeshTransport {
                 self.hub_up = false;
                 let hub = hub_url(&state).unwrap_or_default();
                 tracing::warn!(%hub, %error, "hub unreachable: the mesh carries on without it");
+                state.events.emit(
+                    "peer.disconnected",
+                    serde_json::json!({ "peer": "hub", "url": hub, "error": error }),
+                );
                 Event::PeerDown(Source::Hub)
             }
             HubEvent::Answer(id, result) => Event::Response {
@@ -1036,6 +1103,14 @@ impl sync::driver::Transport<Source> for MeshTransport {
     fn disconnect(&mut self, peer: &Source) -> bool {
         self.state.metrics.count("meridian_sync_bans_total", 1);
         tracing::warn!(%peer, "peer banned: disconnecting");
+        let did = match peer {
+            Source::Peer(id) => peer_did(id),
+            _ => None,
+        };
+        self.state.events.emit(
+            "peer.banned",
+            serde_json::json!({ "peer": peer.to_string(), "did": did }),
+        );
         if let Source::Peer(peer) = peer {
             let _ = self.swarm.disconnect_peer_id(*peer);
         }
@@ -1078,7 +1153,8 @@ impl sync::driver::Transport<Source> for MeshTransport {
 
     fn observe(&mut self, engine: &Engine<Source>) {
         if std::mem::take(&mut self.metrics_due) {
-            publish_metrics(&self.state, engine);
+            let now = sync::driver::Transport::now(self);
+            publish_metrics(&self.state, engine, self.hub_up, now);
         }
     }
 }

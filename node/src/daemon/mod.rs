@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod domains;
 pub mod events;
+pub mod federation;
 pub mod governance;
 pub mod http;
 pub mod index;

@@ -343,9 +343,10 @@ async fn converge_step(
     Ok(converge_ms)
 }
 
-/// Prints every node's and hub's HTTP and ARD base URLs as soon as the federation is up, and
-/// writes them to `DIR/urls.json` (`{"nodes": [{name, region, http, ard}], "hubs": [{name,
-/// region, http}]}`), so a client can be pointed at any of them while the demo runs.
+/// Prints every node's and hub's HTTP, console and ARD base URLs as soon as the federation is
+/// up, and writes them to `DIR/urls.json` (`{"nodes": [{name, region, http, console, ard}],
+/// "hubs": [{name, region, http, console}]}`), so a client can be pointed at any of them while
+/// the demo runs.
 fn announce_urls(dir: &Path, hubs: &[DemoHub], nodes: &[DemoNode]) -> Result<()> {
     let urls = urls_json(hubs, nodes);
     let path = dir.join("urls.json");
@@ -362,11 +363,17 @@ fn announce_urls(dir: &Path, hubs: &[DemoHub], nodes: &[DemoNode]) -> Result<()>
     }
     for hub in &urls["hubs"].as_array().cloned().unwrap_or_default() {
         eprintln!(
-            "    {:<18} {}",
+            "    {:<18} {}   console {}",
             hub["name"].as_str().unwrap_or("?"),
-            hub["http"].as_str().unwrap_or("?")
+            hub["http"].as_str().unwrap_or("?"),
+            hub["console"].as_str().unwrap_or("?")
         );
     }
+    eprintln!(
+        "  governance: admin tokens in {}, the attest key in {}",
+        dir.join("tokens").display(),
+        dir.join("governance/attest.key").display()
+    );
     Ok(())
 }
 
@@ -384,6 +391,7 @@ fn urls_json(hubs: &[DemoHub], nodes: &[DemoNode]) -> Value {
             "name": format!("hub {}", h.region),
             "region": h.region,
             "http": h.url,
+            "console": format!("{}/console/", h.url),
         })).collect::<Vec<_>>(),
     })
 }
@@ -692,6 +700,12 @@ fn governance(dir: &Path, now: i64) -> Result<Governance> {
         roles,
     })?;
     root.sign(&root_key);
+    // The attest admin's key, so the console's approval flow can be tried on the demo
+    // (`meridian attest cosign ORG.verified.cbor --key DIR/governance/attest.key`).
+    crate::data::write_secret_file(
+        &gov_dir.join("attest.key"),
+        attest_key.to_key_file().as_bytes(),
+    )?;
     let root_path = gov_dir.join("root.1.cbor");
     std::fs::write(&root_path, root.to_block())
         .with_context(|| format!("writing {}", root_path.display()))?;
@@ -847,6 +861,13 @@ async fn start_nodes(
             let data = dir.join(format!("node-{region}-{index}"));
             let did = crate::daemon::init(&data)?;
             let (admin_token, _) = crate::daemon::tokens::create(&data, None, now)?;
+            // For the console's governance page (an admin pastes it there).
+            let tokens = dir.join("tokens");
+            std::fs::create_dir_all(&tokens)?;
+            crate::data::write_secret_file(
+                &tokens.join(format!("node-{region}-{index}.admin")),
+                admin_token.as_bytes(),
+            )?;
             let mut config = NodeConfig::default();
             config.node.region = region.into();
             config.http.listen = "127.0.0.1:0".into();

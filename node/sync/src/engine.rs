@@ -398,6 +398,8 @@ struct SeenHead<P> {
     sources: Vec<P>,
     /// The gossip message that brought it, waiting for its verdict.
     gossip: Option<u64>,
+    /// When this node first saw it (monotonic milliseconds).
+    seen_ms: u64,
 }
 
 /// A sync in progress: the walk from one head's tree root.
@@ -492,6 +494,42 @@ pub struct Engine<P> {
     /// document is accepted: one may only verify after another (a policy signed under a root
     /// version that has not arrived yet, when gossip delivers them out of order).
     governance_waiting: VecDeque<Vec<u8>>,
+    /// The latest syncs that ended in an import, newest last (at most [`SYNC_TIMES_KEPT`]).
+    sync_times: VecDeque<SyncTime>,
+}
+
+/// Syncs kept for [`Engine::sync_times`].
+pub const SYNC_TIMES_KEPT: usize = 64;
+
+/// One head synced and imported: how long it took from the moment this node first saw the
+/// head (gossip, a heads answer, its hub) to its import being accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTime {
+    /// The publisher's did.
+    pub publisher: String,
+    /// The head's seq.
+    pub seq: u64,
+    /// Milliseconds from first sight to accepted import.
+    pub ms: u64,
+    /// When it was accepted, unix seconds.
+    pub at: i64,
+}
+
+/// One peer as the node's federation page shows it ([`Engine::peer_reports`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport<P> {
+    /// The peer.
+    pub peer: P,
+    /// What the driver told about it.
+    pub info: PeerInfo,
+    /// Whether it is connected now (otherwise a remembered score or ban).
+    pub connected: bool,
+    /// Its score: 0 is neutral, penalties lower it, time brings it back.
+    pub score: i64,
+    /// Requests to it in flight.
+    pub inflight: usize,
+    /// While banned, how long the ban has left.
+    pub banned_for_ms: Option<u64>,
 }
 
 /// Refused governance documents kept to offer again (the oldest is dropped beyond this; a
@@ -537,7 +575,31 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             resync_turn: 0,
             deltas: VecDeque::new(),
             governance_waiting: VecDeque::new(),
+            sync_times: VecDeque::new(),
         }
+    }
+
+    /// Every peer known: connected ones and those remembered for a bad score or a ban.
+    pub fn peer_reports(&self, now: Now) -> Vec<PeerReport<P>> {
+        self.peers
+            .iter()
+            .map(|(peer, state)| PeerReport {
+                peer: peer.clone(),
+                info: state.info.clone(),
+                connected: state.connected,
+                score: state.score,
+                inflight: state.inflight,
+                banned_for_ms: state
+                    .banned_until
+                    .filter(|until| *until > now.ms)
+                    .map(|until| until - now.ms),
+            })
+            .collect()
+    }
+
+    /// The latest syncs that ended in an import, oldest first.
+    pub fn sync_times(&self) -> impl Iterator<Item = &SyncTime> {
+        self.sync_times.iter()
     }
 
     /// The configuration.
@@ -921,6 +983,15 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
         match report.result {
             Ok(_) => {
                 self.stats.imports += 1;
+                if self.sync_times.len() == SYNC_TIMES_KEPT {
+                    self.sync_times.pop_front();
+                }
+                self.sync_times.push_back(SyncTime {
+                    publisher: report.publisher.clone(),
+                    seq: pending.head.seq,
+                    ms: now.ms.saturating_sub(pending.head.seen_ms),
+                    at: now.unix,
+                });
                 self.known_publishers.insert(report.publisher.clone());
                 self.settle(&pending.head, Verdict::Accept);
             }
@@ -1089,6 +1160,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> Engine<P> {
             block: Arc::from(block),
             sources: vec![from.clone()],
             gossip,
+            seen_ms: now.ms,
         };
         self.known_publishers.insert(publisher.clone());
         let state = self

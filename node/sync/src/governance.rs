@@ -740,6 +740,11 @@ impl GovernanceRead<'_> {
     pub fn registrations(&self) -> &BTreeMap<String, Registration> {
         &self.0.registrations
     }
+
+    /// The root versions trusted so far, oldest first (at most [`ROOT_HISTORY_MAX`]).
+    pub fn root_history(&self) -> &[Vec<u8>] {
+        &self.0.root_history
+    }
 }
 
 /// Where key-log proofs are kept under the governance directory.

@@ -24,7 +24,7 @@ pub mod wire;
 
 pub use engine::{
     Engine, GovernanceHooks, GovernanceOutcome, ImportReport, NoGovernance, Now, Offense, Output,
-    PeerInfo, SyncConfig, SyncStats, Verdict, import,
+    PeerInfo, PeerReport, SyncConfig, SyncStats, SyncTime, Verdict, import,
 };
 
 /// Heads a node hands its hub when the hub comes (back) up, its own first: enough for a

@@ -51,9 +51,26 @@ fn the_demo_federation_converges_calls_across_regions_and_refuses_a_forgery() {
         let http = node["http"].as_str().unwrap();
         assert!(http.starts_with("http://127.0.0.1:"), "{node}");
         assert_eq!(node["ard"], format!("{http}/ard/v1"));
+        assert_eq!(node["console"], format!("{http}/console/"));
         assert!(node["name"].is_string() && node["region"].is_string());
     }
-    assert_eq!(urls["hubs"].as_array().unwrap().len(), 3, "{urls:#}");
+    let hubs = urls["hubs"].as_array().unwrap();
+    assert_eq!(hubs.len(), 3, "{urls:#}");
+    for hub in hubs {
+        let http = hub["http"].as_str().unwrap();
+        assert_eq!(hub["console"], format!("{http}/console/"));
+    }
+    // What an admin needs to try the console's approval flow: each node's admin token and
+    // the attest admin's key, readable by the owner only.
+    let attest = demo.join("governance/attest.key");
+    assert!(attest.exists());
+    assert!(demo.join("tokens/node-eu-west-1.admin").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&attest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the attest key is private");
+    }
     expect(
         dir,
         &["gov", "verify", "data/demo/governance/root.1.cbor"],
