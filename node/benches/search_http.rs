@@ -16,20 +16,13 @@ mod mix;
 mod node;
 
 use load::{CLIENTS, SECONDS, load};
-use meridian_node::daemon::config::NodeConfig;
 use meridian_node::daemon::http::router;
 
 const AGENTS: usize = 100_000;
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let cards = (0..AGENTS).map(mix::card).collect();
-    let started = std::time::Instant::now();
-    let state = node::node_over(dir.path(), cards, NodeConfig::default());
-    println!(
-        "node started over {AGENTS} agents (snapshot built and imported, index built) in {:?}",
-        started.elapsed()
-    );
+    let state = node::node_over_timed(dir.path(), (0..AGENTS).map(mix::card).collect());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,6 +16,7 @@ from browsing import SHOTS, no_console_errors, wait
 pytest.importorskip("selenium.webdriver")
 meridian = pytest.importorskip("meridian")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 
 BIN = os.environ.get("MERIDIAN_BIN", "meridian")
@@ -100,3 +101,39 @@ def test_a_change_arrives_live_on_the_federation_page(node, browser):
     browser.get(f"{url}/console/?agent=acme/echo")
     wait(browser, EC.text_to_be_present_in_element((By.ID, "view"), "Deprecated by its organisation"))
     no_console_errors(browser)
+
+
+def test_a_phone_sized_window_and_the_keyboard_reach_everything(node, browser):
+    url, _, _ = node
+    browser.set_window_size(390, 844)
+    try:
+        for page in ("/console/?q=flight", "/console/?agent=acme/flight-booker", "/console/?view=federation"):
+            browser.get(url + page)
+            wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#view h1")))
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+            assert overflow <= 0, f"{page} scrolls sideways by {overflow}px on a phone"
+        # From the top of the page, the keyboard alone searches and opens a result.
+        browser.get(url + "/console/")
+        wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "ol.results li a")))
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.TAB)
+        for _ in range(10):
+            if browser.switch_to.active_element.get_attribute("id") == "q":
+                break
+            browser.switch_to.active_element.send_keys(Keys.TAB)
+        assert browser.switch_to.active_element.get_attribute("id") == "q", "Tab reaches the search box"
+        browser.switch_to.active_element.send_keys("echo", Keys.ENTER)
+        wait(browser, lambda d: "q=echo" in d.current_url)
+        link = wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "ol.results li a")))
+        assert link.text == "Echo"
+        for _ in range(30):
+            if browser.switch_to.active_element == link:
+                break
+            browser.switch_to.active_element.send_keys(Keys.TAB)
+        assert browser.switch_to.active_element == link, "Tab reaches the first result"
+        link.send_keys(Keys.ENTER)
+        wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Echo"))
+        no_console_errors(browser)
+    finally:
+        browser.set_window_size(1200, 1000)

@@ -85,6 +85,17 @@ def test_a_hub_operator_reads_trunks_cache_and_breakers(demo, browser):
     assert "hub:" in breakers and "closed" in breakers, breakers
     assert "in flight of at most" in browser.find_element(By.ID, "relays").text
     browser.save_screenshot(str(SHOTS / "hub.png"))
+    # On a phone-sized window nothing scrolls sideways.
+    browser.set_window_size(390, 844)
+    try:
+        for page in (hub["console"], urls["nodes"][0]["console"] + "?view=governance"):
+            browser.get(page)
+            wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#view h1, main h1")))
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+            assert overflow <= 0, f"{page} scrolls sideways by {overflow}px on a phone"
+    finally:
+        browser.set_window_size(1200, 1000)
     # A hub's console obeys the same policy as a node's.
     with urllib.request.urlopen(hub["console"]) as answer:
         assert "script-src 'self'" in answer.headers["content-security-policy"]

@@ -41,3 +41,17 @@ pub fn node_over(dir: &std::path::Path, cards: Vec<String>, config: NodeConfig) 
     snapshot::import(&store, &contents, VerifyOptions::default()).unwrap();
     Arc::new(NodeState::new(store, config, Keypair::from_secret(&[9; 32]), dir, clock).unwrap())
 }
+
+/// [`node_over`] with the default configuration, saying on standard error how long building,
+/// importing and indexing `cards` took.
+#[allow(dead_code)] // not every benchmark that includes this module times its node
+pub fn node_over_timed(dir: &std::path::Path, cards: Vec<String>) -> Arc<NodeState> {
+    let agents = cards.len();
+    let started = std::time::Instant::now();
+    let state = node_over(dir, cards, NodeConfig::default());
+    eprintln!(
+        "node started over {agents} agents (snapshot built and imported, index built) in {:?}",
+        started.elapsed()
+    );
+    state
+}

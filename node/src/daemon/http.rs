@@ -1447,7 +1447,25 @@ fn facets(
             format!("facet `{bad}`: count by {}", FACET_FIELDS.join(", ")),
         ));
     }
+    let filtered = [
+        &query.skill,
+        &query.tag,
+        &query.org,
+        &query.region,
+        &query.input_mode,
+        &query.output_mode,
+        &query.status,
+    ]
+    .iter()
+    .any(|f| f.is_some());
     let matched: Vec<&AgentRecord> = match text {
+        // Words alone: the matched agents straight from the ranked index.
+        Some(text) if !filtered => index
+            .matching(text)
+            .map_err(ApiError::internal)?
+            .iter()
+            .filter_map(|id| index.get(id))
+            .collect(),
         Some(text) => {
             let ids = index.matching(text).map_err(ApiError::internal)?;
             let filters = SearchQuery {
@@ -1476,14 +1494,14 @@ fn facets(
     for field in fields {
         let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for record in &matched {
-            let values: Vec<&str> = match field {
-                "org" => vec![record.org.as_str()],
-                "region" => vec![record.region.as_str()],
-                "status" => vec![record.status],
-                "tag" => record.tags.iter().map(String::as_str).collect(),
-                _ => record.skills.iter().map(String::as_str).collect(),
+            let (one, many): (Option<&str>, &[String]) = match field {
+                "org" => (Some(&record.org), &[]),
+                "region" => (Some(&record.region), &[]),
+                "status" => (Some(record.status), &[]),
+                "tag" => (None, &record.tags),
+                _ => (None, &record.skills),
             };
-            for value in values {
+            for value in one.into_iter().chain(many.iter().map(String::as_str)) {
                 *counts.entry(value).or_default() += 1;
             }
         }

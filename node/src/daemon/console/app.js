@@ -62,6 +62,8 @@ async function searchPage() {
       el("div", { class: "meta" }, `${agent.agent_id} · ${agent.org} · ${agent.region} · published by ${agent.publisher} (seq ${agent.seq})`)));
   show(el("h1", {}, heading), refine, el("ol", { class: "results" }, items),
     page.next_cursor ? el("p", { class: "muted" }, "More agents match: refine the search.") : null);
+  // For timing the first page (tests/python/bench_console_first_page.py).
+  performance.mark("meridian:results");
 }
 
 // Counts of every match by organisation, region, tag and status; each value a link that adds
