@@ -1461,76 +1461,16 @@ fn org_keys(org: &str, data: &Path) -> Result<Report> {
             dir.display()
         );
     }
-    // A folder not made yet holds nothing.
-    let files = |folder: &str, extension: &str| -> Vec<PathBuf> {
-        meridian_registry::files::list_with_extension(&dir.join(folder), extension)
-            .unwrap_or_default()
-    };
-    let mut positions = std::collections::HashMap::new();
-    use meridian_sync::governance::{KEY_PROOFS_DIR, UNLOGGED_DIR};
-    for path in files(KEY_PROOFS_DIR, "proof") {
-        if let Some(proof) = fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| KeyLogProof::parse(&t).ok())
-        {
-            let size = Checkpoint::parse_body(&proof.note.body).map_or(0, |c| c.size);
-            positions.insert(proof.document, (proof.index, size));
-        }
-    }
-    let mut rows = Vec::new();
-    for (folder, state) in [
-        ("attestations", "in force"),
-        ("rotations", "in force"),
-        (UNLOGGED_DIR, "awaiting its key-log proof"),
-    ] {
-        for path in files(folder, "cbor") {
-            let block = read(&path)?;
-            let Some((id, doc_org)) = meridian_governance::keylog::key_document_id(&block) else {
-                continue;
-            };
-            if doc_org != org {
-                continue;
-            }
-            let change = if let Ok(rotation) = KeyRotation::decode(&block) {
-                let dids = |keys: &[meridian_registry::keys::PublicKey]| {
-                    keys.iter()
-                        .map(|k| k.to_did())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                format!(
-                    "rotation: added [{}], removed [{}]",
-                    dids(&rotation.add),
-                    dids(&rotation.remove)
-                )
-            } else if let Ok(attestation) = Attestation::decode(&block) {
-                match &attestation.body.subject {
-                    Subject::Key(key) => format!("key.revoked: {}", key.to_did()),
-                    _ => {
-                        let keys = match attestation.body.claims.get("keys") {
-                            Some(Value::Array(keys)) => keys
-                                .iter()
-                                .filter_map(|k| match k {
-                                    Value::Text(t) => Some(t.clone()),
-                                    _ => None,
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            _ => String::new(),
-                        };
-                        format!("org.verified: keys [{keys}]")
-                    }
-                }
-            } else {
-                continue;
-            };
-            let position = positions.get(&id).map_or_else(
+    let rows: Vec<serde_json::Value> = meridian_sync::governance::key_history(&dir, org)
+        .into_iter()
+        .map(|entry| {
+            let position = entry.log.map_or_else(
                 || "not in the key log".to_owned(),
                 |(index, size)| format!("key log leaf {index} of {size}"),
             );
-            rows.push(json!({ "document": id.to_string(), "change": change, "state": state, "log": position }));
-        }
-    }
+            json!({ "document": entry.document.to_string(), "change": entry.change, "state": entry.state, "log": position })
+        })
+        .collect();
     let text = if rows.is_empty() {
         format!("no key documents about `{org}` in {}", dir.display())
     } else {

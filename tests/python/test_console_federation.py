@@ -50,13 +50,21 @@ def test_a_newcomer_sees_who_publishes_echo_who_vouches_and_that_the_node_is_cur
     urls = demo.urls
     first = node(urls, "node us-east-1")
     browser.get(first["console"] + "?q=echo")
-    wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "ol.results li a"))).click()
+    result = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "ol.results li a")))
+    # Its organisation is bound to a verified domain: the facet says so.
+    verified = browser.find_element(By.CSS_SELECTOR, "nav.facets a[href*='verified=yes']")
+    assert verified.text == "yes (1)", verified.text
+    result.click()
     wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Echo"))
     page = browser.find_element(By.ID, "view").text
     # Who publishes it (acme, on its verified domain) and who vouches (the attestations).
     assert "acme.example" in page
     assert "urn:air:acme.example:acme:echo" in page
     assert "org.verified" in page and "org.domain" in page, page
+    # The node checked it now: the acceptance rule's verdict, and the key's history.
+    assert browser.find_element(By.ID, "verdict").text.startswith("accepted"), page
+    assert "The signing key is one of its current keys" in browser.find_element(By.ID, "signer-key").text
+    assert "org.verified: keys [did:key:" in page and "not required here" in page, page
     # Did this node get the last change: every publisher's head is up to date, peers connected.
     browser.get(first["console"] + "?view=federation")
     rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#heads tr"))

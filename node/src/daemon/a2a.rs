@@ -72,8 +72,9 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     ApiError::new(status, code, message)
 }
 
-/// The manifest of an agent in the federated view, and the publisher that lists it.
-fn manifest_of(
+/// The manifest of an agent in the federated view (decoded from the store, cached by CID), and
+/// the publisher that lists it.
+pub(crate) fn manifest_of(
     state: &NodeState,
     org: &str,
     agent: &str,

@@ -556,6 +556,7 @@ pub fn api_router(
             super::publish::update_agent,
             super::publish::delete_agent
         ))
+        .routes(routes!(super::provenance::provenance))
         .routes(routes!(
             super::governance::get_root,
             super::governance::post_root
@@ -1335,18 +1336,74 @@ pub struct SearchParams {
     limit: Option<usize>,
     sort: Option<String>,
     facets: Option<String>,
+    verified: Option<String>,
 }
 
 /// Search the federated view (stable order, cursor pagination; `sort=relevance` ranks by
 /// relevance to `q` instead, each agent with its `score`).
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("status" = Option<String>, Query, description = "life-cycle state: `active` or `deprecated`"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("facets" = Option<String>, Query, description = "comma-separated fields to count the matching agents by, each value's count in `facets` (the ten most common): org, region, tag, skill, status"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more; a typo or an unfinished last word still matches, at half weight), each agent with a score 1-100, deprecated agents after every active one; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit, status or sort", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(("q" = Option<String>, Query, description = "words that must all appear"), ("skill" = Option<String>, Query, description = "skill id"), ("tag" = Option<String>, Query, description = "skill tag"), ("org" = Option<String>, Query, description = "organisation"), ("region" = Option<String>, Query, description = "region"), ("input_mode" = Option<String>, Query, description = "input media type"), ("output_mode" = Option<String>, Query, description = "output media type"), ("status" = Option<String>, Query, description = "life-cycle state: `active` or `deprecated`"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "page size (default 50)"), ("facets" = Option<String>, Query, description = "comma-separated fields to count the matching agents by, each value's count in `facets` (the ten most common): org, region, tag, skill, status, verified"), ("verified" = Option<String>, Query, description = "`yes`: only agents of organisations bound to a verified domain (the identity their ARD identifier is anchored to); `no`: only the others"), ("sort" = Option<String>, Query, description = "`relevance`: rank by relevance to q (any of its words; rarer words and name words weigh more; a typo or an unfinished last word still matches, at half weight), each agent with a score 1-100, deprecated agents after every active one; without it, q's words must all appear and the order is by agent id")), responses((status = 200, description = "a page of agents and next_cursor", content_type = "application/json"), (status = 400, description = "bad query, limit, status or sort", body = ErrorBody)))]
 pub async fn search(
     State(state): State<Arc<NodeState>>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(params) =
         params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let page_max = state.config.http.search_page_max;
+    let (mut query, ranked_text, limit) = parse_search(&params, state.config.http.search_page_max)?;
+    let wants_verified = params
+        .facets
+        .as_deref()
+        .is_some_and(|f| f.split(',').any(|f| f.trim() == "verified"));
+    let verified = (params.verified.is_some() || wants_verified).then(|| verified_orgs(&state));
+    if let (Some(want), Some(verified)) = (params.verified.as_deref(), &verified) {
+        let want = want == "yes";
+        let orgs = state
+            .index
+            .read()
+            .map_err(|_| ApiError::internal("index lock poisoned"))?
+            .orgs()
+            .filter(|org| verified.contains(*org) == want)
+            .map(str::to_owned)
+            .collect();
+        query.orgs = Some(orgs);
+    }
+    let index = state
+        .index
+        .read()
+        .map_err(|_| ApiError::internal("index lock poisoned"))?;
+    let mut answer = match &ranked_text {
+        None => {
+            let (page, next) = index.search(&query);
+            json!({ "agents": page, "next_cursor": next })
+        }
+        Some(text) => ranked_search(&index, &query, text, params.cursor.as_deref(), limit)?,
+    };
+    if let Some(fields) = params.facets.as_deref() {
+        let verified = verified.unwrap_or_default();
+        answer["facets"] = facets(&index, &query, ranked_text.as_deref(), fields, &verified)?;
+    }
+    Ok(Json(answer))
+}
+
+/// The organisations bound to a verified domain now (what the `verified` filter and facet
+/// ask about: the identity an ARD identifier is anchored to).
+fn verified_orgs(state: &NodeState) -> std::collections::HashSet<String> {
+    let now = (state.clock)();
+    let orgs: Vec<String> = state
+        .index
+        .read()
+        .map(|index| index.orgs().map(str::to_owned).collect())
+        .unwrap_or_default();
+    orgs.into_iter()
+        .filter(|org| state.org_domain(org, now).is_some())
+        .collect()
+}
+
+/// Checks the search's parameters: the index query, the text to rank by (with
+/// `sort=relevance`) and the page size.
+fn parse_search(
+    params: &SearchParams,
+    page_max: usize,
+) -> ApiResult<(SearchQuery, Option<String>, usize)> {
     let limit = params.limit.unwrap_or(50);
     if limit == 0 || limit > page_max {
         return Err(ApiError::new(
@@ -1377,6 +1434,17 @@ pub async fn search(
             ),
         ));
     }
+    if let Some(verified) = params.verified.as_deref()
+        && !["yes", "no"].contains(&verified)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "verified `{verified}`: `yes` (the organisation is bound to a verified domain) or `no`"
+            ),
+        ));
+    }
     let ranked_text = if relevance {
         let text = params.q.clone().filter(|q| !q.trim().is_empty());
         Some(text.ok_or_else(|| {
@@ -1390,14 +1458,15 @@ pub async fn search(
         None
     };
     let query = SearchQuery {
-        text: if relevance { None } else { params.q },
-        skill: params.skill,
-        tag: params.tag,
-        org: params.org,
-        region: params.region,
-        input_mode: params.input_mode,
-        output_mode: params.output_mode,
-        status: params.status,
+        text: if relevance { None } else { params.q.clone() },
+        skill: params.skill.clone(),
+        tag: params.tag.clone(),
+        org: params.org.clone(),
+        region: params.region.clone(),
+        input_mode: params.input_mode.clone(),
+        output_mode: params.output_mode.clone(),
+        status: params.status.clone(),
+        orgs: None,
         after: if relevance {
             None
         } else {
@@ -1405,25 +1474,11 @@ pub async fn search(
         },
         limit: if relevance { usize::MAX } else { limit },
     };
-    let index = state
-        .index
-        .read()
-        .map_err(|_| ApiError::internal("index lock poisoned"))?;
-    let mut answer = match &ranked_text {
-        None => {
-            let (page, next) = index.search(&query);
-            json!({ "agents": page, "next_cursor": next })
-        }
-        Some(text) => ranked_search(&index, &query, text, params.cursor.as_deref(), limit)?,
-    };
-    if let Some(fields) = params.facets.as_deref() {
-        answer["facets"] = facets(&index, &query, ranked_text.as_deref(), fields)?;
-    }
-    Ok(Json(answer))
+    Ok((query, ranked_text, limit))
 }
 
 /// The fields `?facets=` counts by.
-pub const FACET_FIELDS: &[&str] = &["org", "region", "tag", "skill", "status"];
+pub const FACET_FIELDS: &[&str] = &["org", "region", "tag", "skill", "status", "verified"];
 /// Values listed per facet, the most common first.
 const FACET_VALUES_MAX: usize = 10;
 
@@ -1434,6 +1489,7 @@ fn facets(
     query: &SearchQuery,
     text: Option<&str>,
     fields: &str,
+    verified: &std::collections::HashSet<String>,
 ) -> ApiResult<Value> {
     let fields: Vec<&str> = fields
         .split(',')
@@ -1457,7 +1513,8 @@ fn facets(
         &query.status,
     ]
     .iter()
-    .any(|f| f.is_some());
+    .any(|f| f.is_some())
+        || query.orgs.is_some();
     let matched: Vec<&AgentRecord> = match text {
         // Words alone: the matched agents straight from the ranked index.
         Some(text) if !filtered => index
@@ -1496,6 +1553,8 @@ fn facets(
         for record in &matched {
             let (one, many): (Option<&str>, &[String]) = match field {
                 "org" => (Some(&record.org), &[]),
+                "verified" if verified.contains(&record.org) => (Some("yes"), &[]),
+                "verified" => (Some("no"), &[]),
                 "region" => (Some(&record.region), &[]),
                 "status" => (Some(record.status), &[]),
                 "tag" => (None, &record.tags),
@@ -1559,6 +1618,9 @@ fn ranked_search(
         if let Some(value) = value {
             filter.any(field, vec![value.clone()]);
         }
+    }
+    if let Some(orgs) = &query.orgs {
+        filter.any(FilterField::Org, orgs.clone());
     }
     let ranked = index
         .rank(text, &filter, offset, limit)

@@ -342,6 +342,9 @@ pub struct Query {
     pub output_mode: Option<String>,
     /// A life-cycle state: `active` or `deprecated`.
     pub status: Option<String>,
+    /// The organisation is one of these (the `verified` filter: the organisations bound to a
+    /// verified domain, or the others).
+    pub orgs: Option<Vec<String>>,
     /// Return agents whose id sorts after this one (the previous page's `next_cursor`).
     pub after: Option<String>,
     /// Page size.
@@ -768,6 +771,17 @@ impl AgentIndex {
             .iter()
             .map(|t| self.postings.get(t).unwrap_or(&empty))
             .collect();
+        let of_orgs: Option<std::collections::BTreeSet<Arc<str>>> =
+            query.orgs.as_ref().map(|orgs| {
+                orgs.iter()
+                    .filter_map(|org| self.postings.get(&format!("o:{org}")))
+                    .flatten()
+                    .cloned()
+                    .collect()
+            });
+        if let Some(set) = &of_orgs {
+            sets.push(set);
+        }
         sets.sort_by_key(|set| set.len());
         let candidates: Box<dyn Iterator<Item = &AgentRecord>> = match sets.split_first() {
             None => Box::new(self.records.range::<str, _>(range).map(|(_, r)| r)),
@@ -856,6 +870,23 @@ mod tests {
             ids(&index, &q(&|q| q.text = Some("finds hotels".into()))),
             ["globex/gamma"]
         );
+        // An organisation out of a list (the `verified` filter), with the other filters.
+        let of = |orgs: &[&str]| Some(orgs.iter().map(|o| (*o).to_owned()).collect());
+        assert_eq!(
+            ids(&index, &q(&|q| q.orgs = of(&["globex", "initech"]))),
+            ["globex/gamma"]
+        );
+        assert_eq!(
+            ids(
+                &index,
+                &q(&|q| {
+                    q.orgs = of(&["acme", "globex"]);
+                    q.text = Some("finds".into());
+                })
+            ),
+            ["acme/alpha", "globex/gamma"]
+        );
+        assert!(ids(&index, &q(&|q| q.orgs = of(&[]))).is_empty());
         assert_eq!(
             ids(&index, &q(&|q| q.skill = Some("search".into()))),
             ["acme/alpha", "globex/gamma"]

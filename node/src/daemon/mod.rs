@@ -19,6 +19,7 @@ pub mod mesh;
 pub mod names;
 pub use meridian_hub::metrics;
 pub mod openapi;
+pub mod provenance;
 pub mod publish;
 pub mod ranking;
 pub mod tokens;

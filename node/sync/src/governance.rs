@@ -386,6 +386,12 @@ impl Governance {
         inner.root.as_ref().map(|r| r.current().body.version)
     }
 
+    /// Whether organisation key documents take effect only once proven in the key log
+    /// (`governance.require_key_log`).
+    pub fn key_log_required(&self) -> bool {
+        self.key_log.is_some()
+    }
+
     /// Whether a trust root is configured (and so the acceptance rule applies).
     pub fn enabled(&self) -> bool {
         self.inner.read().is_ok_and(|i| i.root.is_some())
@@ -751,6 +757,111 @@ impl GovernanceRead<'_> {
 pub const KEY_PROOFS_DIR: &str = "key-proofs";
 /// Where key-set documents wait for their proof.
 pub const UNLOGGED_DIR: &str = "unlogged";
+
+/// One document of an organisation's key history, as [`key_history`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHistoryEntry {
+    /// The document's id.
+    pub document: meridian_registry::Cid,
+    /// What it changed: `org.verified: keys [...]`, `rotation: added [...], removed [...]` or
+    /// `key.revoked: DID`.
+    pub change: String,
+    /// `in force`, or `awaiting its key-log proof`.
+    pub state: &'static str,
+    /// Its key-log position, `(leaf index, tree size)`, when a proof of it is held.
+    pub log: Option<(u64, u64)>,
+}
+
+/// The key documents about `org` under a node's governance directory `dir` (its
+/// `org.verified` attestations, rotations and key revocations, those in force then those
+/// waiting for a key-log proof), with their key-log positions. What `meridian org keys` prints
+/// and the console's agent page shows.
+pub fn key_history(dir: &Path, org: &str) -> Vec<KeyHistoryEntry> {
+    use meridian_governance::checkpoint::Checkpoint;
+    let mut positions = std::collections::HashMap::new();
+    for path in files_with(&dir.join(KEY_PROOFS_DIR), "proof") {
+        if let Some(proof) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| KeyLogProof::parse(&t).ok())
+        {
+            let size = Checkpoint::parse_body(&proof.note.body).map_or(0, |c| c.size);
+            positions.insert(proof.document, (proof.index, size));
+        }
+    }
+    let mut entries = Vec::new();
+    for (folder, state) in [
+        ("attestations", "in force"),
+        ("rotations", "in force"),
+        (UNLOGGED_DIR, "awaiting its key-log proof"),
+    ] {
+        for path in cbor_files(&dir.join(folder)) {
+            let Ok(block) = std::fs::read(&path) else {
+                continue;
+            };
+            let Some((id, doc_org)) = key_document_id(&block) else {
+                continue;
+            };
+            if doc_org != org {
+                continue;
+            }
+            let Some(change) = key_change(&block) else {
+                continue;
+            };
+            entries.push(KeyHistoryEntry {
+                document: id,
+                change,
+                state,
+                log: positions.get(&id).copied(),
+            });
+        }
+    }
+    entries
+}
+
+/// What a key document changes, in words; `None` for a block that is not one.
+fn key_change(block: &[u8]) -> Option<String> {
+    use meridian_registry::cbor::Value;
+    let dids = |keys: &[PublicKey]| {
+        keys.iter()
+            .map(PublicKey::to_did)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Ok(rotation) = KeyRotation::decode(block) {
+        return Some(format!(
+            "rotation: added [{}], removed [{}]",
+            dids(&rotation.add),
+            dids(&rotation.remove)
+        ));
+    }
+    let attestation = Attestation::decode(block).ok()?;
+    Some(match &attestation.body.subject {
+        meridian_governance::attestation::Subject::Key(key) => {
+            format!("key.revoked: {}", key.to_did())
+        }
+        _ => {
+            let keys = match attestation.body.claims.get("keys") {
+                Some(Value::Array(keys)) => keys
+                    .iter()
+                    .filter_map(|k| match k {
+                        Value::Text(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            format!("org.verified: keys [{keys}]")
+        }
+    })
+}
+
+impl Governance {
+    /// [`key_history`] of `org` in this node's governance directory.
+    pub fn key_history(&self, org: &str) -> Vec<KeyHistoryEntry> {
+        key_history(&self.dir, org)
+    }
+}
 
 /// Whether `block` is a key-set document that adds trust (an `org.verified` attestation or
 /// a key rotation) without a proof in `proven`. A `key.revoked` only takes trust away, so it

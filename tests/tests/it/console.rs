@@ -147,6 +147,24 @@ fn a_node_reports_its_federation_view() {
     assert_eq!(view["bans_total"], 0);
     assert!(view["hub"].is_null(), "no hub configured");
     assert!(view["syncs"].as_array().unwrap().is_empty());
+
+    // Without governance, an agent's provenance is its name's binding.
+    let checked = node.get("/api/v1/agents/acme/echo/provenance").json();
+    assert_eq!(checked["governance"], false);
+    assert_eq!(checked["verdict"]["accepted"], true);
+    assert_eq!(
+        checked["manifest"],
+        node.get("/api/v1/agents/acme/echo").json()["manifest"]["cid"],
+        "the manifest the node serves"
+    );
+    let signer = meridian_registry::keys::Keypair::from_secret(&[7; 32]).did();
+    assert_eq!(checked["signer"], signer);
+    assert_eq!(checked["keys"]["current"], serde_json::json!([signer]));
+    assert_eq!(checked["keys"]["signer_current"], true);
+    assert_eq!(checked["keys"]["binding"]["how"], "first-use");
+    let unknown = node.get("/api/v1/agents/acme/nobody/provenance");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["code"], "unknown_agent");
 }
 
 #[test]
@@ -164,7 +182,7 @@ fn the_governance_page_reads_organisations_root_history_and_drafts_approvals() {
     let root = dir.join("root.cbor").display().to_string();
     run_ok(dir, &["node", "init", "--data", "g"]);
     let admin = admin_token(dir, "g");
-    let org_token = org_token(dir, "g", "acme");
+    let acme_token = org_token(dir, "g", "acme");
     let node = Daemon::node(dir, "g", &[("MERIDIAN_GOVERNANCE_ROOT", root.as_str())]);
     let history = node.get("/api/v1/governance/root").json()["history"].clone();
     assert_eq!(history.as_array().unwrap().len(), 1, "{history:#}");
@@ -214,7 +232,7 @@ fn the_governance_page_reads_organisations_root_history_and_drafts_approvals() {
     };
     // Only an admin drafts, for a registration held here, with a sane expiry.
     assert_eq!(node.get(&draft_path).status, 401);
-    let refused = as_admin(&draft_path, &org_token);
+    let refused = as_admin(&draft_path, &acme_token);
     assert_eq!(
         refused.status, 403,
         "an organisation's token is not an admin's"
@@ -285,4 +303,35 @@ fn the_governance_page_reads_organisations_root_history_and_drafts_approvals() {
     let until = orgs[0]["verified_until"].as_i64().unwrap();
     let issued = orgs[0]["attestations"][0]["issued_at"].as_i64().unwrap();
     assert_eq!(until - issued, 30 * 86_400, "the expiry asked for");
+
+    // umbrella publishes; the agent page's checked provenance: the rule's verdict, the keys
+    // and their history.
+    let token = org_token(dir, "g", "umbrella");
+    let key = key_file(dir, "umbrella.key");
+    let manifest = manifest_block(
+        "umbrella",
+        "shield",
+        "local",
+        "https://agents.example/shield",
+        1_800_000_000,
+        &key,
+    );
+    assert_eq!(publish(&node, &token, &manifest).status, 201);
+    let checked = node.get("/api/v1/agents/umbrella/shield/provenance").json();
+    assert_eq!(checked["governance"], true);
+    assert_eq!(checked["verdict"]["accepted"], true, "{checked:#}");
+    assert_eq!(checked["verdict"]["checks"].as_array().unwrap().len(), 5);
+    assert_eq!(checked["keys"]["current"], serde_json::json!([key.did()]));
+    assert_eq!(checked["keys"]["threshold"], 1);
+    assert_eq!(checked["keys"]["signer_current"], true);
+    let history = checked["keys"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{checked:#}");
+    assert_eq!(history[0]["document"], approval);
+    assert_eq!(
+        history[0]["change"],
+        format!("org.verified: keys [{}]", key.did())
+    );
+    assert_eq!(history[0]["state"], "in force");
+    assert!(history[0]["key_log"].is_null());
+    assert_eq!(checked["key_log_required"], false);
 }

@@ -347,6 +347,21 @@ fn without_governance_a_node_checks_the_proof_itself_and_keeps_checking_it() {
     );
     let agent = node.get("/api/v1/agents/acme/echo").json();
     assert!(agent["provenance"]["ard"]["identifier"].is_null());
+    let verified_facet = |node: &Daemon| {
+        node.get("/api/v1/agents?facets=verified").json()["facets"]["verified"].clone()
+    };
+    assert_eq!(
+        verified_facet(&node),
+        serde_json::json!([{ "value": "no", "count": 1 }])
+    );
+    let only = |node: &Daemon, verified: &str| {
+        node.get(&format!("/api/v1/agents?verified={verified}"))
+            .json()["agents"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((only(&node, "yes"), only(&node, "no")), (0, 1));
 
     // acme's own proof binds the domain: the agent gets its ARD identifier.
     serve_file(&site, dir, "acme-proof.json");
@@ -356,6 +371,22 @@ fn without_governance_a_node_checks_the_proof_itself_and_keeps_checking_it() {
     let identifier = "urn:air:acme.example:acme:echo";
     let agent = node.get("/api/v1/agents/acme/echo").json();
     assert_eq!(agent["provenance"]["ard"]["identifier"], identifier);
+    // Now verified: the facet and the filter say so, in both search orders.
+    assert_eq!(
+        verified_facet(&node),
+        serde_json::json!([{ "value": "yes", "count": 1 }])
+    );
+    assert_eq!((only(&node, "yes"), only(&node, "no")), (1, 0));
+    let ranked = node
+        .get("/api/v1/agents?q=echo&sort=relevance&verified=yes")
+        .json();
+    assert_eq!(ranked["agents"][0]["agent_id"], "acme/echo", "{ranked:#}");
+    let ranked = node
+        .get("/api/v1/agents?q=echo&sort=relevance&verified=no")
+        .json();
+    assert_eq!(ranked["agents"], serde_json::json!([]));
+    let bad = node.get("/api/v1/agents?verified=maybe");
+    assert_eq!((bad.status, code(&bad).as_str()), (400, "bad_query"));
     assert_eq!(
         node.get("/ard/v1/agents/urn%3Aair%3Aacme.example%3Aacme%3Aecho")
             .status,

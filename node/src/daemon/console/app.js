@@ -38,12 +38,12 @@ async function searchPage() {
   const status = params.get("status") ?? "";
   document.getElementById("q").value = q;
   document.getElementById("status").value = status;
-  const query = new URLSearchParams({ limit: "20", facets: "org,region,tag,status" });
+  const query = new URLSearchParams({ limit: "20", facets: "org,region,skill,tag,status,verified" });
   if (q.trim()) {
     query.set("q", q);
     query.set("sort", "relevance");
   }
-  for (const name of ["status", "org", "region", "tag"]) {
+  for (const name of ["status", "org", "region", "skill", "tag", "verified"]) {
     if (params.get(name)) query.set(name, params.get(name));
   }
   const page = await api(`/api/v1/agents?${query}`);
@@ -68,6 +68,8 @@ async function searchPage() {
 
 // Counts of every match by organisation, region, tag and status; each value a link that adds
 // it to the search (and the one in force a link that takes it away).
+const FACET_NAMES = { org: "organisation", verified: "verified domain" };
+
 function facetsAside(facets) {
   const groups = Object.entries(facets).map(([field, buckets]) => {
     const chosen = params.get(field);
@@ -77,7 +79,7 @@ function facetsAside(facets) {
       const label = `${value} (${count})`;
       return el("li", {}, el("a", { href: `/console/?${next}`, "aria-current": chosen === value ? "true" : null }, chosen === value ? `✕ ${label}` : label));
     });
-    return el("div", { class: "facet" }, el("h2", {}, field), el("ul", {}, links));
+    return el("div", { class: "facet" }, el("h2", {}, FACET_NAMES[field] ?? field), el("ul", {}, links));
   });
   return groups.length ? el("nav", { class: "facets", "aria-label": "Refine" }, groups) : null;
 }
@@ -103,7 +105,7 @@ function cardSection(card) {
   ];
 }
 
-function provenanceSection(agent) {
+function provenanceSection(agent, checked) {
   const p = agent.provenance ?? {};
   const ard = p.ard?.identifier ?? `none: ${p.ard?.why ?? "no verified domain"}`;
   const verify = [
@@ -124,20 +126,46 @@ function provenanceSection(agent) {
       el("dt", {}, "Vouched for by"), el("dd", {}, (p.vouched_by ?? []).length
         ? el("ul", { class: "plain" }, (p.vouched_by ?? []).map((a) => el("li", {}, el("strong", {}, a.type), " ", el("code", { title: a.id }, short(a.id, 20)))))
         : "nobody: governance is off on this node, or no attestation was issued")),
+    ...checkedSection(checked),
     el("h3", {}, "Verify it yourself"),
     el("pre", {}, verify),
   ];
 }
 
+// The acceptance rule's verdict and the organisation's keys, as the node checked them now.
+function checkedSection(checked) {
+  if (!checked) return [];
+  const verdict = checked.verdict;
+  const keys = checked.keys;
+  const history = keys.history.map((h) => el("tr", {},
+    el("td", {}, h.change), el("td", {}, h.state),
+    el("td", {}, h.key_log ? `leaf ${h.key_log.index} of ${h.key_log.size}` : checked.key_log_required ? "no proof held" : "not required here"),
+    el("td", {}, el("code", { title: h.document }, short(h.document, 16)))));
+  const bound = keys.binding ? ` (bound ${keys.binding.how === "pinned" ? "by the operator's pin" : "on first use"})` : "";
+  return [
+    el("h3", {}, "The acceptance rule"),
+    el("p", { id: "verdict", class: verdict.accepted ? "" : "error" },
+      el("span", { class: `badge ${verdict.accepted ? "up" : "removed"}` }, verdict.accepted ? "accepted" : "refused"),
+      verdict.accepted ? " on this node now:" : ` on this node now: ${verdict.reasons.join("; ")}`),
+    el("ul", {}, verdict.checks.map((c) => el("li", {}, c))),
+    el("h3", {}, "The organisation's keys"),
+    el("p", { id: "signer-key" }, keys.signer_current ? "The signing key is one of its current keys" : "The signing key is not among its current keys",
+      `${bound}: `, keys.current.length ? keys.current.flatMap((k, i) => (i ? [", ", el("code", {}, k)] : [el("code", {}, k)])) : "none",
+      keys.threshold ? ` (rotations need ${keys.threshold})` : ""),
+    keys.history.length ? table("Key history", ["Change", "State", "Key log", "Document"], history) : null,
+  ];
+}
+
 async function agentPage(id) {
-  const agent = await api(`/api/v1/agents/${id.split("/").map(encodeURIComponent).join("/")}`);
+  const path = `/api/v1/agents/${id.split("/").map(encodeURIComponent).join("/")}`;
+  const [agent, checked] = await Promise.all([api(path), api(`${path}/provenance`).catch(() => null)]);
   const lifecycle = agent.status === "deprecated"
     ? el("p", { class: "badge deprecated", role: "status" },
         "Deprecated by its organisation", agent.superseded_by ? [": use ", agentLink(agent.superseded_by)] : null)
     : null;
   document.title = `${agent.card?.name ?? id} · Meridian`;
   show(el("h1", {}, agent.card?.name ?? id), el("p", { class: "meta" }, id), lifecycle,
-    ...cardSection(agent.card ?? {}), ...provenanceSection(agent));
+    ...cardSection(agent.card ?? {}), ...provenanceSection(agent, checked));
 }
 
 // ------------------------------------------------------------------ federation
