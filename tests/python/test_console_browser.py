@@ -137,3 +137,29 @@ def test_a_phone_sized_window_and_the_keyboard_reach_everything(node, browser):
         no_console_errors(browser)
     finally:
         browser.set_window_size(1200, 1000)
+
+
+def test_results_follow_typing_and_the_page_reads_in_dark_mode(node, browser):
+    url, _, _ = node
+    browser.get(url + "/console/")
+    wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "ol.results li a")))
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("flig")
+    # No Enter: the results and the URL follow the typing.
+    wait(browser, lambda d: "q=flig" in d.current_url)
+    first = wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "ol.results li a")))
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "ol.results li a").text == "Flight Booker")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "ol.results li")) == 1, "echo is not a match"
+    assert first
+    # Dark mode: the colour scheme the system asks for.
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        background = browser.execute_script("return getComputedStyle(document.body).backgroundColor;")
+        text = browser.execute_script("return getComputedStyle(document.body).color;")
+        assert background == "rgb(13, 17, 23)", background
+        assert text == "rgb(230, 237, 243)", text
+        browser.save_screenshot(str(SHOTS / "search-dark.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    no_console_errors(browser)

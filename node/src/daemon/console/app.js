@@ -33,11 +33,16 @@ function agentLink(id, text) {
   return el("a", { href: `/console/?agent=${encodeURIComponent(id)}` }, text ?? id);
 }
 
+// Searches started, so an answer that arrives after a newer one is dropped.
+let searches = 0;
+
 async function searchPage() {
   const q = params.get("q") ?? "";
   const status = params.get("status") ?? "";
-  document.getElementById("q").value = q;
+  const box = document.getElementById("q");
+  if (box.value !== q) box.value = q;
   document.getElementById("status").value = status;
+  const search = ++searches;
   const query = new URLSearchParams({ limit: "20", facets: "org,region,skill,tag,status,verified" });
   if (q.trim()) {
     query.set("q", q);
@@ -47,6 +52,7 @@ async function searchPage() {
     if (params.get(name)) query.set(name, params.get(name));
   }
   const page = await api(`/api/v1/agents?${query}`);
+  if (search !== searches) return;
   const refine = facetsAside(page.facets ?? {});
   const agents = page.agents ?? [];
   const heading = q.trim() ? `Agents matching “${q}”` : "Agents";
@@ -483,4 +489,18 @@ async function route() {
   }
 }
 
+// Instant results: on the search page, typing searches (the URL follows, so the page is still
+// a link); Enter and the button do the same by loading the page.
+function instantSearch() {
+  if (params.get("view") || params.get("agent")) return;
+  const box = document.getElementById("q");
+  const again = debounce(() => {
+    if (box.value.trim()) params.set("q", box.value); else params.delete("q");
+    history.replaceState(null, "", `/console/?${params}`);
+    searchPage().catch(failure);
+  }, 200);
+  box.addEventListener("input", again);
+}
+
+instantSearch();
 route();
