@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -60,7 +61,7 @@ def node(tmp_path_factory):
     process.wait(timeout=15)
 
 
-def test_search_then_open_an_agent_and_read_its_provenance(node, browser):
+def test_search_then_open_an_agent_and_read_its_provenance(node, browser, tmp_path):
     url, _, key = node
     browser.get(f"{url}/console/?q=flight")
     first = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "ol.results li a")))
@@ -85,6 +86,21 @@ def test_search_then_open_an_agent_and_read_its_provenance(node, browser):
     assert "null" not in page and "undefined" not in page, page
     browser.save_screenshot(str(SHOTS / "agent.png"))
     no_console_errors(browser)
+    verify_it_yourself(browser.find_element(By.CSS_SELECTOR, "#view pre").text, tmp_path)
+
+
+def verify_it_yourself(box, work):
+    """Runs the commands of the page's "verify it yourself" box, as a reader would."""
+    lines = [line.split("  #")[0].strip() for line in box.splitlines() if not line.startswith("#")]
+    show = next(line for line in lines if line.startswith("meridian agent show"))
+    shown = subprocess.run([BIN, "--json", *show.split()[1:]], cwd=work, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["agent_id"] == "acme/flight-booker", shown.stdout
+    snapshot = next(line for line in lines if "registry/snapshot" in line).split('"')[1]
+    with urllib.request.urlopen(snapshot) as answer:
+        (work / "publisher.car").write_bytes(answer.read())
+    checked = subprocess.run([BIN, "snapshot", "verify", "publisher.car"], cwd=work, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_a_change_arrives_live_on_the_federation_page(node, browser):

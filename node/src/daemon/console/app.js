@@ -117,6 +117,8 @@ function provenanceSection(agent, checked) {
   const verify = [
     `meridian agent show ${agent.agent_id} --node ${location.origin}`,
     `curl -s ${location.origin}/api/v1/blocks/${agent.manifest?.cid}  # the signed manifest block`,
+    `curl -s "${location.origin}/api/v1/registry/snapshot?publisher=${p.publisher}" -o publisher.car`,
+    `meridian snapshot verify publisher.car  # every hash and signature of the publisher's commit ${p.commit ?? ""} (add --root ROOT --attestations DIR under governance)`,
     `# Python: meridian.NodeClient("${location.origin}").current_manifest("${agent.agent_id}")`,
   ].join("\n");
   return [
