@@ -18,6 +18,7 @@ pytest.importorskip("selenium.webdriver")
 meridian = pytest.importorskip("meridian")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 
 BIN = os.environ.get("MERIDIAN_BIN", "meridian")
@@ -167,6 +168,14 @@ def test_results_follow_typing_and_the_page_reads_in_dark_mode(node, browser):
     wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "ol.results li a").text == "Flight Booker")
     assert len(browser.find_elements(By.CSS_SELECTOR, "ol.results li")) == 1, "echo is not a match"
     assert first
+    # Typing more is never overwritten by an answer to what was typed before.
+    box.send_keys("ht")
+    wait(browser, lambda d: "q=flight" in d.current_url)
+    assert box.get_attribute("value") == "flight"
+    # The status filter applies at once too.
+    Select(browser.find_element(By.ID, "status")).select_by_value("deprecated")
+    wait(browser, lambda d: "status=deprecated" in d.current_url)
+    wait(browser, EC.text_to_be_present_in_element((By.ID, "view"), "No agent matches."))
     # Dark mode: the colour scheme the system asks for.
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
                             {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})

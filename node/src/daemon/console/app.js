@@ -38,10 +38,6 @@ let searches = 0;
 
 async function searchPage() {
   const q = params.get("q") ?? "";
-  const status = params.get("status") ?? "";
-  const box = document.getElementById("q");
-  if (box.value !== q) box.value = q;
-  document.getElementById("status").value = status;
   const search = ++searches;
   const query = new URLSearchParams({ limit: "20", facets: "org,region,skill,tag,status,verified" });
   if (q.trim()) {
@@ -485,6 +481,9 @@ async function route() {
     if (params.get("view") === "federation") return await federationPage();
     if (params.get("view") === "governance") return await governancePage();
     if (params.get("agent")) return await agentPage(params.get("agent"));
+    // The form shows the search the URL holds (typing then changes both).
+    document.getElementById("q").value = params.get("q") ?? "";
+    document.getElementById("status").value = params.get("status") ?? "";
     return await searchPage();
   } catch (error) {
     failure(error);
@@ -496,12 +495,15 @@ async function route() {
 function instantSearch() {
   if (params.get("view") || params.get("agent")) return;
   const box = document.getElementById("q");
+  const status = document.getElementById("status");
   const again = debounce(() => {
     if (box.value.trim()) params.set("q", box.value); else params.delete("q");
+    if (status.value) params.set("status", status.value); else params.delete("status");
     history.replaceState(null, "", `/console/?${params}`);
     searchPage().catch(failure);
   }, 200);
   box.addEventListener("input", again);
+  status.addEventListener("change", again);
 }
 
 instantSearch();
