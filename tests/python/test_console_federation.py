@@ -65,6 +65,8 @@ def test_a_newcomer_sees_who_publishes_echo_who_vouches_and_that_the_node_is_cur
     assert browser.find_element(By.ID, "verdict").text.startswith("accepted"), page
     assert "The signing key is one of its current keys" in browser.find_element(By.ID, "signer-key").text
     assert "org.verified: keys [did:key:" in page and "not required here" in page, page
+    browser.execute_script('document.querySelector("#view h2:nth-of-type(2)").scrollIntoView();')
+    browser.save_screenshot(str(SHOTS / "provenance.png"))
     # Did this node get the last change: every publisher's head is up to date, peers connected.
     browser.get(first["console"] + "?view=federation")
     rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#heads tr"))
