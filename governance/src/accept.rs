@@ -145,8 +145,7 @@ pub fn accept(
                 expires_at: body.expires_at,
             });
         }
-        let allowed = body.allow_orgs.is_empty() || body.allow_orgs.contains(org);
-        if !allowed || body.deny_orgs.contains(org) {
+        if body.denies_org(org) {
             reasons.push(Rejection::OrgDenied { org: org.clone() });
         }
         if body.deny_agents.contains(&manifest.body.agent_id) {

@@ -615,6 +615,9 @@ pub enum RotationError {
 #[derive(Debug, Clone, Default)]
 pub struct AttestationSet {
     attestations: HashMap<Cid, Attestation>,
+    /// The ids of `attestations` by subject: the acceptance rule asks about one organisation
+    /// per manifest, so [`AttestationSet::about`] must not scan every attestation.
+    by_subject: HashMap<Subject, Vec<Cid>>,
     revoked: HashSet<Cid>,
     /// Keys organisations added by rotation, per organisation.
     added_keys: HashMap<String, Vec<PublicKey>>,
@@ -715,7 +718,10 @@ impl AttestationSet {
         {
             self.revoked.insert(revoked);
         }
-        self.attestations.insert(id, attestation);
+        let subject = attestation.body.subject.clone();
+        if self.attestations.insert(id, attestation).is_none() {
+            self.by_subject.entry(subject).or_default().push(id);
+        }
         Ok(id)
     }
 
@@ -835,6 +841,11 @@ impl AttestationSet {
             })
     }
 
+    /// Whether the attestation `id` is held.
+    pub fn contains(&self, id: &Cid) -> bool {
+        self.attestations.contains_key(id)
+    }
+
     /// Whether the attestation `id` has been revoked.
     pub fn is_revoked(&self, id: &Cid) -> bool {
         self.revoked.contains(id)
@@ -845,10 +856,15 @@ impl AttestationSet {
         &'a self,
         subject: &'a Subject,
     ) -> impl Iterator<Item = (&'a Attestation, bool)> + 'a {
-        self.attestations
-            .iter()
-            .filter(move |(_, a)| a.body.subject == *subject)
-            .map(|(id, a)| (a, self.revoked.contains(id)))
+        self.by_subject
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                self.attestations
+                    .get(id)
+                    .map(|a| (a, self.revoked.contains(id)))
+            })
     }
 
     /// Every attestation held.

@@ -82,6 +82,12 @@ pub struct PolicyBody {
 }
 
 impl PolicyBody {
+    /// Whether the policy keeps `org` out: it is denied, or an allow list leaves it out.
+    pub fn denies_org(&self, org: &str) -> bool {
+        let allowed = self.allow_orgs.is_empty() || self.allow_orgs.iter().any(|a| a == org);
+        !allowed || self.deny_orgs.iter().any(|d| d == org)
+    }
+
     fn to_value(&self) -> Value {
         let tiers = self
             .rate_limits

@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from daemons import lone_node
+
 pytest.importorskip("a2a.server.routes")
 uvicorn = pytest.importorskip("uvicorn")
 starlette_apps = pytest.importorskip("starlette.applications")
@@ -86,25 +88,13 @@ def run(cwd, *args, **kw):
 def node(tmp_path_factory, reference_agent):
     """A node with the reference agent published by its organisation, `ref`, from its card URL."""
     work = tmp_path_factory.mktemp("ref-node")
-    run(work, "node", "init", "--data", "n")
-    env = dict(os.environ, MERIDIAN_HTTP_LISTEN="127.0.0.1:0", MERIDIAN_MESH_ENABLED="false",
-               MERIDIAN_A2A_ALLOW_PRIVATE="true")
-    process = subprocess.Popen([BIN, "node", "run", "--data", "n"], cwd=work, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = work / "n" / "http.addr"
-    deadline = time.time() + 30
-    while not address.exists():
-        assert process.poll() is None and time.time() < deadline, "the node did not start"
-        time.sleep(0.05)
-    url = "http://" + address.read_text().strip()
-    run(work, "keys", "generate", "--out", "ref.key")
-    token = run(work, "--json", "node", "token", "create", "--org", "ref", "--data", "n")
-    token = __import__("json").loads(token)["token"]
-    run(work, "agent", "publish", "--card", f"{reference_agent}.well-known/agent-card.json", "--allow-private",
-        "--org", "ref", "--region", "local", "--org-key", "ref.key", "--node", url, "--token", token)
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
+    with lone_node(work, MERIDIAN_A2A_ALLOW_PRIVATE="true") as url:
+        run(work, "keys", "generate", "--out", "ref.key")
+        token = run(work, "--json", "node", "token", "create", "--org", "ref", "--data", "n")
+        token = __import__("json").loads(token)["token"]
+        run(work, "agent", "publish", "--card", f"{reference_agent}.well-known/agent-card.json", "--allow-private",
+            "--org", "ref", "--region", "local", "--org-key", "ref.key", "--node", url, "--token", token)
+        yield url
 
 
 def shape(value):

@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from browsing import SHOTS, no_console_errors, wait
+from daemons import lone_node
 
 pytest.importorskip("selenium.webdriver")
 meridian = pytest.importorskip("meridian")
@@ -39,27 +40,16 @@ def card(name, description, skill, examples):
 def node(tmp_path_factory):
     """A node with two of acme's agents, and acme's key and token to change them."""
     work = tmp_path_factory.mktemp("console")
-    subprocess.run([BIN, "node", "init", "--data", "n"], cwd=work, check=True, capture_output=True)
-    env = dict(os.environ, MERIDIAN_HTTP_LISTEN="127.0.0.1:0", MERIDIAN_MESH_ENABLED="false")
-    process = subprocess.Popen([BIN, "node", "run", "--data", "n"], cwd=work, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = work / "n" / "http.addr"
-    deadline = time.time() + 30
-    while not address.exists():
-        assert process.poll() is None and time.time() < deadline, "the node did not start"
-        time.sleep(0.05)
-    url = "http://" + address.read_text().strip()
-    token = json.loads(subprocess.run([BIN, "--json", "node", "token", "create", "--org", "acme", "--data", "n"],
-                                      cwd=work, check=True, capture_output=True, text=True).stdout)["token"]
-    key = meridian.Keypair.generate()
-    client = meridian.NodeClient(url, token=token)
-    for agent in (card("Flight Booker", "Books flights and finds the cheapest fares", "book-flight",
-                       ["book a flight to Tokyo"]),
-                  card("Echo", "Repeats what it is told", "echo", ["say hello"])):
-        client.publish(meridian.sign_manifest(agent, "acme", "local", key, NOW))
-    yield url, client, key
-    process.terminate()
-    process.wait(timeout=15)
+    with lone_node(work) as url:
+        token = json.loads(subprocess.run([BIN, "--json", "node", "token", "create", "--org", "acme", "--data", "n"],
+                                          cwd=work, check=True, capture_output=True, text=True).stdout)["token"]
+        key = meridian.Keypair.generate()
+        client = meridian.NodeClient(url, token=token)
+        for agent in (card("Flight Booker", "Books flights and finds the cheapest fares", "book-flight",
+                           ["book a flight to Tokyo"]),
+                      card("Echo", "Repeats what it is told", "echo", ["say hello"])):
+            client.publish(meridian.sign_manifest(agent, "acme", "local", key, NOW))
+        yield url, client, key
 
 
 def test_search_then_open_an_agent_and_read_its_provenance(node, browser, tmp_path):

@@ -72,13 +72,13 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     ApiError::new(status, code, message)
 }
 
-/// The manifest of an agent in the federated view (decoded from the store, cached by CID), and
-/// the publisher that lists it.
+/// The manifest of an agent in the federated view (decoded from the store, cached by CID), the
+/// publisher that lists it and the manifest's CID.
 pub(crate) fn manifest_of(
     state: &NodeState,
     org: &str,
     agent: &str,
-) -> Result<(Arc<Manifest>, String), ApiError> {
+) -> Result<(Arc<Manifest>, String, String), ApiError> {
     let agent_id = format!("{org}/{agent}");
     let (cid_text, publisher) = {
         let index = state
@@ -98,7 +98,7 @@ pub(crate) fn manifest_of(
         .ok()
         .and_then(|cache| cache.get(&cid_text).cloned())
     {
-        return Ok((manifest, publisher));
+        return Ok((manifest, publisher, cid_text));
     }
     let cid = meridian_registry::ids::parse_cid(&cid_text).map_err(ApiError::internal)?;
     let block = state
@@ -111,9 +111,9 @@ pub(crate) fn manifest_of(
         if cache.len() >= MANIFEST_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(cid_text, manifest.clone());
+        cache.insert(cid_text.clone(), manifest.clone());
     }
-    Ok((manifest, publisher))
+    Ok((manifest, publisher, cid_text))
 }
 
 /// Decoded manifests the proxy keeps (by CID); past it the cache starts over.
@@ -397,7 +397,7 @@ async fn forward(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, Refusal> {
-    let (manifest, publisher) = manifest_of(state, org, agent)?;
+    let (manifest, publisher, _) = manifest_of(state, org, agent)?;
     let (hub, url) = destination(state, &manifest, org, agent)?;
     let caller = caller(state, headers, client)?;
     let permit = admit(state, &caller, org, agent)?;
@@ -510,7 +510,7 @@ async fn forward_rest(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, Refusal> {
-    let (manifest, _) = manifest_of(state, org, agent)?;
+    let (manifest, _, _) = manifest_of(state, org, agent)?;
     let base = rest_endpoint(&manifest).ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
@@ -527,11 +527,18 @@ async fn forward_rest(
         .into());
     }
     let mut url = base.clone();
-    url.set_path(&format!(
-        "{}/{}",
-        base.path().trim_end_matches('/'),
-        call.path
-    ));
+    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+    url.set_path(&format!("{prefix}{}", call.path));
+    // URL parsing resolves `..` (and `%2e%2e`, and `\` as a separator): whatever the caller
+    // sent, the call stays under the agent's declared base.
+    if !url.path().starts_with(&prefix) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the path leaves the agent's HTTP+JSON base",
+        )
+        .into());
+    }
     url.set_query(call.query);
     if let Err(refused) = check_literal_host(&url, state.config.a2a.allow_private) {
         count(state, "refused");
@@ -988,7 +995,7 @@ pub async fn card(
     Path((org, agent)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (manifest, _) = manifest_of(&state, &org, &agent)?;
+    let (manifest, _, _) = manifest_of(&state, &org, &agent)?;
     let mut card: Value = serde_json::from_str(&manifest.body.card).map_err(ApiError::internal)?;
     let base = card_base(&state, &headers)?;
     let proxy_url = format!("{base}/a2a/{org}/{agent}");

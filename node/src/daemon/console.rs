@@ -10,21 +10,21 @@
 
 use axum::http::HeaderMap;
 use axum::response::Response;
-use meridian_hub::console::asset;
+use meridian_hub::console::{Asset, HTML, SCRIPT};
 
 pub use meridian_hub::console::{common, redirect, style};
 
 /// The console's page.
-const INDEX: &str = include_str!("console/index.html");
-/// Its script (an ES module).
-const APP: &str = include_str!("console/app.js");
+static INDEX: Asset = Asset::new(include_str!("console/index.html"), HTML);
+/// Its script.
+static APP: Asset = Asset::new(include_str!("console/app.js"), SCRIPT);
 
 /// `GET /console/`: the page (every view; the query picks one).
 pub async fn index(headers: HeaderMap) -> Response {
-    asset(&headers, INDEX, "text/html; charset=utf-8")
+    INDEX.serve(&headers)
 }
 
 /// `GET /console/app.js`.
 pub async fn app(headers: HeaderMap) -> Response {
-    asset(&headers, APP, "text/javascript; charset=utf-8")
+    APP.serve(&headers)
 }

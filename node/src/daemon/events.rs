@@ -112,7 +112,7 @@ pub struct EventParams {
 /// `agent.added`, `agent.changed`, `agent.deprecated`, `agent.removed`, `head.accepted`,
 /// `publisher.equivocated`; governance's `root.updated`, `policy.updated`,
 /// `attestation.added`, `attestation.revoked`, `org.keys_rotated` (whether an admin posted the
-/// document here or it arrived from a peer or the hub); names' `name.conflict`, `name.domain`;
+/// document here or it arrived from a peer or the hub), `governance.key_proof`; names' `name.conflict`, `name.domain`;
 /// the mesh's `peer.connected`, `peer.disconnected`, `peer.banned` (the hub is the peer `hub`);
 /// and `history.truncated` when a resumed stream lost events.
 #[utoipa::path(get, path = "/api/v1/events", tag = "registry", params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event"), ("last_event_id" = Option<u64>, Query, description = "the same, as a parameter")), responses((status = 200, description = "the stream", content_type = "text/event-stream"), (status = 400, description = "bad Last-Event-ID", body = ErrorBody), (status = 503, description = "http.sse_subscribers_max clients follow the stream already (Retry-After)", body = ErrorBody)))]

@@ -215,9 +215,7 @@ pub async fn post_root(
     let version = next.body.version;
     state.governance.apply_root(next, &body, (state.clock)())?;
     pass_on(&state, &body);
-    state
-        .events
-        .emit("root.updated", json!({ "version": version }));
+    announce(&state, &body);
     reindex_all(&state).await?;
     Ok(Json(json!({ "version": version })))
 }
@@ -299,9 +297,7 @@ pub async fn post_policy(
         .apply_policy(bundle, &body, (state.clock)())?;
     if changed {
         pass_on(&state, &body);
-        state
-            .events
-            .emit("policy.updated", json!({ "version": version }));
+        announce(&state, &body);
         reindex_all(&state).await?;
     }
     Ok(Json(json!({ "version": version, "changed": changed })))
@@ -352,9 +348,7 @@ pub async fn post_attestation(
             return Ok(awaiting_key_log(&id));
         }
         pass_on(&state, &body);
-        state
-            .events
-            .emit("org.keys_rotated", json!({ "id": id, "org": org }));
+        announce(&state, &body);
         reindex_all(&state).await?;
         return Ok((
             StatusCode::CREATED,
@@ -371,14 +365,7 @@ pub async fn post_attestation(
         return Ok(awaiting_key_log(&id.to_string()));
     }
     pass_on(&state, &body);
-    let event = if kind == KIND_REVOCATION {
-        "attestation.revoked"
-    } else {
-        "attestation.added"
-    };
-    state
-        .events
-        .emit(event, json!({ "id": id.to_string(), "type": kind }));
+    announce(&state, &body);
     reindex_all(&state).await?;
     Ok((
         StatusCode::CREATED,
@@ -413,6 +400,13 @@ pub fn document_event(block: &[u8]) -> Option<(&'static str, Value)> {
             json!({ "id": rotation.document.id().to_string(), "org": rotation.org }),
         )
     })
+}
+
+/// Emits [`document_event`]'s event for a document that just took effect.
+fn announce(state: &NodeState, block: &[u8]) {
+    if let Some((kind, data)) = document_event(block) {
+        state.events.emit(kind, data);
+    }
 }
 
 /// Query of `GET /api/v1/attestations`.
@@ -637,10 +631,7 @@ pub async fn list_orgs(State(state): State<Arc<NodeState>>) -> Result<Json<Value
                 OrgStatus::Expired => ("expired", Vec::new()),
                 OrgStatus::Unverified => ("unverified", Vec::new()),
             };
-            let denied = policy.is_some_and(|p| {
-                p.body.deny_orgs.iter().any(|d| d == org)
-                    || (!p.body.allow_orgs.is_empty() && !p.body.allow_orgs.iter().any(|a| a == org))
-            });
+            let denied = policy.is_some_and(|p| p.body.denies_org(org));
             let subject = Subject::Org(org.to_owned());
             let mut attestations: Vec<Value> = set
                 .about(&subject)

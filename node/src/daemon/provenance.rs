@@ -31,8 +31,7 @@ pub async fn provenance(
     Path((org, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let agent_id = format!("{org}/{name}");
-    let (manifest, publisher) = super::a2a::manifest_of(&state, &org, &name)?;
-    let cid = manifest.to_block_and_cid().0.to_string();
+    let (manifest, publisher, cid) = super::a2a::manifest_of(&state, &org, &name)?;
     let signer = manifest.signer.to_did();
     let now = (state.clock)();
     let governed = state.governance.enabled();

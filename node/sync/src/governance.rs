@@ -642,7 +642,7 @@ impl Governance {
             let known = self
                 .inner
                 .read()
-                .is_ok_and(|inner| inner.attestations.all().any(|a| a.id() == id));
+                .is_ok_and(|inner| inner.attestations.contains(&id));
             if known {
                 return Outcome::Known;
             }

@@ -315,6 +315,24 @@ fn proxy_forwards_calls_and_streams_and_guards_the_edges() {
     assert_eq!(status, 200);
     let saw: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(saw["target"], "/rest/v1/tasks/t-1?historyLength=2");
+    // A path that climbs out of the binding's base is refused before the agent is called,
+    // however it is spelt.
+    for climb in [
+        "%2e%2e/admin",
+        "v1/%2E%2e/../../admin",
+        "..%5C..%5Cadmin",
+        "v1/../../admin",
+    ] {
+        let (status, _, body) = node.request(
+            "GET",
+            &format!("/a2a/acme/echo/rest/{climb}"),
+            &headers,
+            b"",
+        );
+        assert_eq!(status, 400, "{climb}: {}", String::from_utf8_lossy(&body));
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["reason"], "BAD_PATH", "{climb}");
+    }
     // A refusal on this binding is a problem document.
     let (status, response_headers, body) =
         node.request("GET", "/a2a/acme/nobody/rest/v1/tasks/t", &headers, b"");
