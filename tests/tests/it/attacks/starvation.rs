@@ -1,6 +1,9 @@
 //! Attack 6: a flood of connections that send a partial request head (or nothing) and sit
 //! there. The node must keep answering `/health`, cap the flood, and close the idle
-//! connections once the header-read timeout passes. About 2,000 connections against lowered
+//! connections once the header-read timeout passes. The flood's 20 addresses may hold 1,200
+//! connections against a cap of 1,000: a client holding none still gets in, by evicting the
+//! oldest connection of the client holding the most (before eviction it was refused, and this
+//! test failed whenever the flood filled the cap before its connections timed out). About 2,000 connections against lowered
 //! caps (this machine's file limits would not take 20,000), from 20 loopback addresses so the
 //! per-client cap alone does not stop them.
 
@@ -117,19 +120,22 @@ fn idle_connections_cannot_starve_the_node() {
     });
     assert_eq!(still_open, 0, "partial heads still held after the timeout");
     assert!(node.metric("meridian_http_connections_open") <= 1.0);
-    // Every admitted flood connection ended in an error (the header-read timeout). The count
-    // admitted depends on timing (connections that time out during the flood free their
-    // places for later ones), so compare with what the node says it accepted; this test's own
-    // requests (ten /health, six /metrics) are the only connections that ended cleanly.
+    // Every admitted flood connection ended in an error (the header-read timeout) or was
+    // evicted to make room for a client holding fewer (this test's own requests, and later
+    // flood addresses). The counts depend on timing (connections that time out during the
+    // flood free their places for later ones), so compare with what the node says it
+    // accepted; this test's own requests (ten /health, eight /metrics) are the only
+    // connections that ended cleanly.
     let accepted = node.metric("meridian_http_connections_accepted_total");
     let errors = node.metric("meridian_http_connection_errors_total");
+    let evicted = node.metric("meridian_http_connections_evicted_total");
     assert!(
         accepted >= CONNECTIONS_MAX as f64 * 0.9,
         "only {accepted} connections accepted"
     );
     assert!(
-        errors >= accepted - 25.0,
-        "{errors} of {accepted} accepted connections ended in an error"
+        errors + evicted >= accepted - 25.0,
+        "{errors} errors and {evicted} evictions of {accepted} accepted connections"
     );
     drop(streams);
     // And the node goes on serving.
