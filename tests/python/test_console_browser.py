@@ -7,6 +7,7 @@ chromedriver or Selenium is missing (`.ci/run` installs them)."""
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -92,6 +93,12 @@ def verify_it_yourself(box, work):
         (work / "publisher.car").write_bytes(answer.read())
     checked = subprocess.run([BIN, "snapshot", "verify", "publisher.car"], cwd=work, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+    # The Python lines, run as they stand, beside the downloaded snapshot.
+    python = box.splitlines()
+    python = "\n".join(python[next(i for i, line in enumerate(python) if line.startswith("# The same in Python")) + 1:])
+    assert "import meridian" in python, box
+    ran = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
 
 
 def test_a_change_arrives_live_on_the_federation_page(node, browser):

@@ -115,7 +115,11 @@ function provenanceSection(agent, checked) {
     `curl -s ${location.origin}/api/v1/blocks/${agent.manifest?.cid}  # the signed manifest block`,
     `curl -s "${location.origin}/api/v1/registry/snapshot?publisher=${p.publisher}" -o publisher.car`,
     `meridian snapshot verify publisher.car  # every hash and signature of the publisher's commit ${p.commit ?? ""} (add --root ROOT --attestations DIR under governance)`,
-    `# Python: meridian.NodeClient("${location.origin}").current_manifest("${agent.agent_id}")`,
+    `# The same in Python, with the meridian package (bindings/python), beside publisher.car:`,
+    `import meridian`,
+    `block, said = meridian.NodeClient("${location.origin}").current_manifest("${agent.agent_id}")  # hash and signature checked`,
+    `snapshot = meridian.Snapshot.open("publisher.car", publisher="${p.publisher}")  # every hash and signature of the commit`,
+    `assert snapshot.get("${agent.agent_id}")["cid"] == said["cid"], "the publisher's commit lists another manifest"`,
   ].join("\n");
   return [
     el("h2", {}, "Provenance you can check"),
