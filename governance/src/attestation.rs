@@ -799,10 +799,10 @@ impl AttestationSet {
     fn org_threshold(&self, org: &str, now: i64) -> usize {
         let subject = Subject::Org(org.to_owned());
         self.about(&subject)
-            .filter(|(a, revoked)| {
+            .filter(|(_, a, revoked)| {
                 !revoked && a.body.kind == KIND_ORG_VERIFIED && now < a.body.expires_at
             })
-            .filter_map(|(a, _)| match a.body.claims.get("threshold") {
+            .filter_map(|(_, a, _)| match a.body.claims.get("threshold") {
                 Some(Value::Integer(n)) => usize::try_from(*n).ok(),
                 _ => None,
             })
@@ -828,14 +828,14 @@ impl AttestationSet {
         }
         let subject = Subject::Org(org.to_owned());
         self.about(&subject)
-            .filter(|(a, revoked)| {
+            .filter(|(_, a, revoked)| {
                 !revoked
                     && a.body.kind == crate::domain::KIND_ORG_DOMAIN
                     && a.body.issued_at <= now
                     && now < a.body.expires_at
             })
-            .max_by_key(|(a, _)| a.body.issued_at)
-            .and_then(|(a, _)| match a.body.claims.get("domain") {
+            .max_by_key(|(_, a, _)| a.body.issued_at)
+            .and_then(|(_, a, _)| match a.body.claims.get("domain") {
                 Some(Value::Text(domain)) => Some(domain.clone()),
                 _ => None,
             })
@@ -851,32 +851,33 @@ impl AttestationSet {
         self.revoked.contains(id)
     }
 
-    /// Every attestation about `subject`, with whether it is revoked.
+    /// Every attestation about `subject`, with its id (kept, not hashed again) and whether it
+    /// is revoked.
     pub fn about<'a>(
         &'a self,
         subject: &'a Subject,
-    ) -> impl Iterator<Item = (&'a Attestation, bool)> + 'a {
+    ) -> impl Iterator<Item = (&'a Cid, &'a Attestation, bool)> + 'a {
         self.by_subject
             .get(subject)
             .into_iter()
             .flatten()
             .filter_map(|id| {
                 self.attestations
-                    .get(id)
-                    .map(|a| (a, self.revoked.contains(id)))
+                    .get_key_value(id)
+                    .map(|(id, a)| (id, a, self.revoked.contains(id)))
             })
     }
 
-    /// Every attestation held.
-    pub fn all(&self) -> impl Iterator<Item = &Attestation> {
-        self.attestations.values()
+    /// Every attestation held, with its id (kept, not hashed again).
+    pub fn all(&self) -> impl Iterator<Item = (&Cid, &Attestation)> {
+        self.attestations.iter()
     }
 
     /// The current `org.verified` status of `org` at `now`.
     pub fn org_status(&self, org: &str, now: i64) -> OrgStatus {
         let subject = Subject::Org(org.to_owned());
         let mut status = OrgStatus::Unverified;
-        for (attestation, revoked) in self.about(&subject) {
+        for (_, attestation, revoked) in self.about(&subject) {
             if attestation.body.kind != KIND_ORG_VERIFIED {
                 continue;
             }
@@ -926,8 +927,8 @@ impl AttestationSet {
     pub fn key_revoked_at(&self, key: &PublicKey) -> Option<i64> {
         let subject = Subject::Key(*key);
         self.about(&subject)
-            .filter(|(a, revoked)| !revoked && a.body.kind == KIND_KEY_REVOKED)
-            .filter_map(|(a, _)| match a.body.claims.get("revoked_at") {
+            .filter(|(_, a, revoked)| !revoked && a.body.kind == KIND_KEY_REVOKED)
+            .filter_map(|(_, a, _)| match a.body.claims.get("revoked_at") {
                 Some(Value::Integer(at)) => i64::try_from(*at).ok(),
                 _ => None,
             })

@@ -902,10 +902,23 @@ impl HubMachine {
         })
     }
 
-    /// Every upstream's circuit breaker, by name.
-    pub fn breakers(&self, now: Now) -> Vec<BreakerReport> {
-        self.breakers
-            .iter()
+    /// How many upstreams have a circuit breaker, and at most `most` of those breakers, the
+    /// troubled first (open, then half-open, then by failures in a row; ties by name). Every
+    /// relayed agent host has one, so the list a stats request builds is bounded.
+    pub fn breakers(&self, now: Now, most: usize) -> (usize, Vec<BreakerReport>) {
+        let rank = |breaker: &Breaker| {
+            let trouble = match breaker.state() {
+                BreakerState::Open { .. } => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Closed => 2,
+            };
+            (trouble, std::cmp::Reverse(breaker.failures()))
+        };
+        let mut all: Vec<(&String, &Breaker)> = self.breakers.iter().collect();
+        all.sort_by_key(|(name, breaker)| (rank(breaker), *name));
+        let shown = all
+            .into_iter()
+            .take(most)
             .map(|(upstream, breaker)| {
                 let state = breaker.state();
                 BreakerReport {
@@ -918,7 +931,8 @@ impl HubMachine {
                     },
                 }
             })
-            .collect()
+            .collect();
+        (self.breakers.len(), shown)
     }
 
     /// Relay calls refused for rate since start, by scope (at most
@@ -1305,6 +1319,42 @@ mod tests {
         // Another scope has its own bucket; a second later the first may call again.
         assert_eq!(hub.rate_check("org:globex", at(0)), Ok(()));
         assert_eq!(hub.rate_check("org:acme", at(1)), Ok(()));
+    }
+
+    #[test]
+    fn the_breakers_reported_are_bounded_and_the_troubled_come_first() {
+        let mut hub = machine();
+        let fail = |hub: &mut HubMachine, name: &str| {
+            assert!(hub.breaker_allows(name, at(0)));
+            let ended = Input::UpstreamEnded {
+                breaker: name.into(),
+                ok: false,
+            };
+            hub.handle(at(0), ended).unwrap();
+        };
+        // Many healthy agent hosts (a publisher decides how many), one failing once, one open.
+        for n in 0..50 {
+            assert!(hub.breaker_allows(&format!("agent:host-{n:02}.example"), at(0)));
+        }
+        fail(&mut hub, "agent:flaky.example");
+        fail(&mut hub, "node:http://127.0.0.1:7001");
+        fail(&mut hub, "node:http://127.0.0.1:7001");
+        let (total, shown) = hub.breakers(at(1), 5);
+        assert_eq!(total, 52);
+        let names: Vec<&str> = shown.iter().map(|b| b.upstream.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "node:http://127.0.0.1:7001",
+                "agent:flaky.example",
+                "agent:host-00.example",
+                "agent:host-01.example",
+                "agent:host-02.example"
+            ]
+        );
+        assert_eq!(shown[0].state, "open");
+        assert!(shown[0].open_for.is_some());
+        assert_eq!((shown[1].state, shown[1].failures), ("closed", 1));
     }
 
     #[test]

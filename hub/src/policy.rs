@@ -214,7 +214,7 @@ impl PolicyMirror {
             let subject = meridian_governance::attestation::Subject::Node(key);
             self.attestations
                 .about(&subject)
-                .any(|(attestation, revoked)| {
+                .any(|(_, attestation, revoked)| {
                     !revoked
                         && attestation.body.kind
                             == meridian_governance::attestation::KIND_NODE_VERIFIED

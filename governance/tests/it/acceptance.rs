@@ -132,7 +132,7 @@ fn a_revoked_org_key_signs_nothing_whatever_time_it_claims() {
 #[test]
 fn revoked_attestation_rejects_the_org() {
     let mut world = world();
-    let id = world.set.all().next().unwrap().id();
+    let id = *world.set.all().next().unwrap().0;
     let mut revocation = Attestation::revocation(id, "compromised", NOW, NOW + DAY).unwrap();
     revocation.sign(&world.admins.attest[0]);
     revocation.sign(&world.admins.attest[1]);

@@ -50,6 +50,9 @@ function render(stats) {
       el("dt", {}, "Turnover"), el("dd", {}, `${cache.evicted} evicted · ${cache.rejected} refused (did not match their CID) · ${bytes(cache.bytes_served)} served`)),
     el("h2", {}, "Circuit breakers"),
     table("Circuit breakers", ["Upstream", "State", "Failures in a row", ""], breakers, "No upstream called yet."),
+    stats.breakers_total > stats.breakers.length
+      ? el("p", { class: "meta" }, `The ${stats.breakers.length} most troubled of ${stats.breakers_total} upstreams.`)
+      : "",
     el("h2", {}, "Rate-limit refusals"),
     table("Refusals by scope", ["Scope", "Refused"], refusals, "None since start."),
     el("h2", {}, "Relays"),

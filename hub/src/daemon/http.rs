@@ -91,7 +91,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
 
 /// What the hub's console shows: trunks with round-trip times, the block cache, circuit
 /// breakers, rate-limit refusals by scope and relays in flight (figures since start).
-#[utoipa::path(get, path = "/v1/stats", tag = "operations", responses((status = 200, description = "`{region, did, uptime_secs, publishers, governed, policy_version, trunks: [{region, address, key, connected, rtt_ms, failures, retry_in_ms}], cache: {hits, misses, hit_rate, bytes, blocks, capacity_bytes, evicted, rejected, bytes_served}, breakers: [{upstream, state, failures, open_for_ms}], rate_refusals: {SCOPE: count}, relays: {in_flight, max}}`", content_type = "application/json")))]
+#[utoipa::path(get, path = "/v1/stats", tag = "operations", responses((status = 200, description = "`{region, did, uptime_secs, publishers, governed, policy_version, trunks: [{region, address, key, connected, rtt_ms, failures, retry_in_ms}], cache: {hits, misses, hit_rate, bytes, blocks, capacity_bytes, evicted, rejected, bytes_served}, breakers_total, breakers: [{upstream, state, failures, open_for_ms}] (at most 256: open, then half-open, then by failures in a row), rate_refusals: {SCOPE: count}, relays: {in_flight, max}}`", content_type = "application/json")))]
 async fn stats(State(hub): State<Arc<Hub>>) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(hub.stats())).into_response()
 }

@@ -37,6 +37,9 @@ pub use crate::machine::{HEADS_ANSWER_BYTES_MAX, RelayRefusal};
 
 /// Most CIDs one sync request may ask for.
 pub const BLOCKS_PER_REQUEST_MAX: usize = crate::wire::REQUEST_BLOCKS_MAX;
+
+/// Circuit breakers `GET /v1/stats` lists (the troubled first); `breakers_total` counts all.
+pub const STATS_BREAKERS_MAX: usize = 256;
 /// Whether a gateway URL a node vouches for is one the hub will call: `http` or `https`, a
 /// host, no user name or password, no query and no fragment (the hub appends `/api/v1/sync`;
 /// a query would swallow that and point the hub at any path), at most 512 bytes.
@@ -742,7 +745,7 @@ impl Hub {
                 let m = &core.machine;
                 (
                     m.cache_stats(),
-                    m.breakers(now),
+                    m.breakers(now, STATS_BREAKERS_MAX),
                     m.rate_refusals().clone(),
                     m.publishers(),
                     m.policy_version(),
@@ -778,7 +781,8 @@ impl Hub {
                 "evicted": cache.evicted, "rejected": cache.rejected,
                 "bytes_served": cache.bytes_served,
             },
-            "breakers": breakers.iter().map(|b| serde_json::json!({
+            "breakers_total": breakers.0,
+            "breakers": breakers.1.iter().map(|b| serde_json::json!({
                 "upstream": b.upstream, "state": b.state, "failures": b.failures,
                 "open_for_ms": b.open_for.map(ms),
             })).collect::<Vec<_>>(),

@@ -377,7 +377,7 @@ pub async fn post_attestation(
 /// The event a governance document that took effect is announced with, and its data, the same
 /// whether an admin posted it here or it arrived from a peer or the hub: `root.updated`,
 /// `policy.updated`, `attestation.revoked`, `attestation.added` or `org.keys_rotated`.
-pub fn document_event(block: &[u8]) -> Option<(&'static str, Value)> {
+fn document_event(block: &[u8]) -> Option<(&'static str, Value)> {
     if let Ok(root) = RootDocument::decode(block) {
         return Some(("root.updated", json!({ "version": root.body.version })));
     }
@@ -406,6 +406,17 @@ pub fn document_event(block: &[u8]) -> Option<(&'static str, Value)> {
 fn announce(state: &NodeState, block: &[u8]) {
     if let Some((kind, data)) = document_event(block) {
         state.events.emit(kind, data);
+    }
+}
+
+/// [`announce`] for a document new here that arrived from a peer or the hub, unless it is a
+/// key document held for its key-log proof (it takes effect, and is announced as
+/// `governance.key_proof`, when the proof comes).
+pub(super) fn announce_arrival(state: &NodeState, block: &[u8]) {
+    let waiting = meridian_governance::keylog::key_document_id(block)
+        .is_some_and(|(id, _)| state.governance.awaiting_key_log(&id));
+    if !waiting {
+        announce(state, block);
     }
 }
 
@@ -439,20 +450,19 @@ pub async fn list_attestations(
     let mut list: Vec<Value> = inner
         .attestations()
         .all()
-        .filter(|a| {
+        .filter(|(_, a)| {
             query
                 .subject
                 .as_deref()
                 .is_none_or(|s| subject_matches(&a.body.subject, s))
         })
-        .map(|a| {
-            let id = a.id();
+        .map(|(id, a)| {
             json!({
                 "id": id.to_string(),
                 "type": a.body.kind,
                 "issued_at": a.body.issued_at,
                 "expires_at": a.body.expires_at,
-                "revoked": inner.attestations().is_revoked(&id),
+                "revoked": inner.attestations().is_revoked(id),
                 "block": b64(&a.to_block()),
             })
         })
@@ -526,14 +536,13 @@ fn registration_answers(
     use meridian_governance::attestation::KIND_ORG_VERIFIED;
     use meridian_registry::cbor::Value as Cbor;
     let mut answers = std::collections::HashMap::new();
-    for attestation in inner.attestations().all() {
+    for (id, attestation) in inner.attestations().all() {
         let status = match attestation.body.kind.as_str() {
             KIND_ORG_VERIFIED => "approved",
             "org.rejected" => "rejected",
             _ => continue,
         };
-        let id = attestation.id();
-        if inner.attestations().is_revoked(&id) {
+        if inner.attestations().is_revoked(id) {
             continue;
         }
         if let Some(Cbor::Link(registration)) = attestation.body.claims.get("registration") {
@@ -616,7 +625,7 @@ pub async fn list_orgs(State(state): State<Arc<NodeState>>) -> Result<Json<Value
     let set = inner.attestations();
     let orgs: std::collections::BTreeSet<&str> = set
         .all()
-        .filter_map(|a| match &a.body.subject {
+        .filter_map(|(_, a)| match &a.body.subject {
             Subject::Org(org) => Some(org.as_str()),
             _ => None,
         })
@@ -635,13 +644,13 @@ pub async fn list_orgs(State(state): State<Arc<NodeState>>) -> Result<Json<Value
             let subject = Subject::Org(org.to_owned());
             let mut attestations: Vec<Value> = set
                 .about(&subject)
-                .map(|(a, revoked)| json!({ "id": a.id().to_string(), "type": a.body.kind, "issued_at": a.body.issued_at, "expires_at": a.body.expires_at, "revoked": revoked }))
+                .map(|(id, a, revoked)| json!({ "id": id.to_string(), "type": a.body.kind, "issued_at": a.body.issued_at, "expires_at": a.body.expires_at, "revoked": revoked }))
                 .collect();
             attestations.sort_by_key(|a| a["issued_at"].as_i64());
             let verified_until = set
                 .about(&subject)
-                .filter(|(a, revoked)| !revoked && a.body.kind == KIND_ORG_VERIFIED && a.body.expires_at > now)
-                .map(|(a, _)| a.body.expires_at)
+                .filter(|(_, a, revoked)| !revoked && a.body.kind == KIND_ORG_VERIFIED && a.body.expires_at > now)
+                .map(|(_, a, _)| a.body.expires_at)
                 .max();
             json!({ "org": org, "status": status, "denied": denied, "domain": set.org_domain(org, now), "keys": keys, "verified_until": verified_until, "attestations": attestations })
         })

@@ -493,14 +493,8 @@ struct NodeGovernance(Arc<NodeState>);
 impl sync::GovernanceHooks for NodeGovernance {
     fn offer(&mut self, block: &[u8], unix: i64) -> sync::GovernanceOutcome {
         let outcome = self.0.governance.offer_document(block, unix);
-        // A key document held for its key-log proof has not taken effect yet.
-        let waiting = meridian_governance::keylog::key_document_id(block)
-            .is_some_and(|(id, _)| self.0.governance.awaiting_key_log(&id));
-        if outcome == sync::GovernanceOutcome::New
-            && !waiting
-            && let Some((kind, data)) = super::governance::document_event(block)
-        {
-            self.0.events.emit(kind, data);
+        if outcome == sync::GovernanceOutcome::New {
+            super::governance::announce_arrival(&self.0, block);
         }
         outcome
     }

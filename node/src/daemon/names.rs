@@ -149,6 +149,15 @@ struct Inner {
     dirty: bool,
 }
 
+impl Inner {
+    /// The binding of `org` in force: the operator's pin, else what was learned.
+    fn bound(&self, org: &str) -> Option<&Binding> {
+        self.pins
+            .get(org)
+            .or_else(|| self.learned.bindings.get(org))
+    }
+}
+
 /// The running node's name bindings.
 pub struct Names {
     names_path: PathBuf,
@@ -202,11 +211,7 @@ impl Names {
     /// it. Fails closed: an error keeps the manifest out.
     pub fn check(&self, claim: Claim<'_>, now: i64) -> Result<NameCheck> {
         let mut inner = self.lock()?;
-        let bound = inner
-            .pins
-            .get(claim.org)
-            .or_else(|| inner.learned.bindings.get(claim.org))
-            .map(|b| b.keys.clone());
+        let bound = inner.bound(claim.org).map(|b| b.keys.clone());
         match bound {
             Some(keys) if keys.contains(claim.signer) => Ok(NameCheck::Bound),
             Some(keys) => {
@@ -238,11 +243,7 @@ impl Names {
         now: i64,
     ) -> Result<Option<BTreeSet<String>>> {
         let mut inner = self.lock()?;
-        let bound = inner
-            .pins
-            .get(org)
-            .or_else(|| inner.learned.bindings.get(org))
-            .map(|b| b.keys.clone());
+        let bound = inner.bound(org).map(|b| b.keys.clone());
         match bound {
             Some(keys) if keys.contains(signer) => Ok(None),
             Some(keys) => Ok(Some(keys)),
@@ -449,11 +450,7 @@ impl Names {
         use meridian_governance::document::KeySet;
         let mut inner = self.lock()?;
         let proof_keys: BTreeSet<String> = proof.keys.iter().map(|k| k.to_did()).collect();
-        let bound = inner
-            .pins
-            .get(org)
-            .or_else(|| inner.learned.bindings.get(org))
-            .map(|b| b.keys.clone());
+        let bound = inner.bound(org).map(|b| b.keys.clone());
         let current = match &bound {
             Some(keys) if *keys != proof_keys => {
                 return Err(DomainBindError::OtherKeys {
@@ -508,16 +505,17 @@ impl Names {
         Ok(binding)
     }
 
+    /// The binding of `org` in force (the operator's pin, else the one learned), if any.
+    pub fn binding(&self, org: &str) -> Result<Option<Binding>> {
+        Ok(self.lock()?.bound(org).cloned())
+    }
+
     /// The domain `org` is bound to at `now`: its proof unexpired, and the name still bound to
     /// the keys the proof listed.
     pub fn domain(&self, org: &str, now: i64) -> Option<String> {
         let inner = self.lock().ok()?;
         let binding = inner.learned.domains.get(org)?;
-        let keys = inner
-            .pins
-            .get(org)
-            .or_else(|| inner.learned.bindings.get(org))
-            .map(|b| &b.keys)?;
+        let keys = inner.bound(org).map(|b| &b.keys)?;
         (binding.expires_at > now && *keys == binding.keys).then(|| binding.domain.clone())
     }
 

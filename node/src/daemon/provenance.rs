@@ -68,8 +68,8 @@ fn keys(
     now: i64,
 ) -> Result<Value, ApiError> {
     if !governed {
-        let (bindings, _) = state.names.snapshot().map_err(ApiError::internal)?;
-        let binding = bindings.get(org);
+        let binding = state.names.binding(org).map_err(ApiError::internal)?;
+        let binding = binding.as_ref();
         let current: Vec<&String> = binding.map(|b| b.keys.iter().collect()).unwrap_or_default();
         return Ok(json!({
             "current": current,

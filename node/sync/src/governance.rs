@@ -243,7 +243,14 @@ pub struct Governance {
     inner: RwLock<Inner>,
     /// With `governance.require_key_log`: who vouches for the key log.
     key_log: Option<KeyLogTrust>,
+    /// Every organisation's [`key_history`], read from the directory on first ask after a
+    /// change (the console asks on every agent page; reading every document each time would
+    /// let any reader make the node read the whole directory per request).
+    histories: std::sync::Mutex<Option<KeyHistories>>,
 }
+
+/// Key histories by organisation.
+type KeyHistories = std::collections::HashMap<String, Vec<KeyHistoryEntry>>;
 
 /// The `.cbor` documents of a governance folder (none when the folder does not exist yet).
 fn cbor_files(dir: &Path) -> Vec<PathBuf> {
@@ -279,6 +286,7 @@ impl Governance {
             dir,
             inner: RwLock::new(inner),
             key_log,
+            histories: std::sync::Mutex::new(None),
         })
     }
 
@@ -365,6 +373,7 @@ impl Governance {
                 self.persist("rotations", &format!("{index:08}"), &block)?;
             }
             let _ = std::fs::remove_file(self.dir.join(UNLOGGED_DIR).join(format!("{id}.cbor")));
+            self.forget_histories();
             applied_any = true;
         }
     }
@@ -377,7 +386,17 @@ impl Governance {
         text: &str,
     ) -> Result<(), GovernanceError> {
         let dir = self.dir.join(folder);
-        write(&dir, &format!("{name}.{extension}"), text.as_bytes())
+        write(&dir, &format!("{name}.{extension}"), text.as_bytes())?;
+        self.forget_histories();
+        Ok(())
+    }
+
+    /// Drops the cached key histories after the directory changed (called once the file is
+    /// written, so a history read before the change is never kept after it).
+    fn forget_histories(&self) {
+        if let Ok(mut cached) = self.histories.lock() {
+            *cached = None;
+        }
     }
 
     /// The version of the root in force (`None` when governance is off).
@@ -466,8 +485,8 @@ impl Governance {
         inner
             .attestations
             .about(&subject)
-            .filter(|(_, revoked)| !revoked)
-            .map(|(a, _)| (a.body.kind.clone(), a.id().to_string()))
+            .filter(|(_, _, revoked)| !revoked)
+            .map(|(id, a, _)| (a.body.kind.clone(), id.to_string()))
             .collect()
     }
 
@@ -680,7 +699,7 @@ impl Governance {
         }
         let mut documents = inner.root_history.clone();
         documents.extend(inner.policy.current().map(|p| p.to_block()));
-        documents.extend(inner.attestations.all().map(|a| a.to_block()));
+        documents.extend(inner.attestations.all().map(|(_, a)| a.to_block()));
         // Key rotations last and in the order applied: each needs the verification and the
         // rotations before it.
         documents.extend(inner.attestations.rotations().iter().map(|r| r.to_block()));
@@ -719,7 +738,9 @@ impl Governance {
 
     fn persist(&self, folder: &str, name: &str, bytes: &[u8]) -> Result<(), GovernanceError> {
         let dir = self.dir.join(folder);
-        write(&dir, &format!("{name}.cbor"), bytes)
+        write(&dir, &format!("{name}.cbor"), bytes)?;
+        self.forget_histories();
+        Ok(())
     }
 }
 
@@ -777,6 +798,11 @@ pub struct KeyHistoryEntry {
 /// waiting for a key-log proof), with their key-log positions. What `meridian org keys` prints
 /// and the console's agent page shows.
 pub fn key_history(dir: &Path, org: &str) -> Vec<KeyHistoryEntry> {
+    key_histories(dir).remove(org).unwrap_or_default()
+}
+
+/// [`key_history`] of every organisation, read in one pass over `dir`.
+fn key_histories(dir: &Path) -> KeyHistories {
     use meridian_governance::checkpoint::Checkpoint;
     let mut positions = std::collections::HashMap::new();
     for path in files_with(&dir.join(KEY_PROOFS_DIR), "proof") {
@@ -788,7 +814,7 @@ pub fn key_history(dir: &Path, org: &str) -> Vec<KeyHistoryEntry> {
             positions.insert(proof.document, (proof.index, size));
         }
     }
-    let mut entries = Vec::new();
+    let mut histories = KeyHistories::new();
     for (folder, state) in [
         ("attestations", "in force"),
         ("rotations", "in force"),
@@ -798,16 +824,13 @@ pub fn key_history(dir: &Path, org: &str) -> Vec<KeyHistoryEntry> {
             let Ok(block) = std::fs::read(&path) else {
                 continue;
             };
-            let Some((id, doc_org)) = key_document_id(&block) else {
+            let Some((id, org)) = key_document_id(&block) else {
                 continue;
             };
-            if doc_org != org {
-                continue;
-            }
             let Some(change) = key_change(&block) else {
                 continue;
             };
-            entries.push(KeyHistoryEntry {
+            histories.entry(org).or_default().push(KeyHistoryEntry {
                 document: id,
                 change,
                 state,
@@ -815,7 +838,7 @@ pub fn key_history(dir: &Path, org: &str) -> Vec<KeyHistoryEntry> {
             });
         }
     }
-    entries
+    histories
 }
 
 /// What a key document changes, in words; `None` for a block that is not one.
@@ -857,9 +880,14 @@ fn key_change(block: &[u8]) -> Option<String> {
 }
 
 impl Governance {
-    /// [`key_history`] of `org` in this node's governance directory.
+    /// [`key_history`] of `org` in this node's governance directory, from a cache that every
+    /// write to the directory clears.
     pub fn key_history(&self, org: &str) -> Vec<KeyHistoryEntry> {
-        key_history(&self.dir, org)
+        let Ok(mut cached) = self.histories.lock() else {
+            return key_history(&self.dir, org);
+        };
+        let histories = cached.get_or_insert_with(|| key_histories(&self.dir));
+        histories.get(org).cloned().unwrap_or_default()
     }
 }
 
@@ -979,6 +1007,55 @@ mod tests {
         assert_eq!(
             restarted.documents()[..4],
             [root(1), root(2), root(3), root(4)]
+        );
+    }
+
+    /// An `org.verified` attestation of `org` with key `k`, signed by the attest key.
+    fn verified(org: &str, k: u8) -> Vec<u8> {
+        use meridian_registry::cbor::Value;
+        let claims = BTreeMap::from([(
+            "keys".to_owned(),
+            Value::Array(vec![Value::Text(key(k).public().to_did())]),
+        )]);
+        let mut attestation = Attestation::new(
+            meridian_governance::attestation::Subject::Org(org.to_owned()),
+            meridian_governance::attestation::KIND_ORG_VERIFIED,
+            claims,
+            NOW - 10,
+            NOW + 86_400,
+        )
+        .unwrap();
+        attestation.sign(&key(200));
+        attestation.to_block()
+    }
+
+    #[test]
+    fn the_key_history_follows_every_change_to_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_file = dir.path().join("root.1.cbor");
+        std::fs::write(&root_file, root(1)).unwrap();
+        let governance = load(&dir.path().join("n"), &root_file);
+        assert!(governance.key_history("acme").is_empty());
+
+        // Asked before and after each document arrives: the cached history never hides one.
+        assert_eq!(
+            governance.offer_document(&verified("acme", 50), NOW),
+            GovernanceOutcome::New
+        );
+        let acme = governance.key_history("acme");
+        assert_eq!(acme.len(), 1, "{acme:?}");
+        assert!(acme[0].change.contains(&key(50).public().to_did()));
+        assert_eq!(acme[0].state, "in force");
+        assert!(governance.key_history("globex").is_empty());
+        assert_eq!(
+            governance.offer_document(&verified("globex", 51), NOW),
+            GovernanceOutcome::New
+        );
+        assert_eq!(governance.key_history("globex").len(), 1);
+        // The directory's reading, as `meridian org keys` does it, says the same.
+        assert_eq!(
+            key_history(&dir.path().join("n").join("governance"), "acme"),
+            acme
         );
     }
 
